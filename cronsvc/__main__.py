@@ -1,0 +1,3 @@
+from cronsvc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Time, injected: the scheduler and the runner read time only through a Clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+def to_ms(instant: datetime) -> datetime:
+    """Truncate to whole milliseconds, the precision every store keeps."""
+    return instant.replace(microsecond=instant.microsecond - instant.microsecond % 1000)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, UTC, timezone-aware, whole milliseconds."""
+        ...
+
+    def time(self) -> float:
+        """The current instant as Unix seconds (full precision)."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return to_ms(datetime.now(UTC))
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -1,0 +1,99 @@
+"""In-process coordination for a single cronsvc process."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from cronsvc.coord import JobChangeCallback
+from cronsvc.domain import InstanceInfo
+from cronsvc.errors import StartupRefused
+
+
+class LocalCoordinator:
+    """Leases and notices live in this process; leadership is always ours.
+
+    `start` takes an exclusive, non-blocking `flock` on `lock_path`: a second
+    process pointed at the same data would fire every tick again, so it is
+    refused instead. The kernel drops the lock when the process dies.
+    """
+
+    def __init__(self, *, lock_path: Path | None) -> None:
+        self._lock_path = lock_path
+        self._lock_file: IO[str] | None = None
+        self._callbacks: list[JobChangeCallback] = []
+        self._leases: dict[tuple[str, datetime], None] = {}
+        self._instances: dict[str, InstanceInfo] = {}
+        self._token = 0
+        self._leader: str | None = None
+
+    async def start(self) -> None:
+        if self._lock_path is None:
+            return
+        handle = open(self._lock_path, "a+")  # noqa: SIM115 - held for the process lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StartupRefused(
+                f"{self._lock_path} is locked by {holder}: with coordination.url = 'local' "
+                "only one process may use this store; stop it or configure a redis:// "
+                "coordinator for several instances"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    async def aclose(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def try_lease_tick(self, job_id: str, tick: datetime, ttl_s: float) -> bool:
+        # One process: the store's claim already fences duplicates; keep only a
+        # bounded memory of recent leases so the check stays honest and cheap.
+        key = (job_id, tick)
+        if key in self._leases:
+            return False
+        self._leases[key] = None
+        if len(self._leases) > 100_000:
+            for old in list(self._leases)[:50_000]:
+                del self._leases[old]
+        return True
+
+    async def publish_job_change(self, job_id: str) -> None:
+        for callback in self._callbacks:
+            callback(job_id)
+
+    def subscribe_job_changes(self, callback: JobChangeCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def try_lead(self, instance_id: str, ttl_s: float) -> int | None:
+        if self._leader != instance_id:
+            self._leader = instance_id
+            self._token += 1
+        return self._token
+
+    async def resign(self, instance_id: str) -> None:
+        if self._leader == instance_id:
+            self._leader = None
+
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None:
+        self._instances[info.id] = info
+
+    async def forget_instance(self, instance_id: str) -> None:
+        self._instances.pop(instance_id, None)
+
+    async def live_instances(self) -> list[InstanceInfo]:
+        return list(self._instances.values())
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,138 @@
+"""The values cronsvc works with: jobs, their specs, and execution records.
+
+Python names are snake_case; the API layer maps them to the camelCase wire
+names. Every instant is a timezone-aware UTC datetime with millisecond
+precision (see `cronsvc.clock.to_ms`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JsonValue = Any
+"""A value that `json.dumps` accepts."""
+
+
+class HttpMethod(enum.StrEnum):
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+
+    @property
+    def carries_body(self) -> bool:
+        return self is not HttpMethod.GET
+
+
+class ConcurrencyPolicy(enum.StrEnum):
+    ALLOW = "allow"
+    FORBID = "forbid"
+
+
+class MisfirePolicy(enum.StrEnum):
+    SKIP = "skip"
+    FIRE_ONCE = "fire_once"
+    FIRE_ALL = "fire_all"
+
+
+class Trigger(enum.StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCHUP = "catchup"
+
+
+class ExecutionStatus(enum.StrEnum):
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    SKIPPED = "SKIPPED"
+    MISSED = "MISSED"
+    LOST = "LOST"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not ExecutionStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    max_attempts: int = 1
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """Everything a user sets on a job."""
+
+    name: str
+    cron_expression: str
+    timezone: str = "UTC"
+    webhook_url: str
+    http_method: HttpMethod = HttpMethod.POST
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: JsonValue | None = None
+    """None: the default JSON document; a str is sent as is; anything else as JSON."""
+    timeout_seconds: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace_seconds: int = 60
+    is_active: bool = True
+    secret: str | None = field(default=None, repr=False)
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    id: str
+    spec: JobSpec
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    last_tick: datetime
+    """Every scheduled tick at or before this instant has been dealt with
+    (fired, skipped or recorded as missed), or the schedule (re)started then."""
+    last_run_at: datetime | None = None
+    last_status: ExecutionStatus | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorInfo:
+    type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execution:
+    id: str
+    job_id: str
+    job_name: str
+    trigger: Trigger
+    scheduled_at: datetime
+    status: ExecutionStatus
+    instance_id: str
+    executed_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    attempts: int = 0
+    response_status: int | None = None
+    response_body: str | None = None
+    response_truncated: bool = False
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceInfo:
+    """One live cronsvc process, as it announces itself."""
+
+    id: str
+    host: str
+    version: str
+    started_at: datetime
+    last_heartbeat: datetime

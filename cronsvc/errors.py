@@ -1,0 +1,81 @@
+"""One error root; each subclass also inherits the builtin it resembles.
+
+The API maps these to RFC 9457 problem documents in one middleware
+(`cronsvc.api.problems`); anything else is an unexpected 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CronSvcError(Exception):
+    """Root of every error cronsvc raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One invalid input field: `field` is its wire (camelCase) path."""
+
+    field: str
+    message: str
+
+
+class ValidationFailed(CronSvcError, ValueError):
+    """Input rejected field by field."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in self.errors))
+
+
+class InvalidCronExpression(CronSvcError, ValueError):
+    """A cron expression that cannot be used; the message says why."""
+
+
+class InvalidTimezone(CronSvcError, ValueError):
+    """Not an IANA time zone name."""
+
+
+class JobNotFound(CronSvcError, LookupError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class ExecutionNotFound(CronSvcError, LookupError):
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"no execution log with id {execution_id!r}")
+
+
+class DuplicateJobName(CronSvcError, ValueError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a job named {name!r} already exists")
+
+
+class VersionConflict(CronSvcError, ValueError):
+    def __init__(self, job_id: str, expected: int, actual: int) -> None:
+        self.job_id = job_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"job {job_id!r} is at version {actual}, not {expected}")
+
+
+class InvalidCursor(CronSvcError, ValueError):
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"cursor {cursor[:40]!r} is not one this service issued")
+
+
+class StoreUnavailable(CronSvcError, ConnectionError):
+    """The store could not be reached or answered with an error; transient."""
+
+
+class ConfigError(CronSvcError, ValueError):
+    """A configuration file or value that cannot be used; names the key."""
+
+
+class StartupRefused(CronSvcError, RuntimeError):
+    """Start-up stopped on purpose (another process holds the lock, and so on)."""

@@ -1,0 +1,225 @@
+"""The store: jobs and execution logs, the source of truth.
+
+Every backend implements `Store`; `open_store(url)` picks one by URL scheme.
+The contract below is what `tests/test_store_contract.py` checks against each
+backend, unchanged.
+
+Instants go in and come out as timezone-aware UTC datetimes with millisecond
+precision. Ids are made by the caller (`cronsvc.ids.new_id`).
+
+Cursors are opaque strings made by the store; a cursor the store did not make
+raises `InvalidCursor`. Lists are newest first: jobs by id descending;
+executions by (`scheduled_at`, `id`) descending.
+
+Tick claims: each scheduled tick of a job has at most one execution record
+(a fire, or a SKIPPED or MISSED record), enforced by a unique key on
+(job id, scheduled_at, slot) where slot is ``"tick"`` for the `schedule` and
+`catchup` triggers and for MISSED records, and the execution id for `manual`
+triggers (so manual runs never collide with each other or with ticks).
+This key is the final fence against a duplicate fire when leases fail.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    Execution,
+    ExecutionStatus,
+    Job,
+    JobSpec,
+    Trigger,
+)
+from cronsvc.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+    """Pass back to get the next page; None on the last page."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    is_active: bool | None = None
+    tag: str | None = None
+    name_prefix: str | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionQuery:
+    job_id: str | None = None
+    status: ExecutionStatus | None = None
+    since: datetime | None = None
+    """Inclusive lower bound on `scheduled_at`."""
+    until: datetime | None = None
+    """Exclusive upper bound on `scheduled_at`."""
+    cursor: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickClaim:
+    """A request to record that `instance_id` fires `job_id` for `scheduled_at`."""
+
+    job_id: str
+    expected_version: int
+    """The job version the caller holds; any other version makes the claim STALE."""
+    scheduled_at: datetime
+    trigger: Trigger
+    execution_id: str
+    instance_id: str
+    executed_at: datetime
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+
+
+class ClaimOutcome(enum.Enum):
+    CLAIMED = "claimed"
+    """A RUNNING execution was inserted; the caller fires the webhook."""
+    SKIPPED = "skipped"
+    """Policy `forbid` and another execution of the job is RUNNING: a SKIPPED
+    record was inserted for the tick instead; the caller does not fire."""
+    DUPLICATE = "duplicate"
+    """The tick already has a record (another instance claimed it)."""
+    STALE = "stale"
+    """The job is gone, its version differs from `expected_version`, or (for
+    non-manual triggers) it is paused. Nothing was written."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    execution: Execution | None = None
+    """The inserted record for CLAIMED and SKIPPED; None otherwise."""
+
+
+class Store(Protocol):
+    async def create_job(self, job: Job) -> Job:
+        """Insert a new job as given. Raises `DuplicateJobName`."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job:
+        """Raises `JobNotFound` (also for ids that are not well formed)."""
+        ...
+
+    async def update_job(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        now: datetime,
+        expected_version: int | None = None,
+        restart_schedule: bool = False,
+    ) -> Job:
+        """Replace the job's spec atomically: `version` + 1, `updated_at` = now.
+
+        `restart_schedule` also sets `last_tick` = now, so ticks before now are
+        not owed (used when the schedule changes or a paused job resumes).
+        `last_tick`, `last_run_at` and `last_status` are otherwise kept.
+        Raises `JobNotFound`, `DuplicateJobName`, or `VersionConflict` when
+        `expected_version` is given and differs. A failed update writes nothing.
+        """
+        ...
+
+    async def delete_job(self, job_id: str) -> None:
+        """Delete the job; its execution logs stay. Raises `JobNotFound`."""
+        ...
+
+    async def list_jobs(self, query: JobQuery) -> Page[Job]: ...
+
+    async def active_jobs(self) -> list[Job]:
+        """Every job with `is_active`, in no particular order."""
+        ...
+
+    async def claim_tick(self, claim: TickClaim) -> ClaimResult:
+        """Atomically check the job and insert the tick's execution record.
+
+        In one transaction: STALE if the job is missing, at another version,
+        or paused (paused is ignored for `manual`); DUPLICATE if the tick's
+        unique key exists; SKIPPED (a SKIPPED record is inserted) if the policy
+        is `forbid` and the job has a RUNNING execution; else CLAIMED with a
+        RUNNING record (`executed_at` = claim.executed_at, `attempts` = 0).
+        For `schedule` and `catchup`, CLAIMED and SKIPPED also advance the
+        job's `last_tick` to `scheduled_at` if that is later.
+        """
+        ...
+
+    async def record_missed(
+        self,
+        job: Job,
+        ticks: Sequence[datetime],
+        *,
+        instance_id: str,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        """Insert a MISSED record (error type "missed", message `reason`) for
+        each tick that has no record yet; ticks already recorded are left
+        alone. Advances `last_tick` to the latest tick given. Returns how many
+        records were inserted. Ids of the new records are made by the store."""
+        ...
+
+    async def finish_execution(self, execution: Execution) -> None:
+        """Overwrite a RUNNING execution with its final state, and set the job's
+        `last_run_at` (= execution.executed_at) and `last_status` if the job
+        still exists. Idempotent; a record already final is left unchanged.
+        Raises `ExecutionNotFound`."""
+        ...
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        """Raises `ExecutionNotFound` (also for ids that are not well formed)."""
+        ...
+
+    async def delete_execution(self, execution_id: str) -> None:
+        """Raises `ExecutionNotFound`."""
+        ...
+
+    async def list_executions(self, query: ExecutionQuery) -> Page[Execution]: ...
+
+    async def mark_lost(
+        self, *, live_instances: Collection[str], now: datetime, reason: str
+    ) -> list[Execution]:
+        """Mark every RUNNING execution whose `instance_id` is not in
+        `live_instances` as LOST (finished_at = now, error type "lost",
+        message `reason`). Returns the records as updated."""
+        ...
+
+    async def prune_executions(self, older_than: datetime) -> int:
+        """Delete final execution records with `scheduled_at` < `older_than`.
+        Returns how many were deleted."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a `sqlite:///path` URL names (`sqlite:///./x.db` is relative,
+    `sqlite:////abs/x.db` absolute)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(f"store.url: {url!r} is not a sqlite:///PATH URL")
+    return Path(url[len(prefix) :])
+
+
+async def open_store(url: str) -> Store:
+    """Open the backend that `url`'s scheme names, creating its schema."""
+    if url.startswith("sqlite:"):
+        from cronsvc.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(sqlite_path(url))
+    raise ConfigError(f"store.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite:")
