@@ -1,0 +1,1227 @@
+"""The `Store` contract, run against every backend unchanged.
+
+Each test speaks only the `Store` protocol and the domain types. To add a
+backend, add an opener to `_OPENERS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    HttpMethod,
+    Job,
+    JobSpec,
+    MisfirePolicy,
+    RetryPolicy,
+    Trigger,
+)
+from cronsvc.errors import (
+    DuplicateJobName,
+    ExecutionNotFound,
+    InvalidCursor,
+    JobNotFound,
+    StoreUnavailable,
+    VersionConflict,
+)
+from cronsvc.ids import is_valid_id, new_id
+from cronsvc.store import (
+    ClaimOutcome,
+    ClaimResult,
+    ExecutionQuery,
+    JobQuery,
+    Store,
+    TickClaim,
+    open_store,
+)
+
+
+async def _open_sqlite(tmp_path: Path) -> Store:
+    return await open_store(f"sqlite:///{tmp_path / 'cronsvc.db'}")
+
+
+_OPENERS: dict[str, Callable[[Path], Awaitable[Store]]] = {"sqlite": _open_sqlite}
+
+
+@pytest.fixture(params=sorted(_OPENERS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await _OPENERS[request.param](tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+INSTANCE = "instance-a"
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def make_spec(name: str = "job", **changes: Any) -> JobSpec:
+    values: dict[str, Any] = {
+        "cron_expression": "* * * * *",
+        "webhook_url": "https://example.com/hook",
+    }
+    values.update(changes)
+    return JobSpec(name=name, **values)
+
+
+def make_job(name: str = "job", *, last_tick: datetime = T0, **spec_changes: Any) -> Job:
+    return Job(
+        id=new_id(),
+        spec=make_spec(name, **spec_changes),
+        created_at=T0,
+        updated_at=T0,
+        last_tick=last_tick,
+    )
+
+
+async def create(store: Store, name: str = "job", **spec_changes: Any) -> Job:
+    return await store.create_job(make_job(name, **spec_changes))
+
+
+async def claim(
+    store: Store,
+    job: Job,
+    tick: datetime,
+    *,
+    trigger: Trigger = Trigger.SCHEDULE,
+    version: int | None = None,
+    policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW,
+    instance_id: str = INSTANCE,
+    execution_id: str | None = None,
+) -> ClaimResult:
+    return await store.claim_tick(
+        TickClaim(
+            job_id=job.id,
+            expected_version=job.version if version is None else version,
+            scheduled_at=tick,
+            trigger=trigger,
+            execution_id=execution_id or new_id(),
+            instance_id=instance_id,
+            executed_at=tick + timedelta(milliseconds=5),
+            concurrency_policy=policy,
+        )
+    )
+
+
+async def claimed(store: Store, job: Job, tick: datetime, **kwargs: Any) -> Execution:
+    result = await claim(store, job, tick, **kwargs)
+    assert result.outcome is ClaimOutcome.CLAIMED
+    assert result.execution is not None
+    return result.execution
+
+
+def finished(
+    execution: Execution, status: ExecutionStatus = ExecutionStatus.SUCCESS, **changes: Any
+) -> Execution:
+    assert execution.executed_at is not None
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": execution.executed_at + timedelta(milliseconds=250),
+        "duration_ms": 250,
+        "attempts": 1,
+        "response_status": 200 if status is ExecutionStatus.SUCCESS else 500,
+    }
+    values.update(changes)
+    return dataclasses.replace(execution, **values)
+
+
+async def all_jobs(store: Store, **filters: Any) -> list[Job]:
+    jobs: list[Job] = []
+    cursor = None
+    while True:
+        page = await store.list_jobs(JobQuery(cursor=cursor, limit=2, **filters))
+        jobs.extend(page.items)
+        if page.next_cursor is None:
+            return jobs
+        cursor = page.next_cursor
+
+
+async def all_executions(store: Store, **filters: Any) -> list[Execution]:
+    executions: list[Execution] = []
+    cursor = None
+    while True:
+        page = await store.list_executions(ExecutionQuery(cursor=cursor, limit=2, **filters))
+        executions.extend(page.items)
+        if page.next_cursor is None:
+            return executions
+        cursor = page.next_cursor
+
+
+def names(jobs: list[Job]) -> list[str]:
+    return [job.spec.name for job in jobs]
+
+
+MALFORMED_IDS = ["", "nope", "G" * 24, "ABCDEF" * 4, "0" * 23, "0" * 25, "' OR 1=1 --"]
+GARBAGE_CURSORS = ["", "garbage", "!!!!", "e30", "W10", "WyJqIl0", "bnVsbA", "é" * 8, "x" * 5000]
+
+
+# Jobs: create and get
+
+
+async def test_created_job_round_trips_every_field(store: Store) -> None:
+    job = Job(
+        id=new_id(),
+        spec=JobSpec(
+            name="nightly-report",
+            cron_expression="0 30 2 * * *",
+            timezone="Europe/Paris",
+            webhook_url="https://example.com/report?x=1",
+            http_method=HttpMethod.PUT,
+            headers={"X-One": "1", "Authorization": "Bearer t", "a-lower": "é"},
+            body={"nested": [1, 2.5, None, True, {"k": "v"}], "empty": {}},
+            timeout_seconds=2.5,
+            retry=RetryPolicy(max_attempts=4, backoff_seconds=0.5, max_backoff_seconds=7.5),
+            concurrency_policy=ConcurrencyPolicy.FORBID,
+            misfire_policy=MisfirePolicy.FIRE_ALL,
+            misfire_grace_seconds=300,
+            is_active=False,
+            secret="s3cr3t",
+            tags=("zeta", "alpha", "mid"),
+        ),
+        created_at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 2, 12, 0, 0, 999999, tzinfo=UTC),
+        version=7,
+        last_tick=datetime(2026, 1, 3, 0, 0, 0, 1999, tzinfo=UTC),
+        last_run_at=datetime(2026, 1, 2, 23, 59, 0, 500, tzinfo=UTC),
+        last_status=ExecutionStatus.FAILURE,
+    )
+    expected = dataclasses.replace(
+        job,
+        created_at=datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 2, 12, 0, 0, 999000, tzinfo=UTC),
+        last_tick=datetime(2026, 1, 3, 0, 0, 0, 1000, tzinfo=UTC),
+        last_run_at=datetime(2026, 1, 2, 23, 59, tzinfo=UTC),
+    )
+
+    created = await store.create_job(job)
+    got = await store.get_job(job.id)
+
+    assert created == expected
+    assert got == expected
+    assert got.spec.secret == "s3cr3t"
+    assert list(got.spec.headers.items()) == list(job.spec.headers.items())
+    assert isinstance(got.spec.tags, tuple)
+    assert type(got.spec.http_method) is HttpMethod
+    assert type(got.spec.concurrency_policy) is ConcurrencyPolicy
+    assert type(got.spec.misfire_policy) is MisfirePolicy
+    assert type(got.last_status) is ExecutionStatus
+
+
+async def test_job_with_defaults_round_trips(store: Store) -> None:
+    job = make_job("plain")
+
+    await store.create_job(job)
+
+    got = await store.get_job(job.id)
+    assert got == job
+    assert got.spec.body is None
+    assert got.spec.secret is None
+    assert got.spec.tags == ()
+    assert got.spec.headers == {}
+    assert got.last_run_at is None
+    assert got.last_status is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["{}", {}, "", "null", "[1, 2]", [1, 2], [], 0, 0.5, False, True, "plain text", {"a": None}],
+    ids=repr,
+)
+async def test_body_keeps_string_apart_from_json(store: Store, body: Any) -> None:
+    job = make_job("bodied", body=body)
+
+    created = await store.create_job(job)
+    got = await store.get_job(job.id)
+
+    for returned in (created, got):
+        assert returned.spec.body == body
+        assert type(returned.spec.body) is type(body)
+
+
+async def test_instants_come_back_as_utc_whatever_zone_they_were_given_in(store: Store) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    job = dataclasses.replace(
+        make_job("zoned"),
+        created_at=datetime(2026, 3, 1, 14, 0, tzinfo=plus_two),
+        updated_at=datetime(2026, 3, 1, 14, 0, tzinfo=plus_two),
+    )
+
+    await store.create_job(job)
+
+    got = await store.get_job(job.id)
+    for instant in (got.created_at, got.updated_at, got.last_tick):
+        assert instant.utcoffset() == timedelta(0)
+    assert got.created_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert got.created_at.hour == 12
+
+
+async def test_create_with_duplicate_name_raises_and_writes_nothing(store: Store) -> None:
+    first = await create(store, "same", tags=("one",))
+    second = make_job("same", tags=("two",))
+
+    with pytest.raises(DuplicateJobName) as caught:
+        await store.create_job(second)
+
+    assert caught.value.name == "same"
+    with pytest.raises(JobNotFound):
+        await store.get_job(second.id)
+    assert [job.id for job in await all_jobs(store)] == [first.id]
+    assert await all_jobs(store, tag="two") == []
+    third = await create(store, "different")
+    assert await store.get_job(third.id) == third
+
+
+async def test_names_are_case_sensitive(store: Store) -> None:
+    await create(store, "Report")
+
+    await create(store, "report")
+
+    assert sorted(names(await all_jobs(store))) == ["Report", "report"]
+
+
+async def test_get_unknown_job_raises_job_not_found(store: Store) -> None:
+    await create(store)
+    unknown = new_id()
+
+    with pytest.raises(JobNotFound) as caught:
+        await store.get_job(unknown)
+
+    assert caught.value.job_id == unknown
+
+
+@pytest.mark.parametrize("job_id", MALFORMED_IDS)
+async def test_malformed_job_ids_are_not_found(store: Store, job_id: str) -> None:
+    await create(store)
+
+    with pytest.raises(JobNotFound):
+        await store.get_job(job_id)
+    with pytest.raises(JobNotFound):
+        await store.delete_job(job_id)
+    with pytest.raises(JobNotFound):
+        await store.update_job(job_id, make_spec(), now=at(1))
+
+
+# Jobs: delete
+
+
+async def test_deleted_job_is_gone(store: Store) -> None:
+    job = await create(store)
+    kept = await create(store, "kept")
+
+    await store.delete_job(job.id)
+
+    with pytest.raises(JobNotFound):
+        await store.get_job(job.id)
+    assert await store.get_job(kept.id) == kept
+
+
+async def test_deleting_a_job_twice_raises_job_not_found(store: Store) -> None:
+    job = await create(store)
+    await store.delete_job(job.id)
+
+    with pytest.raises(JobNotFound):
+        await store.delete_job(job.id)
+
+
+async def test_deleted_job_frees_its_name_and_tags(store: Store) -> None:
+    job = await create(store, "reused", tags=("t",))
+    await store.delete_job(job.id)
+
+    again = await create(store, "reused")
+
+    assert await store.get_job(again.id) == again
+    assert await all_jobs(store, tag="t") == []
+
+
+# Jobs: update
+
+
+async def test_update_replaces_spec_and_bumps_version_and_updated_at(store: Store) -> None:
+    job = await store.create_job(
+        dataclasses.replace(
+            make_job("before", tags=("a",)),
+            last_tick=at(5),
+            last_run_at=at(4),
+            last_status=ExecutionStatus.SUCCESS,
+        )
+    )
+    spec = make_spec(
+        "after",
+        webhook_url="https://example.org/new",
+        body="raw",
+        tags=("b", "a"),
+        secret="new-secret",
+    )
+
+    updated = await store.update_job(job.id, spec, now=at(10) + timedelta(microseconds=1500))
+
+    assert updated.spec == spec
+    assert updated.version == job.version + 1
+    assert updated.updated_at == at(10) + timedelta(milliseconds=1)
+    assert updated.created_at == job.created_at
+    assert updated.last_tick == at(5)
+    assert updated.last_run_at == at(4)
+    assert updated.last_status is ExecutionStatus.SUCCESS
+    assert await store.get_job(job.id) == updated
+
+
+async def test_update_with_restart_schedule_sets_last_tick_to_now(store: Store) -> None:
+    job = await create(store)
+
+    updated = await store.update_job(job.id, make_spec(), now=at(30), restart_schedule=True)
+
+    assert updated.last_tick == at(30)
+    assert (await store.get_job(job.id)).last_tick == at(30)
+
+
+async def test_update_with_expected_version_that_matches_succeeds(store: Store) -> None:
+    job = await create(store)
+    first = await store.update_job(job.id, make_spec("v2"), now=at(1), expected_version=1)
+
+    second = await store.update_job(job.id, make_spec("v3"), now=at(2), expected_version=2)
+
+    assert (first.version, second.version) == (2, 3)
+    assert (await store.get_job(job.id)).spec.name == "v3"
+
+
+async def test_update_with_stale_expected_version_raises_and_writes_nothing(store: Store) -> None:
+    job = await create(store, "original", tags=("old",))
+    await store.update_job(job.id, make_spec("original", tags=("old",)), now=at(1))
+    before = await store.get_job(job.id)
+
+    with pytest.raises(VersionConflict) as caught:
+        await store.update_job(
+            job.id,
+            make_spec("renamed", tags=("new",)),
+            now=at(2),
+            expected_version=1,
+            restart_schedule=True,
+        )
+
+    assert (caught.value.expected, caught.value.actual) == (1, 2)
+    assert await store.get_job(job.id) == before
+    assert await all_jobs(store, tag="new") == []
+    retried = await store.update_job(job.id, make_spec("renamed"), now=at(3), expected_version=2)
+    assert retried.version == 3
+
+
+async def test_update_renaming_to_a_taken_name_raises_and_writes_nothing(store: Store) -> None:
+    await create(store, "taken")
+    job = await create(store, "mine", tags=("old",))
+
+    with pytest.raises(DuplicateJobName):
+        await store.update_job(job.id, make_spec("taken", tags=("new",)), now=at(1))
+
+    assert await store.get_job(job.id) == job
+    assert [j.id for j in await all_jobs(store, tag="old")] == [job.id]
+    assert await all_jobs(store, tag="new") == []
+    renamed = await store.update_job(job.id, make_spec("free", tags=("new",)), now=at(2))
+    assert renamed.version == 2
+
+
+async def test_renamed_job_frees_its_old_name(store: Store) -> None:
+    job = await create(store, "old-name")
+    await store.update_job(job.id, make_spec("new-name"), now=at(1))
+
+    other = await create(store, "old-name")
+
+    assert (await store.get_job(other.id)).spec.name == "old-name"
+    assert (await store.get_job(job.id)).spec.name == "new-name"
+
+
+async def test_update_keeping_the_name_succeeds(store: Store) -> None:
+    job = await create(store, "steady")
+
+    updated = await store.update_job(job.id, make_spec("steady", is_active=False), now=at(1))
+
+    assert updated.spec.name == "steady"
+    assert updated.spec.is_active is False
+
+
+async def test_update_of_unknown_job_raises_job_not_found(store: Store) -> None:
+    with pytest.raises(JobNotFound):
+        await store.update_job(new_id(), make_spec(), now=at(1))
+
+
+async def test_update_moves_the_job_between_tag_filters(store: Store) -> None:
+    job = await create(store, tags=("a", "shared"))
+
+    await store.update_job(job.id, make_spec(tags=("b", "shared")), now=at(1))
+
+    assert await all_jobs(store, tag="a") == []
+    assert [j.id for j in await all_jobs(store, tag="b")] == [job.id]
+    assert [j.id for j in await all_jobs(store, tag="shared")] == [job.id]
+
+
+# Jobs: list and active
+
+
+async def test_list_jobs_pages_newest_first_without_gaps_or_repeats(store: Store) -> None:
+    jobs = [await create(store, f"job-{i}") for i in range(7)]
+
+    pages = []
+    cursor = None
+    while True:
+        page = await store.list_jobs(JobQuery(cursor=cursor, limit=3))
+        pages.append(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+    assert [len(items) for items in pages] == [3, 3, 1]
+    assert [job.id for items in pages for job in items] == [job.id for job in reversed(jobs)]
+    assert pages[0][0] == jobs[-1]
+
+
+async def test_list_jobs_has_no_next_cursor_when_the_last_page_is_full(store: Store) -> None:
+    for i in range(4):
+        await create(store, f"job-{i}")
+
+    first = await store.list_jobs(JobQuery(limit=2))
+    assert first.next_cursor is not None
+    second = await store.list_jobs(JobQuery(limit=2, cursor=first.next_cursor))
+
+    assert len(second.items) == 2
+    assert second.next_cursor is None
+
+
+async def test_list_jobs_on_an_empty_store_is_one_empty_page(store: Store) -> None:
+    page = await store.list_jobs(JobQuery())
+
+    assert page.items == []
+    assert page.next_cursor is None
+
+
+async def test_list_jobs_filters_by_active(store: Store) -> None:
+    on = [await create(store, f"on-{i}") for i in range(3)]
+    off = [await create(store, f"off-{i}", is_active=False) for i in range(3)]
+
+    active = await all_jobs(store, is_active=True)
+    paused = await all_jobs(store, is_active=False)
+
+    assert [job.id for job in active] == [job.id for job in reversed(on)]
+    assert [job.id for job in paused] == [job.id for job in reversed(off)]
+
+
+async def test_list_jobs_filters_by_exact_tag(store: Store) -> None:
+    prod = await create(store, "prod", tags=("team-a", "prod"))
+    await create(store, "production", tags=("production",))
+    await create(store, "upper", tags=("Prod",))
+    also = await create(store, "also", tags=("prod",))
+    await create(store, "untagged")
+
+    tagged = await all_jobs(store, tag="prod")
+
+    assert [job.id for job in tagged] == [also.id, prod.id]
+
+
+async def test_list_jobs_filters_by_case_sensitive_literal_name_prefix(store: Store) -> None:
+    for name in ["a%b", "axb", "a_c", "abc", "ab", "Abc", "b", "a", "ä", "a\U0010ffff"]:
+        await create(store, name)
+
+    async def matching(prefix: str) -> list[str]:
+        return sorted(names(await all_jobs(store, name_prefix=prefix)))
+
+    assert await matching("a%") == ["a%b"]
+    assert await matching("a_") == ["a_c"]
+    assert await matching("ab") == ["ab", "abc"]
+    assert await matching("A") == ["Abc"]
+    assert await matching("a") == sorted(["a%b", "axb", "a_c", "abc", "ab", "a", "a\U0010ffff"])
+    assert await matching("a\U0010ffff") == ["a\U0010ffff"]
+    assert await matching("zz") == []
+
+
+async def test_list_jobs_combines_filters_across_pages(store: Store) -> None:
+    wanted = []
+    for i in range(5):
+        wanted.append(await create(store, f"svc-{i}", tags=("x",)))
+        await create(store, f"svc-off-{i}", tags=("x",), is_active=False)
+        await create(store, f"other-{i}", tags=("x",))
+        await create(store, f"svc-untagged-{i}")
+
+    found = await all_jobs(store, name_prefix="svc-", tag="x", is_active=True)
+
+    assert [job.id for job in found] == [job.id for job in reversed(wanted)]
+
+
+@pytest.mark.parametrize("cursor", GARBAGE_CURSORS)
+async def test_list_jobs_rejects_a_cursor_it_did_not_make(store: Store, cursor: str) -> None:
+    await create(store)
+
+    with pytest.raises(InvalidCursor):
+        await store.list_jobs(JobQuery(cursor=cursor))
+
+
+async def test_active_jobs_lists_exactly_the_active_ones(store: Store) -> None:
+    on = [await create(store, f"on-{i}") for i in range(3)]
+    await create(store, "off", is_active=False)
+    paused = on[0]
+    await store.update_job(paused.id, make_spec(paused.spec.name, is_active=False), now=at(1))
+
+    active = await store.active_jobs()
+
+    assert sorted(job.id for job in active) == sorted(job.id for job in on[1:])
+    assert all(isinstance(job, Job) and job.spec.is_active for job in active)
+
+
+# Tick claims
+
+
+async def test_claim_inserts_a_running_record_and_advances_last_tick(store: Store) -> None:
+    job = await create(store, "claimed")
+    execution_id = new_id()
+    tick = at(1) + timedelta(microseconds=2500)
+
+    result = await store.claim_tick(
+        TickClaim(
+            job_id=job.id,
+            expected_version=1,
+            scheduled_at=tick,
+            trigger=Trigger.SCHEDULE,
+            execution_id=execution_id,
+            instance_id="instance-7",
+            executed_at=at(1) + timedelta(milliseconds=40),
+        )
+    )
+
+    expected = Execution(
+        id=execution_id,
+        job_id=job.id,
+        job_name="claimed",
+        trigger=Trigger.SCHEDULE,
+        scheduled_at=at(1) + timedelta(milliseconds=2),
+        status=ExecutionStatus.RUNNING,
+        instance_id="instance-7",
+        executed_at=at(1) + timedelta(milliseconds=40),
+        attempts=0,
+    )
+    assert result == ClaimResult(outcome=ClaimOutcome.CLAIMED, execution=expected)
+    assert await store.get_execution(execution_id) == expected
+    assert (await store.get_job(job.id)).last_tick == at(1) + timedelta(milliseconds=2)
+
+
+async def test_catchup_claim_advances_last_tick(store: Store) -> None:
+    job = await create(store)
+
+    await claimed(store, job, at(3), trigger=Trigger.CATCHUP)
+
+    assert (await store.get_job(job.id)).last_tick == at(3)
+
+
+async def test_claim_of_an_earlier_tick_does_not_move_last_tick_back(store: Store) -> None:
+    job = await create(store)
+    await claimed(store, job, at(5))
+
+    await claimed(store, job, at(2), trigger=Trigger.CATCHUP)
+
+    assert (await store.get_job(job.id)).last_tick == at(5)
+
+
+@pytest.mark.parametrize("first", [Trigger.SCHEDULE, Trigger.CATCHUP])
+@pytest.mark.parametrize("second", [Trigger.SCHEDULE, Trigger.CATCHUP])
+async def test_second_claim_of_a_tick_is_duplicate_and_writes_nothing(
+    store: Store, first: Trigger, second: Trigger
+) -> None:
+    job = await create(store)
+    original = await claimed(store, job, at(1), trigger=first)
+    second_id = new_id()
+
+    result = await claim(
+        store, job, at(1), trigger=second, execution_id=second_id, instance_id="instance-b"
+    )
+
+    assert result == ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+    with pytest.raises(ExecutionNotFound):
+        await store.get_execution(second_id)
+    assert await all_executions(store) == [original]
+
+
+async def test_ticks_are_keyed_by_millisecond(store: Store) -> None:
+    job = await create(store)
+    await claimed(store, job, at(1) + timedelta(microseconds=999))
+
+    result = await claim(store, job, at(1))
+
+    assert result.outcome is ClaimOutcome.DUPLICATE
+
+
+async def test_claim_of_a_tick_already_finished_is_duplicate(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    await store.finish_execution(finished(execution))
+
+    result = await claim(store, job, at(1))
+
+    assert result.outcome is ClaimOutcome.DUPLICATE
+
+
+async def test_claim_at_another_version_is_stale_and_writes_nothing(store: Store) -> None:
+    job = await create(store)
+    await store.update_job(job.id, make_spec(), now=at(0))
+
+    for version in (1, 3):
+        result = await claim(store, job, at(1), version=version)
+        assert result == ClaimResult(outcome=ClaimOutcome.STALE)
+
+    assert await all_executions(store) == []
+    assert (await store.get_job(job.id)).last_tick == T0
+
+
+@pytest.mark.parametrize("trigger", [Trigger.SCHEDULE, Trigger.CATCHUP])
+async def test_claim_for_a_paused_job_is_stale(store: Store, trigger: Trigger) -> None:
+    job = await create(store, is_active=False)
+
+    result = await claim(store, job, at(1), trigger=trigger)
+
+    assert result == ClaimResult(outcome=ClaimOutcome.STALE)
+    assert await all_executions(store) == []
+    assert (await store.get_job(job.id)).last_tick == T0
+
+
+async def test_manual_claim_for_a_paused_job_is_claimed(store: Store) -> None:
+    job = await create(store, is_active=False)
+
+    execution = await claimed(store, job, at(1), trigger=Trigger.MANUAL)
+
+    assert execution.trigger is Trigger.MANUAL
+    assert execution.status is ExecutionStatus.RUNNING
+    assert await store.get_execution(execution.id) == execution
+
+
+async def test_manual_claim_does_not_advance_last_tick(store: Store) -> None:
+    job = await create(store)
+
+    await claimed(store, job, at(10), trigger=Trigger.MANUAL)
+
+    assert (await store.get_job(job.id)).last_tick == T0
+
+
+async def test_manual_claim_at_another_version_is_stale(store: Store) -> None:
+    job = await create(store)
+
+    result = await claim(store, job, at(1), trigger=Trigger.MANUAL, version=2)
+
+    assert result.outcome is ClaimOutcome.STALE
+
+
+async def test_claim_for_a_deleted_job_is_stale(store: Store) -> None:
+    job = await create(store)
+    await store.delete_job(job.id)
+
+    for trigger in Trigger:
+        result = await claim(store, job, at(1), trigger=trigger)
+        assert result == ClaimResult(outcome=ClaimOutcome.STALE)
+
+    assert await all_executions(store) == []
+
+
+async def test_claim_for_a_malformed_job_id_is_stale(store: Store) -> None:
+    job = dataclasses.replace(make_job(), id="not-an-id")
+
+    result = await claim(store, job, at(1))
+
+    assert result.outcome is ClaimOutcome.STALE
+
+
+async def test_two_manual_claims_at_the_same_instant_are_both_claimed(store: Store) -> None:
+    job = await create(store)
+
+    first = await claimed(store, job, at(1), trigger=Trigger.MANUAL)
+    second = await claimed(store, job, at(1), trigger=Trigger.MANUAL)
+
+    assert first.id != second.id
+    assert {e.id for e in await all_executions(store)} == {first.id, second.id}
+
+
+async def test_manual_claim_and_scheduled_tick_at_the_same_instant_are_both_claimed(
+    store: Store,
+) -> None:
+    job = await create(store)
+
+    manual = await claimed(store, job, at(1), trigger=Trigger.MANUAL)
+    scheduled = await claimed(store, job, at(1))
+
+    assert {e.id for e in await all_executions(store)} == {manual.id, scheduled.id}
+
+
+async def test_forbid_with_a_running_execution_records_skipped(store: Store) -> None:
+    job = await create(store, "forbidding", concurrency_policy=ConcurrencyPolicy.FORBID)
+    running = await claimed(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+    skipped_id = new_id()
+
+    result = await claim(
+        store,
+        job,
+        at(2),
+        policy=ConcurrencyPolicy.FORBID,
+        execution_id=skipped_id,
+        instance_id="instance-b",
+    )
+
+    assert result.outcome is ClaimOutcome.SKIPPED
+    skipped = result.execution
+    assert skipped is not None
+    assert skipped.id == skipped_id
+    assert skipped.status is ExecutionStatus.SKIPPED
+    assert (skipped.job_id, skipped.job_name) == (job.id, "forbidding")
+    assert skipped.scheduled_at == at(2)
+    assert skipped.trigger is Trigger.SCHEDULE
+    assert skipped.instance_id == "instance-b"
+    assert await store.get_execution(skipped_id) == skipped
+    assert await store.get_execution(running.id) == running
+    assert (await store.get_job(job.id)).last_tick == at(2)
+
+
+async def test_skipped_tick_cannot_be_claimed_again(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.FORBID)
+    await claimed(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+    skipped = await claim(store, job, at(2), policy=ConcurrencyPolicy.FORBID)
+    assert skipped.outcome is ClaimOutcome.SKIPPED
+
+    again = await claim(store, job, at(2), policy=ConcurrencyPolicy.FORBID)
+
+    assert again.outcome is ClaimOutcome.DUPLICATE
+
+
+async def test_forbid_claims_once_the_running_execution_finished(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.FORBID)
+    first = await claimed(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+    await store.finish_execution(finished(first))
+
+    result = await claim(store, job, at(2), policy=ConcurrencyPolicy.FORBID)
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+
+
+async def test_forbid_ignores_running_executions_of_other_jobs(store: Store) -> None:
+    busy = await create(store, "busy")
+    job = await create(store, "idle", concurrency_policy=ConcurrencyPolicy.FORBID)
+    await claimed(store, busy, at(1))
+
+    result = await claim(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+
+
+async def test_allow_claims_while_another_execution_runs(store: Store) -> None:
+    job = await create(store)
+    await claimed(store, job, at(1))
+
+    result = await claim(store, job, at(2))
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+    assert [e.status for e in await all_executions(store)] == [ExecutionStatus.RUNNING] * 2
+
+
+async def test_concurrent_claims_of_one_tick_yield_exactly_one_claim(store: Store) -> None:
+    job = await create(store)
+
+    results = await asyncio.gather(
+        *(claim(store, job, at(1), instance_id=f"instance-{i}") for i in range(12))
+    )
+
+    outcomes = [result.outcome for result in results]
+    assert outcomes.count(ClaimOutcome.CLAIMED) == 1
+    assert outcomes.count(ClaimOutcome.DUPLICATE) == 11
+    winner = next(r.execution for r in results if r.outcome is ClaimOutcome.CLAIMED)
+    assert await all_executions(store) == [winner]
+
+
+# Missed ticks
+
+
+async def test_record_missed_inserts_records_for_unrecorded_ticks_only(store: Store) -> None:
+    job = await create(store, "sleepy")
+    fired = await claimed(store, job, at(2))
+
+    inserted = await store.record_missed(
+        job, [at(1), at(2), at(3)], instance_id="instance-b", now=at(10), reason="outage"
+    )
+
+    assert inserted == 2
+    executions = await all_executions(store, job_id=job.id)
+    assert [e.scheduled_at for e in executions] == [at(3), at(2), at(1)]
+    assert executions[1] == fired
+    for missed in (executions[0], executions[2]):
+        assert is_valid_id(missed.id)
+        assert missed.status is ExecutionStatus.MISSED
+        assert (missed.job_id, missed.job_name) == (job.id, "sleepy")
+        assert missed.instance_id == "instance-b"
+        assert missed.error == ErrorInfo(type="missed", message="outage")
+        assert await store.get_execution(missed.id) == missed
+    assert executions[0].id != executions[2].id
+
+
+async def test_record_missed_advances_last_tick_to_the_latest_tick(store: Store) -> None:
+    job = await create(store)
+
+    await store.record_missed(
+        job, [at(3), at(1), at(2)], instance_id=INSTANCE, now=at(10), reason="r"
+    )
+
+    assert (await store.get_job(job.id)).last_tick == at(3)
+
+
+async def test_record_missed_does_not_move_last_tick_back(store: Store) -> None:
+    job = await create(store)
+    await claimed(store, job, at(5))
+
+    await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(10), reason="r")
+
+    assert (await store.get_job(job.id)).last_tick == at(5)
+
+
+async def test_record_missed_twice_inserts_nothing_the_second_time(store: Store) -> None:
+    job = await create(store)
+    ticks = [at(1), at(2)]
+    assert await store.record_missed(job, ticks, instance_id=INSTANCE, now=at(9), reason="r") == 2
+
+    again = await store.record_missed(job, ticks, instance_id="other", now=at(10), reason="r2")
+
+    assert again == 0
+    assert len(await all_executions(store)) == 2
+
+
+async def test_record_missed_with_no_ticks_writes_nothing(store: Store) -> None:
+    job = await create(store)
+
+    assert await store.record_missed(job, [], instance_id=INSTANCE, now=at(9), reason="r") == 0
+
+    assert await all_executions(store) == []
+    assert (await store.get_job(job.id)).last_tick == T0
+
+
+async def test_missed_tick_cannot_be_claimed_afterwards(store: Store) -> None:
+    job = await create(store)
+    await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
+
+    result = await claim(store, job, at(1), trigger=Trigger.CATCHUP)
+
+    assert result.outcome is ClaimOutcome.DUPLICATE
+
+
+async def test_missed_tick_does_not_block_a_manual_run_at_that_instant(store: Store) -> None:
+    job = await create(store)
+    await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
+
+    result = await claim(store, job, at(1), trigger=Trigger.MANUAL)
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+
+
+# Finishing executions
+
+
+async def test_finish_overwrites_the_record_and_sets_the_jobs_last_run(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    final = finished(
+        execution,
+        ExecutionStatus.FAILURE,
+        attempts=3,
+        response_status=503,
+        response_body="unavailable",
+        response_truncated=True,
+        error=ErrorInfo(type="http_status", message="503 Service Unavailable"),
+        instance_id="instance-z",
+    )
+
+    await store.finish_execution(final)
+
+    assert await store.get_execution(execution.id) == final
+    after = await store.get_job(job.id)
+    assert after.last_run_at == execution.executed_at
+    assert after.last_status is ExecutionStatus.FAILURE
+    assert after.version == job.version
+
+
+async def test_finish_keeps_microseconds_out(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    final = finished(execution, finished_at=at(2) + timedelta(microseconds=1999))
+
+    await store.finish_execution(final)
+
+    got = await store.get_execution(execution.id)
+    assert got.finished_at == at(2) + timedelta(milliseconds=1)
+    assert got.finished_at.utcoffset() == timedelta(0)
+
+
+async def test_finish_is_idempotent(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    final = finished(execution)
+    await store.finish_execution(final)
+
+    await store.finish_execution(final)
+
+    assert await store.get_execution(execution.id) == final
+    assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
+
+
+async def test_finish_leaves_a_final_record_unchanged(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    first = finished(execution, ExecutionStatus.SUCCESS)
+    await store.finish_execution(first)
+
+    await store.finish_execution(finished(execution, ExecutionStatus.FAILURE, attempts=9))
+
+    assert await store.get_execution(execution.id) == first
+    assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
+
+
+async def test_finish_leaves_missed_records_unchanged(store: Store) -> None:
+    job = await create(store)
+    await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
+    [missed] = await all_executions(store)
+
+    await store.finish_execution(
+        dataclasses.replace(missed, status=ExecutionStatus.SUCCESS, executed_at=at(9))
+    )
+
+    assert await store.get_execution(missed.id) == missed
+    assert (await store.get_job(job.id)).last_status is None
+
+
+async def test_finish_of_unknown_execution_raises_execution_not_found(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    ghost = finished(dataclasses.replace(execution, id=new_id()))
+
+    with pytest.raises(ExecutionNotFound) as caught:
+        await store.finish_execution(ghost)
+
+    assert caught.value.execution_id == ghost.id
+    assert (await store.get_job(job.id)).last_status is None
+
+
+async def test_finish_after_the_job_was_deleted_still_records_the_result(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    await store.delete_job(job.id)
+
+    await store.finish_execution(finished(execution))
+
+    assert (await store.get_execution(execution.id)).status is ExecutionStatus.SUCCESS
+    with pytest.raises(JobNotFound):
+        await store.get_job(job.id)
+
+
+# Execution logs
+
+
+@pytest.mark.parametrize("execution_id", [*MALFORMED_IDS, "0" * 24])
+async def test_unknown_or_malformed_execution_ids_are_not_found(
+    store: Store, execution_id: str
+) -> None:
+    job = await create(store)
+    await claimed(store, job, at(1))
+
+    with pytest.raises(ExecutionNotFound):
+        await store.get_execution(execution_id)
+    with pytest.raises(ExecutionNotFound):
+        await store.delete_execution(execution_id)
+
+
+async def test_deleted_execution_is_gone(store: Store) -> None:
+    job = await create(store)
+    gone = await claimed(store, job, at(1))
+    kept = await claimed(store, job, at(2))
+
+    await store.delete_execution(gone.id)
+
+    with pytest.raises(ExecutionNotFound):
+        await store.get_execution(gone.id)
+    with pytest.raises(ExecutionNotFound):
+        await store.delete_execution(gone.id)
+    assert await all_executions(store) == [kept]
+
+
+async def test_execution_logs_outlive_their_job(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+
+    await store.delete_job(job.id)
+
+    assert await store.get_execution(execution.id) == execution
+    assert await all_executions(store, job_id=job.id) == [execution]
+
+
+async def test_list_executions_pages_newest_first_by_tick_then_id(store: Store) -> None:
+    jobs = [await create(store, f"job-{i}") for i in range(3)]
+    # Several jobs share ticks, so ordering within one tick falls to the id.
+    for job in jobs:
+        await store.record_missed(
+            job, [at(3), at(1), at(2)], instance_id=INSTANCE, now=at(9), reason="r"
+        )
+    manual = await claimed(store, jobs[0], at(2), trigger=Trigger.MANUAL)
+    later = await claimed(store, jobs[1], at(4))
+
+    pages = []
+    cursor = None
+    while True:
+        page = await store.list_executions(ExecutionQuery(cursor=cursor, limit=4))
+        pages.append(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+    listed = [e for items in pages for e in items]
+    assert [len(items) for items in pages] == [4, 4, 3]
+    assert len({e.id for e in listed}) == 11
+    assert listed == sorted(listed, key=lambda e: (e.scheduled_at, e.id), reverse=True)
+    assert listed[0] == later
+    assert manual in listed
+
+
+async def test_list_executions_filters_by_job_and_status(store: Store) -> None:
+    job = await create(store, "one")
+    other = await create(store, "two")
+    ok = await claimed(store, job, at(1))
+    await store.finish_execution(finished(ok))
+    running = await claimed(store, job, at(2))
+    await claimed(store, other, at(1))
+    await store.record_missed(job, [at(0)], instance_id=INSTANCE, now=at(9), reason="r")
+
+    by_job = await all_executions(store, job_id=job.id)
+    by_status = await all_executions(store, status=ExecutionStatus.RUNNING)
+    both = await all_executions(store, job_id=job.id, status=ExecutionStatus.RUNNING)
+
+    assert [e.scheduled_at for e in by_job] == [at(2), at(1), at(0)]
+    assert {e.job_id for e in by_job} == {job.id}
+    assert {(e.job_id, e.scheduled_at) for e in by_status} == {(job.id, at(2)), (other.id, at(1))}
+    assert both == [running]
+    assert await all_executions(store, job_id=new_id()) == []
+
+
+async def test_list_executions_since_is_inclusive_and_until_exclusive(store: Store) -> None:
+    job = await create(store)
+    ticks = [at(i) for i in range(6)]
+    await store.record_missed(job, ticks, instance_id=INSTANCE, now=at(9), reason="r")
+
+    window = await all_executions(store, since=at(1), until=at(4))
+    since_only = await all_executions(store, since=at(4))
+    until_only = await all_executions(store, until=at(1))
+    empty = await all_executions(store, since=at(3), until=at(3))
+
+    assert [e.scheduled_at for e in window] == [at(3), at(2), at(1)]
+    assert [e.scheduled_at for e in since_only] == [at(5), at(4)]
+    assert [e.scheduled_at for e in until_only] == [at(0)]
+    assert empty == []
+
+
+@pytest.mark.parametrize("cursor", GARBAGE_CURSORS)
+async def test_list_executions_rejects_a_cursor_it_did_not_make(store: Store, cursor: str) -> None:
+    job = await create(store)
+    await claimed(store, job, at(1))
+
+    with pytest.raises(InvalidCursor):
+        await store.list_executions(ExecutionQuery(cursor=cursor))
+
+
+# Lost runs and retention
+
+
+async def test_mark_lost_marks_running_records_of_dead_instances_only(store: Store) -> None:
+    job = await create(store)
+    dead = await claimed(store, job, at(1), instance_id="dead")
+    also_dead = await claimed(store, job, at(2), instance_id="gone")
+    alive = await claimed(store, job, at(3), instance_id="alive")
+    done = await claimed(store, job, at(4), instance_id="dead")
+    await store.finish_execution(finished(done))
+
+    lost = await store.mark_lost(
+        live_instances={"alive", "other"}, now=at(20), reason="instance stopped heartbeating"
+    )
+
+    expected = [
+        dataclasses.replace(
+            execution,
+            status=ExecutionStatus.LOST,
+            finished_at=at(20),
+            error=ErrorInfo(type="lost", message="instance stopped heartbeating"),
+        )
+        for execution in (dead, also_dead)
+    ]
+    assert sorted(lost, key=lambda e: e.scheduled_at) == expected
+    for execution in expected:
+        assert await store.get_execution(execution.id) == execution
+    assert await store.get_execution(alive.id) == alive
+    assert (await store.get_execution(done.id)).status is ExecutionStatus.SUCCESS
+
+
+async def test_mark_lost_twice_returns_nothing_the_second_time(store: Store) -> None:
+    job = await create(store)
+    await claimed(store, job, at(1), instance_id="dead")
+    assert len(await store.mark_lost(live_instances=[], now=at(9), reason="r")) == 1
+
+    again = await store.mark_lost(live_instances=[], now=at(10), reason="r")
+
+    assert again == []
+
+
+async def test_mark_lost_with_no_live_instances_marks_every_running_record(store: Store) -> None:
+    job = await create(store)
+    for i in range(3):
+        await claimed(store, job, at(i), instance_id=f"instance-{i}")
+
+    lost = await store.mark_lost(live_instances=(), now=at(9), reason="r")
+
+    assert len(lost) == 3
+    assert await all_executions(store, status=ExecutionStatus.RUNNING) == []
+
+
+async def test_prune_deletes_only_final_records_older_than_the_bound(store: Store) -> None:
+    job = await create(store)
+    old_running = await claimed(store, job, at(1))
+    old_done = await claimed(store, job, at(2))
+    await store.finish_execution(finished(old_done))
+    await store.record_missed(
+        job, [at(3), at(5), at(6)], instance_id=INSTANCE, now=at(9), reason="r"
+    )
+    at_bound = await claimed(store, job, at(5), trigger=Trigger.MANUAL)
+    await store.finish_execution(finished(at_bound))
+
+    deleted = await store.prune_executions(older_than=at(5))
+
+    assert deleted == 2
+    remaining = await all_executions(store)
+    assert [(e.scheduled_at, e.status) for e in remaining if e.id != at_bound.id] == [
+        (at(6), ExecutionStatus.MISSED),
+        (at(5), ExecutionStatus.MISSED),
+        (at(1), ExecutionStatus.RUNNING),
+    ]
+    assert old_running in remaining
+    assert await store.get_execution(at_bound.id) == finished(at_bound)
+    assert await store.prune_executions(older_than=at(5)) == 0
+
+
+# Health
+
+
+async def test_ping_answers_on_an_open_store(store: Store) -> None:
+    await store.ping()
+
+
+async def test_ping_raises_store_unavailable_once_closed(store: Store) -> None:
+    await store.aclose()
+
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
