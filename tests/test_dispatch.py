@@ -1,0 +1,784 @@
+"""The dispatcher against real aiohttp receivers on loopback; no HTTP mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from cronsvc import __version__
+from cronsvc.clock import Clock, SystemClock
+from cronsvc.dispatch import Dispatcher, WebhookRequest
+from cronsvc.domain import ExecutionStatus, HttpMethod, RetryPolicy, Trigger
+
+SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+HOLD_LIMIT_S = 10.0
+"""Longest any receiver holds a request; teardown releases them sooner."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    peer: tuple[str, int]
+    """The client's address: the same peer means a reused connection."""
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records every request it gets."""
+
+    base_url: str
+    seen: list[Seen] = field(default_factory=list)
+    active: int = 0
+    max_active: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"{self.base_url}{path}"
+
+    async def hold(self) -> None:
+        """Keep the current request open until the test ends (or HOLD_LIMIT_S)."""
+        try:
+            async with asyncio.timeout(HOLD_LIMIT_S):
+                await self.released.wait()
+        except TimeoutError:
+            pass
+
+    async def wait_active(self, count: int) -> None:
+        """Wait until exactly `count` requests are open at the receiver."""
+        async with asyncio.timeout(5), self.changed:
+            await self.changed.wait_for(lambda: self.active == count)
+
+
+ServeFn = Callable[[Handler], Awaitable[Receiver]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[ServeFn]:
+    """Start receivers that answer every path with `handler`; all stop at teardown."""
+    async with AsyncExitStack() as stack:
+
+        async def start(handler: Handler) -> Receiver:
+            receiver: Receiver | None = None
+
+            async def recording(request: web.Request) -> web.StreamResponse:
+                assert receiver is not None
+                body = await request.read()
+                async with receiver.changed:
+                    peer = (
+                        request.transport.get_extra_info("peername") if request.transport else None
+                    )
+                    receiver.seen.append(
+                        Seen(
+                            request.method,
+                            request.path,
+                            request.headers,
+                            body,
+                            (peer[0], peer[1]) if peer else ("", 0),
+                        )
+                    )
+                    receiver.active += 1
+                    receiver.max_active = max(receiver.max_active, receiver.active)
+                    receiver.changed.notify_all()
+                try:
+                    return await handler(request)
+                finally:
+                    async with receiver.changed:
+                        receiver.active -= 1
+                        receiver.changed.notify_all()
+
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", recording)
+            runner = web.AppRunner(app, shutdown_timeout=1.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            receiver = Receiver(base_url=f"http://{host}:{port}")
+            stack.callback(receiver.released.set)
+            return receiver
+
+        yield start
+
+
+class FakeClock:
+    """Real time, except that `sleep` only records the delay and returns."""
+
+    def __init__(self) -> None:
+        self._system = SystemClock()
+        self.sleeps: list[float] = []
+
+    def now(self) -> datetime:
+        return self._system.now()
+
+    def time(self) -> float:
+        return self._system.time()
+
+    def monotonic(self) -> float:
+        return self._system.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+class BlockingClock(FakeClock):
+    """A clock whose `sleep` never returns on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.sleeping.set()
+        await asyncio.Event().wait()
+
+
+MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
+
+
+@pytest.fixture
+async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            *,
+            clock: Clock | None = None,
+            max_concurrency: int = 8,
+            max_response_bytes: int = 65536,
+        ) -> Dispatcher:
+            dispatcher = Dispatcher(
+                max_concurrency=max_concurrency,
+                max_response_bytes=max_response_bytes,
+                clock=clock or SystemClock(),
+            )
+            return await stack.enter_async_context(dispatcher)
+
+        yield make
+
+
+@pytest.fixture
+async def dispatcher(make_dispatcher: MakeDispatcher) -> Dispatcher:
+    """A started dispatcher on the system clock; closed at teardown."""
+    return await make_dispatcher()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def retrying_dispatcher(make_dispatcher: MakeDispatcher, fake_clock: FakeClock) -> Dispatcher:
+    """A started dispatcher whose backoff sleeps are recorded, not waited out."""
+    return await make_dispatcher(clock=fake_clock)
+
+
+def webhook(url: str, **changes: Any) -> WebhookRequest:
+    fields: dict[str, Any] = {
+        "execution_id": "exec-0001",
+        "job_id": "job-0001",
+        "job_name": "nightly report",
+        "scheduled_at": SCHEDULED_AT,
+        "trigger": Trigger.SCHEDULE,
+        "url": url,
+        "method": HttpMethod.POST,
+        "headers": {},
+        "body": None,
+        "timeout_s": 5.0,
+        "retry": RetryPolicy(max_attempts=1),
+    }
+    fields.update(changes)
+    return WebhookRequest(**fields)
+
+
+def answer(status: int = 200, text: str = "", **headers: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, text=text, headers=headers)
+
+    return handler
+
+
+def answers(*responses: tuple[int, dict[str, str]]) -> Handler:
+    """Answer the n-th request with the n-th (status, headers); then 200."""
+    remaining = list(responses)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        status, headers = remaining.pop(0) if remaining else (200, {})
+        return web.Response(status=status, text=f"status {status}", headers=headers)
+
+    return handler
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- success and what is sent ------------------------------------------------
+
+
+async def test_2xx_is_success_with_status_and_body_captured(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(201, "created it"))
+
+    before = time.time()
+    result = await dispatcher.deliver(webhook(receiver.url()))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert result.attempts == 1
+    assert result.response_status == 201
+    assert result.response_body == "created it"
+    assert result.response_truncated is False
+    assert result.error is None
+    assert result.executed_at <= result.finished_at
+    assert result.duration_ms >= 0
+    assert before - 1 <= result.first_sent_at <= time.time() + 1
+    assert dispatcher.in_flight == 0
+
+
+async def test_default_body_names_job_tick_and_execution(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(204))
+
+    await dispatcher.deliver(webhook(receiver.url(), trigger=Trigger.MANUAL))
+
+    [seen] = receiver.seen
+    assert seen.method == "POST"
+    assert seen.headers["Content-Type"] == "application/json"
+    assert json.loads(seen.body) == {
+        "jobId": "job-0001",
+        "jobName": "nightly report",
+        "executionId": "exec-0001",
+        "scheduledAt": "2026-01-01T00:00:00Z",
+        "trigger": "manual",
+        "attempt": 1,
+    }
+
+
+async def test_default_body_scheduled_at_keeps_milliseconds(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(204))
+    tick = datetime(2026, 3, 29, 1, 30, 0, 123000, tzinfo=UTC)
+
+    await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
+
+    assert json.loads(receiver.seen[0].body)["scheduledAt"] == "2026-03-29T01:30:00.123Z"
+
+
+async def test_standard_webhook_headers_are_added(serve: ServeFn, dispatcher: Dispatcher) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="exec-42"))
+
+    headers = receiver.seen[0].headers
+    assert headers["webhook-id"] == "exec-42"
+    timestamp = headers["webhook-timestamp"]
+    assert timestamp.isdigit()
+    assert abs(int(timestamp) - time.time()) < 60
+    assert headers["User-Agent"] == f"cronsvc/{__version__}"
+
+
+async def test_json_string_body_is_sent_as_is_with_json_content_type(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    text = '{"b": 1,  "a": [1, 2]}'
+
+    await dispatcher.deliver(webhook(receiver.url(), body=text))
+
+    assert receiver.seen[0].body == text.encode()
+    assert receiver.seen[0].headers["Content-Type"] == "application/json"
+
+
+async def test_plain_string_body_is_sent_as_utf8_text(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(webhook(receiver.url(), body="grüße, not json"))
+
+    assert receiver.seen[0].body == "grüße, not json".encode()
+    assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+async def test_dict_body_is_sent_as_compact_json(serve: ServeFn, dispatcher: Dispatcher) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(webhook(receiver.url(), body={"report": "daily", "n": [1, 2]}))
+
+    assert receiver.seen[0].body == b'{"report":"daily","n":[1,2]}'
+    assert receiver.seen[0].headers["Content-Type"] == "application/json"
+
+
+async def test_user_content_type_wins(serve: ServeFn, dispatcher: Dispatcher) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(
+        webhook(receiver.url(), body={"a": 1}, headers={"content-type": "application/vnd.x+json"})
+    )
+
+    assert receiver.seen[0].headers.getall("Content-Type") == ["application/vnd.x+json"]
+
+
+async def test_user_headers_are_sent(serve: ServeFn, dispatcher: Dispatcher) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(
+        webhook(receiver.url(), headers={"Authorization": "Bearer t0ken", "X-Team": "ops"})
+    )
+
+    assert receiver.seen[0].headers["Authorization"] == "Bearer t0ken"
+    assert receiver.seen[0].headers["X-Team"] == "ops"
+
+
+async def test_user_cannot_override_webhook_id_timestamp_or_user_agent(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    forged = {"Webhook-Id": "forged", "WEBHOOK-TIMESTAMP": "1", "user-agent": "forged/1"}
+
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="exec-7", headers=forged))
+
+    headers = receiver.seen[0].headers
+    assert headers.getall("webhook-id") == ["exec-7"]
+    assert headers.getall("webhook-timestamp") != ["1"]
+    assert len(headers.getall("webhook-timestamp")) == 1
+    assert headers.getall("User-Agent") == [f"cronsvc/{__version__}"]
+
+
+async def test_get_sends_no_body_and_no_content_type(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(
+        webhook(
+            receiver.url(),
+            method=HttpMethod.GET,
+            body={"ignored": True},
+            headers={"Content-Type": "application/json"},
+        )
+    )
+
+    [seen] = receiver.seen
+    assert seen.method == "GET"
+    assert seen.body == b""
+    assert "Content-Type" not in seen.headers
+    assert seen.headers["webhook-id"] == "exec-0001"
+
+
+@pytest.mark.parametrize("method", [HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE])
+async def test_method_arrives_as_configured_with_default_body(
+    serve: ServeFn, dispatcher: Dispatcher, method: HttpMethod
+) -> None:
+    receiver = await serve(answer(200))
+
+    result = await dispatcher.deliver(webhook(receiver.url(), method=method))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert receiver.seen[0].method == method.value
+    assert json.loads(receiver.seen[0].body)["executionId"] == "exec-0001"
+
+
+async def test_connections_are_kept_alive_between_deliveries(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200, "ok"))
+
+    for i in range(3):
+        await dispatcher.deliver(webhook(receiver.url(), execution_id=f"e{i}"))
+
+    assert len({seen.peer for seen in receiver.seen}) == 1
+
+
+# --- failures ----------------------------------------------------------------
+
+
+async def test_500_is_failure_with_http_status_error(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(500, "boom"))
+
+    result = await dispatcher.deliver(webhook(receiver.url()))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.response_status == 500
+    assert result.response_body == "boom"
+    assert result.error is not None
+    assert result.error.type == "http_status"
+    assert result.error.message == "HTTP 500 Internal Server Error"
+
+
+async def test_404_fails_at_once_without_retry(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answer(404))
+
+    result = await retrying_dispatcher.deliver(
+        webhook(receiver.url(), retry=RetryPolicy(max_attempts=3))
+    )
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 1
+    assert len(receiver.seen) == 1
+    assert fake_clock.sleeps == []
+    assert result.error is not None
+    assert result.error.type == "http_status"
+    assert result.error.message == "HTTP 404 Not Found"
+
+
+async def test_302_is_not_followed(serve: ServeFn, retrying_dispatcher: Dispatcher) -> None:
+    target = await serve(answer(200))
+    redirector = await serve(answer(302, Location=target.url("/elsewhere")))
+
+    result = await retrying_dispatcher.deliver(
+        webhook(redirector.url(), retry=RetryPolicy(max_attempts=3))
+    )
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 1
+    assert result.response_status == 302
+    assert result.error is not None
+    assert result.error.type == "redirect_not_followed"
+    assert target.url("/elsewhere") in result.error.message
+    assert target.seen == []
+
+
+async def test_timeout_is_failure_naming_the_limit(
+    serve: ServeFn, retrying_dispatcher: Dispatcher
+) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await receiver.hold()
+        return web.Response(text="too late")
+
+    receiver = await serve(slow)
+
+    result = await retrying_dispatcher.deliver(
+        webhook(receiver.url(), timeout_s=0.2, retry=RetryPolicy(max_attempts=2))
+    )
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 2, "a timeout is transient and retried"
+    assert result.response_status is None
+    assert result.error is not None
+    assert result.error.type == "timeout"
+    assert "0.2 s" in result.error.message
+
+
+async def test_refused_connection_is_connection_error_without_traceback(
+    retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+
+    result = await retrying_dispatcher.deliver(webhook(url, retry=RetryPolicy(max_attempts=2)))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 2, "a connection error is transient and retried"
+    assert len(fake_clock.sleeps) == 1
+    assert result.error is not None
+    assert result.error.type == "connection_error"
+    assert result.error.message
+    assert "Traceback" not in result.error.message
+    assert "\n" not in result.error.message
+    assert 'File "' not in result.error.message
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1/hook", "http://", "http://127.0.0.1:99999/hook", "not a url"]
+)
+async def test_unusable_url_is_invalid_url_and_not_retried(
+    retrying_dispatcher: Dispatcher, url: str
+) -> None:
+    result = await retrying_dispatcher.deliver(webhook(url, retry=RetryPolicy(max_attempts=3)))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 1
+    assert result.error is not None
+    assert result.error.type == "invalid_url"
+
+
+async def test_unexpected_request_problem_is_request_error_not_an_exception(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+
+    result = await dispatcher.deliver(
+        webhook(receiver.url(), headers={"X-Evil": "a\r\nInjected: yes"})
+    )
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "request_error"
+    assert "\n" not in result.error.message
+    assert receiver.seen == []
+
+
+# --- retries -----------------------------------------------------------------
+
+
+async def test_503_twice_then_200_succeeds_on_third_attempt_with_jittered_backoff(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answers((503, {}), (503, {})))
+    policy = RetryPolicy(max_attempts=3, backoff_seconds=10.0, max_backoff_seconds=15.0)
+
+    result = await retrying_dispatcher.deliver(webhook(receiver.url(), retry=policy))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert result.attempts == 3
+    assert result.response_status == 200
+    assert result.error is None
+    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["exec-0001"] * 3
+    assert [json.loads(seen.body)["attempt"] for seen in receiver.seen] == [1, 2, 3]
+    first, second = fake_clock.sleeps
+    assert 0.0 <= first <= 10.0  # backoff * 2**0
+    assert 0.0 <= second <= 15.0  # backoff * 2**1 = 20, capped at max_backoff
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "max_backoff", "expected"),
+    [
+        (503, "7", 60.0, 7.0),
+        (429, "3", 60.0, 3.0),
+        (503, "3600", 30.0, 30.0),
+        (429, "Wed, 21 Oct 2015 07:28:00 GMT", 30.0, 0.0),  # a date in the past
+    ],
+)
+async def test_retry_after_is_honoured_and_capped(
+    serve: ServeFn,
+    retrying_dispatcher: Dispatcher,
+    fake_clock: FakeClock,
+    status: int,
+    retry_after: str,
+    max_backoff: float,
+    expected: float,
+) -> None:
+    receiver = await serve(answers((status, {"Retry-After": retry_after})))
+    policy = RetryPolicy(max_attempts=2, backoff_seconds=1.0, max_backoff_seconds=max_backoff)
+
+    result = await retrying_dispatcher.deliver(webhook(receiver.url(), retry=policy))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert result.attempts == 2
+    assert fake_clock.sleeps == [expected]
+
+
+async def test_exhausted_attempts_fail_with_last_response(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answer(502, "bad gateway"))
+
+    result = await retrying_dispatcher.deliver(
+        webhook(receiver.url(), retry=RetryPolicy(max_attempts=3))
+    )
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 3
+    assert len(receiver.seen) == 3
+    assert len(fake_clock.sleeps) == 2, "no wait after the last attempt"
+    assert result.response_status == 502
+    assert result.response_body == "bad gateway"
+    assert result.error is not None
+    assert result.error.type == "http_status"
+
+
+# --- bounded response capture --------------------------------------------------
+
+
+async def test_large_response_is_truncated_to_exactly_the_limit(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_response_bytes=1000)
+    receiver = await serve(answer(200, "x" * 5000))
+
+    result = await dispatcher.deliver(webhook(receiver.url()))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert result.response_body == "x" * 1000
+    assert result.response_truncated is True
+
+
+async def test_response_of_exactly_the_limit_is_not_truncated(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_response_bytes=1000)
+    receiver = await serve(answer(200, "y" * 1000))
+
+    result = await dispatcher.deliver(webhook(receiver.url()))
+
+    assert result.response_body == "y" * 1000
+    assert result.response_truncated is False
+
+
+async def test_truncation_never_leaves_half_a_utf8_character(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_response_bytes=5)
+    receiver = await serve(answer(200, "ééé"))  # 6 bytes; the limit cuts the third
+
+    result = await dispatcher.deliver(webhook(receiver.url()))
+
+    assert result.response_body == "éé"
+    assert result.response_truncated is True
+
+
+async def test_endless_stream_returns_promptly_with_truncated_body(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    chunk, max_chunks = b"z" * 1024, 10_000
+    sent = 0
+    stream_ended = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        if request.path != "/endless":
+            return web.Response(text="short")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            # ~10 s of stream at best: far longer than the delivery may take.
+            while sent < max_chunks:
+                await response.write(chunk)
+                sent += 1
+                await asyncio.sleep(0.001)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            stream_ended.set()
+        return response
+
+    dispatcher = await make_dispatcher(max_response_bytes=4096)
+    receiver = await serve(endless)
+
+    result = await dispatcher.deliver(webhook(receiver.url("/endless"), timeout_s=30.0))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert result.error is None
+    assert result.response_body == "z" * 4096
+    assert result.response_truncated is True
+    assert sent < max_chunks, "the delivery waited for the stream to end"
+    # The connection was dropped, not drained: the receiver's writes fail.
+    async with asyncio.timeout(5):
+        await stream_ended.wait()
+    assert sent < max_chunks
+
+    after = await dispatcher.deliver(webhook(receiver.url("/short")))
+
+    assert after.response_body == "short"
+    endless_request, short_request = receiver.seen
+    assert short_request.peer != endless_request.peer, "a half-read connection was reused"
+
+
+# --- concurrency and cancellation ----------------------------------------------
+
+
+async def test_concurrency_limit_bounds_requests_in_flight(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    gate = asyncio.Semaphore(0)
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        async with asyncio.timeout(HOLD_LIMIT_S):
+            await gate.acquire()
+        return web.Response(text="done")
+
+    dispatcher = await make_dispatcher(max_concurrency=2)
+    receiver = await serve(held)
+    deliveries = [
+        asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id=f"e{i}")))
+        for i in range(5)
+    ]
+
+    for finished in range(5):
+        expected = min(2, 5 - finished)
+        await receiver.wait_active(expected)
+        await asyncio.sleep(0.05)  # room for an over-limit request to show up
+        assert receiver.active == expected
+        assert dispatcher.in_flight == expected
+        gate.release()
+    results = await asyncio.gather(*deliveries)
+
+    assert [r.status for r in results] == [ExecutionStatus.SUCCESS] * 5
+    assert receiver.max_active == 2
+    assert len(receiver.seen) == 5
+    assert dispatcher.in_flight == 0
+
+
+async def test_cancelling_a_delivery_propagates_cancelled_error(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    async def held(request: web.Request) -> web.StreamResponse:
+        await receiver.hold()
+        return web.Response()
+
+    receiver = await serve(held)
+    delivery = asyncio.create_task(dispatcher.deliver(webhook(receiver.url())))
+    await receiver.wait_active(1)
+
+    delivery.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    assert dispatcher.in_flight == 0
+
+
+async def test_cancelling_during_backoff_propagates_cancelled_error(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    clock = BlockingClock()
+    dispatcher = await make_dispatcher(clock=clock)
+    receiver = await serve(answer(503))
+    delivery = asyncio.create_task(
+        dispatcher.deliver(webhook(receiver.url(), retry=RetryPolicy(max_attempts=3)))
+    )
+    async with asyncio.timeout(5):
+        await clock.sleeping.wait()
+
+    delivery.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    assert len(receiver.seen) == 1
+    assert dispatcher.in_flight == 0
+
+
+# --- hygiene -------------------------------------------------------------------
+
+
+def test_secret_and_headers_stay_out_of_repr() -> None:
+    request = webhook(
+        "http://127.0.0.1/hook", secret="s3cr3t-value", headers={"Authorization": "Bearer t0ken"}
+    )
+
+    assert "s3cr3t-value" not in repr(request)
+    assert "t0ken" not in repr(request)
+
+
+async def test_deliver_before_start_is_a_programming_error() -> None:
+    dispatcher = Dispatcher(max_concurrency=1, max_response_bytes=10, clock=SystemClock())
+
+    with pytest.raises(RuntimeError, match="start"):
+        await dispatcher.deliver(webhook("http://127.0.0.1/hook"))
