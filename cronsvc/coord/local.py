@@ -31,9 +31,12 @@ class LocalCoordinator:
         self._leader: str | None = None
 
     async def start(self) -> None:
-        if self._lock_path is None:
-            return
-        handle = open(self._lock_path, "a+")  # noqa: SIM115 - held for the process lifetime
+        if self._lock_path is not None:
+            self._lock_file = self._take_lock(self._lock_path)
+
+    @staticmethod
+    def _take_lock(path: Path) -> IO[str]:
+        handle = open(path, "a+")  # noqa: SIM115 - held for the process lifetime
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -41,15 +44,14 @@ class LocalCoordinator:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise StartupRefused(
-                f"{self._lock_path} is locked by {holder}: with coordination.url = 'local' "
-                "only one process may use this store; stop it or configure a redis:// "
-                "coordinator for several instances"
+                f"{path} is locked by {holder}: with coordination.url = 'local' "
+                "only one process may use this database; stop the other one first"
             ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
-        self._lock_file = handle
+        return handle
 
     async def aclose(self) -> None:
         if self._lock_file is not None:

@@ -1,0 +1,103 @@
+"""What the API handlers reach: typed application state, and request helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from cronsvc.clock import Clock
+from cronsvc.config import Config
+from cronsvc.coord import Coordinator
+from cronsvc.errors import FieldError, ValidationFailed
+from cronsvc.leader import LeaderDuties
+from cronsvc.metrics import Metrics
+from cronsvc.runner import TickRunner
+from cronsvc.store import Store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiContext:
+    config: Config
+    store: Store
+    coordinator: Coordinator
+    runner: TickRunner
+    leader: LeaderDuties
+    clock: Clock
+    metrics: Metrics
+    scheduler_ready: asyncio.Event
+    instance_id: str
+    started_at: datetime
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object: 415 unless JSON, 413 over the limit
+    (enforced by the application's client_max_size), 400 if malformed."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"send application/json, not {request.content_type or 'no content type'}"
+        )
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationFailed([FieldError("body", f"is not valid JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed([FieldError("body", "must be a JSON object")])
+    return data
+
+
+def query_limit(request: web.Request) -> int:
+    text = request.query.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailed([FieldError("limit", f"must be an integer from 1 to {MAX_LIMIT}")])
+    return limit
+
+
+def query_bool(request: web.Request, name: str) -> bool | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise ValidationFailed([FieldError(name, "must be true or false")])
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def next_link(request: web.Request, cursor: str | None) -> dict[str, str]:
+    """A `Link: <...>; rel="next"` header (RFC 8288) for the next page, if any."""
+    if cursor is None:
+        return {}
+    url = request.url.relative().update_query({"cursor": cursor})
+    return {"Link": f'<{url}>; rel="next"'}

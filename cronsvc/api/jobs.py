@@ -1,0 +1,294 @@
+"""/api/cron: create, read, change, pause, resume, trigger and delete jobs;
+/api/schedule/preview."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from cronsvc.api.context import (
+    ApiContext,
+    ctx,
+    json_response,
+    next_link,
+    query_bool,
+    query_limit,
+    read_json_object,
+)
+from cronsvc.api.schemas import (
+    READ_ONLY_FIELDS,
+    JobIn,
+    PreviewIn,
+    execution_to_wire,
+    instant,
+    job_to_wire,
+    spec_to_wire,
+    validate,
+)
+from cronsvc.cron import CronSchedule, parse_schedule
+from cronsvc.domain import Job, JobSpec
+from cronsvc.errors import (
+    CronSvcError,
+    FieldError,
+    InvalidCronExpression,
+    InvalidTimezone,
+    ValidationFailed,
+    VersionConflict,
+)
+from cronsvc.ids import new_id
+from cronsvc.store import JobQuery
+
+routes = web.RouteTableDef()
+_UPDATE_RETRIES = 5
+
+
+def _schedule(api: ApiContext, expression: str, timezone: str) -> CronSchedule:
+    """Parse a schedule, reporting a bad zone or expression as field errors."""
+    try:
+        return parse_schedule(
+            expression, timezone, min_interval_s=api.config.scheduler.min_interval_s
+        )
+    except InvalidTimezone as exc:
+        raise ValidationFailed([FieldError("timezone", str(exc))]) from None
+    except InvalidCronExpression as exc:
+        raise ValidationFailed([FieldError("cronExpression", str(exc))]) from None
+
+
+def _next_run(api: ApiContext, job: Job) -> datetime | None:
+    if not job.spec.is_active:
+        return None
+    try:
+        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    except CronSvcError:
+        return None
+    return schedule.next_after(max(api.clock.now(), job.last_tick))
+
+
+def _job_response(api: ApiContext, job: Job, *, status: int = 200, **headers: str) -> web.Response:
+    return json_response(
+        job_to_wire(job, _next_run(api, job)), status=status, headers=headers or None
+    )
+
+
+def _parse_job(
+    api: ApiContext, data: dict[str, Any], *, keep_secret: str | None = None
+) -> tuple[JobSpec, int | None]:
+    """Validate a whole job document. Returns the spec and the `version`
+    precondition, if the client sent one."""
+    payload = {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
+    model = validate(JobIn, payload)
+    spec = model.to_spec(default_timeout_s=api.config.webhook.timeout_s)
+    _schedule(api, spec.cron_expression, spec.timezone)
+    if "secret" not in payload and keep_secret is not None:
+        spec = _with(spec, secret=keep_secret)
+    return spec, model.version
+
+
+def _with(spec: JobSpec, **changes: Any) -> JobSpec:
+    return dataclasses.replace(spec, **changes)
+
+
+@routes.post("/api/cron")
+async def create_job(request: web.Request) -> web.Response:
+    api = ctx(request)
+    spec, _ = _parse_job(api, await read_json_object(request))
+    now = api.clock.now()
+    job = Job(id=new_id(), spec=spec, created_at=now, updated_at=now, version=1, last_tick=now)
+    job = await api.store.create_job(job)
+    await api.coordinator.publish_job_change(job.id)
+    return _job_response(api, job, status=201, Location=f"/api/cron/{job.id}")
+
+
+@routes.get("/api/cron")
+async def list_jobs(request: web.Request) -> web.Response:
+    api = ctx(request)
+    query = JobQuery(
+        is_active=query_bool(request, "isActive"),
+        tag=request.query.get("tag"),
+        name_prefix=request.query.get("name"),
+        cursor=request.query.get("cursor"),
+        limit=query_limit(request),
+    )
+    page = await api.store.list_jobs(query)
+    return json_response(
+        [job_to_wire(job, _next_run(api, job)) for job in page.items],
+        headers=next_link(request, page.next_cursor),
+    )
+
+
+@routes.get("/api/cron/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    api = ctx(request)
+    return _job_response(api, await api.store.get_job(request.match_info["id"]))
+
+
+async def _write(api: ApiContext, current: Job, spec: JobSpec, precondition: int | None) -> Job:
+    if precondition is not None and precondition != current.version:
+        raise VersionConflict(current.id, precondition, current.version)
+    old = current.spec
+    restart = (
+        old.cron_expression != spec.cron_expression
+        or old.timezone != spec.timezone
+        or (spec.is_active and not old.is_active)
+    )
+    job = await api.store.update_job(
+        current.id,
+        spec,
+        now=api.clock.now(),
+        expected_version=current.version,
+        restart_schedule=restart,
+    )
+    await api.coordinator.publish_job_change(job.id)
+    return job
+
+
+@routes.put("/api/cron/{id}")
+async def replace_job(request: web.Request) -> web.Response:
+    """Full replacement. A `secret` left out keeps the stored one (it is never
+    returned, so a client that GETs, edits and PUTs must not lose it);
+    `"secret": null` removes it."""
+    api = ctx(request)
+    data = await read_json_object(request)
+    current = await api.store.get_job(request.match_info["id"])
+    spec, precondition = _parse_job(api, data, keep_secret=current.spec.secret)
+    return _job_response(api, await _write(api, current, spec, precondition))
+
+
+@routes.patch("/api/cron/{id}")
+async def patch_job(request: web.Request) -> web.Response:
+    """Partial update as a JSON merge patch (RFC 7396): objects merge, null
+    removes a field (so it takes its default)."""
+    api = ctx(request)
+    patch = await read_json_object(request)
+    for attempt in range(_UPDATE_RETRIES):
+        current = await api.store.get_job(request.match_info["id"])
+        document = spec_to_wire(current.spec)
+        if current.spec.secret is not None:
+            document["secret"] = current.spec.secret
+        merged = _merge_patch(
+            document, {k: v for k, v in patch.items() if k not in READ_ONLY_FIELDS}
+        )
+        spec, precondition = _parse_job(api, merged)
+        try:
+            return _job_response(api, await _write(api, current, spec, precondition))
+        except VersionConflict:
+            if precondition is not None or attempt == _UPDATE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _set_active(request: web.Request, active: bool) -> web.Response:
+    api = ctx(request)
+    for attempt in range(_UPDATE_RETRIES):
+        current = await api.store.get_job(request.match_info["id"])
+        if current.spec.is_active == active:
+            return _job_response(api, current)
+        try:
+            return _job_response(
+                api, await _write(api, current, _with(current.spec, is_active=active), None)
+            )
+        except VersionConflict:
+            if attempt == _UPDATE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@routes.post("/api/cron/{id}/pause")
+async def pause_job(request: web.Request) -> web.Response:
+    return await _set_active(request, False)
+
+
+@routes.post("/api/cron/{id}/resume")
+async def resume_job(request: web.Request) -> web.Response:
+    """Resume firing from now on; ticks that fell while paused are not owed."""
+    return await _set_active(request, True)
+
+
+@routes.delete("/api/cron/{id}")
+async def delete_job(request: web.Request) -> web.Response:
+    """Delete and answer with the job as it was (200, so clients that read a
+    body from the answer keep working). Its execution logs stay."""
+    api = ctx(request)
+    job = await api.store.get_job(request.match_info["id"])
+    await api.store.delete_job(job.id)
+    await api.coordinator.publish_job_change(job.id)
+    return json_response(job_to_wire(job, None))
+
+
+@routes.post("/api/cron/{id}/trigger")
+async def trigger_job(request: web.Request) -> web.Response:
+    """Run now (trigger `manual`), paused or not. 202 with the execution."""
+    api = ctx(request)
+    execution = await api.runner.trigger_now(request.match_info["id"])
+    return json_response(
+        {"executionId": execution.id, **execution_to_wire(execution)},
+        status=202,
+        headers={"Location": f"/api/execution-logs/{execution.id}"},
+    )
+
+
+@routes.get("/api/cron/{id}/next")
+async def next_runs(request: web.Request) -> web.Response:
+    api = ctx(request)
+    job = await api.store.get_job(request.match_info["id"])
+    count = _count(request.query.get("count", "5"))
+    schedule = _schedule(api, job.spec.cron_expression, job.spec.timezone)
+    after = max(api.clock.now(), job.last_tick)
+    return json_response(
+        _instants(schedule, after, count) | {"cronJobId": job.id, "isActive": job.spec.is_active}
+    )
+
+
+@routes.post("/api/schedule/preview")
+async def preview_post(request: web.Request) -> web.Response:
+    return _preview(ctx(request), await read_json_object(request))
+
+
+@routes.get("/api/schedule/preview")
+async def preview_get(request: web.Request) -> web.Response:
+    return _preview(ctx(request), dict(request.query))
+
+
+def _preview(api: ApiContext, data: dict[str, Any]) -> web.Response:
+    model = validate(PreviewIn, data)
+    schedule = _schedule(api, model.cron_expression, model.timezone)
+    return json_response(_instants(schedule, model.after or api.clock.now(), model.count))
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 100:
+        raise ValidationFailed([FieldError("count", "must be an integer from 1 to 100")])
+    return count
+
+
+def _instants(schedule: CronSchedule, after: datetime, count: int) -> dict[str, Any]:
+    zone = ZoneInfo(schedule.timezone)
+    return {
+        "cronExpression": schedule.expression,
+        "timezone": schedule.timezone,
+        "after": instant(after),
+        "instants": [
+            {"utc": instant(t), "local": t.astimezone(zone).isoformat()}
+            for t in schedule.next_n(after, count)
+        ],
+    }
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result

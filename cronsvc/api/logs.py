@@ -1,0 +1,67 @@
+"""/api/execution-logs: the record of every run, newest tick first."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cronsvc.api.context import ctx, json_response, next_link, query_limit
+from cronsvc.api.schemas import execution_to_wire, parse_instant
+from cronsvc.domain import ExecutionStatus
+from cronsvc.errors import FieldError, ValidationFailed
+from cronsvc.store import ExecutionQuery
+
+routes = web.RouteTableDef()
+
+
+def _query(request: web.Request, job_id: str | None) -> ExecutionQuery:
+    status_text = request.query.get("status")
+    status = None
+    if status_text is not None:
+        try:
+            status = ExecutionStatus(status_text.upper())
+        except ValueError:
+            allowed = ", ".join(s.value for s in ExecutionStatus)
+            raise ValidationFailed([FieldError("status", f"must be one of {allowed}")]) from None
+    since = request.query.get("since")
+    until = request.query.get("until")
+    return ExecutionQuery(
+        job_id=job_id,
+        status=status,
+        since=parse_instant("since", since) if since else None,
+        until=parse_instant("until", until) if until else None,
+        cursor=request.query.get("cursor"),
+        limit=query_limit(request),
+    )
+
+
+async def _list(request: web.Request, job_id: str | None) -> web.Response:
+    page = await ctx(request).store.list_executions(_query(request, job_id))
+    return json_response(
+        [execution_to_wire(e) for e in page.items], headers=next_link(request, page.next_cursor)
+    )
+
+
+@routes.get("/api/execution-logs")
+async def list_logs(request: web.Request) -> web.Response:
+    """Filters: cronJobId, status, since (inclusive), until (exclusive) on the
+    tick (`scheduledAt`); cursor pagination."""
+    return await _list(request, request.query.get("cronJobId"))
+
+
+@routes.get("/api/execution-logs/job/{cronJobId}")
+async def list_job_logs(request: web.Request) -> web.Response:
+    return await _list(request, request.match_info["cronJobId"])
+
+
+@routes.get("/api/execution-logs/{id}")
+async def get_log(request: web.Request) -> web.Response:
+    execution = await ctx(request).store.get_execution(request.match_info["id"])
+    return json_response(execution_to_wire(execution))
+
+
+@routes.delete("/api/execution-logs/{id}")
+async def delete_log(request: web.Request) -> web.Response:
+    store = ctx(request).store
+    execution = await store.get_execution(request.match_info["id"])
+    await store.delete_execution(execution.id)
+    return json_response(execution_to_wire(execution))

@@ -1,0 +1,106 @@
+"""RFC 9457 problem documents, and the one middleware that maps errors to them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from cronsvc.errors import (
+    CronSvcError,
+    DuplicateJobName,
+    ExecutionNotFound,
+    FieldError,
+    InvalidCronExpression,
+    InvalidCursor,
+    InvalidTimezone,
+    JobNotFound,
+    StoreUnavailable,
+    ValidationFailed,
+    VersionConflict,
+)
+from cronsvc.ids import new_id
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    errors: Sequence[FieldError] = (),
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    body.update(extra)
+    return web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers
+    )
+
+
+def problem_for(exc: CronSvcError) -> web.Response:
+    """The response for an error raised on purpose."""
+    if isinstance(exc, ValidationFailed):
+        return problem(400, "Invalid request", "the request has invalid fields", errors=exc.errors)
+    if isinstance(exc, InvalidCronExpression):
+        return problem(
+            400, "Invalid request", str(exc), errors=[FieldError("cronExpression", str(exc))]
+        )
+    if isinstance(exc, InvalidTimezone):
+        return problem(400, "Invalid request", str(exc), errors=[FieldError("timezone", str(exc))])
+    if isinstance(exc, InvalidCursor):
+        return problem(400, "Invalid request", str(exc), errors=[FieldError("cursor", str(exc))])
+    if isinstance(exc, JobNotFound | ExecutionNotFound):
+        return problem(404, "Not found", str(exc))
+    if isinstance(exc, DuplicateJobName):
+        return problem(409, "Conflict", str(exc), errors=[FieldError("name", str(exc))])
+    if isinstance(exc, VersionConflict):
+        return problem(409, "Conflict", str(exc), errors=[FieldError("version", str(exc))])
+    if isinstance(exc, StoreUnavailable):
+        return problem(
+            503,
+            "Service unavailable",
+            "the store is unavailable; try again",
+            headers={"Retry-After": "1"},
+        )
+    return _internal_error(exc)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CronSvcError as exc:
+        return problem_for(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = {
+            404: f"no route for {request.path}",
+            405: f"{request.method} is not allowed on {request.path}",
+            413: "the request body is larger than the limit",
+        }.get(exc.status, exc.text or exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return problem(exc.status, exc.reason, detail, headers=headers)
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> web.Response:
+    request_id = new_id()
+    log.error("request_failed", request_id=request_id, exc_info=exc)
+    return problem(
+        500, "Internal server error", "an unexpected error occurred", requestId=request_id
+    )

@@ -1,0 +1,265 @@
+"""Wire models: validation of what clients send, and the JSON they get back.
+
+camelCase on the wire, snake_case in Python. Field names follow the Node.js
+service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
+`cronJobId`, ...), so its clients keep working.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+from yarl import URL
+
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ErrorInfo,
+    Execution,
+    HttpMethod,
+    Job,
+    JobSpec,
+    JsonValue,
+    MisfirePolicy,
+    RetryPolicy,
+)
+from cronsvc.errors import FieldError, ValidationFailed
+
+MAX_BODY_BYTES = 64 * 1024
+"""Request bodies are capped here (413), which also caps a job's `body`."""
+MAX_HEADERS = 50
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+READ_ONLY_FIELDS = frozenset(
+    {"id", "createdAt", "updatedAt", "nextRunAt", "lastRunAt", "lastStatus", "hasSecret"}
+)
+"""Fields a client may send back unchanged (GET, edit, PUT); they are ignored.
+`version`, when sent, is a precondition: the write fails with 409 unless the
+job is still at that version."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, extra="forbid", frozen=True
+    )
+
+
+class RetryIn(_Wire):
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 1
+    backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
+
+
+class JobIn(_Wire):
+    """A job as a client writes it (POST, PUT; PATCH is merged onto the stored
+    job first and then validated as a whole)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)]
+    http_method: HttpMethod = HttpMethod.POST
+    headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict)
+    body: JsonValue | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] | None = None
+    retry: RetryIn = Field(default_factory=RetryIn)
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
+    is_active: bool = True
+    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    tags: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
+    ] = Field(default_factory=list)
+    version: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_printable(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("http_method", mode="before")
+    @classmethod
+    def _method_upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except (ValueError, TypeError):
+            raise ValueError("is not a valid URL") from None
+        if url.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not url.host:
+            raise ValueError("must name a host")
+        if url.user is not None or url.password is not None:
+            raise ValueError("must not carry credentials; use headers instead")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers")
+        for name, text in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"the value of {name!r} must not contain line breaks")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a tag")
+        return value
+
+    def to_spec(self, *, default_timeout_s: float) -> JobSpec:
+        return JobSpec(
+            name=self.name,
+            cron_expression=self.cron_expression.strip(),
+            timezone=self.timezone,
+            webhook_url=self.webhook_url,
+            http_method=self.http_method,
+            headers=dict(self.headers),
+            body=self.body,
+            timeout_seconds=self.timeout_seconds or default_timeout_s,
+            retry=RetryPolicy(
+                max_attempts=self.retry.max_attempts,
+                backoff_seconds=self.retry.backoff_seconds,
+                max_backoff_seconds=self.retry.max_backoff_seconds,
+            ),
+            concurrency_policy=self.concurrency_policy,
+            misfire_policy=self.misfire_policy,
+            misfire_grace_seconds=self.misfire_grace_seconds,
+            is_active=self.is_active,
+            secret=self.secret,
+            tags=tuple(self.tags),
+        )
+
+
+class PreviewIn(_Wire):
+    cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    count: Annotated[int, Field(ge=1, le=100)] = 5
+    after: datetime | None = None
+
+    @field_validator("after")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a UTC offset or Z")
+        return value
+
+
+def validate(model: type[_Wire], data: Any) -> Any:
+    """Validate `data` into `model`, raising `ValidationFailed` field by field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed([_field_error(e) for e in exc.errors()]) from None
+
+
+def _field_error(error: Any) -> FieldError:
+    loc = ".".join(str(part) for part in error["loc"]) or "body"
+    if error["type"] == "extra_forbidden":
+        return FieldError(loc, "unknown field")
+    if error["type"] == "missing":
+        return FieldError(loc, "is required")
+    message = str(error["msg"])
+    return FieldError(loc, message.removeprefix("Value error, "))
+
+
+def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
+    """The writable fields of a job, as a client would send them (secret kept
+    out: it is write-only)."""
+    return {
+        "name": spec.name,
+        "cronExpression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "webhookUrl": spec.webhook_url,
+        "httpMethod": spec.http_method.value,
+        "headers": dict(spec.headers),
+        "body": spec.body,
+        "timeoutSeconds": spec.timeout_seconds,
+        "retry": {
+            "maxAttempts": spec.retry.max_attempts,
+            "backoffSeconds": spec.retry.backoff_seconds,
+            "maxBackoffSeconds": spec.retry.max_backoff_seconds,
+        },
+        "concurrencyPolicy": spec.concurrency_policy.value,
+        "misfirePolicy": spec.misfire_policy.value,
+        "misfireGraceSeconds": spec.misfire_grace_seconds,
+        "isActive": spec.is_active,
+        "tags": list(spec.tags),
+    }
+
+
+def job_to_wire(job: Job, next_run_at: datetime | None) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        **spec_to_wire(job.spec),
+        "hasSecret": job.spec.secret is not None,
+        "createdAt": instant(job.created_at),
+        "updatedAt": instant(job.updated_at),
+        "nextRunAt": instant(next_run_at),
+        "lastRunAt": instant(job.last_run_at),
+        "lastStatus": job.last_status.value if job.last_status else None,
+        "version": job.version,
+    }
+
+
+def execution_to_wire(execution: Execution) -> dict[str, Any]:
+    return {
+        "id": execution.id,
+        "cronJobId": execution.job_id,
+        "jobName": execution.job_name,
+        "trigger": execution.trigger.value,
+        "scheduledAt": instant(execution.scheduled_at),
+        "executedAt": instant(execution.executed_at),
+        "finishedAt": instant(execution.finished_at),
+        "durationMs": execution.duration_ms,
+        "status": execution.status.value,
+        "attempts": execution.attempts,
+        "responseStatus": execution.response_status,
+        "responseBody": execution.response_body,
+        "responseTruncated": execution.response_truncated,
+        "error": _error(execution.error),
+        "instanceId": execution.instance_id,
+    }
+
+
+def _error(error: ErrorInfo | None) -> dict[str, str] | None:
+    return None if error is None else {"type": error.type, "message": error.message}
+
+
+def instant(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds and a Z: 2026-01-01T00:00:00.000Z."""
+    if value is None:
+        return None
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_instant(field: str, text: str) -> datetime:
+    """An RFC 3339 instant from a query string; naive times are refused."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ValidationFailed(
+            [FieldError(field, "must be an RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")]
+        ) from None
+    if value.tzinfo is None:
+        raise ValidationFailed([FieldError(field, "must carry a UTC offset or Z")])
+    return value.astimezone(UTC)

@@ -1,0 +1,63 @@
+"""The `cronsvc` command: `serve` runs the service, `check-config` validates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from cronsvc import __version__
+from cronsvc.config import Config, load_config
+from cronsvc.errors import ConfigError, StartupRefused
+from cronsvc.logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cronsvc", description="A dynamic cron service.")
+    parser.add_argument("--version", action="version", version=f"cronsvc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the service"),
+        ("check-config", "validate the configuration and print it as resolved"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--config", type=Path, help="TOML file (every key optional)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cronsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(json.dumps(_printable(config), indent=2))
+        return 0
+    configure_logging(config.logging)
+    try:
+        asyncio.run(_serve(config))
+    except StartupRefused as exc:
+        print(f"cronsvc: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"cronsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    from cronsvc.service import serve
+
+    await serve(config)
+
+
+def _printable(config: Config) -> dict[str, object]:
+    return asdict(config)

@@ -1,0 +1,223 @@
+"""Configuration: TOML file, every key optional, each overridable from the
+environment as ``CRONSVC_<SECTION>_<KEY>``.
+
+`load_config` raises `ConfigError` with one line naming the key at fault.
+`config.example.toml` documents every key; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from cronsvc.errors import ConfigError
+from cronsvc.store import sqlite_path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    shutdown_grace_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    url: str = "sqlite:///./cronsvc.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinationConfig:
+    url: str = "local"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    resync_interval_s: float = 30.0
+    min_interval_s: float = 1.0
+    max_catchup: int = 10
+    max_missed_records: int = 1000
+    lease_ttl_s: float = 120.0
+    heartbeat_interval_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookConfig:
+    timeout_s: float = 10.0
+    max_concurrency: int = 256
+    max_response_bytes: int = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    execution_logs_days: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("json", "console")
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (if given), then apply ``CRONSVC_<SECTION>_<KEY>`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    env = os.environ if environ is None else environ
+    sections: dict[str, Any] = {}
+    for section in dataclasses.fields(Config):
+        section_type = _dataclass_type(Config, section.name)
+        given = raw.pop(section.name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{section.name}: expected a table, got {type(given).__name__}")
+        sections[section.name] = _build_section(section.name, section_type, given, env)
+    if raw:
+        unknown = sorted(raw)[0]
+        raise ConfigError(f"{unknown}: unknown configuration section")
+    config = Config(**sections)
+    _check(config)
+    return config
+
+
+def _dataclass_type(owner: type, name: str) -> type:
+    hint = get_type_hints(owner)[name]
+    assert isinstance(hint, type)
+    return hint
+
+
+def _build_section(
+    section: str, section_type: type, given: dict[str, Any], env: Mapping[str, str]
+) -> Any:
+    hints = get_type_hints(section_type)
+    known = {f.name for f in dataclasses.fields(section_type)}
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"{section}.{key}: unknown configuration key")
+    values: dict[str, Any] = {}
+    for name in known:
+        env_name = f"CRONSVC_{section}_{name}".upper()
+        if env_name in env:
+            values[name] = _from_env(f"{section}.{name}", hints[name], env[env_name])
+        elif name in given:
+            values[name] = _coerce(f"{section}.{name}", hints[name], given[name])
+    return section_type(**values)
+
+
+def _from_env(key: str, hint: Any, text: str) -> Any:
+    if hint is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {text!r}")
+    if hint in (int, float):
+        try:
+            return _coerce(key, hint, json.loads(text))
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    if isinstance(hint, types.GenericAlias):  # lists: JSON array or comma-separated
+        stripped = text.strip()
+        items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
+        return _coerce(key, hint, [i.strip() if isinstance(i, str) else i for i in items if i])
+    return text
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if isinstance(hint, types.GenericAlias) and hint.__origin__ is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - a programming error
+
+
+def _check(config: Config) -> None:
+    def positive(key: str, value: float) -> None:
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+
+    if not 0 <= config.server.port <= 65535:
+        raise ConfigError(f"server.port: must be 0-65535, got {config.server.port}")
+    if config.server.shutdown_grace_s < 0:
+        raise ConfigError("server.shutdown_grace_s: must not be negative")
+    positive("scheduler.resync_interval_s", config.scheduler.resync_interval_s)
+    positive("scheduler.min_interval_s", config.scheduler.min_interval_s)
+    positive("scheduler.lease_ttl_s", config.scheduler.lease_ttl_s)
+    positive("scheduler.heartbeat_interval_s", config.scheduler.heartbeat_interval_s)
+    if config.scheduler.max_catchup < 1:
+        raise ConfigError("scheduler.max_catchup: must be at least 1")
+    if config.scheduler.max_missed_records < 1:
+        raise ConfigError("scheduler.max_missed_records: must be at least 1")
+    positive("webhook.timeout_s", config.webhook.timeout_s)
+    positive("webhook.max_concurrency", config.webhook.max_concurrency)
+    positive("webhook.max_response_bytes", config.webhook.max_response_bytes)
+    positive("retention.execution_logs_days", config.retention.execution_logs_days)
+    if config.logging.level.lower() not in _LOG_LEVELS:
+        raise ConfigError(f"logging.level: must be one of {', '.join(_LOG_LEVELS)}")
+    if config.logging.format not in _LOG_FORMATS:
+        raise ConfigError(f"logging.format: must be one of {', '.join(_LOG_FORMATS)}")
+    if not config.store.url.startswith("sqlite:"):
+        raise ConfigError(
+            f"store.url: unsupported URL {_redact(config.store.url)!r}; use sqlite:///PATH"
+        )
+    sqlite_path(config.store.url)
+    if config.coordination.url != "local":
+        raise ConfigError(
+            f"coordination.url: unsupported value {_redact(config.coordination.url)!r}; use 'local'"
+        )
+
+
+def _redact(url: str) -> str:
+    """A URL with any password replaced, fit for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    creds, _, hostpart = rest.partition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}"

@@ -1,0 +1,122 @@
+"""Instance heartbeats and the duties of whichever instance leads.
+
+Every instance announces itself each `heartbeat_interval_s`. The leader also
+marks the RUNNING executions of instances that are no longer alive as LOST
+and prunes execution logs past retention. The firing path never waits on any
+of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from datetime import datetime, timedelta
+
+import structlog
+
+from cronsvc import __version__
+from cronsvc.clock import Clock
+from cronsvc.coord import Coordinator
+from cronsvc.domain import InstanceInfo
+from cronsvc.metrics import Metrics
+from cronsvc.retry import TRANSIENT
+from cronsvc.store import Store
+
+log = structlog.get_logger(__name__)
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+class LeaderDuties:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        coordinator: Coordinator,
+        clock: Clock,
+        metrics: Metrics,
+        instance_id: str,
+        started_at: datetime,
+        heartbeat_interval_s: float,
+        retention_days: float,
+    ) -> None:
+        self._store = store
+        self._coordinator = coordinator
+        self._clock = clock
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._started_at = started_at
+        self._interval = heartbeat_interval_s
+        self._retention = timedelta(days=retention_days)
+        self._token: int | None = None
+        self._next_prune = 0.0
+        self._stop = asyncio.Event()
+        metrics.gauge(
+            "cronsvc_is_leader", "1 while this instance leads", lambda: float(self.is_leader)
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        return self._token is not None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except TRANSIENT as exc:
+                self._metrics.inc(
+                    "cronsvc_coordinator_errors_total",
+                    help="Coordinator or store calls that failed in leader duties",
+                )
+                log.warning("leader_step_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+        if self._token is not None:
+            await self._coordinator.resign(self._instance_id)
+        await self._coordinator.forget_instance(self._instance_id)
+
+    async def step(self) -> None:
+        """One heartbeat and, when leading, one round of duties."""
+        now = self._clock.now()
+        await self._coordinator.heartbeat(
+            InstanceInfo(
+                id=self._instance_id,
+                host=socket.gethostname(),
+                version=__version__,
+                started_at=self._started_at,
+                last_heartbeat=now,
+            ),
+            ttl_s=self._interval * 3,
+        )
+        token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._interval * 3)
+        if (token is None) != (self._token is None):
+            self._metrics.inc(
+                "cronsvc_leadership_changes_total",
+                help="Times this instance gained or lost leadership",
+            )
+            log.info("leadership_changed", leader=token is not None, token=token)
+        self._token = token
+        if token is None:
+            return
+        live = {info.id for info in await self._coordinator.live_instances()}
+        lost = await self._store.mark_lost(
+            live_instances=live | {self._instance_id},
+            now=now,
+            reason="the instance running it stopped before recording a result",
+        )
+        if lost:
+            self._metrics.inc(
+                "cronsvc_executions_total", len(lost), help="Executions by outcome", status="LOST"
+            )
+            log.warning(
+                "runs_lost", count=len(lost), instances=sorted({e.instance_id for e in lost})
+            )
+        if self._clock.monotonic() >= self._next_prune:
+            self._next_prune = self._clock.monotonic() + PRUNE_INTERVAL_S
+            pruned = await self._store.prune_executions(now - self._retention)
+            if pruned:
+                log.info("execution_logs_pruned", count=pruned)

@@ -1,0 +1,246 @@
+"""The run path of one tick: lease, claim, dispatch, record.
+
+Shared by the scheduler (scheduled and catch-up ticks) and the API (manual
+runs). It never decides *when* to fire; the scheduler does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from cronsvc.clock import Clock
+from cronsvc.coord import Coordinator
+from cronsvc.dispatch import DeliveryResult, Dispatcher, WebhookRequest
+from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
+from cronsvc.errors import ExecutionNotFound, JobNotFound
+from cronsvc.ids import new_id
+from cronsvc.metrics import Metrics
+from cronsvc.retry import TRANSIENT, retry_transient
+from cronsvc.store import ClaimOutcome, Store, TickClaim
+
+log = structlog.get_logger(__name__)
+
+
+class TickRunner:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        coordinator: Coordinator,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        metrics: Metrics,
+        instance_id: str,
+        lease_ttl_s: float,
+        on_stale: Callable[[str], None],
+    ) -> None:
+        self._store = store
+        self._coordinator = coordinator
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._lease_ttl_s = lease_ttl_s
+        self._on_stale = on_stale
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def fire(self, job: Job, tick: datetime, trigger: Trigger) -> None:
+        """Start the run of one tick in the background."""
+        self._spawn(self._run_tick(job, tick, trigger))
+
+    async def trigger_now(self, job_id: str) -> Execution:
+        """Run a job now (trigger `manual`), even if it is paused. Returns the
+        execution as recorded when the run starts (RUNNING, or SKIPPED under
+        `forbid`). Raises `JobNotFound`."""
+        for _ in range(3):
+            job = await self._store.get_job(job_id)
+            now = self._clock.now()
+            result = await self._store.claim_tick(self._claim(job, now, Trigger.MANUAL))
+            if result.outcome is ClaimOutcome.STALE:
+                continue  # changed between read and claim: read it again
+            assert result.execution is not None
+            if result.outcome is ClaimOutcome.CLAIMED:
+                self._spawn(self._deliver(job, result.execution))
+            else:
+                self._count(result.execution.status)
+            return result.execution
+        raise JobNotFound(job_id)
+
+    async def drain(self, grace_s: float) -> None:
+        """Let runs in flight finish for up to `grace_s`, then cancel the rest
+        (each cancelled run is recorded as a FAILURE, never left RUNNING)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("runs_cancelled_at_shutdown", count=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _spawn(self, coro: asyncio._CoroutineLike[None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._metrics.inc(
+                "cronsvc_run_errors_total", help="Runs that ended in an unexpected error"
+            )
+            log.error("run_crashed", exc_info=task.exception())
+
+    def _claim(self, job: Job, tick: datetime, trigger: Trigger) -> TickClaim:
+        return TickClaim(
+            job_id=job.id,
+            expected_version=job.version,
+            scheduled_at=tick,
+            trigger=trigger,
+            execution_id=new_id(),
+            instance_id=self._instance_id,
+            executed_at=self._clock.now(),
+            concurrency_policy=job.spec.concurrency_policy,
+        )
+
+    async def _run_tick(self, job: Job, tick: datetime, trigger: Trigger) -> None:
+        if not await self._coordinator.try_lease_tick(job.id, tick, self._lease_ttl_s):
+            self._metrics.inc("cronsvc_lease_total", help="Tick lease attempts", result="lost")
+            return
+        self._metrics.inc("cronsvc_lease_total", help="Tick lease attempts", result="won")
+        claim = self._claim(job, tick, trigger)
+        try:
+            result = await retry_transient(
+                lambda: self._store.claim_tick(claim),
+                what="claim_tick",
+                clock=self._clock,
+                attempts=4,
+            )
+        except TRANSIENT as exc:
+            self._metrics.inc(
+                "cronsvc_ticks_dropped_total", help="Ticks not fired", reason="store_unavailable"
+            )
+            log.error(
+                "tick_dropped",
+                job_id=job.id,
+                tick=tick.isoformat(),
+                reason="store_unavailable",
+                error=str(exc),
+            )
+            return
+        if result.outcome is ClaimOutcome.STALE:
+            self._on_stale(job.id)
+        elif result.outcome is ClaimOutcome.DUPLICATE:
+            self._metrics.inc(
+                "cronsvc_claims_duplicate_total", help="Ticks already claimed elsewhere"
+            )
+        elif result.outcome is ClaimOutcome.SKIPPED:
+            self._count(ExecutionStatus.SKIPPED)
+            log.info(
+                "tick_skipped",
+                job_id=job.id,
+                tick=tick.isoformat(),
+                reason="previous run still running",
+            )
+        else:
+            assert result.execution is not None
+            await self._deliver(job, result.execution)
+
+    async def _deliver(self, job: Job, execution: Execution) -> None:
+        spec = job.spec
+        request = WebhookRequest(
+            execution_id=execution.id,
+            job_id=job.id,
+            job_name=spec.name,
+            scheduled_at=execution.scheduled_at,
+            trigger=execution.trigger,
+            url=spec.webhook_url,
+            method=spec.http_method,
+            headers=spec.headers,
+            body=spec.body,
+            timeout_s=spec.timeout_seconds,
+            retry=spec.retry,
+            secret=spec.secret,
+        )
+        try:
+            result = await self._dispatcher.deliver(request)
+        except asyncio.CancelledError:
+            now = self._clock.now()
+            await self._finish(
+                dataclasses.replace(
+                    execution,
+                    status=ExecutionStatus.FAILURE,
+                    finished_at=now,
+                    duration_ms=_ms_between(execution.executed_at, now),
+                    error=ErrorInfo(
+                        type="shutdown", message="cronsvc stopped before the webhook answered"
+                    ),
+                )
+            )
+            raise
+        await self._finish(_finished(execution, result))
+        lag_ms = round((result.first_sent_at - execution.scheduled_at.timestamp()) * 1000, 1)
+        log.info(
+            "tick_fired",
+            job_id=job.id,
+            tick=execution.scheduled_at.isoformat(),
+            trigger=execution.trigger.value,
+            lag_ms=lag_ms,
+            status=result.status.value,
+            attempts=result.attempts,
+            response_status=result.response_status,
+        )
+
+    async def _finish(self, execution: Execution) -> None:
+        self._count(execution.status)
+        try:
+            await retry_transient(
+                lambda: self._store.finish_execution(execution),
+                what="finish_execution",
+                clock=self._clock,
+            )
+        except ExecutionNotFound:
+            log.warning("execution_log_deleted_while_running", execution_id=execution.id)
+        except TRANSIENT as exc:
+            self._metrics.inc(
+                "cronsvc_log_writes_dropped_total", help="Execution results not recorded"
+            )
+            log.error(
+                "execution_result_dropped",
+                execution_id=execution.id,
+                status=execution.status.value,
+                error=str(exc),
+            )
+
+    def _count(self, status: ExecutionStatus) -> None:
+        self._metrics.inc(
+            "cronsvc_executions_total", help="Executions by outcome", status=status.value
+        )
+
+
+def _finished(execution: Execution, result: DeliveryResult) -> Execution:
+    return dataclasses.replace(
+        execution,
+        status=result.status,
+        executed_at=result.executed_at,
+        finished_at=result.finished_at,
+        duration_ms=result.duration_ms,
+        attempts=result.attempts,
+        response_status=result.response_status,
+        response_body=result.response_body,
+        response_truncated=result.response_truncated,
+        error=result.error,
+    )
+
+
+def _ms_between(start: datetime | None, end: datetime) -> int | None:
+    return None if start is None else int((end - start).total_seconds() * 1000)

@@ -1,0 +1,268 @@
+"""The tick loop: a min-heap of each active job's next fire instant.
+
+The loop sleeps until the head of the heap is due or a change notice wakes it
+(never a fixed poll). Due ticks go through the misfire policy and on to the
+runner; the job's next instant goes back on the heap. A full resync from the
+store every `resync_interval_s` repairs any lost notice.
+
+Where a job resumes is always derived from the store's `last_tick` (the last
+tick dealt with), so a reloaded job can neither skip a tick nor fire an old
+copy: the runner's claim carries the job version it saw, and the store refuses
+a claim made with an old version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from cronsvc.clock import Clock
+from cronsvc.config import SchedulerConfig
+from cronsvc.cron import CronSchedule, parse_schedule
+from cronsvc.domain import Job
+from cronsvc.errors import CronSvcError, JobNotFound
+from cronsvc.metrics import Metrics
+from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
+from cronsvc.retry import TRANSIENT
+from cronsvc.runner import TickRunner
+from cronsvc.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Entry:
+    job: Job
+    schedule: CronSchedule
+    next_tick: datetime
+    generation: int
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runner: TickRunner,
+        clock: Clock,
+        config: SchedulerConfig,
+        metrics: Metrics,
+        instance_id: str,
+        started_at: datetime,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._clock = clock
+        self._config = config
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._started_at = started_at
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+        self._generations = itertools.count(1)
+        self._changed: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.ready = asyncio.Event()
+        """Set once the first sync from the store is done."""
+        metrics.gauge(
+            "cronsvc_active_jobs", "Jobs on this instance's heap", lambda: len(self._entries)
+        )
+        metrics.gauge(
+            "cronsvc_heap_size", "Entries on the heap, stale ones included", lambda: len(self._heap)
+        )
+
+    def notify_job_changed(self, job_id: str) -> None:
+        """A job changed somewhere: reload it before the next tick is taken."""
+        self._changed.add(job_id)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        await self._resync()
+        self.ready.set()
+        next_resync = self._clock.monotonic() + self._config.resync_interval_s
+        while not self._stopping:
+            if self._changed:
+                await self._apply_changes()
+            if self._clock.monotonic() >= next_resync:
+                await self._resync()
+                next_resync = self._clock.monotonic() + self._config.resync_interval_s
+            self._fire_due()
+            self._wake.clear()
+            if self._changed or self._stopping:
+                continue
+            timeout = next_resync - self._clock.monotonic()
+            if self._heap:
+                timeout = min(timeout, self._heap[0][0] - self._clock.time())
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _resync(self) -> None:
+        try:
+            jobs = await self._store.active_jobs()
+        except TRANSIENT as exc:
+            self._metrics.inc(
+                "cronsvc_store_errors_total", help="Store calls that failed", op="resync"
+            )
+            log.warning("resync_failed", error=str(exc))
+            return
+        seen = set()
+        for job in jobs:
+            seen.add(job.id)
+            current = self._entries.get(job.id)
+            if current is None or current.job.version != job.version:
+                self._load(job)
+        for job_id in set(self._entries) - seen:
+            if job_id not in self._changed:
+                self._drop(job_id)
+
+    async def _apply_changes(self) -> None:
+        changed, self._changed = self._changed, set()
+        for job_id in changed:
+            try:
+                job = await self._store.get_job(job_id)
+            except JobNotFound:
+                self._drop(job_id)
+                continue
+            except TRANSIENT as exc:
+                self._changed.add(job_id)  # retried at the next wake or resync
+                self._metrics.inc(
+                    "cronsvc_store_errors_total", help="Store calls that failed", op="reload"
+                )
+                log.warning("job_reload_failed", job_id=job_id, error=str(exc))
+                continue
+            if job.spec.is_active:
+                self._load(job)
+            else:
+                self._drop(job_id)
+
+    def _load(self, job: Job) -> None:
+        try:
+            schedule = parse_schedule(
+                job.spec.cron_expression,
+                job.spec.timezone,
+                min_interval_s=self._config.min_interval_s,
+            )
+        except CronSvcError as exc:
+            # Stored before a stricter setting; refuse loudly rather than guess.
+            self._drop(job.id)
+            log.error("job_not_schedulable", job_id=job.id, reason=str(exc))
+            return
+        entry = _Entry(
+            job=job,
+            schedule=schedule,
+            next_tick=schedule.next_after(job.last_tick),
+            generation=next(self._generations),
+        )
+        self._entries[job.id] = entry
+        self._push(job.id, entry)
+
+    def _drop(self, job_id: str) -> None:
+        self._entries.pop(job_id, None)  # its heap entries turn stale
+
+    def _push(self, job_id: str, entry: _Entry) -> None:
+        heapq.heappush(
+            self._heap, (entry.next_tick.timestamp(), next(self._seq), job_id, entry.generation)
+        )
+
+    def _fire_due(self) -> None:
+        now_ts = self._clock.time()
+        while self._heap and self._heap[0][0] <= now_ts:
+            _, _, job_id, generation = heapq.heappop(self._heap)
+            entry = self._entries.get(job_id)
+            if entry is None or entry.generation != generation:
+                continue
+            self._take_due(entry, datetime.fromtimestamp(now_ts, UTC))
+            self._push(job_id, entry)
+        if len(self._heap) > 2 * len(self._entries) + 1024:
+            self._compact()
+
+    def _take_due(self, entry: _Entry, now: datetime) -> None:
+        ticks = [entry.next_tick]
+        following = entry.schedule.next_after(entry.next_tick)
+        limit = self._config.max_missed_records + self._config.max_catchup
+        while following <= now and len(ticks) < limit:
+            ticks.append(following)
+            following = entry.schedule.next_after(following)
+        if following <= now:
+            # More ticks overdue than we keep records for: count the rest.
+            unrecorded = 0
+            while following <= now and unrecorded < 10_000_000:
+                unrecorded += 1
+                following = entry.schedule.next_after(following)
+            self._metrics.inc(
+                "cronsvc_ticks_missed_unrecorded_total",
+                unrecorded,
+                help="Missed ticks beyond max_missed_records",
+            )
+            log.warning("missed_ticks_unrecorded", job_id=entry.job.id, count=unrecorded)
+            ticks = ticks[-limit:]
+        entry.next_tick = following
+        spec = entry.job.spec
+        plan = plan_due_ticks(
+            ticks,
+            now=now,
+            started_at=self._started_at,
+            policy=spec.misfire_policy,
+            grace_s=spec.misfire_grace_seconds,
+            max_catchup=self._config.max_catchup,
+        )
+        for tick, trigger in plan.fire:
+            self._runner.fire(entry.job, tick, trigger)
+        if plan.missed:
+            task = asyncio.create_task(self._record_missed(entry.job, plan.missed, now))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _record_missed(self, job: Job, ticks: list[datetime], now: datetime) -> None:
+        spec = job.spec
+        grace = max(spec.misfire_grace_seconds, MIN_GRACE_S)
+        reason = (
+            "overdue when the scheduler reached it and not fired "
+            f"(misfirePolicy {spec.misfire_policy.value}, misfireGraceSeconds {grace:g})"
+        )
+        try:
+            count = await self._store.record_missed(
+                job, ticks, instance_id=self._instance_id, now=self._clock.now(), reason=reason
+            )
+        except TRANSIENT as exc:
+            self._metrics.inc(
+                "cronsvc_log_writes_dropped_total",
+                len(ticks),
+                help="Execution results not recorded",
+            )
+            log.error("missed_ticks_not_recorded", job_id=job.id, count=len(ticks), error=str(exc))
+            return
+        self._metrics.inc(
+            "cronsvc_executions_total", count, help="Executions by outcome", status="MISSED"
+        )
+        log.warning(
+            "ticks_missed",
+            job_id=job.id,
+            count=count,
+            first=ticks[0].isoformat(),
+            last=ticks[-1].isoformat(),
+        )
+
+    def _compact(self) -> None:
+        self._heap = [
+            item
+            for item in self._heap
+            if (e := self._entries.get(item[2])) is not None and e.generation == item[3]
+        ]
+        heapq.heapify(self._heap)

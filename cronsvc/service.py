@@ -1,0 +1,221 @@
+"""One cronsvc process: resources opened in order, loops supervised, shut
+down in reverse.
+
+Each resource has one cleanup context, so teardown runs only for what
+started: coordinator (takes the `local` lock first), store, dispatcher, then
+the engine (runner, scheduler, leader duties) whose loops run in one
+TaskGroup. A loop that dies ends the process loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from cronsvc.api.app import create_app
+from cronsvc.api.context import CONTEXT, ApiContext
+from cronsvc.clock import Clock, SystemClock
+from cronsvc.config import Config
+from cronsvc.coord import Coordinator, open_coordinator
+from cronsvc.dispatch import Dispatcher
+from cronsvc.ids import new_id
+from cronsvc.leader import LeaderDuties
+from cronsvc.metrics import Metrics
+from cronsvc.runner import TickRunner
+from cronsvc.scheduler import Scheduler
+from cronsvc.store import Store, open_store, sqlite_path
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    instance_id: str
+
+
+SERVICES = web.AppKey("services", Services)
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+STORE = web.AppKey("store", Store)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+ENGINE_TASK = web.AppKey("engine_task", asyncio.Task[None])
+
+
+def make_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+
+
+def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    app = create_app()
+    app[SERVICES] = Services(
+        config=config,
+        clock=clock or SystemClock(),
+        metrics=Metrics(),
+        instance_id=make_instance_id(),
+    )
+    app.cleanup_ctx.extend([_coordinator_ctx, _store_ctx, _dispatcher_ctx, _engine_ctx])
+    return app
+
+
+def _lock_path(config: Config) -> Path | None:
+    if config.coordination.url != "local" or not config.store.url.startswith("sqlite:"):
+        return None
+    db = sqlite_path(config.store.url)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return db.with_name(db.name + ".lock")
+
+
+async def _coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[SERVICES].config
+    coordinator = open_coordinator(config.coordination.url, lock_path=_lock_path(config))
+    await coordinator.start()
+    app[COORDINATOR] = coordinator
+    yield
+    await coordinator.aclose()
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = await open_store(app[SERVICES].config.store.url)
+    app[STORE] = store
+    yield
+    await store.aclose()
+
+
+async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    webhook = services.config.webhook
+    dispatcher = Dispatcher(
+        max_concurrency=webhook.max_concurrency,
+        max_response_bytes=webhook.max_response_bytes,
+        clock=services.clock,
+    )
+    await dispatcher.start()
+    services.metrics.gauge(
+        "cronsvc_dispatches_in_flight", "Webhook deliveries running", lambda: dispatcher.in_flight
+    )
+    app[DISPATCHER] = dispatcher
+    yield
+    await dispatcher.aclose()
+
+
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    config, clock, metrics = services.config, services.clock, services.metrics
+    store, coordinator = app[STORE], app[COORDINATOR]
+    started_at = clock.now()
+    scheduler: Scheduler | None = None
+
+    def on_stale(job_id: str) -> None:
+        if scheduler is not None:
+            scheduler.notify_job_changed(job_id)
+
+    runner = TickRunner(
+        store=store,
+        coordinator=coordinator,
+        dispatcher=app[DISPATCHER],
+        clock=clock,
+        metrics=metrics,
+        instance_id=services.instance_id,
+        lease_ttl_s=config.scheduler.lease_ttl_s,
+        on_stale=on_stale,
+    )
+    scheduler = Scheduler(
+        store=store,
+        runner=runner,
+        clock=clock,
+        config=config.scheduler,
+        metrics=metrics,
+        instance_id=services.instance_id,
+        started_at=started_at,
+    )
+    leader = LeaderDuties(
+        store=store,
+        coordinator=coordinator,
+        clock=clock,
+        metrics=metrics,
+        instance_id=services.instance_id,
+        started_at=started_at,
+        heartbeat_interval_s=config.scheduler.heartbeat_interval_s,
+        retention_days=config.retention.execution_logs_days,
+    )
+    coordinator.subscribe_job_changes(scheduler.notify_job_changed)
+    # Before the scheduler starts: runs left RUNNING by a previous process.
+    await leader.step()
+    app[CONTEXT] = ApiContext(
+        config=config,
+        store=store,
+        coordinator=coordinator,
+        runner=runner,
+        leader=leader,
+        clock=clock,
+        metrics=metrics,
+        scheduler_ready=scheduler.ready,
+        instance_id=services.instance_id,
+        started_at=started_at,
+    )
+
+    async def supervise() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(scheduler.run(), name="scheduler")
+            group.create_task(leader.run(), name="leader")
+
+    engine = asyncio.create_task(supervise(), name="engine")
+    app[ENGINE_TASK] = engine
+    log.info(
+        "service_started", instance_id=services.instance_id, store=config.store.url.split(":", 1)[0]
+    )
+    yield
+    scheduler.stop()
+    await runner.drain(config.server.shutdown_grace_s)
+    leader.stop()
+    if not engine.done():
+        await asyncio.wait_for(engine, timeout=max(5.0, config.server.shutdown_grace_s))
+    log.info("service_stopped", instance_id=services.instance_id)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM/SIGINT, or until an engine loop dies (then raise)."""
+    app = build_app(config)
+    app_runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await app_runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(app_runner, config.server.host, config.server.port)
+        await site.start()
+        log.info(
+            "listening", host=config.server.host, port=_bound_port(app_runner, config.server.port)
+        )
+        engine = app[ENGINE_TASK]
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({engine, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if engine.done():
+            engine.result()  # raises what killed it
+            raise RuntimeError("the engine stopped on its own")
+        log.info("shutting_down")
+    finally:
+        # Signals stay handled while in-flight runs drain: a repeated SIGTERM
+        # must not cut the grace period short.
+        await app_runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _bound_port(app_runner: web.AppRunner, default: int) -> int:
+    for address in app_runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    return default

@@ -1,0 +1,89 @@
+"""Start and stop real `cronsvc serve` processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class CronsvcProcess:
+    config_path: Path
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, *, wait: bool = True) -> None:
+        log = self._open_log()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cronsvc",
+            "serve",
+            "--config",
+            str(self.config_path),
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.env},
+        )
+        log.close()
+        if wait:
+            await self.wait_ready()
+
+    def _open_log(self) -> IO[bytes]:
+        return open(self.log_path, "ab")
+
+    async def wait_ready(self, within_s: float = 20.0) -> None:
+        assert self.process is not None
+        async with aiohttp.ClientSession() as session, asyncio.timeout(within_s):
+            while True:
+                if self.process.returncode is not None:
+                    raise RuntimeError(
+                        f"cronsvc exited with {self.process.returncode}: {self.log_tail()}"
+                    )
+                try:
+                    async with session.get(f"{self.url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    async def stop(self, sig: int = signal.SIGTERM, within_s: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        async with asyncio.timeout(within_s):
+            return await self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def write_config(path: Path, port: int, db: Path, extra: str = "") -> Path:
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace_s = 5\n'
+        f'[store]\nurl = "sqlite:///{db}"\n'
+        f"[scheduler]\nheartbeat_interval_s = 1\n{extra}"
+    )
+    return path

@@ -1,0 +1,247 @@
+"""Jobs fire through a running service: real scheduler, real SQLite, real
+receivers on port 0. Observed through HTTP alone."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from cronsvc.config import Config
+from cronsvc.service import build_app
+from tests.conftest import Receiver
+
+Client = TestClient[web.Request, web.Application]
+EVERY_SECOND = "*/1 * * * * *"
+
+
+def parse(instant: str) -> datetime:
+    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
+
+
+async def create(client: Client, url: str, **fields: Any) -> dict[str, Any]:
+    document = {
+        "name": f"job {url} {fields}",
+        "cronExpression": EVERY_SECOND,
+        "webhookUrl": url,
+        **fields,
+    }
+    response = await client.post("/api/cron", json=document)
+    assert response.status == 201, await response.text()
+    job: dict[str, Any] = await response.json()
+    return job
+
+
+async def logs_for(
+    client: Client, job_id: str, minimum: int = 1, within_s: float = 10.0
+) -> list[dict[str, Any]]:
+    """Final (non-RUNNING) logs of a job, waiting until there are `minimum`."""
+    async with asyncio.timeout(within_s):
+        while True:
+            response = await client.get(f"/api/execution-logs/job/{job_id}?limit=500")
+            final = [e for e in await response.json() if e["status"] != "RUNNING"]
+            if len(final) >= minimum:
+                return final
+            await asyncio.sleep(0.1)
+
+
+async def test_every_second_job_fires_each_second_and_is_logged(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url)
+    requests = await receiver.wait_for(3)
+    ticks = [parse(r.json()["scheduledAt"]) for r in requests[:3]]
+    assert all(t.microsecond == 0 for t in ticks)
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(ticks)] == [1.0, 1.0]
+    for request, tick in zip(requests, ticks, strict=False):
+        assert request.arrived >= tick.timestamp()
+        body = request.json()
+        assert body["jobId"] == job["id"] and body["jobName"] == job["name"]
+        assert body["trigger"] == "schedule" and body["attempt"] == 1
+        assert request.headers["webhook-id"] == body["executionId"]
+    logs = await logs_for(client, job["id"], 3)
+    by_id = {e["id"]: e for e in logs}
+    first = by_id[requests[0].json()["executionId"]]
+    assert (
+        first["status"] == "SUCCESS"
+        and first["responseStatus"] == 200
+        and first["responseBody"] == "ok"
+    )
+    assert first["responseTruncated"] is False and first["error"] is None
+    assert first["cronJobId"] == job["id"] and first["jobName"] == job["name"]
+    assert parse(first["scheduledAt"]) == ticks[0]
+    assert parse(first["executedAt"]) >= ticks[0]
+    assert parse(first["finishedAt"]) >= parse(first["executedAt"])
+    assert first["durationMs"] >= 0 and first["attempts"] == 1 and first["trigger"] == "schedule"
+    assert first["instanceId"]
+    everything = await (await client.get("/api/execution-logs?limit=500")).json()
+    assert first["id"] in {e["id"] for e in everything}
+    read = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert read["lastStatus"] == "SUCCESS" and read["lastRunAt"] is not None
+
+
+async def test_failure_is_recorded_with_status_and_error(
+    client: Client, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    receiver.reply = "broken"
+    job = await create(client, receiver.url)
+    (log, *_) = await logs_for(client, job["id"])
+    assert (
+        log["status"] == "FAILURE"
+        and log["responseStatus"] == 500
+        and log["responseBody"] == "broken"
+    )
+    assert log["error"]["type"] == "http_status"
+    assert "Traceback" not in log["error"]["message"]
+
+
+@pytest.fixture
+async def small_capture_client(config: Config) -> AsyncIterator[Client]:
+    small = dataclasses.replace(
+        config, webhook=dataclasses.replace(config.webhook, max_response_bytes=10)
+    )
+    async with TestClient(TestServer(build_app(small), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def test_response_body_is_truncated_at_the_limit_and_flagged(
+    small_capture_client: Client, receiver: Receiver
+) -> None:
+    receiver.reply = "0123456789abcdef"
+    job = await create(small_capture_client, receiver.url)
+    (log, *_) = await logs_for(small_capture_client, job["id"])
+    assert log["responseBody"] == "0123456789" and log["responseTruncated"] is True
+
+
+async def test_new_webhook_url_is_used_by_the_next_tick_and_the_old_one_gets_nothing(
+    client: Client, receiver: Receiver, start_receiver: Any
+) -> None:
+    new_receiver: Receiver = await start_receiver()
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    response = await client.patch(f"/api/cron/{job['id']}", json={"webhookUrl": new_receiver.url})
+    assert response.status == 200
+    changed_at = datetime.now().timestamp()
+    old_count = len(receiver.requests)
+    await new_receiver.wait_for(2)
+    # A fire already on the wire when the change landed may still arrive; none after.
+    late = [
+        r
+        for r in receiver.requests[old_count:]
+        if parse(r.json()["scheduledAt"]).timestamp() > changed_at
+    ]
+    assert late == []
+    assert {r.json()["jobId"] for r in new_receiver.requests} == {job["id"]}
+
+
+async def test_new_schedule_is_used_at_once(client: Client, receiver: Receiver) -> None:
+    job = await create(client, receiver.url, cronExpression="0 0 1 1 *")  # once a year
+    await client.put(
+        f"/api/cron/{job['id']}",
+        json={"name": job["name"], "cronExpression": EVERY_SECOND, "webhookUrl": receiver.url},
+    )
+    await receiver.wait_for(2)
+
+
+async def test_deleted_job_never_fires_again(client: Client, receiver: Receiver) -> None:
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    await client.delete(f"/api/cron/{job['id']}")
+    deleted_at = datetime.now().timestamp()
+    count = len(receiver.requests)
+    await asyncio.sleep(2.5)
+    late = [
+        r
+        for r in receiver.requests[count:]
+        if parse(r.json()["scheduledAt"]).timestamp() > deleted_at
+    ]
+    assert late == []
+
+
+async def test_pause_stops_firing_and_resume_restarts_it(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    await client.post(f"/api/cron/{job['id']}/pause")
+    paused_at = datetime.now().timestamp()
+    count = len(receiver.requests)
+    await asyncio.sleep(2.5)
+    assert [
+        r
+        for r in receiver.requests[count:]
+        if parse(r.json()["scheduledAt"]).timestamp() > paused_at
+    ] == []
+    await client.post(f"/api/cron/{job['id']}/resume")
+    resumed_at = datetime.now().timestamp()
+    await receiver.wait_for(len(receiver.requests) + 1)
+    ticks = [parse(r.json()["scheduledAt"]).timestamp() for r in receiver.requests[count:]]
+    assert all(t > resumed_at - 1 for t in ticks if t > paused_at)
+    # Ticks that fell while paused are not owed: no MISSED records for them.
+    logs = await (await client.get(f"/api/execution-logs/job/{job['id']}?status=MISSED")).json()
+    assert logs == []
+
+
+async def test_inactive_job_does_not_fire(client: Client, receiver: Receiver) -> None:
+    await create(client, receiver.url, isActive=False)
+    await asyncio.sleep(2.2)
+    assert receiver.requests == []
+
+
+async def test_trigger_fires_now_and_answers_202_with_the_execution_id(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url, cronExpression="0 0 1 1 *", isActive=False)
+    response = await client.post(f"/api/cron/{job['id']}/trigger")
+    assert response.status == 202
+    body = await response.json()
+    assert body["executionId"] == body["id"] and body["trigger"] == "manual"
+    assert response.headers["Location"] == f"/api/execution-logs/{body['id']}"
+    (request,) = await receiver.wait_for(1)
+    assert request.headers["webhook-id"] == body["id"] and request.json()["trigger"] == "manual"
+    async with asyncio.timeout(10):
+        while True:
+            log = await (await client.get(f"/api/execution-logs/{body['id']}")).json()
+            if log["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+    assert log["status"] == "SUCCESS" and log["trigger"] == "manual"
+
+
+async def test_execution_log_can_be_deleted(client: Client, receiver: Receiver) -> None:
+    job = await create(client, receiver.url, cronExpression="0 0 1 1 *")
+    execution = await (await client.post(f"/api/cron/{job['id']}/trigger")).json()
+    await logs_for(client, job["id"])
+    response = await client.delete(f"/api/execution-logs/{execution['id']}")
+    assert response.status == 200
+    assert (await client.get(f"/api/execution-logs/{execution['id']}")).status == 404
+
+
+async def test_log_filters_and_pages_newest_first(client: Client, receiver: Receiver) -> None:
+    job = await create(client, receiver.url)
+    receiver.status = 200
+    await logs_for(client, job["id"], 4)
+    first_page = await client.get(
+        f"/api/execution-logs?cronJobId={job['id']}&limit=2&status=SUCCESS"
+    )
+    page = await first_page.json()
+    assert len(page) == 2 and "Link" in first_page.headers
+    assert parse(page[0]["scheduledAt"]) > parse(page[1]["scheduledAt"])
+    link = first_page.headers["Link"]
+    second = await (await client.get(link[1 : link.index(">")])).json()
+    assert parse(second[0]["scheduledAt"]) < parse(page[1]["scheduledAt"])
+    since = page[1]["scheduledAt"]
+    window = await (
+        await client.get(
+            f"/api/execution-logs?cronJobId={job['id']}&since={since}&until={page[0]['scheduledAt']}"
+        )
+    ).json()
+    assert [e["id"] for e in window] == [page[1]["id"]]

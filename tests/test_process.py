@@ -1,0 +1,258 @@
+"""End to end through real `cronsvc serve` processes: start-up, shutdown,
+restart, refusal of a second process, and configuration errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Receiver
+from tests.processes import CronsvcProcess, free_port, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def parse(instant: str) -> datetime:
+    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[CronsvcProcess]:
+    port = free_port()
+    config = write_config(tmp_path / "config.toml", port, tmp_path / "data" / "cronsvc.db")
+    process = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await process.start()
+    yield process
+    await process.stop(signal.SIGKILL)
+
+
+async def api(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, **kwargs) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def all_logs(base: str, job_id: str) -> list[dict[str, Any]]:
+    logs: list[dict[str, Any]] = []
+    url: str | None = f"{base}/api/execution-logs/job/{job_id}?limit=500"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            if url is None:
+                break
+            async with session.get(url) as response:
+                logs += await response.json()
+                link = response.headers.get("Link")
+                url = f"{base}{link[1 : link.index('>')]}" if link else None
+    return logs
+
+
+async def test_restart_resumes_from_the_last_tick_without_double_firing(
+    service: CronsvcProcess, receiver: Receiver
+) -> None:
+    status, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={"name": "tick", "cronExpression": "*/1 * * * * *", "webhookUrl": receiver.url},
+    )
+    assert status == 201
+    await receiver.wait_for(3)
+    assert await service.stop() == 0
+    await asyncio.sleep(3.2)  # ticks fall due while nothing runs
+    before_restart = len(receiver.requests)
+    await service.start()
+    await receiver.wait_for(before_restart + 3)
+    await api(
+        "POST", f"{service.url}/api/cron/{job['id']}/pause"
+    )  # nothing owed while stopped again
+    await service.stop()
+
+    ticks = Counter(r.json()["scheduledAt"] for r in receiver.requests)
+    assert [t for t, n in ticks.items() if n > 1] == []  # no tick reached the receiver twice
+
+    await service.start()
+    logs = await all_logs(service.url, job["id"])
+    await service.stop()
+    assert not [e for e in logs if e["status"] in ("RUNNING", "LOST")]
+    by_tick = Counter(e["scheduledAt"] for e in logs)
+    assert [t for t, n in by_tick.items() if n > 1] == []  # one record per tick
+    instants = sorted(parse(t) for t in by_tick)
+    gaps = [b - a for a, b in itertools.pairwise(instants) if b - a != timedelta(seconds=1)]
+    assert gaps == []  # every tick from the first to the last has a record
+    statuses = Counter(e["status"] for e in logs)
+    assert statuses["MISSED"] >= 1  # ticks while down, coalesced by fire_once
+    catchups = [e for e in logs if e["trigger"] == "catchup"]
+    assert len(catchups) == 1 and catchups[0]["status"] == "SUCCESS"
+
+
+async def test_sigterm_lets_the_webhook_in_flight_finish_and_leaves_nothing_running(
+    service: CronsvcProcess, start_receiver: Any
+) -> None:
+    slow: Receiver = await start_receiver()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await asyncio.wait_for(release.wait(), 10)
+
+    slow.before_reply = hold
+    status, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={"name": "slow", "cronExpression": "0 0 1 1 *", "webhookUrl": slow.url},
+    )
+    status, execution = await api("POST", f"{service.url}/api/cron/{job['id']}/trigger")
+    assert status == 202
+    await slow.wait_for(1)
+    assert service.process is not None
+    service.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    release.set()
+    assert await service.stop() == 0
+    await service.start()
+    status, log = await api("GET", f"{service.url}/api/execution-logs/{execution['id']}")
+    assert log["status"] == "SUCCESS"
+
+
+async def test_sigterm_past_the_grace_period_records_a_failure_not_running(
+    service: CronsvcProcess, start_receiver: Any
+) -> None:
+    stuck: Receiver = await start_receiver()
+
+    async def never() -> None:
+        await asyncio.sleep(30)
+
+    stuck.before_reply = never
+    _, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={
+            "name": "stuck",
+            "cronExpression": "0 0 1 1 *",
+            "webhookUrl": stuck.url,
+            "timeoutSeconds": 60,
+        },
+    )
+    _, execution = await api("POST", f"{service.url}/api/cron/{job['id']}/trigger")
+    await asyncio.sleep(0.5)
+    assert await service.stop() == 0  # grace is 5 s in the test config
+    await service.start()
+    _, log = await api("GET", f"{service.url}/api/execution-logs/{execution['id']}")
+    assert log["status"] == "FAILURE" and log["error"]["type"] == "shutdown"
+
+
+async def test_a_killed_process_leaves_runs_that_the_next_start_marks_lost(
+    service: CronsvcProcess, start_receiver: Any
+) -> None:
+    stuck: Receiver = await start_receiver()
+
+    async def never() -> None:
+        await asyncio.sleep(30)
+
+    stuck.before_reply = never
+    _, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={"name": "k", "cronExpression": "0 0 1 1 *", "webhookUrl": stuck.url},
+    )
+    _, execution = await api("POST", f"{service.url}/api/cron/{job['id']}/trigger")
+    await asyncio.sleep(0.3)
+    await service.stop(signal.SIGKILL)
+    await service.start()
+    _, log = await api("GET", f"{service.url}/api/execution-logs/{execution['id']}")
+    assert log["status"] == "LOST" and log["error"]["type"] == "lost"
+
+
+async def test_jobs_survive_a_restart(service: CronsvcProcess) -> None:
+    _, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={"name": "keep", "cronExpression": "0 3 * * *", "webhookUrl": "https://example.org/x"},
+    )
+    await service.stop()
+    await service.start()
+    status, again = await api("GET", f"{service.url}/api/cron/{job['id']}")
+    assert status == 200 and again == job
+
+
+async def test_second_process_on_the_same_database_refuses_to_start(
+    service: CronsvcProcess, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "second.toml"
+    config.write_text(
+        service.config_path.read_text().replace(f"port = {service.port}", f"port = {port}")
+    )
+    second = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cronsvc",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, stderr = await second.communicate()
+    assert second.returncode == 1
+    assert "refusing to start" in stderr.decode() and "locked" in stderr.decode()
+    status, _ = await api("GET", f"{service.url}/healthz")
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "fragment"),
+    [
+        ("[server]\nport = 'eighty'\n", {}, "server.port"),
+        ("[server]\nprot = 80\n", {}, "server.prot"),
+        ("[server\n", {}, "not valid TOML"),
+        ("", {"CRONSVC_SCHEDULER_RESYNC_INTERVAL_S": "soon"}, "scheduler.resync_interval_s"),
+        ("", {"CRONSVC_LOGGING_FORMAT": "xml"}, "logging.format"),
+        ("", {"CRONSVC_STORE_URL": "postgres://db/x"}, "store.url"),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_one_line_naming_the_key(
+    tmp_path: Path, content: str, env: dict[str, str], fragment: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "cronsvc", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_check_config_prints_the_resolved_configuration(tmp_path: Path) -> None:
+
+    config = tmp_path / "ok.toml"
+    config.write_text("[server]\nport = 9999\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cronsvc", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "CRONSVC_WEBHOOK_TIMEOUT_S": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert resolved["server"]["port"] == 9999 and resolved["webhook"]["timeout_s"] == 3.0
