@@ -12,7 +12,7 @@ import os
 import re
 import time
 
-_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+_ID_RE = re.compile(r"[0-9a-f]{24}")
 _counter = itertools.count(int.from_bytes(os.urandom(6), "big") & 0x7FFFFFFFFFFF)
 
 
@@ -23,4 +23,4 @@ def new_id() -> str:
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    return _ID_RE.fullmatch(value) is not None

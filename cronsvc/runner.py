@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -24,6 +25,13 @@ from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, Store, TickClaim
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DueTick:
+    job: Job
+    tick: datetime
+    trigger: Trigger
 
 
 class TickRunner:
@@ -53,9 +61,10 @@ class TickRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def fire(self, job: Job, tick: datetime, trigger: Trigger) -> None:
-        """Start the run of one tick in the background."""
-        self._spawn(self._run_tick(job, tick, trigger))
+    def fire(self, due: Sequence[DueTick]) -> None:
+        """Start the runs of ticks that fell due together, in the background:
+        their leases and claims go out as one batch each."""
+        self._spawn(self._run_batch(list(due)))
 
     async def trigger_now(self, job_id: str) -> Execution:
         """Run a job now (trigger `manual`), even if it is paused. Returns the
@@ -63,8 +72,9 @@ class TickRunner:
         `forbid`). Raises `JobNotFound`."""
         for _ in range(3):
             job = await self._store.get_job(job_id)
-            now = self._clock.now()
-            result = await self._store.claim_tick(self._claim(job, now, Trigger.MANUAL))
+            (result,) = await self._store.claim_ticks(
+                [self._claim(job, self._clock.now(), Trigger.MANUAL)]
+            )
             if result.outcome is ClaimOutcome.STALE:
                 continue  # changed between read and claim: read it again
             assert result.execution is not None
@@ -109,51 +119,58 @@ class TickRunner:
             execution_id=new_id(),
             instance_id=self._instance_id,
             executed_at=self._clock.now(),
-            concurrency_policy=job.spec.concurrency_policy,
         )
 
-    async def _run_tick(self, job: Job, tick: datetime, trigger: Trigger) -> None:
-        if not await self._coordinator.try_lease_tick(job.id, tick, self._lease_ttl_s):
-            self._metrics.inc("cronsvc_lease_total", help="Tick lease attempts", result="lost")
+    async def _run_batch(self, due: list[DueTick]) -> None:
+        won = await self._coordinator.try_lease_ticks(
+            [(d.job.id, d.tick) for d in due], self._lease_ttl_s
+        )
+        leased = [d for d, ok in zip(due, won, strict=True) if ok]
+        self._metrics.inc(
+            "cronsvc_lease_total", len(leased), help="Tick lease attempts", result="won"
+        )
+        self._metrics.inc(
+            "cronsvc_lease_total", len(due) - len(leased), help="Tick lease attempts", result="lost"
+        )
+        if not leased:
             return
-        self._metrics.inc("cronsvc_lease_total", help="Tick lease attempts", result="won")
-        claim = self._claim(job, tick, trigger)
+        claims = [self._claim(d.job, d.tick, d.trigger) for d in leased]
         try:
-            result = await retry_transient(
-                lambda: self._store.claim_tick(claim),
-                what="claim_tick",
+            results = await retry_transient(
+                lambda: self._store.claim_ticks(claims),
+                what="claim_ticks",
                 clock=self._clock,
                 attempts=4,
             )
         except TRANSIENT as exc:
             self._metrics.inc(
-                "cronsvc_ticks_dropped_total", help="Ticks not fired", reason="store_unavailable"
+                "cronsvc_ticks_dropped_total",
+                len(claims),
+                help="Ticks not fired",
+                reason="store_unavailable",
             )
             log.error(
-                "tick_dropped",
-                job_id=job.id,
-                tick=tick.isoformat(),
-                reason="store_unavailable",
-                error=str(exc),
+                "ticks_dropped", count=len(claims), reason="store_unavailable", error=str(exc)
             )
             return
-        if result.outcome is ClaimOutcome.STALE:
-            self._on_stale(job.id)
-        elif result.outcome is ClaimOutcome.DUPLICATE:
-            self._metrics.inc(
-                "cronsvc_claims_duplicate_total", help="Ticks already claimed elsewhere"
-            )
-        elif result.outcome is ClaimOutcome.SKIPPED:
-            self._count(ExecutionStatus.SKIPPED)
-            log.info(
-                "tick_skipped",
-                job_id=job.id,
-                tick=tick.isoformat(),
-                reason="previous run still running",
-            )
-        else:
-            assert result.execution is not None
-            await self._deliver(job, result.execution)
+        for d, result in zip(leased, results, strict=True):
+            if result.outcome is ClaimOutcome.CLAIMED:
+                assert result.execution is not None
+                self._spawn(self._deliver(d.job, result.execution))
+            elif result.outcome is ClaimOutcome.STALE:
+                self._on_stale(d.job.id)
+            elif result.outcome is ClaimOutcome.DUPLICATE:
+                self._metrics.inc(
+                    "cronsvc_claims_duplicate_total", help="Ticks already claimed elsewhere"
+                )
+            else:
+                self._count(ExecutionStatus.SKIPPED)
+                log.info(
+                    "tick_skipped",
+                    job_id=d.job.id,
+                    tick=d.tick.isoformat(),
+                    reason="previous run still running",
+                )
 
     async def _deliver(self, job: Job, execution: Execution) -> None:
         spec = job.spec

@@ -30,10 +30,14 @@ from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.retry import TRANSIENT
-from cronsvc.runner import TickRunner
+from cronsvc.runner import DueTick, TickRunner
 from cronsvc.store import Store
 
 log = structlog.get_logger(__name__)
+
+BATCH_SIZE = 256
+"""Ticks due together are leased and claimed in batches of this many, so the
+first webhooks go out while later claims are still being written."""
 
 
 @dataclass(slots=True)
@@ -182,17 +186,24 @@ class Scheduler:
 
     def _fire_due(self) -> None:
         now_ts = self._clock.time()
+        now = datetime.fromtimestamp(now_ts, UTC)
+        due: list[DueTick] = []
         while self._heap and self._heap[0][0] <= now_ts:
             _, _, job_id, generation = heapq.heappop(self._heap)
             entry = self._entries.get(job_id)
             if entry is None or entry.generation != generation:
                 continue
-            self._take_due(entry, datetime.fromtimestamp(now_ts, UTC))
+            due += self._take_due(entry, now)
             self._push(job_id, entry)
+            if len(due) >= BATCH_SIZE:
+                self._runner.fire(due)
+                due = []
+        if due:
+            self._runner.fire(due)
         if len(self._heap) > 2 * len(self._entries) + 1024:
             self._compact()
 
-    def _take_due(self, entry: _Entry, now: datetime) -> None:
+    def _take_due(self, entry: _Entry, now: datetime) -> list[DueTick]:
         ticks = [entry.next_tick]
         following = entry.schedule.next_after(entry.next_tick)
         limit = self._config.max_missed_records + self._config.max_catchup
@@ -222,14 +233,13 @@ class Scheduler:
             grace_s=spec.misfire_grace_seconds,
             max_catchup=self._config.max_catchup,
         )
-        for tick, trigger in plan.fire:
-            self._runner.fire(entry.job, tick, trigger)
         if plan.missed:
-            task = asyncio.create_task(self._record_missed(entry.job, plan.missed, now))
+            task = asyncio.create_task(self._record_missed(entry.job, plan.missed))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        return [DueTick(entry.job, tick, trigger) for tick, trigger in plan.fire]
 
-    async def _record_missed(self, job: Job, ticks: list[datetime], now: datetime) -> None:
+    async def _record_missed(self, job: Job, ticks: list[datetime]) -> None:
         spec = job.spec
         grace = max(spec.misfire_grace_seconds, MIN_GRACE_S)
         reason = (

@@ -245,3 +245,36 @@ async def test_log_filters_and_pages_newest_first(client: Client, receiver: Rece
         )
     ).json()
     assert [e["id"] for e in window] == [page[1]["id"]]
+
+
+async def test_forbid_records_a_skipped_tick_while_the_previous_run_is_still_going(
+    client: Client, receiver: Receiver
+) -> None:
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await asyncio.wait_for(release.wait(), 10)
+
+    receiver.before_reply = hold
+    job = await create(client, receiver.url, concurrencyPolicy="forbid", timeoutSeconds=30)
+    try:
+        skipped = await logs_for(client, job["id"])
+        assert len(receiver.requests) == 1  # the held run; no overlapping second call
+    finally:
+        release.set()
+    assert skipped[0]["status"] == "SKIPPED"
+    assert skipped[0]["error"]["type"] == "skipped"
+
+
+async def test_metrics_count_executions_by_outcome(client: Client, receiver: Receiver) -> None:
+    job = await create(client, receiver.url)
+    await logs_for(client, job["id"], 2)
+    text = await (await client.get("/metrics")).text()
+    counted = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if not line.startswith("#")
+    }
+    assert counted['cronsvc_executions_total{status="SUCCESS"}'] >= 2
+    assert counted['cronsvc_lease_total{result="won"}'] >= 2
+    assert counted["cronsvc_active_jobs"] == 1

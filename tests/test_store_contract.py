@@ -94,29 +94,30 @@ async def create(store: Store, name: str = "job", **spec_changes: Any) -> Job:
     return await store.create_job(make_job(name, **spec_changes))
 
 
-async def claim(
-    store: Store,
+def tick_claim(
     job: Job,
     tick: datetime,
     *,
     trigger: Trigger = Trigger.SCHEDULE,
     version: int | None = None,
-    policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW,
     instance_id: str = INSTANCE,
     execution_id: str | None = None,
-) -> ClaimResult:
-    return await store.claim_tick(
-        TickClaim(
-            job_id=job.id,
-            expected_version=job.version if version is None else version,
-            scheduled_at=tick,
-            trigger=trigger,
-            execution_id=execution_id or new_id(),
-            instance_id=instance_id,
-            executed_at=tick + timedelta(milliseconds=5),
-            concurrency_policy=policy,
-        )
+) -> TickClaim:
+    return TickClaim(
+        job_id=job.id,
+        expected_version=job.version if version is None else version,
+        scheduled_at=tick,
+        trigger=trigger,
+        execution_id=execution_id or new_id(),
+        instance_id=instance_id,
+        executed_at=tick + timedelta(milliseconds=5),
     )
+
+
+async def claim(store: Store, job: Job, tick: datetime, **kwargs: Any) -> ClaimResult:
+    """Claim one tick, alone in its batch."""
+    [result] = await store.claim_ticks([tick_claim(job, tick, **kwargs)])
+    return result
 
 
 async def claimed(store: Store, job: Job, tick: datetime, **kwargs: Any) -> Execution:
@@ -588,16 +589,18 @@ async def test_claim_inserts_a_running_record_and_advances_last_tick(store: Stor
     execution_id = new_id()
     tick = at(1) + timedelta(microseconds=2500)
 
-    result = await store.claim_tick(
-        TickClaim(
-            job_id=job.id,
-            expected_version=1,
-            scheduled_at=tick,
-            trigger=Trigger.SCHEDULE,
-            execution_id=execution_id,
-            instance_id="instance-7",
-            executed_at=at(1) + timedelta(milliseconds=40),
-        )
+    [result] = await store.claim_ticks(
+        [
+            TickClaim(
+                job_id=job.id,
+                expected_version=1,
+                scheduled_at=tick,
+                trigger=Trigger.SCHEDULE,
+                execution_id=execution_id,
+                instance_id="instance-7",
+                executed_at=at(1) + timedelta(milliseconds=40),
+            )
+        ]
     )
 
     expected = Execution(
@@ -762,14 +765,13 @@ async def test_manual_claim_and_scheduled_tick_at_the_same_instant_are_both_clai
 
 async def test_forbid_with_a_running_execution_records_skipped(store: Store) -> None:
     job = await create(store, "forbidding", concurrency_policy=ConcurrencyPolicy.FORBID)
-    running = await claimed(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+    running = await claimed(store, job, at(1))
     skipped_id = new_id()
 
     result = await claim(
         store,
         job,
         at(2),
-        policy=ConcurrencyPolicy.FORBID,
         execution_id=skipped_id,
         instance_id="instance-b",
     )
@@ -790,21 +792,21 @@ async def test_forbid_with_a_running_execution_records_skipped(store: Store) -> 
 
 async def test_skipped_tick_cannot_be_claimed_again(store: Store) -> None:
     job = await create(store, concurrency_policy=ConcurrencyPolicy.FORBID)
-    await claimed(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
-    skipped = await claim(store, job, at(2), policy=ConcurrencyPolicy.FORBID)
+    await claimed(store, job, at(1))
+    skipped = await claim(store, job, at(2))
     assert skipped.outcome is ClaimOutcome.SKIPPED
 
-    again = await claim(store, job, at(2), policy=ConcurrencyPolicy.FORBID)
+    again = await claim(store, job, at(2))
 
     assert again.outcome is ClaimOutcome.DUPLICATE
 
 
 async def test_forbid_claims_once_the_running_execution_finished(store: Store) -> None:
     job = await create(store, concurrency_policy=ConcurrencyPolicy.FORBID)
-    first = await claimed(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+    first = await claimed(store, job, at(1))
     await store.finish_execution(finished(first))
 
-    result = await claim(store, job, at(2), policy=ConcurrencyPolicy.FORBID)
+    result = await claim(store, job, at(2))
 
     assert result.outcome is ClaimOutcome.CLAIMED
 
@@ -814,7 +816,7 @@ async def test_forbid_ignores_running_executions_of_other_jobs(store: Store) -> 
     job = await create(store, "idle", concurrency_policy=ConcurrencyPolicy.FORBID)
     await claimed(store, busy, at(1))
 
-    result = await claim(store, job, at(1), policy=ConcurrencyPolicy.FORBID)
+    result = await claim(store, job, at(1))
 
     assert result.outcome is ClaimOutcome.CLAIMED
 
@@ -843,6 +845,133 @@ async def test_concurrent_claims_of_one_tick_yield_exactly_one_claim(store: Stor
     assert await all_executions(store) == [winner]
 
 
+async def test_batch_answers_every_claim_in_order_and_later_claims_see_earlier_ones(
+    store: Store,
+) -> None:
+    plain = await create(store, "plain")
+    forbidding = await create(store, "forbidding", concurrency_policy=ConcurrencyPolicy.FORBID)
+    changed = await create(store, "changed")
+    await store.update_job(changed.id, make_spec("changed"), now=at(0))
+    batch = [
+        tick_claim(plain, at(1)),
+        tick_claim(plain, at(1), instance_id="instance-b"),
+        tick_claim(changed, at(1)),
+        tick_claim(forbidding, at(1)),
+        tick_claim(forbidding, at(2)),
+        tick_claim(plain, at(1), trigger=Trigger.MANUAL),
+        tick_claim(plain, at(2)),
+    ]
+
+    results = await store.claim_ticks(batch)
+
+    assert [r.outcome for r in results] == [
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.DUPLICATE,
+        ClaimOutcome.STALE,
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.SKIPPED,
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.CLAIMED,
+    ]
+    for claim_, result in zip(batch, results, strict=True):
+        if result.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.SKIPPED):
+            assert result.execution is not None
+            assert result.execution.id == claim_.execution_id
+            assert await store.get_execution(claim_.execution_id) == result.execution
+        else:
+            assert result.execution is None
+            with pytest.raises(ExecutionNotFound):
+                await store.get_execution(claim_.execution_id)
+    skipped = results[4].execution
+    assert skipped is not None
+    assert skipped.status is ExecutionStatus.SKIPPED
+    assert skipped.error is not None
+    assert skipped.error.type == "skipped"
+    assert batch[3].execution_id in skipped.error.message
+    assert len(await all_executions(store)) == 5
+    assert (await store.get_job(plain.id)).last_tick == at(2)
+    assert (await store.get_job(forbidding.id)).last_tick == at(2)
+    assert (await store.get_job(changed.id)).last_tick == T0
+
+
+async def test_batch_with_an_earlier_tick_after_a_later_one_keeps_last_tick_at_the_later(
+    store: Store,
+) -> None:
+    job = await create(store)
+
+    results = await store.claim_ticks(
+        [
+            tick_claim(job, at(5), trigger=Trigger.CATCHUP),
+            tick_claim(job, at(2), trigger=Trigger.CATCHUP),
+            tick_claim(job, at(9), trigger=Trigger.MANUAL),
+        ]
+    )
+
+    assert [r.outcome for r in results] == [ClaimOutcome.CLAIMED] * 3
+    assert (await store.get_job(job.id)).last_tick == at(5)
+
+
+async def test_empty_batch_answers_an_empty_list(store: Store) -> None:
+    await create(store)
+
+    assert await store.claim_ticks([]) == []
+
+    assert await all_executions(store) == []
+
+
+async def test_batch_of_many_jobs_due_at_once_claims_each(store: Store) -> None:
+    jobs = [await create(store, f"job-{i}") for i in range(50)]
+
+    results = await store.claim_ticks([tick_claim(job, at(1)) for job in jobs])
+
+    assert [r.outcome for r in results] == [ClaimOutcome.CLAIMED] * 50
+    assert [r.execution.job_id for r in results if r.execution] == [job.id for job in jobs]
+    assert len(await all_executions(store, status=ExecutionStatus.RUNNING)) == 50
+    assert {job.last_tick for job in await store.active_jobs()} == {at(1)}
+
+
+async def test_concurrent_batches_over_the_same_ticks_claim_each_tick_once(store: Store) -> None:
+    jobs = [await create(store, f"job-{i}") for i in range(5)]
+
+    batches = await asyncio.gather(
+        *(
+            store.claim_ticks([tick_claim(job, at(1), instance_id=f"i-{n}") for job in jobs])
+            for n in range(6)
+        )
+    )
+
+    outcomes = [result.outcome for batch in batches for result in batch]
+    assert outcomes.count(ClaimOutcome.CLAIMED) == 5
+    assert outcomes.count(ClaimOutcome.DUPLICATE) == 25
+    assert len(await all_executions(store)) == 5
+
+
+async def test_forbid_comes_from_the_stored_spec_as_it_is_now(store: Store) -> None:
+    job = await create(store)
+    running = await claimed(store, job, at(1))
+    forbidding = await store.update_job(
+        job.id, make_spec(concurrency_policy=ConcurrencyPolicy.FORBID), now=at(1)
+    )
+
+    skipped = await claim(store, forbidding, at(2))
+    allowing = await store.update_job(job.id, make_spec(), now=at(2))
+    allowed = await claim(store, allowing, at(3))
+
+    assert skipped.outcome is ClaimOutcome.SKIPPED
+    assert skipped.execution is not None and skipped.execution.error is not None
+    assert running.id in skipped.execution.error.message
+    assert allowed.outcome is ClaimOutcome.CLAIMED
+
+
+async def test_forbid_skips_a_tick_while_a_manual_run_is_running(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.FORBID)
+    await claimed(store, job, at(1), trigger=Trigger.MANUAL)
+
+    result = await claim(store, job, at(2))
+
+    assert result.outcome is ClaimOutcome.SKIPPED
+
+
 # Missed ticks
 
 
@@ -864,6 +993,8 @@ async def test_record_missed_inserts_records_for_unrecorded_ticks_only(store: St
         assert (missed.job_id, missed.job_name) == (job.id, "sleepy")
         assert missed.instance_id == "instance-b"
         assert missed.error == ErrorInfo(type="missed", message="outage")
+        assert missed.trigger is Trigger.SCHEDULE
+        assert missed.finished_at == at(10)
         assert await store.get_execution(missed.id) == missed
     assert executions[0].id != executions[2].id
 
@@ -903,6 +1034,37 @@ async def test_record_missed_with_no_ticks_writes_nothing(store: Store) -> None:
 
     assert await store.record_missed(job, [], instance_id=INSTANCE, now=at(9), reason="r") == 0
 
+    assert await all_executions(store) == []
+    assert (await store.get_job(job.id)).last_tick == T0
+
+
+async def test_record_missed_for_a_deleted_job_writes_nothing(store: Store) -> None:
+    job = await create(store)
+    await store.delete_job(job.id)
+
+    inserted = await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
+
+    assert inserted == 0
+    assert await all_executions(store) == []
+
+
+async def test_record_missed_for_a_paused_job_writes_nothing(store: Store) -> None:
+    job = await create(store, is_active=False)
+
+    inserted = await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
+
+    assert inserted == 0
+    assert await all_executions(store) == []
+    assert (await store.get_job(job.id)).last_tick == T0
+
+
+async def test_record_missed_for_another_version_writes_nothing(store: Store) -> None:
+    job = await create(store)
+    await store.update_job(job.id, make_spec(), now=at(0))
+
+    inserted = await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
+
+    assert inserted == 0
     assert await all_executions(store) == []
     assert (await store.get_job(job.id)).last_tick == T0
 
@@ -1022,6 +1184,31 @@ async def test_finish_after_the_job_was_deleted_still_records_the_result(store: 
     assert (await store.get_execution(execution.id)).status is ExecutionStatus.SUCCESS
     with pytest.raises(JobNotFound):
         await store.get_job(job.id)
+
+
+async def test_finish_with_a_status_that_is_not_final_raises_value_error(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+
+    with pytest.raises(ValueError):
+        await store.finish_execution(finished(execution, ExecutionStatus.RUNNING))
+
+    assert await store.get_execution(execution.id) == execution
+    assert (await store.get_job(job.id)).last_status is None
+
+
+async def test_finish_out_of_order_keeps_the_latest_run_on_the_job(store: Store) -> None:
+    job = await create(store)
+    earlier = await claimed(store, job, at(1))
+    later = await claimed(store, job, at(2))
+    await store.finish_execution(finished(later, ExecutionStatus.SUCCESS))
+
+    await store.finish_execution(finished(earlier, ExecutionStatus.FAILURE))
+
+    after = await store.get_job(job.id)
+    assert after.last_run_at == later.executed_at
+    assert after.last_status is ExecutionStatus.SUCCESS
+    assert (await store.get_execution(earlier.id)).status is ExecutionStatus.FAILURE
 
 
 # Execution logs
@@ -1225,3 +1412,37 @@ async def test_ping_raises_store_unavailable_once_closed(store: Store) -> None:
 
     with pytest.raises(StoreUnavailable):
         await store.ping()
+
+
+async def test_aclose_twice_is_safe(store: Store) -> None:
+    await store.aclose()
+
+    await store.aclose()
+
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda s, job: s.get_job(job.id), id="get_job"),
+        pytest.param(lambda s, job: s.create_job(make_job("other")), id="create_job"),
+        pytest.param(lambda s, job: s.claim_ticks([tick_claim(job, at(1))]), id="claim_ticks"),
+        pytest.param(lambda s, job: s.claim_ticks([]), id="claim_ticks_empty"),
+        pytest.param(
+            lambda s, job: s.record_missed(job, [], instance_id=INSTANCE, now=at(1), reason="r"),
+            id="record_missed_empty",
+        ),
+        pytest.param(lambda s, job: s.list_jobs(JobQuery()), id="list_jobs"),
+        pytest.param(lambda s, job: s.prune_executions(at(1)), id="prune_executions"),
+    ],
+)
+async def test_every_call_after_aclose_raises_store_unavailable(
+    store: Store, call: Callable[[Store, Job], Awaitable[Any]]
+) -> None:
+    job = await create(store)
+    await store.aclose()
+
+    with pytest.raises(StoreUnavailable):
+        await call(store, job)

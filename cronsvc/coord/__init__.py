@@ -3,7 +3,7 @@
 Every backend implements `Coordinator`; `open_coordinator(url)` picks one by
 URL scheme. `local` serves exactly one process; cluster backends share state.
 
-- Tick leases: the first caller of `try_lease_tick` for a (job, tick) wins;
+- Tick leases: the first caller of `try_lease_ticks` for a (job, tick) wins;
   leases are never released after a fire, only expire, so a slow instance
   cannot fire a tick another already fired. The store's tick claim is the
   final fence; a lease saves the store most of the contention.
@@ -18,7 +18,7 @@ URL scheme. `local` serves exactly one process; cluster backends share state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -37,8 +37,11 @@ class Coordinator(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def try_lease_tick(self, job_id: str, tick: datetime, ttl_s: float) -> bool:
-        """True if this instance won the lease for the tick."""
+    async def try_lease_ticks(
+        self, ticks: Sequence[tuple[str, datetime]], ttl_s: float
+    ) -> list[bool]:
+        """For each (job id, tick), True if this instance won its lease. Ticks
+        due together are leased in one round trip."""
         ...
 
     async def publish_job_change(self, job_id: str) -> None: ...
@@ -59,7 +62,7 @@ class Coordinator(Protocol):
     async def live_instances(self) -> list[InstanceInfo]: ...
 
     async def ping(self) -> None:
-        """Raise `CoordinatorUnavailable`-like `ConnectionError` unless reachable."""
+        """Raise `ConnectionError` unless the coordinator is reachable."""
         ...
 
 

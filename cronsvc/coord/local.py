@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -11,6 +12,8 @@ from typing import IO
 from cronsvc.coord import JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import StartupRefused
+
+_MAX_LEASES = 100_000
 
 
 class LocalCoordinator:
@@ -59,17 +62,19 @@ class LocalCoordinator:
             self._lock_file.close()
             self._lock_file = None
 
-    async def try_lease_tick(self, job_id: str, tick: datetime, ttl_s: float) -> bool:
+    async def try_lease_ticks(
+        self, ticks: Sequence[tuple[str, datetime]], ttl_s: float
+    ) -> list[bool]:
         # One process: the store's claim already fences duplicates; keep only a
         # bounded memory of recent leases so the check stays honest and cheap.
-        key = (job_id, tick)
-        if key in self._leases:
-            return False
-        self._leases[key] = None
-        if len(self._leases) > 100_000:
-            for old in list(self._leases)[:50_000]:
+        won = []
+        for key in ticks:
+            won.append(key not in self._leases)
+            self._leases[key] = None
+        if len(self._leases) > _MAX_LEASES:
+            for old in list(self._leases)[: _MAX_LEASES // 2]:
                 del self._leases[old]
-        return True
+        return won
 
     async def publish_job_change(self, job_id: str) -> None:
         for callback in self._callbacks:

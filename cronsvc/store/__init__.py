@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from cronsvc.domain import (
-    ConcurrencyPolicy,
     Execution,
     ExecutionStatus,
     Job,
@@ -81,15 +80,15 @@ class TickClaim:
     execution_id: str
     instance_id: str
     executed_at: datetime
-    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
 
 
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"
     """A RUNNING execution was inserted; the caller fires the webhook."""
     SKIPPED = "skipped"
-    """Policy `forbid` and another execution of the job is RUNNING: a SKIPPED
-    record was inserted for the tick instead; the caller does not fire."""
+    """The job's `concurrency_policy` is `forbid` and another execution of it
+    is RUNNING: a SKIPPED record (error type "skipped", naming the running
+    execution) was inserted for the tick instead; the caller does not fire."""
     DUPLICATE = "duplicate"
     """The tick already has a record (another instance claimed it)."""
     STALE = "stale"
@@ -142,13 +141,16 @@ class Store(Protocol):
         """Every job with `is_active`, in no particular order."""
         ...
 
-    async def claim_tick(self, claim: TickClaim) -> ClaimResult:
-        """Atomically check the job and insert the tick's execution record.
+    async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
+        """Check each job and insert each tick's execution record; one result
+        per claim, in order. Each claim is atomic on its own (a batch may be
+        written in one transaction; a later claim sees the effects of earlier
+        ones in the same batch).
 
-        In one transaction: STALE if the job is missing, at another version,
-        or paused (paused is ignored for `manual`); DUPLICATE if the tick's
-        unique key exists; SKIPPED (a SKIPPED record is inserted) if the policy
-        is `forbid` and the job has a RUNNING execution; else CLAIMED with a
+        Per claim: STALE if the job is missing, at another version, or paused
+        (paused is ignored for `manual`); DUPLICATE if the tick's unique key
+        exists; SKIPPED (a SKIPPED record is inserted) if the stored job's
+        policy is `forbid` and it has a RUNNING execution; else CLAIMED with a
         RUNNING record (`executed_at` = claim.executed_at, `attempts` = 0).
         For `schedule` and `catchup`, CLAIMED and SKIPPED also advance the
         job's `last_tick` to `scheduled_at` if that is later.
@@ -164,17 +166,21 @@ class Store(Protocol):
         now: datetime,
         reason: str,
     ) -> int:
-        """Insert a MISSED record (error type "missed", message `reason`) for
-        each tick that has no record yet; ticks already recorded are left
-        alone. Advances `last_tick` to the latest tick given. Returns how many
-        records were inserted. Ids of the new records are made by the store."""
+        """Insert a MISSED record (trigger `schedule`, error type "missed",
+        message `reason`, `finished_at` = now) for each tick that has no record
+        yet; ticks already recorded are left alone. Advances `last_tick` to the
+        latest tick given. Does nothing (returns 0) if the job is gone, paused,
+        or at another version than `job.version`: its ticks are then not owed.
+        Returns how many records were inserted. The store makes their ids."""
         ...
 
     async def finish_execution(self, execution: Execution) -> None:
         """Overwrite a RUNNING execution with its final state, and set the job's
         `last_run_at` (= execution.executed_at) and `last_status` if the job
-        still exists. Idempotent; a record already final is left unchanged.
-        Raises `ExecutionNotFound`."""
+        still exists and no later-started run has already set them (runs may
+        finish out of order). Idempotent; a record already final is left
+        unchanged. Raises `ExecutionNotFound`, and `ValueError` for a
+        non-final status."""
         ...
 
     async def get_execution(self, execution_id: str) -> Execution:
@@ -201,10 +207,14 @@ class Store(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise `StoreUnavailable` unless the store answers."""
+        """Raise `StoreUnavailable` unless the store answers (also after
+        `aclose`)."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close; safe to call twice. Every call after it raises
+        `StoreUnavailable`."""
+        ...
 
 
 def sqlite_path(url: str) -> Path:

@@ -5,9 +5,19 @@ Instants are stored as integer Unix milliseconds. Spec scalars are columns;
 from a JSON document: `"{}"` is the string, `{}` the object; NULL is None).
 Tags are also kept in `job_tags`, indexed, for the tag filter.
 
-Every call holds `_lock` for its whole duration: the connection is shared, so
-without it a read could see another call's uncommitted writes, or two calls
-could try to open a transaction on it at once.
+Threading: the stdlib `sqlite3` connection lives on one dedicated worker
+thread (a single-worker executor). Each public method is one hop to it: a
+synchronous `_do_*` function that runs the whole call there, writes inside
+BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception). The single worker
+serialises the calls, so no lock is needed and no call sees another's
+uncommitted writes. `prune_executions` is the one exception: one hop per
+batch, so claims are not held up behind a long prune.
+
+Cancellation: cancelling the awaiting coroutine never cancels SQL half way.
+A call the worker has already started runs to completion (its transaction is
+committed or rolled back as a whole; the caller just never sees the result);
+a call still queued behind others is dropped before it starts. Either way a
+transaction is never half-applied.
 """
 
 from __future__ import annotations
@@ -15,15 +25,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
-
-import aiosqlite
+from typing import Any, TypeVar, TypeVarTuple
 
 from cronsvc.domain import (
     ConcurrencyPolicy,
@@ -166,7 +176,6 @@ _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _JOB_COLUMNS[1:])
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 _INSERT_TAG = "INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?, ?)"
 _DELETE_TAGS = "DELETE FROM job_tags WHERE job_id = ?"
-_CLAIM_JOB = "SELECT version, is_active, name FROM jobs WHERE id = ?"
 _ADVANCE_LAST_TICK = "UPDATE jobs SET last_tick = ?1 WHERE id = ?2 AND last_tick < ?1"
 _SET_LAST_RUN = """UPDATE jobs SET last_run_at = COALESCE(?1, last_run_at), last_status = ?2
     WHERE id = (SELECT job_id FROM executions WHERE id = ?3)
@@ -198,7 +207,23 @@ _INSERT_EXECUTION_IF_NEW = (
     f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 1))}) "
     "ON CONFLICT (job_id, scheduled_at, slot) DO NOTHING"
 )
-_RUNNING_OF_JOB = "SELECT id FROM executions WHERE job_id = ? AND status = 'RUNNING' LIMIT 1"
+_INSERT_EXECUTION = (
+    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot) "
+    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 1))})"
+)
+# A claim batch reads what it needs in three statements (each argument a JSON
+# array), decides every claim in Python, then writes with two `executemany`.
+_CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy
+    FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
+_RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
+    CROSS JOIN executions AS e WHERE e.job_id = k.value AND e.status = 'RUNNING'"""
+# Argument: [[job_id, scheduled_at, slot], ...]; answers the keys that exist.
+_TAKEN_KEYS = """SELECT e.job_id, e.scheduled_at, e.slot FROM json_each(?) AS k
+    CROSS JOIN executions AS e
+    WHERE e.job_id = json_extract(k.value, '$[0]')
+    AND e.scheduled_at = json_extract(k.value, '$[1]')
+    AND e.slot = json_extract(k.value, '$[2]')"""
+_MISSED_JOB = "SELECT version, is_active FROM jobs WHERE id = ?"
 _FINISH_EXECUTION = """UPDATE executions SET status = ?, instance_id = ?, executed_at = ?,
     finished_at = ?, duration_ms = ?, attempts = ?, response_status = ?, response_body = ?,
     response_truncated = ?, error_type = ?, error_message = ?
@@ -230,118 +255,65 @@ _UNAVAILABLE_CODES = frozenset(
 )
 
 _Row = Sequence[Any]
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+_STALE = ClaimResult(outcome=ClaimOutcome.STALE)
+_DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
 
 
 class SQLiteStore:
     """`Store` on one SQLite file; open with `await SQLiteStore.open(path)`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
-        self._db = db
+    def __init__(self, db: sqlite3.Connection, path: Path, executor: ThreadPoolExecutor) -> None:
+        self._db: sqlite3.Connection | None = db
+        """Touched only on the worker thread (None once closed)."""
         self._path = path
-        self._lock = asyncio.Lock()
+        self._executor = executor
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path) -> SQLiteStore:
+    async def open(cls, path: Path, *, busy_timeout_s: float = _BUSY_TIMEOUT_S) -> SQLiteStore:
+        """Open (creating file, directories and schema as needed). A write that
+        waits longer than `busy_timeout_s` for another connection's lock raises
+        `StoreUnavailable`."""
         if sqlite3.sqlite_version_info < _MIN_SQLITE:
             raise StoreUnavailable(
                 f"SQLite {sqlite3.sqlite_version} is too old for the store; "
                 f"{'.'.join(map(str, _MIN_SQLITE))} or newer is needed"
             )
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cronsvc-sqlite")
+        opening = executor.submit(_connect, path, busy_timeout_s)
         try:
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreUnavailable(f"cannot create the directory for {path}: {e}") from e
-        with _unavailable_on_db_errors(path):
-            db = await aiosqlite.connect(
-                path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, cached_statements=256
-            )
-        store = cls(db, path)
-        try:
-            await store._prepare()
+            db = await asyncio.wrap_future(opening)
         except BaseException:
-            await db.close()
+            # Failed, or cancelled while connecting: close the connection if it is made.
+            opening.add_done_callback(_close_opened)
+            executor.shutdown(wait=False)
             raise
-        return store
+        return cls(db, path, executor)
 
-    async def _prepare(self) -> None:
+    async def _run(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
+        """Run `fn(db, *args)` on the worker thread: the one hop of a call."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._on_worker, fn, *args)
+
+    def _on_worker(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
+        db = self._db
+        if db is None:
+            raise StoreUnavailable(f"the store on {self._path} is closed")
         with _unavailable_on_db_errors(self._path):
-            # Pragmas cannot change inside a transaction.
-            await self._db.execute_fetchall("PRAGMA journal_mode = WAL")
-            await self._db.execute_fetchall("PRAGMA synchronous = NORMAL")
-            await self._db.execute_fetchall("PRAGMA foreign_keys = ON")
-        async with self._transaction() as db:
-            tables = {
-                row[0]
-                for row in await db.execute_fetchall(
-                    "SELECT name FROM sqlite_master"
-                    " WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-                )
-            }
-            if "schema_version" not in tables:
-                if tables:
-                    raise StoreUnavailable(
-                        f"{self._path} holds tables but no schema_version: "
-                        "it is not a cronsvc store"
-                    )
-                for statement in _SCHEMA:
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,)
-                )
-                return
-            row = await _fetchone(db, "SELECT version FROM schema_version WHERE id = 1", ())
-            if row is None:
-                raise StoreUnavailable(f"{self._path}: schema_version is empty")
-            version = row[0]
-            if isinstance(version, int) and version > SCHEMA_VERSION:
-                raise StoreUnavailable(
-                    f"{self._path} has store schema version {version}, written by a newer "
-                    f"cronsvc; this one knows versions up to {SCHEMA_VERSION}: upgrade cronsvc"
-                )
-            if version != SCHEMA_VERSION:
-                raise StoreUnavailable(f"{self._path} has unknown store schema version {version!r}")
+            return fn(db, *args)
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, held by this call alone; no transaction (one statement is atomic)."""
-        async with self._lock:
-            if self._closed:
-                raise StoreUnavailable(f"the store on {self._path} is closed")
-            with _unavailable_on_db_errors(self._path):
-                yield self._db
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: committed if the block ends normally, else rolled back."""
-        async with self._connection() as db:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-            except BaseException:
-                # Queued behind whatever the worker thread still has to run (even
-                # after a cancellation), and a no-op when no transaction is open.
-                await db.rollback()
-                raise
-            await db.commit()
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"the store on {self._path} is closed")
 
     async def create_job(self, job: Job) -> Job:
-        if not is_valid_id(job.id):
-            raise ValueError(f"job id {job.id!r} is not well formed")
-        row = _job_row(job)
-        async with self._transaction() as db:
-            await _write_job(db, _INSERT_JOB, row, job.spec.name)
-            await db.executemany(_INSERT_TAG, _tag_rows(job))
-        return _job_from_row(row)
+        return await self._run(_do_create_job, job)
 
     async def get_job(self, job_id: str) -> Job:
-        if not is_valid_id(job_id):
-            raise JobNotFound(job_id)
-        async with self._connection() as db:
-            row = await _fetchone(db, _GET_JOB, (job_id,))
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job_from_row(row)
+        return await self._run(_do_get_job, job_id)
 
     async def update_job(
         self,
@@ -352,113 +324,24 @@ class SQLiteStore:
         expected_version: int | None = None,
         restart_schedule: bool = False,
     ) -> Job:
-        if not is_valid_id(job_id):
-            raise JobNotFound(job_id)
-        async with self._transaction() as db:
-            current_row = await _fetchone(db, _GET_JOB, (job_id,))
-            if current_row is None:
-                raise JobNotFound(job_id)
-            current = _job_from_row(current_row)
-            if expected_version is not None and expected_version != current.version:
-                raise VersionConflict(job_id, expected_version, current.version)
-            updated = replace(
-                current,
-                spec=spec,
-                version=current.version + 1,
-                updated_at=now,
-                last_tick=now if restart_schedule else current.last_tick,
-            )
-            row = _job_row(updated)
-            await _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
-            if tuple(spec.tags) != current.spec.tags:
-                await db.execute(_DELETE_TAGS, (job_id,))
-                await db.executemany(_INSERT_TAG, _tag_rows(updated))
-        return _job_from_row(row)
+        return await self._run(
+            _do_update_job, job_id, spec, now, expected_version, restart_schedule
+        )
 
     async def delete_job(self, job_id: str) -> None:
-        if not is_valid_id(job_id):
-            raise JobNotFound(job_id)
-        async with self._connection() as db:
-            cursor = await db.execute(_DELETE_JOB, (job_id,))  # tags go by cascade
-        if cursor.rowcount == 0:
-            raise JobNotFound(job_id)
+        await self._run(_do_delete_job, job_id)
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]:
-        _check_limit(query.limit)
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.is_active is not None:
-            clauses.append("is_active = ?")
-            params.append(int(query.is_active))
-        if query.tag is not None:
-            clauses.append("id IN (SELECT job_id FROM job_tags WHERE tag = ?)")
-            params.append(query.tag)
-        if query.name_prefix:
-            # A range on the name index: case-sensitive, and no LIKE wildcards to escape.
-            clauses.append("name >= ?")
-            params.append(query.name_prefix)
-            upper = _prefix_upper_bound(query.name_prefix)
-            if upper is not None:
-                clauses.append("name < ?")
-                params.append(upper)
-        if query.cursor is not None:
-            clauses.append("id < ?")
-            params.append(_decode_job_cursor(query.cursor))
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(query.limit + 1)
-        async with self._connection() as db:
-            rows = await _fetchall(db, f"{_SELECT_JOBS}{where} ORDER BY id DESC LIMIT ?", params)
-        items = [_job_from_row(row) for row in rows[: query.limit]]
-        next_cursor = _encode_cursor(["j", items[-1].id]) if len(rows) > query.limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        return await self._run(_do_list_jobs, query)
 
     async def active_jobs(self) -> list[Job]:
-        async with self._connection() as db:
-            rows = await _fetchall(db, _ACTIVE_JOBS, ())
-        return [_job_from_row(row) for row in rows]
+        return await self._run(_do_active_jobs)
 
-    async def claim_tick(self, claim: TickClaim) -> ClaimResult:
-        if not is_valid_id(claim.job_id):
-            return ClaimResult(outcome=ClaimOutcome.STALE)
-        manual = claim.trigger is Trigger.MANUAL
-        scheduled_ms = _ms(claim.scheduled_at)
-        async with self._transaction() as db:
-            job = await _fetchone(db, _CLAIM_JOB, (claim.job_id,))
-            if job is None or job[0] != claim.expected_version or not (job[1] or manual):
-                return ClaimResult(outcome=ClaimOutcome.STALE)
-            execution = Execution(
-                id=claim.execution_id,
-                job_id=claim.job_id,
-                job_name=job[2],
-                trigger=claim.trigger,
-                scheduled_at=claim.scheduled_at,
-                status=ExecutionStatus.RUNNING,
-                instance_id=claim.instance_id,
-                executed_at=claim.executed_at,
-            )
-            outcome = ClaimOutcome.CLAIMED
-            if claim.concurrency_policy is ConcurrencyPolicy.FORBID:
-                running = await _fetchone(db, _RUNNING_OF_JOB, (claim.job_id,))
-                if running is not None:
-                    outcome = ClaimOutcome.SKIPPED
-                    execution = replace(
-                        execution,
-                        status=ExecutionStatus.SKIPPED,
-                        executed_at=None,
-                        finished_at=claim.executed_at,
-                        error=ErrorInfo(
-                            type="skipped",
-                            message=f"concurrency policy forbid: execution {running[0]} "
-                            "of this job is still running",
-                        ),
-                    )
-            row = _execution_row(execution, slot=claim.execution_id if manual else _TICK_SLOT)
-            cursor = await db.execute(_INSERT_EXECUTION_IF_NEW, row)
-            if cursor.rowcount == 0:
-                return ClaimResult(outcome=ClaimOutcome.DUPLICATE)
-            if not manual:
-                await db.execute(_ADVANCE_LAST_TICK, (scheduled_ms, claim.job_id))
-        return ClaimResult(outcome=outcome, execution=_execution_from_row(row))
+    async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
+        if not claims:
+            self._check_open()
+            return []
+        return await self._run(_do_claim_ticks, list(claims))
 
     async def record_missed(
         self,
@@ -470,129 +353,461 @@ class SQLiteStore:
         reason: str,
     ) -> int:
         if not ticks:
+            self._check_open()
             return 0
-        rows = [
-            _execution_row(
-                Execution(
-                    id=new_id(),
-                    job_id=job.id,
-                    job_name=job.spec.name,
-                    trigger=Trigger.SCHEDULE,
-                    scheduled_at=tick,
-                    status=ExecutionStatus.MISSED,
-                    instance_id=instance_id,
-                    finished_at=now,
-                    error=ErrorInfo(type="missed", message=reason),
-                ),
-                slot=_TICK_SLOT,
-            )
-            for tick in ticks
-        ]
-        latest = max(_ms(tick) for tick in ticks)
-        async with self._transaction() as db:
-            cursor = await db.executemany(_INSERT_EXECUTION_IF_NEW, rows)
-            inserted = cursor.rowcount
-            await db.execute(_ADVANCE_LAST_TICK, (latest, job.id))
-        return inserted
+        return await self._run(_do_record_missed, job, list(ticks), instance_id, now, reason)
 
     async def finish_execution(self, execution: Execution) -> None:
-        if not is_valid_id(execution.id):
-            raise ExecutionNotFound(execution.id)
-        if not execution.status.is_final:
-            raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
-        row = _execution_row(execution, slot="")
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                _FINISH_EXECUTION,
-                (row[5], row[6], *row[7:16], execution.id),
-            )
-            if cursor.rowcount == 0:
-                if await _fetchone(db, _EXECUTION_EXISTS, (execution.id,)) is None:
-                    raise ExecutionNotFound(execution.id)
-                return  # already final: left as it is
-            # Only a run at least as recent as the job's last one speaks for the job.
-            await db.execute(_SET_LAST_RUN, (row[7], row[5], execution.id))
+        await self._run(_do_finish_execution, execution)
 
     async def get_execution(self, execution_id: str) -> Execution:
-        if not is_valid_id(execution_id):
-            raise ExecutionNotFound(execution_id)
-        async with self._connection() as db:
-            row = await _fetchone(db, _GET_EXECUTION, (execution_id,))
-        if row is None:
-            raise ExecutionNotFound(execution_id)
-        return _execution_from_row(row)
+        return await self._run(_do_get_execution, execution_id)
 
     async def delete_execution(self, execution_id: str) -> None:
-        if not is_valid_id(execution_id):
-            raise ExecutionNotFound(execution_id)
-        async with self._connection() as db:
-            cursor = await db.execute(_DELETE_EXECUTION, (execution_id,))
-        if cursor.rowcount == 0:
-            raise ExecutionNotFound(execution_id)
+        await self._run(_do_delete_execution, execution_id)
 
     async def list_executions(self, query: ExecutionQuery) -> Page[Execution]:
-        _check_limit(query.limit)
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.job_id is not None:
-            clauses.append("job_id = ?")
-            params.append(query.job_id)
-        if query.status is not None:
-            clauses.append("status = ?")
-            params.append(query.status.value)
-        if query.since is not None:
-            clauses.append("scheduled_at >= ?")
-            params.append(_ms(query.since))
-        if query.until is not None:
-            clauses.append("scheduled_at < ?")
-            params.append(_ms(query.until))
-        if query.cursor is not None:
-            clauses.append("(scheduled_at, id) < (?, ?)")
-            params.extend(_decode_execution_cursor(query.cursor))
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(query.limit + 1)
-        sql = f"{_SELECT_EXECUTIONS}{where} ORDER BY scheduled_at DESC, id DESC LIMIT ?"
-        async with self._connection() as db:
-            rows = await _fetchall(db, sql, params)
-        page = rows[: query.limit]
-        next_cursor = None
-        if len(rows) > query.limit:
-            last = page[-1]
-            next_cursor = _encode_cursor(["e", last[4], last[0]])
-        return Page(items=[_execution_from_row(row) for row in page], next_cursor=next_cursor)
+        return await self._run(_do_list_executions, query)
 
     async def mark_lost(
         self, *, live_instances: Collection[str], now: datetime, reason: str
     ) -> list[Execution]:
-        live = json.dumps(list(live_instances))
-        async with self._connection() as db:
-            rows = await _fetchall(db, _MARK_LOST, (_ms(now), reason, live))
-        return [_execution_from_row(row) for row in rows]
+        return await self._run(_do_mark_lost, json.dumps(list(live_instances)), now, reason)
 
     async def prune_executions(self, older_than: datetime) -> int:
+        # One hop per batch (not one for the lot), so other calls get in between.
         bound = _ms(older_than)
         deleted = 0
         while True:
-            async with self._connection() as db:
-                cursor = await db.execute(_PRUNE, (bound, _PRUNE_BATCH))
-            deleted += cursor.rowcount
-            if cursor.rowcount < _PRUNE_BATCH:
+            count = await self._run(_do_prune_batch, bound)
+            deleted += count
+            if count < _PRUNE_BATCH:
                 return deleted
 
     async def ping(self) -> None:
-        async with self._connection() as db:
-            await db.execute_fetchall("SELECT 1")
+        await self._run(_do_ping)
 
     async def aclose(self) -> None:
-        async with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                with _unavailable_on_db_errors(self._path):
-                    await self._db.execute_fetchall("PRAGMA optimize")
-            finally:
-                await self._db.close()
+        if self._closed:
+            return
+        self._closed = True  # from here on no call reaches the worker
+        closing = asyncio.wrap_future(self._executor.submit(self._close_on_worker))
+        # The worker finishes what is queued, the close last, then exits.
+        self._executor.shutdown(wait=False)
+        await asyncio.shield(closing)  # a cancelled aclose still closes
+
+    def _close_on_worker(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            with _unavailable_on_db_errors(self._path):
+                db.execute("PRAGMA optimize")
+        finally:
+            db.close()
+
+
+# Everything below runs on the worker thread.
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreUnavailable(f"cannot create the directory for {path}: {e}") from e
+    if str(path) != ":memory:":
+        _create_private(path)
+    with _unavailable_on_db_errors(path):
+        db = sqlite3.connect(
+            path,
+            timeout=busy_timeout_s,
+            isolation_level=None,  # no implicit transactions: BEGIN and COMMIT are ours
+            check_same_thread=False,  # made here, used by this worker thread only
+            cached_statements=256,
+        )
+    try:
+        with _unavailable_on_db_errors(path):
+            _prepare(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only if it does not exist
+    (it holds webhook secrets; SQLite gives the -wal and -shm files the same
+    mode). An existing file is left as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise StoreUnavailable(f"cannot create {path}: {e}") from e
+    os.close(fd)
+
+
+def _close_opened(opening: Future[sqlite3.Connection]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    # Pragmas cannot change inside a transaction.
+    db.execute("PRAGMA journal_mode = WAL").fetchall()
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    with _transaction(db):
+        tables = {
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+            )
+        }
+        if "schema_version" not in tables:
+            if tables:
+                raise StoreUnavailable(
+                    f"{path} holds tables but no schema_version: it is not a cronsvc store"
+                )
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,))
+            return
+        row = db.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreUnavailable(f"{path}: schema_version is empty")
+        version = row[0]
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"{path} has store schema version {version}, written by a newer "
+                f"cronsvc; this one knows versions up to {SCHEMA_VERSION}: upgrade cronsvc"
+            )
+        if version != SCHEMA_VERSION:
+            raise StoreUnavailable(f"{path} has unknown store schema version {version!r}")
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: committed if the block ends normally, else rolled back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # some errors (SQLITE_FULL, IOERR) already rolled it back
+            db.execute("ROLLBACK")
+        raise
+
+
+def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
+    if not is_valid_id(job.id):
+        raise ValueError(f"job id {job.id!r} is not well formed")
+    row = _job_row(job)
+    with _transaction(db):
+        _write_job(db, _INSERT_JOB, row, job.spec.name)
+        db.executemany(_INSERT_TAG, _tag_rows(job))
+    return _job_from_row(row)
+
+
+def _do_get_job(db: sqlite3.Connection, job_id: str) -> Job:
+    row = db.execute(_GET_JOB, (job_id,)).fetchone() if is_valid_id(job_id) else None
+    if row is None:
+        raise JobNotFound(job_id)
+    return _job_from_row(row)
+
+
+def _do_update_job(
+    db: sqlite3.Connection,
+    job_id: str,
+    spec: JobSpec,
+    now: datetime,
+    expected_version: int | None,
+    restart_schedule: bool,
+) -> Job:
+    if not is_valid_id(job_id):
+        raise JobNotFound(job_id)
+    with _transaction(db):
+        current_row = db.execute(_GET_JOB, (job_id,)).fetchone()
+        if current_row is None:
+            raise JobNotFound(job_id)
+        current = _job_from_row(current_row)
+        if expected_version is not None and expected_version != current.version:
+            raise VersionConflict(job_id, expected_version, current.version)
+        updated = replace(
+            current,
+            spec=spec,
+            version=current.version + 1,
+            updated_at=now,
+            last_tick=now if restart_schedule else current.last_tick,
+        )
+        row = _job_row(updated)
+        _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
+        if tuple(spec.tags) != current.spec.tags:
+            db.execute(_DELETE_TAGS, (job_id,))
+            db.executemany(_INSERT_TAG, _tag_rows(updated))
+    return _job_from_row(row)
+
+
+def _do_delete_job(db: sqlite3.Connection, job_id: str) -> None:
+    if not is_valid_id(job_id):
+        raise JobNotFound(job_id)
+    with _transaction(db):
+        deleted = db.execute(_DELETE_JOB, (job_id,)).rowcount  # tags go by cascade
+    if deleted == 0:
+        raise JobNotFound(job_id)
+
+
+def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
+    _check_limit(query.limit)
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.is_active is not None:
+        clauses.append("is_active = ?")
+        params.append(int(query.is_active))
+    if query.tag is not None:
+        clauses.append("id IN (SELECT job_id FROM job_tags WHERE tag = ?)")
+        params.append(query.tag)
+    if query.name_prefix:
+        # A range on the name index: case-sensitive, and no LIKE wildcards to escape.
+        clauses.append("name >= ?")
+        params.append(query.name_prefix)
+        upper = _prefix_upper_bound(query.name_prefix)
+        if upper is not None:
+            clauses.append("name < ?")
+            params.append(upper)
+    if query.cursor is not None:
+        clauses.append("id < ?")
+        params.append(_decode_job_cursor(query.cursor))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    params.append(query.limit + 1)
+    rows = db.execute(f"{_SELECT_JOBS}{where} ORDER BY id DESC LIMIT ?", params).fetchall()
+    items = [_job_from_row(row) for row in rows[: query.limit]]
+    next_cursor = _encode_cursor(["j", items[-1].id]) if len(rows) > query.limit else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
+    return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS)]
+
+
+def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
+    """The whole batch in one transaction and five statements, whatever its
+    size. Claims change no job's version, state, name or policy, so the jobs
+    are read once; what a claim does change (the tick keys taken, the RUNNING
+    executions) is tracked here, so later claims see earlier ones."""
+    with _transaction(db):
+        wanted = {claim.job_id for claim in claims if is_valid_id(claim.job_id)}
+        jobs: dict[str, tuple[int, bool, str, str]] = {
+            row[0]: (row[1], bool(row[2]), row[3], row[4])
+            for row in db.execute(_CLAIM_JOBS, (json.dumps(list(wanted)),))
+        }
+        # Per claim: (claim, job name, policy, slot, scheduled ms), or None when STALE.
+        live: list[tuple[TickClaim, str, str, str, int] | None] = []
+        for claim in claims:
+            job = jobs.get(claim.job_id)
+            manual = claim.trigger is Trigger.MANUAL
+            if job is None or job[0] != claim.expected_version or not (job[1] or manual):
+                live.append(None)
+                continue
+            slot = claim.execution_id if manual else _TICK_SLOT
+            live.append((claim, job[2], job[3], slot, _ms(claim.scheduled_at)))
+        checked = [c for c in live if c is not None]
+        if not checked:
+            return [_STALE] * len(claims)
+        taken: set[tuple[str, int, str]] = {
+            (row[0], row[1], row[2])
+            for row in db.execute(
+                _TAKEN_KEYS,
+                (json.dumps([[claim.job_id, ms, slot] for claim, _, _, slot, ms in checked]),),
+            )
+        }
+        forbidding = {
+            claim.job_id for claim, _, policy, _, _ in checked if policy == ConcurrencyPolicy.FORBID
+        }
+        running: dict[str, str] = {}
+        if forbidding:
+            for job_id, execution_id in db.execute(
+                _RUNNING_OF_JOBS, (json.dumps(list(forbidding)),)
+            ):
+                running.setdefault(job_id, execution_id)
+        results: list[ClaimResult] = []
+        inserts: list[tuple[Any, ...]] = []
+        last_ticks: dict[str, int] = {}
+        instants: dict[int, datetime] = {}  # a batch's claims mostly share one tick
+        for entry in live:
+            if entry is None:
+                results.append(_STALE)
+                continue
+            claim, job_name, policy, slot, scheduled_ms = entry
+            key = (claim.job_id, scheduled_ms, slot)
+            if key in taken:
+                results.append(_DUPLICATE)
+                continue
+            taken.add(key)
+            # Built once, with instants already truncated as they are stored,
+            # so the result equals what `get_execution` reads back.
+            scheduled_at = _cached_instant(instants, scheduled_ms)
+            executed_at = _cached_instant(instants, _ms(claim.executed_at))
+            blocker = running.get(claim.job_id) if policy == ConcurrencyPolicy.FORBID else None
+            if blocker is None:
+                running.setdefault(claim.job_id, claim.execution_id)
+                outcome = ClaimOutcome.CLAIMED
+                execution = Execution(
+                    id=claim.execution_id,
+                    job_id=claim.job_id,
+                    job_name=job_name,
+                    trigger=claim.trigger,
+                    scheduled_at=scheduled_at,
+                    status=ExecutionStatus.RUNNING,
+                    instance_id=claim.instance_id,
+                    executed_at=executed_at,
+                )
+            else:
+                outcome = ClaimOutcome.SKIPPED
+                execution = Execution(
+                    id=claim.execution_id,
+                    job_id=claim.job_id,
+                    job_name=job_name,
+                    trigger=claim.trigger,
+                    scheduled_at=scheduled_at,
+                    status=ExecutionStatus.SKIPPED,
+                    instance_id=claim.instance_id,
+                    finished_at=executed_at,
+                    error=ErrorInfo(
+                        type="skipped",
+                        message=f"concurrency policy forbid: execution {blocker} "
+                        "of this job is still running",
+                    ),
+                )
+            row = _execution_row(execution, slot=slot)
+            inserts.append(row)
+            if claim.trigger is not Trigger.MANUAL:
+                previous = last_ticks.get(claim.job_id)
+                if previous is None or scheduled_ms > previous:
+                    last_ticks[claim.job_id] = scheduled_ms
+            results.append(ClaimResult(outcome=outcome, execution=execution))
+        # A plain INSERT: the keys were checked above under the write lock, so
+        # a conflict here is a bug, and it fails (and rolls back) the batch.
+        db.executemany(_INSERT_EXECUTION, inserts)
+        db.executemany(_ADVANCE_LAST_TICK, [(ms, job_id) for job_id, ms in last_ticks.items()])
+    return results
+
+
+def _do_record_missed(
+    db: sqlite3.Connection,
+    job: Job,
+    ticks: list[datetime],
+    instance_id: str,
+    now: datetime,
+    reason: str,
+) -> int:
+    if not is_valid_id(job.id):
+        return 0
+    rows = [
+        _execution_row(
+            Execution(
+                id=new_id(),
+                job_id=job.id,
+                job_name=job.spec.name,
+                trigger=Trigger.SCHEDULE,
+                scheduled_at=tick,
+                status=ExecutionStatus.MISSED,
+                instance_id=instance_id,
+                finished_at=now,
+                error=ErrorInfo(type="missed", message=reason),
+            ),
+            slot=_TICK_SLOT,
+        )
+        for tick in ticks
+    ]
+    latest = max(_ms(tick) for tick in ticks)
+    with _transaction(db):
+        current = db.execute(_MISSED_JOB, (job.id,)).fetchone()
+        if current is None or current[0] != job.version or not current[1]:
+            return 0  # gone, changed or paused: these ticks are not owed
+        inserted = db.executemany(_INSERT_EXECUTION_IF_NEW, rows).rowcount
+        db.execute(_ADVANCE_LAST_TICK, (latest, job.id))
+    return inserted
+
+
+def _do_finish_execution(db: sqlite3.Connection, execution: Execution) -> None:
+    if not is_valid_id(execution.id):
+        raise ExecutionNotFound(execution.id)
+    if not execution.status.is_final:
+        raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
+    row = _execution_row(execution, slot="")
+    with _transaction(db):
+        updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:16], execution.id))
+        if updated.rowcount == 0:
+            if db.execute(_EXECUTION_EXISTS, (execution.id,)).fetchone() is None:
+                raise ExecutionNotFound(execution.id)
+            return  # already final: left as it is
+        # Only a run at least as recent as the job's last one speaks for the job.
+        db.execute(_SET_LAST_RUN, (row[7], row[5], execution.id))
+
+
+def _do_get_execution(db: sqlite3.Connection, execution_id: str) -> Execution:
+    valid = is_valid_id(execution_id)
+    row = db.execute(_GET_EXECUTION, (execution_id,)).fetchone() if valid else None
+    if row is None:
+        raise ExecutionNotFound(execution_id)
+    return _execution_from_row(row)
+
+
+def _do_delete_execution(db: sqlite3.Connection, execution_id: str) -> None:
+    if not is_valid_id(execution_id):
+        raise ExecutionNotFound(execution_id)
+    with _transaction(db):
+        deleted = db.execute(_DELETE_EXECUTION, (execution_id,)).rowcount
+    if deleted == 0:
+        raise ExecutionNotFound(execution_id)
+
+
+def _do_list_executions(db: sqlite3.Connection, query: ExecutionQuery) -> Page[Execution]:
+    _check_limit(query.limit)
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.job_id is not None:
+        clauses.append("job_id = ?")
+        params.append(query.job_id)
+    if query.status is not None:
+        clauses.append("status = ?")
+        params.append(query.status.value)
+    if query.since is not None:
+        clauses.append("scheduled_at >= ?")
+        params.append(_ms(query.since))
+    if query.until is not None:
+        clauses.append("scheduled_at < ?")
+        params.append(_ms(query.until))
+    if query.cursor is not None:
+        clauses.append("(scheduled_at, id) < (?, ?)")
+        params.extend(_decode_execution_cursor(query.cursor))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    params.append(query.limit + 1)
+    sql = f"{_SELECT_EXECUTIONS}{where} ORDER BY scheduled_at DESC, id DESC LIMIT ?"
+    rows = db.execute(sql, params).fetchall()
+    page = rows[: query.limit]
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = page[-1]
+        next_cursor = _encode_cursor(["e", last[4], last[0]])
+    return Page(items=[_execution_from_row(row) for row in page], next_cursor=next_cursor)
+
+
+def _do_mark_lost(db: sqlite3.Connection, live: str, now: datetime, reason: str) -> list[Execution]:
+    with _transaction(db):
+        rows = db.execute(_MARK_LOST, (_ms(now), reason, live)).fetchall()
+    return [_execution_from_row(row) for row in rows]
+
+
+def _do_prune_batch(db: sqlite3.Connection, bound: int) -> int:
+    with _transaction(db):
+        deleted: int = db.execute(_PRUNE, (bound, _PRUNE_BATCH)).rowcount
+    return deleted
+
+
+def _do_ping(db: sqlite3.Connection) -> None:
+    db.execute("SELECT 1").fetchall()
 
 
 @contextmanager
@@ -607,18 +822,9 @@ def _unavailable_on_db_errors(path: Path) -> Iterator[None]:
         raise
 
 
-async def _fetchall(db: aiosqlite.Connection, sql: str, params: Iterable[Any]) -> list[_Row]:
-    return cast(list[_Row], await db.execute_fetchall(sql, params))
-
-
-async def _fetchone(db: aiosqlite.Connection, sql: str, params: Iterable[Any]) -> _Row | None:
-    rows = await _fetchall(db, sql, params)
-    return rows[0] if rows else None
-
-
-async def _write_job(db: aiosqlite.Connection, sql: str, params: _Row, name: str) -> None:
+def _write_job(db: sqlite3.Connection, sql: str, params: _Row, name: str) -> None:
     try:
-        await db.execute(sql, params)
+        db.execute(sql, params)
     except sqlite3.IntegrityError as e:
         if "jobs.name" in str(e):
             raise DuplicateJobName(name) from None
@@ -649,6 +855,13 @@ def _opt_ms(instant: datetime | None) -> int | None:
 
 def _instant(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _cached_instant(cache: dict[int, datetime], ms: int) -> datetime:
+    instant = cache.get(ms)
+    if instant is None:
+        instant = cache[ms] = _instant(ms)
+    return instant
 
 
 def _opt_instant(ms: int | None) -> datetime | None:

@@ -1,0 +1,281 @@
+"""What only the SQLite store does: its file, its schema version, its locking.
+
+The behaviour every store shares is in `test_store_contract.py`; these tests
+may look at the file and speak SQL to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cronsvc.domain import ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.errors import StoreUnavailable
+from cronsvc.ids import new_id
+from cronsvc.store import ClaimOutcome, ExecutionQuery, TickClaim
+from cronsvc.store.sqlite import SCHEMA_VERSION, SQLiteStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def make_job(name: str = "job") -> Job:
+    return Job(
+        id=new_id(),
+        spec=JobSpec(
+            name=name,
+            cron_expression="* * * * *",
+            webhook_url="https://example.com/hook",
+            secret="webhook-secret",
+        ),
+        created_at=T0,
+        updated_at=T0,
+        last_tick=T0,
+    )
+
+
+def tick_claim(job: Job, tick: datetime) -> TickClaim:
+    return TickClaim(
+        job_id=job.id,
+        expected_version=job.version,
+        scheduled_at=tick,
+        trigger=Trigger.SCHEDULE,
+        execution_id=new_id(),
+        instance_id="instance-a",
+        executed_at=tick,
+    )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def contents(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "cronsvc.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = await SQLiteStore.open(db_path)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection holds the database's write lock for the block."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+# Opening
+
+
+async def test_a_database_written_by_a_newer_schema_version_is_refused(db_path: Path) -> None:
+    await (await SQLiteStore.open(db_path)).aclose()
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.close()
+
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await SQLiteStore.open(db_path)
+
+
+NOT_A_DATABASE = b"these are somebody's notes, not a database\n" * 100
+
+
+@pytest.fixture
+def not_a_database(db_path: Path) -> Path:
+    db_path.write_bytes(NOT_A_DATABASE)
+    db_path.chmod(0o644)
+    return db_path
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(
+    not_a_database: Path,
+) -> None:
+    with pytest.raises(StoreUnavailable):
+        await SQLiteStore.open(not_a_database)
+
+    assert contents(not_a_database) == NOT_A_DATABASE
+    assert mode(not_a_database) == 0o644
+
+
+async def test_a_database_of_another_application_is_refused(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    db.close()
+
+    with pytest.raises(StoreUnavailable, match="not a cronsvc store"):
+        await SQLiteStore.open(db_path)
+
+
+async def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "cronsvc.db"
+
+    store = await SQLiteStore.open(path)
+    await store.aclose()
+
+    assert path.is_file()
+
+
+async def test_the_journal_is_wal(store: SQLiteStore, db_path: Path) -> None:
+    await store.create_job(make_job())
+
+    with sqlite3.connect(db_path) as db:
+        (journal_mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    db.close()
+
+    assert journal_mode == "wal"
+
+
+async def test_data_survives_close_and_reopen(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job())
+    [result] = await store.claim_ticks([tick_claim(job, at(1))])
+    await store.aclose()
+
+    reopened = await SQLiteStore.open(db_path)
+    try:
+        got = await reopened.get_job(job.id)
+        executions = (await reopened.list_executions(ExecutionQuery())).items
+    finally:
+        await reopened.aclose()
+
+    assert got == dataclasses.replace(job, last_tick=at(1))
+    assert got.spec.secret == "webhook-secret"
+    assert executions == [result.execution]
+
+
+# File permissions
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """Under umask 022, SQLite alone would make the file world-readable."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_a_new_database_file_is_readable_by_its_owner_only(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    try:
+        await store.create_job(make_job())  # the secret now sits in the WAL
+        wal = db_path.with_name(db_path.name + "-wal")
+
+        assert mode(db_path) == 0o600
+        assert mode(wal) == 0o600
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def existing_empty_file(db_path: Path) -> Path:
+    db_path.touch()
+    db_path.chmod(0o640)
+    return db_path
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_an_existing_files_mode_is_left_alone(existing_empty_file: Path) -> None:
+    store = await SQLiteStore.open(existing_empty_file)
+    await store.create_job(make_job())
+    await store.aclose()
+
+    assert mode(existing_empty_file) == 0o640
+
+
+# Locking
+
+
+async def test_a_write_waits_for_the_busy_timeout_then_raises_and_recovers(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path, busy_timeout_s=0.2)
+    try:
+        job = await store.create_job(make_job())
+
+        with write_lock_held(db_path):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.claim_ticks([tick_claim(job, at(1))])
+            waited = time.monotonic() - started
+            assert await store.get_job(job.id) == job  # WAL: reads still answer
+
+        [result] = await store.claim_ticks([tick_claim(job, at(1))])
+    finally:
+        await store.aclose()
+
+    assert 0.15 <= waited < 3.0
+    assert result.outcome is ClaimOutcome.CLAIMED  # the failed attempt wrote nothing
+
+
+# Cancellation
+
+
+async def test_cancelled_claims_happen_whole_or_not_at_all(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    try:
+        jobs = [await store.create_job(make_job(f"job-{i}")) for i in range(3)]
+        batches = [[tick_claim(job, at(n)) for job in jobs] for n in (1, 2)]
+
+        with write_lock_held(db_path):
+            # The first batch reaches the database thread and waits for the
+            # lock there; the second waits behind it in the queue.
+            tasks = [asyncio.create_task(store.claim_ticks(batch)) for batch in batches]
+            await asyncio.sleep(0.1)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+        await store.ping()  # queued behind whatever is still running: now settled
+        executions = (await store.list_executions(ExecutionQuery(limit=100))).items
+        last_ticks = {job.last_tick for job in await store.active_jobs()}
+        [after] = await store.claim_ticks([tick_claim(jobs[0], at(3))])
+    finally:
+        await store.aclose()
+
+    written = {e.id for e in executions}
+    happened = []
+    for batch in batches:
+        ids = {claim.execution_id for claim in batch}
+        assert written >= ids or not written & ids, "a batch was half applied"
+        happened.append(written >= ids)
+    assert len(executions) == 3 * sum(happened)
+    assert all(e.status is ExecutionStatus.RUNNING for e in executions)
+    expected_tick = at(2) if happened[1] else at(1) if happened[0] else T0
+    assert last_ticks == {expected_tick}
+    assert after.outcome is ClaimOutcome.CLAIMED
