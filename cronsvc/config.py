@@ -26,6 +26,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     shutdown_grace_s: float = 10.0
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +46,7 @@ class SchedulerConfig:
     max_catchup: int = 10
     max_missed_records: int = 1000
     lease_ttl_s: float = 120.0
+    claim_ahead_s: float = 0.2
     heartbeat_interval_s: float = 5.0
 
 
@@ -79,6 +81,7 @@ class Config:
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "console")
+_EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -182,6 +185,8 @@ def _check(config: Config) -> None:
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
 
+    if config.server.event_loop not in _EVENT_LOOPS:
+        raise ConfigError(f"server.event_loop: must be one of {', '.join(_EVENT_LOOPS)}")
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"server.port: must be 0-65535, got {config.server.port}")
     if config.server.shutdown_grace_s < 0:
@@ -189,6 +194,8 @@ def _check(config: Config) -> None:
     positive("scheduler.resync_interval_s", config.scheduler.resync_interval_s)
     positive("scheduler.min_interval_s", config.scheduler.min_interval_s)
     positive("scheduler.lease_ttl_s", config.scheduler.lease_ttl_s)
+    if not 0 <= config.scheduler.claim_ahead_s <= 5:
+        raise ConfigError("scheduler.claim_ahead_s: must be from 0 to 5")
     positive("scheduler.heartbeat_interval_s", config.scheduler.heartbeat_interval_s)
     if config.scheduler.max_catchup < 1:
         raise ConfigError("scheduler.max_catchup: must be at least 1")

@@ -10,17 +10,19 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
 from cronsvc.clock import Clock
 from cronsvc.coord import Coordinator
+from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult, Dispatcher, WebhookRequest
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
-from cronsvc.errors import ExecutionNotFound, JobNotFound
+from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
+from cronsvc.results import ResultWriter
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, Store, TickClaim
 
@@ -41,6 +43,7 @@ class TickRunner:
         store: Store,
         coordinator: Coordinator,
         dispatcher: Dispatcher,
+        results: ResultWriter,
         clock: Clock,
         metrics: Metrics,
         instance_id: str,
@@ -50,6 +53,7 @@ class TickRunner:
         self._store = store
         self._coordinator = coordinator
         self._dispatcher = dispatcher
+        self._results = results
         self._clock = clock
         self._metrics = metrics
         self._instance_id = instance_id
@@ -122,6 +126,12 @@ class TickRunner:
         )
 
     async def _run_batch(self, due: list[DueTick]) -> None:
+        """Lease and claim a batch of ticks due at one instant, then fire them
+        at that instant. The scheduler may hand a batch over a little ahead of
+        its tick, so the claims are written before the tick, not on its
+        critical path; what changed in between is checked at the tick."""
+        started = self._clock.time()
+        fire_at = max(d.tick for d in due).timestamp()
         won = await self._coordinator.try_lease_ticks(
             [(d.job.id, d.tick) for d in due], self._lease_ttl_s
         )
@@ -153,10 +163,17 @@ class TickRunner:
                 "ticks_dropped", count=len(claims), reason="store_unavailable", error=str(exc)
             )
             return
+        log.debug(
+            "ticks_claimed",
+            count=len(claims),
+            ahead_ms=round((fire_at - started) * 1000, 1),
+            claim_ms=round((self._clock.time() - started) * 1000, 1),
+        )
+        claimed: list[tuple[DueTick, Execution]] = []
         for d, result in zip(leased, results, strict=True):
             if result.outcome is ClaimOutcome.CLAIMED:
                 assert result.execution is not None
-                self._spawn(self._deliver(d.job, result.execution))
+                claimed.append((d, result.execution))
             elif result.outcome is ClaimOutcome.STALE:
                 self._on_stale(d.job.id)
             elif result.outcome is ClaimOutcome.DUPLICATE:
@@ -171,6 +188,47 @@ class TickRunner:
                     tick=d.tick.isoformat(),
                     reason="previous run still running",
                 )
+        if claimed and fire_at > self._clock.time():
+            claimed = await self._wait_for_tick(claimed, fire_at)
+        for d, execution in claimed:
+            self._spawn(self._deliver(d.job, execution))
+
+    async def _wait_for_tick(
+        self, claimed: list[tuple[DueTick, Execution]], fire_at: float
+    ) -> list[tuple[DueTick, Execution]]:
+        """Sleep until the tick; return the claims still good to fire as they
+        are. Claims whose job changed after the claim are settled apart."""
+        try:
+            await self._clock.sleep(fire_at - self._clock.time())
+        except asyncio.CancelledError:
+            for _, execution in claimed:
+                self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
+            raise
+        try:
+            versions = await self._store.current_versions([d.job.id for d, _ in claimed])
+        except TRANSIENT:
+            return claimed  # the claim itself was fenced by version; fire as claimed
+        unchanged = []
+        for d, execution in claimed:
+            if versions.get(d.job.id) == d.job.version:
+                unchanged.append((d, execution))
+            else:
+                self._spawn(self._settle_changed(d, execution))
+        return unchanged
+
+    async def _settle_changed(self, due: DueTick, execution: Execution) -> None:
+        """The job changed between its claim and its tick: fire the new version
+        if it is active and still has this tick, else record the tick SKIPPED."""
+        self._on_stale(due.job.id)
+        try:
+            job: Job | None = await self._store.get_job(due.job.id)
+        except JobNotFound:
+            job = None
+        if job is not None and job.spec.is_active and _has_tick(job, due.tick):
+            await self._deliver(job, execution)
+            return
+        reason = "the job was deleted, paused or rescheduled between its claim and its tick"
+        self._finish(_ended(execution, self._clock.now(), "job_changed", reason, skipped=True))
 
     async def _deliver(self, job: Job, execution: Execution) -> None:
         spec = job.spec
@@ -191,20 +249,9 @@ class TickRunner:
         try:
             result = await self._dispatcher.deliver(request)
         except asyncio.CancelledError:
-            now = self._clock.now()
-            await self._finish(
-                dataclasses.replace(
-                    execution,
-                    status=ExecutionStatus.FAILURE,
-                    finished_at=now,
-                    duration_ms=_ms_between(execution.executed_at, now),
-                    error=ErrorInfo(
-                        type="shutdown", message="cronsvc stopped before the webhook answered"
-                    ),
-                )
-            )
+            self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
             raise
-        await self._finish(_finished(execution, result))
+        self._finish(_finished(execution, result))
         lag_ms = round((result.first_sent_at - execution.scheduled_at.timestamp()) * 1000, 1)
         log.info(
             "tick_fired",
@@ -217,26 +264,9 @@ class TickRunner:
             response_status=result.response_status,
         )
 
-    async def _finish(self, execution: Execution) -> None:
+    def _finish(self, execution: Execution) -> None:
         self._count(execution.status)
-        try:
-            await retry_transient(
-                lambda: self._store.finish_execution(execution),
-                what="finish_execution",
-                clock=self._clock,
-            )
-        except ExecutionNotFound:
-            log.warning("execution_log_deleted_while_running", execution_id=execution.id)
-        except TRANSIENT as exc:
-            self._metrics.inc(
-                "cronsvc_log_writes_dropped_total", help="Execution results not recorded"
-            )
-            log.error(
-                "execution_result_dropped",
-                execution_id=execution.id,
-                status=execution.status.value,
-                error=str(exc),
-            )
+        self._results.submit(execution)
 
     def _count(self, status: ExecutionStatus) -> None:
         self._metrics.inc(
@@ -257,6 +287,31 @@ def _finished(execution: Execution, result: DeliveryResult) -> Execution:
         response_truncated=result.response_truncated,
         error=result.error,
     )
+
+
+_SHUTDOWN = "cronsvc stopped before the webhook answered"
+
+
+def _ended(
+    execution: Execution, now: datetime, error_type: str, message: str, *, skipped: bool = False
+) -> Execution:
+    """An execution that ends without a webhook answer."""
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.SKIPPED if skipped else ExecutionStatus.FAILURE,
+        executed_at=None if skipped else execution.executed_at,
+        finished_at=now,
+        duration_ms=None if skipped else _ms_between(execution.executed_at, now),
+        error=ErrorInfo(type=error_type, message=message),
+    )
+
+
+def _has_tick(job: Job, tick: datetime) -> bool:
+    try:
+        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    except CronSvcError:
+        return False
+    return schedule.next_after(tick - timedelta(seconds=1)) == tick
 
 
 def _ms_between(start: datetime | None, end: datetime) -> int | None:

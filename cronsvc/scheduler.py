@@ -25,7 +25,7 @@ import structlog
 from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
 from cronsvc.cron import CronSchedule, parse_schedule
-from cronsvc.domain import Job
+from cronsvc.domain import ConcurrencyPolicy, Job
 from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
@@ -180,26 +180,33 @@ class Scheduler:
         self._entries.pop(job_id, None)  # its heap entries turn stale
 
     def _push(self, job_id: str, entry: _Entry) -> None:
-        heapq.heappush(
-            self._heap, (entry.next_tick.timestamp(), next(self._seq), job_id, entry.generation)
-        )
+        """Key the heap by when to take the tick: `claim_ahead_s` before it,
+        so its claim is written before the tick; at the tick itself for
+        `forbid` jobs, whose claim must see whether the last run ended."""
+        wake = entry.next_tick.timestamp()
+        if entry.job.spec.concurrency_policy is not ConcurrencyPolicy.FORBID:
+            wake -= self._config.claim_ahead_s
+        heapq.heappush(self._heap, (wake, next(self._seq), job_id, entry.generation))
 
     def _fire_due(self) -> None:
         now_ts = self._clock.time()
         now = datetime.fromtimestamp(now_ts, UTC)
-        due: list[DueTick] = []
+        by_tick: dict[datetime, list[DueTick]] = {}
         while self._heap and self._heap[0][0] <= now_ts:
             _, _, job_id, generation = heapq.heappop(self._heap)
             entry = self._entries.get(job_id)
             if entry is None or entry.generation != generation:
                 continue
-            due += self._take_due(entry, now)
+            for due in self._take_due(entry, now):
+                batch = by_tick.setdefault(due.tick, [])
+                batch.append(due)
+                if len(batch) >= BATCH_SIZE:
+                    self._runner.fire(batch)
+                    by_tick[due.tick] = []
             self._push(job_id, entry)
-            if len(due) >= BATCH_SIZE:
-                self._runner.fire(due)
-                due = []
-        if due:
-            self._runner.fire(due)
+        for batch in by_tick.values():
+            if batch:
+                self._runner.fire(batch)
         if len(self._heap) > 2 * len(self._entries) + 1024:
             self._compact()
 

@@ -29,6 +29,7 @@ from cronsvc.dispatch import Dispatcher
 from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
+from cronsvc.results import ResultWriter
 from cronsvc.runner import TickRunner
 from cronsvc.scheduler import Scheduler
 from cronsvc.store import Store, open_store, sqlite_path
@@ -113,16 +114,19 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     config, clock, metrics = services.config, services.clock, services.metrics
     store, coordinator = app[STORE], app[COORDINATOR]
     started_at = clock.now()
+    shutdown_write_s = 10.0  # how long unwritten results may wait for the store at shutdown
     scheduler: Scheduler | None = None
 
     def on_stale(job_id: str) -> None:
         if scheduler is not None:
             scheduler.notify_job_changed(job_id)
 
+    results = ResultWriter(store=store, clock=clock, metrics=metrics)
     runner = TickRunner(
         store=store,
         coordinator=coordinator,
         dispatcher=app[DISPATCHER],
+        results=results,
         clock=clock,
         metrics=metrics,
         instance_id=services.instance_id,
@@ -168,6 +172,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="scheduler")
             group.create_task(leader.run(), name="leader")
+            group.create_task(results.run(give_up_after_s=shutdown_write_s), name="results")
 
     engine = asyncio.create_task(supervise(), name="engine")
     app[ENGINE_TASK] = engine
@@ -177,9 +182,10 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     scheduler.stop()
     await runner.drain(config.server.shutdown_grace_s)
+    results.stop()
     leader.stop()
     if not engine.done():
-        await asyncio.wait_for(engine, timeout=max(5.0, config.server.shutdown_grace_s))
+        await asyncio.wait_for(engine, timeout=shutdown_write_s + 5.0)
     log.info("service_stopped", instance_id=services.instance_id)
 
 

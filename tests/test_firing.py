@@ -278,3 +278,56 @@ async def test_metrics_count_executions_by_outcome(client: Client, receiver: Rec
     assert counted['cronsvc_executions_total{status="SUCCESS"}'] >= 2
     assert counted['cronsvc_lease_total{result="won"}'] >= 2
     assert counted["cronsvc_active_jobs"] == 1
+
+
+@pytest.fixture
+async def claim_ahead_client(config: Config) -> AsyncIterator[Client]:
+    """Ticks claimed 3 s before they fall due, so changes land between claim and tick."""
+    ahead = dataclasses.replace(
+        config, scheduler=dataclasses.replace(config.scheduler, claim_ahead_s=3.0)
+    )
+    async with TestClient(TestServer(build_app(ahead), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def test_a_change_between_claim_and_tick_fires_the_new_version(
+    claim_ahead_client: Client, receiver: Receiver, start_receiver: Any
+) -> None:
+    client = claim_ahead_client
+    new_receiver: Receiver = await start_receiver()
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    changed = await client.patch(f"/api/cron/{job['id']}", json={"webhookUrl": new_receiver.url})
+    changed_at = datetime.now().timestamp()
+    assert changed.status == 200
+    count = len(receiver.requests)
+    await new_receiver.wait_for(3)  # ticks already claimed with the old URL among them
+    late = [
+        r
+        for r in receiver.requests[count:]
+        if parse(r.json()["scheduledAt"]).timestamp() > changed_at
+    ]
+    assert late == []
+
+
+async def test_a_pause_between_claim_and_tick_records_the_claimed_ticks_skipped(
+    claim_ahead_client: Client, receiver: Receiver
+) -> None:
+    client = claim_ahead_client
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    await client.post(f"/api/cron/{job['id']}/pause")
+    paused_at = datetime.now().timestamp()
+    count = len(receiver.requests)
+    await asyncio.sleep(3.5)  # every tick claimed before the pause has fallen due
+    late = [
+        r
+        for r in receiver.requests[count:]
+        if parse(r.json()["scheduledAt"]).timestamp() > paused_at
+    ]
+    assert late == []
+    logs = await (await client.get(f"/api/execution-logs/job/{job['id']}?status=SKIPPED")).json()
+    assert logs and {e["error"]["type"] for e in logs} == {"job_changed"}
+    assert all(parse(e["scheduledAt"]).timestamp() > paused_at for e in logs)
+    running = await (await client.get(f"/api/execution-logs/job/{job['id']}?status=RUNNING")).json()
+    assert running == []

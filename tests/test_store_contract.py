@@ -142,6 +142,11 @@ def finished(
     return dataclasses.replace(execution, **values)
 
 
+async def finish(store: Store, execution: Execution) -> None:
+    """Finish one execution that exists."""
+    assert await store.finish_executions([execution]) == []
+
+
 async def all_jobs(store: Store, **filters: Any) -> list[Job]:
     jobs: list[Job] = []
     cursor = None
@@ -667,7 +672,7 @@ async def test_ticks_are_keyed_by_millisecond(store: Store) -> None:
 async def test_claim_of_a_tick_already_finished_is_duplicate(store: Store) -> None:
     job = await create(store)
     execution = await claimed(store, job, at(1))
-    await store.finish_execution(finished(execution))
+    await finish(store, finished(execution))
 
     result = await claim(store, job, at(1))
 
@@ -804,7 +809,7 @@ async def test_skipped_tick_cannot_be_claimed_again(store: Store) -> None:
 async def test_forbid_claims_once_the_running_execution_finished(store: Store) -> None:
     job = await create(store, concurrency_policy=ConcurrencyPolicy.FORBID)
     first = await claimed(store, job, at(1))
-    await store.finish_execution(finished(first))
+    await finish(store, finished(first))
 
     result = await claim(store, job, at(2))
 
@@ -1104,7 +1109,7 @@ async def test_finish_overwrites_the_record_and_sets_the_jobs_last_run(store: St
         instance_id="instance-z",
     )
 
-    await store.finish_execution(final)
+    await finish(store, final)
 
     assert await store.get_execution(execution.id) == final
     after = await store.get_job(job.id)
@@ -1118,7 +1123,7 @@ async def test_finish_keeps_microseconds_out(store: Store) -> None:
     execution = await claimed(store, job, at(1))
     final = finished(execution, finished_at=at(2) + timedelta(microseconds=1999))
 
-    await store.finish_execution(final)
+    await finish(store, final)
 
     got = await store.get_execution(execution.id)
     assert got.finished_at == at(2) + timedelta(milliseconds=1)
@@ -1129,9 +1134,9 @@ async def test_finish_is_idempotent(store: Store) -> None:
     job = await create(store)
     execution = await claimed(store, job, at(1))
     final = finished(execution)
-    await store.finish_execution(final)
+    await finish(store, final)
 
-    await store.finish_execution(final)
+    await finish(store, final)
 
     assert await store.get_execution(execution.id) == final
     assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
@@ -1141,9 +1146,9 @@ async def test_finish_leaves_a_final_record_unchanged(store: Store) -> None:
     job = await create(store)
     execution = await claimed(store, job, at(1))
     first = finished(execution, ExecutionStatus.SUCCESS)
-    await store.finish_execution(first)
+    await finish(store, first)
 
-    await store.finish_execution(finished(execution, ExecutionStatus.FAILURE, attempts=9))
+    await finish(store, finished(execution, ExecutionStatus.FAILURE, attempts=9))
 
     assert await store.get_execution(execution.id) == first
     assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
@@ -1154,23 +1159,20 @@ async def test_finish_leaves_missed_records_unchanged(store: Store) -> None:
     await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
     [missed] = await all_executions(store)
 
-    await store.finish_execution(
-        dataclasses.replace(missed, status=ExecutionStatus.SUCCESS, executed_at=at(9))
+    await finish(
+        store, dataclasses.replace(missed, status=ExecutionStatus.SUCCESS, executed_at=at(9))
     )
 
     assert await store.get_execution(missed.id) == missed
     assert (await store.get_job(job.id)).last_status is None
 
 
-async def test_finish_of_unknown_execution_raises_execution_not_found(store: Store) -> None:
+async def test_finish_of_unknown_execution_reports_its_id(store: Store) -> None:
     job = await create(store)
     execution = await claimed(store, job, at(1))
     ghost = finished(dataclasses.replace(execution, id=new_id()))
 
-    with pytest.raises(ExecutionNotFound) as caught:
-        await store.finish_execution(ghost)
-
-    assert caught.value.execution_id == ghost.id
+    assert await store.finish_executions([ghost]) == [ghost.id]
     assert (await store.get_job(job.id)).last_status is None
 
 
@@ -1179,7 +1181,7 @@ async def test_finish_after_the_job_was_deleted_still_records_the_result(store: 
     execution = await claimed(store, job, at(1))
     await store.delete_job(job.id)
 
-    await store.finish_execution(finished(execution))
+    await finish(store, finished(execution))
 
     assert (await store.get_execution(execution.id)).status is ExecutionStatus.SUCCESS
     with pytest.raises(JobNotFound):
@@ -1191,19 +1193,46 @@ async def test_finish_with_a_status_that_is_not_final_raises_value_error(store: 
     execution = await claimed(store, job, at(1))
 
     with pytest.raises(ValueError):
-        await store.finish_execution(finished(execution, ExecutionStatus.RUNNING))
+        await finish(store, finished(execution, ExecutionStatus.RUNNING))
 
     assert await store.get_execution(execution.id) == execution
     assert (await store.get_job(job.id)).last_status is None
+
+
+async def test_finish_of_a_batch_records_each_and_reports_only_the_missing(store: Store) -> None:
+    job = await create(store)
+    first = await claimed(store, job, at(1))
+    second = await claimed(store, job, at(2))
+    ghost = finished(dataclasses.replace(first, id=new_id()))
+
+    missing = await store.finish_executions(
+        [finished(first), ghost, finished(second, ExecutionStatus.FAILURE)]
+    )
+
+    assert missing == [ghost.id]
+    assert (await store.get_execution(first.id)).status is ExecutionStatus.SUCCESS
+    assert (await store.get_execution(second.id)).status is ExecutionStatus.FAILURE
+    assert (await store.get_job(job.id)).last_status is ExecutionStatus.FAILURE
+
+
+async def test_finish_of_a_batch_with_one_unfinished_status_writes_nothing(store: Store) -> None:
+    job = await create(store)
+    first = await claimed(store, job, at(1))
+    second = await claimed(store, job, at(2))
+
+    with pytest.raises(ValueError):
+        await store.finish_executions([finished(first), finished(second, ExecutionStatus.RUNNING)])
+
+    assert await store.get_execution(first.id) == first
 
 
 async def test_finish_out_of_order_keeps_the_latest_run_on_the_job(store: Store) -> None:
     job = await create(store)
     earlier = await claimed(store, job, at(1))
     later = await claimed(store, job, at(2))
-    await store.finish_execution(finished(later, ExecutionStatus.SUCCESS))
+    await finish(store, finished(later, ExecutionStatus.SUCCESS))
 
-    await store.finish_execution(finished(earlier, ExecutionStatus.FAILURE))
+    await finish(store, finished(earlier, ExecutionStatus.FAILURE))
 
     after = await store.get_job(job.id)
     assert after.last_run_at == later.executed_at
@@ -1282,7 +1311,7 @@ async def test_list_executions_filters_by_job_and_status(store: Store) -> None:
     job = await create(store, "one")
     other = await create(store, "two")
     ok = await claimed(store, job, at(1))
-    await store.finish_execution(finished(ok))
+    await finish(store, finished(ok))
     running = await claimed(store, job, at(2))
     await claimed(store, other, at(1))
     await store.record_missed(job, [at(0)], instance_id=INSTANCE, now=at(9), reason="r")
@@ -1332,7 +1361,7 @@ async def test_mark_lost_marks_running_records_of_dead_instances_only(store: Sto
     also_dead = await claimed(store, job, at(2), instance_id="gone")
     alive = await claimed(store, job, at(3), instance_id="alive")
     done = await claimed(store, job, at(4), instance_id="dead")
-    await store.finish_execution(finished(done))
+    await finish(store, finished(done))
 
     lost = await store.mark_lost(
         live_instances={"alive", "other"}, now=at(20), reason="instance stopped heartbeating"
@@ -1379,12 +1408,12 @@ async def test_prune_deletes_only_final_records_older_than_the_bound(store: Stor
     job = await create(store)
     old_running = await claimed(store, job, at(1))
     old_done = await claimed(store, job, at(2))
-    await store.finish_execution(finished(old_done))
+    await finish(store, finished(old_done))
     await store.record_missed(
         job, [at(3), at(5), at(6)], instance_id=INSTANCE, now=at(9), reason="r"
     )
     at_bound = await claimed(store, job, at(5), trigger=Trigger.MANUAL)
-    await store.finish_execution(finished(at_bound))
+    await finish(store, finished(at_bound))
 
     deleted = await store.prune_executions(older_than=at(5))
 
@@ -1446,3 +1475,17 @@ async def test_every_call_after_aclose_raises_store_unavailable(
 
     with pytest.raises(StoreUnavailable):
         await call(store, job)
+
+
+async def test_current_versions_lists_only_jobs_that_exist_and_are_active(store: Store) -> None:
+    active = await create(store, "active")
+    paused = await create(store, "paused", is_active=False)
+    gone = await create(store, "gone")
+    await store.delete_job(gone.id)
+    updated = await store.update_job(active.id, active.spec, now=at(5))
+
+    versions = await store.current_versions([active.id, paused.id, gone.id, "not-an-id"])
+
+    assert versions == {active.id: updated.version}
+    assert updated.version == active.version + 1
+    assert await store.current_versions([]) == {}

@@ -141,6 +141,12 @@ class Store(Protocol):
         """Every job with `is_active`, in no particular order."""
         ...
 
+    async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The version of each of these jobs that exists and is active; jobs
+        gone or paused are left out. A read only: cheap enough for the
+        scheduler to check, at a tick, claims it made ahead of the tick."""
+        ...
+
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         """Check each job and insert each tick's execution record; one result
         per claim, in order. Each claim is atomic on its own (a batch may be
@@ -174,13 +180,14 @@ class Store(Protocol):
         Returns how many records were inserted. The store makes their ids."""
         ...
 
-    async def finish_execution(self, execution: Execution) -> None:
-        """Overwrite a RUNNING execution with its final state, and set the job's
-        `last_run_at` (= execution.executed_at) and `last_status` if the job
-        still exists and no later-started run has already set them (runs may
-        finish out of order). Idempotent; a record already final is left
-        unchanged. Raises `ExecutionNotFound`, and `ValueError` for a
-        non-final status."""
+    async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
+        """Overwrite each RUNNING execution with its final state, in one
+        transaction, and set its job's `last_run_at` (= executed_at) and
+        `last_status` if the job still exists and no later-started run has
+        already set them (runs may finish out of order). Idempotent; a record
+        already final is left unchanged. Returns the ids that have no record
+        (deleted while running); raises `ValueError`, writing nothing, if any
+        status is not final."""
         ...
 
     async def get_execution(self, execution_id: str) -> Execution:

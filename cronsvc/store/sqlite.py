@@ -169,6 +169,9 @@ _JOB_COLUMNS = (
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
 _ACTIVE_JOBS = f"{_SELECT_JOBS} WHERE is_active = 1"
+_CURRENT_VERSIONS = (
+    "SELECT id, version FROM jobs WHERE is_active = 1 AND id IN (SELECT value FROM json_each(?))"
+)
 _INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
 )
@@ -337,6 +340,12 @@ class SQLiteStore:
     async def active_jobs(self) -> list[Job]:
         return await self._run(_do_active_jobs)
 
+    async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
+        if not job_ids:
+            self._check_open()
+            return {}
+        return await self._run(_do_current_versions, [i for i in job_ids if is_valid_id(i)])
+
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         if not claims:
             self._check_open()
@@ -357,8 +366,10 @@ class SQLiteStore:
             return 0
         return await self._run(_do_record_missed, job, list(ticks), instance_id, now, reason)
 
-    async def finish_execution(self, execution: Execution) -> None:
-        await self._run(_do_finish_execution, execution)
+    async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
+        if not executions:
+            return []
+        return await self._run(_do_finish_executions, list(executions))
 
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._run(_do_get_execution, execution_id)
@@ -590,6 +601,10 @@ def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
     return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS)]
 
 
+def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, int]:
+    return dict(db.execute(_CURRENT_VERSIONS, (_json(job_ids),)).fetchall())
+
+
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
     """The whole batch in one transaction and five statements, whatever its
     size. Claims change no job's version, state, name or policy, so the jobs
@@ -730,20 +745,25 @@ def _do_record_missed(
     return inserted
 
 
-def _do_finish_execution(db: sqlite3.Connection, execution: Execution) -> None:
-    if not is_valid_id(execution.id):
-        raise ExecutionNotFound(execution.id)
-    if not execution.status.is_final:
-        raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
-    row = _execution_row(execution, slot="")
+def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -> list[str]:
+    for execution in executions:
+        if not execution.status.is_final:
+            raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
+    missing: list[str] = []
     with _transaction(db):
-        updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:16], execution.id))
-        if updated.rowcount == 0:
-            if db.execute(_EXECUTION_EXISTS, (execution.id,)).fetchone() is None:
-                raise ExecutionNotFound(execution.id)
-            return  # already final: left as it is
-        # Only a run at least as recent as the job's last one speaks for the job.
-        db.execute(_SET_LAST_RUN, (row[7], row[5], execution.id))
+        for execution in executions:
+            if not is_valid_id(execution.id):
+                missing.append(execution.id)
+                continue
+            row = _execution_row(execution, slot="")
+            updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:16], execution.id))
+            if updated.rowcount == 0:
+                if db.execute(_EXECUTION_EXISTS, (execution.id,)).fetchone() is None:
+                    missing.append(execution.id)
+                continue  # already final: left as it is
+            # Only a run at least as recent as the job's last one speaks for the job.
+            db.execute(_SET_LAST_RUN, (row[7], row[5], execution.id))
+    return missing
 
 
 def _do_get_execution(db: sqlite3.Connection, execution_id: str) -> Execution:

@@ -1,0 +1,117 @@
+"""Write-behind for execution results: finished runs reach the store in
+batches, off the firing path, and wait out a store outage.
+
+The buffer is bounded (`max_pending`); a result that does not fit, or that is
+still unwritten when shutdown gives up, is counted and logged, never dropped
+quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from cronsvc.clock import Clock
+from cronsvc.domain import Execution
+from cronsvc.metrics import Metrics
+from cronsvc.retry import TRANSIENT, backoff_delay
+from cronsvc.store import Store
+
+log = structlog.get_logger(__name__)
+
+MAX_BATCH = 500
+
+
+class ResultWriter:
+    def __init__(
+        self, *, store: Store, clock: Clock, metrics: Metrics, max_pending: int = 100_000
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._max_pending = max_pending
+        self._pending: list[Execution] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._failures = 0
+        metrics.gauge(
+            "cronsvc_results_pending",
+            "Execution results not yet written",
+            lambda: len(self._pending),
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, execution: Execution) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._dropped([execution], "buffer_full")
+            return
+        self._pending.append(execution)
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Write what is pending, then end `run` (see `give_up_after_s`)."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self, give_up_after_s: float = 10.0) -> None:
+        """Write batches until stopped; after `stop`, keep trying for at most
+        `give_up_after_s`, then count what is left as dropped."""
+        deadline: float | None = None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping and deadline is None:
+                deadline = self._clock.monotonic() + give_up_after_s
+            while self._pending:
+                if deadline is not None and self._clock.monotonic() > deadline:
+                    self._dropped(self._pending, "shutdown")
+                    self._pending = []
+                    break
+                if not await self._write_batch():
+                    delay = backoff_delay(self._failures, 0.2, 5.0)
+                    if deadline is not None:
+                        delay = min(delay, max(0.0, deadline - self._clock.monotonic()))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.clear()
+            if self._stopping and not self._pending:
+                return
+
+    async def _write_batch(self) -> bool:
+        batch = self._pending[:MAX_BATCH]
+        try:
+            missing = await self._store.finish_executions(batch)
+        except TRANSIENT as exc:
+            self._failures += 1
+            self._metrics.inc(
+                "cronsvc_store_errors_total", help="Store calls that failed", op="finish"
+            )
+            if self._failures == 1:  # once per outage, not per attempt
+                log.error("results_delayed", pending=len(self._pending), error=str(exc))
+            return False
+        if self._failures:
+            log.info("results_resumed", after_failures=self._failures)
+            self._failures = 0
+        del self._pending[: len(batch)]
+        for execution_id in missing:
+            log.warning("execution_log_deleted_while_running", execution_id=execution_id)
+        return True
+
+    def _dropped(self, executions: list[Execution], reason: str) -> None:
+        self._metrics.inc(
+            "cronsvc_log_writes_dropped_total",
+            len(executions),
+            help="Execution results never written",
+            reason=reason,
+        )
+        log.error(
+            "execution_results_dropped",
+            count=len(executions),
+            reason=reason,
+            execution_ids=[e.id for e in executions[:20]],
+        )
