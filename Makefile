@@ -30,7 +30,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format cronsvc tests bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.lag
+	$(BIN)/python -m bench.lag --jobs 100 --seconds 30
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

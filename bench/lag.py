@@ -1,10 +1,13 @@
 """Fire lag of one cronsvc process on the embedded default.
 
-Starts `cronsvc serve` (SQLite, local coordination) on a free loopback port,
-a receiver on 127.0.0.1, creates N every-second jobs (6-field `* * * * * *`,
-so all N are due on the same instant), runs for D seconds, and reports the
-fire lag (receiver arrival minus tick) p50/p90/p99/max, duplicates and missed
-ticks. Bounded in jobs and time; loopback only.
+Starts `cronsvc serve` (SQLite, local coordination) on a free loopback port
+and a receiver on 127.0.0.1, creates N every-second jobs (6-field
+`* * * * * *`, so all N are due on the same instant), runs for D seconds and
+reports the fire lag (receiver arrival minus tick): p50/p90/p99/max over all
+fires, and per burst the first and the last arrival. Then, for scale, the
+same receiver is driven by a bare aiohttp client sending N requests at each
+whole second: the ceiling this machine allows. Bounded in jobs and time;
+loopback only.
 
     python -m bench.lag --jobs 100 --seconds 30
 """
@@ -21,25 +24,20 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-from aiohttp import web
 
+from bench.receiver import AiohttpReceiver, Arrival, SocketReceiver
 from tests.processes import CronsvcProcess, free_port, write_config
 
 MAX_JOBS = 5000
 MAX_SECONDS = 600
+Receiver = SocketReceiver | AiohttpReceiver
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[str, str, float]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        arrived = time.time()  # before the body is read: the request has arrived
-        body = await request.json()
-        self.arrivals.append((body["jobId"], body["scheduledAt"], arrived))
-        return web.Response(text="ok")
+def _tick_ts(tick: str) -> float:
+    return datetime.fromisoformat(tick.replace("Z", "+00:00")).timestamp()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -47,66 +45,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(jobs: int, seconds: float, service_log: Path | None = None) -> dict[str, object]:
-    recorder = Recorder()
-    app = web.Application()
-    app.router.add_post("/hook", recorder.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        config = write_config(
-            Path(tmp) / "c.toml",
-            port,
-            Path(tmp) / "c.db",
-            f"[logging]\nlevel = '{'debug' if service_log else 'warning'}'\n",
-        )
-        service = CronsvcProcess(
-            config_path=config, port=port, log_path=service_log or Path(tmp) / "log"
-        )
-        await service.start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                for i in range(jobs):
-                    document = {
-                        "name": f"bench {i}",
-                        "cronExpression": "* * * * * *",
-                        "webhookUrl": hook,
-                    }
-                    async with session.post(f"{service.url}/api/cron", json=document) as response:
-                        assert response.status == 201, await response.text()
-            start = time.time()
-            window_start = int(start) + 2  # ticks fully inside the window
-            await asyncio.sleep(seconds + 2)
-            window_end = int(time.time()) - 1
-        finally:
-            await service.stop()
-    await runner.cleanup()
-    in_window = [
-        (job, tick, arrived)
-        for job, tick, arrived in recorder.arrivals
-        if window_start
-        <= datetime.fromisoformat(tick.replace("Z", "+00:00")).timestamp()
-        <= window_end
-    ]
-    counts = Counter((job, tick) for job, tick, _ in in_window)
-    lags = [
-        (arrived - datetime.fromisoformat(tick.replace("Z", "+00:00")).timestamp()) * 1000
-        for _, tick, arrived in in_window
-    ]
+def summarise(
+    arrivals: list[Arrival], jobs: int, first_tick: int, last_tick: int
+) -> dict[str, Any]:
+    """Lag figures for ticks in [first_tick, last_tick] (whole Unix seconds)."""
+    in_window = [a for a in arrivals if first_tick <= _tick_ts(a.tick) <= last_tick]
+    counts = Counter((a.job_id, a.tick) for a in in_window)
+    lags = [(a.arrived - _tick_ts(a.tick)) * 1000 for a in in_window]
     by_tick: dict[str, list[float]] = {}
-    for (_, tick, _), lag in zip(in_window, lags, strict=True):
-        by_tick.setdefault(tick, []).append(lag)
+    for a, lag in zip(in_window, lags, strict=True):
+        by_tick.setdefault(a.tick, []).append(lag)
     firsts = [min(v) for v in by_tick.values()]
     lasts = [max(v) for v in by_tick.values()]
-    worst = sorted(by_tick, key=lambda t: max(by_tick[t]))[-3:]
-    expected = jobs * (window_end - window_start + 1)
+    expected = jobs * (last_tick - first_tick + 1)
     return {
-        "jobs": jobs,
-        "ticks_per_job": window_end - window_start + 1,
         "expected_fires": expected,
         "fires": len(in_window),
         "duplicates": sum(n - 1 for n in counts.values() if n > 1),
@@ -118,8 +70,80 @@ async def run(jobs: int, seconds: float, service_log: Path | None = None) -> dic
         "burst_first_ms_p50": round(statistics.median(firsts), 1) if firsts else None,
         "burst_last_ms_p50": round(statistics.median(lasts), 1) if lasts else None,
         "burst_last_ms_max": round(max(lasts), 1) if lasts else None,
-        "worst_ticks": {t: round(max(by_tick[t]), 1) for t in worst},
     }
+
+
+async def run_cronsvc(
+    receiver: Receiver, jobs: int, seconds: float, service_log: Path | None
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        level = "debug" if service_log else "warning"
+        config = write_config(
+            Path(tmp) / "c.toml", port, Path(tmp) / "c.db", f"[logging]\nlevel = '{level}'\n"
+        )
+        service = CronsvcProcess(
+            config_path=config, port=port, log_path=service_log or Path(tmp) / "log"
+        )
+        await service.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                for i in range(jobs):
+                    document = {
+                        "name": f"bench {i}",
+                        "cronExpression": "* * * * * *",
+                        "webhookUrl": receiver.url,
+                    }
+                    async with session.post(f"{service.url}/api/cron", json=document) as response:
+                        assert response.status == 201, await response.text()
+            first_tick = int(time.time()) + 2  # ticks wholly inside the window
+            await asyncio.sleep(seconds + 2)
+            last_tick = int(time.time()) - 1
+        finally:
+            await service.stop()
+    return summarise(receiver.arrivals, jobs, first_tick, last_tick)
+
+
+async def run_bare_client(receiver: Receiver, jobs: int, seconds: float) -> dict[str, Any]:
+    """N requests at each whole second from one plain aiohttp session."""
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send(i: int, tick: str) -> None:
+            body = {"jobId": f"bare {i}", "scheduledAt": tick}
+            async with session.post(receiver.url, json=body) as response:
+                await response.read()
+
+        first_tick = int(time.time()) + 2
+        last_tick = first_tick + int(seconds) - 1
+        for tick in range(first_tick - 1, last_tick + 1):
+            await asyncio.sleep(max(0.0, tick - time.time()))
+            stamp = datetime.fromtimestamp(tick).astimezone().isoformat()
+            await asyncio.gather(*(send(i, stamp) for i in range(jobs)))
+    return summarise(receiver.arrivals, jobs, first_tick, last_tick)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "jobs": args.jobs,
+        "seconds": args.seconds,
+        "receiver": args.receiver,
+    }
+    for name, runner in (("cronsvc", "service"), ("bare_aiohttp_client", "bare")):
+        if runner == "bare" and args.no_ceiling:
+            continue
+        receiver: Receiver = SocketReceiver() if args.receiver == "socket" else AiohttpReceiver()
+        await receiver.start()
+        try:
+            if runner == "service":
+                results[name] = await run_cronsvc(
+                    receiver, args.jobs, args.seconds, args.service_log
+                )
+            else:
+                results[name] = await run_bare_client(receiver, args.jobs, min(args.seconds, 15))
+        finally:
+            await receiver.stop()
+    return results
 
 
 def main() -> int:
@@ -128,20 +152,28 @@ def main() -> int:
     )
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--service-log", type=Path, help="keep the service's info-level log here")
+    parser.add_argument(
+        "--receiver",
+        choices=("socket", "aiohttp"),
+        default="socket",
+        help="stamp arrival at the socket (default) or at an aiohttp handler",
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare-client run")
+    parser.add_argument("--service-log", type=Path, help="keep the service's debug log here")
     args = parser.parse_args()
     if not 1 <= args.jobs <= MAX_JOBS or not 1 <= args.seconds <= MAX_SECONDS:
         parser.error(f"--jobs 1..{MAX_JOBS}, --seconds 1..{MAX_SECONDS}")
-    # The receiver runs on uvloop when it is there, so that its own cost per
+    # The receiver runs on uvloop when it is there, so its own cost per
     # request weighs as little as possible on the arrival times it records.
     try:
         import uvloop
     except ImportError:
-        result = asyncio.run(run(args.jobs, args.seconds, args.service_log))
+        result = asyncio.run(main_async(args))
     else:
-        result = uvloop.run(run(args.jobs, args.seconds, args.service_log))
+        result = uvloop.run(main_async(args))
     print(json.dumps(result, indent=2))
-    return 0 if result["duplicates"] == 0 and result["missed"] == 0 else 1
+    service = result["cronsvc"]
+    return 0 if service["duplicates"] == 0 and service["missed"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ from cronsvc.store import Store
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 500
+LINGER_S = 0.1
+"""How long a first result waits for others before a batch is written: bursts
+of webhooks finish together, and one write after the burst costs the event
+loop less than many during it."""
 
 
 class ResultWriter:
@@ -64,6 +68,8 @@ class ResultWriter:
         deadline: float | None = None
         while True:
             await self._wake.wait()
+            if not self._stopping:
+                await self._clock.sleep(LINGER_S)
             self._wake.clear()
             if self._stopping and deadline is None:
                 deadline = self._clock.monotonic() + give_up_after_s

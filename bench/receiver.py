@@ -1,0 +1,107 @@
+"""Webhook receivers for benchmarks, on 127.0.0.1, recording arrival times.
+
+`SocketReceiver` stamps each request when its first bytes are read from the
+socket: the arrival time, free of the receiver's own request handling, which
+for a burst of N simultaneous requests would otherwise add up to N handler
+costs. `AiohttpReceiver` stamps when an aiohttp handler starts, for
+comparison. Both answer 200 "ok" and keep connections alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import cast
+
+from aiohttp import web
+
+
+@dataclass
+class Arrival:
+    job_id: str
+    tick: str
+    arrived: float
+
+
+@dataclass
+class SocketReceiver:
+    arrivals: list[Arrival] = field(default_factory=list)
+    url: str = ""
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def record(self, arrived: float, body: bytes) -> None:
+        document = json.loads(body)
+        self.arrivals.append(Arrival(document["jobId"], document["scheduledAt"], arrived))
+
+
+_REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+class _Connection(asyncio.Protocol):
+    """Just enough HTTP/1.1 for Content-Length requests on a kept-alive connection."""
+
+    def __init__(self, receiver: SocketReceiver) -> None:
+        self._receiver = receiver
+        self._buffer = b""
+        self._started = 0.0
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if not self._buffer:
+            self._started = time.time()
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            length = 0
+            for line in self._buffer[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            total = end + 4 + length
+            if len(self._buffer) < total:
+                return
+            self._receiver.record(self._started, self._buffer[end + 4 : total])
+            self._buffer = self._buffer[total:]
+            assert self._transport is not None
+            self._transport.write(_REPLY)
+            self._started = time.time()
+
+
+@dataclass
+class AiohttpReceiver:
+    arrivals: list[Arrival] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.time()
+        document = await request.json()
+        self.arrivals.append(Arrival(document["jobId"], document["scheduledAt"], arrived))
+        return web.Response(text="ok")
