@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from cronsvc.domain import (
     RetryPolicy,
     Trigger,
 )
+from cronsvc.retry import backoff_delay
 
 log = structlog.get_logger(__name__)
 
@@ -117,9 +117,7 @@ def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float 
         return None
     if outcome.retry_after is not None:
         return min(outcome.retry_after, policy.max_backoff_seconds)
-    # The exponent is capped only to keep the float finite; the cap below bites first.
-    ceiling = policy.backoff_seconds * 2.0 ** min(attempt - 1, 64)
-    return random.uniform(0.0, min(policy.max_backoff_seconds, ceiling))
+    return backoff_delay(attempt, policy.backoff_seconds, policy.max_backoff_seconds)
 
 
 class Dispatcher:

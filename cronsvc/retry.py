@@ -18,8 +18,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, ConnectionError,
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return random.uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))
+    """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]. The
+    exponent is bounded only to keep the float finite; the cap bites first."""
+    return random.uniform(0.0, min(cap_s, base_s * 2.0 ** min(attempt - 1, 64)))
 
 
 async def retry_transient(
