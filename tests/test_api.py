@@ -484,3 +484,9 @@ async def test_metrics_are_prometheus_text(client: Client) -> None:
     assert response.status == 200
     text = await response.text()
     assert "# TYPE cronsvc_active_jobs gauge" in text
+
+
+async def test_a_bad_schedule_is_reported_with_the_other_bad_fields(client: Client) -> None:
+    document = {"name": "x", "cronExpression": "0 0 30 2 *", "webhookUrl": "ftp://x", "colour": 1}
+    body = await problem(await client.post("/api/cron", json=document), 400)
+    assert fields_of(body) == {"cronExpression", "webhookUrl", "colour"}

@@ -58,6 +58,24 @@ def _schedule(api: ApiContext, expression: str, timezone: str) -> CronSchedule:
         raise ValidationFailed([FieldError("cronExpression", str(exc))]) from None
 
 
+def _schedule_errors(
+    api: ApiContext, payload: dict[str, Any], failed: ValidationFailed
+) -> list[FieldError]:
+    expression, timezone = payload.get("cronExpression"), payload.get("timezone", "UTC")
+    reported = {e.field for e in failed.errors}
+    if (
+        not isinstance(expression, str)
+        or not isinstance(timezone, str)
+        or "cronExpression" in reported
+    ):
+        return []
+    try:
+        _schedule(api, expression, timezone)
+    except ValidationFailed as bad:
+        return [e for e in bad.errors if e.field not in reported]
+    return []
+
+
 def _next_run(api: ApiContext, job: Job) -> datetime | None:
     if not job.spec.is_active:
         return None
@@ -80,7 +98,11 @@ def _parse_job(
     """Validate a whole job document. Returns the spec and the `version`
     precondition, if the client sent one."""
     payload = {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
-    model = validate(JobIn, payload)
+    try:
+        model = validate(JobIn, payload)
+    except ValidationFailed as failed:
+        # Report a bad schedule along with the other fields, not on the next try.
+        raise ValidationFailed([*failed.errors, *_schedule_errors(api, payload, failed)]) from None
     spec = model.to_spec(default_timeout_s=api.config.webhook.timeout_s)
     _schedule(api, spec.cron_expression, spec.timezone)
     if "secret" not in payload and keep_secret is not None:
