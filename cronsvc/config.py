@@ -37,6 +37,7 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CoordinationConfig:
     url: str = "local"
+    key_prefix: str = "cronsvc"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +111,15 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     config = Config(**sections)
     _check(config)
     return config
+
+
+def environment_names() -> set[str]:
+    """Every CRONSVC_<SECTION>_<KEY> variable that sets a configuration key."""
+    return {
+        f"CRONSVC_{section.name}_{key.name}".upper()
+        for section in dataclasses.fields(Config)
+        for key in dataclasses.fields(_dataclass_type(Config, section.name))
+    }
 
 
 def _dataclass_type(owner: type, name: str) -> type:
@@ -209,22 +219,51 @@ def _check(config: Config) -> None:
         raise ConfigError(f"logging.level: must be one of {', '.join(_LOG_LEVELS)}")
     if config.logging.format not in _LOG_FORMATS:
         raise ConfigError(f"logging.format: must be one of {', '.join(_LOG_FORMATS)}")
-    if not config.store.url.startswith("sqlite:"):
+    store_url = config.store.url
+    if store_url.startswith("sqlite:"):
+        sqlite_path(store_url)
+    elif not store_url.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError(
-            f"store.url: unsupported URL {_redact(config.store.url)!r}; use sqlite:///PATH"
+            f"store.url: unsupported URL {redact_url(store_url)!r}; "
+            "use sqlite:///PATH or mongodb://HOST:PORT/DATABASE"
         )
-    sqlite_path(config.store.url)
-    if config.coordination.url != "local":
+    coordination = config.coordination.url
+    if coordination != "local" and not coordination.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
         raise ConfigError(
-            f"coordination.url: unsupported value {_redact(config.coordination.url)!r}; use 'local'"
+            f"coordination.url: unsupported value {redact_url(coordination)!r}; "
+            "use 'local' or redis://HOST:PORT/DB"
+        )
+    if not config.coordination.key_prefix or any(
+        c in config.coordination.key_prefix for c in " {}"
+    ):
+        raise ConfigError(
+            "coordination.key_prefix: must be a non-empty word without spaces or braces"
         )
 
 
-def _redact(url: str) -> str:
-    """A URL with any password replaced, fit for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    creds, _, hostpart = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostpart}"
+_SECRET_OPTIONS = ("password", "token", "secret", "authmechanismproperties")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, and any query option that may hold a secret,
+    masked: fit for messages, logs and reprs."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url if "@" not in url and "password" not in url.lower() else "<not a URL>"
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{hosts}" if colon else f"{user}@{hosts}"
+    path, question, query = tail.partition("?")
+    if question:
+        options = []
+        for option in query.split("&"):
+            name, equals, _ = option.partition("=")
+            secret = equals and any(word in name.lower() for word in _SECRET_OPTIONS)
+            options.append(f"{name}=***" if secret else option)
+        tail = f"{path}?{'&'.join(options)}"
+    return f"{scheme}://{authority}{tail}"

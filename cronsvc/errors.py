@@ -73,6 +73,10 @@ class StoreUnavailable(CronSvcError, ConnectionError):
     """The store could not be reached or answered with an error; transient."""
 
 
+class CoordinatorUnavailable(CronSvcError, ConnectionError):
+    """The coordinator could not be reached or is not serving; transient."""
+
+
 class ConfigError(CronSvcError, ValueError):
     """A configuration file or value that cannot be used; names the key."""
 

@@ -1,9 +1,16 @@
 """Instance heartbeats and the duties of whichever instance leads.
 
-Every instance announces itself each `heartbeat_interval_s`. The leader also
-marks the RUNNING executions of instances that are no longer alive as LOST
-and prunes execution logs past retention. The firing path never waits on any
-of this.
+Every instance announces itself twice per `heartbeat_interval_s`, for 1.5
+intervals; the leader lease lasts as long and is renewed at the same pace (a
+third of its lifetime), so a lost lease is noticed within one renewal. The
+leader marks the RUNNING executions of instances that are no longer alive as
+LOST (within two heartbeat intervals of a death) and prunes execution logs
+past retention. The firing path never waits on any of this.
+
+A new leader waits one announcement lifetime (`reap_grace_s`) before it
+reaps: right after the coordinator lost its state (a Redis restart or
+FLUSHALL) live instances have not re-announced yet, and their runs must not
+be taken for lost. One process alone (`local`) needs no such wait.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class LeaderDuties:
         started_at: datetime,
         heartbeat_interval_s: float,
         retention_days: float,
+        reap_grace: bool,
     ) -> None:
         self._store = store
         self._coordinator = coordinator
@@ -47,7 +55,10 @@ class LeaderDuties:
         self._metrics = metrics
         self._instance_id = instance_id
         self._started_at = started_at
-        self._interval = heartbeat_interval_s
+        self._period = heartbeat_interval_s / 2
+        self._ttl = heartbeat_interval_s * 1.5
+        self._reap_grace_s = self._ttl if reap_grace else 0.0
+        self._reap_after = 0.0
         self._retention = timedelta(days=retention_days)
         self._token: int | None = None
         self._next_prune = 0.0
@@ -74,10 +85,11 @@ class LeaderDuties:
                 )
                 log.warning("leader_step_failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-        if self._token is not None:
-            await self._coordinator.resign(self._instance_id)
-        await self._coordinator.forget_instance(self._instance_id)
+                await asyncio.wait_for(self._stop.wait(), self._period)
+        with contextlib.suppress(*TRANSIENT):  # the lease and heartbeat expire anyway
+            if self._token is not None:
+                await self._coordinator.resign(self._instance_id)
+            await self._coordinator.forget_instance(self._instance_id)
 
     async def step(self) -> None:
         """One heartbeat and, when leading, one round of duties."""
@@ -90,17 +102,19 @@ class LeaderDuties:
                 started_at=self._started_at,
                 last_heartbeat=now,
             ),
-            ttl_s=self._interval * 3,
+            ttl_s=self._ttl,
         )
-        token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._interval * 3)
-        if (token is None) != (self._token is None):
-            self._metrics.inc(
-                "cronsvc_leadership_changes_total",
-                help="Times this instance gained or lost leadership",
-            )
+        token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._ttl)
+        if token != self._token:
+            if (token is None) != (self._token is None):
+                self._metrics.inc(
+                    "cronsvc_leadership_changes_total",
+                    help="Times this instance gained or lost leadership",
+                )
             log.info("leadership_changed", leader=token is not None, token=token)
+            self._reap_after = self._clock.monotonic() + self._reap_grace_s
         self._token = token
-        if token is None:
+        if token is None or self._clock.monotonic() < self._reap_after:
             return
         live = {info.id for info in await self._coordinator.live_instances()}
         lost = await self._store.mark_lost(

@@ -60,6 +60,7 @@ class TickRunner:
         self._lease_ttl_s = lease_ttl_s
         self._on_stale = on_stale
         self._tasks: set[asyncio.Task[None]] = set()
+        self._leases_down = False
 
     @property
     def in_flight(self) -> int:
@@ -132,10 +133,7 @@ class TickRunner:
         critical path; what changed in between is checked at the tick."""
         started = self._clock.time()
         fire_at = max(d.tick for d in due).timestamp()
-        won = await self._coordinator.try_lease_ticks(
-            [(d.job.id, d.tick) for d in due], self._lease_ttl_s
-        )
-        leased = [d for d, ok in zip(due, won, strict=True) if ok]
+        leased = await self._lease(due)
         self._metrics.inc(
             "cronsvc_lease_total", len(leased), help="Tick lease attempts", result="won"
         )
@@ -192,6 +190,27 @@ class TickRunner:
             claimed = await self._wait_for_tick(claimed, fire_at)
         for d, execution in claimed:
             self._spawn(self._deliver(d.job, execution))
+
+    async def _lease(self, due: list[DueTick]) -> list[DueTick]:
+        """The ticks this instance won. While the coordinator is unreachable
+        every tick goes on to the store's claim, the final fence against a
+        duplicate: firing continues, at the cost of more claims that lose."""
+        try:
+            won = await self._coordinator.try_lease_ticks(
+                [(d.job.id, d.tick) for d in due], self._lease_ttl_s
+            )
+        except TRANSIENT as exc:
+            self._metrics.inc(
+                "cronsvc_coordinator_errors_total", help="Coordinator calls that failed", op="lease"
+            )
+            if not self._leases_down:
+                self._leases_down = True
+                log.error("leases_unavailable", error=str(exc), fallback="store claim")
+            return due
+        if self._leases_down:
+            self._leases_down = False
+            log.info("leases_recovered")
+        return [d for d, ok in zip(due, won, strict=True) if ok]
 
     async def _wait_for_tick(
         self, claimed: list[tuple[DueTick, Execution]], fire_at: float

@@ -24,6 +24,7 @@ import structlog
 
 from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
+from cronsvc.coord import RESYNC
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import ConcurrencyPolicy, Job
 from cronsvc.errors import CronSvcError, JobNotFound
@@ -72,6 +73,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._generations = itertools.count(1)
         self._changed: set[str] = set()
+        self._resync_due = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
@@ -85,8 +87,12 @@ class Scheduler:
         )
 
     def notify_job_changed(self, job_id: str) -> None:
-        """A job changed somewhere: reload it before the next tick is taken."""
-        self._changed.add(job_id)
+        """A job changed somewhere: reload it before the next tick is taken.
+        `RESYNC` asks for a full resync (notices may have been lost)."""
+        if job_id == RESYNC:
+            self._resync_due = True
+        else:
+            self._changed.add(job_id)
         self._wake.set()
 
     def stop(self) -> None:
@@ -100,12 +106,13 @@ class Scheduler:
         while not self._stopping:
             if self._changed:
                 await self._apply_changes()
-            if self._clock.monotonic() >= next_resync:
+            if self._resync_due or self._clock.monotonic() >= next_resync:
+                self._resync_due = False
                 await self._resync()
                 next_resync = self._clock.monotonic() + self._config.resync_interval_s
             self._fire_due()
             self._wake.clear()
-            if self._changed or self._stopping:
+            if self._changed or self._resync_due or self._stopping:
                 continue
             timeout = next_resync - self._clock.monotonic()
             if self._heap:

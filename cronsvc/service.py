@@ -79,7 +79,11 @@ def _lock_path(config: Config) -> Path | None:
 
 async def _coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[SERVICES].config
-    coordinator = open_coordinator(config.coordination.url, lock_path=_lock_path(config))
+    coordinator = open_coordinator(
+        config.coordination.url,
+        lock_path=_lock_path(config),
+        key_prefix=config.coordination.key_prefix,
+    )
     await coordinator.start()
     app[COORDINATOR] = coordinator
     yield
@@ -87,7 +91,8 @@ async def _coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = await open_store(app[SERVICES].config.store.url)
+    config = app[SERVICES].config
+    store = await open_store(config.store.url, retention_days=config.retention.execution_logs_days)
     app[STORE] = store
     yield
     await store.aclose()
@@ -152,6 +157,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         started_at=started_at,
         heartbeat_interval_s=config.scheduler.heartbeat_interval_s,
         retention_days=config.retention.execution_logs_days,
+        reap_grace=config.coordination.url != "local",
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     # Before the scheduler starts: runs left RUNNING by a previous process.

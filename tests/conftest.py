@@ -18,6 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
 
+# Real Redis and MongoDB wire-protocol servers, started on free loopback ports.
+pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_mongo"]
+
 
 @dataclass
 class Received:

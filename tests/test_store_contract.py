@@ -47,16 +47,26 @@ from cronsvc.store import (
 )
 
 
-async def _open_sqlite(tmp_path: Path) -> Store:
+async def _open_sqlite(request: pytest.FixtureRequest) -> Store:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
     return await open_store(f"sqlite:///{tmp_path / 'cronsvc.db'}")
 
 
-_OPENERS: dict[str, Callable[[Path], Awaitable[Store]]] = {"sqlite": _open_sqlite}
+async def _open_mongodb(request: pytest.FixtureRequest) -> Store:
+    # Asked for here, not by the fixture, so that SQLite runs start no server.
+    url: str = request.getfixturevalue("mongo_database_url")
+    return await open_store(url)
+
+
+_OPENERS: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Store]]] = {
+    "sqlite": _open_sqlite,
+    "mongodb": _open_mongodb,
+}
 
 
 @pytest.fixture(params=sorted(_OPENERS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await _OPENERS[request.param](tmp_path)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    opened = await _OPENERS[request.param](request)
     try:
         yield opened
     finally:

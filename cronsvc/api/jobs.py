@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
 from aiohttp import web
 
 from cronsvc.api.context import (
@@ -40,9 +41,11 @@ from cronsvc.errors import (
     VersionConflict,
 )
 from cronsvc.ids import new_id
+from cronsvc.retry import TRANSIENT
 from cronsvc.store import JobQuery
 
 routes = web.RouteTableDef()
+log = structlog.get_logger(__name__)
 _UPDATE_RETRIES = 5
 
 
@@ -74,6 +77,19 @@ def _schedule_errors(
     except ValidationFailed as bad:
         return [e for e in bad.errors if e.field not in reported]
     return []
+
+
+async def _announce(api: ApiContext, job_id: str) -> None:
+    """Tell every instance a job changed. The change is already stored: if the
+    notice cannot go out, the other instances pick it up at their next resync,
+    so the request still succeeds."""
+    try:
+        await api.coordinator.publish_job_change(job_id)
+    except TRANSIENT as exc:
+        api.metrics.inc(
+            "cronsvc_coordinator_errors_total", help="Coordinator calls that failed", op="notice"
+        )
+        log.warning("job_change_notice_failed", job_id=job_id, error=str(exc))
 
 
 def _next_run(api: ApiContext, job: Job) -> datetime | None:
@@ -121,7 +137,7 @@ async def create_job(request: web.Request) -> web.Response:
     now = api.clock.now()
     job = Job(id=new_id(), spec=spec, created_at=now, updated_at=now, version=1, last_tick=now)
     job = await api.store.create_job(job)
-    await api.coordinator.publish_job_change(job.id)
+    await _announce(api, job.id)
     return _job_response(api, job, status=201, Location=f"/api/cron/{job.id}")
 
 
@@ -164,7 +180,7 @@ async def _write(api: ApiContext, current: Job, spec: JobSpec, precondition: int
         expected_version=current.version,
         restart_schedule=restart,
     )
-    await api.coordinator.publish_job_change(job.id)
+    await _announce(api, job.id)
     return job
 
 
@@ -237,7 +253,7 @@ async def delete_job(request: web.Request) -> web.Response:
     api = ctx(request)
     job = await api.store.get_job(request.match_info["id"])
     await api.store.delete_job(job.id)
-    await api.coordinator.publish_job_change(job.id)
+    await _announce(api, job.id)
     return json_response(job_to_wire(job, None))
 
 

@@ -67,7 +67,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def cluster(request: web.Request) -> web.Response:
     api = ctx(request)
     instances = await api.coordinator.live_instances()
-    leader = api.instance_id if api.leader.is_leader else None
+    leader = await api.coordinator.current_leader()
     return json_response(
         {
             "leader": leader,

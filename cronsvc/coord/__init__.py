@@ -7,9 +7,13 @@ URL scheme. `local` serves exactly one process; cluster backends share state.
   leases are never released after a fire, only expire, so a slow instance
   cannot fire a tick another already fired. The store's tick claim is the
   final fence; a lease saves the store most of the contention.
+- Tick leases are re-entrant per coordinator: asking again for a lease this
+  instance holds answers True (the store's claim stops a repeat).
 - Job-change notices: `publish_job_change` reaches every subscriber on every
-  instance (including the publisher) at most once; delivery is best effort,
-  which is why the scheduler also resyncs from the store.
+  instance (including the publisher), normally once, rarely twice; delivery is
+  best effort while connected, which is why the scheduler also resyncs from
+  the store. After a reconnect a coordinator calls every subscriber with
+  `RESYNC`: anything may have changed.
 - Leadership: `try_lead` acquires or renews a lease and returns a fencing
   token that only grows, or None when another instance leads.
 - Heartbeats: `heartbeat` announces this instance for `ttl_s`;
@@ -27,6 +31,9 @@ from cronsvc.domain import InstanceInfo
 from cronsvc.errors import ConfigError
 
 JobChangeCallback = Callable[[str], None]
+
+RESYNC = "*"
+"""The job id of a notice that means "anything may have changed": resync all."""
 
 
 class Coordinator(Protocol):
@@ -51,28 +58,54 @@ class Coordinator(Protocol):
         notice. Callbacks must not block."""
         ...
 
-    async def try_lead(self, instance_id: str, ttl_s: float) -> int | None: ...
+    async def try_lead(self, instance_id: str, ttl_s: float) -> int | None:
+        """Acquire the leader lease, or renew it if `instance_id` holds it,
+        for `ttl_s`. Returns the fencing token (the same while the lease is
+        held; a larger one each time it changes hands), or None when another
+        instance holds it. A renewal that finds the lease lost returns None."""
+        ...
 
-    async def resign(self, instance_id: str) -> None: ...
+    async def resign(self, instance_id: str) -> None:
+        """Give the lease up, if `instance_id` holds it."""
+        ...
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None: ...
+    async def current_leader(self) -> str | None:
+        """The instance holding the leader lease, if any."""
+        ...
 
-    async def forget_instance(self, instance_id: str) -> None: ...
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None:
+        """Announce `info` as alive for `ttl_s`."""
+        ...
 
-    async def live_instances(self) -> list[InstanceInfo]: ...
+    async def forget_instance(self, instance_id: str) -> None:
+        """Remove an instance's announcement at once (clean shutdown)."""
+        ...
+
+    async def live_instances(self) -> list[InstanceInfo]:
+        """Every instance whose announcement has not expired."""
+        ...
 
     async def ping(self) -> None:
         """Raise `ConnectionError` unless the coordinator is reachable."""
         ...
 
 
-def open_coordinator(url: str, *, lock_path: Path | None) -> Coordinator:
+def open_coordinator(
+    url: str, *, lock_path: Path | None, key_prefix: str = "cronsvc"
+) -> Coordinator:
     """Make the coordinator `url` names. `lock_path` is the file the `local`
-    coordinator locks so a second process on the same data refuses to start."""
+    coordinator locks so a second process on the same data refuses to start;
+    `key_prefix` namespaces a shared coordinator's keys (several clusters can
+    share one Redis)."""
     if url == "local":
         from cronsvc.coord.local import LocalCoordinator
 
         return LocalCoordinator(lock_path=lock_path)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from cronsvc.coord.redis import RedisCoordinator
+
+        return RedisCoordinator(url, key_prefix=key_prefix)
     raise ConfigError(
-        f"coordination.url: unsupported value {url.split('://', 1)[0]!r}; use 'local'"
+        f"coordination.url: unsupported value {url.split('://', 1)[0]!r}; "
+        "use 'local' or redis://HOST:PORT/DB"
     )

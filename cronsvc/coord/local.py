@@ -84,14 +84,17 @@ class LocalCoordinator:
         self._callbacks.append(callback)
 
     async def try_lead(self, instance_id: str, ttl_s: float) -> int | None:
-        if self._leader != instance_id:
+        if self._leader is None:
             self._leader = instance_id
             self._token += 1
-        return self._token
+        return self._token if self._leader == instance_id else None
 
     async def resign(self, instance_id: str) -> None:
         if self._leader == instance_id:
             self._leader = None
+
+    async def current_leader(self) -> str | None:
+        return self._leader
 
     async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None:
         self._instances[info.id] = info

@@ -233,10 +233,18 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-async def open_store(url: str) -> Store:
-    """Open the backend that `url`'s scheme names, creating its schema."""
+async def open_store(url: str, *, retention_days: float | None = None) -> Store:
+    """Open the backend that `url`'s scheme names, creating its schema.
+    `retention_days` lets a backend that can expire records by itself do so
+    (MongoDB's TTL index); the leader prunes every backend as well."""
     if url.startswith("sqlite:"):
         from cronsvc.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(sqlite_path(url))
-    raise ConfigError(f"store.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite:")
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from cronsvc.store.mongo import MongoStore
+
+        return await MongoStore.open(url, retention_days=retention_days)
+    raise ConfigError(
+        f"store.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite: or mongodb:"
+    )

@@ -1,0 +1,26 @@
+# cronsvc: one instance per container. Configure with CRONSVC_<SECTION>_<KEY>
+# environment variables or a config file at /etc/cronsvc/config.toml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    CRONSVC_SERVER_HOST=0.0.0.0 \
+    CRONSVC_SERVER_PORT=8080 \
+    CRONSVC_STORE_URL=sqlite:////var/lib/cronsvc/cronsvc.db
+
+RUN groupadd --system cronsvc \
+    && useradd --system --gid cronsvc --home-dir /var/lib/cronsvc --create-home cronsvc
+
+WORKDIR /opt/cronsvc
+COPY pyproject.toml README.md ./
+COPY cronsvc ./cronsvc
+RUN pip install '.[uvloop]'
+
+USER cronsvc
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD python -c "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
+
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["cronsvc", "serve"]

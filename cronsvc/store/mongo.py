@@ -1,0 +1,1013 @@
+"""The MongoDB backend of `Store`: collections `jobs` and `executions` in the
+database the URL names (default ``cronsvc``), through pymongo's native
+asyncio client.
+
+Documents. A job is ``{_id, name, cron_expression, timezone, webhook_url,
+http_method, headers: [[name, value], ...], body_json, timeout_seconds,
+retry: {max_attempts, backoff_seconds, max_backoff_seconds},
+concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
+tags: [...], version, created_at, updated_at, last_tick, last_run_at,
+last_status}``. Headers are pairs, not a subdocument: they keep their order,
+and a header name may hold ``.`` or start with ``$``. `body_json` is the body
+as JSON text (None for no body), so a str stays apart from a JSON document.
+An execution is ``{_id, job_id, job_name, trigger, scheduled_at, slot,
+status, instance_id, executed_at, finished_at, finished_date, duration_ms,
+attempts, response_status, response_body, response_truncated,
+error: {type, message} | None}``.
+
+Instants are int64 Unix milliseconds, not BSON dates, so every comparison the
+store makes on the server is exact on every server it meets: nx-27017, the
+wire-protocol server the tests run on, compares BSON dates to the second and
+turns a date written by ``$set`` or ``$max`` into a string. The one BSON date
+is `finished_date`, `finished_at` again for the optional TTL index
+(``open(url, retention_days=...)``); it is only ever written, never read or
+compared, and RUNNING records lack it, so they never expire.
+
+Indexes (made at start-up; creating an existing one is a no-op): jobs by
+unique `name`, by `is_active`, by `tags` (multikey); executions by the unique
+tick key (`job_id`, `scheduled_at`, `slot`), newest first overall, per job and
+per status (`scheduled_at` desc, `_id` desc), and RUNNING ones by `job_id` and
+by `instance_id` (partial indexes).
+
+Atomicity. No multi-document transactions (nx-27017 has none worth relying
+on): every write is atomic on its own document, and every multi-document
+call is written so that a retry after a lost answer is harmless.
+`claim_ticks` reads the batch's jobs in one query, then (one more query) the
+tick keys already taken, the records these very claims may have written on an
+earlier attempt, and the RUNNING executions of its `forbid` jobs; it decides
+each claim in order in Python, later claims seeing earlier ones as the SQLite
+store does; it inserts the RUNNING and SKIPPED records with one unordered
+``insert_many``, a duplicate-key error on the unique tick key making that
+claim DUPLICATE; last, one ``bulk_write`` of ``$max`` advances `last_tick`.
+
+Where this is weaker than SQLite's one transaction: between the read of the
+jobs and the insert, a job can be updated, paused or deleted, and a claim for
+its old version is then still written. The runner closes that window for
+ticks claimed ahead of time: it re-reads `current_versions` at the tick and
+does not fire a claim whose job changed. Likewise two claims of one `forbid`
+job racing from two instances for *different* ticks can both be CLAIMED. The
+unique tick key fences the case that matters most: one tick is never claimed
+twice. `finish_executions` and `record_missed` write record by record, each
+atomic, and are idempotent, so a batch cut short is finished by its retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    AsyncMongoClient,
+    IndexModel,
+    ReturnDocument,
+    UpdateMany,
+    UpdateOne,
+)
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from cronsvc.config import redact_url
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    HttpMethod,
+    Job,
+    JobSpec,
+    MisfirePolicy,
+    RetryPolicy,
+    Trigger,
+)
+from cronsvc.errors import (
+    ConfigError,
+    DuplicateJobName,
+    ExecutionNotFound,
+    InvalidCursor,
+    JobNotFound,
+    StoreUnavailable,
+    VersionConflict,
+)
+from cronsvc.ids import is_valid_id, new_id
+from cronsvc.store import (
+    ClaimOutcome,
+    ClaimResult,
+    ExecutionQuery,
+    JobQuery,
+    Page,
+    TickClaim,
+)
+
+_Doc = dict[str, Any]
+
+_DEFAULT_DATABASE = "cronsvc"
+# Client options the URL may override. A call that cannot reach a server
+# fails within a few seconds (StoreUnavailable) instead of hanging a tick.
+_CLIENT_DEFAULTS: Final[Mapping[str, Any]] = {
+    "serverSelectionTimeoutMS": 5000,
+    "connectTimeoutMS": 5000,
+    "socketTimeoutMS": 30000,
+    "appname": "cronsvc",
+}
+_TICK_SLOT = "tick"
+_RUNNING = ExecutionStatus.RUNNING.value
+_PRUNE_BATCH = 5000
+_MAX_CURSOR_CHARS = 200
+_DUPLICATE_KEY = 11000
+_INDEX_OPTIONS_CONFLICT = frozenset({85, 86})  # IndexOptionsConflict, IndexKeySpecsConflict
+_TTL_INDEX = "executions_ttl"
+_JOB_NAME_INDEX = "name_unique"
+_CLAIM_JOB_FIELDS = {"version": 1, "is_active": 1, "name": 1, "concurrency_policy": 1}
+_STALE = ClaimResult(outcome=ClaimOutcome.STALE)
+_DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+
+
+class MongoStore:
+    """`Store` on MongoDB; open with `await MongoStore.open(url)`."""
+
+    def __init__(self, client: AsyncMongoClient[_Doc], database: AsyncDatabase[_Doc], url: str):
+        self._client = client
+        self._jobs: AsyncCollection[_Doc] = database["jobs"]
+        self._executions: AsyncCollection[_Doc] = database["executions"]
+        self._url = url
+        """The URL with its secrets masked: the only form this object keeps."""
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, *, retention_days: float | None = None) -> MongoStore:
+        """Connect and create the indexes. With `retention_days`, also keep a
+        TTL index that lets the server delete final records that many days
+        after they finished (changing it on an existing index); without it an
+        existing TTL index is left as it is. `prune_executions` works either way."""
+        if retention_days is not None and not retention_days > 0:
+            raise ValueError(f"retention_days must be positive, not {retention_days!r}")
+        safe_url = redact_url(url)
+        try:
+            client: AsyncMongoClient[_Doc] = AsyncMongoClient(
+                url, tz_aware=True, **_client_options(url)
+            )
+        except (ConfigurationError, ValueError) as e:  # InvalidURI, a bad port
+            raise ConfigError(f"store.url: {safe_url} is not a usable MongoDB URL: {e}") from None
+        try:
+            database = client.get_default_database(_DEFAULT_DATABASE)
+            build_info = await client.admin.command("buildInfo")
+            await _create_indexes(database, build_info, retention_days)
+        except BaseException as e:
+            await asyncio.shield(client.close())
+            if isinstance(e, PyMongoError) and _is_unavailable(e):
+                raise StoreUnavailable(f"mongodb store {safe_url}: {e}") from e
+            raise
+        return cls(client, database, safe_url)
+
+    def __repr__(self) -> str:
+        return f"MongoStore({self._url!r})"
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Every public call runs in here: refused once closed, and errors of
+        an unreachable server become `StoreUnavailable`; others pass unchanged."""
+        if self._closed:
+            raise StoreUnavailable(f"the store on {self._url} is closed")
+        try:
+            yield
+        except PyMongoError as e:
+            if self._closed or _is_unavailable(e):  # closed under a call: InvalidOperation
+                raise StoreUnavailable(f"mongodb store {self._url}: {e}") from e
+            raise
+
+    async def create_job(self, job: Job) -> Job:
+        with self._calling():
+            if not is_valid_id(job.id):
+                raise ValueError(f"job id {job.id!r} is not well formed")
+            document = _job_document(job)
+            try:
+                await self._jobs.insert_one(document)
+            except DuplicateKeyError as e:
+                if _is_name_conflict(e):
+                    raise DuplicateJobName(job.spec.name) from None
+                raise
+            return _job_from_document(document)
+
+    async def get_job(self, job_id: str) -> Job:
+        with self._calling():
+            document = await self._jobs.find_one({"_id": job_id}) if is_valid_id(job_id) else None
+            if document is None:
+                raise JobNotFound(job_id)
+            return _job_from_document(document)
+
+    async def update_job(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        now: datetime,
+        expected_version: int | None = None,
+        restart_schedule: bool = False,
+    ) -> Job:
+        with self._calling():
+            if not is_valid_id(job_id):
+                raise JobNotFound(job_id)
+            selector: _Doc = {"_id": job_id}
+            if expected_version is not None:
+                selector["version"] = expected_version
+            changes: _Doc = {**_spec_fields(spec), "updated_at": _ms(now)}
+            if restart_schedule:
+                changes["last_tick"] = _ms(now)
+            try:
+                updated = await self._jobs.find_one_and_update(
+                    selector,
+                    {"$set": changes, "$inc": {"version": 1}},
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                raise DuplicateJobName(spec.name) from None
+            if updated is not None:
+                return _job_from_document(updated)
+            current = await self._jobs.find_one({"_id": job_id}, {"version": 1})
+            if current is None:
+                raise JobNotFound(job_id)
+            if expected_version is not None and current["version"] != expected_version:
+                raise VersionConflict(job_id, expected_version, current["version"])
+            # The job matched, yet nothing was written: nx-27017 answers a
+            # unique-index violation in findAndModify with "no document".
+            taken = {"name": spec.name, "_id": {"$ne": job_id}}
+            if await self._jobs.find_one(taken, {"_id": 1}) is not None:
+                raise DuplicateJobName(spec.name)
+            raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
+
+    async def delete_job(self, job_id: str) -> None:
+        with self._calling():
+            if not is_valid_id(job_id):
+                raise JobNotFound(job_id)
+            deleted = await self._jobs.delete_one({"_id": job_id})
+            if deleted.deleted_count == 0:
+                raise JobNotFound(job_id)
+
+    async def list_jobs(self, query: JobQuery) -> Page[Job]:
+        with self._calling():
+            _check_limit(query.limit)
+            selector: _Doc = {}
+            if query.is_active is not None:
+                selector["is_active"] = query.is_active
+            if query.tag is not None:
+                # `$in`, not equality: nx-27017 matches no array element by
+                # equality once the field has an index.
+                selector["tags"] = {"$in": [query.tag]}
+            if query.name_prefix:
+                # A range on the unique name index: case-sensitive and literal.
+                name_range: _Doc = {"$gte": query.name_prefix}
+                upper = _prefix_upper_bound(query.name_prefix)
+                if upper is not None:
+                    name_range["$lt"] = upper
+                selector["name"] = name_range
+            if query.cursor is not None:
+                selector["_id"] = {"$lt": _decode_job_cursor(query.cursor)}
+            found = self._jobs.find(selector).sort("_id", DESCENDING).limit(query.limit + 1)
+            documents = await found.to_list()
+            items = [_job_from_document(document) for document in documents[: query.limit]]
+            next_cursor = None
+            if len(documents) > query.limit:
+                next_cursor = _encode_cursor(["j", items[-1].id])
+            return Page(items=items, next_cursor=next_cursor)
+
+    async def active_jobs(self) -> list[Job]:
+        with self._calling():
+            documents = await self._jobs.find({"is_active": True}).to_list()
+            return [_job_from_document(document) for document in documents]
+
+    async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
+        with self._calling():
+            wanted = [job_id for job_id in job_ids if is_valid_id(job_id)]
+            if not wanted:
+                return {}
+            found = self._jobs.find({"_id": {"$in": wanted}, "is_active": True}, {"version": 1})
+            return {document["_id"]: document["version"] for document in await found.to_list()}
+
+    async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
+        with self._calling():
+            if not claims:
+                return []
+            return await self._claim_ticks(list(claims))
+
+    async def _claim_ticks(self, claims: list[TickClaim]) -> list[ClaimResult]:
+        wanted = list({claim.job_id for claim in claims if is_valid_id(claim.job_id)})
+        jobs: dict[str, _Doc] = {}
+        if wanted:
+            found = self._jobs.find({"_id": {"$in": wanted}}, _CLAIM_JOB_FIELDS)
+            jobs = {document["_id"]: document for document in await found.to_list()}
+        live: list[_Live | None] = []
+        for claim in claims:
+            job = jobs.get(claim.job_id)
+            manual = claim.trigger is Trigger.MANUAL
+            if job is None or job["version"] != claim.expected_version:
+                live.append(None)  # gone or changed
+            elif not (job["is_active"] or manual):
+                live.append(None)  # paused
+            else:
+                live.append(
+                    _Live(
+                        claim=claim,
+                        job_name=job["name"],
+                        forbid=job["concurrency_policy"] == ConcurrencyPolicy.FORBID.value,
+                        slot=claim.execution_id if manual else _TICK_SLOT,
+                        scheduled_ms=_ms(claim.scheduled_at),
+                    )
+                )
+        checked = [entry for entry in live if entry is not None]
+        if not checked:
+            return [_STALE] * len(claims)
+        seen = await self._claim_context(checked)
+
+        results = [_STALE] * len(claims)
+        inserts: list[tuple[int, _Doc]] = []  # (position in the batch, record)
+        for position, entry in enumerate(live):
+            if entry is None:
+                continue
+            claim = entry.claim
+            earlier = seen.by_id.get(claim.execution_id)
+            if earlier is not None:
+                # This very claim was written before (a retry after a lost
+                # answer): answer what was written rather than DUPLICATE.
+                results[position] = _claimed_before(earlier, entry)
+                continue
+            if entry.key in seen.taken:
+                results[position] = _DUPLICATE
+                continue
+            seen.taken.add(entry.key)
+            scheduled_at = _instant(entry.scheduled_ms)
+            executed_at = _instant(_ms(claim.executed_at))
+            blocker = seen.running.get(claim.job_id) if entry.forbid else None
+            if blocker is None:
+                seen.running.setdefault(claim.job_id, claim.execution_id)
+                outcome = ClaimOutcome.CLAIMED
+                execution = Execution(
+                    id=claim.execution_id,
+                    job_id=claim.job_id,
+                    job_name=entry.job_name,
+                    trigger=claim.trigger,
+                    scheduled_at=scheduled_at,
+                    status=ExecutionStatus.RUNNING,
+                    instance_id=claim.instance_id,
+                    executed_at=executed_at,
+                )
+            else:
+                outcome = ClaimOutcome.SKIPPED
+                execution = Execution(
+                    id=claim.execution_id,
+                    job_id=claim.job_id,
+                    job_name=entry.job_name,
+                    trigger=claim.trigger,
+                    scheduled_at=scheduled_at,
+                    status=ExecutionStatus.SKIPPED,
+                    instance_id=claim.instance_id,
+                    finished_at=executed_at,
+                    error=ErrorInfo(
+                        type="skipped",
+                        message=f"concurrency policy forbid: execution {blocker} "
+                        "of this job is still running",
+                    ),
+                )
+            results[position] = ClaimResult(outcome=outcome, execution=execution)
+            inserts.append((position, _execution_document(execution, slot=entry.slot)))
+        if inserts:
+            # A claim that loses its key to a concurrent writer here is
+            # DUPLICATE. (A later claim of the batch may have been SKIPPED on
+            # its account: the tick was claimed elsewhere, so the skip
+            # stands; only the execution its message names is another one.)
+            for index in await self._insert_new([document for _, document in inserts]):
+                results[inserts[index][0]] = _DUPLICATE
+        last_ticks: dict[str, int] = {}
+        for entry, result in zip(live, results, strict=True):
+            if entry is None or result.execution is None or entry.claim.trigger is Trigger.MANUAL:
+                continue
+            previous = last_ticks.get(entry.claim.job_id)
+            if previous is None or entry.scheduled_ms > previous:
+                last_ticks[entry.claim.job_id] = entry.scheduled_ms
+        await self._advance_last_ticks(last_ticks)
+        return results
+
+    async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
+        """Move each job's `last_tick` forward (never back) to the given tick:
+        `$max` by another name, as one update per distinct tick (a batch's jobs
+        mostly share one), all in one round trip."""
+        by_tick: dict[int, list[str]] = {}
+        for job_id, ms in last_ticks.items():
+            by_tick.setdefault(ms, []).append(job_id)
+        if by_tick:
+            await self._jobs.bulk_write(
+                [
+                    UpdateMany(
+                        {"_id": {"$in": job_ids}, "last_tick": {"$lt": ms}},
+                        {"$set": {"last_tick": ms}},
+                    )
+                    for ms, job_ids in by_tick.items()
+                ],
+                ordered=False,
+            )
+
+    async def _claim_context(self, checked: list[_Live]) -> _Seen:
+        """What the batch's decisions depend on, in up to three queries sent
+        together. (Not one `$or`: nx-27017 answers that by a full scan.)"""
+        queries: list[_Doc] = [{"_id": {"$in": [entry.claim.execution_id for entry in checked]}}]
+        ticks = [entry for entry in checked if entry.slot == _TICK_SLOT]
+        if ticks:
+            queries.append(
+                {
+                    "scheduled_at": {"$in": list({entry.scheduled_ms for entry in ticks})},
+                    "job_id": {"$in": list({entry.claim.job_id for entry in ticks})},
+                    "slot": _TICK_SLOT,
+                }
+            )
+        forbidding = {entry.claim.job_id for entry in checked if entry.forbid}
+        if forbidding:
+            queries.append({"job_id": {"$in": list(forbidding)}, "status": _RUNNING})
+        answers = await asyncio.gather(
+            *(self._executions.find(query).to_list() for query in queries)
+        )
+        seen = _Seen()
+        wanted_ids = {entry.claim.execution_id for entry in checked}
+        for document in itertools.chain.from_iterable(answers):
+            seen.taken.add((document["job_id"], document["scheduled_at"], document["slot"]))
+            if document["_id"] in wanted_ids:
+                seen.by_id[document["_id"]] = document
+            if document["status"] == _RUNNING and document["job_id"] in forbidding:
+                seen.running.setdefault(document["job_id"], document["_id"])
+        return seen
+
+    async def _insert_new(self, documents: list[_Doc]) -> list[int]:
+        """Insert every record whose unique keys are free; answer the indexes
+        (into `documents`) of those that were not, being taken."""
+        try:
+            await self._executions.insert_many(documents, ordered=False)
+        except BulkWriteError as e:
+            errors: list[Mapping[str, Any]] = e.details.get("writeErrors", [])
+            if e.details.get("writeConcernErrors") or any(
+                error.get("code") != _DUPLICATE_KEY for error in errors
+            ):
+                raise
+            return [error["index"] for error in errors]
+        return []
+
+    async def record_missed(
+        self,
+        job: Job,
+        ticks: Sequence[datetime],
+        *,
+        instance_id: str,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        with self._calling():
+            if not ticks or not is_valid_id(job.id):
+                return 0
+            current = await self._jobs.find_one({"_id": job.id}, {"version": 1, "is_active": 1})
+            if current is None or current["version"] != job.version or not current["is_active"]:
+                return 0  # gone, changed or paused: these ticks are not owed
+            documents = [
+                _execution_document(
+                    Execution(
+                        id=new_id(),
+                        job_id=job.id,
+                        job_name=job.spec.name,
+                        trigger=Trigger.SCHEDULE,
+                        scheduled_at=tick,
+                        status=ExecutionStatus.MISSED,
+                        instance_id=instance_id,
+                        finished_at=now,
+                        error=ErrorInfo(type="missed", message=reason),
+                    ),
+                    slot=_TICK_SLOT,
+                )
+                for tick in ticks
+            ]
+            taken = await self._insert_new(documents)
+            await self._advance_last_ticks({job.id: max(_ms(tick) for tick in ticks)})
+            return len(documents) - len(taken)
+
+    async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
+        with self._calling():
+            for execution in executions:
+                if not execution.status.is_final:
+                    raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
+            valid = [execution for execution in executions if is_valid_id(execution.id)]
+            stored: dict[str, _Doc] = {}
+            if valid:
+                # Ordered: an id twice in one batch is finished by its first entry.
+                await self._executions.bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": execution.id, "status": _RUNNING},
+                            {"$set": _final_fields(execution)},
+                        )
+                        for execution in valid
+                    ],
+                    ordered=True,
+                )
+                found = self._executions.find({"_id": {"$in": [e.id for e in valid]}})
+                stored = {document["_id"]: document for document in await found.to_list()}
+            missing: list[str] = []
+            job_updates: list[UpdateOne] = []
+            for execution in executions:
+                document = stored.get(execution.id)
+                if document is None:
+                    missing.append(execution.id)
+                elif _holds_final_state(document, execution):
+                    job_updates.append(_last_run_update(document["job_id"], execution))
+                # else: it was final already, and is left as it is
+            if job_updates:
+                await self._jobs.bulk_write(job_updates, ordered=True)
+            return missing
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        with self._calling():
+            document = None
+            if is_valid_id(execution_id):
+                document = await self._executions.find_one({"_id": execution_id})
+            if document is None:
+                raise ExecutionNotFound(execution_id)
+            return _execution_from_document(document)
+
+    async def delete_execution(self, execution_id: str) -> None:
+        with self._calling():
+            if not is_valid_id(execution_id):
+                raise ExecutionNotFound(execution_id)
+            deleted = await self._executions.delete_one({"_id": execution_id})
+            if deleted.deleted_count == 0:
+                raise ExecutionNotFound(execution_id)
+
+    async def list_executions(self, query: ExecutionQuery) -> Page[Execution]:
+        with self._calling():
+            _check_limit(query.limit)
+            selector: _Doc = {}
+            if query.job_id is not None:
+                selector["job_id"] = query.job_id
+            if query.status is not None:
+                selector["status"] = query.status.value
+            window: _Doc = {}
+            if query.since is not None:
+                window["$gte"] = _ms(query.since)
+            if query.until is not None:
+                window["$lt"] = _ms(query.until)
+            if window:
+                selector["scheduled_at"] = window
+            if query.cursor is not None:
+                ms, execution_id = _decode_execution_cursor(query.cursor)
+                selector["$or"] = [
+                    {"scheduled_at": {"$lt": ms}},
+                    {"scheduled_at": ms, "_id": {"$lt": execution_id}},
+                ]
+            found = (
+                self._executions.find(selector)
+                .sort([("scheduled_at", DESCENDING), ("_id", DESCENDING)])
+                .limit(query.limit + 1)
+            )
+            documents = await found.to_list()
+            page = documents[: query.limit]
+            next_cursor = None
+            if len(documents) > query.limit:
+                last = page[-1]
+                next_cursor = _encode_cursor(["e", last["scheduled_at"], last["_id"]])
+            items = [_execution_from_document(document) for document in page]
+            return Page(items=items, next_cursor=next_cursor)
+
+    async def mark_lost(
+        self, *, live_instances: Collection[str], now: datetime, reason: str
+    ) -> list[Execution]:
+        with self._calling():
+            selector = {"status": _RUNNING, "instance_id": {"$nin": list(live_instances)}}
+            found = self._executions.find(selector, {"_id": 1})
+            ids = [document["_id"] for document in await found.to_list()]
+            if not ids:
+                return []
+            lost = {
+                "status": ExecutionStatus.LOST.value,
+                "finished_at": _ms(now),
+                "finished_date": _bson_date(now),
+                "error": {"type": "lost", "message": reason},
+            }
+            await self._executions.update_many(
+                {"_id": {"$in": ids}, "status": _RUNNING}, {"$set": lost}
+            )
+            # Read back what this call wrote; a record finished in between is not lost.
+            found = self._executions.find({"_id": {"$in": ids}})
+            marked = [
+                _execution_from_document(document)
+                for document in await found.to_list()
+                if document["status"] == lost["status"]
+                and document["finished_at"] == lost["finished_at"]
+                and document["error"] == lost["error"]
+            ]
+            return sorted(marked, key=lambda execution: (execution.scheduled_at, execution.id))
+
+    async def prune_executions(self, older_than: datetime) -> int:
+        # In batches, so no single delete holds a server (or nx-27017's lock) for long.
+        with self._calling():
+            selector = {"scheduled_at": {"$lt": _ms(older_than)}, "status": {"$ne": _RUNNING}}
+            deleted = 0
+            while True:
+                found = self._executions.find(selector, {"_id": 1}).limit(_PRUNE_BATCH)
+                ids = [document["_id"] for document in await found.to_list()]
+                if not ids:
+                    return deleted
+                result = await self._executions.delete_many({**selector, "_id": {"$in": ids}})
+                deleted += result.deleted_count
+                if len(ids) < _PRUNE_BATCH:
+                    return deleted
+
+    async def ping(self) -> None:
+        with self._calling():
+            await self._client.admin.command("ping")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True  # from here on every call is refused
+        await asyncio.shield(self._client.close())  # a cancelled aclose still closes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Live:
+    """A claim whose job is there, at its version, and active (or manual)."""
+
+    claim: TickClaim
+    job_name: str
+    forbid: bool
+    slot: str
+    scheduled_ms: int
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.claim.job_id, self.scheduled_ms, self.slot)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a claim batch found stored, updated as it decides each claim."""
+
+    taken: set[tuple[str, int, str]] = field(default_factory=set)
+    """Tick keys with a record."""
+    running: dict[str, str] = field(default_factory=dict)
+    """A RUNNING execution per `forbid` job."""
+    by_id: dict[str, _Doc] = field(default_factory=dict)
+    """Records that carry the execution id of one of the batch's claims."""
+
+
+def _claimed_before(document: _Doc, entry: _Live) -> ClaimResult:
+    """The answer to a claim whose record `document` (same execution id)
+    exists: the claim itself, written on an earlier attempt whose answer was
+    lost, gets its answer again; anything else is a DUPLICATE."""
+    same_claim = (
+        (document["job_id"], document["scheduled_at"], document["slot"]) == entry.key
+        and document["instance_id"] == entry.claim.instance_id
+        and document["trigger"] == entry.claim.trigger.value
+    )
+    if same_claim and document["status"] == _RUNNING:
+        return ClaimResult(
+            outcome=ClaimOutcome.CLAIMED, execution=_execution_from_document(document)
+        )
+    if same_claim and document["status"] == ExecutionStatus.SKIPPED.value:
+        return ClaimResult(
+            outcome=ClaimOutcome.SKIPPED, execution=_execution_from_document(document)
+        )
+    return _DUPLICATE
+
+
+def _last_run_update(job_id: str, execution: Execution) -> UpdateOne:
+    """Set the job's last run from `execution`, unless a later-started run
+    already did (runs may finish out of order)."""
+    status = execution.status.value
+    if execution.executed_at is None:
+        return UpdateOne({"_id": job_id}, {"$set": {"last_status": status}})
+    executed_ms = _ms(execution.executed_at)
+    return UpdateOne(
+        {"_id": job_id, "$or": [{"last_run_at": None}, {"last_run_at": {"$lte": executed_ms}}]},
+        {"$set": {"last_run_at": executed_ms, "last_status": status}},
+    )
+
+
+def _holds_final_state(document: _Doc, execution: Execution) -> bool:
+    """Whether the stored record is `execution`'s final state (written by this
+    call, or by an identical earlier one)."""
+    wanted = _final_fields(execution)
+    del wanted["finished_date"]  # written, never read back
+    return all(document.get(name) == value for name, value in wanted.items())
+
+
+async def _create_indexes(
+    database: AsyncDatabase[_Doc], build_info: Mapping[str, Any], retention_days: float | None
+) -> None:
+    # nx-27017 builds a compound index holding `_id` that makes every later
+    # insert fail; there, the newest-first indexes end at `scheduled_at`.
+    tie: list[tuple[str, int]] = [] if _is_nx_27017(build_info) else [("_id", DESCENDING)]
+    newest = [("scheduled_at", DESCENDING), *tie]
+    running = {"status": _RUNNING}
+    executions = database["executions"]
+    await executions.create_indexes(
+        [
+            IndexModel(
+                [("job_id", ASCENDING), ("scheduled_at", ASCENDING), ("slot", ASCENDING)],
+                name="tick_key",
+                unique=True,
+            ),
+            IndexModel(newest, name="newest"),
+            IndexModel([("job_id", ASCENDING), *newest], name="by_job"),
+            IndexModel([("status", ASCENDING), *newest], name="by_status"),
+            IndexModel(
+                [("job_id", ASCENDING)], name="running_by_job", partialFilterExpression=running
+            ),
+            IndexModel(
+                [("instance_id", ASCENDING)],
+                name="running_by_instance",
+                partialFilterExpression=running,
+            ),
+        ]
+    )
+    await database["jobs"].create_indexes(
+        [
+            IndexModel([("name", ASCENDING)], name=_JOB_NAME_INDEX, unique=True),
+            IndexModel([("is_active", ASCENDING)], name="active"),
+            IndexModel([("tags", ASCENDING)], name="tags"),
+        ]
+    )
+    if retention_days is not None:
+        await _keep_ttl_index(database, max(1, round(retention_days * 86400)))
+
+
+async def _keep_ttl_index(database: AsyncDatabase[_Doc], expire_after_s: int) -> None:
+    """Create the TTL index, or change its expiry if it exists with another."""
+    executions = database["executions"]
+    index = IndexModel(
+        [("finished_date", ASCENDING)], name=_TTL_INDEX, expireAfterSeconds=expire_after_s
+    )
+    try:
+        await executions.create_indexes([index])
+    except OperationFailure as e:
+        if e.code not in _INDEX_OPTIONS_CONFLICT:
+            raise
+        await database.command(
+            "collMod",
+            executions.name,
+            index={"name": _TTL_INDEX, "expireAfterSeconds": expire_after_s},
+        )
+
+
+def _is_nx_27017(build_info: Mapping[str, Any]) -> bool:
+    return build_info.get("process") == "nx_27017"
+
+
+def _client_options(url: str) -> dict[str, Any]:
+    """`_CLIENT_DEFAULTS` less the options the URL sets itself."""
+    query = url.partition("?")[2]
+    given = {name.lower() for name, _ in parse_qsl(query.replace(";", "&"))}
+    return {name: value for name, value in _CLIENT_DEFAULTS.items() if name.lower() not in given}
+
+
+def _is_unavailable(error: PyMongoError) -> bool:
+    """Errors of a server that cannot serve us right now (network, timeouts,
+    elections, shutdown), as opposed to a request that is wrong."""
+    # ConnectionFailure covers AutoReconnect, NetworkTimeout, NotPrimaryError
+    # and ServerSelectionTimeoutError.
+    if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    return error.has_error_label("RetryableWriteError") or error.has_error_label(
+        "TransientTransactionError"
+    )
+
+
+def _is_name_conflict(error: DuplicateKeyError) -> bool:
+    details = error.details or {}
+    key_pattern = details.get("keyPattern")
+    if isinstance(key_pattern, Mapping):
+        return "name" in key_pattern
+    message = str(details.get("errmsg", error))
+    # MongoDB names the index; nx-27017 names its own ("idx_jobs_name").
+    return _JOB_NAME_INDEX in message or "idx_jobs_name" in message
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _ms(instant: datetime) -> int:
+    """Unix milliseconds, truncated; exact (no float on the way)."""
+    return (instant - _EPOCH) // _ONE_MS
+
+
+def _opt_ms(instant: datetime | None) -> int | None:
+    return None if instant is None else _ms(instant)
+
+
+def _instant(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _opt_instant(ms: int | None) -> datetime | None:
+    return None if ms is None else _instant(ms)
+
+
+def _bson_date(instant: datetime | None) -> datetime | None:
+    return None if instant is None else _instant(_ms(instant))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _spec_fields(spec: JobSpec) -> _Doc:
+    """The fields of a job document that its spec sets."""
+    return {
+        "name": spec.name,
+        "cron_expression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "webhook_url": spec.webhook_url,
+        "http_method": spec.http_method.value,
+        "headers": [[name, value] for name, value in spec.headers.items()],
+        "body_json": None if spec.body is None else _json(spec.body),
+        "timeout_seconds": float(spec.timeout_seconds),
+        "retry": {
+            "max_attempts": int(spec.retry.max_attempts),
+            "backoff_seconds": float(spec.retry.backoff_seconds),
+            "max_backoff_seconds": float(spec.retry.max_backoff_seconds),
+        },
+        "concurrency_policy": spec.concurrency_policy.value,
+        "misfire_policy": spec.misfire_policy.value,
+        "misfire_grace_seconds": int(spec.misfire_grace_seconds),
+        "is_active": bool(spec.is_active),
+        "secret": spec.secret,
+        "tags": list(spec.tags),
+    }
+
+
+def _job_document(job: Job) -> _Doc:
+    return {
+        "_id": job.id,
+        **_spec_fields(job.spec),
+        "version": job.version,
+        "created_at": _ms(job.created_at),
+        "updated_at": _ms(job.updated_at),
+        "last_tick": _ms(job.last_tick),
+        "last_run_at": _opt_ms(job.last_run_at),
+        "last_status": None if job.last_status is None else job.last_status.value,
+    }
+
+
+def _job_from_document(document: _Doc) -> Job:
+    # Scalars are converted: nx-27017 reads a bool written by `$set` back as 0 or 1.
+    retry = document["retry"]
+    body_json = document["body_json"]
+    last_status = document["last_status"]
+    spec = JobSpec(
+        name=document["name"],
+        cron_expression=document["cron_expression"],
+        timezone=document["timezone"],
+        webhook_url=document["webhook_url"],
+        http_method=HttpMethod(document["http_method"]),
+        headers=dict(document["headers"]),
+        body=None if body_json is None else json.loads(body_json),
+        timeout_seconds=float(document["timeout_seconds"]),
+        retry=RetryPolicy(
+            max_attempts=int(retry["max_attempts"]),
+            backoff_seconds=float(retry["backoff_seconds"]),
+            max_backoff_seconds=float(retry["max_backoff_seconds"]),
+        ),
+        concurrency_policy=ConcurrencyPolicy(document["concurrency_policy"]),
+        misfire_policy=MisfirePolicy(document["misfire_policy"]),
+        misfire_grace_seconds=int(document["misfire_grace_seconds"]),
+        is_active=bool(document["is_active"]),
+        secret=document["secret"],
+        tags=tuple(document["tags"]),
+    )
+    return Job(
+        id=document["_id"],
+        spec=spec,
+        version=document["version"],
+        created_at=_instant(document["created_at"]),
+        updated_at=_instant(document["updated_at"]),
+        last_tick=_instant(document["last_tick"]),
+        last_run_at=_opt_instant(document["last_run_at"]),
+        last_status=None if last_status is None else ExecutionStatus(last_status),
+    )
+
+
+def _final_fields(execution: Execution) -> _Doc:
+    """The fields of an execution document that finishing it sets."""
+    e = execution
+    return {
+        "status": e.status.value,
+        "instance_id": e.instance_id,
+        "executed_at": _opt_ms(e.executed_at),
+        "finished_at": _opt_ms(e.finished_at),
+        "finished_date": _bson_date(e.finished_at),
+        "duration_ms": e.duration_ms,
+        "attempts": e.attempts,
+        "response_status": e.response_status,
+        "response_body": e.response_body,
+        "response_truncated": bool(e.response_truncated),
+        "error": None if e.error is None else {"type": e.error.type, "message": e.error.message},
+    }
+
+
+def _execution_document(execution: Execution, *, slot: str) -> _Doc:
+    e = execution
+    return {
+        "_id": e.id,
+        "job_id": e.job_id,
+        "job_name": e.job_name,
+        "trigger": e.trigger.value,
+        "scheduled_at": _ms(e.scheduled_at),
+        "slot": slot,
+        **_final_fields(e),
+    }
+
+
+def _execution_from_document(document: _Doc) -> Execution:
+    error = document["error"]
+    return Execution(
+        id=document["_id"],
+        job_id=document["job_id"],
+        job_name=document["job_name"],
+        trigger=Trigger(document["trigger"]),
+        scheduled_at=_instant(document["scheduled_at"]),
+        status=ExecutionStatus(document["status"]),
+        instance_id=document["instance_id"],
+        executed_at=_opt_instant(document["executed_at"]),
+        finished_at=_opt_instant(document["finished_at"]),
+        duration_ms=document["duration_ms"],
+        attempts=document["attempts"],
+        response_status=document["response_status"],
+        response_body=document["response_body"],
+        response_truncated=bool(document["response_truncated"]),
+        error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
+    )
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (code
+    point order, which is MongoDB's binary string order on UTF-8); None if
+    there is none."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if code == 0xD800:  # surrogates cannot be stored: skip them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _encode_cursor(key: list[Any]) -> str:
+    raw = _json(key).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> Any:
+    if not cursor or len(cursor) > _MAX_CURSOR_CHARS:
+        raise InvalidCursor(cursor)
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        return json.loads(raw)
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError among them
+        raise InvalidCursor(cursor) from None
+
+
+def _decode_job_cursor(cursor: str) -> str:
+    match _decode_cursor(cursor):
+        case ["j", str(job_id)] if is_valid_id(job_id):
+            return job_id
+    raise InvalidCursor(cursor)
+
+
+def _decode_execution_cursor(cursor: str) -> tuple[int, str]:
+    match _decode_cursor(cursor):
+        case ["e", int(ms), str(execution_id)] if not isinstance(ms, bool) and is_valid_id(
+            execution_id
+        ):
+            return ms, execution_id
+    raise InvalidCursor(cursor)

@@ -1,0 +1,224 @@
+"""Three real `cronsvc serve` processes sharing Redis and a MongoDB wire
+server, checked through a real receiver and the API alone."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Receiver
+from tests.processes import CronsvcProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+HEARTBEAT_S = 1.0
+
+
+def parse(instant: str) -> float:
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, redis_url: str, redis_prefix: str, mongo_database_url: str
+) -> AsyncIterator[list[CronsvcProcess]]:
+    processes = []
+    for n in range(3):
+        port = free_port()
+        config = tmp_path / f"cronsvc-{n}.toml"
+        config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace_s = 5\n'
+            f'[store]\nurl = "{mongo_database_url}"\n'
+            f'[coordination]\nurl = "{redis_url}"\nkey_prefix = "{redis_prefix}"\n'
+            f"[scheduler]\nheartbeat_interval_s = {HEARTBEAT_S}\nresync_interval_s = 5\n"
+        )
+        processes.append(
+            CronsvcProcess(config_path=config, port=port, log_path=tmp_path / f"cronsvc-{n}.log")
+        )
+    await asyncio.gather(*(p.start() for p in processes))
+    yield processes
+    await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
+
+
+async def call(method: str, url: str, **kwargs: Any) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, **kwargs) as response,
+    ):
+        assert response.status < 300, await response.text()
+        return await response.json()
+
+
+async def all_logs(base: str, job_id: str) -> list[dict[str, Any]]:
+    logs: list[dict[str, Any]] = []
+    url: str | None = f"{base}/api/execution-logs/job/{job_id}?limit=500"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            if url is None:
+                break
+            async with session.get(url) as response:
+                logs += await response.json()
+                link = response.headers.get("Link")
+                url = f"{base}{link[1 : link.index('>')]}" if link else None
+    return logs
+
+
+async def test_each_tick_fires_exactly_once_across_three_instances(
+    cluster: list[CronsvcProcess], receiver: Receiver
+) -> None:
+    jobs = [
+        await call(
+            "POST",
+            f"{cluster[n % 3].url}/api/cron",
+            json={
+                "name": f"every second {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+            },
+        )
+        for n in range(20)
+    ]
+    start = int(datetime.now().timestamp()) + 2
+    await asyncio.sleep(8)
+    end = int(datetime.now().timestamp()) - 2
+    fired = Counter(
+        (r.json()["jobId"], r.json()["scheduledAt"])
+        for r in receiver.requests
+        if start <= parse(r.json()["scheduledAt"]) <= end
+    )
+    assert [key for key, n in fired.items() if n > 1] == []
+    expected = {(j["id"], t) for j in jobs for t in range(start, end + 1)}
+    got = {(job, int(parse(tick))) for job, tick in fired}
+    assert expected - got == set()
+    logs = [e for j in jobs[:5] for e in await all_logs(cluster[0].url, j["id"])]
+    assert len({e["instanceId"] for e in logs if e["status"] == "SUCCESS"}) >= 2  # spread out
+
+
+async def test_a_change_on_one_instance_is_in_force_on_every_instance(
+    cluster: list[CronsvcProcess], receiver: Receiver, start_receiver: Any
+) -> None:
+    new_receiver: Receiver = await start_receiver()
+    job = await call(
+        "POST",
+        f"{cluster[0].url}/api/cron",
+        json={"name": "moving", "cronExpression": "* * * * * *", "webhookUrl": receiver.url},
+    )
+    await receiver.wait_for(2)
+    await call(
+        "PATCH", f"{cluster[1].url}/api/cron/{job['id']}", json={"webhookUrl": new_receiver.url}
+    )
+    changed_at = datetime.now().timestamp()
+    count = len(receiver.requests)
+    await new_receiver.wait_for(4)
+    late = [r for r in receiver.requests[count:] if parse(r.json()["scheduledAt"]) > changed_at + 1]
+    assert late == []  # within one second, no instance fires the old URL
+    await call("POST", f"{cluster[2].url}/api/cron/{job['id']}/pause")
+    paused_at = datetime.now().timestamp()
+    count = len(new_receiver.requests)
+    await asyncio.sleep(3)
+    late = [
+        r for r in new_receiver.requests[count:] if parse(r.json()["scheduledAt"]) > paused_at + 1
+    ]
+    assert late == []
+
+
+async def test_a_killed_instance_loses_nothing(
+    cluster: list[CronsvcProcess], receiver: Receiver, start_receiver: Any
+) -> None:
+    stuck: Receiver = await start_receiver()
+
+    async def never() -> None:
+        await asyncio.sleep(30)
+
+    stuck.before_reply = never
+    victim = cluster[2]
+    slow = await call(
+        "POST",
+        f"{victim.url}/api/cron",
+        json={
+            "name": "slow",
+            "cronExpression": "0 0 1 1 *",
+            "webhookUrl": stuck.url,
+            "timeoutSeconds": 60,
+        },
+    )
+    running = await call("POST", f"{victim.url}/api/cron/{slow['id']}/trigger")
+    jobs = [
+        await call(
+            "POST",
+            f"{cluster[0].url}/api/cron",
+            json={
+                "name": f"steady {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+            },
+        )
+        for n in range(5)
+    ]
+    await stuck.wait_for(1)
+    await victim.stop(signal.SIGKILL)
+    killed_at = int(datetime.now().timestamp())
+    async with asyncio.timeout(15):  # a generous bound; the figure itself is benchmarked
+        while True:
+            log = await call("GET", f"{cluster[0].url}/api/execution-logs/{running['id']}")
+            if log["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.2)
+    assert log["status"] == "LOST"
+    await asyncio.sleep(2)
+    end = int(datetime.now().timestamp()) - 2
+    got = {(r.json()["jobId"], int(parse(r.json()["scheduledAt"]))) for r in receiver.requests}
+    expected = {(j["id"], t) for j in jobs for t in range(killed_at + 1, end + 1)}
+    # A tick the victim had already claimed (claims run up to claim_ahead_s
+    # early) is not fired twice: it is recorded LOST, never dropped quietly.
+    lost = {
+        (e["cronJobId"], int(parse(e["scheduledAt"])))
+        for j in jobs
+        for e in await all_logs(cluster[0].url, j["id"])
+        if e["status"] == "LOST"
+    }
+    assert expected - got <= lost
+    assert len(lost) <= len(jobs)
+
+
+async def test_redis_losing_its_keys_lets_no_tick_fire_twice(
+    cluster: list[CronsvcProcess], receiver: Receiver, redis_server: Any
+) -> None:
+    for n in range(5):
+        await call(
+            "POST",
+            f"{cluster[n % 3].url}/api/cron",
+            json={
+                "name": f"flushed {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+            },
+        )
+    await receiver.wait_for(10)
+    for _ in range(3):
+        redis_server.flushall()
+        await asyncio.sleep(1)
+    await asyncio.sleep(2)
+    fired = Counter((r.json()["jobId"], r.json()["scheduledAt"]) for r in receiver.requests)
+    assert [key for key, n in fired.items() if n > 1] == []
+
+
+async def test_cluster_view_lists_every_instance_and_one_leader(
+    cluster: list[CronsvcProcess],
+) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            view = await call("GET", f"{cluster[1].url}/api/cluster")
+            if len(view["instances"]) == 3 and view["leader"]:
+                break
+            await asyncio.sleep(0.2)
+    assert sum(i["isLeader"] for i in view["instances"]) == 1
+    assert {i["id"] for i in view["instances"]} >= {view["leader"]}

@@ -1,0 +1,270 @@
+"""What only the MongoDB store does: its documents, indexes, TTL, retried
+claims, the races its lack of transactions leaves, and an unreachable server.
+
+The behaviour every store shares is in `test_store_contract.py`; these tests
+may look at the documents and speak to the server directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from cronsvc.config import redact_url
+from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.errors import ConfigError, StoreUnavailable
+from cronsvc.ids import new_id
+from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
+from cronsvc.store.mongo import MongoStore
+from tests.fixtures_mongo import start_nx_27017, with_database
+from tests.processes import free_port
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0_MS = 1767225600000
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def make_job(name: str = "job", **spec_changes: Any) -> Job:
+    return Job(
+        id=new_id(),
+        spec=JobSpec(
+            name=name,
+            cron_expression="* * * * *",
+            webhook_url="https://example.com/hook",
+            **spec_changes,
+        ),
+        created_at=T0,
+        updated_at=T0,
+        last_tick=T0,
+    )
+
+
+def tick_claim(job: Job, tick: datetime, *, execution_id: str | None = None) -> TickClaim:
+    return TickClaim(
+        job_id=job.id,
+        expected_version=job.version,
+        scheduled_at=tick,
+        trigger=Trigger.SCHEDULE,
+        execution_id=execution_id or new_id(),
+        instance_id="instance-a",
+        executed_at=tick + timedelta(milliseconds=5),
+    )
+
+
+@pytest.fixture
+async def store(mongo_database_url: str) -> AsyncIterator[MongoStore]:
+    opened = await MongoStore.open(mongo_database_url)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+@pytest.fixture
+async def database(mongo_database_url: str) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """The test's database, spoken to directly."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_database_url, tz_aware=True)
+    try:
+        yield client.get_default_database()
+    finally:
+        await client.close()
+
+
+async def ttl_of(database: AsyncDatabase[dict[str, Any]]) -> Any:
+    """The expiry of the TTL index on executions (None if there is none)."""
+    for index in await (await database["executions"].list_indexes()).to_list():
+        if "expireAfterSeconds" in index:
+            assert list(index["key"]) == ["finished_date"]
+            return index["expireAfterSeconds"]
+    return None
+
+
+async def test_documents_keep_instants_as_exact_milliseconds_in_the_urls_database(
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = await store.create_job(make_job(body="{}", headers={"a.b": "1", "$x": "2"}))
+    [result] = await store.claim_ticks([tick_claim(job, at(1) + timedelta(microseconds=2500))])
+    assert result.execution is not None
+
+    stored_job = await database["jobs"].find_one({"_id": job.id})
+    stored_run = await database["executions"].find_one({"_id": result.execution.id})
+
+    assert stored_job is not None and stored_run is not None
+    assert stored_job["body_json"] == '"{}"'
+    assert stored_job["headers"] == [["a.b", "1"], ["$x", "2"]]
+    assert stored_job["last_tick"] == T0_MS + 60_002
+    assert stored_run["scheduled_at"] == T0_MS + 60_002
+    assert stored_run["slot"] == "tick"
+    assert stored_run["finished_date"] is None  # RUNNING: never expires
+
+
+async def test_final_records_carry_a_date_for_the_ttl_index(
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = await store.create_job(make_job())
+
+    await store.record_missed(
+        job, [at(1)], instance_id="i", now=at(9) + timedelta(microseconds=1500), reason="r"
+    )
+
+    missed = await database["executions"].find_one({"status": "MISSED"})
+    assert missed is not None
+    assert missed["finished_date"] == at(9) + timedelta(milliseconds=1)
+    assert missed["finished_date"].utcoffset() == timedelta(0)
+
+
+async def test_retention_days_keeps_a_ttl_index_and_a_new_value_changes_it(
+    mongo_database_url: str, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    for retention_days, expected in [(None, None), (2, 2 * 86400), (0.5, 43200), (None, 43200)]:
+        store = await MongoStore.open(mongo_database_url, retention_days=retention_days)
+        await store.aclose()
+        assert await ttl_of(database) == expected, retention_days
+
+
+async def test_prune_works_beside_the_ttl_index(mongo_database_url: str) -> None:
+    store = await MongoStore.open(mongo_database_url, retention_days=30)
+    try:
+        job = await store.create_job(make_job())
+        # Finished now, so that the TTL index does not take them first.
+        now = datetime.now(UTC)
+        await store.record_missed(job, [at(1), at(2)], instance_id="i", now=now, reason="r")
+
+        assert await store.prune_executions(at(2)) == 1
+    finally:
+        await store.aclose()
+
+
+async def test_a_claim_retried_after_a_lost_answer_gets_the_same_answer(
+    store: MongoStore,
+) -> None:
+    job = await store.create_job(make_job())
+    first = tick_claim(job, at(1))
+    [claimed] = await store.claim_ticks([first])
+
+    [again] = await store.claim_ticks([first])
+    [other] = await store.claim_ticks([tick_claim(job, at(1))])
+
+    assert claimed.outcome is ClaimOutcome.CLAIMED
+    assert again == claimed
+    assert other == ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+
+
+async def test_a_skip_retried_after_a_lost_answer_is_skipped_again(store: MongoStore) -> None:
+    job = await store.create_job(make_job(concurrency_policy=ConcurrencyPolicy.FORBID))
+    await store.claim_ticks([tick_claim(job, at(1))])
+    second = tick_claim(job, at(2))
+    [skipped] = await store.claim_ticks([second])
+
+    [again] = await store.claim_ticks([second])
+
+    assert skipped.outcome is ClaimOutcome.SKIPPED
+    assert again == skipped
+
+
+async def test_a_tick_taken_between_the_read_and_the_insert_is_duplicate(
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    """Without transactions another instance can claim the tick after this
+    store looked: the unique tick key still turns the claim away."""
+    job = await store.create_job(make_job())
+    rival = new_id()
+    look = store._claim_context
+
+    async def look_then_lose_the_race(checked: Any) -> Any:
+        seen = await look(checked)
+        await database["executions"].insert_one(
+            {"_id": rival, "job_id": job.id, "scheduled_at": T0_MS + 60_000, "slot": "tick"}
+        )
+        return seen
+
+    store._claim_context = look_then_lose_the_race  # type: ignore[method-assign]
+    mine = tick_claim(job, at(1))
+    later = tick_claim(job, at(2))
+
+    results = await store.claim_ticks([mine, later])
+
+    assert [r.outcome for r in results] == [ClaimOutcome.DUPLICATE, ClaimOutcome.CLAIMED]
+    assert await database["executions"].find_one({"_id": mine.execution_id}) is None
+    assert (await store.get_job(job.id)).last_tick == at(2)
+
+
+async def test_finish_sets_the_last_run_of_the_stored_records_job(store: MongoStore) -> None:
+    job = await store.create_job(make_job())
+    [result] = await store.claim_ticks([tick_claim(job, at(1))])
+    assert result.execution is not None
+    final = dataclasses.replace(
+        result.execution, status=ExecutionStatus.SUCCESS, finished_at=at(2), job_id=new_id()
+    )
+
+    assert await store.finish_executions([final]) == []
+
+    assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
+
+
+def test_repr_and_errors_never_show_a_password() -> None:
+    url = "mongodb://admin:s3cr3t%40x@db-1:27017,db-2/cronsvc?tls=true&tlsCertificateKeyFilePassword=pw"
+
+    redacted = redact_url(url)
+
+    assert "s3cr3t" not in redacted and "=pw" not in redacted
+    assert redacted == (
+        "mongodb://admin:***@db-1:27017,db-2/cronsvc?tls=true&tlsCertificateKeyFilePassword=***"
+    )
+    assert redact_url("mongodb://127.0.0.1:27017") == "mongodb://127.0.0.1:27017"
+    assert redact_url("mongodb://user@host/?authMechanism=MONGODB-X509") == (
+        "mongodb://user@host/?authMechanism=MONGODB-X509"
+    )
+
+
+async def test_repr_names_the_url(store: MongoStore, mongo_database_url: str) -> None:
+    assert repr(store) == f"MongoStore({mongo_database_url!r})"
+
+
+async def test_an_unusable_url_raises_config_error_without_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        await MongoStore.open("mongodb://admin:s3cr3t@host:notaport/cronsvc")
+
+    assert "s3cr3t" not in str(caught.value)
+
+
+async def test_an_unreachable_server_raises_store_unavailable_promptly() -> None:
+    url = f"mongodb://127.0.0.1:{free_port()}/cronsvc?serverSelectionTimeoutMS=300"
+    started = time.monotonic()
+
+    with pytest.raises(StoreUnavailable):
+        await MongoStore.open(url)
+
+    assert time.monotonic() - started < 5
+
+
+async def test_a_server_that_goes_away_makes_every_call_raise_store_unavailable(
+    tmp_path: Path,
+) -> None:
+    server = start_nx_27017(tmp_path / "nx")
+    try:
+        url = with_database(server.url, "gone") + "?serverSelectionTimeoutMS=300"
+        store = await MongoStore.open(url)
+        job = await store.create_job(make_job())
+    finally:
+        server.stop()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.get_job(job.id)
+        with pytest.raises(StoreUnavailable):
+            await store.claim_ticks([tick_claim(job, at(1))])
+    finally:
+        await store.aclose()
