@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= $(wildcard config.toml)
 
-.PHONY: run test lint fmt bench clean
+.PHONY: run test lint fmt bench cluster-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cronsvc needs Python 3.11 or newer")'
@@ -31,6 +31,9 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.lag --jobs 100 --seconds 30
+
+cluster-check: $(STAMP)
+	$(BIN)/python -m bench.cluster --jobs 200 --seconds 60
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -59,6 +59,7 @@ class LeaderDuties:
         self._ttl = heartbeat_interval_s * 1.5
         self._reap_grace_s = self._ttl if reap_grace else 0.0
         self._reap_after = 0.0
+        self._failing = False
         self._retention = timedelta(days=retention_days)
         self._token: int | None = None
         self._next_prune = 0.0
@@ -81,9 +82,19 @@ class LeaderDuties:
             except TRANSIENT as exc:
                 self._metrics.inc(
                     "cronsvc_coordinator_errors_total",
-                    help="Coordinator or store calls that failed in leader duties",
+                    help="Coordinator calls that failed",
+                    op="heartbeat",
                 )
-                log.warning("leader_step_failed", error=str(exc))
+                if not self._failing:  # once per outage
+                    self._failing = True
+                    log.warning("heartbeat_failed", error=str(exc))
+                if self._token is not None:  # an unrenewable lease is as good as lost
+                    self._token = None
+                    log.info("leadership_changed", leader=False, token=None)
+            else:
+                if self._failing:
+                    self._failing = False
+                    log.info("heartbeat_recovered")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._period)
         with contextlib.suppress(*TRANSIENT):  # the lease and heartbeat expire anyway

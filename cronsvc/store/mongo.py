@@ -32,13 +32,16 @@ by `instance_id` (partial indexes).
 Atomicity. No multi-document transactions (nx-27017 has none worth relying
 on): every write is atomic on its own document, and every multi-document
 call is written so that a retry after a lost answer is harmless.
-`claim_ticks` reads the batch's jobs in one query, then (one more query) the
-tick keys already taken, the records these very claims may have written on an
-earlier attempt, and the RUNNING executions of its `forbid` jobs; it decides
-each claim in order in Python, later claims seeing earlier ones as the SQLite
-store does; it inserts the RUNNING and SKIPPED records with one unordered
-``insert_many``, a duplicate-key error on the unique tick key making that
-claim DUPLICATE; last, one ``bulk_write`` of ``$max`` advances `last_tick`.
+`claim_ticks` reads the batch's jobs in one query, then (three queries sent
+together) the tick keys already taken, the records these very claims may have
+written on an earlier attempt, and the RUNNING executions of its `forbid`
+jobs; it decides each claim in order in Python, later claims seeing earlier
+ones as the SQLite store does; it inserts the RUNNING and SKIPPED records with
+one unordered ``insert_many``, a duplicate-key error on the unique tick key
+making that claim DUPLICATE; last, one ``bulk_write`` moves `last_tick`
+forward (``$max`` as one conditional update per distinct tick). A claim
+retried with its execution id after a lost answer gets its first answer
+again, not DUPLICATE, so the retry does not strand a RUNNING record.
 
 Where this is weaker than SQLite's one transaction: between the read of the
 jobs and the insert, a job can be updated, paused or deleted, and a claim for
