@@ -9,7 +9,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
 
@@ -87,3 +87,18 @@ def write_config(path: Path, port: int, db: Path, extra: str = "") -> Path:
         f"[scheduler]\nheartbeat_interval_s = 1\n{extra}"
     )
     return path
+
+
+async def all_logs(base: str, job_id: str) -> list[dict[str, Any]]:
+    """Every execution log of a job, following the Link header page by page."""
+    logs: list[dict[str, Any]] = []
+    url: str | None = f"{base}/api/execution-logs/job/{job_id}?limit=500"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            if url is None:
+                break
+            async with session.get(url) as response:
+                logs += await response.json()
+                link = response.headers.get("Link")
+                url = f"{base}{link[1 : link.index('>')]}" if link else None
+    return logs

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Receiver
-from tests.processes import CronsvcProcess, free_port
+from tests.processes import CronsvcProcess, all_logs, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -55,20 +55,6 @@ async def call(method: str, url: str, **kwargs: Any) -> Any:
     ):
         assert response.status < 300, await response.text()
         return await response.json()
-
-
-async def all_logs(base: str, job_id: str) -> list[dict[str, Any]]:
-    logs: list[dict[str, Any]] = []
-    url: str | None = f"{base}/api/execution-logs/job/{job_id}?limit=500"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            if url is None:
-                break
-            async with session.get(url) as response:
-                logs += await response.json()
-                link = response.headers.get("Link")
-                url = f"{base}{link[1 : link.index('>')]}" if link else None
-    return logs
 
 
 async def test_each_tick_fires_exactly_once_across_three_instances(

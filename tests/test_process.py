@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Receiver
-from tests.processes import CronsvcProcess, free_port, write_config
+from tests.processes import CronsvcProcess, all_logs, free_port, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -45,20 +45,6 @@ async def api(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         session.request(method, url, **kwargs) as response,
     ):
         return response.status, await response.json(content_type=None)
-
-
-async def all_logs(base: str, job_id: str) -> list[dict[str, Any]]:
-    logs: list[dict[str, Any]] = []
-    url: str | None = f"{base}/api/execution-logs/job/{job_id}?limit=500"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            if url is None:
-                break
-            async with session.get(url) as response:
-                logs += await response.json()
-                link = response.headers.get("Link")
-                url = f"{base}{link[1 : link.index('>')]}" if link else None
-    return logs
 
 
 async def test_restart_resumes_from_the_last_tick_without_double_firing(

@@ -57,13 +57,12 @@ atomic, and are idempotent, so a batch cut short is finished by its retry.
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -106,7 +105,6 @@ from cronsvc.errors import (
     ConfigError,
     DuplicateJobName,
     ExecutionNotFound,
-    InvalidCursor,
     JobNotFound,
     StoreUnavailable,
     VersionConflict,
@@ -119,6 +117,18 @@ from cronsvc.store import (
     JobQuery,
     Page,
     TickClaim,
+)
+from cronsvc.store.common import (
+    check_limit,
+    decode_execution_cursor,
+    decode_job_cursor,
+    encode_cursor,
+    from_unix_ms,
+    json_text,
+    opt_from_unix_ms,
+    opt_unix_ms,
+    prefix_upper_bound,
+    unix_ms,
 )
 
 _Doc = dict[str, Any]
@@ -135,7 +145,7 @@ _CLIENT_DEFAULTS: Final[Mapping[str, Any]] = {
 _TICK_SLOT = "tick"
 _RUNNING = ExecutionStatus.RUNNING.value
 _PRUNE_BATCH = 5000
-_MAX_CURSOR_CHARS = 200
+
 _DUPLICATE_KEY = 11000
 _INDEX_OPTIONS_CONFLICT = frozenset({85, 86})  # IndexOptionsConflict, IndexKeySpecsConflict
 _TTL_INDEX = "executions_ttl"
@@ -233,9 +243,9 @@ class MongoStore:
             selector: _Doc = {"_id": job_id}
             if expected_version is not None:
                 selector["version"] = expected_version
-            changes: _Doc = {**_spec_fields(spec), "updated_at": _ms(now)}
+            changes: _Doc = {**_spec_fields(spec), "updated_at": unix_ms(now)}
             if restart_schedule:
-                changes["last_tick"] = _ms(now)
+                changes["last_tick"] = unix_ms(now)
             try:
                 updated = await self._jobs.find_one_and_update(
                     selector,
@@ -268,7 +278,7 @@ class MongoStore:
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]:
         with self._calling():
-            _check_limit(query.limit)
+            check_limit(query.limit)
             selector: _Doc = {}
             if query.is_active is not None:
                 selector["is_active"] = query.is_active
@@ -279,18 +289,18 @@ class MongoStore:
             if query.name_prefix:
                 # A range on the unique name index: case-sensitive and literal.
                 name_range: _Doc = {"$gte": query.name_prefix}
-                upper = _prefix_upper_bound(query.name_prefix)
+                upper = prefix_upper_bound(query.name_prefix)
                 if upper is not None:
                     name_range["$lt"] = upper
                 selector["name"] = name_range
             if query.cursor is not None:
-                selector["_id"] = {"$lt": _decode_job_cursor(query.cursor)}
+                selector["_id"] = {"$lt": decode_job_cursor(query.cursor)}
             found = self._jobs.find(selector).sort("_id", DESCENDING).limit(query.limit + 1)
             documents = await found.to_list()
             items = [_job_from_document(document) for document in documents[: query.limit]]
             next_cursor = None
             if len(documents) > query.limit:
-                next_cursor = _encode_cursor(["j", items[-1].id])
+                next_cursor = encode_cursor(["j", items[-1].id])
             return Page(items=items, next_cursor=next_cursor)
 
     async def active_jobs(self) -> list[Job]:
@@ -333,7 +343,7 @@ class MongoStore:
                         job_name=job["name"],
                         forbid=job["concurrency_policy"] == ConcurrencyPolicy.FORBID.value,
                         slot=claim.execution_id if manual else _TICK_SLOT,
-                        scheduled_ms=_ms(claim.scheduled_at),
+                        scheduled_ms=unix_ms(claim.scheduled_at),
                     )
                 )
         checked = [entry for entry in live if entry is not None]
@@ -357,8 +367,8 @@ class MongoStore:
                 results[position] = _DUPLICATE
                 continue
             seen.taken.add(entry.key)
-            scheduled_at = _instant(entry.scheduled_ms)
-            executed_at = _instant(_ms(claim.executed_at))
+            scheduled_at = from_unix_ms(entry.scheduled_ms)
+            executed_at = from_unix_ms(unix_ms(claim.executed_at))
             blocker = seen.running.get(claim.job_id) if entry.forbid else None
             if blocker is None:
                 seen.running.setdefault(claim.job_id, claim.execution_id)
@@ -504,7 +514,7 @@ class MongoStore:
                 for tick in ticks
             ]
             taken = await self._insert_new(documents)
-            await self._advance_last_ticks({job.id: max(_ms(tick) for tick in ticks)})
+            await self._advance_last_ticks({job.id: max(unix_ms(tick) for tick in ticks)})
             return len(documents) - len(taken)
 
     async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
@@ -560,7 +570,7 @@ class MongoStore:
 
     async def list_executions(self, query: ExecutionQuery) -> Page[Execution]:
         with self._calling():
-            _check_limit(query.limit)
+            check_limit(query.limit)
             selector: _Doc = {}
             if query.job_id is not None:
                 selector["job_id"] = query.job_id
@@ -568,13 +578,13 @@ class MongoStore:
                 selector["status"] = query.status.value
             window: _Doc = {}
             if query.since is not None:
-                window["$gte"] = _ms(query.since)
+                window["$gte"] = unix_ms(query.since)
             if query.until is not None:
-                window["$lt"] = _ms(query.until)
+                window["$lt"] = unix_ms(query.until)
             if window:
                 selector["scheduled_at"] = window
             if query.cursor is not None:
-                ms, execution_id = _decode_execution_cursor(query.cursor)
+                ms, execution_id = decode_execution_cursor(query.cursor)
                 selector["$or"] = [
                     {"scheduled_at": {"$lt": ms}},
                     {"scheduled_at": ms, "_id": {"$lt": execution_id}},
@@ -589,7 +599,7 @@ class MongoStore:
             next_cursor = None
             if len(documents) > query.limit:
                 last = page[-1]
-                next_cursor = _encode_cursor(["e", last["scheduled_at"], last["_id"]])
+                next_cursor = encode_cursor(["e", last["scheduled_at"], last["_id"]])
             items = [_execution_from_document(document) for document in page]
             return Page(items=items, next_cursor=next_cursor)
 
@@ -604,7 +614,7 @@ class MongoStore:
                 return []
             lost = {
                 "status": ExecutionStatus.LOST.value,
-                "finished_at": _ms(now),
+                "finished_at": unix_ms(now),
                 "finished_date": _bson_date(now),
                 "error": {"type": "lost", "message": reason},
             }
@@ -625,7 +635,7 @@ class MongoStore:
     async def prune_executions(self, older_than: datetime) -> int:
         # In batches, so no single delete holds a server (or nx-27017's lock) for long.
         with self._calling():
-            selector = {"scheduled_at": {"$lt": _ms(older_than)}, "status": {"$ne": _RUNNING}}
+            selector = {"scheduled_at": {"$lt": unix_ms(older_than)}, "status": {"$ne": _RUNNING}}
             deleted = 0
             while True:
                 found = self._executions.find(selector, {"_id": 1}).limit(_PRUNE_BATCH)
@@ -701,7 +711,7 @@ def _last_run_update(job_id: str, execution: Execution) -> UpdateOne:
     status = execution.status.value
     if execution.executed_at is None:
         return UpdateOne({"_id": job_id}, {"$set": {"last_status": status}})
-    executed_ms = _ms(execution.executed_at)
+    executed_ms = unix_ms(execution.executed_at)
     return UpdateOne(
         {"_id": job_id, "$or": [{"last_run_at": None}, {"last_run_at": {"$lte": executed_ms}}]},
         {"$set": {"last_run_at": executed_ms, "last_status": status}},
@@ -807,38 +817,8 @@ def _is_name_conflict(error: DuplicateKeyError) -> bool:
     return _JOB_NAME_INDEX in message or "idx_jobs_name" in message
 
 
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-
-
-def _ms(instant: datetime) -> int:
-    """Unix milliseconds, truncated; exact (no float on the way)."""
-    return (instant - _EPOCH) // _ONE_MS
-
-
-def _opt_ms(instant: datetime | None) -> int | None:
-    return None if instant is None else _ms(instant)
-
-
-def _instant(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def _opt_instant(ms: int | None) -> datetime | None:
-    return None if ms is None else _instant(ms)
-
-
 def _bson_date(instant: datetime | None) -> datetime | None:
-    return None if instant is None else _instant(_ms(instant))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return None if instant is None else from_unix_ms(unix_ms(instant))
 
 
 def _spec_fields(spec: JobSpec) -> _Doc:
@@ -850,7 +830,7 @@ def _spec_fields(spec: JobSpec) -> _Doc:
         "webhook_url": spec.webhook_url,
         "http_method": spec.http_method.value,
         "headers": [[name, value] for name, value in spec.headers.items()],
-        "body_json": None if spec.body is None else _json(spec.body),
+        "body_json": None if spec.body is None else json_text(spec.body),
         "timeout_seconds": float(spec.timeout_seconds),
         "retry": {
             "max_attempts": int(spec.retry.max_attempts),
@@ -871,10 +851,10 @@ def _job_document(job: Job) -> _Doc:
         "_id": job.id,
         **_spec_fields(job.spec),
         "version": job.version,
-        "created_at": _ms(job.created_at),
-        "updated_at": _ms(job.updated_at),
-        "last_tick": _ms(job.last_tick),
-        "last_run_at": _opt_ms(job.last_run_at),
+        "created_at": unix_ms(job.created_at),
+        "updated_at": unix_ms(job.updated_at),
+        "last_tick": unix_ms(job.last_tick),
+        "last_run_at": opt_unix_ms(job.last_run_at),
         "last_status": None if job.last_status is None else job.last_status.value,
     }
 
@@ -909,10 +889,10 @@ def _job_from_document(document: _Doc) -> Job:
         id=document["_id"],
         spec=spec,
         version=document["version"],
-        created_at=_instant(document["created_at"]),
-        updated_at=_instant(document["updated_at"]),
-        last_tick=_instant(document["last_tick"]),
-        last_run_at=_opt_instant(document["last_run_at"]),
+        created_at=from_unix_ms(document["created_at"]),
+        updated_at=from_unix_ms(document["updated_at"]),
+        last_tick=from_unix_ms(document["last_tick"]),
+        last_run_at=opt_from_unix_ms(document["last_run_at"]),
         last_status=None if last_status is None else ExecutionStatus(last_status),
     )
 
@@ -923,8 +903,8 @@ def _final_fields(execution: Execution) -> _Doc:
     return {
         "status": e.status.value,
         "instance_id": e.instance_id,
-        "executed_at": _opt_ms(e.executed_at),
-        "finished_at": _opt_ms(e.finished_at),
+        "executed_at": opt_unix_ms(e.executed_at),
+        "finished_at": opt_unix_ms(e.finished_at),
         "finished_date": _bson_date(e.finished_at),
         "duration_ms": e.duration_ms,
         "attempts": e.attempts,
@@ -942,7 +922,7 @@ def _execution_document(execution: Execution, *, slot: str) -> _Doc:
         "job_id": e.job_id,
         "job_name": e.job_name,
         "trigger": e.trigger.value,
-        "scheduled_at": _ms(e.scheduled_at),
+        "scheduled_at": unix_ms(e.scheduled_at),
         "slot": slot,
         **_final_fields(e),
     }
@@ -955,11 +935,11 @@ def _execution_from_document(document: _Doc) -> Execution:
         job_id=document["job_id"],
         job_name=document["job_name"],
         trigger=Trigger(document["trigger"]),
-        scheduled_at=_instant(document["scheduled_at"]),
+        scheduled_at=from_unix_ms(document["scheduled_at"]),
         status=ExecutionStatus(document["status"]),
         instance_id=document["instance_id"],
-        executed_at=_opt_instant(document["executed_at"]),
-        finished_at=_opt_instant(document["finished_at"]),
+        executed_at=opt_from_unix_ms(document["executed_at"]),
+        finished_at=opt_from_unix_ms(document["finished_at"]),
         duration_ms=document["duration_ms"],
         attempts=document["attempts"],
         response_status=document["response_status"],
@@ -967,50 +947,3 @@ def _execution_from_document(document: _Doc) -> Execution:
         response_truncated=bool(document["response_truncated"]),
         error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
     )
-
-
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The least string above every string that starts with `prefix` (code
-    point order, which is MongoDB's binary string order on UTF-8); None if
-    there is none."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1]) + 1
-        if code == 0xD800:  # surrogates cannot be stored: skip them
-            code = 0xE000
-        if code <= 0x10FFFF:
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
-def _encode_cursor(key: list[Any]) -> str:
-    raw = _json(key).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> Any:
-    if not cursor or len(cursor) > _MAX_CURSOR_CHARS:
-        raise InvalidCursor(cursor)
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        return json.loads(raw)
-    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError among them
-        raise InvalidCursor(cursor) from None
-
-
-def _decode_job_cursor(cursor: str) -> str:
-    match _decode_cursor(cursor):
-        case ["j", str(job_id)] if is_valid_id(job_id):
-            return job_id
-    raise InvalidCursor(cursor)
-
-
-def _decode_execution_cursor(cursor: str) -> tuple[int, str]:
-    match _decode_cursor(cursor):
-        case ["e", int(ms), str(execution_id)] if not isinstance(ms, bool) and is_valid_id(
-            execution_id
-        ):
-            return ms, execution_id
-    raise InvalidCursor(cursor)

@@ -23,7 +23,6 @@ transaction is never half-applied.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import sqlite3
@@ -31,7 +30,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -50,7 +49,6 @@ from cronsvc.domain import (
 from cronsvc.errors import (
     DuplicateJobName,
     ExecutionNotFound,
-    InvalidCursor,
     JobNotFound,
     StoreUnavailable,
     VersionConflict,
@@ -64,13 +62,24 @@ from cronsvc.store import (
     Page,
     TickClaim,
 )
+from cronsvc.store.common import (
+    check_limit,
+    decode_execution_cursor,
+    decode_job_cursor,
+    encode_cursor,
+    from_unix_ms,
+    json_text,
+    opt_from_unix_ms,
+    opt_unix_ms,
+    prefix_upper_bound,
+    unix_ms,
+)
 
 SCHEMA_VERSION = 1
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
 _TICK_SLOT = "tick"
-_MAX_CURSOR_CHARS = 200
 
 _SCHEMA = (
     """CREATE TABLE schema_version (
@@ -387,7 +396,7 @@ class SQLiteStore:
 
     async def prune_executions(self, older_than: datetime) -> int:
         # One hop per batch (not one for the lot), so other calls get in between.
-        bound = _ms(older_than)
+        bound = unix_ms(older_than)
         deleted = 0
         while True:
             count = await self._run(_do_prune_batch, bound)
@@ -569,7 +578,7 @@ def _do_delete_job(db: sqlite3.Connection, job_id: str) -> None:
 
 
 def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
-    _check_limit(query.limit)
+    check_limit(query.limit)
     clauses: list[str] = []
     params: list[Any] = []
     if query.is_active is not None:
@@ -582,18 +591,18 @@ def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
         # A range on the name index: case-sensitive, and no LIKE wildcards to escape.
         clauses.append("name >= ?")
         params.append(query.name_prefix)
-        upper = _prefix_upper_bound(query.name_prefix)
+        upper = prefix_upper_bound(query.name_prefix)
         if upper is not None:
             clauses.append("name < ?")
             params.append(upper)
     if query.cursor is not None:
         clauses.append("id < ?")
-        params.append(_decode_job_cursor(query.cursor))
+        params.append(decode_job_cursor(query.cursor))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     params.append(query.limit + 1)
     rows = db.execute(f"{_SELECT_JOBS}{where} ORDER BY id DESC LIMIT ?", params).fetchall()
     items = [_job_from_row(row) for row in rows[: query.limit]]
-    next_cursor = _encode_cursor(["j", items[-1].id]) if len(rows) > query.limit else None
+    next_cursor = encode_cursor(["j", items[-1].id]) if len(rows) > query.limit else None
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -602,7 +611,7 @@ def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
 
 
 def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, int]:
-    return dict(db.execute(_CURRENT_VERSIONS, (_json(job_ids),)).fetchall())
+    return dict(db.execute(_CURRENT_VERSIONS, (json_text(job_ids),)).fetchall())
 
 
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
@@ -625,7 +634,7 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                 live.append(None)
                 continue
             slot = claim.execution_id if manual else _TICK_SLOT
-            live.append((claim, job[2], job[3], slot, _ms(claim.scheduled_at)))
+            live.append((claim, job[2], job[3], slot, unix_ms(claim.scheduled_at)))
         checked = [c for c in live if c is not None]
         if not checked:
             return [_STALE] * len(claims)
@@ -662,7 +671,7 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
             # Built once, with instants already truncated as they are stored,
             # so the result equals what `get_execution` reads back.
             scheduled_at = _cached_instant(instants, scheduled_ms)
-            executed_at = _cached_instant(instants, _ms(claim.executed_at))
+            executed_at = _cached_instant(instants, unix_ms(claim.executed_at))
             blocker = running.get(claim.job_id) if policy == ConcurrencyPolicy.FORBID else None
             if blocker is None:
                 running.setdefault(claim.job_id, claim.execution_id)
@@ -735,7 +744,7 @@ def _do_record_missed(
         )
         for tick in ticks
     ]
-    latest = max(_ms(tick) for tick in ticks)
+    latest = max(unix_ms(tick) for tick in ticks)
     with _transaction(db):
         current = db.execute(_MISSED_JOB, (job.id,)).fetchone()
         if current is None or current[0] != job.version or not current[1]:
@@ -784,7 +793,7 @@ def _do_delete_execution(db: sqlite3.Connection, execution_id: str) -> None:
 
 
 def _do_list_executions(db: sqlite3.Connection, query: ExecutionQuery) -> Page[Execution]:
-    _check_limit(query.limit)
+    check_limit(query.limit)
     clauses: list[str] = []
     params: list[Any] = []
     if query.job_id is not None:
@@ -795,13 +804,13 @@ def _do_list_executions(db: sqlite3.Connection, query: ExecutionQuery) -> Page[E
         params.append(query.status.value)
     if query.since is not None:
         clauses.append("scheduled_at >= ?")
-        params.append(_ms(query.since))
+        params.append(unix_ms(query.since))
     if query.until is not None:
         clauses.append("scheduled_at < ?")
-        params.append(_ms(query.until))
+        params.append(unix_ms(query.until))
     if query.cursor is not None:
         clauses.append("(scheduled_at, id) < (?, ?)")
-        params.extend(_decode_execution_cursor(query.cursor))
+        params.extend(decode_execution_cursor(query.cursor))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     params.append(query.limit + 1)
     sql = f"{_SELECT_EXECUTIONS}{where} ORDER BY scheduled_at DESC, id DESC LIMIT ?"
@@ -810,13 +819,13 @@ def _do_list_executions(db: sqlite3.Connection, query: ExecutionQuery) -> Page[E
     next_cursor = None
     if len(rows) > query.limit:
         last = page[-1]
-        next_cursor = _encode_cursor(["e", last[4], last[0]])
+        next_cursor = encode_cursor(["e", last[4], last[0]])
     return Page(items=[_execution_from_row(row) for row in page], next_cursor=next_cursor)
 
 
 def _do_mark_lost(db: sqlite3.Connection, live: str, now: datetime, reason: str) -> list[Execution]:
     with _transaction(db):
-        rows = db.execute(_MARK_LOST, (_ms(now), reason, live)).fetchall()
+        rows = db.execute(_MARK_LOST, (unix_ms(now), reason, live)).fetchall()
     return [_execution_from_row(row) for row in rows]
 
 
@@ -855,41 +864,11 @@ def _tag_rows(job: Job) -> list[tuple[str, str]]:
     return [(tag, job.id) for tag in job.spec.tags]
 
 
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-
-
-def _ms(instant: datetime) -> int:
-    """Unix milliseconds, truncated; exact (no float on the way)."""
-    return (instant - _EPOCH) // _ONE_MS
-
-
-def _opt_ms(instant: datetime | None) -> int | None:
-    return None if instant is None else _ms(instant)
-
-
-def _instant(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
 def _cached_instant(cache: dict[int, datetime], ms: int) -> datetime:
     instant = cache.get(ms)
     if instant is None:
-        instant = cache[ms] = _instant(ms)
+        instant = cache[ms] = from_unix_ms(ms)
     return instant
-
-
-def _opt_instant(ms: int | None) -> datetime | None:
-    return None if ms is None else _instant(ms)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _job_row(job: Job) -> tuple[Any, ...]:
@@ -902,8 +881,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         spec.timezone,
         spec.webhook_url,
         spec.http_method.value,
-        _json(dict(spec.headers)),
-        None if spec.body is None else _json(spec.body),
+        json_text(dict(spec.headers)),
+        None if spec.body is None else json_text(spec.body),
         float(spec.timeout_seconds),
         int(spec.retry.max_attempts),
         float(spec.retry.backoff_seconds),
@@ -913,12 +892,12 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         int(spec.misfire_grace_seconds),
         int(spec.is_active),
         spec.secret,
-        _json(list(spec.tags)),
+        json_text(list(spec.tags)),
         job.version,
-        _ms(job.created_at),
-        _ms(job.updated_at),
-        _ms(job.last_tick),
-        _opt_ms(job.last_run_at),
+        unix_ms(job.created_at),
+        unix_ms(job.updated_at),
+        unix_ms(job.last_tick),
+        opt_unix_ms(job.last_run_at),
         None if job.last_status is None else job.last_status.value,
     )
 
@@ -947,10 +926,10 @@ def _job_from_row(row: _Row) -> Job:
         id=row[0],
         spec=spec,
         version=row[18],
-        created_at=_instant(row[19]),
-        updated_at=_instant(row[20]),
-        last_tick=_instant(row[21]),
-        last_run_at=_opt_instant(row[22]),
+        created_at=from_unix_ms(row[19]),
+        updated_at=from_unix_ms(row[20]),
+        last_tick=from_unix_ms(row[21]),
+        last_run_at=opt_from_unix_ms(row[22]),
         last_status=None if row[23] is None else ExecutionStatus(row[23]),
     )
 
@@ -963,11 +942,11 @@ def _execution_row(execution: Execution, *, slot: str) -> tuple[Any, ...]:
         e.job_id,
         e.job_name,
         e.trigger.value,
-        _ms(e.scheduled_at),
+        unix_ms(e.scheduled_at),
         e.status.value,
         e.instance_id,
-        _opt_ms(e.executed_at),
-        _opt_ms(e.finished_at),
+        opt_unix_ms(e.executed_at),
+        opt_unix_ms(e.finished_at),
         e.duration_ms,
         e.attempts,
         e.response_status,
@@ -985,11 +964,11 @@ def _execution_from_row(row: _Row) -> Execution:
         job_id=row[1],
         job_name=row[2],
         trigger=Trigger(row[3]),
-        scheduled_at=_instant(row[4]),
+        scheduled_at=from_unix_ms(row[4]),
         status=ExecutionStatus(row[5]),
         instance_id=row[6],
-        executed_at=_opt_instant(row[7]),
-        finished_at=_opt_instant(row[8]),
+        executed_at=opt_from_unix_ms(row[7]),
+        finished_at=opt_from_unix_ms(row[8]),
         duration_ms=row[9],
         attempts=row[10],
         response_status=row[11],
@@ -997,51 +976,3 @@ def _execution_from_row(row: _Row) -> Execution:
         response_truncated=bool(row[13]),
         error=None if row[14] is None else ErrorInfo(type=row[14], message=row[15]),
     )
-
-
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The least string above every string that starts with `prefix` (code point
-    order, which is SQLite's BINARY order on UTF-8); None if there is none."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1]) + 1
-        if code == 0xD800:  # surrogates cannot be stored: skip them
-            code = 0xE000
-        if code <= 0x10FFFF:
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
-def _encode_cursor(key: list[Any]) -> str:
-    raw = _json(key).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> Any:
-    if not cursor or len(cursor) > _MAX_CURSOR_CHARS:
-        raise InvalidCursor(cursor)
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        return json.loads(raw)
-    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError among them
-        raise InvalidCursor(cursor) from None
-
-
-def _decode_job_cursor(cursor: str) -> str:
-    key = _decode_cursor(cursor)
-    match key:
-        case ["j", str(job_id)] if is_valid_id(job_id):
-            return job_id
-    raise InvalidCursor(cursor)
-
-
-def _decode_execution_cursor(cursor: str) -> tuple[int, str]:
-    key = _decode_cursor(cursor)
-    match key:
-        case ["e", int(ms), str(execution_id)] if not isinstance(ms, bool) and is_valid_id(
-            execution_id
-        ):
-            return ms, execution_id
-    raise InvalidCursor(cursor)
