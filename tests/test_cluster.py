@@ -26,10 +26,9 @@ def parse(instant: str) -> float:
     return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.fixture
-async def cluster(
+def cluster_processes(
     tmp_path: Path, redis_url: str, redis_prefix: str, mongo_database_url: str
-) -> AsyncIterator[list[CronsvcProcess]]:
+) -> list[CronsvcProcess]:
     processes = []
     for n in range(3):
         port = free_port()
@@ -43,8 +42,28 @@ async def cluster(
         processes.append(
             CronsvcProcess(config_path=config, port=port, log_path=tmp_path / f"cronsvc-{n}.log")
         )
+    return processes
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, redis_url: str, redis_prefix: str, mongo_database_url: str
+) -> AsyncIterator[list[CronsvcProcess]]:
+    processes = cluster_processes(tmp_path, redis_url, redis_prefix, mongo_database_url)
     await asyncio.gather(*(p.start() for p in processes))
     yield processes
+    await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
+
+
+@pytest.fixture
+async def private_cluster(
+    tmp_path: Path, start_redis_server: Any, mongo_database_url: str
+) -> AsyncIterator[tuple[list[CronsvcProcess], Any]]:
+    """Three instances on a Redis server of this test's own, to flush or stop."""
+    server = start_redis_server()
+    processes = cluster_processes(tmp_path, server.url, "private", mongo_database_url)
+    await asyncio.gather(*(p.start() for p in processes))
+    yield processes, server
     await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
 
 
@@ -176,8 +195,9 @@ async def test_a_killed_instance_loses_nothing(
 
 
 async def test_redis_losing_its_keys_lets_no_tick_fire_twice(
-    cluster: list[CronsvcProcess], receiver: Receiver, redis_server: Any
+    private_cluster: tuple[list[CronsvcProcess], Any], receiver: Receiver
 ) -> None:
+    cluster, redis_server = private_cluster
     for n in range(5):
         await call(
             "POST",
@@ -208,3 +228,56 @@ async def test_cluster_view_lists_every_instance_and_one_leader(
             await asyncio.sleep(0.2)
     assert sum(i["isLeader"] for i in view["instances"]) == 1
     assert {i["id"] for i in view["instances"]} >= {view["leader"]}
+
+
+async def test_while_redis_is_down_ticks_keep_firing_once_and_readiness_says_so(
+    private_cluster: tuple[list[CronsvcProcess], Any], receiver: Receiver
+) -> None:
+    cluster, redis_server = private_cluster
+    jobs = [
+        await call(
+            "POST",
+            f"{cluster[n % 3].url}/api/cron",
+            json={
+                "name": f"outage {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+            },
+        )
+        for n in range(5)
+    ]
+    await receiver.wait_for(10)
+    redis_server.stop()
+    down_at = int(datetime.now().timestamp())
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(15):
+            while True:
+                async with session.get(f"{cluster[1].url}/readyz") as response:
+                    ready = await response.json()
+                    if response.status == 503:
+                        break
+                await asyncio.sleep(0.2)
+        assert ready["checks"]["coordinator"].startswith("unavailable")
+        async with session.get(f"{cluster[1].url}/api/cron/{jobs[0]['id']}") as response:
+            assert response.status == 200  # reads are still served
+        await asyncio.sleep(4)
+        up_at = int(datetime.now().timestamp())
+        redis_server.start()
+        async with asyncio.timeout(20):
+            while True:
+                statuses = []
+                for process in cluster:
+                    async with session.get(f"{process.url}/readyz") as response:
+                        statuses.append(response.status)
+                if statuses == [200, 200, 200]:
+                    break
+                await asyncio.sleep(0.2)
+    await asyncio.sleep(2)
+    fired = Counter((r.json()["jobId"], r.json()["scheduledAt"]) for r in receiver.requests)
+    assert [key for key, n in fired.items() if n > 1] == []
+    got = {(job, int(parse(tick))) for job, tick in fired}
+    during = {(j["id"], t) for j in jobs for t in range(down_at + 1, up_at)}
+    assert during - got == set()  # the store's claim alone kept every tick going
+    for process in cluster:
+        text = process.log_path.read_text()
+        assert text.count('"leases_unavailable"') <= 1  # the outage is logged once, not per tick
