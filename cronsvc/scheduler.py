@@ -18,7 +18,7 @@ import contextlib
 import heapq
 import itertools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -35,6 +35,10 @@ from cronsvc.runner import DueTick, TickRunner
 from cronsvc.store import Store
 
 log = structlog.get_logger(__name__)
+
+MAX_COUNTED = 1000
+"""Unrecorded missed ticks are counted one by one up to this many, then
+jumped over: a week-long outage of an every-second job must not stall the loop."""
 
 BATCH_SIZE = 256
 """Ticks due together are leased and claimed in batches of this many, so the
@@ -218,27 +222,38 @@ class Scheduler:
             self._compact()
 
     def _take_due(self, entry: _Entry, now: datetime) -> list[DueTick]:
-        ticks = [entry.next_tick]
-        following = entry.schedule.next_after(entry.next_tick)
-        limit = self._config.max_missed_records + self._config.max_catchup
-        while following <= now and len(ticks) < limit:
-            ticks.append(following)
-            following = entry.schedule.next_after(following)
-        if following <= now:
-            # More ticks overdue than we keep records for: count the rest.
-            unrecorded = 0
-            while following <= now and unrecorded < 10_000_000:
-                unrecorded += 1
-                following = entry.schedule.next_after(following)
+        """The due ticks of one job, split by its misfire policy. The work is
+        bounded however long the job was overdue: ticks past their grace are
+        recorded up to `max_missed_records` and the rest counted (at most
+        `MAX_COUNTED` of them) and jumped over, never walked one by one."""
+        schedule, spec = entry.schedule, entry.job.spec
+        horizon = now - timedelta(seconds=max(spec.misfire_grace_seconds, MIN_GRACE_S))
+        ticks: list[datetime] = []
+        tick = entry.next_tick
+        while tick < horizon and len(ticks) < self._config.max_missed_records:
+            ticks.append(tick)
+            tick = schedule.next_after(tick)
+        if tick < horizon:
+            tick = self._skip_unrecorded(entry, tick, horizon)
+        # Within the grace (or, taken ahead of its instant, not yet due): what
+        # the policy may fire, the latest kept.
+        recent: list[datetime] = []
+        while tick <= now or not (ticks or recent):
+            recent.append(tick)
+            tick = schedule.next_after(tick)
+            if len(recent) > MAX_COUNTED:
+                break
+        if tick <= now:
+            tick = self._skip_unrecorded(entry, tick, now + timedelta(milliseconds=1))
+        entry.next_tick = tick
+        keep = self._config.max_missed_records + self._config.max_catchup
+        if len(recent) > keep:
             self._metrics.inc(
                 "cronsvc_ticks_missed_unrecorded_total",
-                unrecorded,
-                help="Missed ticks beyond max_missed_records",
+                len(recent) - keep,
+                help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)",
             )
-            log.warning("missed_ticks_unrecorded", job_id=entry.job.id, count=unrecorded)
-            ticks = ticks[-limit:]
-        entry.next_tick = following
-        spec = entry.job.spec
+        ticks += recent[-keep:]
         plan = plan_due_ticks(
             ticks,
             now=now,
@@ -252,6 +267,26 @@ class Scheduler:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return [DueTick(entry.job, tick, trigger) for tick, trigger in plan.fire]
+
+    def _skip_unrecorded(self, entry: _Entry, tick: datetime, until: datetime) -> datetime:
+        """Count the ticks from `tick` to before `until` (at most MAX_COUNTED),
+        and return the first tick at or after `until`."""
+        counted = 0
+        while tick < until and counted < MAX_COUNTED:
+            counted += 1
+            tick = entry.schedule.next_after(tick)
+        at_least = tick < until
+        self._metrics.inc(
+            "cronsvc_ticks_missed_unrecorded_total",
+            counted,
+            help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)",
+        )
+        log.warning(
+            "missed_ticks_unrecorded", job_id=entry.job.id, count=counted, at_least=at_least
+        )
+        if at_least:
+            tick = entry.schedule.next_after(until - timedelta(milliseconds=1))
+        return tick
 
     async def _record_missed(self, job: Job, ticks: list[datetime]) -> None:
         spec = job.spec

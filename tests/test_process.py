@@ -242,3 +242,63 @@ def test_check_config_prints_the_resolved_configuration(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     resolved = json.loads(result.stdout)
     assert resolved["server"]["port"] == 9999 and resolved["webhook"]["timeout_s"] == 3.0
+
+
+@pytest.fixture
+async def few_records_service(tmp_path: Path) -> AsyncIterator[CronsvcProcess]:
+    """Keeps one MISSED record and one catch-up per job, so a short outage
+    already overflows what is recorded."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.toml",
+        port,
+        tmp_path / "data" / "cronsvc.db",
+        "max_missed_records = 1\nmax_catchup = 1\n",
+    )
+    process = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await process.start()
+    yield process
+    await process.stop(signal.SIGKILL)
+
+
+async def test_after_more_overdue_ticks_than_are_recorded_the_latest_one_still_fires(
+    few_records_service: CronsvcProcess, receiver: Receiver
+) -> None:
+    service = few_records_service
+    _, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={
+            "name": "overflow",
+            "cronExpression": "*/1 * * * * *",
+            "webhookUrl": receiver.url,
+            "misfireGraceSeconds": 2,
+        },
+    )
+    await receiver.wait_for(2)
+    assert await service.stop() == 0
+    await asyncio.sleep(5.2)  # ~5 ticks fall due: older ones past the 2 s grace
+    restarted = datetime.now().timestamp()
+    await service.start()
+    await receiver.wait_for(len(receiver.requests) + 2)
+    await api("POST", f"{service.url}/api/cron/{job['id']}/pause")
+    logs = await all_logs(service.url, job["id"])
+    catchups = [e for e in logs if e["trigger"] == "catchup"]
+    assert len(catchups) == 1 and catchups[0]["status"] == "SUCCESS"
+    # The catch-up is the newest overdue tick, not the oldest one kept.
+    overdue = [
+        parse(e["scheduledAt"]).timestamp()
+        for e in logs
+        if parse(e["scheduledAt"]).timestamp() < restarted
+    ]
+    assert parse(catchups[0]["scheduledAt"]).timestamp() == max(overdue)
+    assert restarted - parse(catchups[0]["scheduledAt"]).timestamp() <= 2.5
+    ticks = Counter(r.json()["scheduledAt"] for r in receiver.requests)
+    assert [t for t, n in ticks.items() if n > 1] == []
+    metrics = await _metrics_text(service.url)
+    assert "cronsvc_ticks_missed_unrecorded_total" in metrics
+
+
+async def _metrics_text(base: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        return await response.text()
