@@ -3,14 +3,23 @@
 Every instance announces itself twice per `heartbeat_interval_s`, for 1.5
 intervals; the leader lease lasts as long and is renewed at the same pace (a
 third of its lifetime), so a lost lease is noticed within one renewal. The
-leader marks the RUNNING executions of instances that are no longer alive as
-LOST (within two heartbeat intervals of a death) and prunes execution logs
-past retention. The firing path never waits on any of this.
+leader deals with the RUNNING executions of instances that are no longer
+alive (within two heartbeat intervals of a death): a tick claimed ahead but
+never sent is adopted and handed to this instance's runner, which sends it
+under the job's misfire policy; a run whose webhook went out is marked LOST,
+since nobody knows whether the target acted on it. The leader also prunes
+execution logs past retention. The firing path never waits on any of this.
 
 A new leader waits one announcement lifetime (`reap_grace_s`) before it
 reaps: right after the coordinator lost its state (a Redis restart or
 FLUSHALL) live instances have not re-announced yet, and their runs must not
 be taken for lost. One process alone (`local`) needs no such wait.
+
+The store does not check the leader's fencing token: nothing the leader
+writes needs it. Adopting a record is a conditional write that one caller
+wins, marking LOST only touches records still RUNNING, and pruning deletes
+only what is past retention; a deposed leader that acts once more, in the
+moment before it notices, does what the new one would.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -25,7 +35,7 @@ import structlog
 from cronsvc import __version__
 from cronsvc.clock import Clock
 from cronsvc.coord import Coordinator
-from cronsvc.domain import InstanceInfo
+from cronsvc.domain import Execution, InstanceInfo
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import Store
@@ -48,6 +58,7 @@ class LeaderDuties:
         heartbeat_interval_s: float,
         retention_days: float,
         reap_grace: bool,
+        on_adopted: Callable[[list[Execution]], None],
     ) -> None:
         self._store = store
         self._coordinator = coordinator
@@ -55,6 +66,7 @@ class LeaderDuties:
         self._metrics = metrics
         self._instance_id = instance_id
         self._started_at = started_at
+        self._on_adopted = on_adopted
         self._period = heartbeat_interval_s / 2
         self._ttl = heartbeat_interval_s * 1.5
         self._reap_grace_s = self._ttl if reap_grace else 0.0
@@ -128,8 +140,18 @@ class LeaderDuties:
         if token is None or self._clock.monotonic() < self._reap_after:
             return
         live = {info.id for info in await self._coordinator.live_instances()}
+        live.add(self._instance_id)
+        adopted = await self._store.adopt_unsent(live_instances=live, instance_id=self._instance_id)
+        if adopted:
+            self._metrics.inc(
+                "cronsvc_ticks_adopted_total",
+                len(adopted),
+                help="Ticks claimed by an instance that stopped before sending them",
+            )
+            log.warning("unsent_ticks_adopted", count=len(adopted))
+            self._on_adopted(adopted)
         lost = await self._store.mark_lost(
-            live_instances=live | {self._instance_id},
+            live_instances=live,
             now=now,
             reason="the instance running it stopped before recording a result",
         )

@@ -7,6 +7,7 @@ runs). It never decides *when* to fire; the scheduler does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
 from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
+from cronsvc.misfire import plan_due_ticks
 from cronsvc.results import ResultWriter
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, Store, TickClaim
@@ -48,6 +50,7 @@ class TickRunner:
         metrics: Metrics,
         instance_id: str,
         lease_ttl_s: float,
+        max_catchup: int,
         on_stale: Callable[[str], None],
     ) -> None:
         self._store = store
@@ -58,6 +61,7 @@ class TickRunner:
         self._metrics = metrics
         self._instance_id = instance_id
         self._lease_ttl_s = lease_ttl_s
+        self._max_catchup = max_catchup
         self._on_stale = on_stale
         self._tasks: set[asyncio.Task[None]] = set()
         self._leases_down = False
@@ -78,7 +82,7 @@ class TickRunner:
         for _ in range(3):
             job = await self._store.get_job(job_id)
             (result,) = await self._store.claim_ticks(
-                [self._claim(job, self._clock.now(), Trigger.MANUAL)]
+                [self._claim(job, self._clock.now(), Trigger.MANUAL, dispatched=True)]
             )
             if result.outcome is ClaimOutcome.STALE:
                 continue  # changed between read and claim: read it again
@@ -115,7 +119,17 @@ class TickRunner:
             )
             log.error("run_crashed", exc_info=task.exception())
 
-    def _claim(self, job: Job, tick: datetime, trigger: Trigger) -> TickClaim:
+    def adopt(self, executions: Sequence[Execution]) -> None:
+        """Take over ticks another instance claimed ahead but never sent (it
+        died or stopped first): each is sent now, late, or recorded MISSED or
+        SKIPPED as its job's misfire policy and current state say."""
+        by_tick: dict[datetime, list[Execution]] = {}
+        for execution in executions:
+            by_tick.setdefault(execution.scheduled_at, []).append(execution)
+        for group in by_tick.values():
+            self._spawn(self._run_adopted(group))
+
+    def _claim(self, job: Job, tick: datetime, trigger: Trigger, *, dispatched: bool) -> TickClaim:
         return TickClaim(
             job_id=job.id,
             expected_version=job.version,
@@ -124,6 +138,7 @@ class TickRunner:
             execution_id=new_id(),
             instance_id=self._instance_id,
             executed_at=self._clock.now(),
+            dispatched=dispatched,
         )
 
     async def _run_batch(self, due: list[DueTick]) -> None:
@@ -142,7 +157,10 @@ class TickRunner:
         )
         if not leased:
             return
-        claims = [self._claim(d.job, d.tick, d.trigger) for d in leased]
+        # Claimed ahead of the tick, a record says "not sent yet" until just
+        # before the send: if this instance dies in between, another adopts it.
+        ahead = fire_at > self._clock.time()
+        claims = [self._claim(d.job, d.tick, d.trigger, dispatched=not ahead) for d in leased]
         try:
             results = await retry_transient(
                 lambda: self._store.claim_ticks(claims),
@@ -186,7 +204,7 @@ class TickRunner:
                     tick=d.tick.isoformat(),
                     reason="previous run still running",
                 )
-        if claimed and fire_at > self._clock.time():
+        if claimed and ahead:
             claimed = await self._wait_for_tick(claimed, fire_at)
         for d, execution in claimed:
             self._spawn(self._deliver(d.job, execution))
@@ -215,21 +233,35 @@ class TickRunner:
     async def _wait_for_tick(
         self, claimed: list[tuple[DueTick, Execution]], fire_at: float
     ) -> list[tuple[DueTick, Execution]]:
-        """Sleep until the tick; return the claims still good to fire as they
-        are. Claims whose job changed after the claim are settled apart."""
+        """Sleep until the tick, mark the claims dispatched, and return those
+        still good to fire as they are. Claims whose job changed after the
+        claim are settled apart; claims another instance adopted meanwhile
+        (this one was taken for dead) are left to it."""
         try:
             await self._clock.sleep(fire_at - self._clock.time())
         except asyncio.CancelledError:
-            for _, execution in claimed:
-                self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
+            # Still RUNNING and unsent: the leader, or the next start, adopts them.
+            log.info("claims_left_unsent", count=len(claimed))
             raise
         try:
-            versions = await self._store.current_versions([d.job.id for d, _ in claimed])
-        except TRANSIENT:
-            return claimed  # the claim itself was fenced by version; fire as claimed
+            marked, versions = await asyncio.gather(
+                self._store.mark_dispatched(self._instance_id, [e.id for _, e in claimed]),
+                self._store.current_versions([d.job.id for d, _ in claimed]),
+            )
+        except TRANSIENT as exc:
+            # The claim itself was fenced by version; fire as claimed. Only if
+            # this instance also dies now could an adopter send one twice.
+            log.warning("dispatch_unmarked", count=len(claimed), error=str(exc))
+            return claimed
         unchanged = []
         for d, execution in claimed:
-            if versions.get(d.job.id) == d.job.version:
+            if execution.id not in marked:
+                self._metrics.inc(
+                    "cronsvc_claims_taken_over_total",
+                    help="Claimed ticks another instance adopted before this one sent them",
+                )
+                log.warning("claim_taken_over", job_id=d.job.id, tick=d.tick.isoformat())
+            elif versions.get(d.job.id) == d.job.version:
                 unchanged.append((d, execution))
             else:
                 self._spawn(self._settle_changed(d, execution))
@@ -248,6 +280,82 @@ class TickRunner:
             return
         reason = "the job was deleted, paused or rescheduled between its claim and its tick"
         self._finish(_ended(execution, self._clock.now(), "job_changed", reason, skipped=True))
+
+    async def _run_adopted(self, executions: list[Execution]) -> None:
+        """Send one tick's adopted executions; a tick not yet due (its
+        claimer stopped right after claiming) is waited for."""
+        # Cancelled here, they stay RUNNING and unsent: adopted at the next start.
+        await self._clock.sleep(executions[0].scheduled_at.timestamp() - self._clock.time())
+        try:
+            await retry_transient(
+                lambda: self._settle_adopted(executions),
+                what="adopt_unsent",
+                clock=self._clock,
+                attempts=4,
+            )
+        except TRANSIENT as exc:
+            # They stay RUNNING and unsent under this instance's id, visible in
+            # the log; the start after this instance's next stop adopts them.
+            self._metrics.inc(
+                "cronsvc_ticks_dropped_total",
+                len(executions),
+                help="Ticks not fired",
+                reason="store_unavailable",
+            )
+            log.error("adopted_ticks_unsent", count=len(executions), error=str(exc))
+
+    async def _settle_adopted(self, executions: list[Execution]) -> None:
+        """Every store call comes before any outcome is acted on, so a retry
+        after a store error repeats nothing."""
+        now = self._clock.now()
+        jobs: dict[str, Job] = {}
+        for job_id in {execution.job_id for execution in executions}:
+            with contextlib.suppress(JobNotFound):
+                jobs[job_id] = await self._store.get_job(job_id)
+        ended: list[Execution] = []
+        send: list[tuple[Job, Execution]] = []
+        for execution in executions:
+            job = jobs.get(execution.job_id)
+            tick = execution.scheduled_at
+            if job is None or not job.spec.is_active or not _has_tick(job, tick):
+                reason = "the job was deleted, paused or rescheduled before its tick was sent"
+                ended.append(_ended(execution, now, "job_changed", reason, skipped=True))
+            elif not self._still_owed(job, tick, now):
+                ended.append(_missed(execution, now))
+            else:
+                send.append((job, execution))
+        marked = await self._store.mark_dispatched(self._instance_id, [e.id for _, e in send])
+        for execution in ended:
+            self._finish(execution)
+        for job, execution in send:
+            if execution.id in marked:
+                log.info(
+                    "tick_adopted",
+                    job_id=job.id,
+                    tick=execution.scheduled_at.isoformat(),
+                    lag_ms=round((now - execution.scheduled_at).total_seconds() * 1000, 1),
+                )
+                self._spawn(self._deliver(job, execution))
+
+    def _still_owed(self, job: Job, tick: datetime, now: datetime) -> bool:
+        """Whether the misfire policy fires `tick` now, judged as a tick
+        overdue since before this instance took it over."""
+        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+        ticks = [tick]
+        while len(ticks) <= self._max_catchup:
+            later = schedule.next_after(ticks[-1])
+            if later is None or later > now:
+                break
+            ticks.append(later)
+        plan = plan_due_ticks(
+            ticks,
+            now=now,
+            started_at=now,
+            policy=job.spec.misfire_policy,
+            grace_s=job.spec.misfire_grace_seconds,
+            max_catchup=self._max_catchup,
+        )
+        return any(fired == tick for fired, _ in plan.fire)
 
     async def _deliver(self, job: Job, execution: Execution) -> None:
         spec = job.spec
@@ -309,6 +417,20 @@ def _finished(execution: Execution, result: DeliveryResult) -> Execution:
 
 
 _SHUTDOWN = "cronsvc stopped before the webhook answered"
+
+
+def _missed(execution: Execution, now: datetime) -> Execution:
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.MISSED,
+        executed_at=None,
+        finished_at=now,
+        error=ErrorInfo(
+            type="missed",
+            message="the instance that claimed this tick stopped before sending it, "
+            "and the job's misfire policy does not fire it this late",
+        ),
+    )
 
 
 def _ended(

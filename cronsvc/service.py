@@ -137,6 +137,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
         instance_id=services.instance_id,
         lease_ttl_s=config.scheduler.lease_ttl_s,
+        max_catchup=config.scheduler.max_catchup,
         on_stale=on_stale,
     )
     scheduler = Scheduler(
@@ -158,6 +159,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         heartbeat_interval_s=config.scheduler.heartbeat_interval_s,
         retention_days=config.retention.execution_logs_days,
         reap_grace=config.coordination.url != "local",
+        on_adopted=runner.adopt,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     # Before the scheduler starts: runs left RUNNING by a previous process.

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,48 @@ async def test_a_killed_process_leaves_runs_that_the_next_start_marks_lost(
     await service.start()
     _, log = await api("GET", f"{service.url}/api/execution-logs/{execution['id']}")
     assert log["status"] == "LOST" and log["error"]["type"] == "lost"
+
+
+async def test_a_tick_claimed_ahead_by_a_killed_process_is_sent_once_at_its_time_after_restart(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.toml", port, tmp_path / "cronsvc.db", extra="claim_ahead_s = 4\n"
+    )
+    service = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await service.start()
+    try:
+        _, job = await api(
+            "POST",
+            f"{service.url}/api/cron",
+            json={"name": "ahead", "cronExpression": "*/10 * * * * *", "webhookUrl": receiver.url},
+        )
+        async with asyncio.timeout(15):  # until a claim for a tick still to come exists
+            while True:
+                claims = [
+                    e
+                    for e in await all_logs(service.url, job["id"])
+                    if e["status"] == "RUNNING" and parse(e["scheduledAt"]) > datetime.now(UTC)
+                ]
+                if claims:
+                    break
+                await asyncio.sleep(0.1)
+        [claim] = claims
+        await service.stop(signal.SIGKILL)
+        await service.start()
+
+        await receiver.wait_for(1, within_s=15)
+        await asyncio.sleep(0.5)
+        _, log = await api("GET", f"{service.url}/api/execution-logs/{claim['id']}")
+    finally:
+        await service.stop(signal.SIGKILL)
+    tick = parse(claim["scheduledAt"])
+    sent = [r for r in receiver.requests if parse(r.json()["scheduledAt"]) == tick]
+    assert len(sent) == 1
+    assert sent[0].headers["webhook-id"] == claim["id"]
+    assert sent[0].arrived >= tick.timestamp()  # never before its tick
+    assert log["status"] == "SUCCESS"
 
 
 async def test_jobs_survive_a_restart(service: CronsvcProcess) -> None:

@@ -112,6 +112,7 @@ def tick_claim(
     version: int | None = None,
     instance_id: str = INSTANCE,
     execution_id: str | None = None,
+    dispatched: bool = True,
 ) -> TickClaim:
     return TickClaim(
         job_id=job.id,
@@ -121,6 +122,7 @@ def tick_claim(
         execution_id=execution_id or new_id(),
         instance_id=instance_id,
         executed_at=tick + timedelta(milliseconds=5),
+        dispatched=dispatched,
     )
 
 
@@ -1412,6 +1414,80 @@ async def test_mark_lost_with_no_live_instances_marks_every_running_record(store
 
     assert len(lost) == 3
     assert await all_executions(store, status=ExecutionStatus.RUNNING) == []
+
+
+async def test_mark_lost_leaves_ticks_claimed_but_never_sent(store: Store) -> None:
+    job = await create(store)
+    unsent = await claimed(store, job, at(1), instance_id="dead", dispatched=False)
+    sent = await claimed(store, job, at(2), instance_id="dead", dispatched=True)
+
+    lost = await store.mark_lost(live_instances=[], now=at(9), reason="r")
+
+    assert [e.id for e in lost] == [sent.id]
+    assert await store.get_execution(unsent.id) == unsent
+
+
+async def test_adopt_unsent_hands_unsent_claims_of_dead_instances_over(store: Store) -> None:
+    job = await create(store)
+    dead_unsent = await claimed(store, job, at(1), instance_id="dead", dispatched=False)
+    await claimed(store, job, at(2), instance_id="dead", dispatched=True)
+    await claimed(store, job, at(3), instance_id="alive", dispatched=False)
+    manual = await claimed(store, job, at(4), instance_id="dead", trigger=Trigger.MANUAL)
+
+    adopted = await store.adopt_unsent(live_instances={"alive", "me"}, instance_id="me")
+
+    expected = dataclasses.replace(dead_unsent, instance_id="me")
+    assert adopted == [expected]
+    assert await store.get_execution(dead_unsent.id) == expected
+    assert await store.adopt_unsent(live_instances={"alive", "me"}, instance_id="me") == []
+    assert (await store.get_execution(manual.id)).instance_id == "dead"
+
+
+async def test_unsent_claims_are_adopted_by_one_of_two_concurrent_callers(store: Store) -> None:
+    job = await create(store)
+    for minute in range(6):
+        await claimed(store, job, at(minute), instance_id="dead", dispatched=False)
+
+    first, second = await asyncio.gather(
+        store.adopt_unsent(live_instances={"a", "b"}, instance_id="a"),
+        store.adopt_unsent(live_instances={"a", "b"}, instance_id="b"),
+    )
+
+    ids = [e.id for e in first] + [e.id for e in second]
+    assert len(ids) == 6
+    assert len(set(ids)) == 6
+
+
+async def test_mark_dispatched_marks_only_running_records_the_caller_holds(store: Store) -> None:
+    job = await create(store)
+    mine = await claimed(store, job, at(1), instance_id="me", dispatched=False)
+    theirs = await claimed(store, job, at(2), instance_id="other", dispatched=False)
+    done = await claimed(store, job, at(3), instance_id="me", dispatched=False)
+    await finish(store, finished(done))
+
+    marked = await store.mark_dispatched("me", [mine.id, theirs.id, done.id, new_id()])
+
+    assert marked == {mine.id}
+    assert await store.mark_dispatched("me", [mine.id]) == {mine.id}  # idempotent
+    assert await store.mark_dispatched("me", []) == set()
+    # Marked means sent: a reaper now marks it LOST and never hands it over.
+    assert await store.adopt_unsent(live_instances=["x"], instance_id="x") == [
+        dataclasses.replace(theirs, instance_id="x")
+    ]
+    assert [e.id for e in await store.mark_lost(live_instances=["x"], now=at(9), reason="r")] == [
+        mine.id
+    ]
+
+
+async def test_a_claim_adopted_elsewhere_is_not_marked_for_its_first_holder(
+    store: Store,
+) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1), instance_id="slow", dispatched=False)
+    await store.adopt_unsent(live_instances=["leader"], instance_id="leader")
+
+    assert await store.mark_dispatched("slow", [execution.id]) == set()
+    assert await store.mark_dispatched("leader", [execution.id]) == {execution.id}
 
 
 async def test_prune_deletes_only_final_records_older_than_the_bound(store: Store) -> None:

@@ -108,6 +108,32 @@ async def test_a_database_written_by_a_newer_schema_version_is_refused(db_path: 
         await SQLiteStore.open(db_path)
 
 
+async def test_a_version_1_database_is_upgraded_and_its_running_runs_count_as_sent(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job())
+    [result] = await store.claim_ticks([tick_claim(job, at(1))])
+    assert result.execution is not None
+    await store.aclose()
+    with sqlite3.connect(db_path) as db:  # the layout version 1 wrote
+        db.execute("ALTER TABLE executions DROP COLUMN dispatched")
+        db.execute("UPDATE schema_version SET version = 1")
+    db.close()
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        assert await store.adopt_unsent(live_instances=[], instance_id="new") == []
+        lost = await store.mark_lost(live_instances=[], now=at(5), reason="r")
+        assert [e.id for e in lost] == [result.execution.id]
+        assert (await store.get_job(job.id)).spec == job.spec
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+
+
 NOT_A_DATABASE = b"these are somebody's notes, not a database\n" * 100
 
 

@@ -80,6 +80,10 @@ class TickClaim:
     execution_id: str
     instance_id: str
     executed_at: datetime
+    dispatched: bool = False
+    """True when the caller sends the webhook right away (the record is
+    inserted already dispatched); False when it claims ahead of the tick and
+    calls `mark_dispatched` just before sending."""
 
 
 class ClaimOutcome(enum.Enum):
@@ -200,12 +204,32 @@ class Store(Protocol):
 
     async def list_executions(self, query: ExecutionQuery) -> Page[Execution]: ...
 
+    async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
+        """Record that the webhooks of these executions are being sent by
+        `instance_id`, so a reaper marks them LOST rather than handing them
+        to another instance. Returns the ids marked: those still RUNNING and
+        held by `instance_id`. An id missing from the answer was adopted by
+        another instance (see `adopt_unsent`) and must not be sent.
+        Idempotent."""
+        ...
+
+    async def adopt_unsent(
+        self, *, live_instances: Collection[str], instance_id: str
+    ) -> list[Execution]:
+        """Hand to `instance_id` every RUNNING execution that was claimed
+        ahead of its tick but never dispatched, and whose `instance_id` is not
+        in `live_instances` (its instance died or stopped before sending it).
+        Atomic per execution: of concurrent callers, one adopts it. Returns
+        the records as updated (still RUNNING, not dispatched)."""
+        ...
+
     async def mark_lost(
         self, *, live_instances: Collection[str], now: datetime, reason: str
     ) -> list[Execution]:
-        """Mark every RUNNING execution whose `instance_id` is not in
-        `live_instances` as LOST (finished_at = now, error type "lost",
-        message `reason`). Returns the records as updated."""
+        """Mark every RUNNING execution that was dispatched and whose
+        `instance_id` is not in `live_instances` as LOST (finished_at = now,
+        error type "lost", message `reason`). Returns the records as updated.
+        Executions never dispatched are left for `adopt_unsent`."""
         ...
 
     async def prune_executions(self, older_than: datetime) -> int:

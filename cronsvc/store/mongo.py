@@ -401,7 +401,10 @@ class MongoStore:
                     ),
                 )
             results[position] = ClaimResult(outcome=outcome, execution=execution)
-            inserts.append((position, _execution_document(execution, slot=entry.slot)))
+            document = _execution_document(execution, slot=entry.slot)
+            # Absent means sent (records written before the field existed).
+            document["dispatched"] = claim.dispatched or outcome is not ClaimOutcome.CLAIMED
+            inserts.append((position, document))
         if inserts:
             # A claim that loses its key to a concurrent writer here is
             # DUPLICATE. (A later claim of the batch may have been SKIPPED on
@@ -603,11 +606,49 @@ class MongoStore:
             items = [_execution_from_document(document) for document in page]
             return Page(items=items, next_cursor=next_cursor)
 
+    async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
+        if not execution_ids:
+            return set()
+        with self._calling():
+            ids = list(execution_ids)
+            selector = {"_id": {"$in": ids}, "instance_id": instance_id, "status": _RUNNING}
+            result = await self._executions.update_many(selector, {"$set": {"dispatched": True}})
+            if result.matched_count == len(ids):
+                return set(ids)
+            found = self._executions.find(selector, {"_id": 1})
+            return {document["_id"] for document in await found.to_list()}
+
+    async def adopt_unsent(
+        self, *, live_instances: Collection[str], instance_id: str
+    ) -> list[Execution]:
+        with self._calling():
+            selector = {
+                "status": _RUNNING,
+                "dispatched": False,
+                "instance_id": {"$nin": list(live_instances)},
+            }
+            found = self._executions.find(selector, {"_id": 1, "instance_id": 1})
+            adopted: list[Execution] = []
+            # One conditional update each: of two leaders, one takes a record.
+            for candidate in await found.to_list():
+                document = await self._executions.find_one_and_update(
+                    {**selector, "_id": candidate["_id"], "instance_id": candidate["instance_id"]},
+                    {"$set": {"instance_id": instance_id}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if document is not None:
+                    adopted.append(_execution_from_document(document))
+            return sorted(adopted, key=lambda execution: (execution.scheduled_at, execution.id))
+
     async def mark_lost(
         self, *, live_instances: Collection[str], now: datetime, reason: str
     ) -> list[Execution]:
         with self._calling():
-            selector = {"status": _RUNNING, "instance_id": {"$nin": list(live_instances)}}
+            selector = {
+                "status": _RUNNING,
+                "dispatched": {"$ne": False},
+                "instance_id": {"$nin": list(live_instances)},
+            }
             found = self._executions.find(selector, {"_id": 1})
             ids = [document["_id"] for document in await found.to_list()]
             if not ids:

@@ -75,7 +75,7 @@ from cronsvc.store.common import (
     unix_ms,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
@@ -138,6 +138,7 @@ _SCHEMA = (
         error_type TEXT,
         error_message TEXT,
         slot TEXT NOT NULL,
+        dispatched INTEGER NOT NULL DEFAULT 1,
         UNIQUE (job_id, scheduled_at, slot)
     )""",
     "CREATE INDEX executions_newest ON executions (scheduled_at DESC, id DESC)",
@@ -148,6 +149,15 @@ _SCHEMA = (
     """CREATE INDEX executions_running_by_instance ON executions (instance_id)
         WHERE status = 'RUNNING'""",
 )
+
+# Statements that bring a store written by an older cronsvc up to date: the
+# entry at key n takes schema version n to n + 1. A fresh store is made from
+# `_SCHEMA`, which already holds all of them.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Whether a claimed tick's webhook went out. Runs recorded before this
+    # column existed count as sent: a reaper marks them LOST, never re-sends.
+    1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
+}
 
 _JOB_COLUMNS = (
     "id",
@@ -215,13 +225,13 @@ _RETURNED_EXECUTION = ", ".join(_EXECUTION_COLUMNS)
 _SELECT_EXECUTIONS = f"SELECT {_RETURNED_EXECUTION} FROM executions"
 _GET_EXECUTION = f"{_SELECT_EXECUTIONS} WHERE id = ?"
 _INSERT_EXECUTION_IF_NEW = (
-    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot) "
-    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 1))}) "
+    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
+    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))}) "
     "ON CONFLICT (job_id, scheduled_at, slot) DO NOTHING"
 )
 _INSERT_EXECUTION = (
-    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot) "
-    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 1))})"
+    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
+    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))})"
 )
 # A claim batch reads what it needs in three statements (each argument a JSON
 # array), decides every claim in Python, then writes with two `executemany`.
@@ -244,7 +254,15 @@ _EXECUTION_EXISTS = "SELECT 1 FROM executions WHERE id = ?"
 _DELETE_EXECUTION = "DELETE FROM executions WHERE id = ?"
 _MARK_LOST = f"""UPDATE executions SET status = 'LOST', finished_at = ?, error_type = 'lost',
     error_message = ?
-    WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT value FROM json_each(?))
+    WHERE status = 'RUNNING' AND dispatched = 1
+    AND instance_id NOT IN (SELECT value FROM json_each(?))
+    RETURNING {_RETURNED_EXECUTION}"""
+_MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
+    WHERE id IN (SELECT value FROM json_each(?2)) AND instance_id = ?1 AND status = 'RUNNING'
+    RETURNING id"""
+_ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
+    WHERE status = 'RUNNING' AND dispatched = 0
+    AND instance_id NOT IN (SELECT value FROM json_each(?2))
     RETURNING {_RETURNED_EXECUTION}"""
 # In batches, so a large prune never holds the write lock for long.
 _PRUNE = """DELETE FROM executions WHERE rowid IN (
@@ -389,6 +407,16 @@ class SQLiteStore:
     async def list_executions(self, query: ExecutionQuery) -> Page[Execution]:
         return await self._run(_do_list_executions, query)
 
+    async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
+        if not execution_ids:
+            return set()
+        return await self._run(_do_mark_dispatched, instance_id, json.dumps(list(execution_ids)))
+
+    async def adopt_unsent(
+        self, *, live_instances: Collection[str], instance_id: str
+    ) -> list[Execution]:
+        return await self._run(_do_adopt_unsent, instance_id, json.dumps(list(live_instances)))
+
     async def mark_lost(
         self, *, live_instances: Collection[str], now: datetime, reason: str
     ) -> list[Execution]:
@@ -502,8 +530,14 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
                 f"{path} has store schema version {version}, written by a newer "
                 f"cronsvc; this one knows versions up to {SCHEMA_VERSION}: upgrade cronsvc"
             )
-        if version != SCHEMA_VERSION:
+        if not isinstance(version, int) or version not in _MIGRATIONS:
+            if version == SCHEMA_VERSION:
+                return
             raise StoreUnavailable(f"{path} has unknown store schema version {version!r}")
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                db.execute(statement)
+        db.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
 
 
 @contextmanager
@@ -703,8 +737,8 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                         "of this job is still running",
                     ),
                 )
-            row = _execution_row(execution, slot=slot)
-            inserts.append(row)
+            dispatched = claim.dispatched or outcome is not ClaimOutcome.CLAIMED
+            inserts.append(_execution_row(execution, slot=slot, dispatched=dispatched))
             if claim.trigger is not Trigger.MANUAL:
                 previous = last_ticks.get(claim.job_id)
                 if previous is None or scheduled_ms > previous:
@@ -829,6 +863,18 @@ def _do_mark_lost(db: sqlite3.Connection, live: str, now: datetime, reason: str)
     return [_execution_from_row(row) for row in rows]
 
 
+def _do_mark_dispatched(db: sqlite3.Connection, instance_id: str, ids: str) -> set[str]:
+    with _transaction(db):
+        return {row[0] for row in db.execute(_MARK_DISPATCHED, (instance_id, ids)).fetchall()}
+
+
+def _do_adopt_unsent(db: sqlite3.Connection, instance_id: str, live: str) -> list[Execution]:
+    with _transaction(db):
+        rows = db.execute(_ADOPT_UNSENT, (instance_id, live)).fetchall()
+    executions = [_execution_from_row(row) for row in rows]
+    return sorted(executions, key=lambda execution: (execution.scheduled_at, execution.id))
+
+
 def _do_prune_batch(db: sqlite3.Connection, bound: int) -> int:
     with _transaction(db):
         deleted: int = db.execute(_PRUNE, (bound, _PRUNE_BATCH)).rowcount
@@ -934,8 +980,9 @@ def _job_from_row(row: _Row) -> Job:
     )
 
 
-def _execution_row(execution: Execution, *, slot: str) -> tuple[Any, ...]:
-    """The execution as stored, in `_EXECUTION_COLUMNS` order, then its slot."""
+def _execution_row(execution: Execution, *, slot: str, dispatched: bool = True) -> tuple[Any, ...]:
+    """The execution as stored, in `_EXECUTION_COLUMNS` order, then its slot
+    and whether its webhook went out."""
     e = execution
     return (
         e.id,
@@ -955,6 +1002,7 @@ def _execution_row(execution: Execution, *, slot: str) -> tuple[Any, ...]:
         None if e.error is None else e.error.type,
         None if e.error is None else e.error.message,
         slot,
+        int(dispatched),
     )
 
 
