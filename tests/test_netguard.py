@@ -8,10 +8,10 @@ import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from cronsvc.errors import CronSvcError, TargetNotAllowed
 from cronsvc.netguard import GuardedResolver, TargetPolicy, literal_address, parse_cidr
+from tests.conftest import ScriptedResolver
 
 DEFAULT = TargetPolicy()
 
@@ -187,39 +187,11 @@ def test_the_message_names_host_and_address_and_nothing_else() -> None:
     )
 
 
-# --- the resolver wrapper, over a resolver that answers from a table ----------
-
-
-class TableResolver(AbstractResolver):
-    """Answers every name with the addresses given, in order."""
-
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses
-        self.calls = 0
-        self.closed = False
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.calls += 1
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for address in self.addresses
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
+# --- the resolver wrapper, over a scripted resolver ----------------------------
 
 
 async def test_resolver_returns_exactly_the_checked_addresses_as_numeric_hosts() -> None:
-    inner = TableResolver("8.8.8.8", "2001:4860:4860::8888")
+    inner = ScriptedResolver(["8.8.8.8", "2001:4860:4860::8888"])
     guard = GuardedResolver(DEFAULT, inner)
 
     answer = await guard.resolve("hooks.example.org", 443)
@@ -232,7 +204,7 @@ async def test_resolver_returns_exactly_the_checked_addresses_as_numeric_hosts()
 
 
 async def test_resolver_refuses_the_whole_answer_if_one_address_is_refused() -> None:
-    guard = GuardedResolver(DEFAULT, TableResolver("8.8.8.8", "10.0.0.1"))
+    guard = GuardedResolver(DEFAULT, ScriptedResolver(["8.8.8.8", "10.0.0.1"]))
 
     with pytest.raises(TargetNotAllowed) as caught:
         await guard.resolve("mixed.example.org", 80)
@@ -241,14 +213,15 @@ async def test_resolver_refuses_the_whole_answer_if_one_address_is_refused() -> 
 
 
 async def test_resolver_refuses_an_answer_that_is_no_address() -> None:
-    guard = GuardedResolver(TargetPolicy(allow_private=True), TableResolver("elsewhere.example"))
+    inner = ScriptedResolver(["elsewhere.example"])
+    guard = GuardedResolver(TargetPolicy(allow_private=True), inner)
 
     with pytest.raises(TargetNotAllowed):
         await guard.resolve("odd.example.org", 80)
 
 
 async def test_resolver_closes_only_an_inner_resolver_it_made() -> None:
-    inner = TableResolver("8.8.8.8")
+    inner = ScriptedResolver(["8.8.8.8"])
 
     await GuardedResolver(DEFAULT, inner).close()
 
