@@ -181,6 +181,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         metrics=metrics,
         scheduler_ready=scheduler.ready,
+        target_policy=_target_policy(config),
         instance_id=services.instance_id,
         started_at=started_at,
     )
