@@ -38,7 +38,6 @@ IPNetwork = IPv4Network | IPv6Network
 _METADATA = frozenset({IPv4Address("169.254.169.254"), IPv6Address("fd00:ec2::254")})
 _CGNAT = IPv4Network("100.64.0.0/10")
 _NAT64 = IPv6Network("64:ff9b::/96")
-_LOCAL_NAT64 = IPv6Network("64:ff9b:1::/48")
 _METADATA_REASON = "a cloud metadata address"
 
 # One part of an IPv4 address as inet_aton(3) reads it: hex, octal or decimal.
@@ -182,9 +181,9 @@ def _not_global(address: IPAddress) -> str | None:
         return "a multicast address"
     if address in _CGNAT:
         return "a shared (CGNAT) address"
-    if isinstance(address, IPv6Address) and (
-        address.is_site_local or address in _LOCAL_NAT64 or address.is_reserved
-    ):
+    # Reserved IPv6 is everything outside 2000::/3 and the named ranges above,
+    # local-use NAT64 (64:ff9b:1::/48) and IPv4-compatible (::a.b.c.d) included.
+    if isinstance(address, IPv6Address) and (address.is_site_local or address.is_reserved):
         return "a reserved or site-local IPv6 address"
     if address.is_private:
         return "a private address"
@@ -229,9 +228,15 @@ class GuardedConnector(aiohttp.TCPConnector):
 
     aiohttp connects to IP-literal hosts without calling the resolver, so
     those are judged here, on every request (a pooled connection is reused
-    only for the same host, already judged). DNS caching is off: every new
-    connection to a name is judged on the answer it is made from. The session
-    must not use a proxy (the check would then see the target, not the peer).
+    only for the same host, already judged).
+
+    aiohttp's DNS cache holds only answers the resolver returned, which the
+    guard has passed, so it could not let a refused address in; it is off
+    all the same, so that each new connection is judged on the name's
+    answer of the moment and a name that turns private is refused at once.
+
+    The session must not use a proxy: the check would then see the target,
+    not the peer actually connected to.
     """
 
     def __init__(self, resolver: GuardedResolver, **kwargs: Any) -> None:
