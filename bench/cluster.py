@@ -59,6 +59,7 @@ async def run(jobs: int, seconds: float, workdir: Path) -> dict[str, Any]:
             f'[server]\nport = {port}\n[store]\nurl = "{database_url}"\n'
             f'[coordination]\nurl = "{redis_url}"\nkey_prefix = "{prefix}"\n'
             "[logging]\nlevel = 'warning'\n"
+            "[webhook]\nallow_private_targets = true\n"  # the receiver is on 127.0.0.1
         )
         instances.append(
             CronsvcProcess(config_path=config, port=port, log_path=workdir / f"c{n}.log")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from cronsvc.errors import ConfigError
+from cronsvc.netguard import parse_cidr
 from cronsvc.store import sqlite_path
 
 
@@ -56,6 +57,10 @@ class WebhookConfig:
     timeout_s: float = 10.0
     max_concurrency: int = 256
     max_response_bytes: int = 65536
+    allow_private_targets: bool = False
+    """Let webhooks reach loopback, private and other non-global addresses."""
+    allowed_cidrs: list[str] = field(default_factory=list)
+    """Networks webhooks may reach even though they are not globally routable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,8 +166,12 @@ def _from_env(key: str, hint: Any, text: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {text!r}") from None
     if isinstance(hint, types.GenericAlias):  # lists: JSON array or comma-separated
         stripped = text.strip()
-        items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
-        return _coerce(key, hint, [i.strip() if isinstance(i, str) else i for i in items if i])
+        try:
+            items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: expected a JSON array or a comma-separated list") from None
+        items = [i.strip() if isinstance(i, str) else i for i in items]
+        return _coerce(key, hint, [i for i in items if i != ""])
     return text
 
 
@@ -214,6 +223,11 @@ def _check(config: Config) -> None:
     positive("webhook.timeout_s", config.webhook.timeout_s)
     positive("webhook.max_concurrency", config.webhook.max_concurrency)
     positive("webhook.max_response_bytes", config.webhook.max_response_bytes)
+    for cidr in config.webhook.allowed_cidrs:
+        try:
+            parse_cidr(cidr)
+        except ValueError as exc:
+            raise ConfigError(f"webhook.allowed_cidrs: {exc}") from None
     positive("retention.execution_logs_days", config.retention.execution_logs_days)
     if config.logging.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(_LOG_LEVELS)}")

@@ -5,6 +5,9 @@ raises for a problem with that one request (bad URL, refused connection, a
 receiver that hangs or answers 500): the problem is recorded in the result.
 It lets `asyncio.CancelledError` through untouched.
 
+Connections go only where the SSRF guard (`cronsvc.netguard`) allows: a
+target it refuses is a FAILURE of type `target_not_allowed`, never retried.
+
 Once a response's status line has arrived, the status alone decides the
 outcome; the body is captured best-effort, up to `max_response_bytes`, and a
 body that is longer (or cannot be read to its end in time) is cut off and
@@ -26,6 +29,7 @@ from typing import Self
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -39,6 +43,8 @@ from cronsvc.domain import (
     RetryPolicy,
     Trigger,
 )
+from cronsvc.errors import TargetNotAllowed
+from cronsvc.netguard import GuardedConnector, GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
 
 log = structlog.get_logger(__name__)
@@ -105,8 +111,9 @@ def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float 
     """Seconds to wait before attempt `attempt + 1`, or None to stop here.
 
     Only transient failures are retried: connection errors, timeouts, 429 and
-    5xx. The wait is exponential backoff with full jitter, unless the receiver
-    named one with `Retry-After`; either way at most `max_backoff_seconds`.
+    5xx (not a refused target, say: the guard would refuse it again). The
+    wait is exponential backoff with full jitter, unless the receiver named
+    one with `Retry-After`; either way at most `max_backoff_seconds`.
     """
     if outcome.error is None or attempt >= policy.max_attempts:
         return None
@@ -126,6 +133,10 @@ class Dispatcher:
     At most `max_concurrency` deliveries run at once (further callers wait for
     a slot); the connection pool has the same size. Use as `async with
     Dispatcher(...) as dispatcher:` or call `start` and `aclose`.
+
+    `target_policy` says which addresses may be connected to (by default only
+    globally routable ones); host names are resolved through `resolver`
+    (aiohttp's default when None), behind the guard.
     """
 
     def __init__(
@@ -135,6 +146,8 @@ class Dispatcher:
         max_response_bytes: int,
         clock: Clock,
         user_agent: str = f"cronsvc/{__version__}",
+        target_policy: TargetPolicy | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
@@ -144,6 +157,9 @@ class Dispatcher:
         self._max_response_bytes = max_response_bytes
         self._clock = clock
         self._user_agent = user_agent
+        self._target_policy = target_policy or TargetPolicy()
+        self._name_resolver = resolver
+        self._guard: GuardedResolver | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
         self._in_flight = 0
         self._session: aiohttp.ClientSession | None = None
@@ -156,17 +172,23 @@ class Dispatcher:
     async def start(self) -> None:
         if self._session is not None:
             raise RuntimeError("Dispatcher already started")
+        self._guard = GuardedResolver(self._target_policy, self._name_resolver)
         self._session = aiohttp.ClientSession(
-            connector=self._make_connector(),
+            connector=self._make_connector(self._guard),
             # One session serves every job: no cookie may travel from one to another.
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
+            # No proxy from the environment: the guard judges the peer it connects to.
+            trust_env=False,
         )
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
+        guard, self._guard = self._guard, None
         if session is not None:
             await session.close()
+        if guard is not None:
+            await guard.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -180,13 +202,10 @@ class Dispatcher:
     ) -> None:
         await self.aclose()
 
-    def _make_connector(self) -> aiohttp.BaseConnector:
-        """The connection pool.
-
-        SSRF seam: the guard replaces this with a connector whose resolver
-        refuses private targets and connects to the address it checked.
-        """
-        return aiohttp.TCPConnector(limit=self._max_concurrency)
+    def _make_connector(self, guard: GuardedResolver) -> aiohttp.BaseConnector:
+        """The connection pool: it resolves names through `guard` and connects
+        only to addresses the policy allows, the very ones it checked."""
+        return GuardedConnector(guard, limit=self._max_concurrency)
 
     def _signature_headers(
         self, request: WebhookRequest, body_bytes: bytes, timestamp: int
@@ -266,6 +285,16 @@ class Dispatcher:
             ) as response:
                 text, truncated = await self._capture(response)
                 outcome = _judge(response, text, truncated, clock)
+        except TargetNotAllowed as exc:
+            outcome = _failed("target_not_allowed", str(exc))
+            log.warning(
+                "webhook_target_refused",
+                execution_id=request.execution_id,
+                job_id=request.job_id,
+                host=exc.host,
+                address=exc.address,
+                reason=exc.reason,
+            )
         except TimeoutError:
             outcome = _failed(
                 "timeout", f"timed out after {request.timeout_s:g} s without a response"

@@ -69,6 +69,20 @@ class InvalidCursor(CronSvcError, ValueError):
         super().__init__(f"cursor {cursor[:40]!r} is not one this service issued")
 
 
+class TargetNotAllowed(CronSvcError, ValueError):
+    """A webhook target whose address the SSRF guard refuses.
+
+    Names the host and the address only: never the URL, which may carry
+    credentials or secrets in its query."""
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        shown = host if host == address else f"{host} ({address})"
+        super().__init__(f"{shown} is {reason}: not an allowed webhook target")
+
+
 class StoreUnavailable(CronSvcError, ConnectionError):
     """The store could not be reached or answered with an error; transient."""
 

@@ -30,6 +30,7 @@ from cronsvc.dispatch import Dispatcher
 from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
+from cronsvc.netguard import TargetPolicy
 from cronsvc.results import ResultWriter
 from cronsvc.runner import TickRunner
 from cronsvc.scheduler import Scheduler
@@ -69,6 +70,14 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     return app
 
 
+def _target_policy(config: Config) -> TargetPolicy:
+    """The SSRF guard's policy, from keys `load_config` has already checked."""
+    return TargetPolicy.from_settings(
+        allow_private=config.webhook.allow_private_targets,
+        allowed_cidrs=config.webhook.allowed_cidrs,
+    )
+
+
 def _lock_path(config: Config) -> Path | None:
     if config.coordination.url != "local" or not config.store.url.startswith("sqlite:"):
         return None
@@ -105,6 +114,7 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         max_concurrency=webhook.max_concurrency,
         max_response_bytes=webhook.max_response_bytes,
         clock=services.clock,
+        target_policy=_target_policy(services.config),
     )
     await dispatcher.start()
     services.metrics.gauge(
@@ -173,6 +183,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         metrics=metrics,
         scheduler_ready=scheduler.ready,
+        target_policy=_target_policy(config),
         instance_id=services.instance_id,
         started_at=started_at,
     )

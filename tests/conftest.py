@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
 from cronsvc.config import Config, StoreConfig, load_config
@@ -65,6 +67,37 @@ class Receiver:
         return self.requests
 
 
+class ScriptedResolver(AbstractResolver):
+    """A name resolver that answers the n-th lookup, whatever the name, with
+    the n-th list of addresses given (and every later one with the last):
+    DNS that changes its answer, without DNS."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.lookups: list[str] = []
+        self.closed = False
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = self.answers[min(len(self.lookups), len(self.answers) - 1)]
+        self.lookups.append(host)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=0,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 @pytest.fixture
 async def start_receiver() -> AsyncIterator[Callable[[], Any]]:
     runners: list[web.AppRunner] = []
@@ -95,8 +128,14 @@ async def receiver(start_receiver: Callable[[], Any]) -> Receiver:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
+    """Defaults on a fresh SQLite file, with the SSRF guard opened for the
+    receivers on 127.0.0.1."""
     base = load_config(None, environ={})
-    return dataclasses.replace(base, store=StoreConfig(url=f"sqlite:///{tmp_path}/cronsvc.db"))
+    return dataclasses.replace(
+        base,
+        store=StoreConfig(url=f"sqlite:///{tmp_path}/cronsvc.db"),
+        webhook=dataclasses.replace(base.webhook, allow_private_targets=True),
+    )
 
 
 @pytest.fixture

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+
+from cronsvc.config import Config, WebhookConfig
+from cronsvc.service import build_app
 
 Client = TestClient[web.Request, web.Application]
 
@@ -490,3 +496,112 @@ async def test_a_bad_schedule_is_reported_with_the_other_bad_fields(client: Clie
     document = {"name": "x", "cronExpression": "0 0 30 2 *", "webhookUrl": "ftp://x", "colour": 1}
     body = await problem(await client.post("/api/cron", json=document), 400)
     assert fields_of(body) == {"cronExpression", "webhookUrl", "colour"}
+
+
+# -- SSRF guard: literal private targets are refused when a job is written ------
+
+PRIVATE_TARGETS = [
+    "http://127.0.0.1/hook",
+    "http://127.0.0.1:8080/hook",
+    "http://localhost:3000/hook",
+    "http://app.localhost/hook",
+    "http://2130706433/hook",
+    "http://127.1/hook",
+    "http://0x7f.0.0.1/hook",
+    "http://[::1]/hook",
+    "http://[::ffff:10.0.0.1]/hook",
+    "http://10.0.0.5/hook",
+    "http://192.168.1.10/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://100.64.0.1/hook",
+    "http://0.0.0.0/hook",
+]
+
+
+@pytest.fixture
+async def make_client(config: Config) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    """Services whose `webhook` settings are the defaults (the guard shut) but
+    for the given changes."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**webhook: Any) -> Client:
+            changed = dataclasses.replace(
+                config, webhook=dataclasses.replace(WebhookConfig(), **webhook)
+            )
+            app = build_app(changed)
+            return await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
+
+        yield make
+
+
+@pytest.fixture
+async def guarded(make_client: Callable[..., Awaitable[Client]]) -> Client:
+    return await make_client()
+
+
+@pytest.mark.parametrize("url", PRIVATE_TARGETS)
+async def test_a_private_literal_target_is_refused_on_create_and_nothing_is_written(
+    guarded: Client, url: str
+) -> None:
+    body = await problem(await guarded.post("/api/cron", json={**NODE_JOB, "webhookUrl": url}), 400)
+    assert fields_of(body) == {"webhookUrl"}
+    [error] = body["errors"]
+    assert "not an allowed webhook target" in error["message"]
+    assert await (await guarded.get("/api/cron")).json() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://93.184.216.34/hook", "https://hooks.example.org/hook", "http://[2606:4700::1]/"],
+)
+async def test_public_literals_and_names_pass_on_create(guarded: Client, url: str) -> None:
+    job = await create(guarded, webhookUrl=url, isActive=False)
+    assert job["webhookUrl"] == url
+
+
+async def test_a_private_target_is_refused_on_put_and_patch_and_nothing_is_written(
+    guarded: Client,
+) -> None:
+    job = await create(guarded, isActive=False)
+    document = {**NODE_JOB, "isActive": False, "webhookUrl": "http://127.1:8080/hook"}
+    body = await problem(await guarded.put(f"/api/cron/{job['id']}", json=document), 400)
+    assert fields_of(body) == {"webhookUrl"}
+    patch = {"webhookUrl": "http://localhost/hook"}
+    body = await problem(await guarded.patch(f"/api/cron/{job['id']}", json=patch), 400)
+    assert fields_of(body) == {"webhookUrl"}
+    assert await (await guarded.get(f"/api/cron/{job['id']}")).json() == job
+
+
+async def test_a_private_target_is_reported_with_the_other_bad_fields(guarded: Client) -> None:
+    document = {"name": "x", "cronExpression": "0 0 30 2 *", "webhookUrl": "http://127.0.0.1/"}
+    body = await problem(await guarded.post("/api/cron", json=document), 400)
+    assert fields_of(body) == {"cronExpression", "webhookUrl"}
+    body = await problem(await guarded.post("/api/cron", json={**document, "colour": 1}), 400)
+    assert fields_of(body) == {"cronExpression", "webhookUrl", "colour"}
+
+
+async def test_allow_private_targets_lets_private_literals_through_but_not_metadata(
+    make_client: Callable[..., Awaitable[Client]],
+) -> None:
+    client = await make_client(allow_private_targets=True)
+    for n, url in enumerate(PRIVATE_TARGETS):
+        document = {**NODE_JOB, "name": f"private {n}", "webhookUrl": url, "isActive": False}
+        response = await client.post("/api/cron", json=document)
+        if "169.254.169.254" in url:
+            assert fields_of(await problem(response, 400)) == {"webhookUrl"}
+        else:
+            assert response.status == 201, (url, await response.text())
+
+
+async def test_allowed_cidrs_let_their_range_through_on_create(
+    make_client: Callable[..., Awaitable[Client]],
+) -> None:
+    client = await make_client(allowed_cidrs=["10.20.0.0/16"])
+    await create(client, webhookUrl="http://10.20.30.40/hook", isActive=False)
+    body = await problem(
+        await client.post(
+            "/api/cron", json={**NODE_JOB, "name": "other", "webhookUrl": "http://10.21.0.1/"}
+        ),
+        400,
+    )
+    assert fields_of(body) == {"webhookUrl"}

@@ -33,6 +33,12 @@ def test_defaults_match_the_design() -> None:
     assert (config.logging.level, config.logging.format) == ("info", "json")
 
 
+def test_the_ssrf_guard_is_shut_by_default() -> None:
+    webhook = load_config(None, environ={}).webhook
+    assert webhook.allow_private_targets is False
+    assert webhook.allowed_cidrs == []
+
+
 def test_example_file_documents_every_key_with_its_default() -> None:
     example = tomllib.loads((ROOT / "config.example.toml").read_text())
     defaults = Config()
@@ -73,6 +79,41 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.store.url == "sqlite:////var/lib/cronsvc/x.db"
 
 
+def test_the_ssrf_guard_is_opened_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[webhook]\nallow_private_targets = true\nallowed_cidrs = ["10.0.0.0/8", "fd00::/8"]\n'
+    )
+    webhook = load_config(path, environ={}).webhook
+    assert webhook.allow_private_targets is True
+    assert webhook.allowed_cidrs == ["10.0.0.0/8", "fd00::/8"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10.0.0.0/8,192.168.5.0/24",
+        " 10.0.0.0/8 , 192.168.5.0/24, ",
+        '["10.0.0.0/8", "192.168.5.0/24"]',
+    ],
+)
+def test_allowed_cidrs_come_from_the_environment_as_json_or_comma_separated(text: str) -> None:
+    config = load_config(
+        None,
+        environ={
+            "CRONSVC_WEBHOOK_ALLOWED_CIDRS": text,
+            "CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes",
+        },
+    )
+    assert config.webhook.allowed_cidrs == ["10.0.0.0/8", "192.168.5.0/24"]
+    assert config.webhook.allow_private_targets is True
+
+
+def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
+    config = load_config(None, environ={"CRONSVC_WEBHOOK_ALLOWED_CIDRS": ""})
+    assert config.webhook.allowed_cidrs == []
+
+
 @pytest.mark.parametrize(
     ("content", "env", "key"),
     [
@@ -89,6 +130,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("", {"CRONSVC_WEBHOOK_TIMEOUT_S": "-1"}, "webhook.timeout_s"),
         ("", {"CRONSVC_COORDINATION_URL": "zookeeper://x"}, "coordination.url"),
         ("", {"CRONSVC_STORE_URL": "sqlite:///"}, "store.url"),
+        ("[webhook]\nallowed_cidrs = ['10.0.0.1/8']\n", {}, "webhook.allowed_cidrs"),
+        ("[webhook]\nallowed_cidrs = ['intranet']\n", {}, "webhook.allowed_cidrs"),
+        ("[webhook]\nallowed_cidrs = '10.0.0.0/8'\n", {}, "webhook.allowed_cidrs"),
+        ("[webhook]\nallow_private_targets = 'yes'\n", {}, "webhook.allow_private_targets"),
+        ("", {"CRONSVC_WEBHOOK_ALLOWED_CIDRS": "10.0.0.0/8,10.0.0.0/33"}, "webhook.allowed_cidrs"),
+        ("", {"CRONSVC_WEBHOOK_ALLOWED_CIDRS": '["10.0.0.0/8"'}, "webhook.allowed_cidrs"),
+        ("", {"CRONSVC_WEBHOOK_ALLOWED_CIDRS": "[1, 2]"}, "webhook.allowed_cidrs"),
+        ("", {"CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS": "maybe"}, "webhook.allow_private_targets"),
     ],
 )
 def test_bad_value_names_its_key(

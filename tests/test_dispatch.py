@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 
 from cronsvc import __version__
 from cronsvc.clock import Clock, SystemClock
-from cronsvc.dispatch import Dispatcher, WebhookRequest
+from cronsvc.dispatch import DeliveryResult, Dispatcher, WebhookRequest
 from cronsvc.domain import ExecutionStatus, HttpMethod, RetryPolicy, Trigger
+from cronsvc.netguard import TargetPolicy
+from tests.conftest import ScriptedResolver
 
 SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 HOLD_LIMIT_S = 10.0
@@ -40,7 +43,7 @@ class Seen:
 
 @dataclass
 class Receiver:
-    """A webhook receiver on 127.0.0.1 that records every request it gets."""
+    """A webhook receiver on a loopback address that records every request it gets."""
 
     base_url: str
     seen: list[Seen] = field(default_factory=list)
@@ -66,15 +69,16 @@ class Receiver:
             await self.changed.wait_for(lambda: self.active == count)
 
 
-ServeFn = Callable[[Handler], Awaitable[Receiver]]
+ServeFn = Callable[..., Awaitable[Receiver]]
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[ServeFn]:
-    """Start receivers that answer every path with `handler`; all stop at teardown."""
+    """Start receivers that answer every path with `handler`, on 127.0.0.1 unless
+    told another loopback address; all stop at teardown."""
     async with AsyncExitStack() as stack:
 
-        async def start(handler: Handler) -> Receiver:
+        async def start(handler: Handler, host: str = "127.0.0.1") -> Receiver:
             receiver: Receiver | None = None
 
             async def recording(request: web.Request) -> web.StreamResponse:
@@ -108,7 +112,7 @@ async def serve() -> AsyncIterator[ServeFn]:
             runner = web.AppRunner(app, shutdown_timeout=1.0)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, host, 0)
             await site.start()
             host, port = runner.addresses[0][:2]
             receiver = Receiver(base_url=f"http://{host}:{port}")
@@ -152,6 +156,8 @@ class BlockingClock(FakeClock):
 
 
 MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
+OPEN = TargetPolicy(allow_private=True)
+"""The receivers here listen on 127.0.0.1: most tests open the SSRF guard."""
 
 
 @pytest.fixture
@@ -163,11 +169,15 @@ async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
             clock: Clock | None = None,
             max_concurrency: int = 8,
             max_response_bytes: int = 65536,
+            target_policy: TargetPolicy = OPEN,
+            resolver: AbstractResolver | None = None,
         ) -> Dispatcher:
             dispatcher = Dispatcher(
                 max_concurrency=max_concurrency,
                 max_response_bytes=max_response_bytes,
                 clock=clock or SystemClock(),
+                target_policy=target_policy,
+                resolver=resolver,
             )
             return await stack.enter_async_context(dispatcher)
 
@@ -763,6 +773,175 @@ async def test_cancelling_during_backoff_propagates_cancelled_error(
         await delivery
     assert len(receiver.seen) == 1
     assert dispatcher.in_flight == 0
+
+
+# --- SSRF guard ----------------------------------------------------------------
+# Only loopback addresses are ever connected to: receivers on 127.0.0.1, and on
+# 127.0.0.2 where a test needs one address the policy allows and one it refuses.
+
+SHUT = TargetPolicy()
+"""The default policy: only globally routable addresses."""
+ONLY_127_0_0_2 = TargetPolicy.from_settings(allow_private=False, allowed_cidrs=["127.0.0.2/32"])
+
+
+def refused(result: DeliveryResult) -> str:
+    """Assert a delivery was refused by the guard at its first attempt; its message."""
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 1
+    assert result.response_status is None
+    assert result.error is not None
+    assert result.error.type == "target_not_allowed"
+    return result.error.message
+
+
+def closing(status: int = 200) -> Handler:
+    """Answer and close the connection, so the next delivery needs a new one."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=status, text="ok")
+        response.force_close()
+        return response
+
+    return handler
+
+
+async def test_loopback_receiver_is_refused_by_default_and_not_retried(
+    serve: ServeFn, make_dispatcher: MakeDispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answer(200))
+    dispatcher = await make_dispatcher(clock=fake_clock, target_policy=SHUT)
+
+    result = await dispatcher.deliver(webhook(receiver.url(), retry=RetryPolicy(max_attempts=3)))
+
+    message = refused(result)
+    assert "127.0.0.1 is a loopback address" in message
+    assert fake_clock.sleeps == []
+    assert receiver.seen == []
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "2130706433",
+        "127.1",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "127.0.0.1.",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "localhost",  # through the system resolver
+    ],
+)
+async def test_every_spelling_of_loopback_is_refused(
+    serve: ServeFn, make_dispatcher: MakeDispatcher, host: str
+) -> None:
+    receiver = await serve(answer(200))
+    port = receiver.base_url.rsplit(":", 1)[1]
+    dispatcher = await make_dispatcher(target_policy=SHUT)
+
+    result = await dispatcher.deliver(webhook(f"http://{host}:{port}/hook"))
+
+    refused(result)
+    assert receiver.seen == []
+
+
+async def test_a_name_resolving_to_loopback_is_refused(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    port = receiver.base_url.rsplit(":", 1)[1]
+    resolver = ScriptedResolver(["127.0.0.1"])
+    dispatcher = await make_dispatcher(target_policy=SHUT, resolver=resolver)
+
+    result = await dispatcher.deliver(webhook(f"http://hooks.example.test:{port}/hook"))
+
+    assert "hooks.example.test (127.0.0.1) is a loopback address" in refused(result)
+    assert resolver.lookups == ["hooks.example.test"]
+    assert receiver.seen == []
+
+
+async def test_a_name_is_connected_to_at_the_address_that_was_checked(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    receiver = await serve(answer(200), host="127.0.0.2")
+    port = receiver.base_url.rsplit(":", 1)[1]
+    dispatcher = await make_dispatcher(
+        target_policy=ONLY_127_0_0_2, resolver=ScriptedResolver(["127.0.0.2"])
+    )
+
+    result = await dispatcher.deliver(webhook(f"http://hooks.example.test:{port}/hook"))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    [seen] = receiver.seen
+    assert seen.headers["Host"] == f"hooks.example.test:{port}"
+
+
+async def test_allowed_cidrs_open_one_range_and_nothing_else(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    inside = await serve(answer(200), host="127.0.0.2")
+    outside = await serve(answer(200))
+    dispatcher = await make_dispatcher(target_policy=ONLY_127_0_0_2)
+
+    allowed = await dispatcher.deliver(webhook(inside.url()))
+    denied = await dispatcher.deliver(webhook(outside.url()))
+
+    assert allowed.status is ExecutionStatus.SUCCESS
+    assert len(inside.seen) == 1
+    refused(denied)
+    assert outside.seen == []
+
+
+async def test_a_redirect_to_loopback_is_not_followed(
+    serve: ServeFn, make_dispatcher: MakeDispatcher, fake_clock: FakeClock
+) -> None:
+    internal = await serve(answer(200))
+    redirector = await serve(answer(302, Location=internal.url("/admin")), host="127.0.0.2")
+    dispatcher = await make_dispatcher(clock=fake_clock, target_policy=ONLY_127_0_0_2)
+
+    result = await dispatcher.deliver(webhook(redirector.url(), retry=RetryPolicy(max_attempts=3)))
+
+    assert internal.url("/admin").startswith("http://127.0.0.1:")
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 1
+    assert result.response_status == 302
+    assert result.error is not None
+    assert result.error.type == "redirect_not_followed"
+    assert len(redirector.seen) == 1
+    assert internal.seen == []
+
+
+async def test_a_name_that_rebinds_to_a_refused_address_is_refused_at_the_next_connection(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    receiver = await serve(closing(), host="127.0.0.2")
+    port = receiver.base_url.rsplit(":", 1)[1]
+    # Allowed first, refused from then on: DNS rebinding.
+    resolver = ScriptedResolver(["127.0.0.2"], ["127.0.0.1"])
+    dispatcher = await make_dispatcher(target_policy=ONLY_127_0_0_2, resolver=resolver)
+    url = f"http://rebind.example.test:{port}/hook"
+
+    first = await dispatcher.deliver(webhook(url, execution_id="e1"))
+    second = await dispatcher.deliver(webhook(url, execution_id="e2"))
+
+    assert first.status is ExecutionStatus.SUCCESS
+    assert "rebind.example.test (127.0.0.1)" in refused(second)
+    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["e1"]
+    assert len(resolver.lookups) == 2, "each new connection resolves the name afresh"
+
+
+async def test_an_answer_with_one_refused_address_is_refused_whole(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    receiver = await serve(answer(200), host="127.0.0.2")
+    port = receiver.base_url.rsplit(":", 1)[1]
+    resolver = ScriptedResolver(["127.0.0.2", "127.0.0.1"])
+    dispatcher = await make_dispatcher(target_policy=ONLY_127_0_0_2, resolver=resolver)
+
+    result = await dispatcher.deliver(webhook(f"http://mixed.example.test:{port}/hook"))
+
+    assert "mixed.example.test (127.0.0.1)" in refused(result)
+    assert receiver.seen == []
 
 
 # --- hygiene -------------------------------------------------------------------

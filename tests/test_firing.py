@@ -314,3 +314,22 @@ async def test_a_pause_between_claim_and_tick_records_the_claimed_ticks_skipped(
     assert all(parse(e["scheduledAt"]).timestamp() > paused_at for e in logs)
     running = await (await client.get(f"/api/execution-logs/job/{job['id']}?status=RUNNING")).json()
     assert running == []
+
+
+async def test_a_job_whose_target_the_guard_refuses_fails_at_once_and_reaches_nothing(
+    config: Config, receiver: Receiver
+) -> None:
+    """Written while private targets were allowed, run after they no longer are."""
+    async with TestClient(TestServer(build_app(config), host="127.0.0.1")) as opened:
+        job = await create(opened, receiver.url, isActive=False, retry={"maxAttempts": 3})
+    shut = dataclasses.replace(
+        config, webhook=dataclasses.replace(config.webhook, allow_private_targets=False)
+    )
+    async with TestClient(TestServer(build_app(shut), host="127.0.0.1")) as client:
+        response = await client.post(f"/api/cron/{job['id']}/trigger")
+        assert response.status == 202, await response.text()
+        (log, *_) = await logs_for(client, job["id"])
+    assert log["status"] == "FAILURE" and log["attempts"] == 1
+    assert log["error"]["type"] == "target_not_allowed"
+    assert "127.0.0.1 is a loopback address" in log["error"]["message"]
+    assert receiver.requests == []

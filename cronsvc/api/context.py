@@ -16,6 +16,7 @@ from cronsvc.coord import Coordinator
 from cronsvc.errors import FieldError, ValidationFailed
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
+from cronsvc.netguard import TargetPolicy
 from cronsvc.runner import TickRunner
 from cronsvc.store import Store
 
@@ -30,6 +31,8 @@ class ApiContext:
     clock: Clock
     metrics: Metrics
     scheduler_ready: asyncio.Event
+    target_policy: TargetPolicy
+    """The SSRF guard's policy: which webhook targets a job may name."""
     instance_id: str
     started_at: datetime
 

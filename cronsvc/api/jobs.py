@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from cronsvc.api.context import (
     ApiContext,
@@ -37,6 +38,7 @@ from cronsvc.errors import (
     FieldError,
     InvalidCronExpression,
     InvalidTimezone,
+    TargetNotAllowed,
     ValidationFailed,
     VersionConflict,
 )
@@ -79,6 +81,25 @@ def _schedule_errors(
     return []
 
 
+def _target_errors(api: ApiContext, url: object) -> list[FieldError]:
+    """A webhookUrl whose host is an IP literal or `localhost` the SSRF guard
+    would refuse, reported now rather than at every fire. Names are judged
+    when the webhook is called: DNS can change in between."""
+    if not isinstance(url, str):
+        return []
+    try:
+        host = URL(url).host
+    except (TypeError, ValueError):
+        return []
+    if not host:
+        return []
+    try:
+        api.target_policy.check_host(host)
+    except TargetNotAllowed as exc:
+        return [FieldError("webhookUrl", str(exc))]
+    return []
+
+
 async def _announce(api: ApiContext, job_id: str) -> None:
     """Tell every instance a job changed. The change is already stored: if the
     notice cannot go out, the other instances pick it up at their next resync,
@@ -117,10 +138,20 @@ def _parse_job(
     try:
         model = validate(JobIn, payload)
     except ValidationFailed as failed:
-        # Report a bad schedule along with the other fields, not on the next try.
-        raise ValidationFailed([*failed.errors, *_schedule_errors(api, payload, failed)]) from None
+        # Report a bad schedule or target along with the other fields, not on the next try.
+        reported = {e.field for e in failed.errors}
+        target = [] if "webhookUrl" in reported else _target_errors(api, payload.get("webhookUrl"))
+        raise ValidationFailed(
+            [*failed.errors, *_schedule_errors(api, payload, failed), *target]
+        ) from None
     spec = model.to_spec(default_timeout_s=api.config.webhook.timeout_s)
-    _schedule(api, spec.cron_expression, spec.timezone)
+    errors = _target_errors(api, spec.webhook_url)
+    try:
+        _schedule(api, spec.cron_expression, spec.timezone)
+    except ValidationFailed as bad:
+        errors = [*bad.errors, *errors]
+    if errors:
+        raise ValidationFailed(errors)
     if "secret" not in payload and keep_secret is not None:
         spec = _with(spec, secret=keep_secret)
     return spec, model.version
