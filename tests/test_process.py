@@ -208,7 +208,7 @@ async def test_jobs_survive_a_restart(service: CronsvcProcess) -> None:
     _, job = await api(
         "POST",
         f"{service.url}/api/cron",
-        json={"name": "keep", "cronExpression": "0 3 * * *", "webhookUrl": "https://example.org/x"},
+        json={"name": "keep", "cronExpression": "0 0 1 1 *", "webhookUrl": "https://example.org/x"},
     )
     await service.stop()
     await service.start()
