@@ -34,6 +34,7 @@ from cronsvc.netguard import TargetPolicy
 from cronsvc.results import ResultWriter
 from cronsvc.runner import TickRunner
 from cronsvc.scheduler import Scheduler
+from cronsvc.sdnotify import Notifier
 from cronsvc.store import Store, open_store, sqlite_path
 
 log = structlog.get_logger(__name__)
@@ -219,6 +220,7 @@ async def serve(config: Config) -> None:
     # stall the event loop for tens of milliseconds (measured: 26-47 ms).
     gc.freeze()
     stop = asyncio.Event()
+    notifier = Notifier()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -230,13 +232,21 @@ async def serve(config: Config) -> None:
         )
         engine = app[ENGINE_TASK]
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({engine, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        ready = asyncio.create_task(app[CONTEXT].scheduler_ready.wait())
+        await asyncio.wait({engine, stopper, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            notifier.notify("READY=1", f"STATUS=serving; instance {app[CONTEXT].instance_id}")
+            watchdog = asyncio.create_task(notifier.keep_alive(lambda: not engine.done()))
+            await asyncio.wait({engine, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            watchdog.cancel()
+        ready.cancel()
         stopper.cancel()
         if engine.done():
             engine.result()  # raises what killed it
             raise RuntimeError("the engine stopped on its own")
         log.info("shutting_down")
     finally:
+        notifier.notify("STOPPING=1")
         # Signals stay handled while in-flight runs drain: a repeated SIGTERM
         # must not cut the grace period short.
         await app_runner.cleanup()

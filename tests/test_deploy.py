@@ -72,6 +72,9 @@ def test_the_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
     assert service["User"] == "cronsvc"
     assert service["ExecStart"].endswith("serve --config /etc/cronsvc/config.toml")
     assert "ExecReload" not in service
+    # Readiness and the watchdog come from cronsvc.sdnotify.
+    assert service["Type"] == "notify"
+    assert float(service["WatchdogSec"]) > 0
 
 
 def test_the_documented_cluster_config_loads() -> None:
