@@ -97,6 +97,7 @@ class ResultWriter:
             self._metrics.inc(
                 "cronsvc_store_errors_total", help="Store calls that failed", op="finish"
             )
+            self._metrics.delayed_writes.inc(len(batch))
             if self._failures == 1:  # once per outage, not per attempt
                 log.error("results_delayed", pending=len(self._pending), error=str(exc))
             return False

@@ -379,7 +379,14 @@ class TickRunner:
             self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
             raise
         self._finish(_finished(execution, result))
-        lag_ms = round((result.first_sent_at - execution.scheduled_at.timestamp()) * 1000, 1)
+        lag_s = result.first_sent_at - execution.scheduled_at.timestamp()
+        if execution.trigger is not Trigger.MANUAL:
+            self._metrics.fire_lag.observe(max(0.0, lag_s))
+        self._metrics.webhook_duration.labels(result.status.value).observe(
+            result.duration_ms / 1000
+        )
+        self._metrics.inc("cronsvc_webhook_attempts_total", result.attempts)
+        lag_ms = round(lag_s * 1000, 1)
         log.info(
             "tick_fired",
             job_id=job.id,

@@ -303,7 +303,8 @@ class Scheduler:
             self._metrics.inc(
                 "cronsvc_log_writes_dropped_total",
                 len(ticks),
-                help="Execution results not recorded",
+                help="Execution results never written",
+                reason="store_unavailable",
             )
             log.error("missed_ticks_not_recorded", job_id=job.id, count=len(ticks), error=str(exc))
             return

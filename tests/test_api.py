@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from cronsvc.config import Config, WebhookConfig
 from cronsvc.service import build_app
@@ -486,11 +487,25 @@ async def test_cluster_shows_this_instance_as_leader(client: Client) -> None:
     assert parse(instance["lastHeartbeat"]) <= datetime.now(UTC)
 
 
-async def test_metrics_are_prometheus_text(client: Client) -> None:
+async def test_metrics_an_operator_alerts_on_read_zero_before_anything_happens(
+    client: Client,
+) -> None:
     response = await client.get("/metrics")
     assert response.status == 200
-    text = await response.text()
-    assert "# TYPE cronsvc_active_jobs gauge" in text
+    families = {
+        family.name: family for family in text_string_to_metric_families(await response.text())
+    }
+    assert families["cronsvc_active_jobs"].type == "gauge"
+    assert families["cronsvc_fire_lag_seconds"].type == "histogram"
+    assert families["cronsvc_webhook_duration_seconds"].type == "histogram"
+    statuses = {
+        sample.labels["status"]: sample.value
+        for sample in families["cronsvc_executions"].samples
+        if sample.name == "cronsvc_executions_total"
+    }
+    assert statuses == dict.fromkeys(["SUCCESS", "FAILURE", "SKIPPED", "MISSED", "LOST"], 0.0)
+    for name in ("cronsvc_lease", "cronsvc_webhook_attempts", "cronsvc_log_writes_delayed"):
+        assert families[name].type == "counter"
 
 
 async def test_a_bad_schedule_is_reported_with_the_other_bad_fields(client: Client) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from cronsvc.config import Config
 from cronsvc.service import build_app
@@ -259,18 +260,48 @@ async def test_forbid_records_a_skipped_tick_while_the_previous_run_is_still_goi
     assert skipped[0]["error"]["type"] == "skipped"
 
 
-async def test_metrics_count_executions_by_outcome(client: Client, receiver: Receiver) -> None:
-    job = await create(client, receiver.url)
-    await logs_for(client, job["id"], 2)
-    text = await (await client.get("/metrics")).text()
-    counted = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
-        if not line.startswith("#")
+async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, read by prometheus-client's own parser."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(await response.text())
+        for sample in family.samples
     }
-    assert counted['cronsvc_executions_total{status="SUCCESS"}'] >= 2
-    assert counted['cronsvc_lease_total{result="won"}'] >= 2
-    assert counted["cronsvc_active_jobs"] == 1
+
+
+async def test_metrics_move_with_real_fires(
+    client: Client, receiver: Receiver, start_receiver: Any
+) -> None:
+    before = await scrape(client)
+    failing: Receiver = await start_receiver()
+    failing.status = 500
+    ok = await create(client, receiver.url)
+    bad = await create(client, failing.url, name="failing")
+    await logs_for(client, ok["id"], 2)
+    await logs_for(client, bad["id"], 2)
+    after = await scrape(client)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("cronsvc_executions_total", status="SUCCESS") >= 2
+    assert moved("cronsvc_executions_total", status="FAILURE") >= 2
+    assert moved("cronsvc_lease_total", result="won") >= 4
+    assert moved("cronsvc_webhook_attempts_total") >= 4
+    assert moved("cronsvc_fire_lag_seconds_count") >= 4
+    assert moved("cronsvc_fire_lag_seconds_sum") > 0
+    assert moved("cronsvc_webhook_duration_seconds_count", status="SUCCESS") >= 2
+    assert moved("cronsvc_webhook_duration_seconds_count", status="FAILURE") >= 2
+    assert after[("cronsvc_active_jobs", ())] == 2
+    assert after[("cronsvc_is_leader", ())] == 1
+    assert ("cronsvc_dispatches_in_flight", ()) in after
+    # Low cardinality: no label carries a job id.
+    job_ids = {ok["id"], bad["id"]}
+    assert not [key for key in after if any(v in job_ids for _, v in key[1])]
 
 
 @pytest.fixture

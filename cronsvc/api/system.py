@@ -9,6 +9,7 @@ from aiohttp import web
 from cronsvc import __version__
 from cronsvc.api.context import ApiContext, ctx, json_response
 from cronsvc.api.schemas import instant
+from cronsvc.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
@@ -58,9 +59,9 @@ async def health_check(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        text=ctx(request).metrics.render(), content_type="text/plain", charset="utf-8"
-    )
+    response = web.Response(body=ctx(request).metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
 
 
 @routes.get("/api/cluster")
