@@ -61,6 +61,8 @@ class WebhookConfig:
     """Let webhooks reach loopback, private and other non-global addresses."""
     allowed_cidrs: list[str] = field(default_factory=list)
     """Networks webhooks may reach even though they are not globally routable."""
+    max_defer_s: float = 3600.0
+    """The longest a target's Retry-After may hold back a job's next ticks."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +225,8 @@ def _check(config: Config) -> None:
     positive("webhook.timeout_s", config.webhook.timeout_s)
     positive("webhook.max_concurrency", config.webhook.max_concurrency)
     positive("webhook.max_response_bytes", config.webhook.max_response_bytes)
+    if config.webhook.max_defer_s < 0:
+        raise ConfigError("webhook.max_defer_s: must be 0 or more")
     for cidr in config.webhook.allowed_cidrs:
         try:
             parse_cidr(cidr)

@@ -93,6 +93,9 @@ class DeliveryResult:
     """The last attempt's response text, at most `max_response_bytes` bytes of it."""
     response_truncated: bool
     error: ErrorInfo | None
+    retry_after_s: float | None = None
+    """The last attempt failed with a 429 or 503 whose `Retry-After` asked
+    for this many seconds: the job's next ticks should wait as well."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +264,7 @@ class Dispatcher:
             response_body=outcome.body,
             response_truncated=outcome.truncated,
             error=outcome.error,
+            retry_after_s=outcome.retry_after,
         )
 
     async def _attempt(

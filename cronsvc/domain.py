@@ -100,6 +100,12 @@ class Job:
     (fired, skipped or recorded as missed), or the schedule (re)started then."""
     last_run_at: datetime | None = None
     last_status: ExecutionStatus | None = None
+    paused_reason: str | None = None
+    """Why cronsvc paused the job itself (its target answered 410 Gone);
+    None when a user paused it, or it is active."""
+    deferred_until: datetime | None = None
+    """Scheduled ticks before this instant are skipped: the target asked to
+    be left alone (`Retry-After` on a 429 or 503)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

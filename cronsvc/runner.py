@@ -51,6 +51,7 @@ class TickRunner:
         instance_id: str,
         lease_ttl_s: float,
         max_catchup: int,
+        max_defer_s: float,
         on_stale: Callable[[str], None],
     ) -> None:
         self._store = store
@@ -62,6 +63,7 @@ class TickRunner:
         self._instance_id = instance_id
         self._lease_ttl_s = lease_ttl_s
         self._max_catchup = max_catchup
+        self._max_defer_s = max_defer_s
         self._on_stale = on_stale
         self._tasks: set[asyncio.Task[None]] = set()
         self._leases_down = False
@@ -198,11 +200,12 @@ class TickRunner:
                 )
             else:
                 self._count(ExecutionStatus.SKIPPED)
+                error = result.execution.error if result.execution else None
                 log.info(
                     "tick_skipped",
                     job_id=d.job.id,
                     tick=d.tick.isoformat(),
-                    reason="previous run still running",
+                    reason=error.message if error else "skipped",
                 )
         if claimed and ahead:
             claimed = await self._wait_for_tick(claimed, fire_at)
@@ -378,7 +381,10 @@ class TickRunner:
         except asyncio.CancelledError:
             self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
             raise
-        self._finish(_finished(execution, result))
+        finished = _finished(execution, result)
+        if result.status is ExecutionStatus.FAILURE:
+            finished = await self._heed_target(job, finished, result)
+        self._finish(finished)
         lag_s = result.first_sent_at - execution.scheduled_at.timestamp()
         if execution.trigger is not Trigger.MANUAL:
             self._metrics.fire_lag.observe(max(0.0, lag_s))
@@ -397,6 +403,57 @@ class TickRunner:
             attempts=result.attempts,
             response_status=result.response_status,
         )
+
+    async def _heed_target(
+        self, job: Job, execution: Execution, result: DeliveryResult
+    ) -> Execution:
+        """What a failing target asked for: 410 Gone pauses the job (unless
+        someone changed it since); a Retry-After on the last attempt's 429 or
+        503 holds back the job's ticks that would fall inside it."""
+        now = self._clock.now()
+        try:
+            if result.response_status == 410:
+                reason = f"the webhook target answered 410 Gone at {_rfc3339(now)}"
+                paused = await self._store.pause_job(
+                    job.id, expected_version=job.version, reason=reason, now=now
+                )
+                if paused is None:
+                    return execution
+                self._on_stale(job.id)  # this instance's scheduler drops it now
+                await self.announce(job.id)
+                self._metrics.inc(
+                    "cronsvc_jobs_paused_by_target_total", help="Jobs paused on a 410 Gone"
+                )
+                log.warning("job_paused_by_target", job_id=job.id, reason=reason)
+                return dataclasses.replace(
+                    execution,
+                    error=ErrorInfo(
+                        type="target_gone", message="HTTP 410 Gone: the job was paused"
+                    ),
+                )
+            if result.retry_after_s is not None:
+                until = now + timedelta(seconds=min(result.retry_after_s, self._max_defer_s))
+                upcoming = _next_tick(job, execution.scheduled_at)
+                if upcoming is not None and upcoming < until:
+                    await self._store.defer_job(job.id, until)
+                    log.info("job_deferred_by_target", job_id=job.id, until=_rfc3339(until))
+        except TRANSIENT as exc:
+            log.warning("target_request_not_recorded", job_id=job.id, error=str(exc))
+        return execution
+
+    async def announce(self, job_id: str) -> None:
+        """Tell every instance a job changed. The change is already stored:
+        if the notice cannot go out, the other instances pick it up at their
+        next resync, so this never fails."""
+        try:
+            await self._coordinator.publish_job_change(job_id)
+        except TRANSIENT as exc:
+            self._metrics.inc(
+                "cronsvc_coordinator_errors_total",
+                help="Coordinator calls that failed",
+                op="notice",
+            )
+            log.warning("job_change_notice_failed", job_id=job_id, error=str(exc))
 
     def _finish(self, execution: Execution) -> None:
         self._count(execution.status)
@@ -452,6 +509,18 @@ def _ended(
         duration_ms=None if skipped else _ms_between(execution.executed_at, now),
         error=ErrorInfo(type=error_type, message=message),
     )
+
+
+def _next_tick(job: Job, after: datetime) -> datetime | None:
+    try:
+        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    except CronSvcError:
+        return None
+    return schedule.next_after(after)
+
+
+def _rfc3339(instant: datetime) -> str:
+    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _has_tick(job: Job, tick: datetime) -> bool:

@@ -149,6 +149,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         instance_id=services.instance_id,
         lease_ttl_s=config.scheduler.lease_ttl_s,
         max_catchup=config.scheduler.max_catchup,
+        max_defer_s=config.webhook.max_defer_s,
         on_stale=on_stale,
     )
     scheduler = Scheduler(

@@ -43,6 +43,7 @@ class Receiver:
     url: str = ""
     status: int = 200
     reply: str = "ok"
+    reply_headers: dict[str, str] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
     before_reply: Callable[[], Awaitable[None]] | None = None
     """Awaited after a request is recorded and before it is answered."""
@@ -56,7 +57,7 @@ class Receiver:
         self._arrived.set()
         if self.before_reply is not None:
             await self.before_reply()
-        return web.Response(status=self.status, text=self.reply)
+        return web.Response(status=self.status, text=self.reply, headers=self.reply_headers)
 
     async def wait_for(self, count: int, within_s: float = 10.0) -> list[Received]:
         """Wait until at least `count` requests arrived (fails after `within_s`)."""

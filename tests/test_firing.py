@@ -364,3 +364,41 @@ async def test_a_job_whose_target_the_guard_refuses_fails_at_once_and_reaches_no
     assert log["error"]["type"] == "target_not_allowed"
     assert "127.0.0.1 is a loopback address" in log["error"]["message"]
     assert receiver.requests == []
+
+
+async def test_a_410_gone_pauses_the_job_and_says_why(client: Client, receiver: Receiver) -> None:
+    receiver.status = 410
+    job = await create(client, receiver.url)
+    [log] = await logs_for(client, job["id"])
+    await asyncio.sleep(2.5)  # ticks that would have come due meanwhile
+
+    assert len(receiver.requests) == 1
+    assert log["status"] == "FAILURE" and log["responseStatus"] == 410
+    assert log["error"]["type"] == "target_gone"
+    paused = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert paused["isActive"] is False and paused["nextRunAt"] is None
+    assert "410 Gone" in paused["pausedReason"]
+    assert paused["version"] == job["version"] + 1
+    resumed = await (await client.post(f"/api/cron/{job['id']}/resume")).json()
+    assert resumed["isActive"] is True and resumed["pausedReason"] is None
+
+
+async def test_retry_after_on_a_503_holds_back_the_next_ticks_inside_it(
+    client: Client, receiver: Receiver
+) -> None:
+    receiver.status = 503
+    receiver.reply_headers = {"Retry-After": "3"}
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    receiver.status = 200
+    await receiver.wait_for(2, within_s=10)  # the first tick after the hold
+
+    first, second = receiver.requests[:2]
+    held_for = second.arrived - first.arrived
+    assert held_for > 2.5  # the every-second job was held, not fired each second
+    logs = await logs_for(client, job["id"], 3)
+    deferred = [e for e in logs if e["status"] == "SKIPPED"]
+    assert len(deferred) >= 2
+    assert {e["error"]["type"] for e in deferred} == {"deferred"}
+    held = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert held["deferredUntil"] is not None and held["isActive"] is True

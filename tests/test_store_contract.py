@@ -1416,6 +1416,85 @@ async def test_mark_lost_with_no_live_instances_marks_every_running_record(store
     assert await all_executions(store, status=ExecutionStatus.RUNNING) == []
 
 
+# What a job's target asks for: pause (410 Gone), wait (Retry-After)
+
+
+async def test_pause_job_pauses_an_active_job_at_the_expected_version(store: Store) -> None:
+    job = await create(store)
+
+    paused = await store.pause_job(job.id, expected_version=1, reason="410 Gone", now=at(5))
+
+    assert paused is not None
+    assert paused.spec.is_active is False and paused.paused_reason == "410 Gone"
+    assert paused.version == 2 and paused.updated_at == at(5)
+    assert await store.get_job(job.id) == paused
+    [result] = await store.claim_ticks([tick_claim(job, at(6), version=2)])
+    assert result.outcome is ClaimOutcome.STALE  # paused: nothing fires
+
+
+async def test_pause_job_writes_nothing_for_another_version_a_paused_or_a_missing_job(
+    store: Store,
+) -> None:
+    job = await create(store)
+    changed = await store.update_job(job.id, job.spec, now=at(1))
+
+    assert await store.pause_job(job.id, expected_version=1, reason="r", now=at(2)) is None
+    assert await store.get_job(job.id) == changed
+    assert await store.pause_job(new_id(), expected_version=1, reason="r", now=at(2)) is None
+    assert await store.pause_job("nope", expected_version=1, reason="r", now=at(2)) is None
+    paused = await store.pause_job(job.id, expected_version=2, reason="r", now=at(3))
+    assert paused is not None
+    assert await store.pause_job(job.id, expected_version=3, reason="r", now=at(4)) is None
+
+
+async def test_a_users_update_clears_what_the_target_asked_for(store: Store) -> None:
+    job = await create(store)
+    await store.defer_job(job.id, at(30))
+    paused = await store.pause_job(job.id, expected_version=1, reason="410 Gone", now=at(5))
+    assert paused is not None
+
+    resumed = await store.update_job(
+        job.id, dataclasses.replace(job.spec, is_active=True), now=at(6)
+    )
+
+    assert resumed.paused_reason is None and resumed.deferred_until is None
+    assert await store.get_job(job.id) == resumed
+
+
+async def test_defer_job_only_ever_moves_the_hold_later(store: Store) -> None:
+    job = await create(store)
+
+    await store.defer_job(job.id, at(10))
+    await store.defer_job(job.id, at(5))
+
+    held = await store.get_job(job.id)
+    assert held.deferred_until == at(10)
+    assert held.version == job.version  # not a change of the job's definition
+    await store.defer_job(new_id(), at(10))  # a missing job is ignored
+
+
+async def test_ticks_before_the_hold_are_skipped_and_later_ones_claimed(store: Store) -> None:
+    job = await create(store)
+    await store.defer_job(job.id, at(3))
+
+    held, due, manual = await store.claim_ticks(
+        [
+            tick_claim(job, at(2)),
+            tick_claim(job, at(3)),
+            tick_claim(job, at(2.5), trigger=Trigger.MANUAL),
+        ]
+    )
+
+    assert held.outcome is ClaimOutcome.SKIPPED
+    assert held.execution is not None and held.execution.error is not None
+    assert held.execution.error.type == "deferred"
+    assert "Retry-After" in held.execution.error.message
+    assert await store.get_execution(held.execution.id) == held.execution
+    assert due.outcome is ClaimOutcome.CLAIMED
+    assert manual.outcome is ClaimOutcome.CLAIMED  # a person asked for it: not held back
+    assert (await store.get_job(job.id)).last_tick == at(3)
+
+
 async def test_mark_lost_leaves_ticks_claimed_but_never_sent(store: Store) -> None:
     job = await create(store)
     unsent = await claimed(store, job, at(1), instance_id="dead", dispatched=False)

@@ -118,6 +118,8 @@ async def test_a_version_1_database_is_upgraded_and_its_running_runs_count_as_se
     await store.aclose()
     with sqlite3.connect(db_path) as db:  # the layout version 1 wrote
         db.execute("ALTER TABLE executions DROP COLUMN dispatched")
+        db.execute("ALTER TABLE jobs DROP COLUMN paused_reason")
+        db.execute("ALTER TABLE jobs DROP COLUMN deferred_until")
         db.execute("UPDATE schema_version SET version = 1")
     db.close()
 

@@ -43,7 +43,6 @@ from cronsvc.errors import (
     VersionConflict,
 )
 from cronsvc.ids import new_id
-from cronsvc.retry import TRANSIENT
 from cronsvc.store import JobQuery
 
 routes = web.RouteTableDef()
@@ -101,16 +100,9 @@ def _target_errors(api: ApiContext, url: object) -> list[FieldError]:
 
 
 async def _announce(api: ApiContext, job_id: str) -> None:
-    """Tell every instance a job changed. The change is already stored: if the
-    notice cannot go out, the other instances pick it up at their next resync,
-    so the request still succeeds."""
-    try:
-        await api.coordinator.publish_job_change(job_id)
-    except TRANSIENT as exc:
-        api.metrics.inc(
-            "cronsvc_coordinator_errors_total", help="Coordinator calls that failed", op="notice"
-        )
-        log.warning("job_change_notice_failed", job_id=job_id, error=str(exc))
+    """Tell every instance a job changed; the request succeeds even if the
+    notice cannot go out (see `TickRunner.announce`)."""
+    await api.runner.announce(job_id)
 
 
 def _next_run(api: ApiContext, job: Job) -> datetime | None:

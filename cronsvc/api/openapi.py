@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
@@ -54,6 +54,15 @@ class JobOut(_Out):
     last_run_at: datetime | None
     last_status: ExecutionStatus | None
     version: int
+    paused_reason: str | None = Field(
+        description="Why cronsvc paused the job itself (its target answered 410 Gone); "
+        "null when a person paused it or it is active. Cleared by any update."
+    )
+    deferred_until: datetime | None = Field(
+        description="Scheduled ticks before this instant are recorded SKIPPED "
+        "(error.type deferred): the target answered 429 or 503 with Retry-After. "
+        "Cleared by any update."
+    )
 
 
 class ErrorOut(_Out):

@@ -34,7 +34,17 @@ MAX_HEADERS = 50
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 READ_ONLY_FIELDS = frozenset(
-    {"id", "createdAt", "updatedAt", "nextRunAt", "lastRunAt", "lastStatus", "hasSecret"}
+    {
+        "id",
+        "createdAt",
+        "updatedAt",
+        "nextRunAt",
+        "lastRunAt",
+        "lastStatus",
+        "hasSecret",
+        "pausedReason",
+        "deferredUntil",
+    }
 )
 """Fields a client may send back unchanged (GET, edit, PUT); they are ignored.
 `version`, when sent, is a precondition: the write fails with 409 unless the
@@ -216,6 +226,8 @@ def job_to_wire(job: Job, next_run_at: datetime | None) -> dict[str, Any]:
         "lastRunAt": instant(job.last_run_at),
         "lastStatus": job.last_status.value if job.last_status else None,
         "version": job.version,
+        "pausedReason": job.paused_reason,
+        "deferredUntil": instant(job.deferred_until),
     }
 
 

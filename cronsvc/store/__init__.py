@@ -129,10 +129,28 @@ class Store(Protocol):
 
         `restart_schedule` also sets `last_tick` = now, so ticks before now are
         not owed (used when the schedule changes or a paused job resumes).
-        `last_tick`, `last_run_at` and `last_status` are otherwise kept.
+        `last_tick`, `last_run_at` and `last_status` are otherwise kept;
+        `paused_reason` and `deferred_until` are cleared (a user's change
+        supersedes what a target asked for).
         Raises `JobNotFound`, `DuplicateJobName`, or `VersionConflict` when
         `expected_version` is given and differs. A failed update writes nothing.
         """
+        ...
+
+    async def pause_job(
+        self, job_id: str, *, expected_version: int, reason: str, now: datetime
+    ) -> Job | None:
+        """Pause an active job on its target's behalf (it answered 410 Gone):
+        `is_active` false, `paused_reason` = reason, `version` + 1,
+        `updated_at` = now. Returns the job as updated, or None, writing
+        nothing, if it is gone, paused or at another version than
+        `expected_version` (a user changed it since that webhook was sent)."""
+        ...
+
+    async def defer_job(self, job_id: str, until: datetime) -> None:
+        """Skip the job's scheduled ticks before `until` (its target asked to
+        wait): `deferred_until` becomes the later of its value and `until`.
+        The version does not change. A missing job is ignored."""
         ...
 
     async def delete_job(self, job_id: str) -> None:
@@ -159,8 +177,10 @@ class Store(Protocol):
 
         Per claim: STALE if the job is missing, at another version, or paused
         (paused is ignored for `manual`); DUPLICATE if the tick's unique key
-        exists; SKIPPED (a SKIPPED record is inserted) if the stored job's
-        policy is `forbid` and it has a RUNNING execution; else CLAIMED with a
+        exists; SKIPPED (a SKIPPED record with error type "deferred" is
+        inserted) if the trigger is not `manual` and the tick is before the
+        job's `deferred_until`; SKIPPED (error type "skipped") if the stored
+        job's policy is `forbid` and it has a RUNNING execution; else CLAIMED with a
         RUNNING record (`executed_at` = claim.executed_at, `attempts` = 0).
         For `schedule` and `catchup`, CLAIMED and SKIPPED also advance the
         job's `last_tick` to `scheduled_at` if that is later.

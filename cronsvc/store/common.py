@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cronsvc.domain import ErrorInfo, Trigger
 from cronsvc.errors import InvalidCursor
 from cronsvc.ids import is_valid_id
 
@@ -88,3 +89,25 @@ def decode_execution_cursor(cursor: str) -> tuple[int, str]:
         ):
             return ms, execution_id
     raise InvalidCursor(cursor)
+
+
+def skip_reason(
+    *, trigger: Trigger, scheduled_ms: int, deferred_until_ms: int | None, blocker: str | None
+) -> ErrorInfo | None:
+    """Why a claim is recorded SKIPPED rather than fired, if it is: the
+    target asked to wait past this tick, or (`forbid`) `blocker` still runs."""
+    if (
+        deferred_until_ms is not None
+        and trigger is not Trigger.MANUAL
+        and scheduled_ms < deferred_until_ms
+    ):
+        until = from_unix_ms(deferred_until_ms).isoformat().replace("+00:00", "Z")
+        return ErrorInfo(
+            type="deferred", message=f"the target asked to wait until {until} (Retry-After)"
+        )
+    if blocker is not None:
+        return ErrorInfo(
+            type="skipped",
+            message=f"concurrency policy forbid: execution {blocker} of this job is still running",
+        )
+    return None

@@ -128,6 +128,7 @@ from cronsvc.store.common import (
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
+    skip_reason,
     unix_ms,
 )
 
@@ -150,7 +151,13 @@ _DUPLICATE_KEY = 11000
 _INDEX_OPTIONS_CONFLICT = frozenset({85, 86})  # IndexOptionsConflict, IndexKeySpecsConflict
 _TTL_INDEX = "executions_ttl"
 _JOB_NAME_INDEX = "name_unique"
-_CLAIM_JOB_FIELDS = {"version": 1, "is_active": 1, "name": 1, "concurrency_policy": 1}
+_CLAIM_JOB_FIELDS = {
+    "version": 1,
+    "is_active": 1,
+    "name": 1,
+    "concurrency_policy": 1,
+    "deferred_until": 1,
+}
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
 
@@ -243,7 +250,12 @@ class MongoStore:
             selector: _Doc = {"_id": job_id}
             if expected_version is not None:
                 selector["version"] = expected_version
-            changes: _Doc = {**_spec_fields(spec), "updated_at": unix_ms(now)}
+            changes: _Doc = {
+                **_spec_fields(spec),
+                "updated_at": unix_ms(now),
+                "paused_reason": None,
+                "deferred_until": None,
+            }
             if restart_schedule:
                 changes["last_tick"] = unix_ms(now)
             try:
@@ -267,6 +279,35 @@ class MongoStore:
             if await self._jobs.find_one(taken, {"_id": 1}) is not None:
                 raise DuplicateJobName(spec.name)
             raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
+
+    async def pause_job(
+        self, job_id: str, *, expected_version: int, reason: str, now: datetime
+    ) -> Job | None:
+        with self._calling():
+            if not is_valid_id(job_id):
+                return None
+            updated = await self._jobs.find_one_and_update(
+                {"_id": job_id, "version": expected_version, "is_active": True},
+                {
+                    "$set": {
+                        "is_active": False,
+                        "paused_reason": reason,
+                        "updated_at": unix_ms(now),
+                    },
+                    "$inc": {"version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            return None if updated is None else _job_from_document(updated)
+
+    async def defer_job(self, job_id: str, until: datetime) -> None:
+        with self._calling():
+            if not is_valid_id(job_id):
+                return
+            # $max on a missing or null field sets it.
+            await self._jobs.update_one(
+                {"_id": job_id}, {"$max": {"deferred_until": unix_ms(until)}}
+            )
 
     async def delete_job(self, job_id: str) -> None:
         with self._calling():
@@ -344,6 +385,7 @@ class MongoStore:
                         forbid=job["concurrency_policy"] == ConcurrencyPolicy.FORBID.value,
                         slot=claim.execution_id if manual else _TICK_SLOT,
                         scheduled_ms=unix_ms(claim.scheduled_at),
+                        deferred_until_ms=job.get("deferred_until"),
                     )
                 )
         checked = [entry for entry in live if entry is not None]
@@ -369,8 +411,13 @@ class MongoStore:
             seen.taken.add(entry.key)
             scheduled_at = from_unix_ms(entry.scheduled_ms)
             executed_at = from_unix_ms(unix_ms(claim.executed_at))
-            blocker = seen.running.get(claim.job_id) if entry.forbid else None
-            if blocker is None:
+            skip = skip_reason(
+                trigger=claim.trigger,
+                scheduled_ms=entry.scheduled_ms,
+                deferred_until_ms=entry.deferred_until_ms,
+                blocker=seen.running.get(claim.job_id) if entry.forbid else None,
+            )
+            if skip is None:
                 seen.running.setdefault(claim.job_id, claim.execution_id)
                 outcome = ClaimOutcome.CLAIMED
                 execution = Execution(
@@ -394,11 +441,7 @@ class MongoStore:
                     status=ExecutionStatus.SKIPPED,
                     instance_id=claim.instance_id,
                     finished_at=executed_at,
-                    error=ErrorInfo(
-                        type="skipped",
-                        message=f"concurrency policy forbid: execution {blocker} "
-                        "of this job is still running",
-                    ),
+                    error=skip,
                 )
             results[position] = ClaimResult(outcome=outcome, execution=execution)
             document = _execution_document(execution, slot=entry.slot)
@@ -708,6 +751,7 @@ class _Live:
     forbid: bool
     slot: str
     scheduled_ms: int
+    deferred_until_ms: int | None = None
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -897,6 +941,8 @@ def _job_document(job: Job) -> _Doc:
         "last_tick": unix_ms(job.last_tick),
         "last_run_at": opt_unix_ms(job.last_run_at),
         "last_status": None if job.last_status is None else job.last_status.value,
+        "paused_reason": job.paused_reason,
+        "deferred_until": opt_unix_ms(job.deferred_until),
     }
 
 
@@ -935,6 +981,9 @@ def _job_from_document(document: _Doc) -> Job:
         last_tick=from_unix_ms(document["last_tick"]),
         last_run_at=opt_from_unix_ms(document["last_run_at"]),
         last_status=None if last_status is None else ExecutionStatus(last_status),
+        # Absent in documents written before these fields existed.
+        paused_reason=document.get("paused_reason"),
+        deferred_until=opt_from_unix_ms(document.get("deferred_until")),
     )
 
 

@@ -72,10 +72,11 @@ from cronsvc.store.common import (
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
+    skip_reason,
     unix_ms,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
@@ -110,7 +111,9 @@ _SCHEMA = (
         updated_at INTEGER NOT NULL,
         last_tick INTEGER NOT NULL,
         last_run_at INTEGER,
-        last_status TEXT
+        last_status TEXT,
+        paused_reason TEXT,
+        deferred_until INTEGER
     )""",
     "CREATE INDEX jobs_by_active ON jobs (is_active, id)",
     """CREATE TABLE job_tags (
@@ -157,6 +160,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Whether a claimed tick's webhook went out. Runs recorded before this
     # column existed count as sent: a reaper marks them LOST, never re-sends.
     1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
+    2: (
+        # What a job's target asked for: paused on a 410, ticks held back
+        # by a Retry-After.
+        "ALTER TABLE jobs ADD COLUMN paused_reason TEXT",
+        "ALTER TABLE jobs ADD COLUMN deferred_until INTEGER",
+    ),
 }
 
 _JOB_COLUMNS = (
@@ -184,6 +193,8 @@ _JOB_COLUMNS = (
     "last_tick",
     "last_run_at",
     "last_status",
+    "paused_reason",
+    "deferred_until",
 )
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
@@ -196,6 +207,10 @@ _INSERT_JOB = (
 )
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _JOB_COLUMNS[1:])} WHERE id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
+_PAUSE_JOB = """UPDATE jobs SET is_active = 0, paused_reason = ?, version = version + 1,
+    updated_at = ? WHERE id = ? AND version = ? AND is_active = 1"""
+_DEFER_JOB = """UPDATE jobs SET deferred_until = MAX(COALESCE(deferred_until, ?1), ?1)
+    WHERE id = ?2"""
 _INSERT_TAG = "INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?, ?)"
 _DELETE_TAGS = "DELETE FROM job_tags WHERE job_id = ?"
 _ADVANCE_LAST_TICK = "UPDATE jobs SET last_tick = ?1 WHERE id = ?2 AND last_tick < ?1"
@@ -235,8 +250,8 @@ _INSERT_EXECUTION = (
 )
 # A claim batch reads what it needs in three statements (each argument a JSON
 # array), decides every claim in Python, then writes with two `executemany`.
-_CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy
-    FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
+_CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy,
+    j.deferred_until FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
 _RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
     CROSS JOIN executions AS e WHERE e.job_id = k.value AND e.status = 'RUNNING'"""
 # Argument: [[job_id, scheduled_at, slot], ...]; answers the keys that exist.
@@ -357,6 +372,16 @@ class SQLiteStore:
         return await self._run(
             _do_update_job, job_id, spec, now, expected_version, restart_schedule
         )
+
+    async def pause_job(
+        self, job_id: str, *, expected_version: int, reason: str, now: datetime
+    ) -> Job | None:
+        if not is_valid_id(job_id):
+            return None
+        return await self._run(_do_pause_job, job_id, expected_version, reason, now)
+
+    async def defer_job(self, job_id: str, until: datetime) -> None:
+        await self._run(_do_defer_job, job_id, unix_ms(until))
 
     async def delete_job(self, job_id: str) -> None:
         await self._run(_do_delete_job, job_id)
@@ -593,6 +618,8 @@ def _do_update_job(
             version=current.version + 1,
             updated_at=now,
             last_tick=now if restart_schedule else current.last_tick,
+            paused_reason=None,
+            deferred_until=None,
         )
         row = _job_row(updated)
         _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
@@ -640,6 +667,20 @@ def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
     return Page(items=items, next_cursor=next_cursor)
 
 
+def _do_pause_job(
+    db: sqlite3.Connection, job_id: str, expected_version: int, reason: str, now: datetime
+) -> Job | None:
+    with _transaction(db):
+        paused = db.execute(_PAUSE_JOB, (reason, unix_ms(now), job_id, expected_version)).rowcount
+        row = db.execute(_GET_JOB, (job_id,)).fetchone() if paused else None
+    return None if row is None else _job_from_row(row)
+
+
+def _do_defer_job(db: sqlite3.Connection, job_id: str, until_ms: int) -> None:
+    with _transaction(db):
+        db.execute(_DEFER_JOB, (until_ms, job_id))
+
+
 def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
     return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS)]
 
@@ -655,10 +696,12 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
     executions) is tracked here, so later claims see earlier ones."""
     with _transaction(db):
         wanted = {claim.job_id for claim in claims if is_valid_id(claim.job_id)}
-        jobs: dict[str, tuple[int, bool, str, str]] = {
-            row[0]: (row[1], bool(row[2]), row[3], row[4])
-            for row in db.execute(_CLAIM_JOBS, (json.dumps(list(wanted)),))
-        }
+        jobs: dict[str, tuple[int, bool, str, str]] = {}
+        deferred: dict[str, int] = {}
+        for row in db.execute(_CLAIM_JOBS, (json.dumps(list(wanted)),)):
+            jobs[row[0]] = (row[1], bool(row[2]), row[3], row[4])
+            if row[5] is not None:
+                deferred[row[0]] = row[5]
         # Per claim: (claim, job name, policy, slot, scheduled ms), or None when STALE.
         live: list[tuple[TickClaim, str, str, str, int] | None] = []
         for claim in claims:
@@ -706,8 +749,13 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
             # so the result equals what `get_execution` reads back.
             scheduled_at = _cached_instant(instants, scheduled_ms)
             executed_at = _cached_instant(instants, unix_ms(claim.executed_at))
-            blocker = running.get(claim.job_id) if policy == ConcurrencyPolicy.FORBID else None
-            if blocker is None:
+            skip = skip_reason(
+                trigger=claim.trigger,
+                scheduled_ms=scheduled_ms,
+                deferred_until_ms=deferred.get(claim.job_id),
+                blocker=running.get(claim.job_id) if policy == ConcurrencyPolicy.FORBID else None,
+            )
+            if skip is None:
                 running.setdefault(claim.job_id, claim.execution_id)
                 outcome = ClaimOutcome.CLAIMED
                 execution = Execution(
@@ -731,11 +779,7 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                     status=ExecutionStatus.SKIPPED,
                     instance_id=claim.instance_id,
                     finished_at=executed_at,
-                    error=ErrorInfo(
-                        type="skipped",
-                        message=f"concurrency policy forbid: execution {blocker} "
-                        "of this job is still running",
-                    ),
+                    error=skip,
                 )
             dispatched = claim.dispatched or outcome is not ClaimOutcome.CLAIMED
             inserts.append(_execution_row(execution, slot=slot, dispatched=dispatched))
@@ -945,6 +989,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         unix_ms(job.last_tick),
         opt_unix_ms(job.last_run_at),
         None if job.last_status is None else job.last_status.value,
+        job.paused_reason,
+        opt_unix_ms(job.deferred_until),
     )
 
 
@@ -977,6 +1023,8 @@ def _job_from_row(row: _Row) -> Job:
         last_tick=from_unix_ms(row[21]),
         last_run_at=opt_from_unix_ms(row[22]),
         last_status=None if row[23] is None else ExecutionStatus(row[23]),
+        paused_reason=row[24],
+        deferred_until=opt_from_unix_ms(row[25]),
     )
 
 
