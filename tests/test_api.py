@@ -166,6 +166,73 @@ async def test_body_over_64_kib_is_413(client: Client) -> None:
     assert await (await client.get("/api/cron")).json() == []
 
 
+def list_of(numbers: int, zeros: int) -> tuple[str, int]:
+    """A JSON array as a client may write it (`1E5`, 3 bytes) and the length
+    of its encoding as the webhook sends it (`100000.0`, 8 bytes)."""
+    text = "[" + ",".join(["1E5"] * numbers + ["0"] * zeros) + "]"
+    return text, 1 + 9 * numbers + 2 * zeros
+
+
+async def test_a_job_body_over_64_kib_as_sent_is_400_and_nothing_is_written(
+    client: Client,
+) -> None:
+    body, encoded = list_of(7280, 8)
+    assert encoded == 64 * 1024 + 1
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {body}}}'
+    assert len(document) < 64 * 1024  # under the request limit: not a 413
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    failed = await problem(response, 400)
+    assert fields_of(failed) == {"body"}
+    assert "65536" in failed["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_a_job_body_of_exactly_64_kib_as_sent_is_accepted(client: Client) -> None:
+    body, encoded = list_of(7279, 12)
+    assert encoded == 64 * 1024
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {body}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_a_patch_that_grows_the_body_past_64_kib_is_400_and_changes_nothing(
+    client: Client,
+) -> None:
+    job = await create(client, body={"small": True})
+    body, _ = list_of(7280, 8)
+    response = await client.patch(
+        f"/api/cron/{job['id']}",
+        data=f'{{"body": {body}}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert fields_of(await problem(response, 400)) == {"body"}
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "[1, -Infinity]", '"\\ud800"'])
+async def test_a_job_body_no_webhook_could_send_is_400(client: Client, literal: str) -> None:
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {literal}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    assert fields_of(await problem(response, 400)) == {"body"}
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_fifty_headers_are_accepted_and_fifty_one_are_not(client: Client) -> None:
+    fifty = {f"X-{i}": "v" for i in range(50)}
+    job = await create(client, headers=fifty)
+    assert job["headers"] == fifty
+    response = await client.patch(f"/api/cron/{job['id']}", json={"headers": {"X-50": "v"}})
+    body = await problem(response, 400)
+    assert body["errors"] == [{"field": "headers", "message": "at most 50 headers"}]
+    assert (await (await client.get(f"/api/cron/{job['id']}")).json())["headers"] == fifty
+
+
 # -- read, ids ------------------------------------------------------------------
 
 UNKNOWN = "0123456789abcdef01234567"
