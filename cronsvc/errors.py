@@ -64,6 +64,14 @@ class VersionConflict(CronSvcError, ValueError):
         super().__init__(f"job {job_id!r} is at version {actual}, not {expected}")
 
 
+class JobLimitReached(CronSvcError, RuntimeError):
+    """Creating one more job would pass `limits.max_jobs`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the service holds its limit of {limit} jobs; delete one first")
+
+
 class InvalidCursor(CronSvcError, ValueError):
     def __init__(self, cursor: str) -> None:
         super().__init__(f"cursor {cursor[:40]!r} is not one this service issued")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+
+from cronsvc.config import LimitsConfig
+from tests.conftest import MakeClient
 
 Client = TestClient[web.Request, web.Application]
 
@@ -231,6 +235,33 @@ async def test_fifty_headers_are_accepted_and_fifty_one_are_not(client: Client) 
     body = await problem(response, 400)
     assert body["errors"] == [{"field": "headers", "message": "at most 50 headers"}]
     assert (await (await client.get(f"/api/cron/{job['id']}")).json())["headers"] == fifty
+
+
+async def test_creating_past_max_jobs_is_409_and_writes_nothing(make_client: MakeClient) -> None:
+    client = await make_client(limits=LimitsConfig(max_jobs=2))
+    first = await create(client, name="one")
+    await create(client, name="two", isActive=False)  # paused jobs count too
+    response = await client.post("/api/cron", json={**NODE_JOB, "name": "three"})
+    body = await problem(response, 409)
+    assert body["type"] == "urn:cronsvc:problem:job-limit"
+    assert body["title"] == "Job limit reached" and body["limit"] == 2
+    assert "2 jobs" in body["detail"]
+    jobs = await (await client.get("/api/cron")).json()
+    assert sorted(j["name"] for j in jobs) == ["one", "two"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cronsvc_api_rejected_total{reason="job_limit"} 1' in metrics
+
+    await client.delete(f"/api/cron/{first['id']}")
+    await create(client, name="three")
+
+
+async def test_concurrent_creates_do_not_pass_max_jobs_together(make_client: MakeClient) -> None:
+    client = await make_client(limits=LimitsConfig(max_jobs=3))
+    responses = await asyncio.gather(
+        *(client.post("/api/cron", json={**NODE_JOB, "name": f"job {i}"}) for i in range(8))
+    )
+    assert sorted(r.status for r in responses) == [201] * 3 + [409] * 5
+    assert len(await (await client.get("/api/cron")).json()) == 3
 
 
 # -- read, ids ------------------------------------------------------------------
