@@ -59,6 +59,8 @@ async def run(jobs: int, seconds: float, workdir: Path) -> dict[str, Any]:
             f'[server]\nport = {port}\n[store]\nurl = "{database_url}"\n'
             f'[coordination]\nurl = "{redis_url}"\nkey_prefix = "{prefix}"\n'
             "[logging]\nlevel = 'warning'\n"
+            # The jobs are created as fast as the API answers: no rate limit.
+            "[limits]\nrate_limit_per_s = 0\n"
         )
         instances.append(
             CronsvcProcess(config_path=config, port=port, log_path=workdir / f"c{n}.log")

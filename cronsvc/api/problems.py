@@ -20,7 +20,9 @@ from cronsvc.errors import (
     InvalidTimezone,
     JobLimitReached,
     JobNotFound,
+    RateLimited,
     StoreUnavailable,
+    Unauthorized,
     ValidationFailed,
     VersionConflict,
 )
@@ -75,6 +77,15 @@ def problem_for(exc: CronSvcError) -> web.Response:
         return problem(409, "Conflict", str(exc), errors=[FieldError("version", str(exc))])
     if isinstance(exc, JobLimitReached):
         return problem(409, "Job limit reached", str(exc), type=JOB_LIMIT_TYPE, limit=exc.limit)
+    if isinstance(exc, Unauthorized):
+        challenge = 'Bearer realm="cronsvc"'
+        if exc.presented:
+            challenge += ', error="invalid_token"'  # RFC 6750, section 3
+        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, RateLimited):
+        return problem(
+            429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        )
     if isinstance(exc, StoreUnavailable):
         return problem(
             503,
@@ -111,16 +122,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 _REJECTIONS: dict[type[CronSvcError], str] = {
+    Unauthorized: "unauthorized",
+    RateLimited: "rate_limited",
     JobLimitReached: "job_limit",
 }
 
 
 def _count_rejection(request: web.Request, reason: str) -> None:
-    """Requests turned away by a limit: counted, and logged at debug level
-    (never with their headers)."""
+    """Requests turned away by a limit or for want of a token: counted, and
+    logged at debug level (never with their headers)."""
     api = request.app.get(CONTEXT)
     if api is not None:
-        api.metrics.inc(REJECTED, help="API requests refused by a limit", reason=reason)
+        api.metrics.inc(REJECTED, help="API requests refused by auth or a limit", reason=reason)
     log.debug(
         "request_rejected",
         reason=reason,
