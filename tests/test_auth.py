@@ -138,8 +138,10 @@ async def test_the_scheme_is_case_insensitive_and_spaces_around_the_token_are_ig
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-@pytest.mark.parametrize("path", HEALTH)
-async def test_health_endpoints_need_no_token(secured: Client, method: str, path: str) -> None:
+@pytest.mark.parametrize("path", [*HEALTH, "/docs", "/docs/docs.js", "/docs/docs.css"])
+async def test_health_endpoints_and_the_docs_page_need_no_token(
+    secured: Client, method: str, path: str
+) -> None:
     response = await secured.request(method, path)
     assert response.status == 200, path
 

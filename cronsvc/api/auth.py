@@ -6,6 +6,9 @@ the routes in `UNAUTHENTICATED_ROUTES`:
 
 - `/healthz`, `/readyz`, `/api/health-check`: load balancers and orchestrators
   probe them without credentials, and they reveal only up or down.
+- `/docs` and `/docs/{asset}`: a static page and its script and style sheet,
+  the same for everyone and holding no data, so a person can open the page and
+  paste a token into it; the page then fetches `/openapi.json` with that token.
 
 A presented token is hashed and compared with `hmac.compare_digest` against the
 hash of every configured token, without stopping at a match, so neither timing
@@ -40,7 +43,7 @@ from cronsvc.errors import RateLimited, Unauthorized
 
 UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz", "/api/health-check"})
 """Health probes: never asked for a token, never rate limited."""
-UNAUTHENTICATED_ROUTES = UNLIMITED_ROUTES
+UNAUTHENTICATED_ROUTES = UNLIMITED_ROUTES | {"/docs", "/docs/{asset}"}
 """Route templates (as the router and /openapi.json name them) that GET and
 HEAD reach without a token."""
 _OPEN_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})

@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
+from cronsvc.api.docs import ASSETS
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import JobIn, PreviewIn
 from cronsvc.domain import ExecutionStatus, JsonValue, Trigger
@@ -454,6 +455,29 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/openapi.json": {"get": _op("This document", 200, {"type": "object"}, tag="documentation")},
+    "/docs": {
+        "get": _op(
+            "This document, rendered for people (HTML)",
+            200,
+            _TEXT,
+            tag="documentation",
+            media_type="text/html",
+        )
+    },
+    "/docs/{asset}": {
+        "get": _op(
+            "The script and style sheet of /docs",
+            200,
+            _TEXT,
+            tag="documentation",
+            params=[
+                {"name": "asset", "in": "path", "required": True, "schema": {"enum": list(ASSETS)}}
+            ],
+            errors=(404,),
+            error_text={404: "no such asset"},
+            media_type="text/javascript",
+        )
+    },
 }
 
 
