@@ -1,5 +1,7 @@
 # cronsvc: one instance per container. Configure with CRONSVC_<SECTION>_<KEY>
 # environment variables or a config file at /etc/cronsvc/config.toml.
+# It listens on 0.0.0.0, so it refuses to start without API tokens: set
+# CRONSVC_SERVER_API_TOKENS, or CRONSVC_SERVER_API_TOKENS_FILE to a mounted secret.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -60,6 +60,8 @@ async def run(jobs: int, seconds: float, workdir: Path) -> dict[str, Any]:
             f'[coordination]\nurl = "{redis_url}"\nkey_prefix = "{prefix}"\n'
             "[logging]\nlevel = 'warning'\n"
             "[webhook]\nallow_private_targets = true\n"  # the receiver is on 127.0.0.1
+            # The jobs are created as fast as the API answers: no rate limit.
+            "[limits]\nrate_limit_per_s = 0\n"
         )
         instances.append(
             CronsvcProcess(config_path=config, port=port, log_path=workdir / f"c{n}.log")

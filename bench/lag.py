@@ -80,7 +80,11 @@ async def run_cronsvc(
         port = free_port()
         level = "debug" if service_log else "warning"
         config = write_config(
-            Path(tmp) / "c.toml", port, Path(tmp) / "c.db", f"[logging]\nlevel = '{level}'\n"
+            Path(tmp) / "c.toml",
+            port,
+            Path(tmp) / "c.db",
+            # The jobs are created as fast as the API answers: no rate limit.
+            f"[logging]\nlevel = '{level}'\n[limits]\nrate_limit_per_s = 0\n",
         )
         service = CronsvcProcess(
             config_path=config, port=port, log_path=service_log or Path(tmp) / "log"

@@ -79,4 +79,8 @@ async def _serve(config: Config) -> None:
 
 
 def _printable(config: Config) -> dict[str, object]:
-    return asdict(config)
+    """The resolved configuration, API tokens masked: their count shows, never
+    their text."""
+    printable = asdict(config)
+    printable["server"]["api_tokens"] = ["<redacted>"] * len(config.server.api_tokens)
+    return printable

@@ -8,8 +8,10 @@ environment as ``CRONSVC_<SECTION>_<KEY>``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
+import re
 import tomllib
 import types
 from collections.abc import Mapping
@@ -28,6 +30,14 @@ class ServerConfig:
     port: int = 8080
     shutdown_grace_s: float = 10.0
     event_loop: str = "auto"
+    api_tokens: list[str] = field(default_factory=list, repr=False)
+    """Once loaded: every bearer token in force, those of `api_tokens_file`
+    included. Kept out of reprs; `cronsvc check-config` prints only a count."""
+    api_tokens_file: str = ""
+    """One token per line; blank lines and `#` comments are ignored. Read once,
+    by `load_config`."""
+    allow_unauthenticated: bool = False
+    """Serve without tokens on a host that is not loopback (refused otherwise)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +81,14 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    max_jobs: int = 10000
+    rate_limit_per_s: float = 50.0
+    """Requests per second per API token (per client address without tokens); 0: no limit."""
+    rate_limit_burst: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "json"
@@ -84,12 +102,18 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "console")
 _EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+_SECRET_KEYS = frozenset({"server.api_tokens"})
+"""Keys whose values no error message quotes."""
+MIN_TOKEN_LENGTH = 16
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+"""RFC 6750's b64token: what may follow `Bearer ` in an Authorization header."""
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -116,8 +140,55 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         unknown = sorted(raw)[0]
         raise ConfigError(f"{unknown}: unknown configuration section")
     config = Config(**sections)
+    config = dataclasses.replace(config, server=_with_file_tokens(config.server))
     _check(config)
     return config
+
+
+def _with_file_tokens(server: ServerConfig) -> ServerConfig:
+    """Check every token, and add those of `api_tokens_file` to `api_tokens`.
+    No message ever quotes a token: they name its position instead."""
+    for number, token in enumerate(server.api_tokens, start=1):
+        _check_token(f"server.api_tokens: token {number}", token)
+    if not server.api_tokens_file:
+        return server
+    key, path = "server.api_tokens_file", Path(server.api_tokens_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        token = line.strip()
+        if token and not token.startswith("#"):
+            _check_token(f"{key}: {path} line {number}", token)
+            tokens.append(token)
+    if not tokens:
+        raise ConfigError(f"{key}: {path} holds no token (one per line; # starts a comment)")
+    merged = list(dict.fromkeys([*server.api_tokens, *tokens]))
+    return dataclasses.replace(server, api_tokens=merged)
+
+
+def _check_token(where: str, token: str) -> None:
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{where} is shorter than {MIN_TOKEN_LENGTH} characters")
+    if not _TOKEN_CHARS.match(token):
+        raise ConfigError(
+            f"{where} may hold only letters, digits and -._~+/ (then = padding), "
+            "as an Authorization: Bearer header carries"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": addresses no other machine reaches."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def environment_names() -> set[str]:
@@ -172,6 +243,8 @@ def _from_env(key: str, hint: Any, text: str) -> Any:
             items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
         except json.JSONDecodeError:
             raise ConfigError(f"{key}: expected a JSON array or a comma-separated list") from None
+        if not isinstance(items, list):
+            raise ConfigError(f"{key}: expected a JSON array or a comma-separated list")
         items = [i.strip() if isinstance(i, str) else i for i in items]
         return _coerce(key, hint, [i for i in items if i != ""])
     return text
@@ -197,7 +270,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if isinstance(hint, types.GenericAlias) and hint.__origin__ is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
-        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        shown = type(value).__name__ if key in _SECRET_KEYS else repr(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {shown}")
     raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - a programming error
 
 
@@ -212,6 +286,19 @@ def _check(config: Config) -> None:
         raise ConfigError(f"server.port: must be 0-65535, got {config.server.port}")
     if config.server.shutdown_grace_s < 0:
         raise ConfigError("server.shutdown_grace_s: must not be negative")
+    server = config.server
+    if not server.api_tokens and not server.allow_unauthenticated and not is_loopback(server.host):
+        raise ConfigError(
+            f"server.host: refusing to serve {server.host!r} without authentication; "
+            "set server.api_tokens or server.api_tokens_file, "
+            "or server.allow_unauthenticated = true"
+        )
+    if config.limits.max_jobs < 1:
+        raise ConfigError("limits.max_jobs: must be at least 1")
+    if config.limits.rate_limit_per_s < 0:
+        raise ConfigError("limits.rate_limit_per_s: must not be negative (0 turns it off)")
+    if config.limits.rate_limit_burst < 1:
+        raise ConfigError("limits.rate_limit_burst: must be at least 1")
     positive("scheduler.resync_interval_s", config.scheduler.resync_interval_s)
     positive("scheduler.min_interval_s", config.scheduler.min_interval_s)
     positive("scheduler.lease_ttl_s", config.scheduler.lease_ttl_s)

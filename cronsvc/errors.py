@@ -64,6 +64,34 @@ class VersionConflict(CronSvcError, ValueError):
         super().__init__(f"job {job_id!r} is at version {actual}, not {expected}")
 
 
+class JobLimitReached(CronSvcError, RuntimeError):
+    """Creating one more job would pass `limits.max_jobs`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the service holds its limit of {limit} jobs; delete one first")
+
+
+class Unauthorized(CronSvcError, PermissionError):
+    """A request without a valid API token. Never carries the token itself."""
+
+    def __init__(self, *, presented: bool) -> None:
+        self.presented = presented
+        super().__init__(
+            "the bearer token is not valid"
+            if presented
+            else "send an API token: Authorization: Bearer <token>"
+        )
+
+
+class RateLimited(CronSvcError, RuntimeError):
+    """A client past its request rate; it may retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many requests; retry after {retry_after_s} s")
+
+
 class InvalidCursor(CronSvcError, ValueError):
     def __init__(self, cursor: str) -> None:
         super().__init__(f"cursor {cursor[:40]!r} is not one this service issued")

@@ -22,9 +22,10 @@ import structlog
 from aiohttp import web
 
 from cronsvc.api.app import create_app
+from cronsvc.api.auth import ACCESS, Access
 from cronsvc.api.context import CONTEXT, ApiContext
 from cronsvc.clock import Clock, SystemClock
-from cronsvc.config import Config
+from cronsvc.config import Config, is_loopback
 from cronsvc.coord import Coordinator, open_coordinator
 from cronsvc.dispatch import Dispatcher
 from cronsvc.ids import new_id
@@ -67,6 +68,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
         metrics=Metrics(),
         instance_id=make_instance_id(),
     )
+    app[ACCESS] = Access.from_config(config, clock=app[SERVICES].clock)
     app.cleanup_ctx.extend([_coordinator_ctx, _store_ctx, _dispatcher_ctx, _engine_ctx])
     return app
 
@@ -199,8 +201,14 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = asyncio.create_task(supervise(), name="engine")
     app[ENGINE_TASK] = engine
     log.info(
-        "service_started", instance_id=services.instance_id, store=config.store.url.split(":", 1)[0]
+        "service_started",
+        instance_id=services.instance_id,
+        store=config.store.url.split(":", 1)[0],
+        api_tokens=len(config.server.api_tokens),
+        rate_limit_per_s=config.limits.rate_limit_per_s,
     )
+    if not config.server.api_tokens and not is_loopback(config.server.host):
+        log.warning("api_unauthenticated", host=config.server.host)
     yield
     scheduler.stop()
     await runner.drain(config.server.shutdown_grace_s)

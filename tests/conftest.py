@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
+from cronsvc.clock import Clock
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
 
@@ -145,3 +147,21 @@ async def client(config: Config) -> AsyncIterator[TestClient[web.Request, web.Ap
     app = build_app(config)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
+
+
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def make_client(config: Config) -> AsyncIterator[MakeClient]:
+    """Like `client`, with sections of the configuration replaced, e.g.
+    `await make_client(limits=LimitsConfig(max_jobs=2))`, and an optional clock."""
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            *, clock: Clock | None = None, **sections: Any
+        ) -> TestClient[web.Request, web.Application]:
+            app = build_app(dataclasses.replace(config, **sections), clock=clock)
+            return await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
+
+        yield make

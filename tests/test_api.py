@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from cronsvc.config import Config, WebhookConfig
-from cronsvc.service import build_app
+from cronsvc.config import LimitsConfig, WebhookConfig
+from tests.conftest import MakeClient
 
 Client = TestClient[web.Request, web.Application]
 
@@ -172,6 +170,100 @@ async def test_body_over_64_kib_is_413(client: Client) -> None:
     )
     await problem(response, 413)
     assert await (await client.get("/api/cron")).json() == []
+
+
+def list_of(numbers: int, zeros: int) -> tuple[str, int]:
+    """A JSON array as a client may write it (`1E5`, 3 bytes) and the length
+    of its encoding as the webhook sends it (`100000.0`, 8 bytes)."""
+    text = "[" + ",".join(["1E5"] * numbers + ["0"] * zeros) + "]"
+    return text, 1 + 9 * numbers + 2 * zeros
+
+
+async def test_a_job_body_over_64_kib_as_sent_is_400_and_nothing_is_written(
+    client: Client,
+) -> None:
+    body, encoded = list_of(7280, 8)
+    assert encoded == 64 * 1024 + 1
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {body}}}'
+    assert len(document) < 64 * 1024  # under the request limit: not a 413
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    failed = await problem(response, 400)
+    assert fields_of(failed) == {"body"}
+    assert "65536" in failed["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_a_job_body_of_exactly_64_kib_as_sent_is_accepted(client: Client) -> None:
+    body, encoded = list_of(7279, 12)
+    assert encoded == 64 * 1024
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {body}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_a_patch_that_grows_the_body_past_64_kib_is_400_and_changes_nothing(
+    client: Client,
+) -> None:
+    job = await create(client, body={"small": True})
+    body, _ = list_of(7280, 8)
+    response = await client.patch(
+        f"/api/cron/{job['id']}",
+        data=f'{{"body": {body}}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert fields_of(await problem(response, 400)) == {"body"}
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "[1, -Infinity]", '"\\ud800"'])
+async def test_a_job_body_no_webhook_could_send_is_400(client: Client, literal: str) -> None:
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {literal}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    assert fields_of(await problem(response, 400)) == {"body"}
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_fifty_headers_are_accepted_and_fifty_one_are_not(client: Client) -> None:
+    fifty = {f"X-{i}": "v" for i in range(50)}
+    job = await create(client, headers=fifty)
+    assert job["headers"] == fifty
+    response = await client.patch(f"/api/cron/{job['id']}", json={"headers": {"X-50": "v"}})
+    body = await problem(response, 400)
+    assert body["errors"] == [{"field": "headers", "message": "at most 50 headers"}]
+    assert (await (await client.get(f"/api/cron/{job['id']}")).json())["headers"] == fifty
+
+
+async def test_creating_past_max_jobs_is_409_and_writes_nothing(make_client: MakeClient) -> None:
+    client = await make_client(limits=LimitsConfig(max_jobs=2))
+    first = await create(client, name="one")
+    await create(client, name="two", isActive=False)  # paused jobs count too
+    response = await client.post("/api/cron", json={**NODE_JOB, "name": "three"})
+    body = await problem(response, 409)
+    assert body["type"] == "urn:cronsvc:problem:job-limit"
+    assert body["title"] == "Job limit reached" and body["limit"] == 2
+    assert "2 jobs" in body["detail"]
+    jobs = await (await client.get("/api/cron")).json()
+    assert sorted(j["name"] for j in jobs) == ["one", "two"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cronsvc_api_rejected_total{reason="job_limit"} 1' in metrics
+
+    await client.delete(f"/api/cron/{first['id']}")
+    await create(client, name="three")
+
+
+async def test_concurrent_creates_do_not_pass_max_jobs_together(make_client: MakeClient) -> None:
+    client = await make_client(limits=LimitsConfig(max_jobs=3))
+    responses = await asyncio.gather(
+        *(client.post("/api/cron", json={**NODE_JOB, "name": f"job {i}"}) for i in range(8))
+    )
+    assert sorted(r.status for r in responses) == [201] * 3 + [409] * 5
+    assert len(await (await client.get("/api/cron")).json()) == 3
 
 
 # -- read, ids ------------------------------------------------------------------
@@ -535,24 +627,9 @@ PRIVATE_TARGETS = [
 
 
 @pytest.fixture
-async def make_client(config: Config) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
-    """Services whose `webhook` settings are the defaults (the guard shut) but
-    for the given changes."""
-    async with AsyncExitStack() as stack:
-
-        async def make(**webhook: Any) -> Client:
-            changed = dataclasses.replace(
-                config, webhook=dataclasses.replace(WebhookConfig(), **webhook)
-            )
-            app = build_app(changed)
-            return await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
-
-        yield make
-
-
-@pytest.fixture
-async def guarded(make_client: Callable[..., Awaitable[Client]]) -> Client:
-    return await make_client()
+async def guarded(make_client: MakeClient) -> Client:
+    """A service whose `webhook` settings are the defaults: the guard shut."""
+    return await make_client(webhook=WebhookConfig())
 
 
 @pytest.mark.parametrize("url", PRIVATE_TARGETS)
@@ -597,9 +674,9 @@ async def test_a_private_target_is_reported_with_the_other_bad_fields(guarded: C
 
 
 async def test_allow_private_targets_lets_private_literals_through_but_not_metadata(
-    make_client: Callable[..., Awaitable[Client]],
+    make_client: MakeClient,
 ) -> None:
-    client = await make_client(allow_private_targets=True)
+    client = await make_client(webhook=WebhookConfig(allow_private_targets=True))
     for n, url in enumerate(PRIVATE_TARGETS):
         document = {**NODE_JOB, "name": f"private {n}", "webhookUrl": url, "isActive": False}
         response = await client.post("/api/cron", json=document)
@@ -610,9 +687,9 @@ async def test_allow_private_targets_lets_private_literals_through_but_not_metad
 
 
 async def test_allowed_cidrs_let_their_range_through_on_create(
-    make_client: Callable[..., Awaitable[Client]],
+    make_client: MakeClient,
 ) -> None:
-    client = await make_client(allowed_cidrs=["10.20.0.0/16"])
+    client = await make_client(webhook=WebhookConfig(allowed_cidrs=["10.20.0.0/16"]))
     await create(client, webhookUrl="http://10.20.30.40/hook", isActive=False)
     body = await problem(
         await client.post(

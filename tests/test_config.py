@@ -12,6 +12,7 @@ from cronsvc.config import Config, load_config
 from cronsvc.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
+LONG = "a-token-of-32-characters-0123456"
 
 
 def test_defaults_match_the_design() -> None:
@@ -31,6 +32,13 @@ def test_defaults_match_the_design() -> None:
     )
     assert config.retention.execution_logs_days == 30
     assert (config.logging.level, config.logging.format) == ("info", "json")
+    assert config.server.api_tokens == [] and config.server.api_tokens_file == ""
+    assert config.server.allow_unauthenticated is False
+    assert (
+        config.limits.max_jobs,
+        config.limits.rate_limit_per_s,
+        config.limits.rate_limit_burst,
+    ) == (10000, 50, 100)
 
 
 def test_the_ssrf_guard_is_shut_by_default() -> None:
@@ -138,6 +146,19 @@ def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
         ("", {"CRONSVC_WEBHOOK_ALLOWED_CIDRS": '["10.0.0.0/8"'}, "webhook.allowed_cidrs"),
         ("", {"CRONSVC_WEBHOOK_ALLOWED_CIDRS": "[1, 2]"}, "webhook.allowed_cidrs"),
         ("", {"CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS": "maybe"}, "webhook.allow_private_targets"),
+        ("[server]\napi_tokens = 'x'\n", {}, "server.api_tokens"),
+        ("[server]\napi_tokens = ['too-short']\n", {}, "server.api_tokens: token 1"),
+        ("", {"CRONSVC_SERVER_API_TOKENS": f"{LONG},short"}, "server.api_tokens: token 2"),
+        ("[server]\napi_tokens = ['has spaces in it 123']\n", {}, "server.api_tokens"),
+        ("[server]\nallow_unauthenticated = 'yes'\n", {}, "server.allow_unauthenticated"),
+        ("[server]\nhost = '0.0.0.0'\n", {}, "server.host: refusing to serve"),
+        ("", {"CRONSVC_SERVER_HOST": "::"}, "server.host: refusing to serve"),
+        ("", {"CRONSVC_SERVER_HOST": "cron.example.org"}, "server.host: refusing to serve"),
+        ("", {"CRONSVC_SERVER_API_TOKENS": "[not json"}, "server.api_tokens"),
+        ("", {"CRONSVC_SERVER_API_TOKENS": '["a", 1]'}, "server.api_tokens"),
+        ("[limits]\nmax_jobs = 0\n", {}, "limits.max_jobs"),
+        ("[limits]\nrate_limit_per_s = -1\n", {}, "limits.rate_limit_per_s"),
+        ("[limits]\nrate_limit_burst = 0\n", {}, "limits.rate_limit_burst"),
     ],
 )
 def test_bad_value_names_its_key(
@@ -164,3 +185,76 @@ def test_credentials_in_a_store_url_never_reach_an_error_message() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, environ={"CRONSVC_STORE_URL": "postgres://admin:hunter2@db/x"})
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_rejected_token_is_named_by_position_never_quoted(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[server]\napi_tokens = "{LONG}"\n')  # a string, not a list
+    with pytest.raises(ConfigError, match=r"^server\.api_tokens: expected a list") as caught:
+        load_config(path, environ={})
+    assert LONG not in str(caught.value)
+    for tokens in (["short-secret"], [LONG, "with a space 0123456789"]):
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, environ={"CRONSVC_SERVER_API_TOKENS": ",".join(tokens)})
+        assert tokens[-1] not in str(caught.value)
+        assert f"token {len(tokens)}" in str(caught.value)
+    path = tmp_path / "tokens"
+    path.write_text(f"{LONG}\n\nshort-secret\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={"CRONSVC_SERVER_API_TOKENS_FILE": str(path)})
+    assert "line 3" in str(caught.value) and "short-secret" not in str(caught.value)
+
+
+def test_tokens_come_from_the_list_and_the_file_comments_and_blanks_ignored(
+    tmp_path: Path,
+) -> None:
+    tokens_file = tmp_path / "api_tokens"
+    tokens_file.write_text(f"# operators\n\n  {LONG}-file  \n# {LONG}-commented\n{LONG}-list\n")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[server]\napi_tokens = ["{LONG}-list"]\napi_tokens_file = "{tokens_file}"\n')
+    config = load_config(path, environ={})
+    assert config.server.api_tokens == [f"{LONG}-list", f"{LONG}-file"]
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n\n"])
+def test_a_tokens_file_without_tokens_is_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "api_tokens"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=r"^server\.api_tokens_file: .* holds no token"):
+        load_config(None, environ={"CRONSVC_SERVER_API_TOKENS_FILE": str(path)})
+
+
+def test_an_unreadable_tokens_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^server\.api_tokens_file: .* cannot be read"):
+        load_config(None, environ={"CRONSVC_SERVER_API_TOKENS_FILE": str(tmp_path / "absent")})
+    with pytest.raises(ConfigError, match=r"^server\.api_tokens_file: .* cannot be read"):
+        load_config(None, environ={"CRONSVC_SERVER_API_TOKENS_FILE": str(tmp_path)})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "LOCALHOST"])
+def test_a_loopback_host_serves_without_tokens(host: str) -> None:
+    assert load_config(None, environ={"CRONSVC_SERVER_HOST": host}).server.host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "cron.example.org", ""])
+def test_a_public_host_serves_with_a_token_or_when_explicitly_unauthenticated(host: str) -> None:
+    with_token = load_config(
+        None, environ={"CRONSVC_SERVER_HOST": host, "CRONSVC_SERVER_API_TOKENS": LONG}
+    )
+    assert with_token.server.api_tokens == [LONG]
+    allowed = load_config(
+        None, environ={"CRONSVC_SERVER_HOST": host, "CRONSVC_SERVER_ALLOW_UNAUTHENTICATED": "true"}
+    )
+    assert allowed.server.allow_unauthenticated and allowed.server.api_tokens == []
+
+
+def test_tokens_stay_out_of_the_configuration_repr() -> None:
+    config = load_config(None, environ={"CRONSVC_SERVER_API_TOKENS": LONG})
+    assert LONG not in repr(config) and LONG not in str(config.server)
+
+
+def test_limits_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[limits]\nmax_jobs = 5\nrate_limit_per_s = 0\nrate_limit_burst = 1\n")
+    limits = load_config(path, environ={"CRONSVC_LIMITS_MAX_JOBS": "7"}).limits
+    assert (limits.max_jobs, limits.rate_limit_per_s, limits.rate_limit_burst) == (7, 0.0, 1)

@@ -6,13 +6,23 @@ as text: what can be checked without running them."""
 from __future__ import annotations
 
 import configparser
+import re
+import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cronsvc.config import environment_names, load_config
+from cronsvc.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "deploy-test-token-0123456789"
+
+
+def interpolate(value: str, shell: dict[str, str]) -> str:
+    """Compose's ${NAME} and ${NAME:?message}, from `shell`."""
+    return re.sub(r"\$\{(\w+)(?::\?[^}]*)?\}", lambda m: shell[m.group(1)], value)
 
 
 def compose() -> dict[str, object]:
@@ -40,12 +50,24 @@ def test_every_variable_compose_sets_is_a_configuration_key() -> None:
     for name, service in services.items():
         if not name.startswith("cronsvc-"):
             continue
-        environ = {k: str(v) for k, v in service["environment"].items()}
+        shell = {"CRONSVC_SERVER_API_TOKENS": TOKEN}
+        environ = {k: interpolate(str(v), shell) for k, v in service["environment"].items()}
         assert all(k.startswith("CRONSVC_") for k in environ)
         config = load_config(None, environ=environ)
         assert config.store.url == "mongodb://mongo:27017/cronsvc"
         assert config.coordination.url == "redis://redis:6379/0"
+        assert config.server.api_tokens == [TOKEN]
         assert set(environ) <= environment_names()
+
+
+def test_compose_will_not_start_without_api_tokens() -> None:
+    """Its instances listen on 0.0.0.0: `${VAR:?}` stops compose when unset."""
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    for name, service in services.items():
+        if name.startswith("cronsvc-"):
+            tokens = service["environment"]["CRONSVC_SERVER_API_TOKENS"]
+            assert tokens.startswith("${CRONSVC_SERVER_API_TOKENS:?"), tokens
 
 
 def test_the_dockerfile_runs_as_a_user_with_a_healthcheck_and_every_env_key_exists() -> None:
@@ -59,7 +81,9 @@ def test_the_dockerfile_runs_as_a_user_with_a_healthcheck_and_every_env_key_exis
             if key.startswith("CRONSVC_"):
                 environ[key] = value
     assert environ and set(environ) <= environment_names()
-    config = load_config(None, environ=environ)
+    with pytest.raises(ConfigError, match=r"^server\.host: refusing"):
+        load_config(None, environ=environ)  # 0.0.0.0 and no token
+    config = load_config(None, environ={**environ, "CRONSVC_SERVER_API_TOKENS": TOKEN})
     assert config.server.host == "0.0.0.0"
     assert config.store.url == "sqlite:////var/lib/cronsvc/cronsvc.db"
 
@@ -77,7 +101,13 @@ def test_the_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
     assert float(service["WatchdogSec"]) > 0
 
 
-def test_the_documented_cluster_config_loads() -> None:
-    config = load_config(ROOT / "deploy" / "config.toml", environ={})
+def test_the_documented_cluster_config_loads(tmp_path: Path) -> None:
+    path = ROOT / "deploy" / "config.toml"
+    server = tomllib.loads(path.read_text())["server"]
+    assert server["api_tokens_file"] == "/etc/cronsvc/api_tokens"
+    tokens = tmp_path / "api_tokens"
+    tokens.write_text(f"# the operators\n{TOKEN}\n")
+    config = load_config(path, environ={"CRONSVC_SERVER_API_TOKENS_FILE": str(tokens)})
+    assert config.server.api_tokens == [TOKEN]
     assert config.store.url.startswith("mongodb://")
     assert config.coordination.url.startswith("redis://")

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from cronsvc.api.openapi import ExecutionOut, JobOut, NextRunsOut, ScheduleOut, TriggeredOut
-from tests.conftest import Receiver
+from cronsvc.config import Config
+from tests.conftest import MakeClient, Receiver
 
 Client = TestClient[web.Request, web.Application]
+TOKEN = "openapi-test-token-0123456789"
+HEALTH = {"/healthz", "/readyz", "/api/health-check"}
+PUBLIC = HEALTH | {"/docs", "/docs/{asset}"}
+PATH_VALUES = {"{id}": "0123456789abcdef01234567", "{cronJobId}": "x", "{asset}": "docs.js"}
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
 
 
 async def test_every_route_is_documented_with_its_methods(client: Client) -> None:
@@ -67,3 +81,58 @@ async def test_real_responses_match_the_documented_schemas(
     ScheduleOut.model_validate(await preview.json())
     for item in await (await client.get("/api/cron")).json():
         JobOut.model_validate(item)
+
+
+async def test_the_auth_scheme_is_bearer_and_required_unless_an_operation_opts_out(
+    client: Client,
+) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    scheme = document["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert document["security"] == [{"bearerAuth": []}]
+    for path, method, operation in operations(document):
+        if path in PUBLIC:
+            assert operation["security"] == [], path
+            assert "401" not in operation["responses"], path
+        else:
+            assert operation.get("security", document["security"]) == [{"bearerAuth": []}]
+            assert "401" in operation["responses"], f"{method} {path}"
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+
+
+async def test_every_operation_lists_its_errors(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    for path, method, operation in operations(document):
+        responses = operation["responses"]
+        assert "500" in responses, path
+        assert ("429" in responses) == (path not in HEALTH), f"{method} {path}"
+        if "429" in responses:
+            assert "Retry-After" in responses["429"]["headers"]
+        if "requestBody" in operation:
+            assert {"400", "413", "415"} <= set(responses), f"{method} {path}"
+        if "{id}" in path:
+            assert "404" in responses, f"{method} {path}"
+    create = document["paths"]["/api/cron"]["post"]["responses"]
+    assert "409" in create and "max_jobs" in create["409"]["description"]
+
+
+async def test_the_server_asks_for_a_token_exactly_where_the_document_says(
+    make_client: MakeClient, config: Config
+) -> None:
+    """Every documented operation, called without a token on a service with
+    tokens: 401 unless the document marks it `security: []`."""
+    secured = await make_client(
+        server=dataclasses.replace(config.server, api_tokens=[TOKEN]),
+    )
+    document = await (
+        await secured.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    ).json()
+    for path, method, operation in operations(document):
+        url = path
+        for placeholder, value in PATH_VALUES.items():
+            url = url.replace(placeholder, value)
+        response = await secured.request(method, url)
+        if operation.get("security") == []:
+            assert response.status != 401, f"{method} {path}"
+        else:
+            assert response.status == 401, f"{method} {path}"

@@ -345,3 +345,94 @@ async def test_after_more_overdue_ticks_than_are_recorded_the_latest_one_still_f
 async def _metrics_text(base: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
         return await response.text()
+
+
+def run_cronsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cronsvc", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+def test_a_public_host_without_tokens_refuses_to_start_with_one_line(
+    tmp_path: Path, host: str
+) -> None:
+    config = write_config(tmp_path / "c.toml", free_port(), tmp_path / "cronsvc.db")
+    config.write_text(config.read_text().replace('host = "127.0.0.1"', f'host = "{host}"'))
+    result = run_cronsvc("serve", "--config", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "server.host: refusing to serve" in lines[0] and host in lines[0]
+    assert "server.allow_unauthenticated" in lines[0] and "server.api_tokens" in lines[0]
+    assert not (tmp_path / "cronsvc.db").exists()  # stopped before opening anything
+
+
+def test_a_public_host_is_allowed_with_a_token_or_when_explicitly_unauthenticated(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nhost = "0.0.0.0"\nallow_unauthenticated = true\n')
+    result = run_cronsvc("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    server = json.loads(result.stdout)["server"]
+    assert server["host"] == "0.0.0.0" and server["allow_unauthenticated"] is True
+    assert server["api_tokens"] == []
+    with_token = run_cronsvc(
+        "check-config",
+        env={"CRONSVC_SERVER_HOST": "0.0.0.0", "CRONSVC_SERVER_API_TOKENS": SECRET_TOKENS[0]},
+    )
+    assert with_token.returncode == 0, with_token.stderr
+
+
+SECRET_TOKENS = ["process-token-one-5f0c2a9e7d", "process-token-two-8b1e4c6a3f"]
+WRONG_TOKEN = "wrong-token-guess-0d9f8e7c6b"
+
+
+async def test_tokens_never_reach_the_logs_or_check_config(tmp_path: Path) -> None:
+    tokens_file = tmp_path / "api_tokens"
+    tokens_file.write_text(f"# second token\n{SECRET_TOKENS[1]}\n")
+    port = free_port()
+    config = write_config(
+        tmp_path / "c.toml",
+        port,
+        tmp_path / "cronsvc.db",
+        "[logging]\nlevel = 'debug'\n",
+    )
+    config.write_text(
+        config.read_text().replace(
+            "shutdown_grace_s = 5\n",
+            f'shutdown_grace_s = 5\napi_tokens = ["{SECRET_TOKENS[0]}"]\n'
+            f'api_tokens_file = "{tokens_file}"\n',
+        )
+    )
+    process = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await process.start()
+    try:
+        job = {"name": "j", "cronExpression": "@daily", "webhookUrl": "https://example.org/"}
+        for token in (*SECRET_TOKENS, WRONG_TOKEN):
+            headers = {"Authorization": f"Bearer {token}"}
+            status, _ = await api("POST", f"{process.url}/api/cron", json=job, headers=headers)
+            expected = (201, 409) if token in SECRET_TOKENS else (401,)  # 409: the name is taken
+            assert status in expected, token
+            status, _ = await api("GET", f"{process.url}/api/nowhere", headers=headers)
+            assert status in (401, 404)
+        status, _ = await api("GET", f"{process.url}/api/cron")
+        assert status == 401
+    finally:
+        assert await process.stop() == 0
+    log = process.log_path.read_text()
+    assert "request_rejected" in log  # debug logging was on and saw the refusals
+    assert '"api_tokens": 2' in log or "api_tokens=2" in log
+    for token in (*SECRET_TOKENS, WRONG_TOKEN):
+        assert token not in log
+
+    checked = run_cronsvc("check-config", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["server"]["api_tokens"] == ["<redacted>"] * 2
+    for token in SECRET_TOKENS:
+        assert token not in checked.stdout and token not in checked.stderr

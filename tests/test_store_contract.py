@@ -598,6 +598,18 @@ async def test_active_jobs_lists_exactly_the_active_ones(store: Store) -> None:
     assert all(isinstance(job, Job) and job.spec.is_active for job in active)
 
 
+async def test_count_jobs_counts_every_job_active_or_paused(store: Store) -> None:
+    assert await store.count_jobs() == 0
+    jobs = [await create(store, f"job-{i}") for i in range(3)]
+    await create(store, "paused", is_active=False)
+    assert await store.count_jobs() == 4
+
+    await store.delete_job(jobs[0].id)
+    await store.update_job(jobs[1].id, make_spec("renamed"), now=at(1))
+
+    assert await store.count_jobs() == 3
+
+
 # Tick claims
 
 
@@ -1629,6 +1641,7 @@ async def test_aclose_twice_is_safe(store: Store) -> None:
             id="record_missed_empty",
         ),
         pytest.param(lambda s, job: s.list_jobs(JobQuery()), id="list_jobs"),
+        pytest.param(lambda s, job: s.count_jobs(), id="count_jobs"),
         pytest.param(lambda s, job: s.prune_executions(at(1)), id="prune_executions"),
     ],
 )

@@ -1,20 +1,25 @@
-"""The aiohttp application: routes and the error middleware, nothing else."""
+"""The aiohttp application: routes and middlewares, nothing else."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from cronsvc.api import jobs, logs, openapi, system
+from cronsvc.api import docs, jobs, logs, openapi, system
+from cronsvc.api.auth import access_middleware
 from cronsvc.api.problems import problem_middleware
 from cronsvc.api.schemas import MAX_BODY_BYTES
 
 
 def create_app() -> web.Application:
-    """An application with every route. Its state (`CONTEXT`) is provided by
-    the service's cleanup contexts (see `cronsvc.service`)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
+    """An application with every route. Its state (`ACCESS`, `CONTEXT`) is
+    provided by the service (see `cronsvc.service`). Errors raised by the
+    access middleware reach the problem middleware, which is outermost."""
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware, access_middleware]
+    )
     app.add_routes(jobs.routes)
     app.add_routes(logs.routes)
     app.add_routes(system.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(docs.routes)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,9 @@ class ApiContext:
     """The SSRF guard's policy: which webhook targets a job may name."""
     instance_id: str
     started_at: datetime
+    create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held from counting the jobs to inserting one, so that concurrent creates
+    on one instance cannot pass `limits.max_jobs` together."""
 
 
 CONTEXT = web.AppKey("context", ApiContext)

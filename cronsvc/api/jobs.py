@@ -38,6 +38,7 @@ from cronsvc.errors import (
     FieldError,
     InvalidCronExpression,
     InvalidTimezone,
+    JobLimitReached,
     TargetNotAllowed,
     ValidationFailed,
     VersionConflict,
@@ -155,11 +156,17 @@ def _with(spec: JobSpec, **changes: Any) -> JobSpec:
 
 @routes.post("/api/cron")
 async def create_job(request: web.Request) -> web.Response:
+    """Create a job; 409 once the store holds `limits.max_jobs`. Instances of
+    a cluster each check the shared count, so together they may pass the limit
+    by the creates that race on other instances, never by more."""
     api = ctx(request)
     spec, _ = _parse_job(api, await read_json_object(request))
-    now = api.clock.now()
-    job = Job(id=new_id(), spec=spec, created_at=now, updated_at=now, version=1, last_tick=now)
-    job = await api.store.create_job(job)
+    async with api.create_lock:
+        if await api.store.count_jobs() >= api.config.limits.max_jobs:
+            raise JobLimitReached(api.config.limits.max_jobs)
+        now = api.clock.now()
+        job = Job(id=new_id(), spec=spec, created_at=now, updated_at=now, version=1, last_tick=now)
+        job = await api.store.create_job(job)
     await _announce(api, job.id)
     return _job_response(api, job, status=201, Location=f"/api/cron/{job.id}")
 

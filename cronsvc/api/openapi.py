@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
+from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
+from cronsvc.api.docs import ASSETS
+from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import JobIn, PreviewIn
 from cronsvc.domain import ExecutionStatus, JsonValue, Trigger
 
@@ -195,19 +198,25 @@ def _op(
     ok: int,
     response: dict[str, Any] | None,
     *,
+    tag: str,
     body: str | None = None,
     params: list[dict[str, Any]] | None = None,
     errors: tuple[int, ...] = (),
+    error_text: dict[int, str] | None = None,
     headers: dict[str, Any] | None = None,
+    media_type: str = "application/json",
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        str(ok): {"description": summary, **(_json(response) if response else {})}
-    }
+    """One operation. 401 and 429 are added by `_guard`, from the routes the
+    access middleware exempts."""
+    responses: dict[str, Any] = {str(ok): {"description": summary}}
+    if response:
+        responses[str(ok)]["content"] = {media_type: {"schema": response}}
     if headers:
         responses[str(ok)]["headers"] = headers
     for status in (*errors, 500):
-        responses[str(status)] = {"description": _ERROR_TEXT[status], **_PROBLEM}
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+        text = (error_text or {}).get(status, _ERROR_TEXT[status])
+        responses[str(status)] = _error(status, text)
+    operation: dict[str, Any] = {"tags": [tag], "summary": summary, "responses": responses}
     if params:
         operation["parameters"] = params
     if body:
@@ -215,27 +224,60 @@ def _op(
     return operation
 
 
+def _error(status: int, text: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": text, **_PROBLEM}
+    if status in _ERROR_HEADERS:
+        response["headers"] = _ERROR_HEADERS[status]
+    return response
+
+
 _ERROR_TEXT = {
     400: "invalid input, field by field",
+    401: "no valid API token (send Authorization: Bearer <token>)",
     404: "no such resource (also for malformed ids)",
     409: "duplicate name or stale version",
     413: "request body over 64 KiB",
     415: "request body is not JSON",
+    429: "too many requests from this token (or address); retry after Retry-After seconds",
     500: "unexpected error (with a requestId to quote)",
-    503: "not ready",
+    503: "the store is unavailable; retry after Retry-After seconds",
 }
-_WRITE = (400, 413, 415)
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'Bearer realm="cronsvc" (RFC 6750)',
+            "schema": {"type": "string"},
+        }
+    },
+    429: {"Retry-After": {"description": "whole seconds", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "whole seconds", "schema": {"type": "integer"}}},
+}
+_WRITE = (400, 413, 415, 503)
+_READ = (404, 503)
 _JOB = _ref("JobOut")
 _LOG = _ref("ExecutionOut")
 _HEALTH = {"type": "object"}
+_TEXT = {"type": "string"}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/cron": {
-        "post": _op("Create a job", 201, _JOB, body="JobIn", errors=(*_WRITE, 409)),
+        "post": _op(
+            "Create a job",
+            201,
+            _JOB,
+            tag="jobs",
+            body="JobIn",
+            errors=(*_WRITE, 409),
+            error_text={
+                409: "duplicate name; or limits.max_jobs reached "
+                f"(type {JOB_LIMIT_TYPE}, with the limit)"
+            },
+        ),
         "get": _op(
             "List jobs, newest first",
             200,
             {"type": "array", "items": _JOB},
+            tag="jobs",
             params=[
                 {"name": "isActive", "in": "query", "schema": {"type": "boolean"}},
                 {"name": "tag", "in": "query", "schema": {"type": "string"}},
@@ -247,16 +289,17 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
                 *_PAGE,
             ],
-            errors=(400,),
+            errors=(400, 503),
             headers=_LINK,
         ),
     },
     "/api/cron/{id}": {
-        "get": _op("Read a job", 200, _JOB, params=[_ID], errors=(404,)),
+        "get": _op("Read a job", 200, _JOB, tag="jobs", params=[_ID], errors=_READ),
         "put": _op(
             "Replace a job (secret kept unless sent as null)",
             200,
             _JOB,
+            tag="jobs",
             body="JobIn",
             params=[_ID],
             errors=(*_WRITE, 404, 409),
@@ -265,6 +308,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "Change some fields (JSON merge patch)",
             200,
             _JOB,
+            tag="jobs",
             params=[_ID],
             errors=(*_WRITE, 404, 409),
         )
@@ -275,16 +319,28 @@ PATHS: dict[str, dict[str, Any]] = {
             }
         },
         "delete": _op(
-            "Delete a job; answers with it as it was", 200, _JOB, params=[_ID], errors=(404,)
+            "Delete a job; answers with it as it was",
+            200,
+            _JOB,
+            tag="jobs",
+            params=[_ID],
+            errors=_READ,
         ),
     },
-    "/api/cron/{id}/pause": {"post": _op("Stop firing", 200, _JOB, params=[_ID], errors=(404,))},
+    "/api/cron/{id}/pause": {
+        "post": _op("Stop firing", 200, _JOB, tag="jobs", params=[_ID], errors=_READ)
+    },
     "/api/cron/{id}/resume": {
-        "post": _op("Fire again from now on", 200, _JOB, params=[_ID], errors=(404,))
+        "post": _op("Fire again from now on", 200, _JOB, tag="jobs", params=[_ID], errors=_READ)
     },
     "/api/cron/{id}/trigger": {
         "post": _op(
-            "Run now (trigger manual)", 202, _ref("TriggeredOut"), params=[_ID], errors=(404,)
+            "Run now (trigger manual)",
+            202,
+            _ref("TriggeredOut"),
+            tag="jobs",
+            params=[_ID],
+            errors=_READ,
         )
     },
     "/api/cron/{id}/next": {
@@ -292,6 +348,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "The next fire instants",
             200,
             _ref("NextRunsOut"),
+            tag="schedules",
             params=[
                 _ID,
                 {
@@ -300,17 +357,23 @@ PATHS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
                 },
             ],
-            errors=(400, 404),
+            errors=(400, *_READ),
         )
     },
     "/api/schedule/preview": {
         "post": _op(
-            "Preview any expression", 200, _ref("ScheduleOut"), body="PreviewIn", errors=_WRITE
+            "Preview any expression",
+            200,
+            _ref("ScheduleOut"),
+            tag="schedules",
+            body="PreviewIn",
+            errors=(400, 413, 415),
         ),
         "get": _op(
             "Preview any expression (query string)",
             200,
             _ref("ScheduleOut"),
+            tag="schedules",
             params=[
                 {
                     "name": "cronExpression",
@@ -338,11 +401,12 @@ PATHS: dict[str, dict[str, Any]] = {
             "List execution logs, newest tick first",
             200,
             {"type": "array", "items": _LOG},
+            tag="execution logs",
             params=[
                 {"name": "cronJobId", "in": "query", "schema": {"type": "string"}},
                 *_LOG_FILTERS,
             ],
-            errors=(400,),
+            errors=(400, 503),
             headers=_LINK,
         )
     },
@@ -351,38 +415,111 @@ PATHS: dict[str, dict[str, Any]] = {
             "List one job's execution logs",
             200,
             {"type": "array", "items": _LOG},
+            tag="execution logs",
             params=[
                 {"name": "cronJobId", "in": "path", "required": True, "schema": {"type": "string"}},
                 *_LOG_FILTERS,
             ],
-            errors=(400,),
+            errors=(400, 503),
             headers=_LINK,
         )
     },
     "/api/execution-logs/{id}": {
-        "get": _op("Read an execution log", 200, _LOG, params=[_ID], errors=(404,)),
-        "delete": _op("Delete an execution log", 200, _LOG, params=[_ID], errors=(404,)),
+        "get": _op(
+            "Read an execution log", 200, _LOG, tag="execution logs", params=[_ID], errors=_READ
+        ),
+        "delete": _op(
+            "Delete an execution log", 200, _LOG, tag="execution logs", params=[_ID], errors=_READ
+        ),
     },
-    "/api/cluster": {"get": _op("Live instances and the leader", 200, _HEALTH)},
-    "/healthz": {"get": _op("Liveness", 200, _HEALTH)},
+    "/api/cluster": {"get": _op("Live instances and the leader", 200, _HEALTH, tag="system")},
+    "/healthz": {"get": _op("Liveness", 200, _HEALTH, tag="system")},
     "/readyz": {
-        "get": _op("Readiness of store, coordinator and scheduler", 200, _HEALTH, errors=(503,))
+        "get": _op(
+            "Readiness of store, coordinator and scheduler",
+            200,
+            _HEALTH,
+            tag="system",
+            errors=(503,),
+            error_text={503: "not ready (the body says which part)"},
+        )
     },
     "/api/health-check": {
-        "get": _op("Readiness (the Node.js service's path)", 200, _HEALTH, errors=(503,))
+        "get": _op(
+            "Readiness (the Node.js service's path)",
+            200,
+            _HEALTH,
+            tag="system",
+            errors=(503,),
+            error_text={503: "not ready (the body says which part)"},
+        )
     },
     "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics",
-            "responses": {
-                "200": {
-                    "description": "text exposition format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
+        "get": _op(
+            "Prometheus metrics (text exposition format)",
+            200,
+            _TEXT,
+            tag="system",
+            media_type="text/plain",
+        )
     },
-    "/openapi.json": {"get": _op("This document", 200, {"type": "object"})},
+    "/openapi.json": {"get": _op("This document", 200, {"type": "object"}, tag="documentation")},
+    "/docs": {
+        "get": _op(
+            "This document, rendered for people (HTML)",
+            200,
+            _TEXT,
+            tag="documentation",
+            media_type="text/html",
+        )
+    },
+    "/docs/{asset}": {
+        "get": _op(
+            "The script and style sheet of /docs",
+            200,
+            _TEXT,
+            tag="documentation",
+            params=[
+                {"name": "asset", "in": "path", "required": True, "schema": {"enum": list(ASSETS)}}
+            ],
+            errors=(404,),
+            error_text={404: "no such asset"},
+            media_type="text/javascript",
+        )
+    },
+}
+
+
+def _guard(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mark what the access middleware does, from the same route sets: no
+    token on the exempt GETs (`security: []`), else 401; 429 on every route
+    that is rate limited."""
+    guarded: dict[str, dict[str, Any]] = {}
+    for path, operations in paths.items():
+        guarded[path] = {}
+        for method, operation in operations.items():
+            extra: dict[str, Any] = {}
+            exempt = method == "get" and path in UNAUTHENTICATED_ROUTES
+            if exempt:
+                operation = {**operation, "security": []}
+            else:
+                extra["401"] = _error(401, _ERROR_TEXT[401])
+            if not (method == "get" and path in UNLIMITED_ROUTES):
+                extra["429"] = _error(429, _ERROR_TEXT[429])
+            responses = dict(sorted({**operation["responses"], **extra}.items()))
+            guarded[path][method] = {**operation, "responses": responses}
+    return guarded
+
+
+_SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "One of the server's API tokens (server.api_tokens, server.api_tokens_file), "
+        "as Authorization: Bearer <token>. Required by every operation without "
+        "`security: []` when the server has tokens; without tokens the server "
+        "listens on loopback only, unless told otherwise."
+    ),
 }
 
 
@@ -397,10 +534,13 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "cronsvc",
             "version": __version__,
-            "description": "A dynamic cron service.",
+            "description": (
+                "A dynamic cron service. Errors are RFC 9457 application/problem+json."
+            ),
         },
-        "paths": PATHS,
-        "components": {"schemas": schemas},
+        "security": [{"bearerAuth": []}],
+        "paths": _guard(PATHS),
+        "components": {"schemas": schemas, "securitySchemes": {"bearerAuth": _SECURITY_SCHEME}},
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from cronsvc.api.context import CONTEXT
 from cronsvc.errors import (
     CronSvcError,
     DuplicateJobName,
@@ -17,8 +18,11 @@ from cronsvc.errors import (
     InvalidCronExpression,
     InvalidCursor,
     InvalidTimezone,
+    JobLimitReached,
     JobNotFound,
+    RateLimited,
     StoreUnavailable,
+    Unauthorized,
     ValidationFailed,
     VersionConflict,
 )
@@ -27,6 +31,9 @@ from cronsvc.ids import new_id
 log = structlog.get_logger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
+JOB_LIMIT_TYPE = "urn:cronsvc:problem:job-limit"
+"""The `type` of the 409 that `limits.max_jobs` answers (a name, not a page)."""
+REJECTED = "cronsvc_api_rejected_total"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -68,6 +75,17 @@ def problem_for(exc: CronSvcError) -> web.Response:
         return problem(409, "Conflict", str(exc), errors=[FieldError("name", str(exc))])
     if isinstance(exc, VersionConflict):
         return problem(409, "Conflict", str(exc), errors=[FieldError("version", str(exc))])
+    if isinstance(exc, JobLimitReached):
+        return problem(409, "Job limit reached", str(exc), type=JOB_LIMIT_TYPE, limit=exc.limit)
+    if isinstance(exc, Unauthorized):
+        challenge = 'Bearer realm="cronsvc"'
+        if exc.presented:
+            challenge += ', error="invalid_token"'  # RFC 6750, section 3
+        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, RateLimited):
+        return problem(
+            429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        )
     if isinstance(exc, StoreUnavailable):
         return problem(
             503,
@@ -83,10 +101,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except CronSvcError as exc:
+        reason = _REJECTIONS.get(type(exc))
+        if reason is not None:
+            _count_rejection(request, reason)
         return problem_for(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 413:
+            _count_rejection(request, "too_large")
         detail = {
             404: f"no route for {request.path}",
             405: f"{request.method} is not allowed on {request.path}",
@@ -96,6 +119,28 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem(exc.status, exc.reason, detail, headers=headers)
     except Exception as exc:
         return _internal_error(exc)
+
+
+_REJECTIONS: dict[type[CronSvcError], str] = {
+    Unauthorized: "unauthorized",
+    RateLimited: "rate_limited",
+    JobLimitReached: "job_limit",
+}
+
+
+def _count_rejection(request: web.Request, reason: str) -> None:
+    """Requests turned away by a limit or for want of a token: counted, and
+    logged at debug level (never with their headers)."""
+    api = request.app.get(CONTEXT)
+    if api is not None:
+        api.metrics.inc(REJECTED, help="API requests refused by auth or a limit", reason=reason)
+    log.debug(
+        "request_rejected",
+        reason=reason,
+        method=request.method,
+        path=request.path,
+        remote=request.remote,
+    )
 
 
 def _internal_error(exc: BaseException) -> web.Response:

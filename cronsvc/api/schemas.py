@@ -7,6 +7,7 @@ service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -29,7 +30,10 @@ from cronsvc.domain import (
 from cronsvc.errors import FieldError, ValidationFailed
 
 MAX_BODY_BYTES = 64 * 1024
-"""Request bodies are capped here (413), which also caps a job's `body`."""
+"""Request bodies are capped here (413)."""
+MAX_JOB_BODY_BYTES = 64 * 1024
+"""A job's `body` as the webhook will send it. Checked on its own: the webhook
+encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -72,8 +76,14 @@ class JobIn(_Wire):
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     webhook_url: Annotated[str, Field(min_length=1, max_length=2048)]
     http_method: HttpMethod = HttpMethod.POST
-    headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict)
-    body: JsonValue | None = None
+    headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_HEADERS}
+    )
+    body: JsonValue | None = Field(
+        default=None,
+        description=f"text, or any JSON; at most {MAX_JOB_BODY_BYTES} bytes as the webhook "
+        "sends it (UTF-8 text, or compact JSON)",
+    )
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] | None = None
     retry: RetryIn = Field(default_factory=RetryIn)
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
@@ -127,6 +137,21 @@ class JobIn(_Wire):
                 raise ValueError(f"the value of {name!r} must not contain line breaks")
         return value
 
+    @field_validator("body")
+    @classmethod
+    def _body_fits(cls, value: JsonValue | None) -> JsonValue | None:
+        if value is None:
+            return value
+        try:
+            size = len(webhook_body(value))
+        except ValueError:  # NaN, Infinity, a lone surrogate: no webhook could carry it
+            raise ValueError(
+                "must be text or JSON without NaN, Infinity or lone surrogates"
+            ) from None
+        if size > MAX_JOB_BODY_BYTES:
+            raise ValueError(f"must be at most {MAX_JOB_BODY_BYTES} bytes encoded, not {size}")
+        return value
+
     @field_validator("tags")
     @classmethod
     def _unique_tags(cls, value: list[str]) -> list[str]:
@@ -156,6 +181,14 @@ class JobIn(_Wire):
             secret=self.secret,
             tags=tuple(self.tags),
         )
+
+
+def webhook_body(body: JsonValue) -> bytes:
+    """A job's body as `cronsvc.dispatch` sends it: text as UTF-8, anything
+    else as compact JSON. Raises ValueError for what cannot be sent."""
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 class PreviewIn(_Wire):

@@ -163,6 +163,11 @@ class Store(Protocol):
         """Every job with `is_active`, in no particular order."""
         ...
 
+    async def count_jobs(self) -> int:
+        """How many jobs exist, active or paused. Exact, and a read only:
+        the API checks it against `limits.max_jobs` before a create."""
+        ...
+
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         """The version of each of these jobs that exists and is active; jobs
         gone or paused are left out. A read only: cheap enough for the

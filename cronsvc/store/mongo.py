@@ -349,6 +349,10 @@ class MongoStore:
             documents = await self._jobs.find({"is_active": True}).to_list()
             return [_job_from_document(document) for document in documents]
 
+    async def count_jobs(self) -> int:
+        with self._calling():
+            return await self._jobs.count_documents({})
+
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         with self._calling():
             wanted = [job_id for job_id in job_ids if is_valid_id(job_id)]

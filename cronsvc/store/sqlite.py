@@ -211,6 +211,7 @@ _PAUSE_JOB = """UPDATE jobs SET is_active = 0, paused_reason = ?, version = vers
     updated_at = ? WHERE id = ? AND version = ? AND is_active = 1"""
 _DEFER_JOB = """UPDATE jobs SET deferred_until = MAX(COALESCE(deferred_until, ?1), ?1)
     WHERE id = ?2"""
+_COUNT_JOBS = "SELECT COUNT(*) FROM jobs"
 _INSERT_TAG = "INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?, ?)"
 _DELETE_TAGS = "DELETE FROM job_tags WHERE job_id = ?"
 _ADVANCE_LAST_TICK = "UPDATE jobs SET last_tick = ?1 WHERE id = ?2 AND last_tick < ?1"
@@ -391,6 +392,9 @@ class SQLiteStore:
 
     async def active_jobs(self) -> list[Job]:
         return await self._run(_do_active_jobs)
+
+    async def count_jobs(self) -> int:
+        return await self._run(_do_count_jobs)
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         if not job_ids:
@@ -683,6 +687,11 @@ def _do_defer_job(db: sqlite3.Connection, job_id: str, until_ms: int) -> None:
 
 def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
     return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS)]
+
+
+def _do_count_jobs(db: sqlite3.Connection) -> int:
+    count: int = db.execute(_COUNT_JOBS).fetchone()[0]
+    return count
 
 
 def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, int]:

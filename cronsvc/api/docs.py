@@ -1,0 +1,52 @@
+"""GET /docs: a page that renders /openapi.json for people.
+
+Its script and style sheet ship inside the package (`static/`) and the page
+fetches nothing but `/openapi.json` from this service, so it works offline
+and its Content-Security-Policy can forbid every other origin. The page and
+its assets hold no data; they are served without a token (see
+`cronsvc.api.auth`) so a person can paste one into the page.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
+
+ASSETS = {"docs.js": "text/javascript", "docs.css": "text/css"}
+"""What /docs/{asset} serves, by name: nothing else is reachable."""
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+@functools.cache
+def _read(name: str) -> str:
+    return resources.files("cronsvc.api").joinpath("static", name).read_text(encoding="utf-8")
+
+
+@routes.get("/docs")
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(
+        text=_read("docs.html"), content_type="text/html", charset="utf-8", headers=_HEADERS
+    )
+
+
+@routes.get("/docs/{asset}")
+async def docs_asset(request: web.Request) -> web.Response:
+    name = request.match_info["asset"]
+    content_type = ASSETS.get(name)
+    if content_type is None:
+        raise web.HTTPNotFound()
+    return web.Response(
+        text=_read(name), content_type=content_type, charset="utf-8", headers=_HEADERS
+    )
