@@ -1,4 +1,5 @@
-"""The `cronsvc` command: `serve` runs the service, `check-config` validates."""
+"""The `cronsvc` command: `serve` runs the service, `check-config` validates;
+`jobs`, `logs`, `next` and `cluster` talk to a running one (`cronsvc.commands`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cronsvc import __version__
+from cronsvc.commands import CLIENT_OPTIONS, add_client_options, add_commands, run
 from cronsvc.config import Config, load_config
 from cronsvc.errors import ConfigError, StartupRefused
 from cronsvc.logs import configure_logging
@@ -27,11 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", type=Path, help="TOML file (every key optional)")
+    add_commands(commands)
+    add_client_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "handler"):
+        return run(args)
+    if any(hasattr(args, option) for option in CLIENT_OPTIONS):
+        parser.error(f"--url, --token, --json and --timeout are not options of {args.command}")
     try:
         config = load_config(args.config)
     except ConfigError as exc:
