@@ -3,6 +3,7 @@
 Instants are stored as integer Unix milliseconds. Spec scalars are columns;
 `headers`, `body` and `tags` are JSON text (a JSON `body` keeps a str apart
 from a JSON document: `"{}"` is the string, `{}` the object; NULL is None).
+An execution's `attempt_log` is JSON text too (NULL: no attempts).
 Tags are also kept in `job_tags`, indexed, for the tag filter.
 
 Threading: the stdlib `sqlite3` connection lives on one dedicated worker
@@ -43,6 +44,7 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     MisfirePolicy,
+    PreviousSecret,
     RetryPolicy,
     Trigger,
 )
@@ -55,14 +57,18 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    KEEP,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
     JobQuery,
+    Keep,
     Page,
     TickClaim,
 )
 from cronsvc.store.common import (
+    attempt_documents,
+    attempts_from_documents,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -75,7 +81,7 @@ from cronsvc.store.common import (
     unix_ms,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
@@ -110,7 +116,9 @@ _SCHEMA = (
         updated_at INTEGER NOT NULL,
         last_tick INTEGER NOT NULL,
         last_run_at INTEGER,
-        last_status TEXT
+        last_status TEXT,
+        previous_secret TEXT,
+        previous_secret_expires_at INTEGER
     )""",
     "CREATE INDEX jobs_by_active ON jobs (is_active, id)",
     """CREATE TABLE job_tags (
@@ -139,6 +147,7 @@ _SCHEMA = (
         error_message TEXT,
         slot TEXT NOT NULL,
         dispatched INTEGER NOT NULL DEFAULT 1,
+        attempt_log TEXT,
         UNIQUE (job_id, scheduled_at, slot)
     )""",
     "CREATE INDEX executions_newest ON executions (scheduled_at DESC, id DESC)",
@@ -157,6 +166,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Whether a claimed tick's webhook went out. Runs recorded before this
     # column existed count as sent: a reaper marks them LOST, never re-sends.
     1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
+    2: (
+        # -- Delivery: secret rotation and per-attempt records --------------
+        # The signing secret a job replaced and when it stops signing (Unix
+        # ms); NULL in both: none.
+        "ALTER TABLE jobs ADD COLUMN previous_secret TEXT",
+        "ALTER TABLE jobs ADD COLUMN previous_secret_expires_at INTEGER",
+        # Each webhook attempt as JSON; runs recorded before it: NULL, no attempts.
+        "ALTER TABLE executions ADD COLUMN attempt_log TEXT",
+        # -- end of Delivery --------------------------------------------------
+    ),
 }
 
 _JOB_COLUMNS = (
@@ -184,6 +203,8 @@ _JOB_COLUMNS = (
     "last_tick",
     "last_run_at",
     "last_status",
+    "previous_secret",
+    "previous_secret_expires_at",
 )
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
@@ -220,6 +241,7 @@ _EXECUTION_COLUMNS = (
     "response_truncated",
     "error_type",
     "error_message",
+    "attempt_log",
 )
 _RETURNED_EXECUTION = ", ".join(_EXECUTION_COLUMNS)
 _SELECT_EXECUTIONS = f"SELECT {_RETURNED_EXECUTION} FROM executions"
@@ -248,7 +270,7 @@ _TAKEN_KEYS = """SELECT e.job_id, e.scheduled_at, e.slot FROM json_each(?) AS k
 _MISSED_JOB = "SELECT version, is_active FROM jobs WHERE id = ?"
 _FINISH_EXECUTION = """UPDATE executions SET status = ?, instance_id = ?, executed_at = ?,
     finished_at = ?, duration_ms = ?, attempts = ?, response_status = ?, response_body = ?,
-    response_truncated = ?, error_type = ?, error_message = ?
+    response_truncated = ?, error_type = ?, error_message = ?, attempt_log = ?
     WHERE id = ? AND status = 'RUNNING'"""
 _EXECUTION_EXISTS = "SELECT 1 FROM executions WHERE id = ?"
 _DELETE_EXECUTION = "DELETE FROM executions WHERE id = ?"
@@ -353,9 +375,10 @@ class SQLiteStore:
         now: datetime,
         expected_version: int | None = None,
         restart_schedule: bool = False,
+        previous_secret: PreviousSecret | Keep | None = KEEP,
     ) -> Job:
         return await self._run(
-            _do_update_job, job_id, spec, now, expected_version, restart_schedule
+            _do_update_job, job_id, spec, now, expected_version, restart_schedule, previous_secret
         )
 
     async def delete_job(self, job_id: str) -> None:
@@ -577,6 +600,7 @@ def _do_update_job(
     now: datetime,
     expected_version: int | None,
     restart_schedule: bool,
+    previous_secret: PreviousSecret | Keep | None,
 ) -> Job:
     if not is_valid_id(job_id):
         raise JobNotFound(job_id)
@@ -593,6 +617,9 @@ def _do_update_job(
             version=current.version + 1,
             updated_at=now,
             last_tick=now if restart_schedule else current.last_tick,
+            previous_secret=(
+                current.previous_secret if isinstance(previous_secret, Keep) else previous_secret
+            ),
         )
         row = _job_row(updated)
         _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
@@ -799,7 +826,7 @@ def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -
                 missing.append(execution.id)
                 continue
             row = _execution_row(execution, slot="")
-            updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:16], execution.id))
+            updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:17], execution.id))
             if updated.rowcount == 0:
                 if db.execute(_EXECUTION_EXISTS, (execution.id,)).fetchone() is None:
                     missing.append(execution.id)
@@ -945,6 +972,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         unix_ms(job.last_tick),
         opt_unix_ms(job.last_run_at),
         None if job.last_status is None else job.last_status.value,
+        None if job.previous_secret is None else job.previous_secret.secret,
+        None if job.previous_secret is None else unix_ms(job.previous_secret.expires_at),
     )
 
 
@@ -977,6 +1006,9 @@ def _job_from_row(row: _Row) -> Job:
         last_tick=from_unix_ms(row[21]),
         last_run_at=opt_from_unix_ms(row[22]),
         last_status=None if row[23] is None else ExecutionStatus(row[23]),
+        previous_secret=None
+        if row[24] is None
+        else PreviousSecret(secret=row[24], expires_at=from_unix_ms(row[25])),
     )
 
 
@@ -1001,6 +1033,7 @@ def _execution_row(execution: Execution, *, slot: str, dispatched: bool = True) 
         int(e.response_truncated),
         None if e.error is None else e.error.type,
         None if e.error is None else e.error.message,
+        json_text(attempt_documents(e.attempt_log)) if e.attempt_log else None,
         slot,
         int(dispatched),
     )
@@ -1023,4 +1056,5 @@ def _execution_from_row(row: _Row) -> Execution:
         response_body=row[12],
         response_truncated=bool(row[13]),
         error=None if row[14] is None else ErrorInfo(type=row[14], message=row[15]),
+        attempt_log=attempts_from_documents(None if row[16] is None else json.loads(row[16])),
     )
