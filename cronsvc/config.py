@@ -56,6 +56,7 @@ class WebhookConfig:
     timeout_s: float = 10.0
     max_concurrency: int = 256
     max_response_bytes: int = 65536
+    secret_rotation_grace_s: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +215,8 @@ def _check(config: Config) -> None:
     positive("webhook.timeout_s", config.webhook.timeout_s)
     positive("webhook.max_concurrency", config.webhook.max_concurrency)
     positive("webhook.max_response_bytes", config.webhook.max_response_bytes)
+    if config.webhook.secret_rotation_grace_s < 0:
+        raise ConfigError("webhook.secret_rotation_grace_s: must not be negative")
     positive("retention.execution_logs_days", config.retention.execution_logs_days)
     if config.logging.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(_LOG_LEVELS)}")
