@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cronsvc.config import Config
 from cronsvc.service import build_app
 from tests.conftest import Receiver
+from tests.standard_webhooks import signatures, verifies
 
 Client = TestClient[web.Request, web.Application]
 EVERY_SECOND = "*/1 * * * * *"
@@ -207,6 +208,90 @@ async def test_trigger_fires_now_and_answers_202_with_the_execution_id(
                 break
             await asyncio.sleep(0.05)
     assert log["status"] == "SUCCESS" and log["trigger"] == "manual"
+
+
+async def run_now(client: Client, job_id: str) -> dict[str, Any]:
+    """Trigger the job and answer its execution log once it is final."""
+    triggered = await client.post(f"/api/cron/{job_id}/trigger")
+    assert triggered.status == 202, await triggered.text()
+    execution_id = (await triggered.json())["id"]
+    async with asyncio.timeout(10):
+        while True:
+            log: dict[str, Any] = await (
+                await client.get(f"/api/execution-logs/{execution_id}")
+            ).json()
+            if log["status"] != "RUNNING":
+                return log
+            await asyncio.sleep(0.05)
+
+
+YEARLY_PAUSED = {"cronExpression": "0 0 1 1 *", "isActive": False}
+"""Fires only when triggered."""
+
+
+async def test_a_generated_secret_signs_calls_and_a_rotation_signs_with_both(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url, secret="generate", **YEARLY_PAUSED)
+    first = job["secret"]
+
+    await run_now(client, job["id"])
+    rotated = await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    second = (await rotated.json())["secret"]
+    await run_now(client, job["id"])
+
+    before, during = receiver.requests
+    assert signatures(before.headers) != []
+    assert verifies(first, before.headers, before.body)
+    new, old = signatures(during.headers)
+    assert verifies(second, {**during.headers, "webhook-signature": new}, during.body)
+    assert verifies(first, {**during.headers, "webhook-signature": old}, during.body)
+    assert not verifies(first, {**during.headers, "webhook-signature": new}, during.body)
+
+
+async def test_a_removed_secret_signs_on_through_its_grace(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url, secret="generate", **YEARLY_PAUSED)
+
+    await client.patch(f"/api/cron/{job['id']}", json={"secret": None})
+    await run_now(client, job["id"])
+
+    (request,) = receiver.requests
+    assert len(signatures(request.headers)) == 1
+    assert verifies(job["secret"], request.headers, request.body)
+
+
+@pytest.fixture
+async def no_grace_client(config: Config) -> AsyncIterator[Client]:
+    """Replaced secrets stop signing at once."""
+    no_grace = dataclasses.replace(
+        config, webhook=dataclasses.replace(config.webhook, secret_rotation_grace_s=0)
+    )
+    async with TestClient(TestServer(build_app(no_grace), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def test_after_the_grace_only_the_new_secret_signs_and_null_stops_signing(
+    no_grace_client: Client, receiver: Receiver
+) -> None:
+    client = no_grace_client
+    job = await create(client, receiver.url, secret="generate", **YEARLY_PAUSED)
+
+    rotated = await (
+        await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    ).json()
+    await run_now(client, job["id"])
+    cleared = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": None})).json()
+    await run_now(client, job["id"])
+
+    assert rotated["previousSecretExpiresAt"] is None
+    assert cleared["previousSecretExpiresAt"] is None and cleared["hasSecret"] is False
+    signed, unsigned = receiver.requests
+    assert len(signatures(signed.headers)) == 1
+    assert verifies(rotated["secret"], signed.headers, signed.body)
+    assert not verifies(job["secret"], signed.headers, signed.body)
+    assert "webhook-signature" not in unsigned.headers
 
 
 async def test_execution_log_can_be_deleted(client: Client, receiver: Receiver) -> None:

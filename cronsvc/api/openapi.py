@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
@@ -47,7 +47,16 @@ class JobOut(_Out):
     misfire_grace_seconds: int
     is_active: bool
     tags: list[str]
-    has_secret: bool
+    has_secret: bool = Field(description="whether requests are signed with a current secret")
+    previous_secret_expires_at: datetime | None = Field(
+        description="until when the secret the job replaced still signs beside the current "
+        "one; null when there is none (or it has expired)"
+    )
+    secret: str | None = Field(
+        default=None,
+        description='only in the answer to the write that sent "generate": the secret made '
+        "then, shown this once",
+    )
     created_at: datetime
     updated_at: datetime
     next_run_at: datetime | None
@@ -245,7 +254,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/cron/{id}": {
         "get": _op("Read a job", 200, _JOB, params=[_ID], errors=(404,)),
         "put": _op(
-            "Replace a job (secret kept unless sent as null)",
+            "Replace a job (secret kept unless sent; see JobIn.secret for rotation)",
             200,
             _JOB,
             body="JobIn",

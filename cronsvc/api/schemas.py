@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from yarl import URL
 
 from cronsvc.domain import (
+    MAX_ATTEMPTS,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -26,15 +27,39 @@ from cronsvc.domain import (
     MisfirePolicy,
     RetryPolicy,
 )
-from cronsvc.errors import FieldError, ValidationFailed
+from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
+from cronsvc.signing import parse_secret
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413), which also caps a job's `body`."""
 MAX_HEADERS = 50
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
+GENERATE_SECRET = "generate"
+"""Sent as a job's `secret`: the service makes one and answers it once."""
+
+SECRET_DESCRIPTION = (
+    "Write-only signing secret: `whsec_` + base64 of 24-64 random bytes, or "
+    '"generate" to have the service make one (returned once, in the `secret` field of '
+    "that answer; every other answer shows only `hasSecret`). With a secret, each "
+    "request carries `webhook-signature` (Standard Webhooks). When the secret changes "
+    '(a new one, "generate", or null), the old one keeps signing beside the new one '
+    "(space-separated, new first) until `previousSecretExpiresAt`, "
+    "`webhook.secret_rotation_grace_s` later; null therefore stops signing only after "
+    "that grace. Left out of a PUT or PATCH, the stored secret is kept."
+)
+
 READ_ONLY_FIELDS = frozenset(
-    {"id", "createdAt", "updatedAt", "nextRunAt", "lastRunAt", "lastStatus", "hasSecret"}
+    {
+        "id",
+        "createdAt",
+        "updatedAt",
+        "nextRunAt",
+        "lastRunAt",
+        "lastStatus",
+        "hasSecret",
+        "previousSecretExpiresAt",
+    }
 )
 """Fields a client may send back unchanged (GET, edit, PUT); they are ignored.
 `version`, when sent, is a precondition: the write fails with 409 unless the
@@ -48,7 +73,7 @@ class _Wire(BaseModel):
 
 
 class RetryIn(_Wire):
-    max_attempts: Annotated[int, Field(ge=1, le=10)] = 1
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
     backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
     max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
 
@@ -70,7 +95,9 @@ class JobIn(_Wire):
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
     misfire_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
     is_active: bool = True
-    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, description=SECRET_DESCRIPTION
+    )
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
     ] = Field(default_factory=list)
@@ -115,6 +142,17 @@ class JobIn(_Wire):
                 raise ValueError(f"{name!r} is not a valid header name")
             if "\r" in text or "\n" in text:
                 raise ValueError(f"the value of {name!r} must not contain line breaks")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec_secret(cls, value: str | None) -> str | None:
+        if value is None or value == GENERATE_SECRET:
+            return value
+        try:
+            parse_secret(value)
+        except InvalidSecret as exc:
+            raise ValueError(f'{exc} (or send "{GENERATE_SECRET}")') from None
         return value
 
     @field_validator("tags")
@@ -205,11 +243,19 @@ def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def job_to_wire(job: Job, next_run_at: datetime | None) -> dict[str, Any]:
-    return {
+def job_to_wire(
+    job: Job, next_run_at: datetime | None, *, now: datetime, secret: str | None = None
+) -> dict[str, Any]:
+    """The job as answered. `secret` is given only to the answer of the write
+    that generated it; `previousSecretExpiresAt` is null once it has passed."""
+    previous = job.previous_secret
+    wire = {
         "id": job.id,
         **spec_to_wire(job.spec),
         "hasSecret": job.spec.secret is not None,
+        "previousSecretExpiresAt": (
+            instant(previous.expires_at) if previous and previous.in_force(now) else None
+        ),
         "createdAt": instant(job.created_at),
         "updatedAt": instant(job.updated_at),
         "nextRunAt": instant(next_run_at),
@@ -217,6 +263,9 @@ def job_to_wire(job: Job, next_run_at: datetime | None) -> dict[str, Any]:
         "lastStatus": job.last_status.value if job.last_status else None,
         "version": job.version,
     }
+    if secret is not None:
+        wire["secret"] = secret
+    return wire
 
 
 def execution_to_wire(execution: Execution) -> dict[str, Any]:
