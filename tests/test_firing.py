@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cronsvc.config import Config
 from cronsvc.service import build_app
 from tests.conftest import Receiver
+from tests.processes import free_port
 from tests.standard_webhooks import signatures, verifies
 
 Client = TestClient[web.Request, web.Application]
@@ -292,6 +293,45 @@ async def test_after_the_grace_only_the_new_secret_signs_and_null_stops_signing(
     assert verifies(rotated["secret"], signed.headers, signed.body)
     assert not verifies(job["secret"], signed.headers, signed.body)
     assert "webhook-signature" not in unsigned.headers
+
+
+async def test_every_attempt_is_in_the_execution_log(client: Client, receiver: Receiver) -> None:
+    async def fail_twice() -> None:
+        receiver.status = 503 if len(receiver.requests) < 3 else 200
+
+    receiver.before_reply = fail_twice
+    retry = {"maxAttempts": 3, "backoffSeconds": 0.05, "maxBackoffSeconds": 0.1}
+    job = await create(client, receiver.url, retry=retry, **YEARLY_PAUSED)
+
+    log = await run_now(client, job["id"])
+
+    assert log["status"] == "SUCCESS" and log["attempts"] == 3 and log["responseStatus"] == 200
+    attempts = log["attemptLog"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert [a["responseStatus"] for a in attempts] == [503, 503, 200]
+    unavailable = {"type": "http_status", "message": "HTTP 503 Service Unavailable"}
+    assert [a["error"] for a in attempts] == [unavailable, unavailable, None]
+    assert all(isinstance(a["durationMs"], int) and a["durationMs"] >= 0 for a in attempts)
+    waits = [a["retryAfterMs"] for a in attempts]
+    assert waits[2] is None and all(0 <= w <= 100 for w in waits[:2])
+    started = [parse(a["startedAt"]) for a in attempts]
+    assert parse(log["executedAt"]) <= started[0] <= started[1] <= started[2]
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {log["id"]}
+    assert [r.json()["attempt"] for r in receiver.requests] == [1, 2, 3]
+
+
+async def test_refused_connections_are_logged_per_attempt_with_their_error_type(
+    client: Client,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    retry = {"maxAttempts": 2, "backoffSeconds": 0.01, "maxBackoffSeconds": 0.01}
+    job = await create(client, url, retry=retry, **YEARLY_PAUSED)
+
+    log = await run_now(client, job["id"])
+
+    assert log["status"] == "FAILURE" and log["attempts"] == 2
+    assert [a["error"]["type"] for a in log["attemptLog"]] == ["connection_error"] * 2
+    assert [a["responseStatus"] for a in log["attemptLog"]] == [None, None]
 
 
 async def test_execution_log_can_be_deleted(client: Client, receiver: Receiver) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -62,6 +63,14 @@ async def test_real_responses_match_the_documented_schemas(
     ExecutionOut.model_validate(
         await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
     )
+    async with asyncio.timeout(10):
+        while True:
+            finished = await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
+            if finished["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+    assert finished["attemptLog"]
+    ExecutionOut.model_validate(finished)
     # A generated secret (answered once) and a rotation in progress.
     generated = await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
     JobOut.model_validate(await generated.json())

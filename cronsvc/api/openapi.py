@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
 from cronsvc.api.schemas import JobIn, PreviewIn
-from cronsvc.domain import ExecutionStatus, JsonValue, Trigger
+from cronsvc.domain import MAX_ATTEMPTS, ExecutionStatus, JsonValue, Trigger
 
 routes = web.RouteTableDef()
 
@@ -70,6 +70,20 @@ class ErrorOut(_Out):
     message: str
 
 
+class AttemptOut(_Out):
+    """One HTTP attempt of the webhook call."""
+
+    attempt: int = Field(ge=1, description="1-based")
+    started_at: datetime
+    duration_ms: int
+    response_status: int | None
+    error: ErrorOut | None
+    retry_after_ms: int | None = Field(
+        description="the wait after this attempt before the next (backoff, or the receiver's "
+        "Retry-After capped at retry.maxBackoffSeconds); null when none followed"
+    )
+
+
 class ExecutionOut(_Out):
     id: str
     cron_job_id: str
@@ -85,6 +99,11 @@ class ExecutionOut(_Out):
     response_body: str | None
     response_truncated: bool
     error: ErrorOut | None
+    attempt_log: list[AttemptOut] = Field(
+        max_length=MAX_ATTEMPTS,
+        description="every HTTP attempt, in order; empty while RUNNING and for records of "
+        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown)",
+    )
     instance_id: str
 
 

@@ -17,6 +17,7 @@ from yarl import URL
 
 from cronsvc.domain import (
     MAX_ATTEMPTS,
+    AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -284,7 +285,19 @@ def execution_to_wire(execution: Execution) -> dict[str, Any]:
         "responseBody": execution.response_body,
         "responseTruncated": execution.response_truncated,
         "error": _error(execution.error),
+        "attemptLog": [_attempt(a) for a in execution.attempt_log],
         "instanceId": execution.instance_id,
+    }
+
+
+def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "startedAt": instant(attempt.started_at),
+        "durationMs": attempt.duration_ms,
+        "responseStatus": attempt.response_status,
+        "error": _error(attempt.error),
+        "retryAfterMs": attempt.retry_after_ms,
     }
 
 
