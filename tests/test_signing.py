@@ -4,6 +4,9 @@ specification's published example and an implementation written in the tests."""
 from __future__ import annotations
 
 import base64
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +93,26 @@ def test_several_secrets_give_space_separated_signatures_in_order() -> None:
         expected_signature(new, "exec-1", "1767225600", b"{}"),
         expected_signature(old, "exec-1", "1767225600", b"{}"),
     ]
+
+
+def test_the_readmes_verification_snippet_accepts_our_signatures_only() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Verifying webhook signatures", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    verify = namespace["verify"]
+    new, old = generate_secret(), generate_secret()
+    now = int(time.time())
+    body = b'{"jobId":"j"}'
+    headers = {
+        "webhook-id": "exec-1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": signature_header([new, old], "exec-1", now, body),
+    }
+
+    assert verify(new, headers, body) and verify(old, headers, body)
+    assert not verify(generate_secret(), headers, body)
+    assert not verify(new, headers, body + b" ")
+    assert not verify(new, {**headers, "webhook-timestamp": str(now - 3600)}, body)
+    assert not verify(new, {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
