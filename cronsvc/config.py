@@ -73,6 +73,7 @@ class WebhookConfig:
     """Networks webhooks may reach even though they are not globally routable."""
     max_defer_s: float = 3600.0
     """The longest a target's Retry-After may hold back a job's next ticks."""
+    secret_rotation_grace_s: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -319,6 +320,8 @@ def _check(config: Config) -> None:
             parse_cidr(cidr)
         except ValueError as exc:
             raise ConfigError(f"webhook.allowed_cidrs: {exc}") from None
+    if config.webhook.secret_rotation_grace_s < 0:
+        raise ConfigError("webhook.secret_rotation_grace_s: must not be negative")
     positive("retention.execution_logs_days", config.retention.execution_logs_days)
     if config.logging.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(_LOG_LEVELS)}")

@@ -12,6 +12,12 @@ Once a response's status line has arrived, the status alone decides the
 outcome; the body is captured best-effort, up to `max_response_bytes`, and a
 body that is longer (or cannot be read to its end in time) is cut off and
 flagged as truncated rather than failing the delivery.
+
+Every attempt carries the Standard Webhooks headers: `webhook-id` (the
+execution id, the same on every retry of a tick), `webhook-timestamp` (this
+attempt's Unix seconds) and, for a job with a secret, `webhook-signature`,
+made afresh per attempt since the timestamp is signed. A secret the job
+replaced signs too, after the new one, until its grace period ends.
 """
 
 from __future__ import annotations
@@ -36,16 +42,20 @@ from yarl import URL
 from cronsvc import __version__
 from cronsvc.clock import Clock
 from cronsvc.domain import (
+    MAX_ATTEMPTS,
+    AttemptRecord,
     ErrorInfo,
     ExecutionStatus,
     HttpMethod,
     JsonValue,
+    PreviousSecret,
     RetryPolicy,
     Trigger,
 )
-from cronsvc.errors import TargetNotAllowed
+from cronsvc.errors import InvalidSecret, TargetNotAllowed
 from cronsvc.netguard import GuardedConnector, GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
+from cronsvc.signing import signature_header
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +64,7 @@ _MAX_LOCATION_CHARS = 500
 # The dispatcher owns message framing: a user's Content-Length or
 # Transfer-Encoding would contradict the body actually sent.
 _FRAMING_HEADERS = ("Content-Length", "Transfer-Encoding")
+_SIGNATURE_HEADER = "webhook-signature"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +85,8 @@ class WebhookRequest:
     timeout_s: float
     retry: RetryPolicy
     secret: str | None = field(default=None, repr=False)
+    previous_secret: PreviousSecret | None = field(default=None, repr=False)
+    """The secret `secret` replaced: it signs too while it is in force."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +109,8 @@ class DeliveryResult:
     retry_after_s: float | None = None
     """The last attempt failed with a 429 or 503 whose `Retry-After` asked
     for this many seconds: the job's next ticks should wait as well."""
+    attempt_log: tuple[AttemptRecord, ...]
+    """One entry per attempt, in order (`attempts` of them)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,7 +136,7 @@ def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float 
     if outcome.error is None or attempt >= policy.max_attempts:
         return None
     transient = outcome.error.type in ("timeout", "connection_error") or (
-        outcome.status is not None and (outcome.status == 429 or outcome.status >= 500)
+        outcome.status is not None and (outcome.status == 429 or 500 <= outcome.status < 600)
     )
     if not transient:
         return None
@@ -213,8 +228,23 @@ class Dispatcher:
     def _signature_headers(
         self, request: WebhookRequest, body_bytes: bytes, timestamp: int
     ) -> dict[str, str]:
-        """Signing seam: `webhook-signature` for jobs with a secret. Not yet signed."""
-        return {}
+        """`webhook-signature` for a job with a secret: the current secret's
+        signature, then, while it is in force, the replaced secret's. Raises
+        `InvalidSecret` for a secret that is not a whsec_ secret."""
+        in_use: list[str] = []
+        if request.secret is not None:
+            in_use.append(request.secret)
+        previous = request.previous_secret
+        if (
+            previous is not None
+            and previous.secret != request.secret
+            and previous.in_force(self._clock.now())
+        ):
+            in_use.append(previous.secret)
+        if not in_use:
+            return {}
+        value = signature_header(in_use, request.execution_id, timestamp, body_bytes)
+        return {_SIGNATURE_HEADER: value}
 
     async def deliver(self, request: WebhookRequest) -> DeliveryResult:
         session = self._session
@@ -234,14 +264,28 @@ class Dispatcher:
         executed_at = clock.now()
         started = clock.monotonic()
         first_sent_at: float | None = None
-        max_attempts = max(1, request.retry.max_attempts)
+        # Bounded here too, so a stored policy can never grow the attempt log past it.
+        max_attempts = min(max(1, request.retry.max_attempts), MAX_ATTEMPTS)
         attempt = 0
         outcome = _Outcome()
+        attempt_log: list[AttemptRecord] = []
         for attempt in range(1, max_attempts + 1):
+            attempt_started_at = clock.now()
+            attempt_started = clock.monotonic()
             outcome, sent_at = await self._attempt(session, request, attempt)
             if first_sent_at is None:
                 first_sent_at = sent_at
             delay = _retry_delay(outcome, attempt, request.retry)
+            attempt_log.append(
+                AttemptRecord(
+                    attempt=attempt,
+                    started_at=attempt_started_at,
+                    duration_ms=round((clock.monotonic() - attempt_started) * 1000),
+                    response_status=outcome.status,
+                    error=outcome.error,
+                    retry_after_ms=None if delay is None else round(delay * 1000),
+                )
+            )
             if delay is None:
                 break
             log.debug(
@@ -265,6 +309,7 @@ class Dispatcher:
             response_truncated=outcome.truncated,
             error=outcome.error,
             retry_after_s=outcome.retry_after,
+            attempt_log=tuple(attempt_log),
         )
 
     async def _attempt(
@@ -299,6 +344,9 @@ class Dispatcher:
                 address=exc.address,
                 reason=exc.reason,
             )
+        except InvalidSecret as exc:
+            # Nothing was sent: an unsigned call would be refused, or worse, trusted.
+            outcome = _failed("invalid_secret", f"the job's signing secret is unusable: {exc}")
         except TimeoutError:
             outcome = _failed(
                 "timeout", f"timed out after {request.timeout_s:g} s without a response"
@@ -328,7 +376,8 @@ class Dispatcher:
         self, request: WebhookRequest, body: bytes | None, content_type: str, timestamp: int
     ) -> CIMultiDict[str]:
         headers = CIMultiDict(request.headers)
-        for name in _FRAMING_HEADERS:
+        # A signature is ours alone to make: one a user set would only mislead.
+        for name in (*_FRAMING_HEADERS, _SIGNATURE_HEADER):
             headers.popall(name, None)
         if body is None:
             headers.popall("Content-Type", None)

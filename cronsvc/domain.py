@@ -59,6 +59,11 @@ class ExecutionStatus(enum.StrEnum):
         return self is not ExecutionStatus.RUNNING
 
 
+MAX_ATTEMPTS = 10
+"""The most attempts a retry policy may make; it also bounds an execution's
+attempt log."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     max_attempts: int = 1
@@ -89,6 +94,18 @@ class JobSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PreviousSecret:
+    """A signing secret a job replaced, still used beside the new one until
+    `expires_at`, so receivers have time to switch."""
+
+    secret: str = field(repr=False)
+    expires_at: datetime
+
+    def in_force(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     id: str
     spec: JobSpec
@@ -106,12 +123,29 @@ class Job:
     deferred_until: datetime | None = None
     """Scheduled ticks before this instant are skipped: the target asked to
     be left alone (`Retry-After` on a 429 or 503)."""
+    previous_secret: PreviousSecret | None = None
+    """Set by the service when `spec.secret` changes, never by a client."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorInfo:
     type: str
     message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """One HTTP attempt of an execution's webhook call."""
+
+    attempt: int
+    """1-based."""
+    started_at: datetime
+    duration_ms: int
+    response_status: int | None = None
+    error: ErrorInfo | None = None
+    retry_after_ms: int | None = None
+    """How long the dispatcher waited after this attempt before the next one
+    (backoff, or the receiver's capped `Retry-After`); None when none followed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +165,8 @@ class Execution:
     response_body: str | None = None
     response_truncated: bool = False
     error: ErrorInfo | None = None
+    attempt_log: tuple[AttemptRecord, ...] = ()
+    """One entry per attempt, in order: at most `MAX_ATTEMPTS`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,6 +38,11 @@ class InvalidTimezone(CronSvcError, ValueError):
     """Not an IANA time zone name."""
 
 
+class InvalidSecret(CronSvcError, ValueError):
+    """A webhook signing secret that is not `whsec_` + base64 of 24-64 bytes.
+    The message says what is wrong and never quotes the secret."""
+
+
 class JobNotFound(CronSvcError, LookupError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id

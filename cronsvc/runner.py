@@ -375,6 +375,7 @@ class TickRunner:
             timeout_s=spec.timeout_seconds,
             retry=spec.retry,
             secret=spec.secret,
+            previous_secret=job.previous_secret,
         )
         try:
             result = await self._dispatcher.deliver(request)
@@ -477,6 +478,7 @@ def _finished(execution: Execution, result: DeliveryResult) -> Execution:
         response_body=result.response_body,
         response_truncated=result.response_truncated,
         error=result.error,
+        attempt_log=result.attempt_log,
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from cronsvc.api.schemas import job_to_wire
 from cronsvc.config import LimitsConfig, WebhookConfig
+from cronsvc.domain import Job, JobSpec, PreviousSecret
 from tests.conftest import MakeClient
 
 Client = TestClient[web.Request, web.Application]
@@ -46,6 +50,14 @@ def fields_of(body: dict[str, Any]) -> set[str]:
 
 def parse(instant: str) -> datetime:
     return datetime.fromisoformat(instant.replace("Z", "+00:00"))
+
+
+def whsec(size: int = 32) -> str:
+    """A whsec_ secret made here, not by cronsvc."""
+    return "whsec_" + base64.b64encode(os.urandom(size)).decode()
+
+
+GRACE = timedelta(seconds=86400)  # webhook.secret_rotation_grace_s, by default
 
 
 # -- create -------------------------------------------------------------------
@@ -83,10 +95,135 @@ async def test_created_job_can_be_read_back(client: Client) -> None:
 
 
 async def test_secret_is_write_only(client: Client) -> None:
-    job = await create(client, secret="s3cret-value")
-    assert job["hasSecret"] is True
+    secret = whsec()
+    job = await create(client, secret=secret)
+    assert job["hasSecret"] is True and "secret" not in job
+    assert job["previousSecretExpiresAt"] is None
     text = await (await client.get(f"/api/cron/{job['id']}")).text()
-    assert "s3cret-value" not in text
+    assert secret.removeprefix("whsec_") not in text
+
+
+async def test_generate_answers_a_new_whsec_secret_once_and_reads_show_only_has_secret(
+    client: Client,
+) -> None:
+    job = await create(client, secret="generate")
+    secret = job["secret"]
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    assert job["hasSecret"] is True and job["previousSecretExpiresAt"] is None
+    # Sent back as it was answered, the generated secret is no change.
+    put = await (await client.put(f"/api/cron/{job['id']}", json=job)).json()
+    assert "secret" not in put and put["previousSecretExpiresAt"] is None
+
+    read = await (await client.get(f"/api/cron/{job['id']}")).json()
+    listed = await (await client.get("/api/cron")).json()
+    paused = await (await client.post(f"/api/cron/{job['id']}/pause")).json()
+    for answer in (read, *listed, paused):
+        assert "secret" not in answer and answer["hasSecret"] is True
+        assert secret.removeprefix("whsec_") not in json.dumps(answer)
+    again = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})).json()
+    assert again["secret"].startswith("whsec_") and again["secret"] != secret
+    assert "secret" not in await (await client.get(f"/api/cron/{job['id']}")).json()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "s3cret-value",
+        "whsec_",
+        "whsec_not base64!",
+        "WHSEC_" + base64.b64encode(bytes(32)).decode(),
+        "whsec_" + base64.b64encode(bytes(23)).decode(),
+        "whsec_" + base64.b64encode(bytes(65)).decode(),
+        "Generate",
+        "",
+        5,
+    ],
+)
+async def test_malformed_secret_is_400_naming_the_field_and_writes_nothing(
+    client: Client, secret: Any
+) -> None:
+    body = await problem(await client.post("/api/cron", json={**NODE_JOB, "secret": secret}), 400)
+    assert fields_of(body) == {"secret"}
+    assert await (await client.get("/api/cron")).json() == []
+
+    job = await create(client)
+    for method in ("PUT", "PATCH"):
+        document = {**NODE_JOB, "secret": secret} if method == "PUT" else {"secret": secret}
+        response = await client.request(method, f"/api/cron/{job['id']}", json=document)
+        assert fields_of(await problem(response, 400)) == {"secret"}
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+
+
+async def test_a_malformed_secret_error_never_quotes_it(client: Client) -> None:
+    secret = "whsec_" + base64.b64encode(b"sixteen byte key").decode()
+    body = await problem(await client.post("/api/cron", json={**NODE_JOB, "secret": secret}), 400)
+    [error] = body["errors"]
+    assert "16" in error["message"] and "generate" in error["message"]
+    assert secret.removeprefix("whsec_") not in json.dumps(body)
+
+
+async def test_changing_the_secret_keeps_the_old_one_signing_for_the_grace(
+    client: Client,
+) -> None:
+    job = await create(client, secret=whsec())
+
+    put = await client.put(f"/api/cron/{job['id']}", json={**NODE_JOB, "secret": whsec()})
+    rotated = await put.json()
+    assert rotated["hasSecret"] is True
+    expires = parse(rotated["previousSecretExpiresAt"])
+    assert expires == parse(rotated["updatedAt"]) + GRACE
+    read = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert read["previousSecretExpiresAt"] == rotated["previousSecretExpiresAt"]
+
+    # Writes that leave the secret alone leave the rotation alone.
+    renamed = await (await client.patch(f"/api/cron/{job['id']}", json={"name": "n"})).json()
+    paused = await (await client.post(f"/api/cron/{job['id']}/pause")).json()
+    as_read = await (await client.put(f"/api/cron/{job['id']}", json=paused)).json()
+    for answer in (renamed, paused, as_read):
+        assert answer["previousSecretExpiresAt"] == rotated["previousSecretExpiresAt"]
+        assert answer["hasSecret"] is True
+
+    generated = await (
+        await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    ).json()
+    assert parse(generated["previousSecretExpiresAt"]) == parse(generated["updatedAt"]) + GRACE
+
+
+def test_previous_secret_expiry_is_shown_only_while_it_still_signs() -> None:
+    expires = datetime(2026, 1, 2, tzinfo=UTC)
+    job = Job(
+        id="0" * 24,
+        spec=JobSpec(name="j", cron_expression="* * * * *", webhook_url="https://e.org/"),
+        created_at=expires - GRACE,
+        updated_at=expires - GRACE,
+        last_tick=expires - GRACE,
+        previous_secret=PreviousSecret(secret=whsec(), expires_at=expires),
+    )
+    just_before = expires - timedelta(milliseconds=1)
+
+    assert job_to_wire(job, None, now=just_before)["previousSecretExpiresAt"] == (
+        "2026-01-02T00:00:00.000Z"
+    )
+    assert job_to_wire(job, None, now=expires)["previousSecretExpiresAt"] is None
+
+
+async def test_setting_the_secret_to_null_keeps_the_old_one_signing_for_the_grace(
+    client: Client,
+) -> None:
+    job = await create(client, secret=whsec())
+
+    cleared = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": None})).json()
+
+    assert cleared["hasSecret"] is False
+    assert parse(cleared["previousSecretExpiresAt"]) == parse(cleared["updatedAt"]) + GRACE
+    # Null again is no change: the grace runs on from the first removal.
+    again = await client.put(f"/api/cron/{job['id']}", json={**NODE_JOB, "secret": None})
+    assert (await again.json())["previousSecretExpiresAt"] == cleared["previousSecretExpiresAt"]
+    # A secret set after a removal leaves the removed one its own grace.
+    restored = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": whsec()})).json()
+    assert restored["hasSecret"] is True
+    assert restored["previousSecretExpiresAt"] == cleared["previousSecretExpiresAt"]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +247,7 @@ async def test_secret_is_write_only(client: Client) -> None:
         ({"headers": {f"X-{i}": "v" for i in range(51)}}, "headers"),
         ({"timeoutSeconds": 0}, "timeoutSeconds"),
         ({"retry": {"maxAttempts": 11}}, "retry.maxAttempts"),
+        ({"retry": {"maxAttempts": 0}}, "retry.maxAttempts"),
         ({"retry": {"tries": 2}}, "retry.tries"),
         ({"misfirePolicy": "sometimes"}, "misfirePolicy"),
         ({"concurrencyPolicy": "maybe"}, "concurrencyPolicy"),
@@ -327,7 +465,7 @@ async def test_put_replaces_the_whole_job_and_bumps_version(client: Client) -> N
 
 
 async def test_put_accepts_a_job_as_read_back_and_keeps_the_secret(client: Client) -> None:
-    job = await create(client, secret="keep-me")
+    job = await create(client, secret=whsec())
     edited = {**job, "name": "edited"}
     response = await client.put(f"/api/cron/{job['id']}", json=edited)
     assert response.status == 200, await response.text()

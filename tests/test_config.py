@@ -30,6 +30,7 @@ def test_defaults_match_the_design() -> None:
         256,
         65536,
     )
+    assert config.webhook.secret_rotation_grace_s == 86400
     assert config.retention.execution_logs_days == 30
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.server.api_tokens == [] and config.server.api_tokens_file == ""
@@ -133,6 +134,7 @@ def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
         ("[scheduler]\nresync_interval_s = 0\n", {}, "scheduler.resync_interval_s"),
         ("[scheduler]\nmax_catchup = 1.5\n", {}, "scheduler.max_catchup"),
         ("[webhook]\nmax_concurrency = true\n", {}, "webhook.max_concurrency"),
+        ("[webhook]\nsecret_rotation_grace_s = -1\n", {}, "webhook.secret_rotation_grace_s"),
         ("[logging]\nlevel = 'loud'\n", {}, "logging.level"),
         ("", {"CRONSVC_SERVER_PORT": "eighty"}, "server.port"),
         ("", {"CRONSVC_WEBHOOK_TIMEOUT_S": "-1"}, "webhook.timeout_s"),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,9 +22,10 @@ from multidict import CIMultiDictProxy
 from cronsvc import __version__
 from cronsvc.clock import Clock, SystemClock
 from cronsvc.dispatch import DeliveryResult, Dispatcher, WebhookRequest
-from cronsvc.domain import ExecutionStatus, HttpMethod, RetryPolicy, Trigger
+from cronsvc.domain import ExecutionStatus, HttpMethod, PreviousSecret, RetryPolicy, Trigger
 from cronsvc.netguard import TargetPolicy
 from tests.conftest import ScriptedResolver
+from tests.standard_webhooks import signatures, verifies
 
 SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 HOLD_LIMIT_S = 10.0
@@ -123,23 +126,30 @@ async def serve() -> AsyncIterator[ServeFn]:
 
 
 class FakeClock:
-    """Real time, except that `sleep` only records the delay and returns."""
+    """Real time moved on by `advance` and by every `sleep`, which records its
+    delay and returns at once: a backoff takes no time in the test, yet the
+    next attempt sees the clock that far ahead."""
 
     def __init__(self) -> None:
         self._system = SystemClock()
+        self._offset_s = 0.0
         self.sleeps: list[float] = []
 
+    def advance(self, seconds: float) -> None:
+        self._offset_s += seconds
+
     def now(self) -> datetime:
-        return self._system.now()
+        return self._system.now() + timedelta(seconds=self._offset_s)
 
     def time(self) -> float:
-        return self._system.time()
+        return self._system.time() + self._offset_s
 
     def monotonic(self) -> float:
         return self._system.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.advance(seconds)
 
 
 class BlockingClock(FakeClock):
@@ -235,6 +245,11 @@ def answers(*responses: tuple[int, dict[str, str]]) -> Handler:
         return web.Response(status=status, text=f"status {status}", headers=headers)
 
     return handler
+
+
+def new_secret() -> str:
+    """A whsec_ secret made here, not by cronsvc."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def closed_port() -> int:
@@ -475,6 +490,9 @@ async def test_302_is_not_followed(serve: ServeFn, retrying_dispatcher: Dispatch
     assert result.error.type == "redirect_not_followed"
     assert target.url("/elsewhere") in result.error.message
     assert target.seen == []
+    [only] = result.attempt_log
+    assert only.response_status == 302 and only.error == result.error
+    assert only.retry_after_ms is None
 
 
 async def test_timeout_is_failure_naming_the_limit(
@@ -594,6 +612,7 @@ async def test_retry_after_is_honoured_and_capped(
     assert result.status is ExecutionStatus.SUCCESS
     assert result.attempts == 2
     assert fake_clock.sleeps == [expected]
+    assert [a.retry_after_ms for a in result.attempt_log] == [round(expected * 1000), None]
 
 
 async def test_exhausted_attempts_fail_with_last_response(
@@ -613,6 +632,206 @@ async def test_exhausted_attempts_fail_with_last_response(
     assert result.response_body == "bad gateway"
     assert result.error is not None
     assert result.error.type == "http_status"
+
+
+# --- the attempt log -----------------------------------------------------------
+
+
+async def test_503_503_200_records_three_attempts_with_statuses_durations_and_waits(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answers((503, {}), (503, {})))
+    policy = RetryPolicy(max_attempts=5, backoff_seconds=2.0, max_backoff_seconds=60.0)
+
+    result = await retrying_dispatcher.deliver(webhook(receiver.url(), retry=policy))
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert result.attempts == 3
+    log = result.attempt_log
+    assert [a.attempt for a in log] == [1, 2, 3]
+    assert [a.response_status for a in log] == [503, 503, 200]
+    assert [a.error.type if a.error else None for a in log] == ["http_status", "http_status", None]
+    assert all(isinstance(a.duration_ms, int) and 0 <= a.duration_ms < 5000 for a in log)
+    waits = [round(s * 1000) for s in fake_clock.sleeps]
+    assert [a.retry_after_ms for a in log] == [*waits, None]
+    assert result.executed_at <= log[0].started_at <= log[1].started_at <= log[2].started_at
+    # Each attempt starts after the wait before it (the fake clock moves on by it).
+    gap = (log[2].started_at - log[1].started_at).total_seconds() * 1000
+    assert gap >= waits[1] - 1
+
+
+async def test_refused_connections_record_each_attempts_error_type(
+    retrying_dispatcher: Dispatcher,
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+
+    result = await retrying_dispatcher.deliver(webhook(url, retry=RetryPolicy(max_attempts=3)))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert len(result.attempt_log) == result.attempts == 3
+    assert all(a.response_status is None for a in result.attempt_log)
+    assert [a.error.type if a.error else None for a in result.attempt_log] == [
+        "connection_error"
+    ] * 3
+    assert result.attempt_log[-1].retry_after_ms is None
+    assert all(a.retry_after_ms is not None for a in result.attempt_log[:-1])
+
+
+async def test_attempt_log_never_exceeds_ten_entries(
+    retrying_dispatcher: Dispatcher,
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+    stored_past_the_limit = RetryPolicy(max_attempts=50, backoff_seconds=0.0)
+
+    result = await retrying_dispatcher.deliver(webhook(url, retry=stored_past_the_limit))
+
+    assert result.attempts == len(result.attempt_log) == 10
+
+
+# --- signing -------------------------------------------------------------------
+
+
+async def test_a_job_with_a_secret_is_signed_as_the_standard_says(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    secret = new_secret()
+
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="exec-9", secret=secret))
+
+    [seen] = receiver.seen
+    assert seen.headers["webhook-id"] == "exec-9"
+    assert len(signatures(seen.headers)) == 1
+    assert verifies(secret, seen.headers, seen.body)
+    assert not verifies(new_secret(), seen.headers, seen.body)
+
+
+async def test_a_get_without_a_body_is_signed_over_an_empty_body(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    secret = new_secret()
+
+    await dispatcher.deliver(webhook(receiver.url(), method=HttpMethod.GET, secret=secret))
+
+    [seen] = receiver.seen
+    assert seen.body == b""
+    assert verifies(secret, seen.headers, b"")
+
+
+async def test_a_job_without_a_secret_sends_no_signature_not_even_a_users(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(webhook(receiver.url(), headers={"Webhook-Signature": "v1,forged"}))
+
+    assert "webhook-signature" not in receiver.seen[0].headers
+
+
+async def test_a_users_signature_header_never_replaces_ours(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    secret = new_secret()
+
+    await dispatcher.deliver(
+        webhook(receiver.url(), secret=secret, headers={"WEBHOOK-SIGNATURE": "v1,forged"})
+    )
+
+    [seen] = receiver.seen
+    assert len(seen.headers.getall("webhook-signature")) == 1
+    assert signatures(seen.headers) != ["v1,forged"]
+    assert verifies(secret, seen.headers, seen.body)
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answer(200))
+    new, old = new_secret(), new_secret()
+    grace_ends = fake_clock.now() + timedelta(days=1)
+    rotated = webhook(
+        receiver.url(),
+        secret=new,
+        previous_secret=PreviousSecret(secret=old, expires_at=grace_ends),
+    )
+
+    await retrying_dispatcher.deliver(rotated)
+    fake_clock.advance(timedelta(days=1).total_seconds() - 60)
+    await retrying_dispatcher.deliver(rotated)
+    fake_clock.advance(61)  # the grace is over
+    await retrying_dispatcher.deliver(rotated)
+
+    within, last_minute, after = receiver.seen
+    for seen in (within, last_minute):
+        first, second = signatures(seen.headers)
+        assert verifies(new, {**seen.headers, "webhook-signature": first}, seen.body)
+        assert verifies(old, {**seen.headers, "webhook-signature": second}, seen.body)
+    assert len(signatures(after.headers)) == 1
+    assert verifies(new, after.headers, after.body)
+    assert not verifies(old, after.headers, after.body)
+    assert int(after.headers["webhook-timestamp"]) >= grace_ends.timestamp()
+
+
+async def test_a_removed_secret_still_signs_alone_during_its_grace(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answer(200))
+    old = new_secret()
+    removed = webhook(
+        receiver.url(),
+        secret=None,
+        previous_secret=PreviousSecret(
+            secret=old, expires_at=fake_clock.now() + timedelta(hours=1)
+        ),
+    )
+
+    await retrying_dispatcher.deliver(removed)
+    fake_clock.advance(3601)
+    await retrying_dispatcher.deliver(removed)
+
+    within, after = receiver.seen
+    assert len(signatures(within.headers)) == 1
+    assert verifies(old, within.headers, within.body)
+    assert "webhook-signature" not in after.headers
+
+
+async def test_every_attempt_is_signed_afresh_under_one_webhook_id(
+    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+) -> None:
+    receiver = await serve(answers((503, {"Retry-After": "5"}), (429, {"Retry-After": "5"})))
+    secret = new_secret()
+    policy = RetryPolicy(max_attempts=3, backoff_seconds=1.0, max_backoff_seconds=60.0)
+
+    result = await retrying_dispatcher.deliver(
+        webhook(receiver.url(), execution_id="exec-77", secret=secret, retry=policy)
+    )
+
+    assert result.status is ExecutionStatus.SUCCESS
+    assert fake_clock.sleeps == [5.0, 5.0]
+    seen = receiver.seen
+    assert [s.headers["webhook-id"] for s in seen] == ["exec-77"] * 3
+    timestamps = [int(s.headers["webhook-timestamp"]) for s in seen]
+    assert timestamps[0] < timestamps[1] < timestamps[2]
+    assert all(verifies(secret, s.headers, s.body) for s in seen)
+    assert len({s.headers["webhook-signature"] for s in seen}) == 3
+
+
+async def test_an_unusable_secret_fails_the_delivery_without_sending_or_quoting_it(
+    serve: ServeFn, retrying_dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+
+    result = await retrying_dispatcher.deliver(
+        webhook(receiver.url(), secret="legacy-s3cret", retry=RetryPolicy(max_attempts=3))
+    )
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.attempts == 1
+    assert result.error is not None and result.error.type == "invalid_secret"
+    assert "legacy-s3cret" not in result.error.message
+    assert receiver.seen == []
 
 
 # --- bounded response capture --------------------------------------------------
@@ -948,11 +1167,17 @@ async def test_an_answer_with_one_refused_address_is_refused_whole(
 
 
 def test_secret_and_headers_stay_out_of_repr() -> None:
+    previous = PreviousSecret(secret="old-s3cr3t", expires_at=SCHEDULED_AT)
     request = webhook(
-        "http://127.0.0.1/hook", secret="s3cr3t-value", headers={"Authorization": "Bearer t0ken"}
+        "http://127.0.0.1/hook",
+        secret="s3cr3t-value",
+        previous_secret=previous,
+        headers={"Authorization": "Bearer t0ken"},
     )
 
     assert "s3cr3t-value" not in repr(request)
+    assert "old-s3cr3t" not in repr(request)
+    assert "old-s3cr3t" not in repr(previous)
     assert "t0ken" not in repr(request)
 
 

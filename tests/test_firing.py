@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cronsvc.config import Config
 from cronsvc.service import build_app
 from tests.conftest import Receiver
+from tests.processes import free_port
+from tests.standard_webhooks import signatures, verifies
 
 Client = TestClient[web.Request, web.Application]
 EVERY_SECOND = "*/1 * * * * *"
@@ -208,6 +210,129 @@ async def test_trigger_fires_now_and_answers_202_with_the_execution_id(
                 break
             await asyncio.sleep(0.05)
     assert log["status"] == "SUCCESS" and log["trigger"] == "manual"
+
+
+async def run_now(client: Client, job_id: str) -> dict[str, Any]:
+    """Trigger the job and answer its execution log once it is final."""
+    triggered = await client.post(f"/api/cron/{job_id}/trigger")
+    assert triggered.status == 202, await triggered.text()
+    execution_id = (await triggered.json())["id"]
+    async with asyncio.timeout(10):
+        while True:
+            log: dict[str, Any] = await (
+                await client.get(f"/api/execution-logs/{execution_id}")
+            ).json()
+            if log["status"] != "RUNNING":
+                return log
+            await asyncio.sleep(0.05)
+
+
+YEARLY_PAUSED = {"cronExpression": "0 0 1 1 *", "isActive": False}
+"""Fires only when triggered."""
+
+
+async def test_a_generated_secret_signs_calls_and_a_rotation_signs_with_both(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url, secret="generate", **YEARLY_PAUSED)
+    first = job["secret"]
+
+    await run_now(client, job["id"])
+    rotated = await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    second = (await rotated.json())["secret"]
+    await run_now(client, job["id"])
+
+    before, during = receiver.requests
+    assert signatures(before.headers) != []
+    assert verifies(first, before.headers, before.body)
+    new, old = signatures(during.headers)
+    assert verifies(second, {**during.headers, "webhook-signature": new}, during.body)
+    assert verifies(first, {**during.headers, "webhook-signature": old}, during.body)
+    assert not verifies(first, {**during.headers, "webhook-signature": new}, during.body)
+
+
+async def test_a_removed_secret_signs_on_through_its_grace(
+    client: Client, receiver: Receiver
+) -> None:
+    job = await create(client, receiver.url, secret="generate", **YEARLY_PAUSED)
+
+    await client.patch(f"/api/cron/{job['id']}", json={"secret": None})
+    await run_now(client, job["id"])
+
+    (request,) = receiver.requests
+    assert len(signatures(request.headers)) == 1
+    assert verifies(job["secret"], request.headers, request.body)
+
+
+@pytest.fixture
+async def no_grace_client(config: Config) -> AsyncIterator[Client]:
+    """Replaced secrets stop signing at once."""
+    no_grace = dataclasses.replace(
+        config, webhook=dataclasses.replace(config.webhook, secret_rotation_grace_s=0)
+    )
+    async with TestClient(TestServer(build_app(no_grace), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def test_after_the_grace_only_the_new_secret_signs_and_null_stops_signing(
+    no_grace_client: Client, receiver: Receiver
+) -> None:
+    client = no_grace_client
+    job = await create(client, receiver.url, secret="generate", **YEARLY_PAUSED)
+
+    rotated = await (
+        await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    ).json()
+    await run_now(client, job["id"])
+    cleared = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": None})).json()
+    await run_now(client, job["id"])
+
+    assert rotated["previousSecretExpiresAt"] is None
+    assert cleared["previousSecretExpiresAt"] is None and cleared["hasSecret"] is False
+    signed, unsigned = receiver.requests
+    assert len(signatures(signed.headers)) == 1
+    assert verifies(rotated["secret"], signed.headers, signed.body)
+    assert not verifies(job["secret"], signed.headers, signed.body)
+    assert "webhook-signature" not in unsigned.headers
+
+
+async def test_every_attempt_is_in_the_execution_log(client: Client, receiver: Receiver) -> None:
+    async def fail_twice() -> None:
+        receiver.status = 503 if len(receiver.requests) < 3 else 200
+
+    receiver.before_reply = fail_twice
+    retry = {"maxAttempts": 3, "backoffSeconds": 0.05, "maxBackoffSeconds": 0.1}
+    job = await create(client, receiver.url, retry=retry, **YEARLY_PAUSED)
+
+    log = await run_now(client, job["id"])
+
+    assert log["status"] == "SUCCESS" and log["attempts"] == 3 and log["responseStatus"] == 200
+    attempts = log["attemptLog"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert [a["responseStatus"] for a in attempts] == [503, 503, 200]
+    unavailable = {"type": "http_status", "message": "HTTP 503 Service Unavailable"}
+    assert [a["error"] for a in attempts] == [unavailable, unavailable, None]
+    assert all(isinstance(a["durationMs"], int) and a["durationMs"] >= 0 for a in attempts)
+    waits = [a["retryAfterMs"] for a in attempts]
+    assert waits[2] is None and all(0 <= w <= 100 for w in waits[:2])
+    started = [parse(a["startedAt"]) for a in attempts]
+    assert parse(log["executedAt"]) <= started[0] <= started[1] <= started[2]
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {log["id"]}
+    assert [r.json()["attempt"] for r in receiver.requests] == [1, 2, 3]
+
+
+async def test_refused_connections_are_logged_per_attempt_with_their_error_type(
+    client: Client,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    retry = {"maxAttempts": 2, "backoffSeconds": 0.01, "maxBackoffSeconds": 0.01}
+    job = await create(client, url, retry=retry, **YEARLY_PAUSED)
+
+    log = await run_now(client, job["id"])
+
+    assert log["status"] == "FAILURE" and log["attempts"] == 2
+    assert [a["error"]["type"] for a in log["attemptLog"]] == ["connection_error"] * 2
+    assert [a["responseStatus"] for a in log["attemptLog"]] == [None, None]
 
 
 async def test_execution_log_can_be_deleted(client: Client, receiver: Receiver) -> None:

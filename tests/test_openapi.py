@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -76,6 +77,21 @@ async def test_real_responses_match_the_documented_schemas(
     ExecutionOut.model_validate(
         await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
     )
+    async with asyncio.timeout(10):
+        while True:
+            finished = await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
+            if finished["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+    assert finished["attemptLog"]
+    ExecutionOut.model_validate(finished)
+    # A generated secret (answered once) and a rotation in progress.
+    generated = await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    JobOut.model_validate(await generated.json())
+    rotated = await client.patch(f"/api/cron/{job['id']}", json={"secret": "generate"})
+    rotated_job = await rotated.json()
+    assert rotated_job["previousSecretExpiresAt"] is not None
+    JobOut.model_validate(rotated_job)
     NextRunsOut.model_validate(await (await client.get(f"/api/cron/{job['id']}/next")).json())
     preview = await client.post("/api/schedule/preview", json={"cronExpression": "@daily"})
     ScheduleOut.model_validate(await preview.json())

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cronsvc.domain import (
+    AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -24,6 +25,7 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     MisfirePolicy,
+    PreviousSecret,
     RetryPolicy,
     Trigger,
 )
@@ -218,6 +220,9 @@ async def test_created_job_round_trips_every_field(store: Store) -> None:
         last_tick=datetime(2026, 1, 3, 0, 0, 0, 1999, tzinfo=UTC),
         last_run_at=datetime(2026, 1, 2, 23, 59, 0, 500, tzinfo=UTC),
         last_status=ExecutionStatus.FAILURE,
+        previous_secret=PreviousSecret(
+            secret="old-s3cr3t", expires_at=datetime(2026, 1, 3, 12, 0, 0, 7999, tzinfo=UTC)
+        ),
     )
     expected = dataclasses.replace(
         job,
@@ -225,6 +230,9 @@ async def test_created_job_round_trips_every_field(store: Store) -> None:
         updated_at=datetime(2026, 1, 2, 12, 0, 0, 999000, tzinfo=UTC),
         last_tick=datetime(2026, 1, 3, 0, 0, 0, 1000, tzinfo=UTC),
         last_run_at=datetime(2026, 1, 2, 23, 59, tzinfo=UTC),
+        previous_secret=PreviousSecret(
+            secret="old-s3cr3t", expires_at=datetime(2026, 1, 3, 12, 0, 0, 7000, tzinfo=UTC)
+        ),
     )
 
     created = await store.create_job(job)
@@ -254,6 +262,7 @@ async def test_job_with_defaults_round_trips(store: Store) -> None:
     assert got.spec.headers == {}
     assert got.last_run_at is None
     assert got.last_status is None
+    assert got.previous_secret is None
 
 
 @pytest.mark.parametrize(
@@ -397,6 +406,48 @@ async def test_update_replaces_spec_and_bumps_version_and_updated_at(store: Stor
     assert updated.last_run_at == at(4)
     assert updated.last_status is ExecutionStatus.SUCCESS
     assert await store.get_job(job.id) == updated
+
+
+async def test_update_keeps_replaces_or_removes_the_previous_secret_as_told(
+    store: Store,
+) -> None:
+    job = await create(store, secret="first")
+    retired = PreviousSecret(secret="first", expires_at=at(60))
+
+    rotated = await store.update_job(
+        job.id, make_spec(secret="second"), now=at(1), previous_secret=retired
+    )
+    kept = await store.update_job(job.id, make_spec(secret="second", tags=("t",)), now=at(2))
+    listed = {j.id: j for j in await all_jobs(store)}
+    active = {j.id: j for j in await store.active_jobs()}
+    again = PreviousSecret(secret="second", expires_at=at(90))
+    replaced = await store.update_job(
+        job.id, make_spec(secret="third"), now=at(3), previous_secret=again
+    )
+    replaced_read = await store.get_job(job.id)
+    removed = await store.update_job(job.id, make_spec(), now=at(4), previous_secret=None)
+
+    assert rotated.previous_secret == retired
+    assert kept.previous_secret == retired, "a write that does not say keeps it"
+    assert listed[job.id].previous_secret == active[job.id].previous_secret == retired
+    assert replaced.previous_secret == replaced_read.previous_secret == again
+    assert removed.previous_secret is None
+    assert (await store.get_job(job.id)).previous_secret is None
+
+
+async def test_a_failed_update_leaves_the_previous_secret_alone(store: Store) -> None:
+    job = await create(store, secret="first")
+
+    with pytest.raises(VersionConflict):
+        await store.update_job(
+            job.id,
+            make_spec(secret="second"),
+            now=at(1),
+            expected_version=job.version + 1,
+            previous_secret=PreviousSecret(secret="first", expires_at=at(60)),
+        )
+
+    assert await store.get_job(job.id) == job
 
 
 async def test_update_with_restart_schedule_sets_last_tick_to_now(store: Store) -> None:
@@ -1140,6 +1191,45 @@ async def test_finish_overwrites_the_record_and_sets_the_jobs_last_run(store: St
     assert after.last_run_at == execution.executed_at
     assert after.last_status is ExecutionStatus.FAILURE
     assert after.version == job.version
+
+
+async def test_finish_records_the_attempt_log_and_reads_give_it_back(store: Store) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    attempts = (
+        AttemptRecord(
+            attempt=1,
+            started_at=at(1) + timedelta(microseconds=5999),
+            duration_ms=30_000,
+            error=ErrorInfo(type="timeout", message="timed out after 30 s without a response"),
+            retry_after_ms=1_250,
+        ),
+        AttemptRecord(
+            attempt=2,
+            started_at=at(2),
+            duration_ms=12,
+            response_status=503,
+            error=ErrorInfo(type="http_status", message="HTTP 503 Service Unavailable"),
+            retry_after_ms=7_000,
+        ),
+        AttemptRecord(attempt=3, started_at=at(3), duration_ms=8, response_status=200),
+    )
+    final = finished(execution, attempts=3, attempt_log=attempts)
+
+    await finish(store, final)
+
+    expected = dataclasses.replace(
+        final,
+        attempt_log=(
+            dataclasses.replace(attempts[0], started_at=at(1) + timedelta(milliseconds=5)),
+            *attempts[1:],
+        ),
+    )
+    assert execution.attempt_log == ()
+    assert await store.get_execution(execution.id) == expected
+    assert await all_executions(store, job_id=job.id) == [expected]
+    await finish(store, final)  # idempotent with a log too
+    assert await store.get_execution(execution.id) == expected
 
 
 async def test_finish_keeps_microseconds_out(store: Store) -> None:

@@ -214,6 +214,24 @@ async def test_a_tick_taken_between_the_read_and_the_insert_is_duplicate(
     assert (await store.get_job(job.id)).last_tick == at(2)
 
 
+async def test_documents_written_before_rotation_and_attempt_logs_read_as_none(
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = await store.create_job(make_job())
+    [result] = await store.claim_ticks([tick_claim(job, at(1))])
+    assert result.execution is not None
+    unset = {"$unset": {"previous_secret": "", "previous_secret_expires_at": ""}}
+    await database["jobs"].update_one({"_id": job.id}, unset)
+    await database["executions"].update_one(
+        {"_id": result.execution.id}, {"$unset": {"attempt_log": ""}}
+    )
+
+    stored = await database["jobs"].find_one({"_id": job.id})
+    assert stored is not None and "previous_secret" not in stored
+    assert (await store.get_job(job.id)).previous_secret is None
+    assert (await store.get_execution(result.execution.id)).attempt_log == ()
+
+
 async def test_finish_sets_the_last_run_of_the_stored_records_job(store: MongoStore) -> None:
     job = await store.create_job(make_job())
     [result] = await store.claim_ticks([tick_claim(job, at(1))])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import sqlite3
 import stat
 import time
@@ -19,11 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from cronsvc.domain import ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.domain import (
+    AttemptRecord,
+    ErrorInfo,
+    ExecutionStatus,
+    Job,
+    JobSpec,
+    PreviousSecret,
+    Trigger,
+)
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ExecutionQuery, TickClaim
-from cronsvc.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from cronsvc.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -81,6 +90,38 @@ async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
         await opened.aclose()
 
 
+_UNDO = (
+    (re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)"), "ALTER TABLE {0} DROP COLUMN {1}"),
+    (re.compile(r"CREATE (?:UNIQUE )?INDEX (\w+)"), "DROP INDEX {0}"),
+    (re.compile(r"CREATE TABLE (\w+)"), "DROP TABLE {0}"),
+)
+
+
+def roll_back_to(path: Path, version: int) -> None:
+    """Give a closed store the layout schema `version` had, by undoing the
+    migrations after it, newest first: a stand-in for a file an older cronsvc
+    wrote, whatever later migrations add."""
+    with sqlite3.connect(path) as db:
+        for step in range(SCHEMA_VERSION - 1, version - 1, -1):
+            for statement in reversed(_MIGRATIONS[step]):
+                for pattern, undo in _UNDO:
+                    if match := pattern.match(statement):
+                        db.execute(undo.format(*match.groups()))
+                        break
+                else:
+                    raise AssertionError(f"roll_back_to cannot undo {statement!r}")
+        db.execute("UPDATE schema_version SET version = ?", (version,))
+    db.close()
+
+
+def schema_version(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        (version,) = db.execute("SELECT version FROM schema_version").fetchone()
+    db.close()
+    assert isinstance(version, int)
+    return version
+
+
 @contextmanager
 def write_lock_held(path: Path) -> Iterator[None]:
     """Another connection holds the database's write lock for the block."""
@@ -116,12 +157,7 @@ async def test_a_version_1_database_is_upgraded_and_its_running_runs_count_as_se
     [result] = await store.claim_ticks([tick_claim(job, at(1))])
     assert result.execution is not None
     await store.aclose()
-    with sqlite3.connect(db_path) as db:  # the layout version 1 wrote
-        db.execute("ALTER TABLE executions DROP COLUMN dispatched")
-        db.execute("ALTER TABLE jobs DROP COLUMN paused_reason")
-        db.execute("ALTER TABLE jobs DROP COLUMN deferred_until")
-        db.execute("UPDATE schema_version SET version = 1")
-    db.close()
+    roll_back_to(db_path, 1)
 
     store = await SQLiteStore.open(db_path)
     try:
@@ -131,9 +167,53 @@ async def test_a_version_1_database_is_upgraded_and_its_running_runs_count_as_se
         assert (await store.get_job(job.id)).spec == job.spec
     finally:
         await store.aclose()
-    with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
-    db.close()
+    assert schema_version(db_path) == SCHEMA_VERSION
+
+
+async def test_a_version_2_database_is_upgraded_to_keep_replaced_secrets_and_attempt_logs(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job())
+    [result] = await store.claim_ticks([tick_claim(job, at(1))])
+    assert result.execution is not None
+    done = dataclasses.replace(
+        result.execution,
+        status=ExecutionStatus.FAILURE,
+        finished_at=at(2),
+        attempts=1,
+        error=ErrorInfo(type="timeout", message="timed out"),
+    )
+    await store.finish_executions([done])
+    await store.aclose()
+    roll_back_to(db_path, 2)
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        assert schema_version(db_path) == SCHEMA_VERSION
+        old_job = await store.get_job(job.id)
+        assert old_job.spec == job.spec and old_job.previous_secret is None
+        old_run = await store.get_execution(done.id)
+        assert old_run.attempt_log == () and old_run.error == done.error
+        # What the new columns hold is written and read back.
+        previous = PreviousSecret(secret="whsec_old", expires_at=at(60))
+        updated = await store.update_job(job.id, job.spec, now=at(3), previous_secret=previous)
+        assert (await store.get_job(job.id)).previous_secret == previous == updated.previous_secret
+        [second] = await store.claim_ticks([tick_claim(updated, at(4))])
+        assert second.execution is not None
+        attempt = AttemptRecord(attempt=1, started_at=at(4), duration_ms=12, response_status=204)
+        finished = dataclasses.replace(
+            second.execution,
+            status=ExecutionStatus.SUCCESS,
+            finished_at=at(5),
+            attempts=1,
+            response_status=204,
+            attempt_log=(attempt,),
+        )
+        await store.finish_executions([finished])
+        assert (await store.get_execution(finished.id)).attempt_log == (attempt,)
+    finally:
+        await store.aclose()
 
 
 NOT_A_DATABASE = b"these are somebody's notes, not a database\n" * 100

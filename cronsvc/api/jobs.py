@@ -1,10 +1,19 @@
 """/api/cron: create, read, change, pause, resume, trigger and delete jobs;
-/api/schedule/preview."""
+/api/schedule/preview.
+
+Secrets: a write may set a job's `secret` to a whsec_ secret or to
+"generate", which makes one and returns it in that answer only. When the
+secret changes (to another, to a generated one, or to null) the old one
+stays on the job as its previous secret, signing beside the new one for
+`webhook.secret_rotation_grace_s`, so receivers can switch without refusing
+calls. Setting null therefore stops signatures only once that grace is over.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +31,7 @@ from cronsvc.api.context import (
     read_json_object,
 )
 from cronsvc.api.schemas import (
+    GENERATE_SECRET,
     READ_ONLY_FIELDS,
     JobIn,
     PreviewIn,
@@ -32,7 +42,7 @@ from cronsvc.api.schemas import (
     validate,
 )
 from cronsvc.cron import CronSchedule, parse_schedule
-from cronsvc.domain import Job, JobSpec
+from cronsvc.domain import Job, JobSpec, PreviousSecret
 from cronsvc.errors import (
     CronSvcError,
     FieldError,
@@ -44,7 +54,8 @@ from cronsvc.errors import (
     VersionConflict,
 )
 from cronsvc.ids import new_id
-from cronsvc.store import JobQuery
+from cronsvc.signing import generate_secret, is_valid_secret
+from cronsvc.store import KEEP, JobQuery, Keep
 
 routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
@@ -116,17 +127,25 @@ def _next_run(api: ApiContext, job: Job) -> datetime | None:
     return schedule.next_after(max(api.clock.now(), job.last_tick))
 
 
-def _job_response(api: ApiContext, job: Job, *, status: int = 200, **headers: str) -> web.Response:
-    return json_response(
-        job_to_wire(job, _next_run(api, job)), status=status, headers=headers or None
-    )
+def _job_response(
+    api: ApiContext, job: Job, *, status: int = 200, secret: str | None = None, **headers: str
+) -> web.Response:
+    wire = job_to_wire(job, _next_run(api, job), now=api.clock.now(), secret=secret)
+    return json_response(wire, status=status, headers=headers or None)
 
 
-def _parse_job(
-    api: ApiContext, data: dict[str, Any], *, keep_secret: str | None = None
-) -> tuple[JobSpec, int | None]:
-    """Validate a whole job document. Returns the spec and the `version`
-    precondition, if the client sent one."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Parsed:
+    spec: JobSpec
+    version: int | None
+    """The `version` precondition, if the client sent one."""
+    generated_secret: str | None = field(default=None, repr=False)
+    """The secret made for "generate", to answer once."""
+
+
+def _parse_job(api: ApiContext, data: dict[str, Any], *, keep_secret: str | None = None) -> _Parsed:
+    """Validate a whole job document. A `secret` left out is `keep_secret`;
+    "generate" is replaced by a new secret."""
     payload = {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
     try:
         model = validate(JobIn, payload)
@@ -145,9 +164,13 @@ def _parse_job(
         errors = [*bad.errors, *errors]
     if errors:
         raise ValidationFailed(errors)
-    if "secret" not in payload and keep_secret is not None:
+    generated = None
+    if "secret" not in payload:
         spec = _with(spec, secret=keep_secret)
-    return spec, model.version
+    elif spec.secret == GENERATE_SECRET:
+        generated = generate_secret()
+        spec = _with(spec, secret=generated)
+    return _Parsed(spec=spec, version=model.version, generated_secret=generated)
 
 
 def _with(spec: JobSpec, **changes: Any) -> JobSpec:
@@ -160,15 +183,19 @@ async def create_job(request: web.Request) -> web.Response:
     a cluster each check the shared count, so together they may pass the limit
     by the creates that race on other instances, never by more."""
     api = ctx(request)
-    spec, _ = _parse_job(api, await read_json_object(request))
+    parsed = _parse_job(api, await read_json_object(request))
     async with api.create_lock:
         if await api.store.count_jobs() >= api.config.limits.max_jobs:
             raise JobLimitReached(api.config.limits.max_jobs)
         now = api.clock.now()
-        job = Job(id=new_id(), spec=spec, created_at=now, updated_at=now, version=1, last_tick=now)
+        job = Job(
+            id=new_id(), spec=parsed.spec, created_at=now, updated_at=now, version=1, last_tick=now
+        )
         job = await api.store.create_job(job)
     await _announce(api, job.id)
-    return _job_response(api, job, status=201, Location=f"/api/cron/{job.id}")
+    return _job_response(
+        api, job, status=201, secret=parsed.generated_secret, Location=f"/api/cron/{job.id}"
+    )
 
 
 @routes.get("/api/cron")
@@ -182,8 +209,9 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit=query_limit(request),
     )
     page = await api.store.list_jobs(query)
+    now = api.clock.now()
     return json_response(
-        [job_to_wire(job, _next_run(api, job)) for job in page.items],
+        [job_to_wire(job, _next_run(api, job), now=now) for job in page.items],
         headers=next_link(request, page.next_cursor),
     )
 
@@ -203,15 +231,34 @@ async def _write(api: ApiContext, current: Job, spec: JobSpec, precondition: int
         or old.timezone != spec.timezone
         or (spec.is_active and not old.is_active)
     )
+    now = api.clock.now()
     job = await api.store.update_job(
         current.id,
         spec,
-        now=api.clock.now(),
+        now=now,
         expected_version=current.version,
         restart_schedule=restart,
+        previous_secret=_retired_secret(api, current, spec.secret, now),
     )
     await _announce(api, job.id)
     return job
+
+
+def _retired_secret(
+    api: ApiContext, current: Job, new_secret: str | None, now: datetime
+) -> PreviousSecret | Keep | None:
+    """What the job's previous secret becomes when its secret is set to
+    `new_secret`: the secret it replaces, for the grace period. Unchanged, or
+    replacing no secret at all (a previous one keeps its own grace), it stays."""
+    old = current.spec.secret
+    if old is None or old == new_secret:
+        return KEEP
+    grace_s = api.config.webhook.secret_rotation_grace_s
+    if grace_s <= 0 or not is_valid_secret(old):
+        # No overlap wanted; or a secret kept from before secrets had to be
+        # whsec_ ones, which never signed anything and so has no one to serve.
+        return None
+    return PreviousSecret(secret=old, expires_at=now + timedelta(seconds=grace_s))
 
 
 @routes.put("/api/cron/{id}")
@@ -222,8 +269,9 @@ async def replace_job(request: web.Request) -> web.Response:
     api = ctx(request)
     data = await read_json_object(request)
     current = await api.store.get_job(request.match_info["id"])
-    spec, precondition = _parse_job(api, data, keep_secret=current.spec.secret)
-    return _job_response(api, await _write(api, current, spec, precondition))
+    parsed = _parse_job(api, data, keep_secret=current.spec.secret)
+    job = await _write(api, current, parsed.spec, parsed.version)
+    return _job_response(api, job, secret=parsed.generated_secret)
 
 
 @routes.patch("/api/cron/{id}")
@@ -231,20 +279,21 @@ async def patch_job(request: web.Request) -> web.Response:
     """Partial update as a JSON merge patch (RFC 7396): objects merge, null
     removes a field (so it takes its default)."""
     api = ctx(request)
-    patch = await read_json_object(request)
+    patch = {
+        k: v for k, v in (await read_json_object(request)).items() if k not in READ_ONLY_FIELDS
+    }
     for attempt in range(_UPDATE_RETRIES):
         current = await api.store.get_job(request.match_info["id"])
-        document = spec_to_wire(current.spec)
-        if current.spec.secret is not None:
-            document["secret"] = current.spec.secret
-        merged = _merge_patch(
-            document, {k: v for k, v in patch.items() if k not in READ_ONLY_FIELDS}
-        )
-        spec, precondition = _parse_job(api, merged)
+        # The stored secret is not merged in: it is not checked again, and a
+        # `"secret": null` in the patch removes the key, which must not keep it.
+        merged = _merge_patch(spec_to_wire(current.spec), patch)
+        keep = None if "secret" in patch else current.spec.secret
+        parsed = _parse_job(api, merged, keep_secret=keep)
         try:
-            return _job_response(api, await _write(api, current, spec, precondition))
+            job = await _write(api, current, parsed.spec, parsed.version)
+            return _job_response(api, job, secret=parsed.generated_secret)
         except VersionConflict:
-            if precondition is not None or attempt == _UPDATE_RETRIES - 1:
+            if parsed.version is not None or attempt == _UPDATE_RETRIES - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -284,7 +333,7 @@ async def delete_job(request: web.Request) -> web.Response:
     job = await api.store.get_job(request.match_info["id"])
     await api.store.delete_job(job.id)
     await _announce(api, job.id)
-    return json_response(job_to_wire(job, None))
+    return json_response(job_to_wire(job, None, now=api.clock.now()))
 
 
 @routes.post("/api/cron/{id}/trigger")

@@ -19,7 +19,7 @@ from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
 from cronsvc.api.docs import ASSETS
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import JobIn, PreviewIn
-from cronsvc.domain import ExecutionStatus, JsonValue, Trigger
+from cronsvc.domain import MAX_ATTEMPTS, ExecutionStatus, JsonValue, Trigger
 
 routes = web.RouteTableDef()
 
@@ -50,7 +50,16 @@ class JobOut(_Out):
     misfire_grace_seconds: int
     is_active: bool
     tags: list[str]
-    has_secret: bool
+    has_secret: bool = Field(description="whether requests are signed with a current secret")
+    previous_secret_expires_at: datetime | None = Field(
+        description="until when the secret the job replaced still signs beside the current "
+        "one; null when there is none (or it has expired)"
+    )
+    secret: str | None = Field(
+        default=None,
+        description='only in the answer to the write that sent "generate": the secret made '
+        "then, shown this once",
+    )
     created_at: datetime
     updated_at: datetime
     next_run_at: datetime | None
@@ -73,6 +82,20 @@ class ErrorOut(_Out):
     message: str
 
 
+class AttemptOut(_Out):
+    """One HTTP attempt of the webhook call."""
+
+    attempt: int = Field(ge=1, description="1-based")
+    started_at: datetime
+    duration_ms: int
+    response_status: int | None
+    error: ErrorOut | None
+    retry_after_ms: int | None = Field(
+        description="the wait after this attempt before the next (backoff, or the receiver's "
+        "Retry-After capped at retry.maxBackoffSeconds); null when none followed"
+    )
+
+
 class ExecutionOut(_Out):
     id: str
     cron_job_id: str
@@ -88,6 +111,11 @@ class ExecutionOut(_Out):
     response_body: str | None
     response_truncated: bool
     error: ErrorOut | None
+    attempt_log: list[AttemptOut] = Field(
+        max_length=MAX_ATTEMPTS,
+        description="every HTTP attempt, in order; empty while RUNNING and for records of "
+        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown)",
+    )
     instance_id: str
 
 
@@ -296,7 +324,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/cron/{id}": {
         "get": _op("Read a job", 200, _JOB, tag="jobs", params=[_ID], errors=_READ),
         "put": _op(
-            "Replace a job (secret kept unless sent as null)",
+            "Replace a job (secret kept unless sent; see JobIn.secret for rotation)",
             200,
             _JOB,
             tag="jobs",

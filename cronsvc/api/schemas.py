@@ -17,6 +17,8 @@ from pydantic.alias_generators import to_camel
 from yarl import URL
 
 from cronsvc.domain import (
+    MAX_ATTEMPTS,
+    AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -27,7 +29,8 @@ from cronsvc.domain import (
     MisfirePolicy,
     RetryPolicy,
 )
-from cronsvc.errors import FieldError, ValidationFailed
+from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
+from cronsvc.signing import parse_secret
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413)."""
@@ -36,6 +39,20 @@ MAX_JOB_BODY_BYTES = 64 * 1024
 encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+GENERATE_SECRET = "generate"
+"""Sent as a job's `secret`: the service makes one and answers it once."""
+
+SECRET_DESCRIPTION = (
+    "Write-only signing secret: `whsec_` + base64 of 24-64 random bytes, or "
+    '"generate" to have the service make one (returned once, in the `secret` field of '
+    "that answer; every other answer shows only `hasSecret`). With a secret, each "
+    "request carries `webhook-signature` (Standard Webhooks). When the secret changes "
+    '(a new one, "generate", or null), the old one keeps signing beside the new one '
+    "(space-separated, new first) until `previousSecretExpiresAt`, "
+    "`webhook.secret_rotation_grace_s` later; null therefore stops signing only after "
+    "that grace. Left out of a PUT or PATCH, the stored secret is kept."
+)
 
 READ_ONLY_FIELDS = frozenset(
     {
@@ -48,6 +65,7 @@ READ_ONLY_FIELDS = frozenset(
         "hasSecret",
         "pausedReason",
         "deferredUntil",
+        "previousSecretExpiresAt",
     }
 )
 """Fields a client may send back unchanged (GET, edit, PUT); they are ignored.
@@ -62,7 +80,7 @@ class _Wire(BaseModel):
 
 
 class RetryIn(_Wire):
-    max_attempts: Annotated[int, Field(ge=1, le=10)] = 1
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
     backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
     max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
 
@@ -90,7 +108,9 @@ class JobIn(_Wire):
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
     misfire_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
     is_active: bool = True
-    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, description=SECRET_DESCRIPTION
+    )
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
     ] = Field(default_factory=list)
@@ -150,6 +170,17 @@ class JobIn(_Wire):
             ) from None
         if size > MAX_JOB_BODY_BYTES:
             raise ValueError(f"must be at most {MAX_JOB_BODY_BYTES} bytes encoded, not {size}")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec_secret(cls, value: str | None) -> str | None:
+        if value is None or value == GENERATE_SECRET:
+            return value
+        try:
+            parse_secret(value)
+        except InvalidSecret as exc:
+            raise ValueError(f'{exc} (or send "{GENERATE_SECRET}")') from None
         return value
 
     @field_validator("tags")
@@ -248,11 +279,19 @@ def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def job_to_wire(job: Job, next_run_at: datetime | None) -> dict[str, Any]:
-    return {
+def job_to_wire(
+    job: Job, next_run_at: datetime | None, *, now: datetime, secret: str | None = None
+) -> dict[str, Any]:
+    """The job as answered. `secret` is given only to the answer of the write
+    that generated it; `previousSecretExpiresAt` is null once it has passed."""
+    previous = job.previous_secret
+    wire = {
         "id": job.id,
         **spec_to_wire(job.spec),
         "hasSecret": job.spec.secret is not None,
+        "previousSecretExpiresAt": (
+            instant(previous.expires_at) if previous and previous.in_force(now) else None
+        ),
         "createdAt": instant(job.created_at),
         "updatedAt": instant(job.updated_at),
         "nextRunAt": instant(next_run_at),
@@ -262,6 +301,9 @@ def job_to_wire(job: Job, next_run_at: datetime | None) -> dict[str, Any]:
         "pausedReason": job.paused_reason,
         "deferredUntil": instant(job.deferred_until),
     }
+    if secret is not None:
+        wire["secret"] = secret
+    return wire
 
 
 def execution_to_wire(execution: Execution) -> dict[str, Any]:
@@ -280,7 +322,19 @@ def execution_to_wire(execution: Execution) -> dict[str, Any]:
         "responseBody": execution.response_body,
         "responseTruncated": execution.response_truncated,
         "error": _error(execution.error),
+        "attemptLog": [_attempt(a) for a in execution.attempt_log],
         "instanceId": execution.instance_id,
+    }
+
+
+def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "startedAt": instant(attempt.started_at),
+        "durationMs": attempt.duration_ms,
+        "responseStatus": attempt.response_status,
+        "error": _error(attempt.error),
+        "retryAfterMs": attempt.retry_after_ms,
     }
 
 

@@ -17,6 +17,10 @@ Tick claims: each scheduled tick of a job has at most one execution record
 `catchup` triggers and for MISSED records, and the execution id for `manual`
 triggers (so manual runs never collide with each other or with ticks).
 This key is the final fence against a duplicate fire when leases fail.
+
+Jobs keep `previous_secret` (the signing secret their spec replaced, with its
+expiry) beside the spec; executions keep their `attempt_log`. Records written
+before either existed read back as none and as an empty log.
 """
 
 from __future__ import annotations
@@ -26,18 +30,29 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from cronsvc.domain import (
     Execution,
     ExecutionStatus,
     Job,
     JobSpec,
+    PreviousSecret,
     Trigger,
 )
 from cronsvc.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class Keep(enum.Enum):
+    """The type of `KEEP`."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+"""As an argument to a write: leave that field as it is stored."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +124,7 @@ class ClaimResult:
 
 class Store(Protocol):
     async def create_job(self, job: Job) -> Job:
-        """Insert a new job as given. Raises `DuplicateJobName`."""
+        """Insert a new job as given (`previous_secret` too). Raises `DuplicateJobName`."""
         ...
 
     async def get_job(self, job_id: str) -> Job:
@@ -124,14 +139,18 @@ class Store(Protocol):
         now: datetime,
         expected_version: int | None = None,
         restart_schedule: bool = False,
+        previous_secret: PreviousSecret | Keep | None = KEEP,
     ) -> Job:
         """Replace the job's spec atomically: `version` + 1, `updated_at` = now.
 
         `restart_schedule` also sets `last_tick` = now, so ticks before now are
         not owed (used when the schedule changes or a paused job resumes).
-        `last_tick`, `last_run_at` and `last_status` are otherwise kept;
-        `paused_reason` and `deferred_until` are cleared (a user's change
-        supersedes what a target asked for).
+        `previous_secret`, unless `KEEP`, replaces the stored one (None
+        removes it); the caller decides it from the job at `expected_version`.
+        `last_tick`, `last_run_at`, `last_status` and, by default,
+        `previous_secret` are otherwise kept; `paused_reason` and
+        `deferred_until` are cleared (a user's change supersedes what a target
+        asked for).
         Raises `JobNotFound`, `DuplicateJobName`, or `VersionConflict` when
         `expected_version` is given and differs. A failed update writes nothing.
         """
@@ -210,8 +229,8 @@ class Store(Protocol):
         ...
 
     async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
-        """Overwrite each RUNNING execution with its final state, in one
-        transaction, and set its job's `last_run_at` (= executed_at) and
+        """Overwrite each RUNNING execution with its final state (its
+        `attempt_log` too), in one transaction, and set its job's `last_run_at` (= executed_at) and
         `last_status` if the job still exists and no later-started run has
         already set them (runs may finish out of order). Idempotent; a record
         already final is left unchanged. Returns the ids that have no record

@@ -1,14 +1,16 @@
 """What the store backends share: instants as exact Unix milliseconds, JSON
-text, name-prefix bounds, and the opaque page cursors."""
+text, attempt logs as plain documents, name-prefix bounds, and the opaque
+page cursors."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronsvc.domain import ErrorInfo, Trigger
+from cronsvc.domain import AttemptRecord, ErrorInfo, Trigger
 from cronsvc.errors import InvalidCursor
 from cronsvc.ids import is_valid_id
 
@@ -41,6 +43,47 @@ def opt_from_unix_ms(millis: int | None) -> datetime | None:
 
 def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def attempt_documents(attempts: Iterable[AttemptRecord]) -> list[dict[str, Any]]:
+    """An attempt log as stored: one document per attempt, instants in Unix ms."""
+    return [
+        {
+            "attempt": a.attempt,
+            "started_at": unix_ms(a.started_at),
+            "duration_ms": a.duration_ms,
+            "response_status": a.response_status,
+            "error": None
+            if a.error is None
+            else {"type": a.error.type, "message": a.error.message},
+            "retry_after_ms": a.retry_after_ms,
+        }
+        for a in attempts
+    ]
+
+
+def _error_document(error: ErrorInfo | None) -> dict[str, str] | None:
+    return None if error is None else {"type": error.type, "message": error.message}
+
+
+def attempts_from_documents(
+    documents: Iterable[Mapping[str, Any]] | None,
+) -> tuple[AttemptRecord, ...]:
+    """The attempt log `attempt_documents` stored; None (records written
+    before attempt logs were kept) is an empty log."""
+    return tuple(
+        AttemptRecord(
+            attempt=int(d["attempt"]),
+            started_at=from_unix_ms(int(d["started_at"])),
+            duration_ms=int(d["duration_ms"]),
+            response_status=d.get("response_status"),
+            error=None
+            if d.get("error") is None
+            else ErrorInfo(type=d["error"]["type"], message=d["error"]["message"]),
+            retry_after_ms=d.get("retry_after_ms"),
+        )
+        for d in documents or ()
+    )
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

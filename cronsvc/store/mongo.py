@@ -7,13 +7,17 @@ http_method, headers: [[name, value], ...], body_json, timeout_seconds,
 retry: {max_attempts, backoff_seconds, max_backoff_seconds},
 concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
 tags: [...], version, created_at, updated_at, last_tick, last_run_at,
-last_status}``. Headers are pairs, not a subdocument: they keep their order,
-and a header name may hold ``.`` or start with ``$``. `body_json` is the body
-as JSON text (None for no body), so a str stays apart from a JSON document.
+last_status, previous_secret, previous_secret_expires_at}`` (the last two
+absent or None when the job has no replaced secret). Headers are pairs,
+not a subdocument: they keep their order, and a header name may hold ``.``
+or start with ``$``. `body_json` is the body as JSON text (None for no
+body), so a str stays apart from a JSON document.
 An execution is ``{_id, job_id, job_name, trigger, scheduled_at, slot,
 status, instance_id, executed_at, finished_at, finished_date, duration_ms,
 attempts, response_status, response_body, response_truncated,
-error: {type, message} | None}``.
+error: {type, message} | None, attempt_log: [{attempt, started_at,
+duration_ms, response_status, error, retry_after_ms}, ...]}`` (`attempt_log`
+absent on records written before it existed: no attempts).
 
 Instants are int64 Unix milliseconds, not BSON dates, so every comparison the
 store makes on the server is exact on every server it meets: nx-27017, the
@@ -98,6 +102,7 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     MisfirePolicy,
+    PreviousSecret,
     RetryPolicy,
     Trigger,
 )
@@ -111,14 +116,18 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    KEEP,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
     JobQuery,
+    Keep,
     Page,
     TickClaim,
 )
 from cronsvc.store.common import (
+    attempt_documents,
+    attempts_from_documents,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -243,6 +252,7 @@ class MongoStore:
         now: datetime,
         expected_version: int | None = None,
         restart_schedule: bool = False,
+        previous_secret: PreviousSecret | Keep | None = KEEP,
     ) -> Job:
         with self._calling():
             if not is_valid_id(job_id):
@@ -258,6 +268,8 @@ class MongoStore:
             }
             if restart_schedule:
                 changes["last_tick"] = unix_ms(now)
+            if not isinstance(previous_secret, Keep):
+                changes.update(_previous_secret_fields(previous_secret))
             try:
                 updated = await self._jobs.find_one_and_update(
                     selector,
@@ -935,6 +947,13 @@ def _spec_fields(spec: JobSpec) -> _Doc:
     }
 
 
+def _previous_secret_fields(previous: PreviousSecret | None) -> _Doc:
+    return {
+        "previous_secret": None if previous is None else previous.secret,
+        "previous_secret_expires_at": None if previous is None else unix_ms(previous.expires_at),
+    }
+
+
 def _job_document(job: Job) -> _Doc:
     return {
         "_id": job.id,
@@ -947,6 +966,7 @@ def _job_document(job: Job) -> _Doc:
         "last_status": None if job.last_status is None else job.last_status.value,
         "paused_reason": job.paused_reason,
         "deferred_until": opt_unix_ms(job.deferred_until),
+        **_previous_secret_fields(job.previous_secret),
     }
 
 
@@ -955,6 +975,7 @@ def _job_from_document(document: _Doc) -> Job:
     retry = document["retry"]
     body_json = document["body_json"]
     last_status = document["last_status"]
+    previous_secret = document.get("previous_secret")
     spec = JobSpec(
         name=document["name"],
         cron_expression=document["cron_expression"],
@@ -988,6 +1009,12 @@ def _job_from_document(document: _Doc) -> Job:
         # Absent in documents written before these fields existed.
         paused_reason=document.get("paused_reason"),
         deferred_until=opt_from_unix_ms(document.get("deferred_until")),
+        previous_secret=None
+        if previous_secret is None
+        else PreviousSecret(
+            secret=previous_secret,
+            expires_at=from_unix_ms(int(document["previous_secret_expires_at"])),
+        ),
     )
 
 
@@ -1006,6 +1033,7 @@ def _final_fields(execution: Execution) -> _Doc:
         "response_body": e.response_body,
         "response_truncated": bool(e.response_truncated),
         "error": None if e.error is None else {"type": e.error.type, "message": e.error.message},
+        "attempt_log": attempt_documents(e.attempt_log),
     }
 
 
@@ -1040,4 +1068,5 @@ def _execution_from_document(document: _Doc) -> Execution:
         response_body=document["response_body"],
         response_truncated=bool(document["response_truncated"]),
         error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
+        attempt_log=attempts_from_documents(document.get("attempt_log")),
     )

@@ -3,6 +3,7 @@
 Instants are stored as integer Unix milliseconds. Spec scalars are columns;
 `headers`, `body` and `tags` are JSON text (a JSON `body` keeps a str apart
 from a JSON document: `"{}"` is the string, `{}` the object; NULL is None).
+An execution's `attempt_log` is JSON text too (NULL: no attempts).
 Tags are also kept in `job_tags`, indexed, for the tag filter.
 
 Threading: the stdlib `sqlite3` connection lives on one dedicated worker
@@ -43,6 +44,7 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     MisfirePolicy,
+    PreviousSecret,
     RetryPolicy,
     Trigger,
 )
@@ -55,14 +57,18 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    KEEP,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
     JobQuery,
+    Keep,
     Page,
     TickClaim,
 )
 from cronsvc.store.common import (
+    attempt_documents,
+    attempts_from_documents,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -113,7 +119,9 @@ _SCHEMA = (
         last_run_at INTEGER,
         last_status TEXT,
         paused_reason TEXT,
-        deferred_until INTEGER
+        deferred_until INTEGER,
+        previous_secret TEXT,
+        previous_secret_expires_at INTEGER
     )""",
     "CREATE INDEX jobs_by_active ON jobs (is_active, id)",
     """CREATE TABLE job_tags (
@@ -142,6 +150,7 @@ _SCHEMA = (
         error_message TEXT,
         slot TEXT NOT NULL,
         dispatched INTEGER NOT NULL DEFAULT 1,
+        attempt_log TEXT,
         UNIQUE (job_id, scheduled_at, slot)
     )""",
     "CREATE INDEX executions_newest ON executions (scheduled_at DESC, id DESC)",
@@ -165,6 +174,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # by a Retry-After.
         "ALTER TABLE jobs ADD COLUMN paused_reason TEXT",
         "ALTER TABLE jobs ADD COLUMN deferred_until INTEGER",
+        # -- Delivery: secret rotation and per-attempt records --------------
+        # The signing secret a job replaced and when it stops signing (Unix
+        # ms); NULL in both: none.
+        "ALTER TABLE jobs ADD COLUMN previous_secret TEXT",
+        "ALTER TABLE jobs ADD COLUMN previous_secret_expires_at INTEGER",
+        # Each webhook attempt as JSON; runs recorded before it: NULL, no attempts.
+        "ALTER TABLE executions ADD COLUMN attempt_log TEXT",
+        # -- end of Delivery --------------------------------------------------
     ),
 }
 
@@ -195,6 +212,8 @@ _JOB_COLUMNS = (
     "last_status",
     "paused_reason",
     "deferred_until",
+    "previous_secret",
+    "previous_secret_expires_at",
 )
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
@@ -236,6 +255,7 @@ _EXECUTION_COLUMNS = (
     "response_truncated",
     "error_type",
     "error_message",
+    "attempt_log",
 )
 _RETURNED_EXECUTION = ", ".join(_EXECUTION_COLUMNS)
 _SELECT_EXECUTIONS = f"SELECT {_RETURNED_EXECUTION} FROM executions"
@@ -264,7 +284,7 @@ _TAKEN_KEYS = """SELECT e.job_id, e.scheduled_at, e.slot FROM json_each(?) AS k
 _MISSED_JOB = "SELECT version, is_active FROM jobs WHERE id = ?"
 _FINISH_EXECUTION = """UPDATE executions SET status = ?, instance_id = ?, executed_at = ?,
     finished_at = ?, duration_ms = ?, attempts = ?, response_status = ?, response_body = ?,
-    response_truncated = ?, error_type = ?, error_message = ?
+    response_truncated = ?, error_type = ?, error_message = ?, attempt_log = ?
     WHERE id = ? AND status = 'RUNNING'"""
 _EXECUTION_EXISTS = "SELECT 1 FROM executions WHERE id = ?"
 _DELETE_EXECUTION = "DELETE FROM executions WHERE id = ?"
@@ -369,9 +389,10 @@ class SQLiteStore:
         now: datetime,
         expected_version: int | None = None,
         restart_schedule: bool = False,
+        previous_secret: PreviousSecret | Keep | None = KEEP,
     ) -> Job:
         return await self._run(
-            _do_update_job, job_id, spec, now, expected_version, restart_schedule
+            _do_update_job, job_id, spec, now, expected_version, restart_schedule, previous_secret
         )
 
     async def pause_job(
@@ -606,6 +627,7 @@ def _do_update_job(
     now: datetime,
     expected_version: int | None,
     restart_schedule: bool,
+    previous_secret: PreviousSecret | Keep | None,
 ) -> Job:
     if not is_valid_id(job_id):
         raise JobNotFound(job_id)
@@ -624,6 +646,9 @@ def _do_update_job(
             last_tick=now if restart_schedule else current.last_tick,
             paused_reason=None,
             deferred_until=None,
+            previous_secret=(
+                current.previous_secret if isinstance(previous_secret, Keep) else previous_secret
+            ),
         )
         row = _job_row(updated)
         _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
@@ -852,7 +877,7 @@ def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -
                 missing.append(execution.id)
                 continue
             row = _execution_row(execution, slot="")
-            updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:16], execution.id))
+            updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:17], execution.id))
             if updated.rowcount == 0:
                 if db.execute(_EXECUTION_EXISTS, (execution.id,)).fetchone() is None:
                     missing.append(execution.id)
@@ -1000,6 +1025,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         None if job.last_status is None else job.last_status.value,
         job.paused_reason,
         opt_unix_ms(job.deferred_until),
+        None if job.previous_secret is None else job.previous_secret.secret,
+        None if job.previous_secret is None else unix_ms(job.previous_secret.expires_at),
     )
 
 
@@ -1034,6 +1061,9 @@ def _job_from_row(row: _Row) -> Job:
         last_status=None if row[23] is None else ExecutionStatus(row[23]),
         paused_reason=row[24],
         deferred_until=opt_from_unix_ms(row[25]),
+        previous_secret=None
+        if row[26] is None
+        else PreviousSecret(secret=row[26], expires_at=from_unix_ms(row[27])),
     )
 
 
@@ -1058,6 +1088,7 @@ def _execution_row(execution: Execution, *, slot: str, dispatched: bool = True) 
         int(e.response_truncated),
         None if e.error is None else e.error.type,
         None if e.error is None else e.error.message,
+        json_text(attempt_documents(e.attempt_log)) if e.attempt_log else None,
         slot,
         int(dispatched),
     )
@@ -1080,4 +1111,5 @@ def _execution_from_row(row: _Row) -> Execution:
         response_body=row[12],
         response_truncated=bool(row[13]),
         error=None if row[14] is None else ErrorInfo(type=row[14], message=row[15]),
+        attempt_log=attempts_from_documents(None if row[16] is None else json.loads(row[16])),
     )
