@@ -30,8 +30,15 @@ class HttpMethod(enum.StrEnum):
 
 
 class ConcurrencyPolicy(enum.StrEnum):
+    """What a tick does while an earlier execution of its job still runs."""
+
     ALLOW = "allow"
+    """Run alongside it."""
     FORBID = "forbid"
+    """Do not run: the tick is recorded SKIPPED."""
+    REPLACE = "replace"
+    """Run, and end the running execution: it is recorded FAILURE (error type
+    "replaced") and its webhook request is aborted."""
 
 
 class MisfirePolicy(enum.StrEnum):

@@ -989,6 +989,106 @@ async def test_forbid_skips_a_tick_while_a_manual_run_is_running(store: Store) -
     assert result.outcome is ClaimOutcome.SKIPPED
 
 
+async def test_replace_claims_and_ends_every_running_execution_as_replaced(store: Store) -> None:
+    allowing = await create(store, "replacing")
+    scheduled = await claimed(store, allowing, at(1))
+    manual = await claimed(store, allowing, at(1) + timedelta(seconds=30), trigger=Trigger.MANUAL)
+    job = await store.update_job(
+        allowing.id, make_spec("replacing", concurrency_policy=ConcurrencyPolicy.REPLACE), now=at(1)
+    )
+    new = tick_claim(job, at(2), instance_id="instance-b")
+
+    [result] = await store.claim_ticks([new])
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+    assert result.execution is not None and result.execution.id == new.execution_id
+    assert result.execution.status is ExecutionStatus.RUNNING
+    assert await store.get_execution(new.execution_id) == result.execution
+    assert sorted(result.replaced) == sorted([scheduled.id, manual.id])
+    for old in (scheduled, manual):
+        ended = await store.get_execution(old.id)
+        assert old.executed_at is not None and ended.error is not None
+        assert ended == dataclasses.replace(
+            old,
+            status=ExecutionStatus.FAILURE,
+            finished_at=new.executed_at,
+            duration_ms=int((new.executed_at - old.executed_at).total_seconds() * 1000),
+            error=ended.error,
+        )
+        assert ended.error.type == "replaced"
+        assert new.execution_id in ended.error.message
+    after = await store.get_job(job.id)
+    assert (after.last_run_at, after.last_status) == (None, None)
+    assert after.last_tick == at(2)
+
+
+async def test_replace_with_nothing_running_claims_and_replaces_nothing(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    done = await claimed(store, job, at(1))
+    await finish(store, finished(done))
+    await claimed(store, await create(store, "busy"), at(1))
+
+    result = await claim(store, job, at(2))
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+    assert result.replaced == ()
+    assert await store.get_execution(done.id) == finished(done)
+
+
+async def test_a_replaced_execution_is_not_overwritten_by_its_runners_finish(
+    store: Store,
+) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    old = await claimed(store, job, at(1))
+    await claimed(store, job, at(2))
+    replaced = await store.get_execution(old.id)
+
+    assert await store.finish_executions([finished(old)]) == []
+
+    assert await store.get_execution(old.id) == replaced
+    assert replaced.status is ExecutionStatus.FAILURE
+    assert (await store.get_job(job.id)).last_status is None
+
+
+async def test_a_replace_claim_that_loses_its_tick_replaces_nothing(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    running = await claimed(store, job, at(1))
+
+    duplicate = await claim(store, job, at(1), instance_id="instance-b")
+    stale = await claim(store, job, at(2), version=job.version + 1)
+
+    assert duplicate == ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+    assert stale == ClaimResult(outcome=ClaimOutcome.STALE)
+    assert await store.get_execution(running.id) == running
+
+
+async def test_replace_within_one_batch_ends_the_run_claimed_earlier_in_it(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    batch = [tick_claim(job, at(1)), tick_claim(job, at(1), trigger=Trigger.MANUAL)]
+
+    first, second = await store.claim_ticks(batch)
+
+    assert (first.outcome, second.outcome) == (ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED)
+    assert (first.replaced, second.replaced) == ((), (batch[0].execution_id,))
+    ended = await store.get_execution(batch[0].execution_id)
+    assert ended.status is ExecutionStatus.FAILURE
+    assert ended.error is not None and ended.error.type == "replaced"
+    assert (await store.get_execution(batch[1].execution_id)).status is ExecutionStatus.RUNNING
+
+
+async def test_replace_comes_from_the_stored_spec_as_it_is_now(store: Store) -> None:
+    job = await create(store)
+    running = await claimed(store, job, at(1))
+    replacing = await store.update_job(
+        job.id, make_spec(concurrency_policy=ConcurrencyPolicy.REPLACE), now=at(1)
+    )
+
+    result = await claim(store, replacing, at(2))
+
+    assert result.replaced == (running.id,)
+    assert (await store.get_execution(running.id)).status is ExecutionStatus.FAILURE
+
+
 # Missed ticks
 
 

@@ -187,6 +187,33 @@ async def test_a_skip_retried_after_a_lost_answer_is_skipped_again(store: MongoS
     assert again == skipped
 
 
+async def test_a_replace_retried_after_its_insert_landed_ends_the_old_run_then(
+    store: MongoStore,
+) -> None:
+    """The claim's insert landed but the write that ends the superseded run
+    did not (the answer was lost): the retry ends it and reports it."""
+    job = await store.create_job(make_job(concurrency_policy=ConcurrencyPolicy.REPLACE))
+    [old] = await store.claim_ticks([tick_claim(job, at(1))])
+    assert old.execution is not None
+    new = tick_claim(job, at(2))
+    replace_running = store._replace_running
+
+    async def lost(*args: Any) -> None:
+        return None
+
+    store._replace_running = lost  # type: ignore[method-assign]
+    [first] = await store.claim_ticks([new])
+    assert first.replaced == ()
+    assert (await store.get_execution(old.execution.id)).status is ExecutionStatus.RUNNING
+    store._replace_running = replace_running  # type: ignore[method-assign]
+
+    [again] = await store.claim_ticks([new])
+
+    assert again.outcome is ClaimOutcome.CLAIMED and again.execution == first.execution
+    assert again.replaced == (old.execution.id,)
+    assert (await store.get_execution(old.execution.id)).status is ExecutionStatus.FAILURE
+
+
 async def test_a_tick_taken_between_the_read_and_the_insert_is_duplicate(
     store: MongoStore, database: AsyncDatabase[dict[str, Any]]
 ) -> None:

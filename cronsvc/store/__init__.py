@@ -88,7 +88,8 @@ class TickClaim:
 
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"
-    """A RUNNING execution was inserted; the caller fires the webhook."""
+    """A RUNNING execution was inserted; the caller fires the webhook. Under
+    `replace`, the executions it ended are in `ClaimResult.replaced`."""
     SKIPPED = "skipped"
     """The job's `concurrency_policy` is `forbid` and another execution of it
     is RUNNING: a SKIPPED record (error type "skipped", naming the running
@@ -105,6 +106,11 @@ class ClaimResult:
     outcome: ClaimOutcome
     execution: Execution | None = None
     """The inserted record for CLAIMED and SKIPPED; None otherwise."""
+    replaced: tuple[str, ...] = ()
+    """For a CLAIMED claim of a `replace` job: the ids of the executions of
+    that job that were RUNNING and that this claim ended (FAILURE, error type
+    "replaced"). Their webhooks may still be in flight on some instance: the
+    caller has them cancelled. Empty otherwise."""
 
 
 class Store(Protocol):
@@ -164,6 +170,17 @@ class Store(Protocol):
         RUNNING record (`executed_at` = claim.executed_at, `attempts` = 0).
         For `schedule` and `catchup`, CLAIMED and SKIPPED also advance the
         job's `last_tick` to `scheduled_at` if that is later.
+
+        If the stored job's policy is `replace`, a CLAIMED claim also ends
+        every RUNNING execution of the job, with the insert: each becomes
+        FAILURE with error type "replaced" and a message naming the new
+        execution, `finished_at` = claim.executed_at (and `duration_ms` from
+        its `executed_at`); `last_run_at` and `last_status` are left alone.
+        Their ids are in `ClaimResult.replaced`. Records already final are
+        untouched, and a later `finish_executions` of a replaced record
+        leaves it as it is. An execution claimed earlier in the same batch
+        is replaced like any other (its id is then in a later claim's
+        `replaced`, while its own result still says CLAIMED).
         """
         ...
 

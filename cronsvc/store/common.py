@@ -1,5 +1,6 @@
 """What the store backends share: instants as exact Unix milliseconds, JSON
-text, name-prefix bounds, and the opaque page cursors."""
+text, name-prefix bounds, the opaque page cursors, and the words of the
+records a claim writes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from cronsvc.ids import is_valid_id
 MAX_CURSOR_CHARS = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
+
+
+def replaced_message(execution_id: str) -> str:
+    """The error message of a run ended by a `replace` claim."""
+    return f"concurrency policy replace: execution {execution_id} of this job started"
 
 
 def check_limit(limit: int) -> None:

@@ -35,20 +35,27 @@ call is written so that a retry after a lost answer is harmless.
 `claim_ticks` reads the batch's jobs in one query, then (three queries sent
 together) the tick keys already taken, the records these very claims may have
 written on an earlier attempt, and the RUNNING executions of its `forbid`
-jobs; it decides each claim in order in Python, later claims seeing earlier
-ones as the SQLite store does; it inserts the RUNNING and SKIPPED records with
-one unordered ``insert_many``, a duplicate-key error on the unique tick key
-making that claim DUPLICATE; last, one ``bulk_write`` moves `last_tick`
-forward (``$max`` as one conditional update per distinct tick). A claim
-retried with its execution id after a lost answer gets its first answer
-again, not DUPLICATE, so the retry does not strand a RUNNING record.
+and `replace` jobs; it decides each claim in order in Python, later claims
+seeing earlier ones as the SQLite store does; it inserts the RUNNING and
+SKIPPED records with one unordered ``insert_many``, a duplicate-key error on
+the unique tick key making that claim DUPLICATE; then, if `replace` claims
+won, one ``bulk_write`` ends the runs they supersede (each a conditional
+update on a record still RUNNING) and one query reads back which it ended;
+last, one ``bulk_write`` moves `last_tick` forward (``$max`` as one
+conditional update per distinct tick). A claim retried with its execution id
+after a lost answer gets its first answer again, not DUPLICATE, so the retry
+does not strand a RUNNING record; under `replace` it also ends again what is
+still running.
 
 Where this is weaker than SQLite's one transaction: between the read of the
 jobs and the insert, a job can be updated, paused or deleted, and a claim for
 its old version is then still written. The runner closes that window for
 ticks claimed ahead of time: it re-reads `current_versions` at the tick and
 does not fire a claim whose job changed. Likewise two claims of one `forbid`
-job racing from two instances for *different* ticks can both be CLAIMED. The
+or `replace` job racing from two instances for *different* ticks can both be
+CLAIMED, neither seeing the other; and a claimer that dies between its insert
+and the replacing write leaves the superseded run RUNNING until it ends by
+itself (or is marked LOST with its instance). The
 unique tick key fences the case that matters most: one tick is never claimed
 twice. `finish_executions` and `record_missed` write record by record, each
 atomic, and are idempotent, so a batch cut short is finished by its retry.
@@ -57,6 +64,7 @@ atomic, and are idempotent, so a batch cut short is finished by its retry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -128,6 +136,7 @@ from cronsvc.store.common import (
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
+    replaced_message,
     unix_ms,
 )
 
@@ -153,6 +162,8 @@ _JOB_NAME_INDEX = "name_unique"
 _CLAIM_JOB_FIELDS = {"version": 1, "is_active": 1, "name": 1, "concurrency_policy": 1}
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+# Policies whose claims look at the job's RUNNING executions.
+_WATCHED = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
 
 class MongoStore:
@@ -341,7 +352,7 @@ class MongoStore:
                     _Live(
                         claim=claim,
                         job_name=job["name"],
-                        forbid=job["concurrency_policy"] == ConcurrencyPolicy.FORBID.value,
+                        policy=ConcurrencyPolicy(job["concurrency_policy"]),
                         slot=claim.execution_id if manual else _TICK_SLOT,
                         scheduled_ms=unix_ms(claim.scheduled_at),
                     )
@@ -353,15 +364,23 @@ class MongoStore:
 
         results = [_STALE] * len(claims)
         inserts: list[tuple[int, _Doc]] = []  # (position in the batch, record)
+        # Per position of a CLAIMED `replace` claim: the runs it ends.
+        replacing: dict[int, list[str]] = {}
         for position, entry in enumerate(live):
             if entry is None:
                 continue
             claim = entry.claim
+            runs = seen.running.get(claim.job_id, [])
             earlier = seen.by_id.get(claim.execution_id)
             if earlier is not None:
                 # This very claim was written before (a retry after a lost
-                # answer): answer what was written rather than DUPLICATE.
+                # answer): answer what was written rather than DUPLICATE, and
+                # end again whatever it replaces that is still running.
                 results[position] = _claimed_before(earlier, entry)
+                again = results[position].outcome is ClaimOutcome.CLAIMED
+                if again and entry.policy is ConcurrencyPolicy.REPLACE:
+                    replacing[position] = [r for r in runs if r != claim.execution_id]
+                    seen.running[claim.job_id] = [claim.execution_id]
                 continue
             if entry.key in seen.taken:
                 results[position] = _DUPLICATE
@@ -369,9 +388,14 @@ class MongoStore:
             seen.taken.add(entry.key)
             scheduled_at = from_unix_ms(entry.scheduled_ms)
             executed_at = from_unix_ms(unix_ms(claim.executed_at))
-            blocker = seen.running.get(claim.job_id) if entry.forbid else None
+            blocker = runs[0] if runs and entry.policy is ConcurrencyPolicy.FORBID else None
             if blocker is None:
-                seen.running.setdefault(claim.job_id, claim.execution_id)
+                if entry.policy is ConcurrencyPolicy.REPLACE:
+                    replacing[position] = list(runs)
+                    seen.running[claim.job_id] = [claim.execution_id]
+                else:
+                    seen.running.setdefault(claim.job_id, []).append(claim.execution_id)
+                seen.executed[claim.execution_id] = unix_ms(executed_at)
                 outcome = ClaimOutcome.CLAIMED
                 execution = Execution(
                     id=claim.execution_id,
@@ -412,6 +436,8 @@ class MongoStore:
             # stands; only the execution its message names is another one.)
             for index in await self._insert_new([document for _, document in inserts]):
                 results[inserts[index][0]] = _DUPLICATE
+        if replacing:
+            await self._replace_running(live, results, replacing, seen)
         last_ticks: dict[str, int] = {}
         for entry, result in zip(live, results, strict=True):
             if entry is None or result.execution is None or entry.claim.trigger is Trigger.MANUAL:
@@ -421,6 +447,52 @@ class MongoStore:
                 last_ticks[entry.claim.job_id] = entry.scheduled_ms
         await self._advance_last_ticks(last_ticks)
         return results
+
+    async def _replace_running(
+        self,
+        live: list[_Live | None],
+        results: list[ClaimResult],
+        replacing: dict[int, list[str]],
+        seen: _Seen,
+    ) -> None:
+        """End the runs that CLAIMED `replace` claims supersede, in one bulk
+        write after the claims' inserts, and put in each result the ids it
+        did end (read back: a run may have finished on its own meanwhile)."""
+        updates: list[UpdateOne] = []
+        wanted: dict[str, tuple[int, str]] = {}  # replaced id -> (position, message)
+        for position, old_ids in replacing.items():
+            entry = live[position]
+            assert entry is not None
+            if results[position].outcome is not ClaimOutcome.CLAIMED or not old_ids:
+                continue  # lost its key to a concurrent writer: it replaces nothing
+            finished_ms = unix_ms(entry.claim.executed_at)
+            message = replaced_message(entry.claim.execution_id)
+            for old_id in old_ids:
+                executed_ms = seen.executed.get(old_id)
+                duration = None if executed_ms is None else max(0, finished_ms - executed_ms)
+                replaced = {
+                    "status": ExecutionStatus.FAILURE.value,
+                    "finished_at": finished_ms,
+                    "finished_date": _bson_date(from_unix_ms(finished_ms)),
+                    "duration_ms": duration,
+                    "error": {"type": "replaced", "message": message},
+                }
+                updates.append(UpdateOne({"_id": old_id, "status": _RUNNING}, {"$set": replaced}))
+                wanted[old_id] = (position, message)
+        if not updates:
+            return
+        await self._executions.bulk_write(updates, ordered=False)
+        found = self._executions.find({"_id": {"$in": list(wanted)}}, {"status": 1, "error": 1})
+        ended: dict[int, list[str]] = {}
+        for document in await found.to_list():
+            position, message = wanted[document["_id"]]
+            error = document.get("error") or {}
+            if error.get("type") == "replaced" and error.get("message") == message:
+                ended.setdefault(position, []).append(document["_id"])
+        for position, ids in ended.items():
+            order = {old_id: n for n, old_id in enumerate(replacing[position])}
+            ids.sort(key=order.__getitem__)
+            results[position] = dataclasses.replace(results[position], replaced=tuple(ids))
 
     async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
         """Move each job's `last_tick` forward (never back) to the given tick:
@@ -454,9 +526,9 @@ class MongoStore:
                     "slot": _TICK_SLOT,
                 }
             )
-        forbidding = {entry.claim.job_id for entry in checked if entry.forbid}
-        if forbidding:
-            queries.append({"job_id": {"$in": list(forbidding)}, "status": _RUNNING})
+        watched = {entry.claim.job_id for entry in checked if entry.policy in _WATCHED}
+        if watched:
+            queries.append({"job_id": {"$in": list(watched)}, "status": _RUNNING})
         answers = await asyncio.gather(
             *(self._executions.find(query).to_list() for query in queries)
         )
@@ -466,8 +538,11 @@ class MongoStore:
             seen.taken.add((document["job_id"], document["scheduled_at"], document["slot"]))
             if document["_id"] in wanted_ids:
                 seen.by_id[document["_id"]] = document
-            if document["status"] == _RUNNING and document["job_id"] in forbidding:
-                seen.running.setdefault(document["job_id"], document["_id"])
+            if document["status"] == _RUNNING and document["job_id"] in watched:
+                runs = seen.running.setdefault(document["job_id"], [])
+                if document["_id"] not in runs:  # found by two of the queries
+                    runs.append(document["_id"])
+                    seen.executed[document["_id"]] = document["executed_at"]
         return seen
 
     async def _insert_new(self, documents: list[_Doc]) -> list[int]:
@@ -705,7 +780,7 @@ class _Live:
 
     claim: TickClaim
     job_name: str
-    forbid: bool
+    policy: ConcurrencyPolicy
     slot: str
     scheduled_ms: int
 
@@ -720,8 +795,10 @@ class _Seen:
 
     taken: set[tuple[str, int, str]] = field(default_factory=set)
     """Tick keys with a record."""
-    running: dict[str, str] = field(default_factory=dict)
-    """A RUNNING execution per `forbid` job."""
+    running: dict[str, list[str]] = field(default_factory=dict)
+    """The RUNNING executions of each `forbid` and `replace` job."""
+    executed: dict[str, int | None] = field(default_factory=dict)
+    """When each of those started (`executed_at`, Unix ms)."""
     by_id: dict[str, _Doc] = field(default_factory=dict)
     """Records that carry the execution id of one of the batch's claims."""
 

@@ -72,6 +72,7 @@ from cronsvc.store.common import (
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
+    replaced_message,
     unix_ms,
 )
 
@@ -239,6 +240,12 @@ _CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_poli
     FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
 _RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
     CROSS JOIN executions AS e WHERE e.job_id = k.value AND e.status = 'RUNNING'"""
+# Ends a RUNNING execution that a `replace` claim supersedes.
+# ?1 = finished_at (ms), ?2 = message, ?3 = execution id.
+_REPLACE_EXECUTION = """UPDATE executions SET status = 'FAILURE', finished_at = ?1,
+    duration_ms = CASE WHEN executed_at IS NULL THEN NULL ELSE MAX(0, ?1 - executed_at) END,
+    error_type = 'replaced', error_message = ?2
+    WHERE id = ?3 AND status = 'RUNNING'"""
 # Argument: [[job_id, scheduled_at, slot], ...]; answers the keys that exist.
 _TAKEN_KEYS = """SELECT e.job_id, e.scheduled_at, e.slot FROM json_each(?) AS k
     CROSS JOIN executions AS e
@@ -289,6 +296,8 @@ _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+# Policies whose claims look at the job's RUNNING executions.
+_WATCHED = frozenset({ConcurrencyPolicy.FORBID.value, ConcurrencyPolicy.REPLACE.value})
 
 
 class SQLiteStore:
@@ -649,10 +658,10 @@ def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str
 
 
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
-    """The whole batch in one transaction and five statements, whatever its
-    size. Claims change no job's version, state, name or policy, so the jobs
-    are read once; what a claim does change (the tick keys taken, the RUNNING
-    executions) is tracked here, so later claims see earlier ones."""
+    """The whole batch in one transaction and at most six statements,
+    whatever its size. Claims change no job's version, state, name or policy,
+    so the jobs are read once; what a claim does change (the tick keys taken,
+    the RUNNING executions) is tracked here, so later claims see earlier ones."""
     with _transaction(db):
         wanted = {claim.job_id for claim in claims if is_valid_id(claim.job_id)}
         jobs: dict[str, tuple[int, bool, str, str]] = {
@@ -679,17 +688,15 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                 (json.dumps([[claim.job_id, ms, slot] for claim, _, _, slot, ms in checked]),),
             )
         }
-        forbidding = {
-            claim.job_id for claim, _, policy, _, _ in checked if policy == ConcurrencyPolicy.FORBID
-        }
-        running: dict[str, str] = {}
-        if forbidding:
-            for job_id, execution_id in db.execute(
-                _RUNNING_OF_JOBS, (json.dumps(list(forbidding)),)
-            ):
-                running.setdefault(job_id, execution_id)
+        watched = {claim.job_id for claim, _, policy, _, _ in checked if policy in _WATCHED}
+        # The RUNNING executions of `forbid` and `replace` jobs.
+        running: dict[str, list[str]] = {}
+        if watched:
+            for job_id, execution_id in db.execute(_RUNNING_OF_JOBS, (json.dumps(list(watched)),)):
+                running.setdefault(job_id, []).append(execution_id)
         results: list[ClaimResult] = []
         inserts: list[tuple[Any, ...]] = []
+        replacements: list[tuple[int, str, str]] = []
         last_ticks: dict[str, int] = {}
         instants: dict[int, datetime] = {}  # a batch's claims mostly share one tick
         for entry in live:
@@ -706,9 +713,18 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
             # so the result equals what `get_execution` reads back.
             scheduled_at = _cached_instant(instants, scheduled_ms)
             executed_at = _cached_instant(instants, unix_ms(claim.executed_at))
-            blocker = running.get(claim.job_id) if policy == ConcurrencyPolicy.FORBID else None
+            runs = running.get(claim.job_id, [])
+            blocker = runs[0] if runs and policy == ConcurrencyPolicy.FORBID else None
+            replaced: tuple[str, ...] = ()
             if blocker is None:
-                running.setdefault(claim.job_id, claim.execution_id)
+                if policy == ConcurrencyPolicy.REPLACE:
+                    replaced = tuple(runs)
+                    message = replaced_message(claim.execution_id)
+                    finished_ms = unix_ms(claim.executed_at)
+                    replacements += [(finished_ms, message, old_id) for old_id in replaced]
+                    running[claim.job_id] = [claim.execution_id]
+                else:
+                    running.setdefault(claim.job_id, []).append(claim.execution_id)
                 outcome = ClaimOutcome.CLAIMED
                 execution = Execution(
                     id=claim.execution_id,
@@ -743,10 +759,12 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                 previous = last_ticks.get(claim.job_id)
                 if previous is None or scheduled_ms > previous:
                     last_ticks[claim.job_id] = scheduled_ms
-            results.append(ClaimResult(outcome=outcome, execution=execution))
+            results.append(ClaimResult(outcome=outcome, execution=execution, replaced=replaced))
         # A plain INSERT: the keys were checked above under the write lock, so
         # a conflict here is a bug, and it fails (and rolls back) the batch.
         db.executemany(_INSERT_EXECUTION, inserts)
+        # After the inserts: a run claimed earlier in this batch may be replaced too.
+        db.executemany(_REPLACE_EXECUTION, replacements)
         db.executemany(_ADVANCE_LAST_TICK, [(ms, job_id) for job_id, ms in last_ticks.items()])
     return results
 
