@@ -123,6 +123,20 @@ async def test_invalid_job_is_rejected_field_by_field_and_nothing_is_written(
     assert await (await client.get("/api/cron")).json() == []
 
 
+@pytest.mark.parametrize("policy", ["allow", "forbid", "replace"])
+async def test_every_concurrency_policy_is_accepted_and_read_back(
+    client: Client, policy: str
+) -> None:
+    job = await create(client, concurrencyPolicy=policy)
+    assert job["concurrencyPolicy"] == policy
+    read = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert read["concurrencyPolicy"] == policy
+    body = await problem(
+        await client.patch(f"/api/cron/{job['id']}", json={"concurrencyPolicy": "sometimes"}), 400
+    )
+    assert "replace" in next(e["message"] for e in body["errors"])
+
+
 async def test_unknown_field_is_named_in_the_error(client: Client) -> None:
     body = await problem(await client.post("/api/cron", json={**NODE_JOB, "colour": "blue"}), 400)
     assert {"field": "colour", "message": "unknown field"} in body["errors"]

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
 from cronsvc.api.schemas import JobIn, PreviewIn
-from cronsvc.domain import ExecutionStatus, JsonValue, Trigger
+from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, JsonValue, MisfirePolicy, Trigger
 
 routes = web.RouteTableDef()
 
@@ -42,8 +42,8 @@ class JobOut(_Out):
     body: JsonValue | None
     timeout_seconds: float
     retry: RetryOut
-    concurrency_policy: str
-    misfire_policy: str
+    concurrency_policy: ConcurrencyPolicy
+    misfire_policy: MisfirePolicy
     misfire_grace_seconds: int
     is_active: bool
     tags: list[str]
