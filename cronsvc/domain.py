@@ -110,6 +110,19 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleRevision:
+    """A job's schedule as it was in force from `effective_from` until the
+    next revision: which ticks the job owed in that span."""
+
+    version: int
+    """The job version that brought this revision in."""
+    effective_from: datetime
+    cron_expression: str
+    timezone: str
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorInfo:
     type: str
     message: str

@@ -25,6 +25,7 @@ from cronsvc.domain import (
     JobSpec,
     MisfirePolicy,
     RetryPolicy,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import (
@@ -37,6 +38,7 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    MAX_SCHEDULE_REVISIONS,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -485,6 +487,104 @@ async def test_update_moves_the_job_between_tag_filters(store: Store) -> None:
     assert await all_jobs(store, tag="a") == []
     assert [j.id for j in await all_jobs(store, tag="b")] == [job.id]
     assert [j.id for j in await all_jobs(store, tag="shared")] == [job.id]
+
+
+# Jobs: schedule history
+
+
+def revision(
+    version: int, effective_from: datetime, expression: str = "* * * * *", **changes: Any
+) -> ScheduleRevision:
+    values: dict[str, Any] = {"timezone": "UTC", "is_active": True, **changes}
+    return ScheduleRevision(
+        version=version, effective_from=effective_from, cron_expression=expression, **values
+    )
+
+
+async def test_a_new_job_has_one_revision_from_its_creation(store: Store) -> None:
+    active = await create(store, "active", cron_expression="0 9 * * 1", timezone="Europe/Berlin")
+    paused = await create(store, "paused", is_active=False)
+
+    assert await store.schedule_history(active.id) == [
+        revision(1, T0, "0 9 * * 1", timezone="Europe/Berlin")
+    ]
+    assert await store.schedule_history(paused.id) == [revision(1, T0, is_active=False)]
+
+
+async def test_updates_that_change_schedule_zone_or_activity_add_revisions_in_order(
+    store: Store,
+) -> None:
+    job = await create(store)
+    name = job.spec.name
+    await store.update_job(job.id, make_spec(cron_expression="*/5 * * * *"), now=at(1))
+    await store.update_job(
+        job.id,
+        make_spec(cron_expression="*/5 * * * *", webhook_url="https://example.org/other"),
+        now=at(2),
+    )
+    paused = make_spec(cron_expression="*/5 * * * *", is_active=False)
+    await store.update_job(job.id, paused, now=at(3))
+    await store.update_job(job.id, dataclasses.replace(paused, headers={"X-A": "1"}), now=at(4))
+    await store.update_job(job.id, make_spec(cron_expression="*/5 * * * *"), now=at(5))
+    await store.update_job(
+        job.id,
+        make_spec(cron_expression="*/5 * * * *", timezone="Asia/Tokyo"),
+        now=at(6) + timedelta(microseconds=1500),
+    )
+
+    assert (await store.get_job(job.id)).spec.name == name
+    assert await store.schedule_history(job.id) == [
+        revision(1, T0),
+        revision(2, at(1), "*/5 * * * *"),
+        revision(4, at(3), "*/5 * * * *", is_active=False),
+        revision(6, at(5), "*/5 * * * *"),
+        revision(7, at(6) + timedelta(milliseconds=1), "*/5 * * * *", timezone="Asia/Tokyo"),
+    ]
+
+
+async def test_a_failed_update_adds_no_revision(store: Store) -> None:
+    job = await create(store, "first")
+    await create(store, "second")
+
+    with pytest.raises(VersionConflict):
+        await store.update_job(
+            job.id, make_spec("first", is_active=False), now=at(1), expected_version=7
+        )
+    with pytest.raises(DuplicateJobName):
+        await store.update_job(job.id, make_spec("second", is_active=False), now=at(2))
+
+    assert await store.schedule_history(job.id) == [revision(1, T0)]
+
+
+async def test_history_keeps_only_the_latest_revisions(store: Store) -> None:
+    job = await create(store)
+    updates = MAX_SCHEDULE_REVISIONS + 4
+    for n in range(1, updates + 1):
+        await store.update_job(job.id, make_spec(is_active=n % 2 == 0), now=at(n))
+
+    history = await store.schedule_history(job.id)
+
+    assert len(history) == MAX_SCHEDULE_REVISIONS
+    assert history[-1] == revision(updates + 1, at(updates), is_active=updates % 2 == 0)
+    assert [r.version for r in history] == list(range(updates + 2 - len(history), updates + 2))
+    assert history[0].effective_from > job.created_at  # older ones are gone
+
+
+@pytest.mark.parametrize("job_id", [*MALFORMED_IDS, "0" * 24])
+async def test_history_of_an_unknown_job_raises_job_not_found(store: Store, job_id: str) -> None:
+    with pytest.raises(JobNotFound):
+        await store.schedule_history(job_id)
+
+
+async def test_history_goes_with_its_deleted_job(store: Store) -> None:
+    job = await create(store)
+    await store.update_job(job.id, make_spec(is_active=False), now=at(1))
+    await store.delete_job(job.id)
+
+    with pytest.raises(JobNotFound):
+        await store.schedule_history(job.id)
+    again = await store.create_job(dataclasses.replace(make_job(), id=job.id))
+    assert await store.schedule_history(again.id) == [revision(1, T0)]
 
 
 # Jobs: list and active

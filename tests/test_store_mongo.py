@@ -21,7 +21,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cronsvc.config import redact_url
-from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ExecutionStatus,
+    Job,
+    JobSpec,
+    ScheduleRevision,
+    Trigger,
+)
 from cronsvc.errors import ConfigError, StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
@@ -158,6 +165,29 @@ async def test_prune_works_beside_the_ttl_index(mongo_database_url: str) -> None
         assert await store.prune_executions(at(2)) == 1
     finally:
         await store.aclose()
+
+
+async def test_a_job_written_before_the_schedule_history_reads_as_one_revision_and_grows(
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = await store.create_job(make_job())
+    await database["jobs"].update_one({"_id": job.id}, {"$unset": {"schedule_history": ""}})
+
+    assert await store.schedule_history(job.id) == [
+        ScheduleRevision(
+            version=1,
+            effective_from=T0,
+            cron_expression="* * * * *",
+            timezone="UTC",
+            is_active=True,
+        )
+    ]
+    await store.update_job(job.id, dataclasses.replace(job.spec, is_active=False), now=at(2))
+    history = await store.schedule_history(job.id)
+    assert [(r.version, r.effective_from, r.is_active) for r in history] == [
+        (1, T0, True),
+        (2, at(2), False),
+    ]
 
 
 async def test_a_claim_retried_after_a_lost_answer_gets_the_same_answer(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cronsvc.domain import ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.domain import ExecutionStatus, Job, JobSpec, ScheduleRevision, Trigger
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ExecutionQuery, TickClaim
@@ -118,6 +118,7 @@ async def test_a_version_1_database_is_upgraded_and_its_running_runs_count_as_se
     await store.aclose()
     with sqlite3.connect(db_path) as db:  # the layout version 1 wrote
         db.execute("ALTER TABLE executions DROP COLUMN dispatched")
+        db.execute("DROP TABLE schedule_revisions")
         db.execute("UPDATE schema_version SET version = 1")
     db.close()
 
@@ -127,6 +128,44 @@ async def test_a_version_1_database_is_upgraded_and_its_running_runs_count_as_se
         lost = await store.mark_lost(live_instances=[], now=at(5), reason="r")
         assert [e.id for e in lost] == [result.execution.id]
         assert (await store.get_job(job.id)).spec == job.spec
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+
+
+async def test_a_version_2_database_is_upgraded_and_its_jobs_get_their_schedule_as_history(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job())
+    spec = dataclasses.replace(job.spec, cron_expression="*/5 * * * *", is_active=False)
+    changed = await store.update_job(job.id, spec, now=at(3))
+    await store.aclose()
+    with sqlite3.connect(db_path) as db:  # the layout version 2 wrote
+        db.execute("DROP TABLE schedule_revisions")
+        db.execute("UPDATE schema_version SET version = 2")
+    db.close()
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        # Its changes before the upgrade are not known: its schedule as it
+        # is now, from its creation on.
+        assert await store.schedule_history(job.id) == [
+            ScheduleRevision(
+                version=2,
+                effective_from=T0,
+                cron_expression="*/5 * * * *",
+                timezone="UTC",
+                is_active=False,
+            )
+        ]
+        await store.update_job(job.id, dataclasses.replace(spec, is_active=True), now=at(9))
+        assert [r.version for r in await store.schedule_history(job.id)] == [2, 3]
+        assert await store.get_job(job.id) == dataclasses.replace(
+            changed, version=3, updated_at=at(9), spec=dataclasses.replace(spec, is_active=True)
+        )
     finally:
         await store.aclose()
     with sqlite3.connect(db_path) as db:

@@ -17,6 +17,12 @@ Tick claims: each scheduled tick of a job has at most one execution record
 `catchup` triggers and for MISSED records, and the execution id for `manual`
 triggers (so manual runs never collide with each other or with ticks).
 This key is the final fence against a duplicate fire when leases fail.
+
+Schedule history: each job keeps the revisions of its schedule as they took
+effect (see `ScheduleRevision` and `schedule_history`), written in the same
+atomic write as the create or update that made them, so the ticks a job owed
+at any instant can be worked out after the fact. Only the latest
+`MAX_SCHEDULE_REVISIONS` are kept.
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ from cronsvc.domain import (
     ExecutionStatus,
     Job,
     JobSpec,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import ConfigError
 
 T = TypeVar("T")
+
+MAX_SCHEDULE_REVISIONS = 100
+"""Schedule revisions kept per job; older ones are dropped as new ones come."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +125,8 @@ class ClaimResult:
 
 class Store(Protocol):
     async def create_job(self, job: Job) -> Job:
-        """Insert a new job as given. Raises `DuplicateJobName`."""
+        """Insert a new job as given, with its first schedule revision.
+        Raises `DuplicateJobName`."""
         ...
 
     async def get_job(self, job_id: str) -> Job:
@@ -136,6 +147,8 @@ class Store(Protocol):
         `restart_schedule` also sets `last_tick` = now, so ticks before now are
         not owed (used when the schedule changes or a paused job resumes).
         `last_tick`, `last_run_at` and `last_status` are otherwise kept.
+        A change of cron expression, time zone or `is_active` also records a
+        schedule revision (see `schedule_history`) in the same atomic write.
         Raises `JobNotFound`, `DuplicateJobName`, or `VersionConflict` when
         `expected_version` is given and differs. A failed update writes nothing.
         """
@@ -199,6 +212,18 @@ class Store(Protocol):
         latest tick given. Does nothing (returns 0) if the job is gone, paused,
         or at another version than `job.version`: its ticks are then not owed.
         Returns how many records were inserted. The store makes their ids."""
+        ...
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        """The job's schedule revisions as they took effect, oldest first:
+        one made by `create_job` (`effective_from` = `created_at`), then one
+        for each `update_job` that changed the cron expression, the time zone
+        or `is_active` (pause and resume included; `effective_from` = its
+        `now`, `version` = the version it made). Other updates add none. At
+        most the latest `MAX_SCHEDULE_REVISIONS`: when older ones were dropped,
+        the first one returned took effect after `created_at`. A job stored
+        before the history existed has one revision, its current schedule
+        from `created_at`. Raises `JobNotFound`."""
         ...
 
     async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:

@@ -7,7 +7,12 @@ http_method, headers: [[name, value], ...], body_json, timeout_seconds,
 retry: {max_attempts, backoff_seconds, max_backoff_seconds},
 concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
 tags: [...], version, created_at, updated_at, last_tick, last_run_at,
-last_status}``. Headers are pairs, not a subdocument: they keep their order,
+last_status, schedule_history: [{version, effective_from, cron_expression,
+timezone, is_active}, ...]}``. The schedule history lives in the job document
+so that the one update that changes a job also records the revision; it is
+left out of every job read but `schedule_history`'s own, and a document
+written before it existed reads as one revision from `created_at`.
+Headers are pairs, not a subdocument: they keep their order,
 and a header name may hold ``.`` or start with ``$``. `body_json` is the body
 as JSON text (None for no body), so a str stays apart from a JSON document.
 An execution is ``{_id, job_id, job_name, trigger, scheduled_at, slot,
@@ -32,6 +37,10 @@ by `instance_id` (partial indexes).
 Atomicity. No multi-document transactions (nx-27017 has none worth relying
 on): every write is atomic on its own document, and every multi-document
 call is written so that a retry after a lost answer is harmless.
+`update_job` reads the job, then writes it back (spec, version and, when the
+schedule changed, the whole trimmed history with ``$set``: nx-27017 mangles
+``$push`` with ``$slice``) on condition that it is still at the version read,
+reading again if another write came in between.
 `claim_ticks` reads the batch's jobs in one query, then (three queries sent
 together) the tick keys already taken, the records these very claims may have
 written on an earlier attempt, and the RUNNING executions of its `forbid`
@@ -107,6 +116,7 @@ from cronsvc.domain import (
     JobSpec,
     MisfirePolicy,
     RetryPolicy,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import (
@@ -119,6 +129,7 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    MAX_SCHEDULE_REVISIONS,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -160,6 +171,17 @@ _INDEX_OPTIONS_CONFLICT = frozenset({85, 86})  # IndexOptionsConflict, IndexKeyS
 _TTL_INDEX = "executions_ttl"
 _JOB_NAME_INDEX = "name_unique"
 _CLAIM_JOB_FIELDS = {"version": 1, "is_active": 1, "name": 1, "concurrency_policy": 1}
+# What schedule revisions are made of; the history itself is read only with these.
+_REVISION_FIELDS = {
+    "version": 1,
+    "created_at": 1,
+    "cron_expression": 1,
+    "timezone": 1,
+    "is_active": 1,
+    "schedule_history": 1,
+}
+_WITHOUT_HISTORY = {"schedule_history": 0}
+_UPDATE_ATTEMPTS = 5
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
 # Policies whose claims look at the job's RUNNING executions.
@@ -234,7 +256,9 @@ class MongoStore:
 
     async def get_job(self, job_id: str) -> Job:
         with self._calling():
-            document = await self._jobs.find_one({"_id": job_id}) if is_valid_id(job_id) else None
+            document = None
+            if is_valid_id(job_id):
+                document = await self._jobs.find_one({"_id": job_id}, _WITHOUT_HISTORY)
             if document is None:
                 raise JobNotFound(job_id)
             return _job_from_document(document)
@@ -251,33 +275,64 @@ class MongoStore:
         with self._calling():
             if not is_valid_id(job_id):
                 raise JobNotFound(job_id)
-            selector: _Doc = {"_id": job_id}
-            if expected_version is not None:
-                selector["version"] = expected_version
-            changes: _Doc = {**_spec_fields(spec), "updated_at": unix_ms(now)}
-            if restart_schedule:
-                changes["last_tick"] = unix_ms(now)
-            try:
-                updated = await self._jobs.find_one_and_update(
-                    selector,
-                    {"$set": changes, "$inc": {"version": 1}},
-                    return_document=ReturnDocument.AFTER,
+            for _ in range(_UPDATE_ATTEMPTS):
+                updated = await self._update_job_once(
+                    job_id, spec, now, expected_version, restart_schedule
                 )
-            except DuplicateKeyError:
-                raise DuplicateJobName(spec.name) from None
-            if updated is not None:
-                return _job_from_document(updated)
-            current = await self._jobs.find_one({"_id": job_id}, {"version": 1})
-            if current is None:
-                raise JobNotFound(job_id)
-            if expected_version is not None and current["version"] != expected_version:
-                raise VersionConflict(job_id, expected_version, current["version"])
-            # The job matched, yet nothing was written: nx-27017 answers a
-            # unique-index violation in findAndModify with "no document".
-            taken = {"name": spec.name, "_id": {"$ne": job_id}}
-            if await self._jobs.find_one(taken, {"_id": 1}) is not None:
-                raise DuplicateJobName(spec.name)
-            raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
+                if updated is not None:
+                    return updated
+            raise StoreUnavailable(
+                f"mongodb store {self._url}: job {job_id!r} kept changing; not updated"
+            )
+
+    async def _update_job_once(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        now: datetime,
+        expected_version: int | None,
+        restart_schedule: bool,
+    ) -> Job | None:
+        """Read the job, then write it back only if it is still at the version
+        read, in one document update (the schedule history with it). None if
+        another write came in between and the caller may try again."""
+        current = await self._jobs.find_one({"_id": job_id}, _REVISION_FIELDS)
+        if current is None:
+            raise JobNotFound(job_id)
+        version = current["version"]
+        if expected_version is not None and version != expected_version:
+            raise VersionConflict(job_id, expected_version, version)
+        changes: _Doc = {**_spec_fields(spec), "updated_at": unix_ms(now)}
+        if restart_schedule:
+            changes["last_tick"] = unix_ms(now)
+        if _schedule_fields(current) != _schedule_fields(changes):
+            revisions = _history_documents(current)
+            revisions.append(_revision_document(version + 1, now, changes))
+            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
+        try:
+            updated = await self._jobs.find_one_and_update(
+                {"_id": job_id, "version": version},
+                {"$set": changes, "$inc": {"version": 1}},
+                projection=_WITHOUT_HISTORY,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            raise DuplicateJobName(spec.name) from None
+        if updated is not None:
+            return _job_from_document(updated)
+        latest = await self._jobs.find_one({"_id": job_id}, {"version": 1})
+        if latest is None:
+            raise JobNotFound(job_id)
+        if latest["version"] != version:
+            if expected_version is not None:
+                raise VersionConflict(job_id, expected_version, latest["version"])
+            return None  # changed in between: read it again
+        # The job matched, yet nothing was written: nx-27017 answers a
+        # unique-index violation in findAndModify with "no document".
+        taken = {"name": spec.name, "_id": {"$ne": job_id}}
+        if await self._jobs.find_one(taken, {"_id": 1}) is not None:
+            raise DuplicateJobName(spec.name)
+        raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
 
     async def delete_job(self, job_id: str) -> None:
         with self._calling():
@@ -306,7 +361,11 @@ class MongoStore:
                 selector["name"] = name_range
             if query.cursor is not None:
                 selector["_id"] = {"$lt": decode_job_cursor(query.cursor)}
-            found = self._jobs.find(selector).sort("_id", DESCENDING).limit(query.limit + 1)
+            found = (
+                self._jobs.find(selector, _WITHOUT_HISTORY)
+                .sort("_id", DESCENDING)
+                .limit(query.limit + 1)
+            )
             documents = await found.to_list()
             items = [_job_from_document(document) for document in documents[: query.limit]]
             next_cursor = None
@@ -316,7 +375,7 @@ class MongoStore:
 
     async def active_jobs(self) -> list[Job]:
         with self._calling():
-            documents = await self._jobs.find({"is_active": True}).to_list()
+            documents = await self._jobs.find({"is_active": True}, _WITHOUT_HISTORY).to_list()
             return [_job_from_document(document) for document in documents]
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
@@ -326,6 +385,24 @@ class MongoStore:
                 return {}
             found = self._jobs.find({"_id": {"$in": wanted}, "is_active": True}, {"version": 1})
             return {document["_id"]: document["version"] for document in await found.to_list()}
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        with self._calling():
+            document = None
+            if is_valid_id(job_id):
+                document = await self._jobs.find_one({"_id": job_id}, _REVISION_FIELDS)
+            if document is None:
+                raise JobNotFound(job_id)
+            return [
+                ScheduleRevision(
+                    version=int(revision["version"]),
+                    effective_from=from_unix_ms(revision["effective_from"]),
+                    cron_expression=revision["cron_expression"],
+                    timezone=revision["timezone"],
+                    is_active=bool(revision["is_active"]),
+                )
+                for revision in _history_documents(document)
+            ]
 
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         with self._calling():
@@ -965,16 +1042,45 @@ def _spec_fields(spec: JobSpec) -> _Doc:
 
 
 def _job_document(job: Job) -> _Doc:
+    spec = _spec_fields(job.spec)
     return {
         "_id": job.id,
-        **_spec_fields(job.spec),
+        **spec,
         "version": job.version,
         "created_at": unix_ms(job.created_at),
         "updated_at": unix_ms(job.updated_at),
         "last_tick": unix_ms(job.last_tick),
         "last_run_at": opt_unix_ms(job.last_run_at),
         "last_status": None if job.last_status is None else job.last_status.value,
+        "schedule_history": [_revision_document(job.version, job.created_at, spec)],
     }
+
+
+def _schedule_fields(document: Mapping[str, Any]) -> tuple[str, str, bool]:
+    return (document["cron_expression"], document["timezone"], bool(document["is_active"]))
+
+
+def _revision_document(version: int, effective_from: datetime, fields: Mapping[str, Any]) -> _Doc:
+    cron_expression, timezone, is_active = _schedule_fields(fields)
+    return {
+        "version": version,
+        "effective_from": unix_ms(effective_from),
+        "cron_expression": cron_expression,
+        "timezone": timezone,
+        "is_active": is_active,
+    }
+
+
+def _history_documents(document: Mapping[str, Any]) -> list[_Doc]:
+    """A job document's schedule history (read with `_REVISION_FIELDS`). A
+    job written before the history existed gets one revision: its schedule
+    as it is now, in force since it was created (earlier changes are not
+    known)."""
+    history = document.get("schedule_history")
+    if history:
+        return [dict(revision) for revision in history]
+    created = from_unix_ms(document["created_at"])
+    return [_revision_document(document["version"], created, document)]
 
 
 def _job_from_document(document: _Doc) -> Job:

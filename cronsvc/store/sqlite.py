@@ -44,6 +44,7 @@ from cronsvc.domain import (
     JobSpec,
     MisfirePolicy,
     RetryPolicy,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import (
@@ -55,6 +56,7 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    MAX_SCHEDULE_REVISIONS,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -73,14 +75,28 @@ from cronsvc.store.common import (
     opt_unix_ms,
     prefix_upper_bound,
     replaced_message,
+    revision_of,
+    schedule_changed,
     unix_ms,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
 _TICK_SLOT = "tick"
+
+# Each job's schedule as it took effect, one row per revision (see
+# `Store.schedule_history`); kept to the latest MAX_SCHEDULE_REVISIONS.
+_CREATE_SCHEDULE_REVISIONS = """CREATE TABLE schedule_revisions (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        effective_from INTEGER NOT NULL,
+        cron_expression TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        is_active INTEGER NOT NULL,
+        PRIMARY KEY (job_id, version)
+    ) WITHOUT ROWID"""
 
 _SCHEMA = (
     """CREATE TABLE schema_version (
@@ -149,6 +165,8 @@ _SCHEMA = (
     "CREATE INDEX executions_running_by_job ON executions (job_id) WHERE status = 'RUNNING'",
     """CREATE INDEX executions_running_by_instance ON executions (instance_id)
         WHERE status = 'RUNNING'""",
+    # Schedule history (version 3): see _MIGRATIONS[2].
+    _CREATE_SCHEDULE_REVISIONS,
 )
 
 # Statements that bring a store written by an older cronsvc up to date: the
@@ -158,6 +176,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Whether a claimed tick's webhook went out. Runs recorded before this
     # column existed count as sent: a reaper marks them LOST, never re-sends.
     1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
+    2: (
+        # --- Schedule history (the tick ledger) ---
+        # Jobs written before the history existed get one revision: their
+        # schedule as it is now, in force since they were created. Earlier
+        # changes are not known; the ledger takes this one as the whole story.
+        _CREATE_SCHEDULE_REVISIONS,
+        """INSERT INTO schedule_revisions
+            (job_id, version, effective_from, cron_expression, timezone, is_active)
+            SELECT id, version, created_at, cron_expression, timezone, is_active FROM jobs""",
+        # --- end of schedule history ---
+    ),
 }
 
 _JOB_COLUMNS = (
@@ -197,6 +226,15 @@ _INSERT_JOB = (
 )
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _JOB_COLUMNS[1:])} WHERE id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
+_INSERT_REVISION = """INSERT INTO schedule_revisions
+    (job_id, version, effective_from, cron_expression, timezone, is_active)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+# ?1 = job id, ?2 = how many revisions to keep.
+_TRIM_REVISIONS = """DELETE FROM schedule_revisions WHERE job_id = ?1 AND version <= (
+    SELECT version FROM schedule_revisions WHERE job_id = ?1
+    ORDER BY version DESC LIMIT 1 OFFSET ?2)"""
+_SELECT_REVISIONS = """SELECT version, effective_from, cron_expression, timezone, is_active
+    FROM schedule_revisions WHERE job_id = ? ORDER BY version"""
 _INSERT_TAG = "INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?, ?)"
 _DELETE_TAGS = "DELETE FROM job_tags WHERE job_id = ?"
 _ADVANCE_LAST_TICK = "UPDATE jobs SET last_tick = ?1 WHERE id = ?2 AND last_tick < ?1"
@@ -369,6 +407,9 @@ class SQLiteStore:
 
     async def delete_job(self, job_id: str) -> None:
         await self._run(_do_delete_job, job_id)
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        return await self._run(_do_schedule_history, job_id)
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]:
         return await self._run(_do_list_jobs, query)
@@ -569,6 +610,7 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
     with _transaction(db):
         _write_job(db, _INSERT_JOB, row, job.spec.name)
         db.executemany(_INSERT_TAG, _tag_rows(job))
+        db.execute(_INSERT_REVISION, _revision_row(job, job.created_at))
     return _job_from_row(row)
 
 
@@ -608,7 +650,25 @@ def _do_update_job(
         if tuple(spec.tags) != current.spec.tags:
             db.execute(_DELETE_TAGS, (job_id,))
             db.executemany(_INSERT_TAG, _tag_rows(updated))
+        if schedule_changed(current.spec, spec):
+            db.execute(_INSERT_REVISION, _revision_row(updated, now))
+            db.execute(_TRIM_REVISIONS, (job_id, MAX_SCHEDULE_REVISIONS))
     return _job_from_row(row)
+
+
+def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRevision]:
+    job = _do_get_job(db, job_id)
+    revisions = [
+        ScheduleRevision(
+            version=row[0],
+            effective_from=from_unix_ms(row[1]),
+            cron_expression=row[2],
+            timezone=row[3],
+            is_active=bool(row[4]),
+        )
+        for row in db.execute(_SELECT_REVISIONS, (job_id,))
+    ]
+    return revisions or [revision_of(job, job.created_at)]
 
 
 def _do_delete_job(db: sqlite3.Connection, job_id: str) -> None:
@@ -922,6 +982,18 @@ def _write_job(db: sqlite3.Connection, sql: str, params: _Row, name: str) -> Non
         if "jobs.name" in str(e):
             raise DuplicateJobName(name) from None
         raise
+
+
+def _revision_row(job: Job, effective_from: datetime) -> tuple[Any, ...]:
+    spec = job.spec
+    return (
+        job.id,
+        job.version,
+        unix_ms(effective_from),
+        spec.cron_expression,
+        spec.timezone,
+        int(spec.is_active),
+    )
 
 
 def _tag_rows(job: Job) -> list[tuple[str, str]]:
