@@ -69,6 +69,14 @@ class InvalidCursor(CronSvcError, ValueError):
         super().__init__(f"cursor {cursor[:40]!r} is not one this service issued")
 
 
+class TooManyTicks(CronSvcError, ValueError):
+    """A range that holds more ticks than one answer may list."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the range holds more than {limit} ticks; narrow it")
+
+
 class StoreUnavailable(CronSvcError, ConnectionError):
     """The store could not be reached or answered with an error; transient."""
 
