@@ -7,7 +7,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from cronsvc.api.openapi import ExecutionOut, JobOut, NextRunsOut, ScheduleOut, TriggeredOut
+from cronsvc.api.openapi import (
+    ExecutionOut,
+    JobOut,
+    LedgerOut,
+    NextRunsOut,
+    ScheduleOut,
+    TriggeredOut,
+)
 from tests.conftest import Receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -63,6 +70,9 @@ async def test_real_responses_match_the_documented_schemas(
         await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
     )
     NextRunsOut.model_validate(await (await client.get(f"/api/cron/{job['id']}/next")).json())
+    ledger = await (await client.get(f"/api/cron/{job['id']}/ledger")).json()
+    LedgerOut.model_validate(ledger)
+    assert [e["kind"] for e in ledger["entries"]] == ["manual"]
     preview = await client.post("/api/schedule/preview", json={"cronExpression": "@daily"})
     ScheduleOut.model_validate(await preview.json())
     for item in await (await client.get("/api/cron")).json():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cronsvc.api import jobs, logs, openapi, system
+from cronsvc.api import jobs, ledger, logs, openapi, system
 from cronsvc.api.problems import problem_middleware
 from cronsvc.api.schemas import MAX_BODY_BYTES
 
@@ -14,6 +14,7 @@ def create_app() -> web.Application:
     the service's cleanup contexts (see `cronsvc.service`)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
     app.add_routes(jobs.routes)
+    app.add_routes(ledger.routes)
     app.add_routes(logs.routes)
     app.add_routes(system.routes)
     app.add_routes(openapi.routes)

@@ -8,15 +8,16 @@ against, so the document cannot drift from the code unnoticed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
 from cronsvc.api.schemas import JobIn, PreviewIn
 from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, JsonValue, MisfirePolicy, Trigger
+from cronsvc.ledger import EntryKind
 
 routes = web.RouteTableDef()
 
@@ -100,6 +101,50 @@ class NextRunsOut(ScheduleOut):
     is_active: bool
 
 
+class LedgerEntryOut(_Out):
+    scheduled_at: datetime
+    kind: Annotated[
+        EntryKind,
+        Field(
+            description="tick: an owed tick and its record; gap: an owed tick with no "
+            "record; manual: a manual run; unscheduled: a record at an instant no "
+            "schedule in force owed (one since changed, say); unknown: a record from "
+            "before the kept schedule history"
+        ),
+    ]
+    status: ExecutionStatus | None
+    execution_id: str | None
+    trigger: Trigger | None
+
+
+class LedgerSummaryOut(_Out):
+    ticks: int
+    by_status: dict[str, int]
+    gaps: int
+    manual: int
+    unscheduled: int
+    unknown: int
+
+
+class LedgerOut(_Out):
+    cron_job_id: str
+    since: datetime
+    until: datetime
+    complete: Annotated[
+        bool,
+        Field(description="false when the range reaches back before the kept schedule history"),
+    ]
+    known_from: Annotated[
+        datetime | None,
+        Field(
+            description="when the schedule history was trimmed: the instant from which "
+            "owed ticks are known; null when the whole history is kept"
+        ),
+    ]
+    entries: list[LedgerEntryOut]
+    summary: LedgerSummaryOut
+
+
 class FieldErrorOut(_Out):
     field: str
     message: str
@@ -124,6 +169,7 @@ MODELS: dict[str, type[BaseModel]] = {
         TriggeredOut,
         ScheduleOut,
         NextRunsOut,
+        LedgerOut,
         ProblemOut,
     )
 }
@@ -289,6 +335,30 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "count",
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                },
+            ],
+            errors=(400, 404),
+        )
+    },
+    "/api/cron/{id}/ledger": {
+        "get": _op(
+            "Every tick the job owed in a range, with the record that settled it",
+            200,
+            _ref("LedgerOut"),
+            params=[
+                _ID,
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "inclusive; default: an hour before until",
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "exclusive; default and latest: now. At most 31 days "
+                    "after since, and at most 1000 owed ticks between them",
                 },
             ],
             errors=(400, 404),

@@ -27,6 +27,7 @@ from cronsvc.domain import (
     RetryPolicy,
 )
 from cronsvc.errors import FieldError, ValidationFailed
+from cronsvc.ledger import Ledger
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413), which also caps a job's `body`."""
@@ -236,6 +237,35 @@ def execution_to_wire(execution: Execution) -> dict[str, Any]:
         "responseTruncated": execution.response_truncated,
         "error": _error(execution.error),
         "instanceId": execution.instance_id,
+    }
+
+
+def ledger_to_wire(job_id: str, ledger: Ledger) -> dict[str, Any]:
+    summary = ledger.summary
+    return {
+        "cronJobId": job_id,
+        "since": instant(ledger.since),
+        "until": instant(ledger.until),
+        "complete": ledger.complete,
+        "knownFrom": instant(ledger.known_from),
+        "entries": [
+            {
+                "scheduledAt": instant(entry.scheduled_at),
+                "kind": entry.kind.value,
+                "status": entry.execution.status.value if entry.execution else None,
+                "executionId": entry.execution.id if entry.execution else None,
+                "trigger": entry.execution.trigger.value if entry.execution else None,
+            }
+            for entry in ledger.entries
+        ],
+        "summary": {
+            "ticks": summary.ticks,
+            "byStatus": {status.value: count for status, count in summary.by_status.items()},
+            "gaps": summary.gaps,
+            "manual": summary.manual,
+            "unscheduled": summary.unscheduled,
+            "unknown": summary.unknown,
+        },
     }
 
 
