@@ -30,8 +30,15 @@ class HttpMethod(enum.StrEnum):
 
 
 class ConcurrencyPolicy(enum.StrEnum):
+    """What a tick does while an earlier execution of its job still runs."""
+
     ALLOW = "allow"
+    """Run alongside it."""
     FORBID = "forbid"
+    """Do not run: the tick is recorded SKIPPED."""
+    REPLACE = "replace"
+    """Run, and end the running execution: it is recorded FAILURE (error type
+    "replaced") and its webhook request is aborted."""
 
 
 class MisfirePolicy(enum.StrEnum):
@@ -125,6 +132,19 @@ class Job:
     be left alone (`Retry-After` on a 429 or 503)."""
     previous_secret: PreviousSecret | None = None
     """Set by the service when `spec.secret` changes, never by a client."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleRevision:
+    """A job's schedule as it was in force from `effective_from` until the
+    next revision: which ticks the job owed in that span."""
+
+    version: int
+    """The job version that brought this revision in."""
+    effective_from: datetime
+    cron_expression: str
+    timezone: str
+    is_active: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

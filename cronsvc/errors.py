@@ -116,6 +116,14 @@ class TargetNotAllowed(CronSvcError, ValueError):
         super().__init__(f"{shown} is {reason}: not an allowed webhook target")
 
 
+class TooManyTicks(CronSvcError, ValueError):
+    """A range that holds more ticks than one answer may list."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the range holds more than {limit} ticks; narrow it")
+
+
 class StoreUnavailable(CronSvcError, ConnectionError):
     """The store could not be reached or answered with an error; transient."""
 

@@ -2,6 +2,14 @@
 
 Shared by the scheduler (scheduled and catch-up ticks) and the API (manual
 runs). It never decides *when* to fire; the scheduler does.
+
+Under `concurrencyPolicy` `replace` the store's claim ends the job's running
+executions itself; the runner then has their webhook requests aborted
+wherever they run, through a cancel notice to every instance (this one
+included). An instance that hears one cancels the delivery and writes
+nothing: the store already holds the final record. A notice that never
+arrives leaves the old request to run to its end; its result is then
+ignored by the store.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -26,9 +35,13 @@ from cronsvc.metrics import Metrics
 from cronsvc.misfire import plan_due_ticks
 from cronsvc.results import ResultWriter
 from cronsvc.retry import TRANSIENT, retry_transient
-from cronsvc.store import ClaimOutcome, Store, TickClaim
+from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
 
 log = structlog.get_logger(__name__)
+
+_MAX_REMEMBERED_CANCELS = 10_000
+"""Cancel notices are remembered (by execution id) up to this many, so a
+notice that arrives before its delivery has started still stops it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,10 @@ class TickRunner:
         self._max_defer_s = max_defer_s
         self._on_stale = on_stale
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deliveries: dict[str, asyncio.Task[Any]] = {}
+        """Execution id -> the task sending its webhook, while it runs."""
+        self._cancelled: dict[str, None] = {}
+        """Execution ids named by cancel notices, oldest first (bounded)."""
         self._leases_down = False
 
     @property
@@ -90,11 +107,60 @@ class TickRunner:
                 continue  # changed between read and claim: read it again
             assert result.execution is not None
             if result.outcome is ClaimOutcome.CLAIMED:
+                self._replaced([result])
                 self._spawn(self._deliver(job, result.execution))
             else:
                 self._count(result.execution.status)
             return result.execution
         raise JobNotFound(job_id)
+
+    def cancel_replaced(self, execution_ids: Sequence[str]) -> None:
+        """A cancel notice: abort the deliveries of these executions if this
+        instance runs them (or is about to), writing no result for them."""
+        for execution_id in execution_ids:
+            self._cancelled[execution_id] = None
+            task = self._deliveries.get(execution_id)
+            if task is not None and not task.done():
+                task.cancel()
+        while len(self._cancelled) > _MAX_REMEMBERED_CANCELS:
+            del self._cancelled[next(iter(self._cancelled))]
+
+    def _replaced(self, results: Sequence[ClaimResult]) -> None:
+        """Have the runs that these claims ended (under `replace`) aborted,
+        here at once and elsewhere by a cancel notice."""
+        ids = [execution_id for result in results for execution_id in result.replaced]
+        if not ids:
+            return
+        self._metrics.inc(
+            "cronsvc_runs_replaced_total", len(ids), help="Running executions ended by a newer run"
+        )
+        self._metrics.inc(
+            "cronsvc_executions_total", len(ids), help="Executions by outcome", status="FAILURE"
+        )
+        for result in results:
+            if result.replaced:
+                assert result.execution is not None
+                log.info(
+                    "runs_replaced",
+                    job_id=result.execution.job_id,
+                    execution_id=result.execution.id,
+                    replaced=list(result.replaced),
+                )
+        self.cancel_replaced(ids)
+        self._spawn(self._publish_cancel(ids))
+
+    async def _publish_cancel(self, execution_ids: list[str]) -> None:
+        try:
+            await self._coordinator.publish_cancel(execution_ids)
+        except TRANSIENT as exc:
+            # The replaced runs are already recorded; elsewhere they run on
+            # to their end, and their results are ignored.
+            self._metrics.inc(
+                "cronsvc_coordinator_errors_total",
+                help="Coordinator calls that failed",
+                op="cancel",
+            )
+            log.warning("cancel_notice_failed", execution_ids=execution_ids[:20], error=str(exc))
 
     async def drain(self, grace_s: float) -> None:
         """Let runs in flight finish for up to `grace_s`, then cancel the rest
@@ -187,6 +253,7 @@ class TickRunner:
             ahead_ms=round((fire_at - started) * 1000, 1),
             claim_ms=round((self._clock.time() - started) * 1000, 1),
         )
+        self._replaced(results)
         claimed: list[tuple[DueTick, Execution]] = []
         for d, result in zip(leased, results, strict=True):
             if result.outcome is ClaimOutcome.CLAIMED:
@@ -361,6 +428,27 @@ class TickRunner:
         return any(fired == tick for fired, _ in plan.fire)
 
     async def _deliver(self, job: Job, execution: Execution) -> None:
+        if execution.id in self._cancelled:
+            self._aborted(execution)  # replaced before it was sent
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._deliveries[execution.id] = task
+        try:
+            await self._send(job, execution)
+        finally:
+            self._deliveries.pop(execution.id, None)
+
+    def _aborted(self, execution: Execution) -> None:
+        self._metrics.inc(
+            "cronsvc_replaced_runs_aborted_total",
+            help="Webhook deliveries aborted because a newer run replaced them",
+        )
+        log.info(
+            "run_aborted", job_id=execution.job_id, execution_id=execution.id, reason="replaced"
+        )
+
+    async def _send(self, job: Job, execution: Execution) -> None:
         spec = job.spec
         request = WebhookRequest(
             execution_id=execution.id,
@@ -380,7 +468,10 @@ class TickRunner:
         try:
             result = await self._dispatcher.deliver(request)
         except asyncio.CancelledError:
-            self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
+            if execution.id in self._cancelled:
+                self._aborted(execution)  # the store holds its record already
+            else:
+                self._finish(_ended(execution, self._clock.now(), "shutdown", _SHUTDOWN))
             raise
         finished = _finished(execution, result)
         if result.status is ExecutionStatus.FAILURE:

@@ -45,6 +45,9 @@ BATCH_SIZE = 256
 first webhooks go out while later claims are still being written."""
 
 
+_CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
+
+
 @dataclass(slots=True)
 class _Entry:
     job: Job
@@ -193,9 +196,10 @@ class Scheduler:
     def _push(self, job_id: str, entry: _Entry) -> None:
         """Key the heap by when to take the tick: `claim_ahead_s` before it,
         so its claim is written before the tick; at the tick itself for
-        `forbid` jobs, whose claim must see whether the last run ended."""
+        `forbid` and `replace` jobs, whose claim must see whether the last
+        run ended (and, under `replace`, must not end it early)."""
         wake = entry.next_tick.timestamp()
-        if entry.job.spec.concurrency_policy is not ConcurrencyPolicy.FORBID:
+        if entry.job.spec.concurrency_policy not in _CLAIMED_AT_THE_TICK:
             wake -= self._config.claim_ahead_s
         heapq.heappush(self._heap, (wake, next(self._seq), job_id, entry.generation))
 

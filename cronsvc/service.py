@@ -176,6 +176,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         on_adopted=runner.adopt,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
+    coordinator.subscribe_cancels(runner.cancel_replaced)
     # Before the scheduler starts: runs left RUNNING by a previous process.
     await leader.step()
     app[CONTEXT] = ApiContext(

@@ -40,25 +40,33 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A webhook receiver: records each request and answers `status`/`reply`."""
+    """A webhook receiver: records each request and answers `status`/`reply`.
+    A request whose client hangs up before the answer is also in `dropped`."""
 
     url: str = ""
     status: int = 200
     reply: str = "ok"
     reply_headers: dict[str, str] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
+    dropped: list[Received] = field(default_factory=list)
     before_reply: Callable[[], Awaitable[None]] | None = None
     """Awaited after a request is recorded and before it is answered."""
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.requests.append(
-            Received(request.method, request.path_qs, dict(request.headers), body, time.time())
+        received = Received(
+            request.method, request.path_qs, dict(request.headers), body, time.time()
         )
+        self.requests.append(received)
         self._arrived.set()
-        if self.before_reply is not None:
-            await self.before_reply()
+        try:
+            if self.before_reply is not None:
+                await self.before_reply()
+        except asyncio.CancelledError:  # the client hung up (handler_cancellation)
+            self.dropped.append(received)
+            self._arrived.set()
+            raise
         return web.Response(status=self.status, text=self.reply, headers=self.reply_headers)
 
     async def wait_for(self, count: int, within_s: float = 10.0) -> list[Received]:
@@ -68,6 +76,14 @@ class Receiver:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.requests
+
+    async def wait_for_dropped(self, count: int, within_s: float = 10.0) -> list[Received]:
+        """Wait until the clients of at least `count` requests hung up."""
+        async with asyncio.timeout(within_s):
+            while len(self.dropped) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.dropped
 
 
 class ScriptedResolver(AbstractResolver):
@@ -109,7 +125,8 @@ async def start_receiver() -> AsyncIterator[Callable[[], Any]]:
         receiver = Receiver()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", receiver.handle)
-        runner = web.AppRunner(app, access_log=None)
+        # Cancel the handler when its client hangs up, so `dropped` sees it.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -14,9 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from cronsvc.api.context import CONTEXT
 from cronsvc.api.schemas import job_to_wire
 from cronsvc.config import LimitsConfig, WebhookConfig
 from cronsvc.domain import Job, JobSpec, PreviousSecret
+from cronsvc.ids import new_id
 from tests.conftest import MakeClient
 
 Client = TestClient[web.Request, web.Application]
@@ -265,6 +268,20 @@ async def test_invalid_job_is_rejected_field_by_field_and_nothing_is_written(
     body = await problem(await client.post("/api/cron", json=document), 400)
     assert field in fields_of(body), body
     assert await (await client.get("/api/cron")).json() == []
+
+
+@pytest.mark.parametrize("policy", ["allow", "forbid", "replace"])
+async def test_every_concurrency_policy_is_accepted_and_read_back(
+    client: Client, policy: str
+) -> None:
+    job = await create(client, concurrencyPolicy=policy)
+    assert job["concurrencyPolicy"] == policy
+    read = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert read["concurrencyPolicy"] == policy
+    body = await problem(
+        await client.patch(f"/api/cron/{job['id']}", json={"concurrencyPolicy": "sometimes"}), 400
+    )
+    assert "replace" in next(e["message"] for e in body["errors"])
 
 
 async def test_unknown_field_is_named_in_the_error(client: Client) -> None:
@@ -694,6 +711,80 @@ async def test_bad_preview_is_400(client: Client, document: dict[str, Any], fiel
     assert field in fields_of(
         await problem(await client.post("/api/schedule/preview", json=document), 400)
     )
+
+
+# -- tick ledger ------------------------------------------------------------------
+
+
+async def test_ledger_defaults_to_the_last_hour_and_lists_owed_ticks_up_to_now(
+    client: Client,
+) -> None:
+    job = await create(client, cronExpression="* * * * *", isActive=False)
+    response = await client.get(f"/api/cron/{job['id']}/ledger")
+    assert response.status == 200
+    ledger = await response.json()
+    until = parse(ledger["until"])
+    assert abs((datetime.now(UTC) - until).total_seconds()) < 5
+    assert until - parse(ledger["since"]) == timedelta(hours=1)
+    assert ledger["cronJobId"] == job["id"] and ledger["entries"] == []
+    assert ledger["complete"] is True and ledger["knownFrom"] is None
+    assert ledger["summary"]["ticks"] == 0 and ledger["summary"]["byStatus"]["SUCCESS"] == 0
+    future = {"until": (datetime.now(UTC) + timedelta(days=2)).isoformat()}
+    later = await (await client.get(f"/api/cron/{job['id']}/ledger", params=future)).json()
+    # Ticks after now are not listed: the range answered ends at now.
+    assert parse(later["since"]) <= parse(later["until"]) <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("since=yesterday", "since"),
+        ("until=2026-13-01T00:00:00Z", "until"),
+        ("since=2026-01-01T00:00:00", "since"),  # no zone
+        ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
+        ("since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
+        ("since=2026-01-01T00:00:00Z&until=2026-02-01T00:00:01Z", "since"),
+    ],
+)
+async def test_ledger_rejects_bad_ranges_naming_the_parameter(
+    client: Client, query: str, field: str
+) -> None:
+    job = await create(client)
+    body = await problem(await client.get(f"/api/cron/{job['id']}/ledger?{query}"), 400)
+    assert fields_of(body) == {field}
+
+
+async def test_ledger_of_more_ticks_than_one_answer_holds_asks_to_narrow_the_range(
+    client: Client,
+) -> None:
+    # An every-second job that was active from two hours ago to one hour ago.
+    store = client.app[CONTEXT].store
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    spec = JobSpec(name="busy", cron_expression="* * * * * *", webhook_url="https://x.org/")
+    job = await store.create_job(
+        Job(id=new_id(), spec=spec, created_at=created, updated_at=created, last_tick=created)
+    )
+    paused_at = created + timedelta(hours=1)
+    await store.update_job(job.id, dataclasses.replace(spec, is_active=False), now=paused_at)
+    url = f"/api/cron/{job.id}/ledger"
+
+    body = await problem(await client.get(url, params={"until": paused_at.isoformat()}), 400)
+    assert fields_of(body) == {"since"}
+    assert "narrow" in body["errors"][0]["message"] and "1000" in body["errors"][0]["message"]
+    end = created + timedelta(seconds=1001)
+    window = {"since": created.isoformat(), "until": end.isoformat()}
+    ledger = await (await client.get(url, params=window)).json()
+    assert ledger["summary"]["ticks"] == ledger["summary"]["gaps"] == 1000  # nothing recorded
+    assert {e["kind"] for e in ledger["entries"]} == {"gap"}
+    assert ledger["entries"][0]["status"] is None and ledger["entries"][0]["executionId"] is None
+    # Long after the pause nothing is owed, however long the range.
+    quiet = {"since": paused_at.isoformat(), "until": datetime.now(UTC).isoformat()}
+    assert (await (await client.get(url, params=quiet)).json())["entries"] == []
+
+
+async def test_ledger_of_an_unknown_job_is_not_found(client: Client) -> None:
+    for job_id in ("0" * 24, "nope"):
+        await problem(await client.get(f"/api/cron/{job_id}/ledger"), 404)
 
 
 # -- system ---------------------------------------------------------------------

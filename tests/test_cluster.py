@@ -4,6 +4,7 @@ server, checked through a real receiver and the API alone."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -70,6 +71,21 @@ async def private_cluster(
     processes = cluster_processes(tmp_path, server.url, "private", mongo_database_url)
     await asyncio.gather(*(p.start() for p in processes))
     yield processes, server
+    await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
+
+
+@pytest.fixture
+async def bystander_cluster(
+    tmp_path: Path, redis_url: str, redis_prefix: str, mongo_database_url: str
+) -> AsyncIterator[list[CronsvcProcess]]:
+    """Three instances, the first of which never schedules an every-second
+    job (its minimum interval is 2 s): a run started there by hand is met
+    by ticks that the other two claim."""
+    processes = cluster_processes(
+        tmp_path, redis_url, redis_prefix, mongo_database_url, {0: "min_interval_s = 2\n"}
+    )
+    await asyncio.gather(*(p.start() for p in processes))
+    yield processes
     await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
 
 
@@ -318,3 +334,90 @@ async def test_while_redis_is_down_ticks_keep_firing_once_and_readiness_says_so(
     for process in cluster:
         text = process.log_path.read_text()
         assert text.count('"leases_unavailable"') <= 1  # the outage is logged once, not per tick
+
+
+async def _manual_run_held_on_the_bystander(
+    cluster: list[CronsvcProcess], receiver: Receiver, policy: str
+) -> tuple[dict[str, Any], dict[str, Any], asyncio.Event]:
+    """A paused every-second job with `policy`, run by hand on the first
+    instance (its request held by the receiver), then resumed: its ticks are
+    claimed by the other two while that run still runs."""
+    release = asyncio.Event()
+    arrivals = itertools.count()
+
+    async def hold_the_first() -> None:
+        if next(arrivals) == 0:
+            await asyncio.wait_for(release.wait(), 30)
+
+    receiver.before_reply = hold_the_first
+    job = await call(
+        "POST",
+        f"{cluster[1].url}/api/cron",
+        json={
+            "name": f"{policy} across instances",
+            "cronExpression": "* * * * * *",
+            "webhookUrl": receiver.url,
+            "concurrencyPolicy": policy,
+            "timeoutSeconds": 30,
+            "isActive": False,
+        },
+    )
+    manual = await call("POST", f"{cluster[0].url}/api/cron/{job['id']}/trigger")
+    await receiver.wait_for(1)
+    await call("POST", f"{cluster[1].url}/api/cron/{job['id']}/resume")
+    return job, manual, release
+
+
+async def _final(base: str, execution_id: str, within_s: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(within_s):
+        while True:
+            log: dict[str, Any] = await call("GET", f"{base}/api/execution-logs/{execution_id}")
+            if log["status"] != "RUNNING":
+                return log
+            await asyncio.sleep(0.1)
+
+
+async def test_a_run_on_one_instance_is_aborted_when_another_claims_the_next_replace_tick(
+    bystander_cluster: list[CronsvcProcess], receiver: Receiver
+) -> None:
+    cluster = bystander_cluster
+    job, manual, release = await _manual_run_held_on_the_bystander(cluster, receiver, "replace")
+    try:
+        (dropped,) = await receiver.wait_for_dropped(1, within_s=15)
+    finally:
+        release.set()
+    assert dropped.json()["executionId"] == manual["id"]  # the held request was cut
+    replaced = await _final(cluster[2].url, manual["id"])
+    assert replaced["status"] == "FAILURE" and replaced["error"]["type"] == "replaced"
+    successor_id = replaced["error"]["message"].split("execution ")[1].split()[0]
+    successor = await _final(cluster[2].url, successor_id)
+    assert successor["trigger"] == "schedule" and successor["status"] == "SUCCESS"
+    assert successor["instanceId"] != manual["instanceId"]  # claimed on another instance
+    # Ended by the claim, at its tick; not by its own request's end.
+    assert parse(successor["scheduledAt"]) <= parse(replaced["finishedAt"])
+    assert parse(replaced["finishedAt"]) <= parse(successor["executedAt"])
+    logs = await all_logs(cluster[0].url, job["id"])
+    assert [e for e in logs if e["status"] == "RUNNING" and e["trigger"] == "manual"] == []
+
+
+async def test_forbid_skips_ticks_on_other_instances_while_a_run_goes_on(
+    bystander_cluster: list[CronsvcProcess], receiver: Receiver
+) -> None:
+    cluster = bystander_cluster
+    job, manual, release = await _manual_run_held_on_the_bystander(cluster, receiver, "forbid")
+    try:
+        async with asyncio.timeout(15):
+            while True:
+                logs = await all_logs(cluster[2].url, job["id"])
+                skipped = [e for e in logs if e["status"] == "SKIPPED"]
+                if len(skipped) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+        assert len(receiver.requests) == 1  # nothing overlapped the held run
+    finally:
+        release.set()
+    assert {e["instanceId"] for e in skipped} - {manual["instanceId"]} != set()
+    for entry in skipped:
+        assert entry["error"]["type"] == "skipped" and manual["id"] in entry["error"]["message"]
+    assert (await _final(cluster[0].url, manual["id"]))["status"] == "SUCCESS"
+    await receiver.wait_for(2)  # with the run over, ticks fire again

@@ -10,7 +10,7 @@ announcements that time out) lives in `test_coord_redis.py`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -147,6 +147,81 @@ async def test_notices_arrive_once_each_and_in_order(coordinator: Coordinator) -
         await coordinator.publish_job_change(job_id)
     await notices.wait_for("job-3")
     assert notices.received == ["job-1", "job-2", "job-3"]
+
+
+class Cancels:
+    """A cancel subscriber that records each notice's ids and can wait for one."""
+
+    def __init__(self) -> None:
+        self.received: list[list[str]] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, execution_ids: Sequence[str]) -> None:
+        self.received.append(list(execution_ids))
+        self._arrived.set()
+
+    async def wait_for(self, execution_ids: list[str], within_s: float = 5.0) -> None:
+        async with asyncio.timeout(within_s):
+            while execution_ids not in self.received:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+# Cancel notices
+
+
+async def test_cancel_notice_reaches_every_subscriber_including_the_publisher(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    other = await peer()
+    mine, theirs = Cancels(), Cancels()
+    coordinator.subscribe_cancels(mine)
+    other.subscribe_cancels(theirs)
+
+    await coordinator.publish_cancel(["exec-1", "exec-2"])
+
+    await mine.wait_for(["exec-1", "exec-2"])
+    await theirs.wait_for(["exec-1", "exec-2"])
+
+
+async def test_cancel_notices_arrive_once_each_and_in_order(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    other = await peer()
+    cancels = Cancels()
+    other.subscribe_cancels(cancels)
+    for n in range(3):
+        await coordinator.publish_cancel([f"exec-{n}"])
+    await cancels.wait_for(["exec-2"])
+    assert cancels.received == [["exec-0"], ["exec-1"], ["exec-2"]]
+
+
+async def test_cancel_notices_and_job_change_notices_do_not_cross(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    other = await peer()
+    notices, cancels = Notices(), Cancels()
+    other.subscribe_job_changes(notices)
+    other.subscribe_cancels(cancels)
+
+    await coordinator.publish_cancel(["exec-9"])
+    await coordinator.publish_job_change("job-9")
+
+    await notices.wait_for("job-9")
+    await cancels.wait_for(["exec-9"])
+    assert notices.received == ["job-9"]
+    assert cancels.received == [["exec-9"]]
+
+
+async def test_an_empty_cancel_notice_reaches_nobody(coordinator: Coordinator) -> None:
+    cancels = Cancels()
+    coordinator.subscribe_cancels(cancels)
+
+    await coordinator.publish_cancel([])
+    await coordinator.publish_cancel(["exec-1"])
+
+    await cancels.wait_for(["exec-1"])
+    assert cancels.received == [["exec-1"]]
 
 
 # Leadership

@@ -371,6 +371,8 @@ async def test_notices_resume_after_a_redis_restart_with_one_resync_call(
     a = await open_redis(server.url, "c1", connect_timeout_s=0.5, command_timeout_s=0.5)
     notices = Notices()
     a.subscribe_job_changes(notices)
+    cancels: list[list[str]] = []
+    a.subscribe_cancels(lambda ids: cancels.append(list(ids)))
 
     with capture_logs() as logs:
         server.stop()
@@ -381,10 +383,12 @@ async def test_notices_resume_after_a_redis_restart_with_one_resync_call(
         await notices.wait_for(RESYNC, within_s=10)
 
         b = await open_redis(server.url, "c1")
+        await b.publish_cancel(["exec-after"])
         await b.publish_job_change("job-after")
         await notices.wait_for("job-after")
 
     assert notices.received == [RESYNC, "job-after"]
+    assert cancels == [["exec-after"]]  # the cancel channel is subscribed again too
     assert len(events(logs, "coordinator_unavailable")) == 1
     assert len(events(logs, "coordinator_recovered")) == 1
     assert "s3cret" not in repr(logs)

@@ -385,6 +385,45 @@ async def test_forbid_records_a_skipped_tick_while_the_previous_run_is_still_goi
     assert skipped[0]["error"]["type"] == "skipped"
 
 
+async def test_replace_aborts_the_running_request_records_it_replaced_and_runs_the_next_tick(
+    client: Client, receiver: Receiver
+) -> None:
+    release = asyncio.Event()
+    arrivals = itertools.count()
+
+    async def hold_the_first() -> None:
+        if next(arrivals) == 0:
+            await asyncio.wait_for(release.wait(), 20)
+
+    receiver.before_reply = hold_the_first
+    job = await create(client, receiver.url, concurrencyPolicy="replace", timeoutSeconds=30)
+    try:
+        first, second = (await receiver.wait_for(2))[:2]
+        (dropped,) = await receiver.wait_for_dropped(1)
+    finally:
+        release.set()
+    assert dropped is first  # the held connection was cut, not answered
+    first_id, second_id = first.json()["executionId"], second.json()["executionId"]
+    replaced = await (await client.get(f"/api/execution-logs/{first_id}")).json()
+    assert replaced["status"] == "FAILURE"
+    assert replaced["error"]["type"] == "replaced" and second_id in replaced["error"]["message"]
+    assert parse(second.json()["scheduledAt"]) > parse(first.json()["scheduledAt"])
+    async with asyncio.timeout(10):
+        while True:
+            log = await (await client.get(f"/api/execution-logs/{second_id}")).json()
+            if log["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+    assert log["status"] == "SUCCESS"  # the next tick ran and was answered
+    # The aborted request wrote nothing over the record the claim made.
+    assert await (await client.get(f"/api/execution-logs/{first_id}")).json() == replaced
+    samples = await scrape(client)
+    assert samples[("cronsvc_runs_replaced_total", ())] == 1
+    assert samples[("cronsvc_replaced_runs_aborted_total", ())] == 1
+    logs = await logs_for(client, job["id"], 2)
+    assert [e for e in logs if e["error"] and e["error"]["type"] == "shutdown"] == []
+
+
 async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics, read by prometheus-client's own parser."""
     response = await client.get("/metrics")

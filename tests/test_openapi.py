@@ -9,7 +9,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from cronsvc.api.openapi import ExecutionOut, JobOut, NextRunsOut, ScheduleOut, TriggeredOut
+from cronsvc.api.openapi import (
+    ExecutionOut,
+    JobOut,
+    LedgerOut,
+    NextRunsOut,
+    ScheduleOut,
+    TriggeredOut,
+)
 from cronsvc.config import Config
 from tests.conftest import MakeClient, Receiver
 
@@ -93,6 +100,9 @@ async def test_real_responses_match_the_documented_schemas(
     assert rotated_job["previousSecretExpiresAt"] is not None
     JobOut.model_validate(rotated_job)
     NextRunsOut.model_validate(await (await client.get(f"/api/cron/{job['id']}/next")).json())
+    ledger = await (await client.get(f"/api/cron/{job['id']}/ledger")).json()
+    LedgerOut.model_validate(ledger)
+    assert [e["kind"] for e in ledger["entries"]] == ["manual"]
     preview = await client.post("/api/schedule/preview", json={"cronExpression": "@daily"})
     ScheduleOut.model_validate(await preview.json())
     for item in await (await client.get("/api/cron")).json():

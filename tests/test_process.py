@@ -85,6 +85,76 @@ async def test_restart_resumes_from_the_last_tick_without_double_firing(
     assert len(catchups) == 1 and catchups[0]["status"] == "SUCCESS"
 
 
+async def test_the_ledger_shows_every_owed_tick_across_a_pause_and_a_restart_and_gaps(
+    service: CronsvcProcess, receiver: Receiver
+) -> None:
+    status, job = await api(
+        "POST",
+        f"{service.url}/api/cron",
+        json={
+            "name": "ledgered",
+            "cronExpression": "*/1 * * * * *",
+            "webhookUrl": receiver.url,
+            "misfirePolicy": "skip",  # every tick that falls while stopped is MISSED
+        },
+    )
+    assert status == 201
+    await receiver.wait_for(3)
+    _, paused = await api("POST", f"{service.url}/api/cron/{job['id']}/pause")
+    await asyncio.sleep(3)
+    _, resumed = await api("POST", f"{service.url}/api/cron/{job['id']}/resume")
+    await receiver.wait_for(len(receiver.requests) + 2)
+    assert await service.stop() == 0
+    await asyncio.sleep(3.2)  # ticks fall due while nothing runs
+    count = len(receiver.requests)
+    await service.start()
+    await receiver.wait_for(count + 2)
+    await asyncio.sleep(0.5)  # the results of runs just answered are written behind
+    until = parse(receiver.requests[-1].json()["scheduledAt"])
+    created, paused_at, resumed_at = (
+        parse(job["createdAt"]),
+        parse(paused["updatedAt"]),
+        parse(resumed["updatedAt"]),
+    )
+    window = {"since": job["createdAt"], "until": until.isoformat()}
+    ledger_url = f"{service.url}/api/cron/{job['id']}/ledger"
+
+    status, ledger = await api("GET", ledger_url, params=window)
+
+    assert status == 200 and ledger["complete"] is True
+    owed = [e for e in ledger["entries"] if e["kind"] in ("tick", "gap")]
+    # Every second after the creation and after the resume, none in between.
+    expected = {
+        int(created.timestamp()) + n
+        for n in range(1, 60)
+        if created.timestamp() < int(created.timestamp()) + n < paused_at.timestamp()
+        or resumed_at.timestamp() < int(created.timestamp()) + n < until.timestamp()
+    }
+    assert {int(parse(e["scheduledAt"]).timestamp()) for e in owed} == expected
+    assert [e for e in owed if e["kind"] == "gap"] == [] and ledger["summary"]["gaps"] == 0
+    assert len(owed) == ledger["summary"]["ticks"] == len(expected)
+    # A tick claimed just before the pause is recorded SKIPPED; nothing else is
+    # recorded for the paused span.
+    others = [e for e in ledger["entries"] if e["kind"] not in ("tick", "gap")]
+    for entry in others:
+        assert entry["kind"] == "unscheduled" and entry["status"] == "SKIPPED"
+        assert parse(entry["scheduledAt"]) < paused_at + timedelta(seconds=1)
+    statuses = Counter(e["status"] for e in owed)
+    assert statuses["MISSED"] >= 2  # the ticks that fell while it was stopped
+    assert ledger["summary"]["byStatus"]["MISSED"] == statuses["MISSED"]
+    assert statuses["SUCCESS"] >= 5
+
+    deleted = next(e for e in owed if e["status"] == "SUCCESS")
+    status, _ = await api("DELETE", f"{service.url}/api/execution-logs/{deleted['executionId']}")
+    assert status == 200
+    status, after = await api("GET", ledger_url, params=window)
+    gaps = [e for e in after["entries"] if e["kind"] == "gap"]
+    assert [(g["scheduledAt"], g["status"], g["executionId"]) for g in gaps] == [
+        (deleted["scheduledAt"], None, None)
+    ]
+    assert after["summary"]["gaps"] == 1
+
+
 async def test_sigterm_lets_the_webhook_in_flight_finish_and_leaves_nothing_running(
     service: CronsvcProcess, start_receiver: Any
 ) -> None:

@@ -27,6 +27,7 @@ from cronsvc.domain import (
     MisfirePolicy,
     PreviousSecret,
     RetryPolicy,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import (
@@ -39,6 +40,7 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
+    MAX_SCHEDULE_REVISIONS,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -536,6 +538,104 @@ async def test_update_moves_the_job_between_tag_filters(store: Store) -> None:
     assert await all_jobs(store, tag="a") == []
     assert [j.id for j in await all_jobs(store, tag="b")] == [job.id]
     assert [j.id for j in await all_jobs(store, tag="shared")] == [job.id]
+
+
+# Jobs: schedule history
+
+
+def revision(
+    version: int, effective_from: datetime, expression: str = "* * * * *", **changes: Any
+) -> ScheduleRevision:
+    values: dict[str, Any] = {"timezone": "UTC", "is_active": True, **changes}
+    return ScheduleRevision(
+        version=version, effective_from=effective_from, cron_expression=expression, **values
+    )
+
+
+async def test_a_new_job_has_one_revision_from_its_creation(store: Store) -> None:
+    active = await create(store, "active", cron_expression="0 9 * * 1", timezone="Europe/Berlin")
+    paused = await create(store, "paused", is_active=False)
+
+    assert await store.schedule_history(active.id) == [
+        revision(1, T0, "0 9 * * 1", timezone="Europe/Berlin")
+    ]
+    assert await store.schedule_history(paused.id) == [revision(1, T0, is_active=False)]
+
+
+async def test_updates_that_change_schedule_zone_or_activity_add_revisions_in_order(
+    store: Store,
+) -> None:
+    job = await create(store)
+    name = job.spec.name
+    await store.update_job(job.id, make_spec(cron_expression="*/5 * * * *"), now=at(1))
+    await store.update_job(
+        job.id,
+        make_spec(cron_expression="*/5 * * * *", webhook_url="https://example.org/other"),
+        now=at(2),
+    )
+    paused = make_spec(cron_expression="*/5 * * * *", is_active=False)
+    await store.update_job(job.id, paused, now=at(3))
+    await store.update_job(job.id, dataclasses.replace(paused, headers={"X-A": "1"}), now=at(4))
+    await store.update_job(job.id, make_spec(cron_expression="*/5 * * * *"), now=at(5))
+    await store.update_job(
+        job.id,
+        make_spec(cron_expression="*/5 * * * *", timezone="Asia/Tokyo"),
+        now=at(6) + timedelta(microseconds=1500),
+    )
+
+    assert (await store.get_job(job.id)).spec.name == name
+    assert await store.schedule_history(job.id) == [
+        revision(1, T0),
+        revision(2, at(1), "*/5 * * * *"),
+        revision(4, at(3), "*/5 * * * *", is_active=False),
+        revision(6, at(5), "*/5 * * * *"),
+        revision(7, at(6) + timedelta(milliseconds=1), "*/5 * * * *", timezone="Asia/Tokyo"),
+    ]
+
+
+async def test_a_failed_update_adds_no_revision(store: Store) -> None:
+    job = await create(store, "first")
+    await create(store, "second")
+
+    with pytest.raises(VersionConflict):
+        await store.update_job(
+            job.id, make_spec("first", is_active=False), now=at(1), expected_version=7
+        )
+    with pytest.raises(DuplicateJobName):
+        await store.update_job(job.id, make_spec("second", is_active=False), now=at(2))
+
+    assert await store.schedule_history(job.id) == [revision(1, T0)]
+
+
+async def test_history_keeps_only_the_latest_revisions(store: Store) -> None:
+    job = await create(store)
+    updates = MAX_SCHEDULE_REVISIONS + 4
+    for n in range(1, updates + 1):
+        await store.update_job(job.id, make_spec(is_active=n % 2 == 0), now=at(n))
+
+    history = await store.schedule_history(job.id)
+
+    assert len(history) == MAX_SCHEDULE_REVISIONS
+    assert history[-1] == revision(updates + 1, at(updates), is_active=updates % 2 == 0)
+    assert [r.version for r in history] == list(range(updates + 2 - len(history), updates + 2))
+    assert history[0].effective_from > job.created_at  # older ones are gone
+
+
+@pytest.mark.parametrize("job_id", [*MALFORMED_IDS, "0" * 24])
+async def test_history_of_an_unknown_job_raises_job_not_found(store: Store, job_id: str) -> None:
+    with pytest.raises(JobNotFound):
+        await store.schedule_history(job_id)
+
+
+async def test_history_goes_with_its_deleted_job(store: Store) -> None:
+    job = await create(store)
+    await store.update_job(job.id, make_spec(is_active=False), now=at(1))
+    await store.delete_job(job.id)
+
+    with pytest.raises(JobNotFound):
+        await store.schedule_history(job.id)
+    again = await store.create_job(dataclasses.replace(make_job(), id=job.id))
+    assert await store.schedule_history(again.id) == [revision(1, T0)]
 
 
 # Jobs: list and active
@@ -1052,6 +1152,106 @@ async def test_forbid_skips_a_tick_while_a_manual_run_is_running(store: Store) -
     assert result.outcome is ClaimOutcome.SKIPPED
 
 
+async def test_replace_claims_and_ends_every_running_execution_as_replaced(store: Store) -> None:
+    allowing = await create(store, "replacing")
+    scheduled = await claimed(store, allowing, at(1))
+    manual = await claimed(store, allowing, at(1) + timedelta(seconds=30), trigger=Trigger.MANUAL)
+    job = await store.update_job(
+        allowing.id, make_spec("replacing", concurrency_policy=ConcurrencyPolicy.REPLACE), now=at(1)
+    )
+    new = tick_claim(job, at(2), instance_id="instance-b")
+
+    [result] = await store.claim_ticks([new])
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+    assert result.execution is not None and result.execution.id == new.execution_id
+    assert result.execution.status is ExecutionStatus.RUNNING
+    assert await store.get_execution(new.execution_id) == result.execution
+    assert sorted(result.replaced) == sorted([scheduled.id, manual.id])
+    for old in (scheduled, manual):
+        ended = await store.get_execution(old.id)
+        assert old.executed_at is not None and ended.error is not None
+        assert ended == dataclasses.replace(
+            old,
+            status=ExecutionStatus.FAILURE,
+            finished_at=new.executed_at,
+            duration_ms=int((new.executed_at - old.executed_at).total_seconds() * 1000),
+            error=ended.error,
+        )
+        assert ended.error.type == "replaced"
+        assert new.execution_id in ended.error.message
+    after = await store.get_job(job.id)
+    assert (after.last_run_at, after.last_status) == (None, None)
+    assert after.last_tick == at(2)
+
+
+async def test_replace_with_nothing_running_claims_and_replaces_nothing(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    done = await claimed(store, job, at(1))
+    await finish(store, finished(done))
+    await claimed(store, await create(store, "busy"), at(1))
+
+    result = await claim(store, job, at(2))
+
+    assert result.outcome is ClaimOutcome.CLAIMED
+    assert result.replaced == ()
+    assert await store.get_execution(done.id) == finished(done)
+
+
+async def test_a_replaced_execution_is_not_overwritten_by_its_runners_finish(
+    store: Store,
+) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    old = await claimed(store, job, at(1))
+    await claimed(store, job, at(2))
+    replaced = await store.get_execution(old.id)
+
+    assert await store.finish_executions([finished(old)]) == []
+
+    assert await store.get_execution(old.id) == replaced
+    assert replaced.status is ExecutionStatus.FAILURE
+    assert (await store.get_job(job.id)).last_status is None
+
+
+async def test_a_replace_claim_that_loses_its_tick_replaces_nothing(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    running = await claimed(store, job, at(1))
+
+    duplicate = await claim(store, job, at(1), instance_id="instance-b")
+    stale = await claim(store, job, at(2), version=job.version + 1)
+
+    assert duplicate == ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+    assert stale == ClaimResult(outcome=ClaimOutcome.STALE)
+    assert await store.get_execution(running.id) == running
+
+
+async def test_replace_within_one_batch_ends_the_run_claimed_earlier_in_it(store: Store) -> None:
+    job = await create(store, concurrency_policy=ConcurrencyPolicy.REPLACE)
+    batch = [tick_claim(job, at(1)), tick_claim(job, at(1), trigger=Trigger.MANUAL)]
+
+    first, second = await store.claim_ticks(batch)
+
+    assert (first.outcome, second.outcome) == (ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED)
+    assert (first.replaced, second.replaced) == ((), (batch[0].execution_id,))
+    ended = await store.get_execution(batch[0].execution_id)
+    assert ended.status is ExecutionStatus.FAILURE
+    assert ended.error is not None and ended.error.type == "replaced"
+    assert (await store.get_execution(batch[1].execution_id)).status is ExecutionStatus.RUNNING
+
+
+async def test_replace_comes_from_the_stored_spec_as_it_is_now(store: Store) -> None:
+    job = await create(store)
+    running = await claimed(store, job, at(1))
+    replacing = await store.update_job(
+        job.id, make_spec(concurrency_policy=ConcurrencyPolicy.REPLACE), now=at(1)
+    )
+
+    result = await claim(store, replacing, at(2))
+
+    assert result.replaced == (running.id,)
+    assert (await store.get_execution(running.id)).status is ExecutionStatus.FAILURE
+
+
 # Missed ticks
 
 
@@ -1530,6 +1730,14 @@ async def test_pause_job_pauses_an_active_job_at_the_expected_version(store: Sto
     assert paused.spec.is_active is False and paused.paused_reason == "410 Gone"
     assert paused.version == 2 and paused.updated_at == at(5)
     assert await store.get_job(job.id) == paused
+    # A pause is a change of schedule: the ledger owes no ticks after it.
+    assert (await store.schedule_history(job.id))[-1] == ScheduleRevision(
+        version=2,
+        effective_from=at(5),
+        cron_expression=job.spec.cron_expression,
+        timezone=job.spec.timezone,
+        is_active=False,
+    )
     [result] = await store.claim_ticks([tick_claim(job, at(6), version=2)])
     assert result.outcome is ClaimOutcome.STALE  # paused: nothing fires
 

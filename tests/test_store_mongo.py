@@ -21,7 +21,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cronsvc.config import redact_url
-from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ExecutionStatus,
+    Job,
+    JobSpec,
+    ScheduleRevision,
+    Trigger,
+)
 from cronsvc.errors import ConfigError, StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
@@ -160,6 +167,29 @@ async def test_prune_works_beside_the_ttl_index(mongo_database_url: str) -> None
         await store.aclose()
 
 
+async def test_a_job_written_before_the_schedule_history_reads_as_one_revision_and_grows(
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = await store.create_job(make_job())
+    await database["jobs"].update_one({"_id": job.id}, {"$unset": {"schedule_history": ""}})
+
+    assert await store.schedule_history(job.id) == [
+        ScheduleRevision(
+            version=1,
+            effective_from=T0,
+            cron_expression="* * * * *",
+            timezone="UTC",
+            is_active=True,
+        )
+    ]
+    await store.update_job(job.id, dataclasses.replace(job.spec, is_active=False), now=at(2))
+    history = await store.schedule_history(job.id)
+    assert [(r.version, r.effective_from, r.is_active) for r in history] == [
+        (1, T0, True),
+        (2, at(2), False),
+    ]
+
+
 async def test_a_claim_retried_after_a_lost_answer_gets_the_same_answer(
     store: MongoStore,
 ) -> None:
@@ -185,6 +215,33 @@ async def test_a_skip_retried_after_a_lost_answer_is_skipped_again(store: MongoS
 
     assert skipped.outcome is ClaimOutcome.SKIPPED
     assert again == skipped
+
+
+async def test_a_replace_retried_after_its_insert_landed_ends_the_old_run_then(
+    store: MongoStore,
+) -> None:
+    """The claim's insert landed but the write that ends the superseded run
+    did not (the answer was lost): the retry ends it and reports it."""
+    job = await store.create_job(make_job(concurrency_policy=ConcurrencyPolicy.REPLACE))
+    [old] = await store.claim_ticks([tick_claim(job, at(1))])
+    assert old.execution is not None
+    new = tick_claim(job, at(2))
+    replace_running = store._replace_running
+
+    async def lost(*args: Any) -> None:
+        return None
+
+    store._replace_running = lost  # type: ignore[method-assign]
+    [first] = await store.claim_ticks([new])
+    assert first.replaced == ()
+    assert (await store.get_execution(old.execution.id)).status is ExecutionStatus.RUNNING
+    store._replace_running = replace_running  # type: ignore[method-assign]
+
+    [again] = await store.claim_ticks([new])
+
+    assert again.outcome is ClaimOutcome.CLAIMED and again.execution == first.execution
+    assert again.replaced == (old.execution.id,)
+    assert (await store.get_execution(old.execution.id)).status is ExecutionStatus.FAILURE
 
 
 async def test_a_tick_taken_between_the_read_and_the_insert_is_duplicate(

@@ -27,6 +27,7 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     PreviousSecret,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import StoreUnavailable
@@ -94,6 +95,8 @@ _UNDO = (
     (re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)"), "ALTER TABLE {0} DROP COLUMN {1}"),
     (re.compile(r"CREATE (?:UNIQUE )?INDEX (\w+)"), "DROP INDEX {0}"),
     (re.compile(r"CREATE TABLE (\w+)"), "DROP TABLE {0}"),
+    # Rows a migration copies into a table it made go when the table goes.
+    (re.compile(r"INSERT INTO (\w+)"), "SELECT 1"),
 )
 
 
@@ -214,6 +217,41 @@ async def test_a_version_2_database_is_upgraded_to_keep_replaced_secrets_and_att
         assert (await store.get_execution(finished.id)).attempt_log == (attempt,)
     finally:
         await store.aclose()
+
+
+async def test_a_version_2_database_is_upgraded_and_its_jobs_get_their_schedule_as_history(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job())
+    spec = dataclasses.replace(job.spec, cron_expression="*/5 * * * *", is_active=False)
+    changed = await store.update_job(job.id, spec, now=at(3))
+    await store.aclose()
+    roll_back_to(db_path, 2)
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        # Its changes before the upgrade are not known: its schedule as it
+        # is now, from its creation on.
+        assert await store.schedule_history(job.id) == [
+            ScheduleRevision(
+                version=2,
+                effective_from=T0,
+                cron_expression="*/5 * * * *",
+                timezone="UTC",
+                is_active=False,
+            )
+        ]
+        await store.update_job(job.id, dataclasses.replace(spec, is_active=True), now=at(9))
+        assert [r.version for r in await store.schedule_history(job.id)] == [2, 3]
+        assert await store.get_job(job.id) == dataclasses.replace(
+            changed, version=3, updated_at=at(9), spec=dataclasses.replace(spec, is_active=True)
+        )
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
 
 
 NOT_A_DATABASE = b"these are somebody's notes, not a database\n" * 100

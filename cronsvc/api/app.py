@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cronsvc.api import docs, jobs, logs, openapi, system
+from cronsvc.api import docs, jobs, ledger, logs, openapi, system
 from cronsvc.api.auth import access_middleware
 from cronsvc.api.problems import problem_middleware
 from cronsvc.api.schemas import MAX_BODY_BYTES
@@ -18,6 +18,7 @@ def create_app() -> web.Application:
         client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware, access_middleware]
     )
     app.add_routes(jobs.routes)
+    app.add_routes(ledger.routes)
     app.add_routes(logs.routes)
     app.add_routes(system.routes)
     app.add_routes(openapi.routes)

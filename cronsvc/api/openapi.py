@@ -8,7 +8,7 @@ against, so the document cannot drift from the code unnoticed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,15 @@ from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
 from cronsvc.api.docs import ASSETS
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import JobIn, PreviewIn
-from cronsvc.domain import MAX_ATTEMPTS, ExecutionStatus, JsonValue, Trigger
+from cronsvc.domain import (
+    MAX_ATTEMPTS,
+    ConcurrencyPolicy,
+    ExecutionStatus,
+    JsonValue,
+    MisfirePolicy,
+    Trigger,
+)
+from cronsvc.ledger import EntryKind
 
 routes = web.RouteTableDef()
 
@@ -45,8 +53,8 @@ class JobOut(_Out):
     body: JsonValue | None
     timeout_seconds: float
     retry: RetryOut
-    concurrency_policy: str
-    misfire_policy: str
+    concurrency_policy: ConcurrencyPolicy
+    misfire_policy: MisfirePolicy
     misfire_grace_seconds: int
     is_active: bool
     tags: list[str]
@@ -140,6 +148,50 @@ class NextRunsOut(ScheduleOut):
     is_active: bool
 
 
+class LedgerEntryOut(_Out):
+    scheduled_at: datetime
+    kind: Annotated[
+        EntryKind,
+        Field(
+            description="tick: an owed tick and its record; gap: an owed tick with no "
+            "record; manual: a manual run; unscheduled: a record at an instant no "
+            "schedule in force owed (one since changed, say); unknown: a record from "
+            "before the kept schedule history"
+        ),
+    ]
+    status: ExecutionStatus | None
+    execution_id: str | None
+    trigger: Trigger | None
+
+
+class LedgerSummaryOut(_Out):
+    ticks: int
+    by_status: dict[str, int]
+    gaps: int
+    manual: int
+    unscheduled: int
+    unknown: int
+
+
+class LedgerOut(_Out):
+    cron_job_id: str
+    since: datetime
+    until: datetime
+    complete: Annotated[
+        bool,
+        Field(description="false when the range reaches back before the kept schedule history"),
+    ]
+    known_from: Annotated[
+        datetime | None,
+        Field(
+            description="when the schedule history was trimmed: the instant from which "
+            "owed ticks are known; null when the whole history is kept"
+        ),
+    ]
+    entries: list[LedgerEntryOut]
+    summary: LedgerSummaryOut
+
+
 class FieldErrorOut(_Out):
     field: str
     message: str
@@ -164,6 +216,7 @@ MODELS: dict[str, type[BaseModel]] = {
         TriggeredOut,
         ScheduleOut,
         NextRunsOut,
+        LedgerOut,
         ProblemOut,
     )
 }
@@ -383,6 +436,31 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "count",
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                },
+            ],
+            errors=(400, *_READ),
+        )
+    },
+    "/api/cron/{id}/ledger": {
+        "get": _op(
+            "Every tick the job owed in a range, with the record that settled it",
+            200,
+            _ref("LedgerOut"),
+            tag="jobs",
+            params=[
+                _ID,
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "inclusive; default: an hour before until",
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "exclusive; default and latest: now. At most 31 days "
+                    "after since, and at most 1000 owed ticks between them",
                 },
             ],
             errors=(400, *_READ),

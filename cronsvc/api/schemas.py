@@ -30,6 +30,7 @@ from cronsvc.domain import (
     RetryPolicy,
 )
 from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
+from cronsvc.ledger import Ledger
 from cronsvc.signing import parse_secret
 
 MAX_BODY_BYTES = 64 * 1024
@@ -335,6 +336,35 @@ def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
         "responseStatus": attempt.response_status,
         "error": _error(attempt.error),
         "retryAfterMs": attempt.retry_after_ms,
+    }
+
+
+def ledger_to_wire(job_id: str, ledger: Ledger) -> dict[str, Any]:
+    summary = ledger.summary
+    return {
+        "cronJobId": job_id,
+        "since": instant(ledger.since),
+        "until": instant(ledger.until),
+        "complete": ledger.complete,
+        "knownFrom": instant(ledger.known_from),
+        "entries": [
+            {
+                "scheduledAt": instant(entry.scheduled_at),
+                "kind": entry.kind.value,
+                "status": entry.execution.status.value if entry.execution else None,
+                "executionId": entry.execution.id if entry.execution else None,
+                "trigger": entry.execution.trigger.value if entry.execution else None,
+            }
+            for entry in ledger.entries
+        ],
+        "summary": {
+            "ticks": summary.ticks,
+            "byStatus": {status.value: count for status, count in summary.by_status.items()},
+            "gaps": summary.gaps,
+            "manual": summary.manual,
+            "unscheduled": summary.unscheduled,
+            "unknown": summary.unknown,
+        },
     }
 
 

@@ -14,6 +14,13 @@ URL scheme. `local` serves exactly one process; cluster backends share state.
   best effort while connected, which is why the scheduler also resyncs from
   the store. After a reconnect a coordinator calls every subscriber with
   `RESYNC`: anything may have changed.
+- Cancel notices: `publish_cancel` asks whichever instance runs these
+  executions to abort their webhook requests (a `replace` claim ended them in
+  the store). Same delivery as job-change notices: every subscriber on every
+  instance (the publisher included), normally once, rarely twice, best effort
+  while connected. There is nothing to resync after a reconnect: a notice
+  lost in an outage leaves the old request to run to its end, and its result
+  is ignored, since the store already holds the execution's final record.
 - Leadership: `try_lead` acquires or renews a lease and returns a fencing
   token that only grows, or None when another instance leads.
 - Heartbeats: `heartbeat` announces this instance for `ttl_s`;
@@ -31,6 +38,7 @@ from cronsvc.domain import InstanceInfo
 from cronsvc.errors import ConfigError
 
 JobChangeCallback = Callable[[str], None]
+CancelCallback = Callable[[Sequence[str]], None]
 
 RESYNC = "*"
 """The job id of a notice that means "anything may have changed": resync all."""
@@ -56,6 +64,19 @@ class Coordinator(Protocol):
     def subscribe_job_changes(self, callback: JobChangeCallback) -> None:
         """Call `callback(job_id)` (synchronously, on the event loop) for each
         notice. Callbacks must not block."""
+        ...
+
+    async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
+        """Ask every instance to cancel the runs of these executions (one
+        notice for all of them). Raises `CoordinatorUnavailable` when it
+        cannot be sent to other instances; subscribers of this instance have
+        been called by then all the same."""
+        ...
+
+    def subscribe_cancels(self, callback: CancelCallback) -> None:
+        """Call `callback(execution_ids)` (synchronously, on the event loop)
+        for each cancel notice, with its ids in the order published.
+        Callbacks must not block."""
         ...
 
     async def try_lead(self, instance_id: str, ttl_s: float) -> int | None:

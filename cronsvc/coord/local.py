@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from cronsvc.coord import JobChangeCallback
+from cronsvc.coord import CancelCallback, JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import StartupRefused
 
@@ -28,6 +28,7 @@ class LocalCoordinator:
         self._lock_path = lock_path
         self._lock_file: IO[str] | None = None
         self._callbacks: list[JobChangeCallback] = []
+        self._cancel_callbacks: list[CancelCallback] = []
         self._leases: dict[tuple[str, datetime], None] = {}
         self._instances: dict[str, InstanceInfo] = {}
         self._token = 0
@@ -82,6 +83,16 @@ class LocalCoordinator:
 
     def subscribe_job_changes(self, callback: JobChangeCallback) -> None:
         self._callbacks.append(callback)
+
+    async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
+        ids = list(execution_ids)
+        if not ids:
+            return
+        for callback in self._cancel_callbacks:
+            callback(ids)
+
+    def subscribe_cancels(self, callback: CancelCallback) -> None:
+        self._cancel_callbacks.append(callback)
 
     async def try_lead(self, instance_id: str, ttl_s: float) -> int | None:
         if self._leader is None:

@@ -12,6 +12,9 @@ Redis):
   their announcement expires (Redis's clock), so listing needs no SCAN.
 - `{p}:job-changes`: the pub/sub channel of job-change notices, each "<sender
   token> <job id>" so a sender skips its own echo (it has told itself already).
+- `{p}:cancels`: the pub/sub channel of cancel notices, each "<sender token>
+  <execution id>,<execution id>,...", echoes skipped the same way. One
+  connection listens to both channels.
 
 Outages: every call raises `CoordinatorUnavailable` (a builtin
 `ConnectionError`) while Redis cannot be reached, after one quick reconnect
@@ -42,7 +45,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
 from cronsvc.config import redact_url
-from cronsvc.coord import RESYNC, JobChangeCallback
+from cronsvc.coord import RESYNC, CancelCallback, JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import CoordinatorUnavailable, StartupRefused
 from cronsvc.retry import backoff_delay
@@ -175,7 +178,9 @@ class RedisCoordinator:
         self._command_timeout_s = command_timeout_s
         self._token = secrets.token_hex(8)
         self._channel = f"{key_prefix}:job-changes"
+        self._cancel_channel = f"{key_prefix}:cancels"
         self._callbacks: list[JobChangeCallback] = []
+        self._cancel_callbacks: list[CancelCallback] = []
         self._held: dict[str, str] = {}
         """instance id -> the leader lease value it set, while it leads."""
         self._client: aredis.Redis | None = None
@@ -294,7 +299,7 @@ class RedisCoordinator:
             replies[2 * i] is True or replies[2 * i + 1] == self._token for i in range(len(keys))
         ]
 
-    # Job-change notices
+    # Notices: job changes, and the listener both kinds of notice share
 
     async def publish_job_change(self, job_id: str) -> None:
         # This instance hears of its own changes at once, Redis or not; the
@@ -307,15 +312,19 @@ class RedisCoordinator:
         self._callbacks.append(callback)
 
     async def _subscribe(self, client: aredis.Redis) -> PubSub:
-        """A pub/sub connection subscribed to the notice channel, confirmed."""
+        """A pub/sub connection subscribed to both notice channels, confirmed."""
         pubsub = client.pubsub()
+        channels = (self._channel, self._cancel_channel)
+        confirmed: set[str] = set()
         try:
             async with asyncio.timeout(self._connect_timeout_s + self._command_timeout_s):
-                await pubsub.subscribe(self._channel)
+                await pubsub.subscribe(*channels)
                 while True:
                     message = await pubsub.get_message(timeout=self._command_timeout_s)
                     if message is not None and message["type"] == "subscribe":
-                        return pubsub
+                        confirmed.add(str(message["channel"]))
+                        if confirmed.issuperset(channels):
+                            return pubsub
         except BaseException:
             await _close_quietly(pubsub)
             raise
@@ -369,9 +378,13 @@ class RedisCoordinator:
             if message is not None:
                 last_heard = now
                 if message["type"] == "message":
-                    sender, _, job_id = str(message["data"]).rpartition(" ")
-                    if sender != self._token:
-                        self._dispatch(job_id)
+                    sender, _, payload = str(message["data"]).rpartition(" ")
+                    if sender == self._token:
+                        continue
+                    if str(message["channel"]) == self._cancel_channel:
+                        self._dispatch_cancel([i for i in payload.split(",") if i])
+                    else:
+                        self._dispatch(payload)
             elif now - last_heard > 2 * _KEEPALIVE_S:
                 raise rexc.TimeoutError(f"no answer on the notice connection for {_KEEPALIVE_S}s")
             elif now - last_heard > _KEEPALIVE_S and now - last_ping > _KEEPALIVE_S:
@@ -389,6 +402,27 @@ class RedisCoordinator:
     def _listener_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("coordinator_listener_crashed", url=self._safe_url, exc_info=task.exception())
+
+    # Cancel notices
+
+    async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
+        ids = [i for i in execution_ids if i]
+        if not ids:
+            return
+        # As for job changes: this instance acts at once, and skips the echo.
+        self._dispatch_cancel(ids)
+        with self._translate("publish_cancel"):
+            await self._redis.publish(self._cancel_channel, f"{self._token} {','.join(ids)}")
+
+    def subscribe_cancels(self, callback: CancelCallback) -> None:
+        self._cancel_callbacks.append(callback)
+
+    def _dispatch_cancel(self, execution_ids: list[str]) -> None:
+        for callback in list(self._cancel_callbacks):
+            try:
+                callback(execution_ids)
+            except Exception:
+                log.exception("cancel_callback_failed", execution_ids=execution_ids[:20])
 
     # Leadership
 

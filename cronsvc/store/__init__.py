@@ -21,6 +21,12 @@ This key is the final fence against a duplicate fire when leases fail.
 Jobs keep `previous_secret` (the signing secret their spec replaced, with its
 expiry) beside the spec; executions keep their `attempt_log`. Records written
 before either existed read back as none and as an empty log.
+
+Schedule history: each job keeps the revisions of its schedule as they took
+effect (see `ScheduleRevision` and `schedule_history`), written in the same
+atomic write as the create or update that made them, so the ticks a job owed
+at any instant can be worked out after the fact. Only the latest
+`MAX_SCHEDULE_REVISIONS` are kept.
 """
 
 from __future__ import annotations
@@ -38,11 +44,15 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     PreviousSecret,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import ConfigError
 
 T = TypeVar("T")
+
+MAX_SCHEDULE_REVISIONS = 100
+"""Schedule revisions kept per job; older ones are dropped as new ones come."""
 
 
 class Keep(enum.Enum):
@@ -103,7 +113,8 @@ class TickClaim:
 
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"
-    """A RUNNING execution was inserted; the caller fires the webhook."""
+    """A RUNNING execution was inserted; the caller fires the webhook. Under
+    `replace`, the executions it ended are in `ClaimResult.replaced`."""
     SKIPPED = "skipped"
     """The job's `concurrency_policy` is `forbid` and another execution of it
     is RUNNING: a SKIPPED record (error type "skipped", naming the running
@@ -120,11 +131,17 @@ class ClaimResult:
     outcome: ClaimOutcome
     execution: Execution | None = None
     """The inserted record for CLAIMED and SKIPPED; None otherwise."""
+    replaced: tuple[str, ...] = ()
+    """For a CLAIMED claim of a `replace` job: the ids of the executions of
+    that job that were RUNNING and that this claim ended (FAILURE, error type
+    "replaced"). Their webhooks may still be in flight on some instance: the
+    caller has them cancelled. Empty otherwise."""
 
 
 class Store(Protocol):
     async def create_job(self, job: Job) -> Job:
-        """Insert a new job as given (`previous_secret` too). Raises `DuplicateJobName`."""
+        """Insert a new job as given (`previous_secret` too), with its first
+        schedule revision. Raises `DuplicateJobName`."""
         ...
 
     async def get_job(self, job_id: str) -> Job:
@@ -150,7 +167,9 @@ class Store(Protocol):
         `last_tick`, `last_run_at`, `last_status` and, by default,
         `previous_secret` are otherwise kept; `paused_reason` and
         `deferred_until` are cleared (a user's change supersedes what a target
-        asked for).
+        asked for). A change of cron expression, time zone or `is_active` also
+        records a schedule revision (see `schedule_history`) in the same
+        atomic write.
         Raises `JobNotFound`, `DuplicateJobName`, or `VersionConflict` when
         `expected_version` is given and differs. A failed update writes nothing.
         """
@@ -208,6 +227,17 @@ class Store(Protocol):
         RUNNING record (`executed_at` = claim.executed_at, `attempts` = 0).
         For `schedule` and `catchup`, CLAIMED and SKIPPED also advance the
         job's `last_tick` to `scheduled_at` if that is later.
+
+        If the stored job's policy is `replace`, a CLAIMED claim also ends
+        every RUNNING execution of the job, with the insert: each becomes
+        FAILURE with error type "replaced" and a message naming the new
+        execution, `finished_at` = claim.executed_at (and `duration_ms` from
+        its `executed_at`); `last_run_at` and `last_status` are left alone.
+        Their ids are in `ClaimResult.replaced`. Records already final are
+        untouched, and a later `finish_executions` of a replaced record
+        leaves it as it is. An execution claimed earlier in the same batch
+        is replaced like any other (its id is then in a later claim's
+        `replaced`, while its own result still says CLAIMED).
         """
         ...
 
@@ -226,6 +256,18 @@ class Store(Protocol):
         latest tick given. Does nothing (returns 0) if the job is gone, paused,
         or at another version than `job.version`: its ticks are then not owed.
         Returns how many records were inserted. The store makes their ids."""
+        ...
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        """The job's schedule revisions as they took effect, oldest first:
+        one made by `create_job` (`effective_from` = `created_at`), then one
+        for each `update_job` that changed the cron expression, the time zone
+        or `is_active` (pause and resume included; `effective_from` = its
+        `now`, `version` = the version it made). Other updates add none. At
+        most the latest `MAX_SCHEDULE_REVISIONS`: when older ones were dropped,
+        the first one returned took effect after `created_at`. A job stored
+        before the history existed has one revision, its current schedule
+        from `created_at`. Raises `JobNotFound`."""
         ...
 
     async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:

@@ -1,6 +1,7 @@
 """What the store backends share: instants as exact Unix milliseconds, JSON
-text, attempt logs as plain documents, name-prefix bounds, and the opaque
-page cursors."""
+text, attempt logs as plain documents, name-prefix bounds, the opaque page
+cursors, the words of the records a claim writes, and when an update makes a
+schedule revision."""
 
 from __future__ import annotations
 
@@ -10,13 +11,38 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronsvc.domain import AttemptRecord, ErrorInfo, Trigger
+from cronsvc.domain import AttemptRecord, ErrorInfo, Job, JobSpec, ScheduleRevision, Trigger
 from cronsvc.errors import InvalidCursor
 from cronsvc.ids import is_valid_id
 
 MAX_CURSOR_CHARS = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
+
+
+def schedule_changed(old: JobSpec, new: JobSpec) -> bool:
+    """Whether an update from `old` to `new` makes a schedule revision."""
+    return (old.cron_expression, old.timezone, old.is_active) != (
+        new.cron_expression,
+        new.timezone,
+        new.is_active,
+    )
+
+
+def revision_of(job: Job, effective_from: datetime) -> ScheduleRevision:
+    """The job's schedule as it is, in force from `effective_from`."""
+    return ScheduleRevision(
+        version=job.version,
+        effective_from=from_unix_ms(unix_ms(effective_from)),
+        cron_expression=job.spec.cron_expression,
+        timezone=job.spec.timezone,
+        is_active=job.spec.is_active,
+    )
+
+
+def replaced_message(execution_id: str) -> str:
+    """The error message of a run ended by a `replace` claim."""
+    return f"concurrency policy replace: execution {execution_id} of this job started"
 
 
 def check_limit(limit: int) -> None:

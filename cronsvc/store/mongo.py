@@ -7,11 +7,18 @@ http_method, headers: [[name, value], ...], body_json, timeout_seconds,
 retry: {max_attempts, backoff_seconds, max_backoff_seconds},
 concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
 tags: [...], version, created_at, updated_at, last_tick, last_run_at,
-last_status, previous_secret, previous_secret_expires_at}`` (the last two
-absent or None when the job has no replaced secret). Headers are pairs,
-not a subdocument: they keep their order, and a header name may hold ``.``
-or start with ``$``. `body_json` is the body as JSON text (None for no
-body), so a str stays apart from a JSON document.
+last_status, paused_reason, deferred_until, previous_secret,
+previous_secret_expires_at, schedule_history: [{version, effective_from,
+cron_expression, timezone, is_active}, ...]}`` (the previous secret's fields
+absent or None when the job has no replaced secret; `paused_reason` and
+`deferred_until` absent in documents written before they existed). The
+schedule history lives in the job document so that the one update that
+changes a job also records the revision; it is left out of every job read
+but `schedule_history`'s own, and a document written before it existed reads
+as one revision from `created_at`. Headers are pairs, not a subdocument: they
+keep their order, and a header name may hold ``.`` or start with ``$``.
+`body_json` is the body as JSON text (None for no body), so a str stays apart
+from a JSON document.
 An execution is ``{_id, job_id, job_name, trigger, scheduled_at, slot,
 status, instance_id, executed_at, finished_at, finished_date, duration_ms,
 attempts, response_status, response_body, response_truncated,
@@ -36,23 +43,34 @@ by `instance_id` (partial indexes).
 Atomicity. No multi-document transactions (nx-27017 has none worth relying
 on): every write is atomic on its own document, and every multi-document
 call is written so that a retry after a lost answer is harmless.
+`update_job` reads the job, then writes it back (spec, version and, when the
+schedule changed, the whole trimmed history with ``$set``: nx-27017 mangles
+``$push`` with ``$slice``) on condition that it is still at the version read,
+reading again if another write came in between.
 `claim_ticks` reads the batch's jobs in one query, then (three queries sent
 together) the tick keys already taken, the records these very claims may have
 written on an earlier attempt, and the RUNNING executions of its `forbid`
-jobs; it decides each claim in order in Python, later claims seeing earlier
-ones as the SQLite store does; it inserts the RUNNING and SKIPPED records with
-one unordered ``insert_many``, a duplicate-key error on the unique tick key
-making that claim DUPLICATE; last, one ``bulk_write`` moves `last_tick`
-forward (``$max`` as one conditional update per distinct tick). A claim
-retried with its execution id after a lost answer gets its first answer
-again, not DUPLICATE, so the retry does not strand a RUNNING record.
+and `replace` jobs; it decides each claim in order in Python, later claims
+seeing earlier ones as the SQLite store does; it inserts the RUNNING and
+SKIPPED records with one unordered ``insert_many``, a duplicate-key error on
+the unique tick key making that claim DUPLICATE; then, if `replace` claims
+won, one ``bulk_write`` ends the runs they supersede (each a conditional
+update on a record still RUNNING) and one query reads back which it ended;
+last, one ``bulk_write`` moves `last_tick` forward (``$max`` as one
+conditional update per distinct tick). A claim retried with its execution id
+after a lost answer gets its first answer again, not DUPLICATE, so the retry
+does not strand a RUNNING record; under `replace` it also ends again what is
+still running.
 
 Where this is weaker than SQLite's one transaction: between the read of the
 jobs and the insert, a job can be updated, paused or deleted, and a claim for
 its old version is then still written. The runner closes that window for
 ticks claimed ahead of time: it re-reads `current_versions` at the tick and
 does not fire a claim whose job changed. Likewise two claims of one `forbid`
-job racing from two instances for *different* ticks can both be CLAIMED. The
+or `replace` job racing from two instances for *different* ticks can both be
+CLAIMED, neither seeing the other; and a claimer that dies between its insert
+and the replacing write leaves the superseded run RUNNING until it ends by
+itself (or is marked LOST with its instance). The
 unique tick key fences the case that matters most: one tick is never claimed
 twice. `finish_executions` and `record_missed` write record by record, each
 atomic, and are idempotent, so a batch cut short is finished by its retry.
@@ -61,6 +79,7 @@ atomic, and are idempotent, so a batch cut short is finished by its retry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -104,6 +123,7 @@ from cronsvc.domain import (
     MisfirePolicy,
     PreviousSecret,
     RetryPolicy,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import (
@@ -117,6 +137,7 @@ from cronsvc.errors import (
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
     KEEP,
+    MAX_SCHEDULE_REVISIONS,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -137,6 +158,7 @@ from cronsvc.store.common import (
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
+    replaced_message,
     skip_reason,
     unix_ms,
 )
@@ -167,8 +189,21 @@ _CLAIM_JOB_FIELDS = {
     "concurrency_policy": 1,
     "deferred_until": 1,
 }
+# What schedule revisions are made of; the history itself is read only with these.
+_REVISION_FIELDS = {
+    "version": 1,
+    "created_at": 1,
+    "cron_expression": 1,
+    "timezone": 1,
+    "is_active": 1,
+    "schedule_history": 1,
+}
+_WITHOUT_HISTORY = {"schedule_history": 0}
+_UPDATE_ATTEMPTS = 5
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+# Policies whose claims look at the job's RUNNING executions.
+_WATCHED = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
 
 class MongoStore:
@@ -239,7 +274,9 @@ class MongoStore:
 
     async def get_job(self, job_id: str) -> Job:
         with self._calling():
-            document = await self._jobs.find_one({"_id": job_id}) if is_valid_id(job_id) else None
+            document = None
+            if is_valid_id(job_id):
+                document = await self._jobs.find_one({"_id": job_id}, _WITHOUT_HISTORY)
             if document is None:
                 raise JobNotFound(job_id)
             return _job_from_document(document)
@@ -257,40 +294,72 @@ class MongoStore:
         with self._calling():
             if not is_valid_id(job_id):
                 raise JobNotFound(job_id)
-            selector: _Doc = {"_id": job_id}
-            if expected_version is not None:
-                selector["version"] = expected_version
-            changes: _Doc = {
-                **_spec_fields(spec),
-                "updated_at": unix_ms(now),
-                "paused_reason": None,
-                "deferred_until": None,
-            }
-            if restart_schedule:
-                changes["last_tick"] = unix_ms(now)
-            if not isinstance(previous_secret, Keep):
-                changes.update(_previous_secret_fields(previous_secret))
-            try:
-                updated = await self._jobs.find_one_and_update(
-                    selector,
-                    {"$set": changes, "$inc": {"version": 1}},
-                    return_document=ReturnDocument.AFTER,
+            for _ in range(_UPDATE_ATTEMPTS):
+                updated = await self._update_job_once(
+                    job_id, spec, now, expected_version, restart_schedule, previous_secret
                 )
-            except DuplicateKeyError:
-                raise DuplicateJobName(spec.name) from None
-            if updated is not None:
-                return _job_from_document(updated)
-            current = await self._jobs.find_one({"_id": job_id}, {"version": 1})
-            if current is None:
-                raise JobNotFound(job_id)
-            if expected_version is not None and current["version"] != expected_version:
-                raise VersionConflict(job_id, expected_version, current["version"])
-            # The job matched, yet nothing was written: nx-27017 answers a
-            # unique-index violation in findAndModify with "no document".
-            taken = {"name": spec.name, "_id": {"$ne": job_id}}
-            if await self._jobs.find_one(taken, {"_id": 1}) is not None:
-                raise DuplicateJobName(spec.name)
-            raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
+                if updated is not None:
+                    return updated
+            raise StoreUnavailable(
+                f"mongodb store {self._url}: job {job_id!r} kept changing; not updated"
+            )
+
+    async def _update_job_once(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        now: datetime,
+        expected_version: int | None,
+        restart_schedule: bool,
+        previous_secret: PreviousSecret | Keep | None,
+    ) -> Job | None:
+        """Read the job, then write it back only if it is still at the version
+        read, in one document update (the schedule history with it). None if
+        another write came in between and the caller may try again."""
+        current = await self._jobs.find_one({"_id": job_id}, _REVISION_FIELDS)
+        if current is None:
+            raise JobNotFound(job_id)
+        version = current["version"]
+        if expected_version is not None and version != expected_version:
+            raise VersionConflict(job_id, expected_version, version)
+        changes: _Doc = {
+            **_spec_fields(spec),
+            "updated_at": unix_ms(now),
+            "paused_reason": None,
+            "deferred_until": None,
+        }
+        if restart_schedule:
+            changes["last_tick"] = unix_ms(now)
+        if not isinstance(previous_secret, Keep):
+            changes.update(_previous_secret_fields(previous_secret))
+        if _schedule_fields(current) != _schedule_fields(changes):
+            revisions = _history_documents(current)
+            revisions.append(_revision_document(version + 1, now, changes))
+            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
+        try:
+            updated = await self._jobs.find_one_and_update(
+                {"_id": job_id, "version": version},
+                {"$set": changes, "$inc": {"version": 1}},
+                projection=_WITHOUT_HISTORY,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            raise DuplicateJobName(spec.name) from None
+        if updated is not None:
+            return _job_from_document(updated)
+        latest = await self._jobs.find_one({"_id": job_id}, {"version": 1})
+        if latest is None:
+            raise JobNotFound(job_id)
+        if latest["version"] != version:
+            if expected_version is not None:
+                raise VersionConflict(job_id, expected_version, latest["version"])
+            return None  # changed in between: read it again
+        # The job matched, yet nothing was written: nx-27017 answers a
+        # unique-index violation in findAndModify with "no document".
+        taken = {"name": spec.name, "_id": {"$ne": job_id}}
+        if await self._jobs.find_one(taken, {"_id": 1}) is not None:
+            raise DuplicateJobName(spec.name)
+        raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
 
     async def pause_job(
         self, job_id: str, *, expected_version: int, reason: str, now: datetime
@@ -298,16 +367,26 @@ class MongoStore:
         with self._calling():
             if not is_valid_id(job_id):
                 return None
+            current = await self._jobs.find_one({"_id": job_id}, _REVISION_FIELDS)
+            if current is None or current["version"] != expected_version:
+                return None
+            if not current["is_active"]:
+                return None
+            changes: _Doc = {
+                "is_active": False,
+                "paused_reason": reason,
+                "updated_at": unix_ms(now),
+            }
+            # Paused is a change of schedule: the ledger owes no ticks from now on.
+            revisions = _history_documents(current)
+            revisions.append(
+                _revision_document(expected_version + 1, now, {**current, "is_active": False})
+            )
+            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
             updated = await self._jobs.find_one_and_update(
                 {"_id": job_id, "version": expected_version, "is_active": True},
-                {
-                    "$set": {
-                        "is_active": False,
-                        "paused_reason": reason,
-                        "updated_at": unix_ms(now),
-                    },
-                    "$inc": {"version": 1},
-                },
+                {"$set": changes, "$inc": {"version": 1}},
+                projection=_WITHOUT_HISTORY,
                 return_document=ReturnDocument.AFTER,
             )
             return None if updated is None else _job_from_document(updated)
@@ -348,7 +427,11 @@ class MongoStore:
                 selector["name"] = name_range
             if query.cursor is not None:
                 selector["_id"] = {"$lt": decode_job_cursor(query.cursor)}
-            found = self._jobs.find(selector).sort("_id", DESCENDING).limit(query.limit + 1)
+            found = (
+                self._jobs.find(selector, _WITHOUT_HISTORY)
+                .sort("_id", DESCENDING)
+                .limit(query.limit + 1)
+            )
             documents = await found.to_list()
             items = [_job_from_document(document) for document in documents[: query.limit]]
             next_cursor = None
@@ -358,7 +441,7 @@ class MongoStore:
 
     async def active_jobs(self) -> list[Job]:
         with self._calling():
-            documents = await self._jobs.find({"is_active": True}).to_list()
+            documents = await self._jobs.find({"is_active": True}, _WITHOUT_HISTORY).to_list()
             return [_job_from_document(document) for document in documents]
 
     async def count_jobs(self) -> int:
@@ -372,6 +455,24 @@ class MongoStore:
                 return {}
             found = self._jobs.find({"_id": {"$in": wanted}, "is_active": True}, {"version": 1})
             return {document["_id"]: document["version"] for document in await found.to_list()}
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        with self._calling():
+            document = None
+            if is_valid_id(job_id):
+                document = await self._jobs.find_one({"_id": job_id}, _REVISION_FIELDS)
+            if document is None:
+                raise JobNotFound(job_id)
+            return [
+                ScheduleRevision(
+                    version=int(revision["version"]),
+                    effective_from=from_unix_ms(revision["effective_from"]),
+                    cron_expression=revision["cron_expression"],
+                    timezone=revision["timezone"],
+                    is_active=bool(revision["is_active"]),
+                )
+                for revision in _history_documents(document)
+            ]
 
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         with self._calling():
@@ -398,7 +499,7 @@ class MongoStore:
                     _Live(
                         claim=claim,
                         job_name=job["name"],
-                        forbid=job["concurrency_policy"] == ConcurrencyPolicy.FORBID.value,
+                        policy=ConcurrencyPolicy(job["concurrency_policy"]),
                         slot=claim.execution_id if manual else _TICK_SLOT,
                         scheduled_ms=unix_ms(claim.scheduled_at),
                         deferred_until_ms=job.get("deferred_until"),
@@ -411,15 +512,23 @@ class MongoStore:
 
         results = [_STALE] * len(claims)
         inserts: list[tuple[int, _Doc]] = []  # (position in the batch, record)
+        # Per position of a CLAIMED `replace` claim: the runs it ends.
+        replacing: dict[int, list[str]] = {}
         for position, entry in enumerate(live):
             if entry is None:
                 continue
             claim = entry.claim
+            runs = seen.running.get(claim.job_id, [])
             earlier = seen.by_id.get(claim.execution_id)
             if earlier is not None:
                 # This very claim was written before (a retry after a lost
-                # answer): answer what was written rather than DUPLICATE.
+                # answer): answer what was written rather than DUPLICATE, and
+                # end again whatever it replaces that is still running.
                 results[position] = _claimed_before(earlier, entry)
+                again = results[position].outcome is ClaimOutcome.CLAIMED
+                if again and entry.policy is ConcurrencyPolicy.REPLACE:
+                    replacing[position] = [r for r in runs if r != claim.execution_id]
+                    seen.running[claim.job_id] = [claim.execution_id]
                 continue
             if entry.key in seen.taken:
                 results[position] = _DUPLICATE
@@ -431,10 +540,15 @@ class MongoStore:
                 trigger=claim.trigger,
                 scheduled_ms=entry.scheduled_ms,
                 deferred_until_ms=entry.deferred_until_ms,
-                blocker=seen.running.get(claim.job_id) if entry.forbid else None,
+                blocker=runs[0] if runs and entry.policy is ConcurrencyPolicy.FORBID else None,
             )
             if skip is None:
-                seen.running.setdefault(claim.job_id, claim.execution_id)
+                if entry.policy is ConcurrencyPolicy.REPLACE:
+                    replacing[position] = list(runs)
+                    seen.running[claim.job_id] = [claim.execution_id]
+                else:
+                    seen.running.setdefault(claim.job_id, []).append(claim.execution_id)
+                seen.executed[claim.execution_id] = unix_ms(executed_at)
                 outcome = ClaimOutcome.CLAIMED
                 execution = Execution(
                     id=claim.execution_id,
@@ -471,6 +585,8 @@ class MongoStore:
             # stands; only the execution its message names is another one.)
             for index in await self._insert_new([document for _, document in inserts]):
                 results[inserts[index][0]] = _DUPLICATE
+        if replacing:
+            await self._replace_running(live, results, replacing, seen)
         last_ticks: dict[str, int] = {}
         for entry, result in zip(live, results, strict=True):
             if entry is None or result.execution is None or entry.claim.trigger is Trigger.MANUAL:
@@ -480,6 +596,52 @@ class MongoStore:
                 last_ticks[entry.claim.job_id] = entry.scheduled_ms
         await self._advance_last_ticks(last_ticks)
         return results
+
+    async def _replace_running(
+        self,
+        live: list[_Live | None],
+        results: list[ClaimResult],
+        replacing: dict[int, list[str]],
+        seen: _Seen,
+    ) -> None:
+        """End the runs that CLAIMED `replace` claims supersede, in one bulk
+        write after the claims' inserts, and put in each result the ids it
+        did end (read back: a run may have finished on its own meanwhile)."""
+        updates: list[UpdateOne] = []
+        wanted: dict[str, tuple[int, str]] = {}  # replaced id -> (position, message)
+        for position, old_ids in replacing.items():
+            entry = live[position]
+            assert entry is not None
+            if results[position].outcome is not ClaimOutcome.CLAIMED or not old_ids:
+                continue  # lost its key to a concurrent writer: it replaces nothing
+            finished_ms = unix_ms(entry.claim.executed_at)
+            message = replaced_message(entry.claim.execution_id)
+            for old_id in old_ids:
+                executed_ms = seen.executed.get(old_id)
+                duration = None if executed_ms is None else max(0, finished_ms - executed_ms)
+                replaced = {
+                    "status": ExecutionStatus.FAILURE.value,
+                    "finished_at": finished_ms,
+                    "finished_date": _bson_date(from_unix_ms(finished_ms)),
+                    "duration_ms": duration,
+                    "error": {"type": "replaced", "message": message},
+                }
+                updates.append(UpdateOne({"_id": old_id, "status": _RUNNING}, {"$set": replaced}))
+                wanted[old_id] = (position, message)
+        if not updates:
+            return
+        await self._executions.bulk_write(updates, ordered=False)
+        found = self._executions.find({"_id": {"$in": list(wanted)}}, {"status": 1, "error": 1})
+        ended: dict[int, list[str]] = {}
+        for document in await found.to_list():
+            position, message = wanted[document["_id"]]
+            error = document.get("error") or {}
+            if error.get("type") == "replaced" and error.get("message") == message:
+                ended.setdefault(position, []).append(document["_id"])
+        for position, ids in ended.items():
+            order = {old_id: n for n, old_id in enumerate(replacing[position])}
+            ids.sort(key=order.__getitem__)
+            results[position] = dataclasses.replace(results[position], replaced=tuple(ids))
 
     async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
         """Move each job's `last_tick` forward (never back) to the given tick:
@@ -513,9 +675,9 @@ class MongoStore:
                     "slot": _TICK_SLOT,
                 }
             )
-        forbidding = {entry.claim.job_id for entry in checked if entry.forbid}
-        if forbidding:
-            queries.append({"job_id": {"$in": list(forbidding)}, "status": _RUNNING})
+        watched = {entry.claim.job_id for entry in checked if entry.policy in _WATCHED}
+        if watched:
+            queries.append({"job_id": {"$in": list(watched)}, "status": _RUNNING})
         answers = await asyncio.gather(
             *(self._executions.find(query).to_list() for query in queries)
         )
@@ -525,8 +687,11 @@ class MongoStore:
             seen.taken.add((document["job_id"], document["scheduled_at"], document["slot"]))
             if document["_id"] in wanted_ids:
                 seen.by_id[document["_id"]] = document
-            if document["status"] == _RUNNING and document["job_id"] in forbidding:
-                seen.running.setdefault(document["job_id"], document["_id"])
+            if document["status"] == _RUNNING and document["job_id"] in watched:
+                runs = seen.running.setdefault(document["job_id"], [])
+                if document["_id"] not in runs:  # found by two of the queries
+                    runs.append(document["_id"])
+                    seen.executed[document["_id"]] = document["executed_at"]
         return seen
 
     async def _insert_new(self, documents: list[_Doc]) -> list[int]:
@@ -764,7 +929,7 @@ class _Live:
 
     claim: TickClaim
     job_name: str
-    forbid: bool
+    policy: ConcurrencyPolicy
     slot: str
     scheduled_ms: int
     deferred_until_ms: int | None = None
@@ -780,8 +945,10 @@ class _Seen:
 
     taken: set[tuple[str, int, str]] = field(default_factory=set)
     """Tick keys with a record."""
-    running: dict[str, str] = field(default_factory=dict)
-    """A RUNNING execution per `forbid` job."""
+    running: dict[str, list[str]] = field(default_factory=dict)
+    """The RUNNING executions of each `forbid` and `replace` job."""
+    executed: dict[str, int | None] = field(default_factory=dict)
+    """When each of those started (`executed_at`, Unix ms)."""
     by_id: dict[str, _Doc] = field(default_factory=dict)
     """Records that carry the execution id of one of the batch's claims."""
 
@@ -955,9 +1122,10 @@ def _previous_secret_fields(previous: PreviousSecret | None) -> _Doc:
 
 
 def _job_document(job: Job) -> _Doc:
+    spec = _spec_fields(job.spec)
     return {
         "_id": job.id,
-        **_spec_fields(job.spec),
+        **spec,
         "version": job.version,
         "created_at": unix_ms(job.created_at),
         "updated_at": unix_ms(job.updated_at),
@@ -967,7 +1135,35 @@ def _job_document(job: Job) -> _Doc:
         "paused_reason": job.paused_reason,
         "deferred_until": opt_unix_ms(job.deferred_until),
         **_previous_secret_fields(job.previous_secret),
+        "schedule_history": [_revision_document(job.version, job.created_at, spec)],
     }
+
+
+def _schedule_fields(document: Mapping[str, Any]) -> tuple[str, str, bool]:
+    return (document["cron_expression"], document["timezone"], bool(document["is_active"]))
+
+
+def _revision_document(version: int, effective_from: datetime, fields: Mapping[str, Any]) -> _Doc:
+    cron_expression, timezone, is_active = _schedule_fields(fields)
+    return {
+        "version": version,
+        "effective_from": unix_ms(effective_from),
+        "cron_expression": cron_expression,
+        "timezone": timezone,
+        "is_active": is_active,
+    }
+
+
+def _history_documents(document: Mapping[str, Any]) -> list[_Doc]:
+    """A job document's schedule history (read with `_REVISION_FIELDS`). A
+    job written before the history existed gets one revision: its schedule
+    as it is now, in force since it was created (earlier changes are not
+    known)."""
+    history = document.get("schedule_history")
+    if history:
+        return [dict(revision) for revision in history]
+    created = from_unix_ms(document["created_at"])
+    return [_revision_document(document["version"], created, document)]
 
 
 def _job_from_document(document: _Doc) -> Job:

@@ -46,6 +46,7 @@ from cronsvc.domain import (
     MisfirePolicy,
     PreviousSecret,
     RetryPolicy,
+    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import (
@@ -58,6 +59,7 @@ from cronsvc.errors import (
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
     KEEP,
+    MAX_SCHEDULE_REVISIONS,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -78,6 +80,9 @@ from cronsvc.store.common import (
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
+    replaced_message,
+    revision_of,
+    schedule_changed,
     skip_reason,
     unix_ms,
 )
@@ -87,6 +92,18 @@ _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
 _TICK_SLOT = "tick"
+
+# Each job's schedule as it took effect, one row per revision (see
+# `Store.schedule_history`); kept to the latest MAX_SCHEDULE_REVISIONS.
+_CREATE_SCHEDULE_REVISIONS = """CREATE TABLE schedule_revisions (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        effective_from INTEGER NOT NULL,
+        cron_expression TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        is_active INTEGER NOT NULL,
+        PRIMARY KEY (job_id, version)
+    ) WITHOUT ROWID"""
 
 _SCHEMA = (
     """CREATE TABLE schema_version (
@@ -160,6 +177,8 @@ _SCHEMA = (
     "CREATE INDEX executions_running_by_job ON executions (job_id) WHERE status = 'RUNNING'",
     """CREATE INDEX executions_running_by_instance ON executions (instance_id)
         WHERE status = 'RUNNING'""",
+    # Schedule history (version 3): see _MIGRATIONS[2].
+    _CREATE_SCHEDULE_REVISIONS,
 )
 
 # Statements that bring a store written by an older cronsvc up to date: the
@@ -182,6 +201,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # Each webhook attempt as JSON; runs recorded before it: NULL, no attempts.
         "ALTER TABLE executions ADD COLUMN attempt_log TEXT",
         # -- end of Delivery --------------------------------------------------
+        # --- Schedule history (the tick ledger) ---
+        # Jobs written before the history existed get one revision: their
+        # schedule as it is now, in force since they were created. Earlier
+        # changes are not known; the ledger takes this one as the whole story.
+        _CREATE_SCHEDULE_REVISIONS,
+        """INSERT INTO schedule_revisions
+            (job_id, version, effective_from, cron_expression, timezone, is_active)
+            SELECT id, version, created_at, cron_expression, timezone, is_active FROM jobs""",
+        # --- end of schedule history ---
     ),
 }
 
@@ -231,6 +259,15 @@ _PAUSE_JOB = """UPDATE jobs SET is_active = 0, paused_reason = ?, version = vers
 _DEFER_JOB = """UPDATE jobs SET deferred_until = MAX(COALESCE(deferred_until, ?1), ?1)
     WHERE id = ?2"""
 _COUNT_JOBS = "SELECT COUNT(*) FROM jobs"
+_INSERT_REVISION = """INSERT INTO schedule_revisions
+    (job_id, version, effective_from, cron_expression, timezone, is_active)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+# ?1 = job id, ?2 = how many revisions to keep.
+_TRIM_REVISIONS = """DELETE FROM schedule_revisions WHERE job_id = ?1 AND version <= (
+    SELECT version FROM schedule_revisions WHERE job_id = ?1
+    ORDER BY version DESC LIMIT 1 OFFSET ?2)"""
+_SELECT_REVISIONS = """SELECT version, effective_from, cron_expression, timezone, is_active
+    FROM schedule_revisions WHERE job_id = ? ORDER BY version"""
 _INSERT_TAG = "INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?, ?)"
 _DELETE_TAGS = "DELETE FROM job_tags WHERE job_id = ?"
 _ADVANCE_LAST_TICK = "UPDATE jobs SET last_tick = ?1 WHERE id = ?2 AND last_tick < ?1"
@@ -275,6 +312,12 @@ _CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_poli
     j.deferred_until FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
 _RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
     CROSS JOIN executions AS e WHERE e.job_id = k.value AND e.status = 'RUNNING'"""
+# Ends a RUNNING execution that a `replace` claim supersedes.
+# ?1 = finished_at (ms), ?2 = message, ?3 = execution id.
+_REPLACE_EXECUTION = """UPDATE executions SET status = 'FAILURE', finished_at = ?1,
+    duration_ms = CASE WHEN executed_at IS NULL THEN NULL ELSE MAX(0, ?1 - executed_at) END,
+    error_type = 'replaced', error_message = ?2
+    WHERE id = ?3 AND status = 'RUNNING'"""
 # Argument: [[job_id, scheduled_at, slot], ...]; answers the keys that exist.
 _TAKEN_KEYS = """SELECT e.job_id, e.scheduled_at, e.slot FROM json_each(?) AS k
     CROSS JOIN executions AS e
@@ -325,6 +368,8 @@ _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+# Policies whose claims look at the job's RUNNING executions.
+_WATCHED = frozenset({ConcurrencyPolicy.FORBID.value, ConcurrencyPolicy.REPLACE.value})
 
 
 class SQLiteStore:
@@ -407,6 +452,9 @@ class SQLiteStore:
 
     async def delete_job(self, job_id: str) -> None:
         await self._run(_do_delete_job, job_id)
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        return await self._run(_do_schedule_history, job_id)
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]:
         return await self._run(_do_list_jobs, query)
@@ -610,6 +658,7 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
     with _transaction(db):
         _write_job(db, _INSERT_JOB, row, job.spec.name)
         db.executemany(_INSERT_TAG, _tag_rows(job))
+        db.execute(_INSERT_REVISION, _revision_row(job, job.created_at))
     return _job_from_row(row)
 
 
@@ -655,7 +704,25 @@ def _do_update_job(
         if tuple(spec.tags) != current.spec.tags:
             db.execute(_DELETE_TAGS, (job_id,))
             db.executemany(_INSERT_TAG, _tag_rows(updated))
+        if schedule_changed(current.spec, spec):
+            db.execute(_INSERT_REVISION, _revision_row(updated, now))
+            db.execute(_TRIM_REVISIONS, (job_id, MAX_SCHEDULE_REVISIONS))
     return _job_from_row(row)
+
+
+def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRevision]:
+    job = _do_get_job(db, job_id)
+    revisions = [
+        ScheduleRevision(
+            version=row[0],
+            effective_from=from_unix_ms(row[1]),
+            cron_expression=row[2],
+            timezone=row[3],
+            is_active=bool(row[4]),
+        )
+        for row in db.execute(_SELECT_REVISIONS, (job_id,))
+    ]
+    return revisions or [revision_of(job, job.created_at)]
 
 
 def _do_delete_job(db: sqlite3.Connection, job_id: str) -> None:
@@ -701,8 +768,13 @@ def _do_pause_job(
 ) -> Job | None:
     with _transaction(db):
         paused = db.execute(_PAUSE_JOB, (reason, unix_ms(now), job_id, expected_version)).rowcount
-        row = db.execute(_GET_JOB, (job_id,)).fetchone() if paused else None
-    return None if row is None else _job_from_row(row)
+        if not paused:
+            return None
+        job = _job_from_row(db.execute(_GET_JOB, (job_id,)).fetchone())
+        # Paused is a change of schedule: the ledger owes no ticks from now on.
+        db.execute(_INSERT_REVISION, _revision_row(job, now))
+        db.execute(_TRIM_REVISIONS, (job_id, MAX_SCHEDULE_REVISIONS))
+    return job
 
 
 def _do_defer_job(db: sqlite3.Connection, job_id: str, until_ms: int) -> None:
@@ -724,10 +796,10 @@ def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str
 
 
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
-    """The whole batch in one transaction and five statements, whatever its
-    size. Claims change no job's version, state, name or policy, so the jobs
-    are read once; what a claim does change (the tick keys taken, the RUNNING
-    executions) is tracked here, so later claims see earlier ones."""
+    """The whole batch in one transaction and at most six statements,
+    whatever its size. Claims change no job's version, state, name or policy,
+    so the jobs are read once; what a claim does change (the tick keys taken,
+    the RUNNING executions) is tracked here, so later claims see earlier ones."""
     with _transaction(db):
         wanted = {claim.job_id for claim in claims if is_valid_id(claim.job_id)}
         jobs: dict[str, tuple[int, bool, str, str]] = {}
@@ -756,17 +828,15 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                 (json.dumps([[claim.job_id, ms, slot] for claim, _, _, slot, ms in checked]),),
             )
         }
-        forbidding = {
-            claim.job_id for claim, _, policy, _, _ in checked if policy == ConcurrencyPolicy.FORBID
-        }
-        running: dict[str, str] = {}
-        if forbidding:
-            for job_id, execution_id in db.execute(
-                _RUNNING_OF_JOBS, (json.dumps(list(forbidding)),)
-            ):
-                running.setdefault(job_id, execution_id)
+        watched = {claim.job_id for claim, _, policy, _, _ in checked if policy in _WATCHED}
+        # The RUNNING executions of `forbid` and `replace` jobs.
+        running: dict[str, list[str]] = {}
+        if watched:
+            for job_id, execution_id in db.execute(_RUNNING_OF_JOBS, (json.dumps(list(watched)),)):
+                running.setdefault(job_id, []).append(execution_id)
         results: list[ClaimResult] = []
         inserts: list[tuple[Any, ...]] = []
+        replacements: list[tuple[int, str, str]] = []
         last_ticks: dict[str, int] = {}
         instants: dict[int, datetime] = {}  # a batch's claims mostly share one tick
         for entry in live:
@@ -783,14 +853,23 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
             # so the result equals what `get_execution` reads back.
             scheduled_at = _cached_instant(instants, scheduled_ms)
             executed_at = _cached_instant(instants, unix_ms(claim.executed_at))
+            runs = running.get(claim.job_id, [])
             skip = skip_reason(
                 trigger=claim.trigger,
                 scheduled_ms=scheduled_ms,
                 deferred_until_ms=deferred.get(claim.job_id),
-                blocker=running.get(claim.job_id) if policy == ConcurrencyPolicy.FORBID else None,
+                blocker=runs[0] if runs and policy == ConcurrencyPolicy.FORBID else None,
             )
+            replaced: tuple[str, ...] = ()
             if skip is None:
-                running.setdefault(claim.job_id, claim.execution_id)
+                if policy == ConcurrencyPolicy.REPLACE:
+                    replaced = tuple(runs)
+                    message = replaced_message(claim.execution_id)
+                    finished_ms = unix_ms(claim.executed_at)
+                    replacements += [(finished_ms, message, old_id) for old_id in replaced]
+                    running[claim.job_id] = [claim.execution_id]
+                else:
+                    running.setdefault(claim.job_id, []).append(claim.execution_id)
                 outcome = ClaimOutcome.CLAIMED
                 execution = Execution(
                     id=claim.execution_id,
@@ -821,10 +900,12 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
                 previous = last_ticks.get(claim.job_id)
                 if previous is None or scheduled_ms > previous:
                     last_ticks[claim.job_id] = scheduled_ms
-            results.append(ClaimResult(outcome=outcome, execution=execution))
+            results.append(ClaimResult(outcome=outcome, execution=execution, replaced=replaced))
         # A plain INSERT: the keys were checked above under the write lock, so
         # a conflict here is a bug, and it fails (and rolls back) the batch.
         db.executemany(_INSERT_EXECUTION, inserts)
+        # After the inserts: a run claimed earlier in this batch may be replaced too.
+        db.executemany(_REPLACE_EXECUTION, replacements)
         db.executemany(_ADVANCE_LAST_TICK, [(ms, job_id) for job_id, ms in last_ticks.items()])
     return results
 
@@ -982,6 +1063,18 @@ def _write_job(db: sqlite3.Connection, sql: str, params: _Row, name: str) -> Non
         if "jobs.name" in str(e):
             raise DuplicateJobName(name) from None
         raise
+
+
+def _revision_row(job: Job, effective_from: datetime) -> tuple[Any, ...]:
+    spec = job.spec
+    return (
+        job.id,
+        job.version,
+        unix_ms(effective_from),
+        spec.cron_expression,
+        spec.timezone,
+        int(spec.is_active),
+    )
 
 
 def _tag_rows(job: Job) -> list[tuple[str, str]]:
