@@ -538,7 +538,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "Delete an execution log", 200, _LOG, tag="execution logs", params=[_ID], errors=_READ
         ),
     },
-    "/api/cluster": {"get": _op("Live instances and the leader", 200, _HEALTH, tag="system")},
+    "/api/cluster": {
+        "get": _op("Live instances and the leader", 200, _HEALTH, tag="system", errors=(503,))
+    },
     "/healthz": {"get": _op("Liveness", 200, _HEALTH, tag="system")},
     "/readyz": {
         "get": _op(

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from cronsvc.api.context import CONTEXT
 from cronsvc.errors import (
+    CoordinatorUnavailable,
     CronSvcError,
     DuplicateJobName,
     ExecutionNotFound,
@@ -86,11 +87,12 @@ def problem_for(exc: CronSvcError) -> web.Response:
         return problem(
             429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
         )
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable | CoordinatorUnavailable):
+        part = "store" if isinstance(exc, StoreUnavailable) else "coordinator"
         return problem(
             503,
             "Service unavailable",
-            "the store is unavailable; try again",
+            f"the {part} is unavailable; try again",
             headers={"Retry-After": "1"},
         )
     return _internal_error(exc)
