@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cronsvc.api import jobs, logs, openapi, system
+from cronsvc.api import dashboard, jobs, logs, openapi, system
 from cronsvc.api.problems import problem_middleware
 from cronsvc.api.schemas import MAX_BODY_BYTES
 
@@ -17,4 +17,5 @@ def create_app() -> web.Application:
     app.add_routes(logs.routes)
     app.add_routes(system.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(dashboard.routes)
     return app

@@ -374,6 +374,25 @@ PATHS: dict[str, dict[str, Any]] = {
         }
     },
     "/openapi.json": {"get": _op("This document", 200, {"type": "object"})},
+    "/": {
+        "get": {
+            "summary": "The web dashboard (a static page; it calls this API like any client)",
+            "responses": {"200": {"description": "the page", "content": {"text/html": {}}}},
+        }
+    },
+    "/dashboard/{asset}": {
+        "get": {
+            "summary": "The dashboard's scripts and style sheet",
+            "parameters": [
+                {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "the file (revalidated with its ETag)"},
+                "304": {"description": "unchanged since the ETag sent in If-None-Match"},
+                "404": {"description": "no such asset", **_PROBLEM},
+            },
+        }
+    },
 }
 
 
