@@ -279,16 +279,18 @@ function jobsView(view) {
     return `/api/cron?${query}`;
   }
 
+  let loads = 0;
   async function load() {
     const url = state.pages.at(-1) ?? firstPage();
+    const mine = ++loads; // a filter changed or a timer fired: only the latest answer counts
     try {
       const { data, next: nextPage } = await api.get(url, { signal: life.signal });
-      if (!life.alive) return;
+      if (!life.alive || mine !== loads) return;
       state.next = nextPage;
       render(data);
       status.replaceChildren();
     } catch (error) {
-      if (life.alive && !isAbort(error)) failure(status, error, load);
+      if (life.alive && mine === loads && !isAbort(error)) failure(status, error, load);
     }
   }
 
@@ -460,15 +462,17 @@ function jobView(view, id) {
     }
   }
 
+  let refreshes = 0;
   async function refresh() {
+    const mine = ++refreshes;
     try {
       await Promise.all([loadJob(), loadNewest()]);
-      if (!life.alive) return;
+      if (!life.alive || mine !== refreshes) return;
       renderJob();
       renderHistory();
       historyStatus.replaceChildren();
     } catch (error) {
-      if (!life.alive || isAbort(error)) return;
+      if (!life.alive || mine !== refreshes || isAbort(error)) return;
       if (error instanceof ApiError && error.status === 404) {
         life.stop();
         view.replaceChildren(h("div", { class: "panel error" },
