@@ -22,8 +22,8 @@ from cronsvc.clock import Clock
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
 
-# Real Redis and MongoDB wire-protocol servers, started on free loopback ports.
-pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_mongo"]
+# Real Redis and MongoDB wire-protocol servers on free loopback ports; a real Chromium.
+pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_mongo", "tests.fixtures_browser"]
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cronsvc.api import docs, jobs, ledger, logs, openapi, system
+from cronsvc.api import dashboard, docs, jobs, ledger, logs, openapi, system
 from cronsvc.api.auth import access_middleware
 from cronsvc.api.problems import problem_middleware
 from cronsvc.api.schemas import MAX_BODY_BYTES
@@ -23,4 +23,5 @@ def create_app() -> web.Application:
     app.add_routes(system.routes)
     app.add_routes(openapi.routes)
     app.add_routes(docs.routes)
+    app.add_routes(dashboard.routes)
     return app

@@ -9,6 +9,8 @@ the routes in `UNAUTHENTICATED_ROUTES`:
 - `/docs` and `/docs/{asset}`: a static page and its script and style sheet,
   the same for everyone and holding no data, so a person can open the page and
   paste a token into it; the page then fetches `/openapi.json` with that token.
+- `/` and `/dashboard/{asset}`: the web dashboard, static in the same way; it
+  asks for a token and sends it with every API call.
 
 A presented token is hashed and compared with `hmac.compare_digest` against the
 hash of every configured token, without stopping at a match, so neither timing
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
+from cronsvc.api import dashboard
 from cronsvc.api.problems import Handler
 from cronsvc.api.ratelimit import RateLimiter
 from cronsvc.clock import Clock
@@ -43,7 +46,7 @@ from cronsvc.errors import RateLimited, Unauthorized
 
 UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz", "/api/health-check"})
 """Health probes: never asked for a token, never rate limited."""
-UNAUTHENTICATED_ROUTES = UNLIMITED_ROUTES | {"/docs", "/docs/{asset}"}
+UNAUTHENTICATED_ROUTES = UNLIMITED_ROUTES | {"/docs", "/docs/{asset}"} | dashboard.PUBLIC_ROUTES
 """Route templates (as the router and /openapi.json name them) that GET and
 HEAD reach without a token."""
 _OPEN_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})

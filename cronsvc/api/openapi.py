@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
+from cronsvc.api.dashboard import ASSETS as DASHBOARD_ASSETS
 from cronsvc.api.docs import ASSETS
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import JobIn, PreviewIn
@@ -589,6 +590,34 @@ PATHS: dict[str, dict[str, Any]] = {
             tag="documentation",
             params=[
                 {"name": "asset", "in": "path", "required": True, "schema": {"enum": list(ASSETS)}}
+            ],
+            errors=(404,),
+            error_text={404: "no such asset"},
+            media_type="text/javascript",
+        )
+    },
+    "/": {
+        "get": _op(
+            "The web dashboard (a static page; it calls this API like any client)",
+            200,
+            _TEXT,
+            tag="dashboard",
+            media_type="text/html",
+        )
+    },
+    "/dashboard/{asset}": {
+        "get": _op(
+            "The dashboard's scripts and style sheet (revalidated with their ETag)",
+            200,
+            _TEXT,
+            tag="dashboard",
+            params=[
+                {
+                    "name": "asset",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": sorted(set(DASHBOARD_ASSETS) - {"index.html"})},
+                }
             ],
             errors=(404,),
             error_text={404: "no such asset"},

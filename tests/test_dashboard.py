@@ -1,0 +1,475 @@
+"""The dashboard: its files are served from the installed package, and the page,
+driven in a real headless Chromium against a running cronsvc and a real
+webhook receiver on 127.0.0.1, does what a person does with it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import tomllib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from cronsvc.api.dashboard import ASSETS, DIRECTORY, PACKAGE, PUBLIC_ROUTES
+from cronsvc.config import Config
+from cronsvc.service import build_app
+from tests.conftest import Receiver
+from tests.fixtures_browser import artifact
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Locator, Page
+
+Client = TestClient[web.Request, web.Application]
+ROOT = Path(__file__).resolve().parent.parent
+YEARLY = "0 0 1 1 *"  # never fires during a test
+FIRE_WAIT_MS = 20_000
+"""A per-second job has fired and its run shows within this."""
+
+
+# -- served from the package ---------------------------------------------------
+
+
+def test_every_dashboard_file_ships_as_package_data() -> None:
+    folder = resources.files(PACKAGE).joinpath(*DIRECTORY)
+    assert {entry.name for entry in folder.iterdir()} == set(ASSETS)
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["cronsvc"]
+    for name in ASSETS:
+        assert folder.joinpath(name).is_file()
+        path = "/".join(("api", *DIRECTORY, name))
+        assert any(fnmatch(path, pattern) for pattern in patterns), path
+
+
+async def test_page_and_assets_have_their_types_and_revalidate_by_etag(client: Client) -> None:
+    page = await client.get("/")
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    assert page.charset == "utf-8"
+    assert page.headers["Cache-Control"] == "no-cache"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert 'src="/dashboard/app.js"' in await page.text()
+    for name, content_type in ASSETS.items():
+        if name == "index.html":
+            continue
+        response = await client.get(f"/dashboard/{name}")
+        assert response.status == 200, name
+        assert response.content_type == content_type, name
+        etag = response.headers["ETag"]
+        again = await client.get(f"/dashboard/{name}", headers={"If-None-Match": etag})
+        assert again.status == 304, name
+        assert await again.read() == b""
+    head = await client.head("/")
+    assert head.status == 200
+
+
+async def test_only_the_listed_assets_are_served(client: Client) -> None:
+    for path in (
+        "/dashboard/nothing.js",
+        "/dashboard/index.html",
+        "/dashboard/..%2fdashboard.py",
+        "/dashboard/",
+    ):
+        response = await client.get(path)
+        assert response.status == 404, path
+        assert response.content_type == "application/problem+json"
+
+
+async def test_public_routes_are_the_dashboards_own(client: Client) -> None:
+    served = {
+        route.resource.canonical
+        for route in client.app.router.routes()
+        if route.resource is not None and route.handler.__module__ == "cronsvc.api.dashboard"
+    }
+    assert served == PUBLIC_ROUTES
+
+
+# -- in a browser --------------------------------------------------------------
+
+
+@dataclass
+class Screen:
+    """One browser tab on the dashboard, recording what must not happen: a
+    script error, a console error other than an HTTP error answer, or a
+    request to any host but the service under test."""
+
+    page: Page
+    base: str
+    problems: list[str] = field(default_factory=list)
+
+    def watch(self) -> None:
+        self.page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
+        self.page.on("console", self._console)
+        self.page.on("request", self._request)
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(f"console: {message.text}")
+
+    def _request(self, request: Any) -> None:
+        url: str = request.url
+        if not (url.startswith(self.base) or url.startswith("data:")):
+            self.problems.append(f"fetched {url}")
+
+    async def open(self, fragment: str = "") -> None:
+        await self.page.goto(f"{self.base}/{fragment}")
+
+    async def shot(self, name: str) -> None:
+        await self.page.screenshot(path=artifact(name), full_page=True)
+
+    def row(self, table: str, text: str) -> Locator:
+        return self.page.locator(f"{table} tbody tr", has_text=text)
+
+    def clean(self) -> None:
+        assert self.problems == []
+
+
+async def tab(browser: BrowserContext, base: str) -> Screen:
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    screen = Screen(page, base)
+    screen.watch()
+    return screen
+
+
+@pytest.fixture
+async def screen(browser: BrowserContext, client: Client) -> Screen:
+    return await tab(browser, str(client.make_url("")).rstrip("/"))
+
+
+def expect(target: Any) -> Any:
+    from playwright.async_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+async def create_job(client: Client, **fields: Any) -> dict[str, Any]:
+    body = {"cronExpression": YEARLY, "webhookUrl": "https://example.org/hook", **fields}
+    response = await client.post("/api/cron", json=body)
+    assert response.status == 201, await response.text()
+    job: dict[str, Any] = await response.json()
+    return job
+
+
+async def no_more_requests(receiver: Receiver, after: int, quiet_s: float) -> None:
+    await asyncio.sleep(quiet_s)
+    assert len(receiver.requests) <= after
+
+
+@pytest.mark.timeout(120)
+async def test_create_a_job_see_it_fire_pause_it_and_read_its_history(
+    client: Client, receiver: Receiver, screen: Screen
+) -> None:
+    receiver.reply = '{"pong": "from the receiver"}'
+    page = screen.page
+    await screen.open()
+    await expect(page.locator("#jobs-table")).to_contain_text("No jobs yet")
+
+    await page.get_by_role("link", name="New job").click()
+    await page.get_by_label("Name", exact=True).fill("heartbeat")
+    await page.get_by_label("Cron expression").fill("*/1 * * * * *")
+    await expect(page.locator("#preview li.instant")).to_have_count(5)
+    await expect(page.locator("#expression-words")).to_have_text("every second")
+    await page.get_by_label("Webhook URL").fill(receiver.url)
+    await page.get_by_label("Tags").fill("demo, heartbeat")
+    await screen.shot("01-create-form.png")
+    await page.get_by_role("button", name="Create job").click()
+
+    await expect(page.locator(".job-head h1")).to_contain_text("heartbeat")
+    job_id = page.url.rsplit("/", 1)[1]
+    assert re.fullmatch(r"[0-9a-f]{24}", job_id)
+    success = screen.row("#history-table", "SUCCESS")
+    await expect(success.first).to_be_visible(timeout=FIRE_WAIT_MS)
+    assert (await receiver.wait_for(1))[0].json()["jobId"] == job_id
+    await expect(page.locator("#job-chart svg.chart polyline.series-duration")).to_have_count(1)
+    await expect(page.locator("#job-chart svg.chart polyline.series-lag")).to_have_count(1)
+    await expect(screen.row("#history-table", "SUCCESS")).to_have_count(3, timeout=FIRE_WAIT_MS)
+    await screen.shot("02-job-firing.png")
+
+    await success.first.click()
+    dialog = page.locator("#execution-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator("#response-body")).to_have_text('{"pong": "from the receiver"}')
+    await expect(dialog).to_contain_text("200")
+    assert not re.search(r"\b(null|undefined)\b", await dialog.inner_text())
+    await screen.shot("03-response-body.png")
+    await dialog.get_by_role("button", name="Close").click()
+    await expect(dialog).to_be_hidden()
+
+    await page.get_by_role("link", name="Jobs", exact=True).click()
+    toggle = page.get_by_role("switch", name="Active: heartbeat")
+    await expect(toggle).to_be_checked()
+    await toggle.click()
+    await expect(toggle).not_to_be_checked()
+    await expect(screen.row("#jobs-table", "heartbeat")).to_contain_text("paused")
+    job = await (await client.get(f"/api/cron/{job_id}")).json()
+    assert job["isActive"] is False
+    # A run already under way may still land; nothing is started after that.
+    await asyncio.sleep(1.5)
+    await no_more_requests(receiver, len(receiver.requests), quiet_s=2.5)
+    await screen.shot("04-paused-in-list.png")
+
+    await page.get_by_role("link", name="heartbeat").click()
+    await expect(page.locator("#job-state")).to_have_text("paused")
+    await expect(page.locator("#job-chart svg.chart")).to_be_visible()
+    await screen.shot("05-job-history.png")
+    await page.get_by_label("Show runs with status").select_option("SUCCESS")
+    rows = page.locator("#history-table tbody tr")
+    await expect(rows.first).to_contain_text("SUCCESS")
+    logs = await (await client.get(f"/api/execution-logs/job/{job_id}?status=SUCCESS")).json()
+    await expect(rows).to_have_count(len(logs))
+    screen.clean()
+
+
+async def test_live_preview_marks_dst_changes_and_shows_the_apis_field_errors(
+    client: Client, screen: Screen
+) -> None:
+    page = screen.page
+    await screen.open("#/jobs/new")
+    expression = page.get_by_label("Cron expression")
+    await expression.fill("0 12 1 1,4,7,10 *")
+    await page.get_by_label("Time zone").fill("Europe/Berlin")
+    await expect(page.locator("#expression-words")).to_have_text(
+        "on the 1st of January, April, July and October at 12:00"
+    )
+    instants = page.locator("#preview li.instant")
+    await expect(instants).to_have_count(5)
+    await expect(instants.first).to_contain_text("12:00:00")
+    # Five quarters span a year: the offset changes at least twice (CET <-> CEST).
+    assert await page.locator("#preview li.instant.dst").count() >= 2
+    await expect(page.locator("#preview .dst-badge").first).to_contain_text("DST")
+    await screen.shot("06-preview-dst.png")
+
+    await expression.fill("61 * * * *")
+    answer = await client.post("/api/schedule/preview", json={"cronExpression": "61 * * * *"})
+    message = next(e["message"] for e in (await answer.json())["errors"])
+    error = page.locator("#f-expression-error")
+    await expect(error).to_have_text(message)
+    await expect(expression).to_have_attribute("aria-invalid", "true")
+    await expect(instants).to_have_count(0)
+    await screen.shot("07-field-error.png")
+
+    await expression.fill("*/5 * * * *")
+    await expect(error).to_be_hidden()
+    await expect(instants).to_have_count(5)
+
+    await page.get_by_label("Time zone").fill("Mars/Olympus")
+    await expect(page.locator("#f-timezone-error")).to_be_visible()
+
+    await page.get_by_label("Name", exact=True).fill("x")
+    await page.get_by_role("button", name="Create job").click()
+    await expect(page.locator("#f-url-error")).to_have_text("is required")
+    await expect(page.locator("#f-timezone-error")).to_be_visible()
+    assert await (await client.get("/api/cron")).json() == []
+    screen.clean()
+
+
+async def test_jobs_table_searches_filters_by_tag_and_follows_pages(
+    client: Client, screen: Screen
+) -> None:
+    for n in range(25):
+        await create_job(client, name=f"job-{n:02d}", tags=["even"] if n % 2 == 0 else [])
+    paused = await create_job(client, name="other", tags=["even"], timezone="Asia/Tokyo")
+    await client.post(f"/api/cron/{paused['id']}/pause")
+    page = screen.page
+    rows = page.locator("#jobs-table tbody tr")
+    await screen.open()
+    await expect(rows).to_have_count(20)
+    await expect(page.locator("#page-number")).to_have_text("Page 1")
+    await expect(rows.first).to_contain_text("every year on 1 January at 00:00")
+    await expect(rows.nth(1)).to_contain_text(re.compile(r"in \d+ (days|h)"))
+    await screen.shot("08-jobs-table.png")
+
+    await page.locator("#page-next").click()
+    await expect(page.locator("#page-number")).to_have_text("Page 2")
+    await expect(rows).to_have_count(6)
+    await expect(page.locator("#page-next")).to_be_disabled()
+    await page.locator("#page-previous").click()
+    await expect(rows).to_have_count(20)
+
+    await page.get_by_label("Search jobs by name").fill("job-1")
+    await expect(rows).to_have_count(10)  # job-10 to job-19: a prefix, so not job-01
+    await page.get_by_label("Search jobs by name").fill("")
+    await expect(rows).to_have_count(20)
+    await screen.row("#jobs-table", "other").get_by_role("button", name="even").click()
+    await expect(page.get_by_label("Filter by tag")).to_have_value("even")
+    await expect(rows).to_have_count(14)
+    await page.get_by_label("Filter by state").select_option("false")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("other")
+    await expect(rows.first).to_contain_text("Asia/Tokyo")
+    await expect(page.get_by_role("switch", name="Active: other")).not_to_be_checked()
+    screen.clean()
+
+
+@pytest.mark.timeout(90)
+async def test_edit_run_now_and_delete_after_confirming(
+    client: Client, receiver: Receiver, screen: Screen
+) -> None:
+    job = await create_job(client, name="nightly", webhookUrl=receiver.url)
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}")
+    await expect(page.locator("#history-table")).to_contain_text("No runs yet")
+
+    await page.locator("#job-edit").click()
+    await expect(page.get_by_label("Name", exact=True)).to_have_value("nightly")
+    await page.get_by_label("Cron expression").fill("0 6 * * 1-5")
+    await page.get_by_label("Time zone").fill("America/New_York")
+    await expect(page.locator("#preview li.instant")).to_have_count(5)
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#job-facts")).to_contain_text("on weekdays at 06:00")
+    await expect(page.locator("#job-facts")).to_contain_text("America/New_York")
+    stored = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert (stored["cronExpression"], stored["timezone"], stored["version"]) == (
+        "0 6 * * 1-5",
+        "America/New_York",
+        2,
+    )
+
+    await page.get_by_role("button", name="Run now").click()
+    manual = screen.row("#history-table", "manual")
+    await expect(manual).to_contain_text("SUCCESS", timeout=FIRE_WAIT_MS)
+    assert len(await receiver.wait_for(1)) == 1
+
+    await page.get_by_role("button", name="Delete").click()
+    confirm = page.locator("#confirm-dialog")
+    await expect(confirm).to_contain_text("Delete nightly?")
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(confirm).to_be_hidden()
+    assert (await client.get(f"/api/cron/{job['id']}")).status == 200
+
+    await page.get_by_role("button", name="Delete").click()
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(page.locator("#jobs-table")).to_contain_text("No jobs yet")
+    assert (await client.get(f"/api/cron/{job['id']}")).status == 404
+    screen.clean()
+
+
+async def test_cluster_view_shows_the_instance_as_leader(client: Client, screen: Screen) -> None:
+    page = screen.page
+    await screen.open("#/cluster")
+    rows = page.locator("#cluster-table tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(page.locator("#cluster-table .badge.leader")).to_have_count(1)
+    cluster = await (await client.get("/api/cluster")).json()
+    await expect(page.locator("#cluster-leader")).to_contain_text(cluster["leader"])
+    await expect(rows.first).to_contain_text(cluster["instances"][0]["host"])
+    await screen.shot("09-cluster.png")
+    screen.clean()
+
+
+DESCRIBED = {
+    "* * * * *": "every minute",
+    "*/5 * * * *": "every 5 minutes",
+    "*/1 * * * * *": "every second",
+    "*/10 * * * * *": "every 10 seconds",
+    "0 */5 * * * *": "every 5 minutes",
+    "15 * * * *": "every hour at minute 15",
+    "0 */2 * * *": "every 2 hours, on the hour",
+    "30 2 * * *": "every day at 02:30",
+    "30 0 9 * * *": "every day at 09:00:30",
+    "0 9,17 * * *": "every day at 09:00 and 17:00",
+    "0 9 * * 1-5": "on weekdays at 09:00",
+    "0 9 * * MON-FRI": "on weekdays at 09:00",
+    "*/15 * * * 1-5": "every 15 minutes on weekdays",
+    "0 9-17 * * 1-5": "every hour from 09:00 to 17:00 on weekdays",
+    "0 8 * * 1": "every Monday at 08:00",
+    "0 8 * * 7": "every Sunday at 08:00",
+    "0 9 * * mon,wed,fri": "every Monday, Wednesday and Friday at 09:00",
+    "0 10 * * 0,6": "every Saturday and Sunday at 10:00",
+    "0 0 1 * *": "on the 1st of every month at 00:00",
+    "0 6 22 * *": "on the 22nd of every month at 06:00",
+    "0 0 1 1 *": "every year on 1 January at 00:00",
+    "@yearly": "every year on 1 January at 00:00",
+    "@monthly": "on the 1st of every month at 00:00",
+    "@weekly": "every Sunday at 00:00",
+    "@daily": "every day at 00:00",
+    "@midnight": "every day at 00:00",
+    "@hourly": "every hour, on the hour",
+    # Shapes without a phrase fall back to the expression alone.
+    "0 0 13 * 5": None,
+    "0 12 1 */3 *": None,
+    "0 0 L * *": None,
+    "5 4 * * sun#2": None,
+    "not cron": None,
+}
+
+
+async def test_schedules_are_put_in_words_or_left_as_written(screen: Screen) -> None:
+    await screen.open()
+    described = await screen.page.evaluate(
+        """async (expressions) => {
+            const { describe } = await import("/dashboard/describe.js");
+            return expressions.map((expression) => describe(expression));
+        }""",
+        list(DESCRIBED),
+    )
+    assert dict(zip(DESCRIBED, described, strict=True)) == DESCRIBED
+    screen.clean()
+
+
+TOKEN = "dashboard-test-token"
+
+
+@pytest.fixture
+async def guarded(config: Config) -> AsyncIterator[tuple[Client, list[str | None]]]:
+    """cronsvc with an API token configured (its own access check, which lets
+    the dashboard's static files through). Records the Authorization header
+    of each API call, whatever the check then answers."""
+    seen: list[str | None] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if resource is None or resource.canonical not in PUBLIC_ROUTES:
+            seen.append(request.headers.get("Authorization"))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    tokens = dataclasses.replace(config.server, api_tokens=[TOKEN])
+    app = build_app(dataclasses.replace(config, server=tokens))
+    app.middlewares.insert(0, record)  # outermost: sees refused calls too
+    async with TestClient(TestServer(app, host="127.0.0.1")) as guarded_client:
+        yield guarded_client, seen
+
+
+async def test_the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab(
+    guarded: tuple[Client, list[str | None]], browser: BrowserContext
+) -> None:
+    guarded_client, seen = guarded
+    screen = await tab(browser, str(guarded_client.make_url("")).rstrip("/"))
+    page = screen.page
+    await screen.open()
+    dialog = page.locator("#token-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog).to_contain_text("needs an API token")
+    await screen.shot("10-token-prompt.png")
+    await page.get_by_label("Token", exact=True).fill("wrong")
+    await dialog.get_by_role("button", name="Use token").click()
+    await expect(dialog).to_contain_text("refused this token")
+    await page.get_by_label("Token", exact=True).fill(TOKEN)
+    await dialog.get_by_role("button", name="Use token").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#jobs-table")).to_contain_text("No jobs yet")
+    assert await page.evaluate("sessionStorage.getItem('cronsvc.apiToken')") == TOKEN
+    assert await page.evaluate("localStorage.length") == 0
+    assert seen[-1] == f"Bearer {TOKEN}"
+
+    await page.reload()
+    await expect(page.locator("#jobs-table")).to_contain_text("No jobs yet")
+    await expect(dialog).to_be_hidden()
+    assert seen[-1] == f"Bearer {TOKEN}"
+
+    other = await browser.new_page()
+    await other.goto(f"{screen.base}/#/cluster")
+    await expect(other.locator("#token-dialog")).to_be_visible()
+    await other.close()
+    screen.clean()
