@@ -506,3 +506,49 @@ async def test_tokens_never_reach_the_logs_or_check_config(tmp_path: Path) -> No
     assert json.loads(checked.stdout)["server"]["api_tokens"] == ["<redacted>"] * 2
     for token in SECRET_TOKENS:
         assert token not in checked.stdout and token not in checked.stderr
+
+
+async def test_a_paused_process_deals_with_the_ticks_it_slept_through_by_each_jobs_policy(
+    service: CronsvcProcess, receiver: Receiver
+) -> None:
+    jobs = {}
+    for policy in ("fire_once", "fire_all", "skip"):
+        status, jobs[policy] = await api(
+            "POST",
+            f"{service.url}/api/cron",
+            json={
+                "name": policy,
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+                "misfirePolicy": policy,
+            },
+        )
+        assert status == 201
+    await receiver.wait_for(6)
+    assert service.process is not None
+    service.process.send_signal(signal.SIGSTOP)  # the event loop stops dead
+    stopped_at = datetime.now(UTC)
+    await asyncio.sleep(4.5)
+    service.process.send_signal(signal.SIGCONT)
+    await asyncio.sleep(2.5)
+    since = stopped_at.replace(microsecond=0) + timedelta(seconds=1)
+    until = since + timedelta(seconds=4)  # the ticks that fell due while it slept
+
+    outcomes = {}
+    for policy, job in jobs.items():
+        _, ledger = await api(
+            "GET",
+            f"{service.url}/api/cron/{job['id']}/ledger",
+            params={"since": since.isoformat(), "until": until.isoformat()},
+        )
+        entries = [e for e in ledger["entries"] if e["kind"] == "tick"]
+        assert len(entries) == 4, ledger
+        assert ledger["summary"]["gaps"] == 0  # every owed tick has its one record
+        outcomes[policy] = [e["status"] for e in entries]
+    # fire_all sends every tick late; fire_once only the latest (and at most
+    # one claimed just before the pause), the rest MISSED; skip sends none of
+    # the overdue ones, bar one claimed before the pause.
+    assert outcomes["fire_all"] == ["SUCCESS"] * 4
+    assert outcomes["fire_once"][-1] == "SUCCESS"
+    assert outcomes["fire_once"].count("MISSED") >= 2
+    assert outcomes["skip"][1:] == ["MISSED"] * 3
