@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -242,9 +243,15 @@ async def _kill_one_and_check(
     }
     assert expected - set(arrivals) <= lost
     assert len(lost) <= len(jobs)
-    # The ticks it had claimed but not sent were adopted and sent late.
-    late = [key for key in expected if key in arrivals and arrivals[key] - key[1] > 1.0]
-    assert len(late) >= len(jobs), sorted(late)
+    # It died holding claims it had not sent (about three per job): the
+    # survivors adopted them, and each reached the receiver once, above.
+    adopted = [
+        json.loads(line)
+        for survivor in cluster[:2]
+        for line in survivor.log_path.read_text().splitlines()
+        if '"tick_adopted"' in line
+    ]
+    assert len({(a["job_id"], a["tick"]) for a in adopted}) >= len(jobs)
 
 
 async def test_redis_losing_its_keys_lets_no_tick_fire_twice(
