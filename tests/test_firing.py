@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import itertools
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,8 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from cronsvc.config import Config
-from cronsvc.service import build_app
-from tests.conftest import Receiver
+from cronsvc.domain import Job, JobSpec
+from cronsvc.ids import new_id
+from cronsvc.service import STORE, build_app
+from tests.conftest import MakeClient, Receiver
 from tests.processes import free_port
 from tests.standard_webhooks import signatures, verifies
 
@@ -566,3 +568,40 @@ async def test_retry_after_on_a_503_holds_back_the_next_ticks_inside_it(
     assert {e["error"]["type"] for e in deferred} == {"deferred"}
     held = await (await client.get(f"/api/cron/{job['id']}")).json()
     assert held["deferredUntil"] is not None and held["isActive"] is True
+
+
+async def test_changes_that_sent_no_notice_are_picked_up_by_the_resync(
+    make_client: MakeClient, config: Config, receiver: Receiver, start_receiver: Any
+) -> None:
+    """A lost notice is repaired by the periodic resync: jobs added, changed
+    and paused straight in the store, with no notice, are in force within a
+    resync interval."""
+    client = await make_client(
+        scheduler=dataclasses.replace(config.scheduler, resync_interval_s=1.0)
+    )
+    store = client.server.app[STORE]
+    held = await create(client, receiver.url, name="held by the scheduler")
+    await receiver.wait_for(1)
+    other: Receiver = await start_receiver()
+    now = datetime.now(UTC)
+    quiet = Job(
+        id=new_id(),
+        spec=JobSpec(name="quiet", cron_expression=EVERY_SECOND, webhook_url=other.url),
+        created_at=now,
+        updated_at=now,
+        last_tick=now,
+    )
+    await store.create_job(quiet)  # no notice goes out
+
+    await other.wait_for(1, within_s=10)
+    moved: Receiver = await start_receiver()
+    spec = dataclasses.replace(quiet.spec, webhook_url=moved.url)
+    await store.update_job(quiet.id, spec, now=datetime.now(UTC))
+    await moved.wait_for(1, within_s=10)
+    paused = dataclasses.replace(spec, is_active=False)
+    await store.update_job(quiet.id, paused, now=datetime.now(UTC))
+    await asyncio.sleep(3)  # one resync, and the tick it might have claimed before it
+    before = len(moved.requests)
+    await asyncio.sleep(2)
+    assert len(moved.requests) == before
+    assert (await client.get(f"/api/cron/{held['id']}")).status == 200

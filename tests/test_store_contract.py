@@ -749,6 +749,26 @@ async def test_active_jobs_lists_exactly_the_active_ones(store: Store) -> None:
     assert all(isinstance(job, Job) and job.spec.is_active for job in active)
 
 
+async def test_active_jobs_of_given_ids_are_those_of_them_that_are_active(
+    store: Store,
+) -> None:
+    on = [await create(store, f"on-{i}") for i in range(3)]
+    off = await create(store, "off", is_active=False)
+
+    chosen = await store.active_jobs([on[0].id, on[2].id, off.id, new_id(), "not-an-id"])
+
+    assert sorted(chosen, key=lambda job: job.id) == sorted([on[0], on[2]], key=lambda j: j.id)
+    assert await store.active_jobs([]) == []
+
+
+async def test_active_versions_are_those_of_every_active_job(store: Store) -> None:
+    on = [await create(store, f"on-{i}") for i in range(3)]
+    await create(store, "off", is_active=False)
+    changed = await store.update_job(on[1].id, make_spec("on-1", tags=("x",)), now=at(1))
+
+    assert await store.active_versions() == {on[0].id: 1, changed.id: 2, on[2].id: 1}
+
+
 async def test_count_jobs_counts_every_job_active_or_paused(store: Store) -> None:
     assert await store.count_jobs() == 0
     jobs = [await create(store, f"job-{i}") for i in range(3)]

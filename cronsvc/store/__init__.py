@@ -197,8 +197,14 @@ class Store(Protocol):
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]: ...
 
-    async def active_jobs(self) -> list[Job]:
-        """Every job with `is_active`, in no particular order."""
+    async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
+        """Every job with `is_active`, or only those of `job_ids`; in no
+        particular order."""
+        ...
+
+    async def active_versions(self) -> dict[str, int]:
+        """The version of every active job: what a resync compares with the
+        jobs it holds, at a small part of the cost of reading them all."""
         ...
 
     async def count_jobs(self) -> int:

@@ -439,10 +439,18 @@ class MongoStore:
                 next_cursor = encode_cursor(["j", items[-1].id])
             return Page(items=items, next_cursor=next_cursor)
 
-    async def active_jobs(self) -> list[Job]:
+    async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
         with self._calling():
-            documents = await self._jobs.find({"is_active": True}, _WITHOUT_HISTORY).to_list()
+            selector: _Doc = {"is_active": True}
+            if job_ids is not None:
+                selector["_id"] = {"$in": [i for i in job_ids if is_valid_id(i)]}
+            documents = await self._jobs.find(selector, _WITHOUT_HISTORY).to_list()
             return [_job_from_document(document) for document in documents]
+
+    async def active_versions(self) -> dict[str, int]:
+        with self._calling():
+            found = self._jobs.find({"is_active": True}, {"version": 1})
+            return {document["_id"]: document["version"] for document in await found.to_list()}
 
     async def count_jobs(self) -> int:
         with self._calling():

@@ -246,6 +246,8 @@ _JOB_COLUMNS = (
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
 _ACTIVE_JOBS = f"{_SELECT_JOBS} WHERE is_active = 1"
+_ACTIVE_JOBS_IN = f"{_ACTIVE_JOBS} AND id IN (SELECT value FROM json_each(?))"
+_ACTIVE_VERSIONS = "SELECT id, version FROM jobs WHERE is_active = 1"
 _CURRENT_VERSIONS = (
     "SELECT id, version FROM jobs WHERE is_active = 1 AND id IN (SELECT value FROM json_each(?))"
 )
@@ -459,8 +461,13 @@ class SQLiteStore:
     async def list_jobs(self, query: JobQuery) -> Page[Job]:
         return await self._run(_do_list_jobs, query)
 
-    async def active_jobs(self) -> list[Job]:
-        return await self._run(_do_active_jobs)
+    async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
+        if job_ids is None:
+            return await self._run(_do_active_jobs)
+        return await self._run(_do_active_jobs_in, [i for i in job_ids if is_valid_id(i)])
+
+    async def active_versions(self) -> dict[str, int]:
+        return await self._run(_do_active_versions)
 
     async def count_jobs(self) -> int:
         return await self._run(_do_count_jobs)
@@ -784,6 +791,14 @@ def _do_defer_job(db: sqlite3.Connection, job_id: str, until_ms: int) -> None:
 
 def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
     return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS)]
+
+
+def _do_active_jobs_in(db: sqlite3.Connection, job_ids: list[str]) -> list[Job]:
+    return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS_IN, (json_text(job_ids),))]
+
+
+def _do_active_versions(db: sqlite3.Connection) -> dict[str, int]:
+    return dict(db.execute(_ACTIVE_VERSIONS).fetchall())
 
 
 def _do_count_jobs(db: sqlite3.Connection) -> int:
