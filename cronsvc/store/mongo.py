@@ -122,7 +122,6 @@ from cronsvc.domain import (
     JobSpec,
     MisfirePolicy,
     PreviousSecret,
-    RetryPolicy,
     ScheduleRevision,
     Trigger,
 )
@@ -159,6 +158,9 @@ from cronsvc.store.common import (
     opt_unix_ms,
     prefix_upper_bound,
     replaced_message,
+    shared_headers,
+    shared_retry,
+    shared_text,
     skip_reason,
     unix_ms,
 )
@@ -1182,17 +1184,17 @@ def _job_from_document(document: _Doc) -> Job:
     previous_secret = document.get("previous_secret")
     spec = JobSpec(
         name=document["name"],
-        cron_expression=document["cron_expression"],
-        timezone=document["timezone"],
+        cron_expression=shared_text(document["cron_expression"]),
+        timezone=shared_text(document["timezone"]),
         webhook_url=document["webhook_url"],
         http_method=HttpMethod(document["http_method"]),
-        headers=dict(document["headers"]),
+        headers=shared_headers(dict(document["headers"])),
         body=None if body_json is None else json.loads(body_json),
         timeout_seconds=float(document["timeout_seconds"]),
-        retry=RetryPolicy(
-            max_attempts=int(retry["max_attempts"]),
-            backoff_seconds=float(retry["backoff_seconds"]),
-            max_backoff_seconds=float(retry["max_backoff_seconds"]),
+        retry=shared_retry(
+            int(retry["max_attempts"]),
+            float(retry["backoff_seconds"]),
+            float(retry["max_backoff_seconds"]),
         ),
         concurrency_policy=ConcurrencyPolicy(document["concurrency_policy"]),
         misfire_policy=MisfirePolicy(document["misfire_policy"]),

@@ -45,7 +45,6 @@ from cronsvc.domain import (
     JobSpec,
     MisfirePolicy,
     PreviousSecret,
-    RetryPolicy,
     ScheduleRevision,
     Trigger,
 )
@@ -83,6 +82,9 @@ from cronsvc.store.common import (
     replaced_message,
     revision_of,
     schedule_changed,
+    shared_headers,
+    shared_retry,
+    shared_text,
     skip_reason,
     unix_ms,
 )
@@ -1141,16 +1143,14 @@ def _job_row(job: Job) -> tuple[Any, ...]:
 def _job_from_row(row: _Row) -> Job:
     spec = JobSpec(
         name=row[1],
-        cron_expression=row[2],
-        timezone=row[3],
+        cron_expression=shared_text(row[2]),
+        timezone=shared_text(row[3]),
         webhook_url=row[4],
         http_method=HttpMethod(row[5]),
-        headers=json.loads(row[6]),
+        headers=shared_headers(json.loads(row[6])),
         body=None if row[7] is None else json.loads(row[7]),
         timeout_seconds=row[8],
-        retry=RetryPolicy(
-            max_attempts=row[9], backoff_seconds=row[10], max_backoff_seconds=row[11]
-        ),
+        retry=shared_retry(row[9], row[10], row[11]),
         concurrency_policy=ConcurrencyPolicy(row[12]),
         misfire_policy=MisfirePolicy(row[13]),
         misfire_grace_seconds=row[14],
