@@ -416,6 +416,45 @@ async def test_schedules_are_put_in_words_or_left_as_written(screen: Screen) -> 
     screen.clean()
 
 
+WALL_TIMES = [
+    ("2026-03-01T09:00", "UTC", "2026-03-01T09:00:00.000Z"),
+    ("2026-01-15T12:30:15", "Europe/Berlin", "2026-01-15T11:30:15.000Z"),
+    ("2026-07-15T12:30", "Europe/Berlin", "2026-07-15T10:30:00.000Z"),
+    ("2026-07-15T12:00", "Asia/Kathmandu", "2026-07-15T06:15:00.000Z"),
+    ("2026-07-15T12:00", "America/St_Johns", "2026-07-15T14:30:00.000Z"),
+    # Skipped by a change to summer time: read with the offset before it (03:30 after).
+    ("2026-03-29T02:30", "Europe/Berlin", "2026-03-29T01:30:00.000Z"),
+    ("2026-03-08T02:30", "America/New_York", "2026-03-08T07:30:00.000Z"),
+    # Repeated by a change back: the earlier of its two instants.
+    ("2026-10-25T02:30", "Europe/Berlin", "2026-10-25T00:30:00.000Z"),
+    ("2026-11-01T01:30", "America/New_York", "2026-11-01T05:30:00.000Z"),
+    ("2026-07-15 12:00", "UTC", None),
+    ("2026-07-15T12:00", "Mars/Olympus", None),
+]
+
+
+async def test_custom_ledger_ranges_read_wall_times_in_the_jobs_zone(screen: Screen) -> None:
+    await screen.open()
+    read = await screen.page.evaluate(
+        """async (cases) => {
+            const { fromWallTime, wallTime } = await import("/dashboard/format.js");
+            return cases.map(([wall, zone]) => {
+                const instant = fromWallTime(wall, zone);
+                return [instant, instant && wallTime(instant, zone)];
+            });
+        }""",
+        [[wall, zone] for wall, zone, _ in WALL_TIMES],
+    )
+    assert [instant for instant, _ in read] == [expected for _, _, expected in WALL_TIMES]
+    cases = zip(WALL_TIMES, read, strict=True)
+    back = {(wall, zone): wall_again for (wall, zone, _), (_, wall_again) in cases}
+    assert back["2026-01-15T12:30:15", "Europe/Berlin"] == "2026-01-15T12:30:15"
+    assert back["2026-07-15T12:00", "America/St_Johns"] == "2026-07-15T12:00:00"
+    assert back["2026-10-25T02:30", "Europe/Berlin"] == "2026-10-25T02:30:00"
+    assert back["2026-03-29T02:30", "Europe/Berlin"] == "2026-03-29T03:30:00"
+    screen.clean()
+
+
 TOKEN = "dashboard-test-token"
 
 
