@@ -10,6 +10,7 @@ import re
 import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
@@ -191,7 +192,8 @@ async def test_create_a_job_see_it_fire_pause_it_and_read_its_history(
     assert (await receiver.wait_for(1))[0].json()["jobId"] == job_id
     await expect(page.locator("#job-chart svg.chart polyline.series-duration")).to_have_count(1)
     await expect(page.locator("#job-chart svg.chart polyline.series-lag")).to_have_count(1)
-    await expect(screen.row("#history-table", "SUCCESS")).to_have_count(3, timeout=FIRE_WAIT_MS)
+    # At least three: the history refreshes every 3 s, so its count may step past exactly 3.
+    await expect(success.nth(2)).to_be_visible(timeout=FIRE_WAIT_MS)
     await screen.shot("02-job-firing.png")
 
     await success.first.click()
@@ -353,6 +355,143 @@ async def test_edit_run_now_and_delete_after_confirming(
     screen.clean()
 
 
+async def settled_runs(client: Client, job_id: str, within_s: float = 10.0) -> list[dict[str, Any]]:
+    """The job's execution records, oldest tick first, once none is RUNNING
+    (results are written behind)."""
+    async with asyncio.timeout(within_s):
+        while True:
+            response = await client.get(f"/api/execution-logs/job/{job_id}?limit=500")
+            runs: list[dict[str, Any]] = await response.json()
+            if all(run["status"] != "RUNNING" for run in runs):
+                return sorted(runs, key=lambda run: str(run["scheduledAt"]))
+            await asyncio.sleep(0.2)
+
+
+def minutes(instant: datetime) -> str:
+    """`instant` as a datetime-local input takes it (UTC wall time, to the minute)."""
+    return instant.strftime("%Y-%m-%dT%H:%M")
+
+
+@pytest.mark.timeout(120)
+async def test_ledger_lists_the_owed_ticks_and_shows_a_deleted_records_tick_as_a_gap(
+    client: Client, receiver: Receiver, screen: Screen
+) -> None:
+    receiver.reply = '{"pong": "ledger"}'
+
+    async def fail_the_third() -> None:
+        receiver.status = 500 if len(receiver.requests) == 3 else 200
+
+    receiver.before_reply = fail_the_third
+    job = await create_job(
+        client, name="ledgered", cronExpression="*/1 * * * * *", webhookUrl=receiver.url
+    )
+    await receiver.wait_for(5, within_s=FIRE_WAIT_MS / 1000)
+    assert (await client.post(f"/api/cron/{job['id']}/pause")).status == 200
+    assert (await client.post(f"/api/cron/{job['id']}/trigger")).status == 202
+    runs = await settled_runs(client, job["id"])
+    manual = next(run for run in runs if run["trigger"] == "manual")
+    failed = next(run for run in runs if run["status"] == "FAILURE")
+    fine = [run for run in runs if run["status"] == "SUCCESS" and run["trigger"] != "manual"]
+    gone, kept = fine[1], fine[2]  # a tick in the middle loses its record
+    assert (await client.delete(f"/api/execution-logs/{gone['id']}")).status == 200
+    # Paused: the ledger holds still, and the page must show what the API answers.
+    ledger = await (await client.get(f"/api/cron/{job['id']}/ledger")).json()
+    summary = ledger["summary"]
+    entry = next(e for e in ledger["entries"] if e["scheduledAt"] == gone["scheduledAt"])
+    assert entry["kind"] == "gap"
+    successes, failures = summary["byStatus"]["SUCCESS"], summary["byStatus"]["FAILURE"]
+    assert successes >= 2
+    assert failures == 1
+    assert summary["manual"] == 1
+
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}")
+    last_15_min = page.get_by_role("button", name="Last 15 min")
+    await last_15_min.click()
+    await expect(last_15_min).to_have_attribute("aria-pressed", "true")
+    entries = page.locator("#ledger-table tbody tr.ledger-entry")
+    await expect(entries).to_have_count(len(ledger["entries"]))
+    hole = page.locator(f'#ledger-table tr[data-scheduled-at="{gone["scheduledAt"]}"]')
+    await expect(hole).to_have_attribute("data-kind", "gap")
+    await expect(hole).to_have_class(re.compile(r"\bkind-gap\b"))
+    await expect(hole.locator(".kind-badge")).to_have_text("gap")
+    await expect(hole).to_contain_text("no record")
+    await expect(page.locator("#ledger-table tr.kind-gap")).to_have_count(summary["gaps"])
+    await expect(page.locator("#ledger-strip .cell-gap")).to_have_count(summary["gaps"])
+    ticks_owed = page.locator('#ledger-summary [data-count="ticks"]')
+    await expect(ticks_owed).to_have_text(f"{summary['ticks']} ticks owed")
+    gaps = f"{summary['gaps']} gap{'' if summary['gaps'] == 1 else 's'}"
+    await expect(page.locator('#ledger-summary [data-count="gaps"]')).to_have_text(gaps)
+    await expect(page.locator('#ledger-summary [data-count="SUCCESS"]')).to_have_text(
+        f"SUCCESS {successes}"
+    )
+    settled = page.locator('#ledger-table tr[data-kind="tick"][data-status="SUCCESS"]')
+    await expect(settled).to_have_count(successes)
+    failure = page.locator(f'#ledger-table tr[data-execution-id="{failed["id"]}"]')
+    await expect(failure).to_have_attribute("data-status", "FAILURE")
+    await expect(failure).to_have_class(re.compile(r"\balarming\b"))
+    await expect(failure).to_contain_text("FAILURE")
+    await expect(page.locator('#ledger-summary [data-count="FAILURE"]')).to_have_text("FAILURE 1")
+    by_hand = page.locator(f'#ledger-table tr[data-execution-id="{manual["id"]}"]')
+    await expect(by_hand).to_have_attribute("data-kind", "manual")
+    await expect(by_hand.locator(".kind-badge")).to_have_text("manual run")
+    await expect(page.locator('#ledger-summary [data-count="manual"]')).to_have_text("1 manual run")
+    await expect(page.locator("#ledger-incomplete")).to_be_hidden()
+    await screen.shot("11-ledger-gap.png")
+
+    await page.locator(f'#ledger-table tr[data-execution-id="{kept["id"]}"]').click()
+    dialog = page.locator("#execution-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator("#response-body")).to_have_text('{"pong": "ledger"}')
+    await expect(dialog).to_contain_text(kept["id"])
+    await dialog.get_by_role("button", name="Close").click()
+    await expect(dialog).to_be_hidden()
+
+    await page.get_by_role("button", name="Custom…").click()
+    since = page.get_by_label("Since (UTC)")
+    await expect(since).to_have_value(re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}"))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    too_early = now - timedelta(days=40)
+    await since.fill(minutes(too_early))
+    await page.get_by_label("Until (UTC)").fill(minutes(now))
+    await page.get_by_role("button", name="Show", exact=True).click()
+    range_ = {"since": too_early.isoformat(), "until": now.isoformat()}
+    refused = await client.get(f"/api/cron/{job['id']}/ledger", params=range_)
+    assert refused.status == 400
+    error = (await refused.json())["errors"][0]
+    shown = page.locator("#ledger-error")
+    await expect(shown).to_contain_text(f"{error['field']}: {error['message']}")
+    await expect(shown).to_contain_text("Narrow the range")
+    await expect(page.locator("#ledger-table")).to_be_hidden()
+    await screen.shot("12-ledger-range-too-wide.png")
+
+    await last_15_min.click()
+    await expect(shown).to_be_empty()
+    await expect(entries).to_have_count(len(ledger["entries"]))
+    screen.clean()
+
+
+async def test_ledger_notes_when_the_kept_schedule_history_starts_inside_the_range(
+    client: Client, screen: Screen
+) -> None:
+    job = await create_job(client, name="fickle")
+    for _ in range(51):  # 102 revisions: the oldest are trimmed (100 kept)
+        assert (await client.post(f"/api/cron/{job['id']}/pause")).status == 200
+        assert (await client.post(f"/api/cron/{job['id']}/resume")).status == 200
+    ledger = await (await client.get(f"/api/cron/{job['id']}/ledger")).json()
+    assert ledger["complete"] is False
+
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}")
+    note = page.locator("#ledger-incomplete")
+    await expect(note).to_be_visible()
+    await expect(note).to_contain_text("Incomplete")
+    known_from = ledger["knownFrom"]  # 2026-01-01T00:00:00.000Z, shown in the job's zone (UTC)
+    await expect(note).to_contain_text(f"{known_from[:10]} {known_from[11:19]} +00:00")
+    await expect(page.locator("#ledger-table")).to_contain_text("Nothing owed")
+    screen.clean()
+
+
 async def test_cluster_view_shows_the_instance_as_leader(client: Client, screen: Screen) -> None:
     page = screen.page
     await screen.open("#/cluster")
@@ -413,6 +552,45 @@ async def test_schedules_are_put_in_words_or_left_as_written(screen: Screen) -> 
         list(DESCRIBED),
     )
     assert dict(zip(DESCRIBED, described, strict=True)) == DESCRIBED
+    screen.clean()
+
+
+WALL_TIMES = [
+    ("2026-03-01T09:00", "UTC", "2026-03-01T09:00:00.000Z"),
+    ("2026-01-15T12:30:15", "Europe/Berlin", "2026-01-15T11:30:15.000Z"),
+    ("2026-07-15T12:30", "Europe/Berlin", "2026-07-15T10:30:00.000Z"),
+    ("2026-07-15T12:00", "Asia/Kathmandu", "2026-07-15T06:15:00.000Z"),
+    ("2026-07-15T12:00", "America/St_Johns", "2026-07-15T14:30:00.000Z"),
+    # Skipped by a change to summer time: read with the offset before it (03:30 after).
+    ("2026-03-29T02:30", "Europe/Berlin", "2026-03-29T01:30:00.000Z"),
+    ("2026-03-08T02:30", "America/New_York", "2026-03-08T07:30:00.000Z"),
+    # Repeated by a change back: the earlier of its two instants.
+    ("2026-10-25T02:30", "Europe/Berlin", "2026-10-25T00:30:00.000Z"),
+    ("2026-11-01T01:30", "America/New_York", "2026-11-01T05:30:00.000Z"),
+    ("2026-07-15 12:00", "UTC", None),
+    ("2026-07-15T12:00", "Mars/Olympus", None),
+]
+
+
+async def test_custom_ledger_ranges_read_wall_times_in_the_jobs_zone(screen: Screen) -> None:
+    await screen.open()
+    read = await screen.page.evaluate(
+        """async (cases) => {
+            const { fromWallTime, wallTime } = await import("/dashboard/format.js");
+            return cases.map(([wall, zone]) => {
+                const instant = fromWallTime(wall, zone);
+                return [instant, instant && wallTime(instant, zone)];
+            });
+        }""",
+        [[wall, zone] for wall, zone, _ in WALL_TIMES],
+    )
+    assert [instant for instant, _ in read] == [expected for _, _, expected in WALL_TIMES]
+    cases = zip(WALL_TIMES, read, strict=True)
+    back = {(wall, zone): wall_again for (wall, zone, _), (_, wall_again) in cases}
+    assert back["2026-01-15T12:30:15", "Europe/Berlin"] == "2026-01-15T12:30:15"
+    assert back["2026-07-15T12:00", "America/St_Johns"] == "2026-07-15T12:00:00"
+    assert back["2026-10-25T02:30", "Europe/Berlin"] == "2026-10-25T02:30:00"
+    assert back["2026-03-29T02:30", "Europe/Berlin"] == "2026-03-29T03:30:00"
     screen.clean()
 
 

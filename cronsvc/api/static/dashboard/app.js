@@ -2,7 +2,7 @@
 //
 //   #/                 jobs: search, tag and state filters, pages, active toggles
 //   #/jobs/new         create form with a live schedule preview
-//   #/jobs/{id}        one job: actions, next fires, chart, execution history
+//   #/jobs/{id}        one job: actions, next fires, chart, tick ledger, execution history
 //   #/jobs/{id}/edit   edit form
 //   #/cluster          instances, heartbeats, leader
 //
@@ -13,15 +13,18 @@
 import { ApiError, api, onTokenNeeded, setToken, token } from "./api.js";
 import { chart } from "./chart.js";
 import { describe } from "./describe.js";
-import { duration, inZone, lagMs, offsetAt, relative, splitLocal, utc } from "./format.js";
+import {
+  duration, fromWallTime, inZone, lagMs, offsetAt, relative, splitLocal, utc, wallTime,
+} from "./format.js";
 
 const PAGE_SIZE = 20;
 const HISTORY_PAGE_SIZE = 50;
-const REFRESH_MS = { jobs: 10000, job: 3000, cluster: 5000 };
+const REFRESH_MS = { jobs: 10000, job: 3000, ledger: 10000, cluster: 5000 };
 const PREVIEW_DELAY_MS = 300;
 const FLASH_MS = 5000;
 const JOB_ID = "[0-9a-f]{24}";
 const STATUSES = ["RUNNING", "SUCCESS", "FAILURE", "SKIPPED", "MISSED", "LOST"];
+const ALARMING = new Set(["MISSED", "FAILURE", "LOST"]);
 
 // -- small DOM helpers ---------------------------------------------------------
 
@@ -396,11 +399,13 @@ function jobView(view, id) {
   const more = h("button", { type: "button", id: "history-more", hidden: true }, "Load older runs");
   const filter = h("select", { id: "history-status", "aria-label": "Show runs with status" },
     option("", "All statuses", ""), STATUSES.map((s) => option(s, s, "")));
+  const ledger = ledgerPanel(id, life);
 
   view.append(
     h("p", {}, h("a", { href: "#/" }, "‹ Jobs")),
     head,
     h("div", { class: "columns" }, facts, chartBox),
+    ledger.element,
     h("section", { id: "history" },
       h("div", { class: "toolbar" }, h("h2", {}, "Execution history"), filter,
         h("span", { class: "spacer" }),
@@ -470,6 +475,7 @@ function jobView(view, id) {
       if (!life.alive || mine !== refreshes) return;
       renderJob();
       renderHistory();
+      ledger.follow(job);
       historyStatus.replaceChildren();
     } catch (error) {
       if (!life.alive || mine !== refreshes || isAbort(error)) return;
@@ -601,6 +607,265 @@ function jobView(view, id) {
 
 function newestFirst(a, b) {
   return b.scheduledAt.localeCompare(a.scheduledAt) || b.id.localeCompare(a.id);
+}
+
+// -- the tick ledger of one job ------------------------------------------------
+
+const LEDGER_RANGES = [
+  { key: "15m", label: "Last 15 min", ms: 15 * 60_000 },
+  { key: "1h", label: "Last 1 h", ms: 3_600_000 },
+  { key: "6h", label: "Last 6 h", ms: 6 * 3_600_000 },
+  { key: "24h", label: "Last 24 h", ms: 24 * 3_600_000 },
+];
+const LEDGER_KINDS = {
+  tick: { label: "tick", title: "A tick the schedule owed, and the record that settled it" },
+  gap: { label: "gap", title: "A tick the schedule owed that has no record: it never ran, or its record was deleted" },
+  manual: { label: "manual run", title: "A run started by hand: no schedule owed it" },
+  unscheduled: { label: "unscheduled", title: "A record at an instant no schedule in force owed (one changed since, or a tick claimed just before a pause)" },
+  unknown: { label: "before history", title: "A record from before the kept schedule history: whether it was owed is not known" },
+};
+// The newest owed tick, this close to the range's end, may lack a record only
+// because its claim has not landed yet (the API says so too).
+const JUST_DUE_MS = 5000;
+
+// Every tick a job owed in a range and what settled it (GET /api/cron/{id}/ledger).
+// `follow(job)` gives it the job (its zone) and starts it; it refreshes itself
+// while the range is one the API accepts.
+function ledgerPanel(id, life) {
+  let zone = "UTC";
+  let range = "1h"; // the range loaded: a key of LEDGER_RANGES, or "custom"
+  let picking = false; // the custom range's form is open
+  let custom = { since: null, until: null }; // UTC ISO, or null for the API's default
+  let shown = null; // the last answer
+  let refused = false; // the API refused this range: asking again will not change that
+  let started = false;
+
+  const rangeButtons = [...LEDGER_RANGES, { key: "custom", label: "Custom…" }].map((choice) =>
+    h("button", { type: "button", dataset: { range: choice.key }, onclick: () => choose(choice.key) },
+      choice.label));
+  const since = h("input", { type: "datetime-local", step: "1", id: "ledger-since" });
+  const until = h("input", { type: "datetime-local", step: "1", id: "ledger-until" });
+  const sinceLabel = h("label", { for: "ledger-since" });
+  const untilLabel = h("label", { for: "ledger-until" });
+  const customError = h("p", { class: "field-error", id: "ledger-custom-error", hidden: true });
+  const customForm = h("form", { class: "ledger-custom", id: "ledger-custom", hidden: true, novalidate: true },
+    h("div", { class: "field" }, sinceLabel, since),
+    h("div", { class: "field" }, untilLabel, until),
+    h("button", { type: "submit", class: "primary", id: "ledger-show" }, "Show"),
+    h("span", { class: "muted small" }, "An empty since is an hour before until; an empty until is now."),
+    customError);
+  const status = h("div", { class: "view-status", id: "ledger-error" });
+  const incomplete = h("p", { class: "note", id: "ledger-incomplete", hidden: true });
+  const summary = h("div", { class: "ledger-summary", id: "ledger-summary" });
+  const strip = h("div", { class: "ledger-strip", id: "ledger-strip", "aria-hidden": "true" });
+  const rows = h("tbody");
+  const table = h("div", { class: "ledger-scroll" },
+    h("table", { class: "grid ledger", id: "ledger-table" },
+      h("caption", { class: "muted small" }, "Newest first. A run with a record opens on click."),
+      h("thead", {}, h("tr", {}, ["Tick", "Entry", "Status", "Trigger", ""]
+        .map((title) => h("th", { scope: "col" }, title)))),
+      rows));
+  const element = h("section", { class: "panel ledger-panel", id: "ledger", "aria-labelledby": "ledger-title" },
+    h("div", { class: "toolbar" },
+      h("h2", { id: "ledger-title" }, "Tick ledger"),
+      h("div", { class: "segmented", role: "group", "aria-label": "Ledger range" }, rangeButtons),
+      h("span", { class: "spacer" }),
+      h("button", { type: "button", id: "ledger-refresh", onclick: () => load() }, "Refresh")),
+    h("p", { class: "muted small" },
+      "Every tick the schedule owed in the range, with the record that settled it; "
+      + "a tick with no record is a gap."),
+    customForm, status, incomplete, summary, strip, table);
+
+  function pressed() {
+    const current = picking ? "custom" : range;
+    for (const button of rangeButtons) {
+      button.setAttribute("aria-pressed", String(button.dataset.range === current));
+    }
+    customForm.hidden = !picking;
+  }
+
+  // A preset loads at once; "Custom…" opens the form, and what is shown stays
+  // (and refreshes) until the form's range is submitted.
+  function choose(key) {
+    picking = key === "custom";
+    if (!picking) range = key;
+    pressed();
+    if (!picking) {
+      load();
+      return;
+    }
+    // Start from the range shown, as the job's clocks read it; an empty until is now.
+    if (!since.value && shown) since.value = wallTime(shown.since, zone);
+    since.focus();
+  }
+
+  customForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    customError.hidden = true;
+    const read = (input, name) => {
+      if (!input.value) return { value: null };
+      const value = fromWallTime(input.value, zone);
+      return value ? { value } : { error: `${name}: cannot be read as a time in ${zone}` };
+    };
+    const from = read(since, "since");
+    const to = read(until, "until");
+    const problem = from.error ?? to.error;
+    if (problem) {
+      customError.textContent = problem;
+      customError.hidden = false;
+      return;
+    }
+    range = "custom";
+    custom = { since: from.value, until: to.value };
+    load();
+  });
+
+  function url() {
+    const query = new URLSearchParams();
+    if (range === "custom") {
+      if (custom.since) query.set("since", custom.since);
+      if (custom.until) query.set("until", custom.until);
+    } else {
+      // `until` is left to the service's clock, so a browser clock that is
+      // a little behind still sees the newest ticks.
+      const span = LEDGER_RANGES.find((choice) => choice.key === range).ms;
+      query.set("since", new Date(Date.now() - span).toISOString());
+    }
+    const text = query.toString();
+    return `/api/cron/${id}/ledger${text ? `?${text}` : ""}`;
+  }
+
+  let loads = 0;
+  async function load() {
+    const mine = ++loads; // a range chosen or a timer fired: only the latest answer counts
+    element.setAttribute("aria-busy", "true");
+    try {
+      const { data } = await api.get(url(), { signal: life.signal });
+      if (!life.alive || mine !== loads) return;
+      refused = false;
+      shown = data;
+      status.replaceChildren();
+      render(data);
+    } catch (error) {
+      if (!life.alive || mine !== loads || isAbort(error)) return;
+      shown = null;
+      clear();
+      refused = error instanceof ApiError && error.status === 400;
+      if (refused) {
+        status.replaceChildren(h("div", { class: "panel error", role: "alert" },
+          h("p", {}, errorText(error)),
+          h("p", { class: "small" }, "Narrow the range: choose a shorter one, or bring since and "
+            + "until closer (one answer covers at most 31 days and 1000 owed ticks).")));
+      } else {
+        failure(status, error, load);
+      }
+    } finally {
+      if (mine === loads) element.removeAttribute("aria-busy");
+    }
+  }
+
+  function clear() {
+    incomplete.hidden = true;
+    summary.replaceChildren();
+    strip.replaceChildren();
+    rows.replaceChildren();
+    table.hidden = true;
+  }
+
+  function render(data) {
+    const counts = data.summary;
+    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+    const count = (key, ...content) => h("li", { dataset: { count: key } }, content);
+    summary.replaceChildren(
+      h("p", { class: "small" }, "From ", h("span", { title: utc(data.since) }, inZone(data.since, zone)),
+        " to ", h("span", { title: utc(data.until) }, inZone(data.until, zone))),
+      h("ul", { class: "ledger-counts" },
+        count("ticks", h("strong", {}, plural(counts.ticks, "tick")), " owed"),
+        STATUSES.filter((s) => counts.byStatus[s]).map((s) =>
+          count(s, badge(s), ` ${counts.byStatus[s]}`)),
+        h("li", { class: counts.gaps ? "gaps has-gaps" : "gaps", dataset: { count: "gaps" } },
+          counts.gaps ? plural(counts.gaps, "gap") : "no gaps"),
+        counts.manual ? count("manual", plural(counts.manual, "manual run")) : null,
+        counts.unscheduled ? count("unscheduled", `${counts.unscheduled} unscheduled`) : null,
+        counts.unknown ? count("unknown", `${counts.unknown} before history`) : null));
+    incomplete.hidden = data.complete;
+    incomplete.textContent = data.complete ? "" : `Incomplete: the schedule history kept starts at `
+      + `${inZone(data.knownFrom, zone)}. What was owed before then is not known, so no gaps are `
+      + "listed there, and records from then are marked “before history”.";
+    strip.replaceChildren(...data.entries.map((entry) => h("span", {
+      class: `cell cell-${entry.kind === "tick" ? (entry.status ?? "").toLowerCase() : entry.kind}`,
+      title: `${inZone(entry.scheduledAt, zone)}: ${describeEntry(entry)}`,
+    })));
+    const newest = data.entries.findLast((entry) => entry.kind === "tick" || entry.kind === "gap");
+    const fresh = newest && Date.parse(data.until) - Date.parse(newest.scheduledAt) < JUST_DUE_MS;
+    const justDue = newest?.kind === "gap" && fresh ? newest : null;
+    rows.replaceChildren(...[...data.entries].reverse().map((entry) => entryRow(entry, entry === justDue)));
+    if (data.entries.length === 0) {
+      rows.append(h("tr", {}, h("td", { colspan: 5, class: "empty" },
+        "Nothing owed and no records in this range.")));
+    }
+    table.hidden = false;
+  }
+
+  function describeEntry(entry) {
+    const kind = LEDGER_KINDS[entry.kind]?.label ?? entry.kind;
+    if (entry.kind === "gap") return "gap, no record";
+    return entry.kind === "tick" ? entry.status : `${kind}, ${entry.status}`;
+  }
+
+  function entryRow(entry, justDue) {
+    const kind = LEDGER_KINDS[entry.kind] ?? { label: entry.kind, title: "" };
+    const classes = ["ledger-entry", `kind-${entry.kind}`];
+    if (ALARMING.has(entry.status)) classes.push("alarming");
+    const data = { kind: entry.kind, status: entry.status ?? "none", scheduledAt: entry.scheduledAt };
+    let open = null;
+    if (entry.executionId) {
+      classes.push("clickable");
+      data.executionId = entry.executionId;
+      open = () => openExecution(entry.executionId);
+    }
+    return h("tr", { class: classes.join(" "), dataset: data, onclick: open },
+      h("td", { class: "tick-time", title: utc(entry.scheduledAt) }, inZone(entry.scheduledAt, zone)),
+      h("td", {}, entry.kind === "tick"
+        ? h("span", { class: "muted", title: kind.title }, kind.label)
+        : h("span", { class: `badge kind-badge kind-${entry.kind}`, title: kind.title }, kind.label)),
+      h("td", {}, entry.kind === "gap"
+        ? h("span", { class: "gap-text" }, "no record",
+          justDue ? h("span", { class: "muted small" }, " (just due: its run may not be claimed yet)") : null)
+        : badge(entry.status)),
+      h("td", {}, entry.trigger ?? "—"),
+      h("td", {}, open ? h("button", { type: "button", class: "quiet", onclick: (event) => {
+        event.stopPropagation();
+        open();
+      } }, "Details") : ""));
+  }
+
+  async function openExecution(executionId) {
+    try {
+      const { data } = await api.get(`/api/execution-logs/${executionId}`, { signal: life.signal });
+      if (life.alive) showExecution(data, zone);
+    } catch (error) {
+      if (life.alive && !isAbort(error)) flash(errorText(error), "error");
+    }
+  }
+
+  pressed();
+  clear();
+  life.every(REFRESH_MS.ledger, async () => {
+    if (started && !refused) await load();
+  });
+  return {
+    element,
+    follow(job) {
+      zone = job.timezone;
+      sinceLabel.textContent = `Since (${zone})`;
+      untilLabel.textContent = `Until (${zone})`;
+      if (!started) {
+        started = true;
+        load();
+      }
+    },
+  };
 }
 
 // -- create and edit -----------------------------------------------------------

@@ -2,6 +2,8 @@
 // the dashboard shows each job's instants in the job's own time zone, with
 // the UTC offset, so a reader sees what the schedule sees.
 
+const DAY_MS = 86_400_000;
+const MAX_DATE_MS = 8.64e15; // the latest instant a Date holds
 const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const formatters = new Map();
 
@@ -56,6 +58,45 @@ export function inZone(iso, zone) {
   const date = `${found.year}-${found.month}-${found.day}`;
   const time = `${found.hour}:${found.minute}:${found.second}`;
   return `${found.weekday} ${date} ${time} ${offsetText(found.timeZoneName)}`;
+}
+
+// `iso` as `zone`'s clocks read it, in the form a datetime-local input takes
+// ("2026-03-29T03:00:00"), or "" for a zone this browser does not know.
+export function wallTime(iso, zone) {
+  const found = parts(iso, zone || "UTC");
+  if (!found) return "";
+  return `${found.year}-${found.month}-${found.day}T${found.hour}:${found.minute}:${found.second}`;
+}
+
+function offsetMs(offset) {
+  const match = offset.match(/^([+-])(\d{2}):?(\d{2})?(?::?(\d{2}))?$/);
+  if (!match) return null;
+  const [, sign, hours, minutes, seconds] = match;
+  const ms = ((+hours * 60 + +(minutes ?? 0)) * 60 + +(seconds ?? 0)) * 1000;
+  return sign === "-" ? -ms : ms;
+}
+
+// The instant (UTC ISO) at which `zone`'s clocks read `wall`
+// ("2026-03-29T03:00" or with seconds), or null. A wall time that a DST
+// change repeats is its earlier instant; one that it skips is read with the
+// offset before the change (02:30 on a night that jumps from 02:00 to 03:00
+// is 03:30 after it).
+export function fromWallTime(wall, zone) {
+  const match = String(wall).match(/^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?$/);
+  if (!match) return null;
+  const [, year, month, day, hour, minute, second] = match;
+  const asUtc = Date.UTC(+year, +month - 1, +day, +hour, +minute, +(second ?? 0));
+  if (!(Math.abs(asUtc) < MAX_DATE_MS - 2 * DAY_MS)) return null;
+  const offset = (t) => {
+    const text = offsetAt(new Date(t).toISOString(), zone || "UTC");
+    return text === null ? null : offsetMs(text);
+  };
+  // Offsets are within a day of UTC and change at most once around a wall time.
+  const before = offset(asUtc - DAY_MS);
+  const after = offset(asUtc + DAY_MS);
+  if (before === null || after === null) return null;
+  const readings = [asUtc - before, asUtc - after].filter((t) => offset(t) === asUtc - t);
+  return new Date(readings.length ? Math.min(...readings) : asUtc - before).toISOString();
 }
 
 // The pieces of a local ISO instant as the API sends it
