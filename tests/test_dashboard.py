@@ -355,6 +355,31 @@ async def test_edit_run_now_and_delete_after_confirming(
     screen.clean()
 
 
+async def test_editing_keeps_a_replace_policy_and_a_target_pause_says_why(
+    client: Client, receiver: Receiver, screen: Screen
+) -> None:
+    job = await create_job(
+        client, name="replacing", webhookUrl=receiver.url, concurrencyPolicy="replace"
+    )
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}")
+    await expect(page.locator("#job-facts")).to_contain_text("cancel the running one")
+    await page.locator("#job-edit").click()
+    await expect(page.locator("#f-concurrency")).to_have_value("replace")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#job-facts")).to_contain_text("(version 2)")
+    stored = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert stored["concurrencyPolicy"] == "replace"
+
+    receiver.status = 410  # the target is gone: the job pauses itself
+    await page.get_by_role("button", name="Run now").click()
+    await expect(page.locator("#job-paused-reason")).to_contain_text(
+        "410 Gone", timeout=FIRE_WAIT_MS
+    )
+    await screen.shot("13-paused-by-target.png")
+    screen.clean()
+
+
 async def settled_runs(client: Client, job_id: str, within_s: float = 10.0) -> list[dict[str, Any]]:
     """The job's execution records, oldest tick first, once none is RUNNING
     (results are written behind)."""

@@ -17,6 +17,13 @@ import {
   duration, fromWallTime, inZone, lagMs, offsetAt, relative, splitLocal, utc, wallTime,
 } from "./format.js";
 
+// How each concurrencyPolicy reads on a job's page.
+const OVERLAP = {
+  allow: "allowed",
+  forbid: "skip a tick while a run is going",
+  replace: "cancel the running one, start the new one",
+};
+
 const PAGE_SIZE = 20;
 const HISTORY_PAGE_SIZE = 50;
 const REFRESH_MS = { jobs: 10000, job: 3000, ledger: 10000, cluster: 5000 };
@@ -515,11 +522,18 @@ function jobView(view, id) {
       ["Retries", retry.maxAttempts > 1
         ? `up to ${retry.maxAttempts} attempts, backoff ${retry.backoffSeconds} s (at most ${retry.maxBackoffSeconds} s)`
         : "none"],
-      ["Overlap", job.concurrencyPolicy === "forbid" ? "skip a tick while a run is going" : "allowed"],
+      ["Overlap", OVERLAP[job.concurrencyPolicy] ?? job.concurrencyPolicy],
       ["Missed ticks", `${job.misfirePolicy} within ${job.misfireGraceSeconds} s`],
       ["Signed", job.hasSecret ? "yes" : "no"],
       ["Changed", h("span", {}, since(job.updatedAt), ` (version ${job.version})`)],
     ];
+    // What the webhook's target asked for: a 410 paused it, a Retry-After holds it back.
+    if (job.pausedReason) {
+      rows.unshift(["Paused by its target", h("span", { id: "job-paused-reason" }, job.pausedReason)]);
+    }
+    if (job.deferredUntil && Date.parse(job.deferredUntil) > Date.now()) {
+      rows.unshift(["Held back until", when(job.deferredUntil, job.timezone)]);
+    }
     facts.replaceChildren(h("dl", { class: "facts" },
       rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])));
   }
@@ -982,7 +996,8 @@ function buildForm(view, life, job) {
   const maxBackoff = input("f-max-backoff", { type: "number", min: "0", step: "any", value: String(spec.retry.maxBackoffSeconds) });
   const concurrency = h("select", { id: "f-concurrency" },
     option("allow", "allow: runs may overlap", spec.concurrencyPolicy),
-    option("forbid", "forbid: skip a tick while a run is going", spec.concurrencyPolicy));
+    option("forbid", "forbid: skip a tick while a run is going", spec.concurrencyPolicy),
+    option("replace", "replace: cancel the running one, start the new one", spec.concurrencyPolicy));
   const misfire = h("select", { id: "f-misfire" },
     option("fire_once", "fire_once: fire the latest missed tick", spec.misfirePolicy),
     option("fire_all", "fire_all: fire every missed tick", spec.misfirePolicy),
