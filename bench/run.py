@@ -81,6 +81,7 @@ async def run_once(
     seconds: int,
     workdir: Path,
     ceiling: bool = True,
+    flat_out_s: float = THROUGHPUT_S,
     receiver_kind: str = "socket",
     service_log: Path | None = None,
     redis_url: str | None = None,
@@ -111,14 +112,18 @@ async def run_once(
             result["cronsvc"]["fires_by_instance_sample"] = await _spread(session, service.urls[0])
     if ceiling:
         pool = DISPATCH_POOL * (3 if mode == "cluster" else 1)
-        result["bare_client"] = await run_ceiling(cadences, min(seconds, CEILING_MAX_S), pool)
+        result["bare_client"] = await run_ceiling(
+            cadences, min(seconds, CEILING_MAX_S), pool, flat_out_s
+        )
     return result
 
 
-async def run_ceiling(cadences: list[Cadence], seconds: int, pool: int) -> dict[str, Any]:
+async def run_ceiling(
+    cadences: list[Cadence], seconds: int, pool: int, flat_out_s: float = THROUGHPUT_S
+) -> dict[str, Any]:
     """The bare client on the jobs' schedule, then flat out, each against a
     receiver of its own."""
-    progress(f"bare client: {seconds} s on the same schedule, then {THROUGHPUT_S:g} s flat out")
+    progress(f"bare client: {seconds} s on the same schedule, then {flat_out_s:g} s flat out")
     jobs = {f"bare {n}": c for n, c in enumerate(cadences)}
     async with receiving() as receiver:
         first = int(time.time()) + 2
@@ -127,7 +132,7 @@ async def run_ceiling(cadences: list[Cadence], seconds: int, pool: int) -> dict[
         figures = summarise(receiver.arrivals, jobs, first, last)
     async with receiving() as receiver:
         figures["flat_out"] = await bare_throughput(
-            receiver.url, concurrency=pool, seconds=THROUGHPUT_S
+            receiver.url, concurrency=pool, seconds=flat_out_s
         )
     return figures
 
