@@ -30,6 +30,15 @@ from tests.processes import CronsvcProcess, free_port
 REDIS_URL_ENV = "CRONSVC_TEST_REDIS_URL"
 CREATE_CONCURRENCY = 16
 """Job creations in flight at once: enough to keep a store busy."""
+FALLING_BEHIND = (
+    "cronsvc_results_pending",
+    "cronsvc_log_writes_dropped_total",
+    'cronsvc_executions_total{status="MISSED"}',
+    "cronsvc_ticks_missed_unrecorded_total",
+)
+"""Metric series (a name: all its labels) that grow when a service cannot
+keep up: execution results waiting to be written or never written, and
+ticks it recorded as missed or jumped over."""
 
 
 def config_text(
@@ -106,6 +115,19 @@ class Deployment:
         async with asyncio.timeout(within_s):
             created = await asyncio.gather(*(create(n, c) for n, c in enumerate(cadences)))
         return dict(created)
+
+    async def metrics(self, session: aiohttp.ClientSession) -> dict[str, float]:
+        """`FALLING_BEHIND` metrics, summed over labels and instances."""
+        totals = dict.fromkeys(FALLING_BEHIND, 0.0)
+        for url in self.urls:
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            for line in text.splitlines():
+                series, _, value = line.partition(" ")
+                for key in (series, series.partition("{")[0]):
+                    if key in totals:
+                        totals[key] += float(value)
+        return totals
 
 
 async def _stop_all(instances: list[CronsvcProcess]) -> None:

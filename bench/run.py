@@ -14,8 +14,10 @@ of a perfect scheduler) and once flat out (the most fires/s it reaches).
 
 `--saturate`: one service, jobs added step by step (N, N*factor, ...) with a
 window of D seconds after each step, until a tick is missed, one fires
-twice or lag p99 passes `--p99-bound-ms`; reports the highest N with every
-tick fired once and in bound, next to the flat-out ceiling.
+twice, lag p99 passes `--p99-bound-ms` or the service drops execution
+results it cannot write; reports the highest N with every tick fired once
+and in bound, next to the flat-out ceiling. Each step also tells how fast
+jobs could be created while the others fired.
 
     python -m bench.run --mode single --shape every-second --jobs 100 --seconds 30
     python -m bench.run --mode cluster --jobs 200 --seconds 60
@@ -50,6 +52,9 @@ MAX_SECONDS = 600
 DISPATCH_POOL = 256
 """The dispatcher's connection pool by default (`webhook.max_concurrency`)."""
 CEILING_MAX_S = 15
+SETTLE_S = 5
+"""Saturation: seconds between adding jobs and counting ticks, for the
+service to finish reloading the jobs just created."""
 THROUGHPUT_S = 3.0
 MODES = ("single", "cluster")
 
@@ -108,6 +113,7 @@ async def run_once(
         result["cronsvc"] = await measure_window(
             receiver.arrivals, created, service.pids(), seconds=seconds
         )
+        result["cronsvc"]["service_metrics"] = await service.metrics(session)
         if mode == "cluster":
             result["cronsvc"]["fires_by_instance_sample"] = await _spread(session, service.urls[0])
     if ceiling:
@@ -167,29 +173,56 @@ async def saturate(
                 break
             added = shape_cadences(shape, target - len(created), start_s=len(created))
             progress(f"saturate: {target} jobs (+{len(added)})")
-            created |= await service.create_jobs(
-                session,
-                added,
-                receiver.url,
-                name_prefix=f"sat{target}",
-                within_s=max(1.0, deadline - time.monotonic()),
-            )
+            began = time.monotonic()
+            try:
+                created |= await service.create_jobs(
+                    session,
+                    added,
+                    receiver.url,
+                    name_prefix=f"sat{target}",
+                    within_s=max(1.0, deadline - time.monotonic()),
+                )
+            except TimeoutError:
+                verdict = f"creating {target} jobs outlasted --budget-s {budget_s:g}"
+                break
+            create_s = time.monotonic() - began
+            before = await service.metrics(session)
             step = await measure_window(
-                receiver.arrivals, created, service.pids(), seconds=seconds, drain_s=drain_s
+                receiver.arrivals,
+                created,
+                service.pids(),
+                seconds=seconds,
+                lead_s=SETTLE_S,
+                drain_s=drain_s,
             )
-            steps.append({"jobs": target, **step})
+            after = await service.metrics(session)
+            step["service_metrics"] = {
+                name: after[name] if name == "cronsvc_results_pending" else after[name] - value
+                for name, value in before.items()
+            }
+            steps.append({"jobs": target, "created_per_s": round(len(added) / create_s, 1), **step})
             progress(
                 f"  fires/s {step['fires_per_s']} of {step['expected_per_s']}, "
-                f"missed {step['missed']}, dup {step['duplicates']}, p99 {step['lag_ms_p99']} ms"
+                f"missed {step['missed']}, dup {step['duplicates']}, p99 {step['lag_ms_p99']} ms, "
+                f"service: {step['service_metrics']}"
             )
             if not correct(step):
                 verdict = f"fell behind at {target} jobs: missed or duplicate ticks"
+                break
+            if step["service_metrics"]["cronsvc_log_writes_dropped_total"]:
+                verdict = f"fell behind at {target} jobs: execution results dropped"
                 break
             if (step["lag_ms_p99"] or 0) > p99_bound_ms:
                 verdict = f"fell behind at {target} jobs: lag p99 over {p99_bound_ms:g} ms"
                 break
             target = max(target + 1, int(target * factor))
-    good = [s for s in steps if correct(s) and (s["lag_ms_p99"] or 0) <= p99_bound_ms]
+    good = [
+        s
+        for s in steps
+        if correct(s)
+        and (s["lag_ms_p99"] or 0) <= p99_bound_ms
+        and not s["service_metrics"]["cronsvc_log_writes_dropped_total"]
+    ]
     best = good[-1] if good else None
     async with receiving() as receiver:
         pool = DISPATCH_POOL * (3 if mode == "cluster" else 1)
