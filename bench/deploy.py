@@ -221,6 +221,15 @@ async def cluster(
         yield Deployment(processes, helpers)
 
 
+def metrics_change(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the `FALLING_BEHIND` counters added from one reading to the other;
+    the gauge of pending results as it stands at the second."""
+    return {
+        name: after[name] if name == "cronsvc_results_pending" else after[name] - value
+        for name, value in before.items()
+    }
+
+
 def _delete_keys(url: str, prefix: str) -> None:
     with redis.Redis.from_url(url) as client:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))

@@ -109,6 +109,10 @@ def summarise(
         "burst_first_ms_p99": _ms(firsts, 0.99),
         "burst_last_ms_p50": _ms(lasts, 0.50),
         "burst_last_ms_p99": _ms(lasts, 0.99),
+        # Tick by tick, to show what comes back periodically (None: nothing arrived).
+        "burst_last_ms_by_tick": [
+            round(max(by_tick[t])) if t in by_tick else None for t in range(first, last + 1)
+        ],
     }
 
 

@@ -41,7 +41,7 @@ import aiohttp
 
 from bench import deploy
 from bench.ceiling import bare_schedule, bare_throughput
-from bench.deploy import Deployment
+from bench.deploy import Deployment, metrics_change
 from bench.figures import SHAPES, Cadence, correct, shape_cadences, summarise
 from bench.receiver import receiving, run_event_loop
 from bench.report import emit, environment, progress
@@ -196,10 +196,7 @@ async def saturate(
                 drain_s=drain_s,
             )
             after = await service.metrics(session)
-            step["service_metrics"] = {
-                name: after[name] if name == "cronsvc_results_pending" else after[name] - value
-                for name, value in before.items()
-            }
+            step["service_metrics"] = metrics_change(before, after)
             steps.append({"jobs": target, "created_per_s": round(len(added) / create_s, 1), **step})
             progress(
                 f"  fires/s {step['fires_per_s']} of {step['expected_per_s']}, "

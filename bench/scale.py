@@ -49,6 +49,7 @@ from typing import Any
 import aiohttp
 
 from bench import deploy
+from bench.deploy import metrics_change
 from bench.figures import DAY_S, SHAPES, Cadence, percentile, shape_cadences
 from bench.procstat import sample
 from bench.receiver import SocketReceiver, receiving, run_event_loop
@@ -180,9 +181,12 @@ async def scale_run(
             memory = sample(pid)
             result["rss_mib_serving"] = memory and round(memory.rss_mib)
             progress(f"scale {jobs}: serving after {result['serving_s']} s; {window} s window")
+            before = await service.metrics(session)
             result["window"] = await measure_window(
                 receiver.arrivals, cadences, {"cronsvc": pid}, seconds=window
             )
+            after = await service.metrics(session)
+            result["window"]["service_metrics"] = metrics_change(before, after)
             progress(f"scale {jobs}: API latency, {api_requests} of each")
             result["api_ms"] = await _api_latency(
                 session, service.urls[0], list(cadences), receiver.url, api_requests
