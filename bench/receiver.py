@@ -23,6 +23,12 @@ from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
+BACKLOG = 4096
+"""Connections waiting to be accepted. A burst opens up to a pool's worth
+(256 per instance) at once; past the default 100 the kernel drops SYNs and
+the client retries after 1 s, then 3 s: lag that is the receiver's, not the
+sender's."""
+
 
 @dataclass
 class Arrival:
@@ -39,7 +45,9 @@ class SocketReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), "127.0.0.1", 0)
+        self._server = await loop.create_server(
+            lambda: _Connection(self), "127.0.0.1", 0, backlog=BACKLOG
+        )
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/hook"
 
@@ -99,7 +107,7 @@ class AiohttpReceiver:
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=BACKLOG).start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
 
     async def stop(self) -> None:
