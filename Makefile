@@ -30,10 +30,10 @@ fmt: $(STAMP)
 	$(BIN)/ruff format cronsvc tests bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.lag --jobs 100 --seconds 30
+	$(BIN)/python -m bench.run --mode single --jobs 100 --seconds 30
 
 cluster-check: $(STAMP)
-	$(BIN)/python -m bench.cluster --jobs 200 --seconds 60
+	$(BIN)/python -m bench.run --mode cluster --jobs 200 --seconds 60 --no-ceiling
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

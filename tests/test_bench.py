@@ -1,0 +1,115 @@
+"""The benchmark harness, in short runs: its figures are right (pure tests)
+and its drivers still work against real processes. The runs assert what
+was fired, never how fast: this machine's timings are no verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench.figures import DAY_S, Cadence, correct, shape_cadences, summarise
+from bench.receiver import Arrival
+from bench.run import run_once
+from bench.scale import Population, scale_run
+
+T0 = 1_800_000_000  # a whole minute: 2027-01-15T08:00:00Z
+
+
+def stamp(tick: int) -> str:
+    return datetime.fromtimestamp(tick, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_cadences_give_their_cron_expression_and_the_ticks_they_owe() -> None:
+    assert Cadence(1).cron == "* * * * * *"
+    assert Cadence(60, 7).cron == "7 * * * * *"
+    assert Cadence(DAY_S, 8 * 3600 + 30 * 60).cron == "30 8 * * *"
+    assert list(Cadence(1).ticks(T0, T0 + 2)) == [T0, T0 + 1, T0 + 2]
+    assert list(Cadence(60, 7).ticks(T0, T0 + 130)) == [T0 + 7, T0 + 67, T0 + 127]
+    assert list(Cadence(DAY_S, 8 * 3600).ticks(T0 - 1, T0 + 1)) == [T0]  # T0 is 08:00 UTC
+
+
+def test_per_minute_jobs_spread_evenly_over_the_minute() -> None:
+    offsets = [c.offset_s for c in shape_cadences("per-minute", 120, start_s=T0 + 5)]
+    assert sorted(offsets) == sorted(list(range(60)) * 2)
+    assert offsets[0] == 5
+
+
+def test_summary_counts_missed_duplicate_and_unexpected_fires_in_the_window() -> None:
+    cadences = {"a": Cadence(1), "b": Cadence(60, 1)}
+    arrivals = [
+        Arrival("a", stamp(T0), T0 + 0.010),
+        Arrival("a", stamp(T0), T0 + 0.020),  # a second copy
+        Arrival("b", stamp(T0 + 1), T0 + 1.030),
+        Arrival("b", stamp(T0 + 2), T0 + 2.030),  # not one of b's ticks
+        Arrival("a", stamp(T0 + 5), T0 + 5.0),  # outside the window
+    ]  # a's tick T0 + 1 and T0 + 2 never arrived
+    figures = summarise(arrivals, cadences, T0, T0 + 2)
+    assert figures["expected_fires"] == 4
+    assert (figures["fires"], figures["missed"]) == (2, 2)
+    assert (figures["duplicates"], figures["unexpected"]) == (1, 1)
+    assert figures["lag_ms_max"] == pytest.approx(30.0)
+    assert not correct(figures)
+
+
+def test_each_tick_burst_is_timed_by_its_first_and_its_last_arrival() -> None:
+    cadences = {"a": Cadence(1), "b": Cadence(1)}
+    arrivals = [
+        Arrival("a", stamp(T0), T0 + 0.010),
+        Arrival("b", stamp(T0), T0 + 0.040),
+        Arrival("b", stamp(T0 + 1), T0 + 1.020),
+        Arrival("a", stamp(T0 + 1), T0 + 1.050),
+    ]
+    figures = summarise(arrivals, cadences, T0, T0 + 1)
+    assert correct(figures)
+    assert (figures["burst_first_ms_p50"], figures["burst_first_ms_p99"]) == (10.0, 20.0)
+    assert (figures["burst_last_ms_p50"], figures["burst_last_ms_p99"]) == (40.0, 50.0)
+
+
+@pytest.mark.e2e
+async def test_single_instance_run_fires_every_expected_tick_once(tmp_path: Path) -> None:
+    result = await run_once(
+        mode="single", shape="every-second", jobs=5, seconds=3, workdir=tmp_path, flat_out_s=1
+    )
+    service = result["cronsvc"]
+    assert correct(service), service
+    assert service["expected_fires"] == 15
+    assert service["processes"]["cronsvc"]["peak_rss_mib"] > 0
+    assert service["cpu"]["seconds_by_process"]["cronsvc"] is not None
+    assert correct(result["bare_client"]), result["bare_client"]
+    assert result["bare_client"]["flat_out"]["requests"] > 0
+
+
+@pytest.mark.e2e
+async def test_cluster_run_fires_every_expected_tick_once_across_three_instances(
+    tmp_path: Path, redis_url: str, mongo_url: str
+) -> None:
+    result = await run_once(
+        mode="cluster",
+        shape="every-second",
+        jobs=6,
+        seconds=3,
+        workdir=tmp_path,
+        ceiling=False,
+        redis_url=redis_url,
+        mongo_url=mongo_url,
+    )
+    service = result["cronsvc"]
+    assert correct(service), service
+    assert service["expected_fires"] == 18
+    assert {f"cronsvc-{n}" for n in range(3)} <= service["processes"].keys()
+
+
+@pytest.mark.e2e
+async def test_scale_run_serves_a_seeded_store_and_fires_its_hot_jobs(tmp_path: Path) -> None:
+    result = await scale_run(
+        Population(jobs=2000, hot=5), window=3, api_requests=10, workdir=tmp_path
+    )
+    assert result["serving_s"] > 0
+    assert result["first_hot_fire_s"] is not None
+    window = result["window"]
+    assert correct(window), window
+    assert window["expected_fires"] >= 15  # the hot jobs; a daily one may fall in too
+    assert {"create", "get", "list"} == result["api_ms"].keys()
+    assert result["peak_rss_mib"] > 0
