@@ -57,6 +57,11 @@ _HASH_OR_RANDOM_RE = re.compile(r"[hr](?:\(|/|$)", re.IGNORECASE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 _DAY_S = 86_400
+CACHED_SCHEDULES = 65_536
+"""Distinct (expression, zone) pairs kept parsed. A scheduler loads every job
+at start-up: with more distinct schedules than the cache holds, each load
+parsed again (measured with bench.scale, 100k jobs on 1440 distinct daily
+times: 112 s to serve with 1024 entries)."""
 # A fixed start keeps validation deterministic; 50 years is croniter's own bound
 # and covers the rarest dates (29 February on a fifth Monday recurs every 28 years).
 _REFERENCE = datetime(2024, 1, 1)
@@ -136,7 +141,7 @@ def _check_field(position: int, spec: tuple[str, int, int], value: str, count: i
         ) from exc
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=CACHED_SCHEDULES)
 def _compile(expression: str) -> _Compiled:
     text = expression.strip()
     if not text:
@@ -334,7 +339,7 @@ def _closest_gap_s(compiled: _Compiled, min_interval_s: float) -> float:
     return gap
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=CACHED_SCHEDULES)
 def parse_schedule(
     expression: str, timezone: str = "UTC", *, min_interval_s: float = 1.0
 ) -> CronSchedule:

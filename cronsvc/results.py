@@ -40,6 +40,7 @@ class ResultWriter:
         self._wake = asyncio.Event()
         self._stopping = False
         self._failures = 0
+        self._overflow = 0
         metrics.gauge(
             "cronsvc_results_pending",
             "Execution results not yet written",
@@ -52,8 +53,21 @@ class ResultWriter:
 
     def submit(self, execution: Execution) -> None:
         if len(self._pending) >= self._max_pending:
-            self._dropped([execution], "buffer_full")
+            # Counted one by one, logged once when an overflow begins and once
+            # when it ends: a line per drop would cost the CPU that is short.
+            if not self._overflow:
+                self._dropped([execution], "buffer_full")
+            else:
+                self._metrics.inc(
+                    "cronsvc_log_writes_dropped_total",
+                    help="Execution results never written",
+                    reason="buffer_full",
+                )
+            self._overflow += 1
             return
+        if self._overflow:
+            log.error("execution_results_dropped_overflow_ended", count=self._overflow)
+            self._overflow = 0
         self._pending.append(execution)
         self._wake.set()
 

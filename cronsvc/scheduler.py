@@ -27,7 +27,7 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import ConcurrencyPolicy, Job
-from cronsvc.errors import CronSvcError, JobNotFound
+from cronsvc.errors import CronSvcError
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.retry import TRANSIENT
@@ -45,7 +45,10 @@ BATCH_SIZE = 256
 first webhooks go out while later claims are still being written."""
 
 RESYNC_READ_BATCH = 500
-"""Jobs a resync reads back at once, when many changed behind its back."""
+"""Jobs read back at once, when many changed behind the scheduler's back."""
+
+LOAD_SLICE = 2000
+"""Jobs put on the heap between two turns of the event loop."""
 
 
 _CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
@@ -151,10 +154,15 @@ class Scheduler:
             )
             log.warning("resync_failed", error=str(exc))
             return
-        for job in jobs:
+        for n, job in enumerate(jobs, 1):
             current = self._entries.get(job.id)
             if current is None or current.job.version != job.version:
                 self._load(job)
+            if n % LOAD_SLICE == 0:
+                # Many jobs at once (the first sync): let the API, health
+                # checks and the jobs already loaded have the loop meanwhile.
+                await asyncio.sleep(0)
+                self._fire_due()
         for job_id in self._entries.keys() - versions.keys():
             if job_id not in self._changed:
                 self._drop(job_id)
@@ -172,24 +180,27 @@ class Scheduler:
         return jobs
 
     async def _apply_changes(self) -> None:
-        changed, self._changed = self._changed, set()
-        for job_id in changed:
+        """Reload the jobs notices named, in batches (one store read each, not
+        one per job: a burst of creations must not hold the tick loop)."""
+        changed, self._changed = list(self._changed), set()
+        for start in range(0, len(changed), RESYNC_READ_BATCH):
+            batch = changed[start : start + RESYNC_READ_BATCH]
             try:
-                job = await self._store.get_job(job_id)
-            except JobNotFound:
-                self._drop(job_id)
-                continue
+                jobs = await self._store.active_jobs(batch)
             except TRANSIENT as exc:
-                self._changed.add(job_id)  # retried at the next wake or resync
+                self._changed.update(changed[start:])  # retried at the next wake or resync
                 self._metrics.inc(
                     "cronsvc_store_errors_total", help="Store calls that failed", op="reload"
                 )
-                log.warning("job_reload_failed", job_id=job_id, error=str(exc))
-                continue
-            if job.spec.is_active:
-                self._load(job)
-            else:
-                self._drop(job_id)
+                log.warning("job_reload_failed", count=len(changed) - start, error=str(exc))
+                return
+            active = {job.id: job for job in jobs}
+            for job_id in batch:
+                job = active.get(job_id)
+                if job is None:  # deleted or paused
+                    self._drop(job_id)
+                else:
+                    self._load(job)
 
     def _load(self, job: Job) -> None:
         try:

@@ -1,0 +1,112 @@
+"""The write-behind of execution results, against a real SQLite store:
+results reach the store in batches, and what does not fit is counted and
+logged, never dropped quietly."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from cronsvc.clock import SystemClock
+from cronsvc.domain import Execution, ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.ids import new_id
+from cronsvc.metrics import Metrics
+from cronsvc.results import ResultWriter
+from cronsvc.store import ClaimOutcome, TickClaim
+from cronsvc.store.sqlite import SQLiteStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = await SQLiteStore.open(tmp_path / "cronsvc.db")
+    yield opened
+    await opened.aclose()
+
+
+async def running(store: SQLiteStore, count: int) -> list[Execution]:
+    """`count` RUNNING executions of one job, one per minute from T0."""
+    spec = JobSpec(name="job", cron_expression="* * * * *", webhook_url="https://example.org/")
+    job = await store.create_job(
+        Job(id=new_id(), spec=spec, created_at=T0, updated_at=T0, last_tick=T0)
+    )
+    claims = [
+        TickClaim(
+            job_id=job.id,
+            expected_version=job.version,
+            scheduled_at=T0 + timedelta(minutes=n + 1),
+            trigger=Trigger.SCHEDULE,
+            execution_id=new_id(),
+            instance_id="here",
+            executed_at=T0 + timedelta(minutes=n + 1),
+            dispatched=True,
+        )
+        for n in range(count)
+    ]
+    results = await store.claim_ticks(claims)
+    assert all(r.outcome is ClaimOutcome.CLAIMED and r.execution for r in results)
+    return [r.execution for r in results if r.execution is not None]
+
+
+def succeeded(execution: Execution) -> Execution:
+    assert execution.executed_at is not None
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.SUCCESS,
+        finished_at=execution.executed_at + timedelta(milliseconds=10),
+        duration_ms=10,
+        attempts=1,
+        response_status=200,
+    )
+
+
+async def test_submitted_results_reach_the_store(store: SQLiteStore) -> None:
+    executions = await running(store, 3)
+    writer = ResultWriter(store=store, clock=SystemClock(), metrics=Metrics())
+    task = asyncio.create_task(writer.run())
+    for execution in executions:
+        writer.submit(succeeded(execution))
+    writer.stop()
+    await asyncio.wait_for(task, 10)
+
+    for execution in executions:
+        assert await store.get_execution(execution.id) == succeeded(execution)
+    assert writer.pending == 0
+
+
+async def test_results_past_the_buffer_are_counted_and_logged_once_per_overflow(
+    store: SQLiteStore,
+) -> None:
+    executions = await running(store, 6)
+    metrics = Metrics()
+    writer = ResultWriter(store=store, clock=SystemClock(), metrics=metrics, max_pending=2)
+
+    with capture_logs() as logs:
+        for execution in executions[:5]:  # not running: nothing drains the buffer
+            writer.submit(succeeded(execution))
+        dropped_while_full = [e for e in logs if "dropped" in e["event"]]
+        task = asyncio.create_task(writer.run())
+        async with asyncio.timeout(10):
+            while writer.pending:
+                await asyncio.sleep(0.05)
+        writer.submit(succeeded(executions[5]))  # fits again: the overflow ended
+        writer.stop()
+        await asyncio.wait_for(task, 10)
+
+    assert metrics.get("cronsvc_log_writes_dropped_total", reason="buffer_full") == 3
+    assert [e["event"] for e in dropped_while_full] == ["execution_results_dropped"]
+    assert dropped_while_full[0]["count"] == 1
+    ended = [e for e in logs if e["event"] == "execution_results_dropped_overflow_ended"]
+    assert [e["count"] for e in ended] == [3]
+    kept = [executions[0], executions[1], executions[5]]
+    for execution in kept:
+        assert (await store.get_execution(execution.id)).status is ExecutionStatus.SUCCESS
+    for execution in executions[2:5]:
+        assert (await store.get_execution(execution.id)).status is ExecutionStatus.RUNNING
