@@ -605,3 +605,30 @@ async def test_changes_that_sent_no_notice_are_picked_up_by_the_resync(
     await asyncio.sleep(2)
     assert len(moved.requests) == before
     assert (await client.get(f"/api/cron/{held['id']}")).status == 200
+
+
+async def test_ticks_keep_firing_while_a_resync_reads_the_store(
+    make_client: MakeClient, config: Config, receiver: Receiver
+) -> None:
+    """A resync reads in the background: a slow read (held here for 3 s,
+    as a million jobs would take) does not hold the ticks back."""
+    client = await make_client(
+        scheduler=dataclasses.replace(config.scheduler, resync_interval_s=1.0)
+    )
+    store = client.server.app[STORE]
+    await create(client, receiver.url)
+    await receiver.wait_for(1)
+    reading = asyncio.Event()
+    read_versions = store.active_versions
+
+    async def slow_versions() -> dict[str, int]:
+        reading.set()
+        await asyncio.sleep(3)
+        return await read_versions()
+
+    store.active_versions = slow_versions  # type: ignore[method-assign]
+    await asyncio.wait_for(reading.wait(), 5)
+    during = len(receiver.requests)
+    await asyncio.sleep(2.5)  # the read is still going on
+
+    assert len(receiver.requests) - during >= 2
