@@ -116,6 +116,18 @@ class Deployment:
             created = await asyncio.gather(*(create(n, c) for n, c in enumerate(cadences)))
         return dict(created)
 
+    async def round_trips(self, session: aiohttp.ClientSession) -> float:
+        """Exchanges with the coordinator so far, summed over instances."""
+        total = 0.0
+        for url in self.urls:
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            for line in text.splitlines():
+                series, _, value = line.partition(" ")
+                if series == "cronsvc_coordinator_round_trips":
+                    total += float(value)
+        return total
+
     async def metrics(self, session: aiohttp.ClientSession) -> dict[str, float]:
         """`FALLING_BEHIND` metrics, summed over labels and instances."""
         totals = dict.fromkeys(FALLING_BEHIND, 0.0)

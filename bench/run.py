@@ -110,8 +110,15 @@ async def run_once(
         progress(f"{mode}: creating {jobs} {shape} jobs")
         created = await service.create_jobs(session, cadences, receiver.url, name_prefix="bench")
         progress(f"{mode}: counting {seconds} s of ticks")
+        trips_before = await service.round_trips(session)
         result["cronsvc"] = await measure_window(
             receiver.arrivals, created, service.pids(), seconds=seconds
+        )
+        trips = await service.round_trips(session) - trips_before
+        fires = result["cronsvc"].get("fires") or 0
+        result["cronsvc"]["coordinator_round_trips"] = trips
+        result["cronsvc"]["coordinator_round_trips_per_fire"] = (
+            round(trips / fires, 4) if fires else None
         )
         result["cronsvc"]["service_metrics"] = await service.metrics(session)
         if mode == "cluster":

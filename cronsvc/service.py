@@ -97,6 +97,11 @@ async def _coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
         key_prefix=config.coordination.key_prefix,
     )
     await coordinator.start()
+    app[SERVICES].metrics.gauge(
+        "cronsvc_coordinator_round_trips",
+        "Network exchanges with the coordinator since start (a pipeline is one)",
+        lambda: float(coordinator.round_trips),
+    )
     app[COORDINATOR] = coordinator
     yield
     await coordinator.aclose()

@@ -496,3 +496,19 @@ async def test_redis_losing_its_data_lets_a_tick_be_leased_again_but_tokens_stil
     after = await b.try_lead("instance-b", TTL_S)
     assert after is not None and after > before
     assert await a.try_lead("instance-a", TTL_S) is None
+
+
+async def test_round_trips_count_each_exchange_and_a_lease_batch_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    coordinator = RedisCoordinator(redis_url, key_prefix=redis_prefix)
+    await coordinator.start()
+    try:
+        before = coordinator.round_trips
+        ticks = [(f"job-{n}", datetime(2026, 1, 1, tzinfo=UTC)) for n in range(200)]
+        await coordinator.try_lease_ticks(ticks, ttl_s=60)
+        assert coordinator.round_trips == before + 1  # 200 leases, one pipeline
+        await coordinator.publish_job_change("job-1")
+        assert coordinator.round_trips == before + 2
+    finally:
+        await coordinator.aclose()

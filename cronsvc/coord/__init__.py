@@ -110,6 +110,12 @@ class Coordinator(Protocol):
         """Raise `ConnectionError` unless the coordinator is reachable."""
         ...
 
+    @property
+    def round_trips(self) -> int:
+        """Network exchanges with the coordinator since start (a pipeline is
+        one); 0 for one that lives in the process."""
+        ...
+
 
 def open_coordinator(
     url: str, *, lock_path: Path | None, key_prefix: str = "cronsvc"

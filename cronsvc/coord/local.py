@@ -118,3 +118,7 @@ class LocalCoordinator:
 
     async def ping(self) -> None:
         return None
+
+    @property
+    def round_trips(self) -> int:
+        return 0

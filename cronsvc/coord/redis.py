@@ -174,6 +174,7 @@ class RedisCoordinator:
         self._safe_url = _safe_url(url)
         self._secret = _password(url)
         self._prefix = key_prefix
+        self._round_trips = 0
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._token = secrets.token_hex(8)
@@ -190,6 +191,10 @@ class RedisCoordinator:
         self._resign: AsyncScript | None = None
         self._heartbeat: AsyncScript | None = None
         self._live_ids: AsyncScript | None = None
+
+    @property
+    def round_trips(self) -> int:
+        return self._round_trips
 
     def __repr__(self) -> str:
         return f"RedisCoordinator({self._safe_url!r}, key_prefix={self._prefix!r})"
@@ -266,7 +271,9 @@ class RedisCoordinator:
 
     @contextlib.contextmanager
     def _translate(self, op: str) -> Iterator[None]:
-        """Re-raise Redis's connection failures as a builtin ConnectionError."""
+        """Count one exchange with Redis; re-raise its connection failures as a
+        builtin ConnectionError."""
+        self._round_trips += 1
         try:
             yield
         except _UNAVAILABLE as exc:
@@ -476,6 +483,7 @@ class RedisCoordinator:
             ids: list[str] = await script(keys=[self._key("instances")])
             if not ids:
                 return []
+            self._round_trips += 1
             values = await self._redis.mget([self._key("instance", i) for i in ids])
         live = [_load_instance(str(v)) for v in values if v is not None]
         return sorted(live, key=lambda info: (info.started_at, info.id))
