@@ -44,6 +44,9 @@ _MAX_REMEMBERED_CANCELS = 10_000
 notice that arrives before its delivery has started still stops it."""
 
 
+MAX_CLAIM_LEAD_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class DueTick:
     job: Job
@@ -79,6 +82,8 @@ class TickRunner:
         self._max_defer_s = max_defer_s
         self._mark_s = 0.005
         """Recent length of the round trip that marks claims dispatched."""
+        self._claim_s = 0.005
+        """Recent length of a batch's lease and claim."""
         self._on_stale = on_stale
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
@@ -90,6 +95,15 @@ class TickRunner:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def claim_lead(self, configured_s: float) -> float:
+        """How long before its tick to take a tick: at least `configured_s`
+        (0 keeps every claim at the tick), more when the store is slow, so
+        the lease, the claim and the dispatched mark are done by the tick
+        (twice their recent length, at most `MAX_CLAIM_LEAD_S`)."""
+        if configured_s <= 0:
+            return 0.0
+        return min(MAX_CLAIM_LEAD_S, max(configured_s, 2 * (self._claim_s + self._mark_s)))
 
     def fire(self, due: Sequence[DueTick]) -> None:
         """Start the runs of ticks that fell due together, in the background:
@@ -249,6 +263,8 @@ class TickRunner:
                 "ticks_dropped", count=len(claims), reason="store_unavailable", error=str(exc)
             )
             return
+        if ahead:
+            self._claim_s = 0.8 * self._claim_s + 0.2 * (self._clock.time() - started)
         log.debug(
             "ticks_claimed",
             count=len(claims),

@@ -275,13 +275,14 @@ class Scheduler:
         self._entries.pop(job_id, None)  # its heap entries turn stale
 
     def _push(self, job_id: str, entry: _Entry) -> None:
-        """Key the heap by when to take the tick: `claim_ahead_s` before it,
-        so its claim is written before the tick; at the tick itself for
+        """Key the heap by when to take the tick: ahead of it by the runner's
+        claim lead (at least `claim_ahead_s`), so its claim is written before
+        the tick; at the tick itself for
         `forbid` and `replace` jobs, whose claim must see whether the last
         run ended (and, under `replace`, must not end it early)."""
         wake = entry.next_tick.timestamp()
         if entry.job.spec.concurrency_policy not in _CLAIMED_AT_THE_TICK:
-            wake -= self._config.claim_ahead_s
+            wake -= self._runner.claim_lead(self._config.claim_ahead_s)
         heapq.heappush(self._heap, (wake, next(self._seq), job_id, entry.generation))
 
     def _fire_due(self) -> None:
