@@ -253,15 +253,7 @@ class TickRunner:
                 attempts=4,
             )
         except TRANSIENT as exc:
-            self._metrics.inc(
-                "cronsvc_ticks_dropped_total",
-                len(claims),
-                help="Ticks not fired",
-                reason="store_unavailable",
-            )
-            log.error(
-                "ticks_dropped", count=len(claims), reason="store_unavailable", error=str(exc)
-            )
+            self._ticks_dropped("ticks_dropped", len(claims), exc)
             return
         if ahead:
             self._claim_s = 0.8 * self._claim_s + 0.2 * (self._clock.time() - started)
@@ -403,13 +395,7 @@ class TickRunner:
         except TRANSIENT as exc:
             # They stay RUNNING and unsent under this instance's id, visible in
             # the log; the start after this instance's next stop adopts them.
-            self._metrics.inc(
-                "cronsvc_ticks_dropped_total",
-                len(executions),
-                help="Ticks not fired",
-                reason="store_unavailable",
-            )
-            log.error("adopted_ticks_unsent", count=len(executions), error=str(exc))
+            self._ticks_dropped("adopted_ticks_unsent", len(executions), exc)
 
     async def _settle_adopted(self, executions: list[Execution]) -> None:
         """Every store call comes before any outcome is acted on, so a retry
@@ -583,6 +569,13 @@ class TickRunner:
                 op="notice",
             )
             log.warning("job_change_notice_failed", job_id=job_id, error=str(exc))
+
+    def _ticks_dropped(self, event: str, count: int, exc: BaseException) -> None:
+        """Ticks the store would not take: counted and logged, never quiet."""
+        self._metrics.inc(
+            "cronsvc_ticks_dropped_total", count, help="Ticks not fired", reason="store_unavailable"
+        )
+        log.error(event, count=count, reason="store_unavailable", error=str(exc))
 
     def _finish(self, execution: Execution) -> None:
         self._count(execution.status)
