@@ -14,9 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from cronsvc.config import Config
 from cronsvc.domain import Job, JobSpec
+from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.service import STORE, build_app
 from tests.conftest import MakeClient, Receiver
@@ -632,3 +634,29 @@ async def test_ticks_keep_firing_while_a_resync_reads_the_store(
     await asyncio.sleep(2.5)  # the read is still going on
 
     assert len(receiver.requests) - during >= 2
+
+
+async def test_ticks_the_store_will_not_take_are_counted_and_logged_not_lost_quietly(
+    client: Client, receiver: Receiver
+) -> None:
+    store = client.server.app[STORE]
+    job = await create(client, receiver.url)
+    await receiver.wait_for(1)
+    refusals = 0
+
+    async def unavailable(*_: Any) -> Any:
+        nonlocal refusals
+        refusals += 1
+        raise StoreUnavailable("the disk is gone")
+
+    with capture_logs() as logs:
+        store.claim_ticks = unavailable  # type: ignore[method-assign]
+        await asyncio.sleep(3)
+        del store.claim_ticks  # the store's own method again
+    samples = await scrape(client)
+
+    dropped = samples[("cronsvc_ticks_dropped_total", (("reason", "store_unavailable"),))]
+    assert refusals >= 4 and dropped >= 1  # each batch retried, then given up
+    events = [e for e in logs if e["event"] == "ticks_dropped"]
+    assert events and sum(e["count"] for e in events) == dropped
+    assert (await client.get(f"/api/cron/{job['id']}")).status == 200
