@@ -95,6 +95,7 @@ _UNDO = (
     (re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)"), "ALTER TABLE {0} DROP COLUMN {1}"),
     (re.compile(r"CREATE (?:UNIQUE )?INDEX (\w+)"), "DROP INDEX {0}"),
     (re.compile(r"CREATE TABLE (\w+)"), "DROP TABLE {0}"),
+    (re.compile(r"CREATE TRIGGER (\w+)"), "DROP TRIGGER {0}"),
     # Rows a migration copies into a table it made go when the table goes.
     (re.compile(r"INSERT INTO (\w+)"), "SELECT 1"),
 )
@@ -217,6 +218,26 @@ async def test_a_version_2_database_is_upgraded_to_keep_replaced_secrets_and_att
         assert (await store.get_execution(finished.id)).attempt_log == (attempt,)
     finally:
         await store.aclose()
+
+
+async def test_a_version_3_database_is_upgraded_to_count_its_jobs_without_a_scan(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path)
+    jobs = [await store.create_job(make_job(f"job {n}")) for n in range(3)]
+    await store.aclose()
+    roll_back_to(db_path, 3)
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        assert await store.count_jobs() == 3
+        await store.delete_job(jobs[0].id)
+        await store.create_job(make_job("another"))
+        await store.create_job(make_job("and another"))
+        assert await store.count_jobs() == 4
+    finally:
+        await store.aclose()
+    assert schema_version(db_path) == SCHEMA_VERSION
 
 
 async def test_a_version_2_database_is_upgraded_and_its_jobs_get_their_schedule_as_history(
