@@ -90,9 +90,7 @@ def attempt_documents(attempts: Iterable[AttemptRecord]) -> list[dict[str, Any]]
             "started_at": unix_ms(a.started_at),
             "duration_ms": a.duration_ms,
             "response_status": a.response_status,
-            "error": None
-            if a.error is None
-            else {"type": a.error.type, "message": a.error.message},
+            "error": _error_document(a.error),
             "retry_after_ms": a.retry_after_ms,
         }
         for a in attempts
