@@ -1,12 +1,13 @@
-"""The webhook client: one shared aiohttp session that delivers every execution.
+"""The webhook dispatcher: every execution's webhook call, its retries and its record.
 
 `Dispatcher.deliver` turns a `WebhookRequest` into a `DeliveryResult` and never
 raises for a problem with that one request (bad URL, refused connection, a
 receiver that hangs or answers 500): the problem is recorded in the result.
 It lets `asyncio.CancelledError` through untouched.
 
-Connections go only where the SSRF guard (`cronsvc.netguard`) allows: a
-target it refuses is a FAILURE of type `target_not_allowed`, never retried.
+Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections, which go
+only where the SSRF guard (`cronsvc.netguard`) allows: a target it refuses
+is a FAILURE of type `target_not_allowed`, never retried.
 
 Once a response's status line has arrived, the status alone decides the
 outcome; the body is captured best-effort, up to `max_response_bytes`, and a
@@ -25,23 +26,23 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from http import HTTPStatus
 from types import TracebackType
 from typing import Self
 
-import aiohttp
 import structlog
 from aiohttp.abc import AbstractResolver
-from multidict import CIMultiDict
-from yarl import URL
 
 from cronsvc import __version__
 from cronsvc.clock import Clock
 from cronsvc.domain import (
+    HEADER_NAME,
     MAX_ATTEMPTS,
     AttemptRecord,
     ErrorInfo,
@@ -53,18 +54,34 @@ from cronsvc.domain import (
     Trigger,
 )
 from cronsvc.errors import InvalidSecret, TargetNotAllowed
-from cronsvc.netguard import GuardedConnector, GuardedResolver, TargetPolicy
+from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
 from cronsvc.signing import signature_header
+from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, parse_target
 
 log = structlog.get_logger(__name__)
 
-_READ_CHUNK = 64 * 1024
 _MAX_LOCATION_CHARS = 500
-# The dispatcher owns message framing: a user's Content-Length or
-# Transfer-Encoding would contradict the body actually sent.
-_FRAMING_HEADERS = ("Content-Length", "Transfer-Encoding")
 _SIGNATURE_HEADER = "webhook-signature"
+# Never taken from a job's headers: the dispatcher owns the message framing
+# and the connection (a user's Content-Length or Transfer-Encoding would
+# contradict the body sent), and a signature, id, timestamp or user agent is
+# ours alone to set (one a user set would only mislead).
+_OURS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "expect",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        _SIGNATURE_HEADER,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +114,8 @@ class DeliveryResult:
     executed_at: datetime
     """When the first attempt started."""
     first_sent_at: float
-    """Unix seconds when the first attempt's request was handed to aiohttp."""
+    """Unix seconds when the first attempt's request was handed to the socket
+    (or to the connection's set-up, when none was open)."""
     finished_at: datetime
     duration_ms: int
     """First attempt start to finish, on the monotonic clock."""
@@ -146,15 +164,16 @@ def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float 
 
 
 class Dispatcher:
-    """Delivers webhooks through one pooled `aiohttp.ClientSession`.
+    """Delivers webhooks through one pool of connections (`cronsvc.wire`).
 
     At most `max_concurrency` deliveries run at once (further callers wait for
-    a slot); the connection pool has the same size. Use as `async with
+    a slot); at most as many connections are kept idle. Use as `async with
     Dispatcher(...) as dispatcher:` or call `start` and `aclose`.
 
     `target_policy` says which addresses may be connected to (by default only
     globally routable ones); host names are resolved through `resolver`
-    (aiohttp's default when None), behind the guard.
+    (aiohttp's default when None), behind the guard. https targets are
+    verified against `ssl_context` (the system's trust store when None).
     """
 
     def __init__(
@@ -166,6 +185,7 @@ class Dispatcher:
         user_agent: str = f"cronsvc/{__version__}",
         target_policy: TargetPolicy | None = None,
         resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
@@ -177,10 +197,11 @@ class Dispatcher:
         self._user_agent = user_agent
         self._target_policy = target_policy or TargetPolicy()
         self._name_resolver = resolver
+        self._ssl_context = ssl_context
         self._guard: GuardedResolver | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
         self._in_flight = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     @property
     def in_flight(self) -> int:
@@ -188,23 +209,18 @@ class Dispatcher:
         return self._in_flight
 
     async def start(self) -> None:
-        if self._session is not None:
+        if self._client is not None:
             raise RuntimeError("Dispatcher already started")
         self._guard = GuardedResolver(self._target_policy, self._name_resolver)
-        self._session = aiohttp.ClientSession(
-            connector=self._make_connector(self._guard),
-            # One session serves every job: no cookie may travel from one to another.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-            # No proxy from the environment: the guard judges the peer it connects to.
-            trust_env=False,
+        self._client = HttpClient(
+            guard=self._guard, max_idle=self._max_concurrency, ssl_context=self._ssl_context
         )
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
+        client, self._client = self._client, None
         guard, self._guard = self._guard, None
-        if session is not None:
-            await session.close()
+        if client is not None:
+            await client.aclose()
         if guard is not None:
             await guard.close()
 
@@ -219,11 +235,6 @@ class Dispatcher:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def _make_connector(self, guard: GuardedResolver) -> aiohttp.BaseConnector:
-        """The connection pool: it resolves names through `guard` and connects
-        only to addresses the policy allows, the very ones it checked."""
-        return GuardedConnector(guard, limit=self._max_concurrency)
 
     def _signature_headers(
         self, request: WebhookRequest, body_bytes: bytes, timestamp: int
@@ -247,19 +258,9 @@ class Dispatcher:
         return {_SIGNATURE_HEADER: value}
 
     async def deliver(self, request: WebhookRequest) -> DeliveryResult:
-        session = self._session
-        if session is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("Dispatcher.start() has not been called")
-        async with self._slots:
-            self._in_flight += 1
-            try:
-                return await self._deliver(session, request)
-            finally:
-                self._in_flight -= 1
-
-    async def _deliver(
-        self, session: aiohttp.ClientSession, request: WebhookRequest
-    ) -> DeliveryResult:
         clock = self._clock
         executed_at = clock.now()
         started = clock.monotonic()
@@ -270,9 +271,17 @@ class Dispatcher:
         outcome = _Outcome()
         attempt_log: list[AttemptRecord] = []
         for attempt in range(1, max_attempts + 1):
-            attempt_started_at = clock.now()
-            attempt_started = clock.monotonic()
-            outcome, sent_at = await self._attempt(session, request, attempt)
+            # A slot per attempt: a backoff wait holds none.
+            async with self._slots:
+                self._in_flight += 1
+                try:
+                    attempt_started_at = clock.now()
+                    attempt_started = clock.monotonic()
+                    if attempt == 1:
+                        executed_at, started = attempt_started_at, attempt_started
+                    outcome, sent_at = await self._attempt(client, request, attempt)
+                finally:
+                    self._in_flight -= 1
             if first_sent_at is None:
                 first_sent_at = sent_at
             delay = _retry_delay(outcome, attempt, request.retry)
@@ -296,6 +305,10 @@ class Dispatcher:
                 delay_s=round(delay, 3),
             )
             await clock.sleep(delay)
+        # A delivery waiting for the slot just freed sends first; this one's
+        # bookkeeping can wait (measured: in a burst larger than the pool,
+        # the last request went out after every earlier one's bookkeeping).
+        await asyncio.sleep(0)
         assert first_sent_at is not None
         return DeliveryResult(
             status=ExecutionStatus.SUCCESS if outcome.error is None else ExecutionStatus.FAILURE,
@@ -313,27 +326,30 @@ class Dispatcher:
         )
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, request: WebhookRequest, attempt: int
+        self, client: HttpClient, request: WebhookRequest, attempt: int
     ) -> tuple[_Outcome, float]:
-        """One HTTP exchange; returns its outcome and when it was handed to aiohttp."""
+        """One HTTP exchange; returns its outcome and when it was sent."""
         clock = self._clock
         started = clock.monotonic()
         sent_at = clock.time()
         try:
+            target = parse_target(request.url)
             body, content_type = _encode_body(request, attempt)
-            timestamp = int(clock.time())
-            headers = self._headers(request, body, content_type, timestamp)
+            timestamp = int(sent_at)
+            data = self._message(
+                request, target.host_header, target.request_target, body, content_type, timestamp
+            )
+            deadline = asyncio.get_running_loop().time() + request.timeout_s
             sent_at = clock.time()
-            async with session.request(
+            response = await client.request(
                 request.method.value,
-                request.url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=request.timeout_s),
-            ) as response:
-                text, truncated = await self._capture(response)
-                outcome = _judge(response, text, truncated, clock)
+                target,
+                data,
+                deadline=deadline,
+                max_body=self._max_response_bytes,
+            )
+            text = _decode(response.body, complete=response.complete)
+            outcome = _judge(response, text, not response.complete, clock)
         except TargetNotAllowed as exc:
             outcome = _failed("target_not_allowed", str(exc))
             log.warning(
@@ -347,16 +363,16 @@ class Dispatcher:
         except InvalidSecret as exc:
             # Nothing was sent: an unsigned call would be refused, or worse, trusted.
             outcome = _failed("invalid_secret", f"the job's signing secret is unusable: {exc}")
+        except InvalidTarget as exc:
+            outcome = _failed("invalid_url", _short(exc))
         except TimeoutError:
             outcome = _failed(
                 "timeout", f"timed out after {request.timeout_s:g} s without a response"
             )
-        except aiohttp.NonHttpUrlClientError as exc:
-            outcome = _failed("invalid_url", f"not an http or https URL: {_short(exc)}")
-        except aiohttp.InvalidURL as exc:
-            outcome = _failed("invalid_url", f"not a valid URL: {_short(exc)}")
-        except aiohttp.ClientConnectionError as exc:
-            outcome = _failed("connection_error", _short(exc))
+        except ProtocolError as exc:
+            outcome = _failed("invalid_response", _short(exc))
+        except OSError as exc:  # refused, reset, unreachable, TLS, closed early
+            outcome = _failed("connection_error", _connection_problem(exc))
         except Exception as exc:  # one bad request must not escape deliver
             outcome = _failed("request_error", f"{type(exc).__name__}: {_short(exc)}")
         log.debug(
@@ -365,62 +381,52 @@ class Dispatcher:
             job_id=request.job_id,
             attempt=attempt,
             method=request.method.value,
-            url=_loggable(request.url),
             response_status=outcome.status,
             error_type=outcome.error.type if outcome.error else None,
             elapsed_ms=round((clock.monotonic() - started) * 1000),
         )
         return outcome, sent_at
 
-    def _headers(
-        self, request: WebhookRequest, body: bytes | None, content_type: str, timestamp: int
-    ) -> CIMultiDict[str]:
-        headers = CIMultiDict(request.headers)
-        # A signature is ours alone to make: one a user set would only mislead.
-        for name in (*_FRAMING_HEADERS, _SIGNATURE_HEADER):
-            headers.popall(name, None)
-        if body is None:
-            headers.popall("Content-Type", None)
-        else:
-            headers.setdefault("Content-Type", content_type)
-        ours = {
-            "User-Agent": self._user_agent,
-            "webhook-id": request.execution_id,
-            "webhook-timestamp": str(timestamp),
-            **self._signature_headers(request, body or b"", timestamp),
-        }
-        for name, value in ours.items():
-            headers[name] = value  # replaces every case-variant the user set
-        return headers
+    def _message(
+        self,
+        request: WebhookRequest,
+        host: str,
+        request_target: str,
+        body: bytes | None,
+        content_type: str,
+        timestamp: int,
+    ) -> bytes:
+        """The request as it goes on the wire: request line, headers, body.
 
-    async def _capture(self, response: aiohttp.ClientResponse) -> tuple[str, bool]:
-        """Read at most `max_response_bytes` of the body, then let the connection go.
-
-        One byte past the limit is read to learn whether more follows; we never
-        ask for more than that, so what is held beyond the limit is at most
-        aiohttp's own flow-controlled read buffer. A body read to its end lets
-        the connection go back to the pool; any other (longer, endless,
-        stalled, broken) is closed without draining it.
-        """
-        limit = self._max_response_bytes
-        data = bytearray()
-        complete = False
-        try:
-            # Bounded: every pass adds at least one byte or leaves.
-            while len(data) <= limit:
-                chunk = await response.content.read(min(_READ_CHUNK, limit + 1 - len(data)))
-                if not chunk:
-                    complete = True
-                    break
-                data += chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.debug("webhook_response_body_incomplete", error=_short(exc), read=len(data))
-        finally:
-            if complete:
-                response.release()
-            else:
-                response.close()
-        return _decode(bytes(data[:limit]), complete=complete), not complete
+        Raises ValueError for a header that would break the message (the API
+        refuses those; a stored one is refused here, before anything is sent)."""
+        lines = [f"{request.method.value} {request_target} HTTP/1.1"]
+        given = {name.lower() for name in request.headers}
+        if "host" not in given:
+            lines.append(f"Host: {host}")
+        for name, value in request.headers.items():
+            lowered = name.lower()
+            if lowered in _OURS or (body is None and lowered == "content-type"):
+                continue
+            if not HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
+                raise ValueError(f"the header {name[:100]!r} cannot be sent as it is")
+            lines.append(f"{name}: {value}")
+        if "accept" not in given:
+            lines.append("Accept: */*")
+        if "accept-encoding" not in given:
+            lines.append("Accept-Encoding: gzip, deflate")
+        if body is not None and "content-type" not in given:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"User-Agent: {self._user_agent}")
+        lines.append(f"webhook-id: {request.execution_id}")
+        lines.append(f"webhook-timestamp: {timestamp}")
+        signature = self._signature_headers(request, body or b"", timestamp)
+        if signature:
+            lines.append(f"{_SIGNATURE_HEADER}: {signature[_SIGNATURE_HEADER]}")
+        if body is not None or request.method.carries_body:
+            lines.append(f"Content-Length: {len(body or b'')}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return head if body is None else head + body
 
 
 def _encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, str]:
@@ -447,13 +453,13 @@ def _encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, s
     return encoded.encode(), "application/json"
 
 
-def _judge(response: aiohttp.ClientResponse, text: str, truncated: bool, clock: Clock) -> _Outcome:
+def _judge(response: Response, text: str, truncated: bool, clock: Clock) -> _Outcome:
     status = response.status
     error: ErrorInfo | None = None
     retry_after: float | None = None
     label = f"HTTP {status} {response.reason or _phrase(status)}".rstrip()
     if 300 <= status < 400:
-        location = response.headers.get("Location")
+        location = response.headers.get("location")
         where = (
             f"redirect to {location[:_MAX_LOCATION_CHARS]} not followed"
             if location
@@ -463,7 +469,7 @@ def _judge(response: aiohttp.ClientResponse, text: str, truncated: bool, clock: 
     elif not 200 <= status < 300:
         error = ErrorInfo(type="http_status", message=label)
         if status in (429, 503):
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"), clock)
+            retry_after = _parse_retry_after(response.headers.get("retry-after"), clock)
     return _Outcome(
         status=status, body=text, truncated=truncated, error=error, retry_after=retry_after
     )
@@ -489,8 +495,10 @@ def _parse_retry_after(value: str | None, clock: Clock) -> float | None:
     return max(0.0, (when - clock.now()).total_seconds())
 
 
+@lru_cache(maxsize=64)
 def _rfc3339(instant: datetime) -> str:
-    """UTC with a `Z`, milliseconds only when there are some."""
+    """UTC with a `Z`, milliseconds only when there are some (cached: the
+    jobs of one burst share their tick)."""
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
     instant = instant.astimezone(UTC)
@@ -513,16 +521,17 @@ def _phrase(status: int) -> str:
         return ""
 
 
+def _connection_problem(exc: OSError) -> str:
+    """What went wrong with the connection, in one line: the system's words
+    where the exception carries only an errno."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {_short(exc)}"
+    if str(exc) or exc.strerror is None:
+        return _short(exc)
+    return exc.strerror
+
+
 def _short(exc: BaseException) -> str:
     """An exception's own one-line message, never a traceback."""
     text = " ".join(str(exc).split())
     return text[:500] if text else type(exc).__name__
-
-
-def _loggable(url: str) -> str:
-    """The URL without credentials, query or fragment, which may hold secrets."""
-    try:
-        parsed = URL(url)
-        return str(parsed.with_user(None).with_query(None).with_fragment(None))
-    except (TypeError, ValueError):
-        return "<unparsable url>"

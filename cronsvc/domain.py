@@ -8,6 +8,7 @@ precision (see `cronsvc.clock.to_ms`).
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,10 @@ class HttpMethod(enum.StrEnum):
     @property
     def carries_body(self) -> bool:
         return self is not HttpMethod.GET
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header field name (RFC 9110's token); match with `fullmatch`."""
 
 
 class ConcurrencyPolicy(enum.StrEnum):

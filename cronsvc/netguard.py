@@ -6,10 +6,11 @@ cloud metadata addresses, and `allowed_networks` open the ranges they name
 (metadata included), winning over every refusal.
 
 Enforcement is on the address actually connected to, not on the URL's text:
-`GuardedResolver` judges every address a name resolves to and hands the
-connector exactly those, and `GuardedConnector` judges hosts that are IP
-literals, which aiohttp connects to without asking the resolver. A DNS answer
-that changes between two connections (rebinding) is judged afresh each time.
+`GuardedResolver` judges every address a name resolves to and the webhook
+client (`cronsvc.wire`) connects to exactly those; hosts that are IP
+literals it judges itself, before connecting. Nothing is cached: a DNS
+answer that changes between two connections (rebinding) is judged afresh
+each time.
 
 `TargetPolicy.check_host` is the early, DNS-free check the API makes on a
 URL's host when a job is written.
@@ -23,12 +24,9 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
 
 from cronsvc.errors import TargetNotAllowed
 
@@ -197,11 +195,11 @@ class GuardedResolver(AbstractResolver):
     refuses the whole answer if any address in it is refused.
 
     A partly private answer is refused outright rather than filtered: the
-    connector falls back from one address to the next when a connection
+    client falls back from one address to the next when a connection
     fails, so an attacker who can make the public address fail would land
     on the private one; and a name pointing at both is not one we want to
     reach. The addresses returned are exactly the ones judged, so the
-    connector connects to what was checked and never resolves again.
+    client connects to what was checked and never resolves again.
     """
 
     def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
@@ -221,39 +219,3 @@ class GuardedResolver(AbstractResolver):
     async def close(self) -> None:
         if self._owns_inner:
             await self._inner.close()
-
-
-class GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that connects only where `resolver`'s policy allows.
-
-    aiohttp connects to IP-literal hosts without calling the resolver, so
-    those are judged here, on every request (a pooled connection is reused
-    only for the same host, already judged).
-
-    aiohttp's DNS cache holds only answers the resolver returned, which the
-    guard has passed, so it could not let a refused address in; it is off
-    all the same, so that each new connection is judged on the name's
-    answer of the moment and a name that turns private is refused at once.
-
-    The session must not use a proxy: the check would then see the target,
-    not the peer actually connected to.
-    """
-
-    def __init__(self, resolver: GuardedResolver, **kwargs: Any) -> None:
-        super().__init__(resolver=resolver, use_dns_cache=False, **kwargs)
-        self._policy = resolver.policy
-
-    async def connect(  # aiohttp's signature, timeout parameter included
-        self,
-        req: aiohttp.ClientRequest,
-        traces: list[Trace],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
-    ) -> Connection:
-        host = req.url.raw_host or ""
-        address = literal_address(host)
-        if address is not None:
-            self._policy.check(address, host=host)
-        elif ":" in host or host.replace(".", "").isdigit():
-            # aiohttp would take this for an IP literal and skip the resolver.
-            raise TargetNotAllowed(host, host, "not a valid IP address")
-        return await super().connect(req, traces, timeout)

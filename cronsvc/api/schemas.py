@@ -8,7 +8,6 @@ service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from yarl import URL
 
 from cronsvc.domain import (
+    HEADER_NAME,
     MAX_ATTEMPTS,
     AttemptRecord,
     ConcurrencyPolicy,
@@ -39,7 +39,6 @@ MAX_JOB_BODY_BYTES = 64 * 1024
 """A job's `body` as the webhook will send it. Checked on its own: the webhook
 encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 GENERATE_SECRET = "generate"
 """Sent as a job's `secret`: the service makes one and answers it once."""
@@ -152,7 +151,7 @@ class JobIn(_Wire):
         if len(value) > MAX_HEADERS:
             raise ValueError(f"at most {MAX_HEADERS} headers")
         for name, text in value.items():
-            if not _TOKEN.match(name):
+            if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             if "\r" in text or "\n" in text:
                 raise ValueError(f"the value of {name!r} must not contain line breaks")

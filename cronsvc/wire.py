@@ -1,0 +1,521 @@
+"""A small HTTP/1.1 client for webhook calls: pooled keep-alive connections,
+opened only where the SSRF guard allows.
+
+Why not aiohttp's client, which served here first: measured with `python -m
+bench.run`, its request path was the largest share of a fire's CPU (py-spy:
+~29 % of ~0.8 ms per fire), and it sets the body of each request writing from
+a task of its own, so a burst's first bytes reach the socket only once every
+request of the burst is set up. Here a request is one write of prepared
+bytes on a pooled connection, and the answer is read from the socket buffer
+by a strict parser.
+
+It speaks what webhook receivers answer: http and https (certificates
+verified against the system's trust store), bodies framed by Content-Length,
+chunked or the connection's end, gzip and deflate content codings, 1xx
+answers skipped. A reused connection the peer closed before answering is
+retried once on a new one, for idempotent methods only (as aiohttp does).
+Not here, on purpose: proxies (the guard must judge the peer actually
+connected to), redirects (never followed), cookies, HTTP/2, pipelining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import cast
+
+from yarl import URL
+
+from cronsvc.errors import TargetNotAllowed
+from cronsvc.netguard import GuardedResolver, literal_address
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Status line and headers of an answer, at most."""
+IDLE_TIMEOUT_S = 15.0
+"""An idle pooled connection is closed after this long (aiohttp's keep-alive default)."""
+_READ_HIGH_WATER = 256 * 1024
+"""Buffered bytes past which the socket is not read until they are consumed."""
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_NO_BODY_STATUS = frozenset({204, 304})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_PoolKey = tuple[str, str, int]
+
+
+class InvalidTarget(ValueError):
+    """A URL no request can be sent to: not http(s), no host, a bad port."""
+
+
+class ProtocolError(Exception):
+    """The peer's answer is not HTTP/1.x as this client reads it."""
+
+
+class Disconnected(ConnectionError):
+    """The peer closed the connection before its answer was complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a URL's requests go: parsed once per URL and reused."""
+
+    tls: bool
+    host: str
+    """What to connect to: a name, or an address (IPv6 without brackets)."""
+    port: int
+    host_header: str
+    request_target: str
+    """Path and query, percent-encoded as the URL had them."""
+
+    @property
+    def pool_key(self) -> _PoolKey:
+        return ("https" if self.tls else "http", self.host, self.port)
+
+
+@lru_cache(maxsize=4096)
+def parse_target(url: str) -> Target:
+    """Raises `InvalidTarget`."""
+    try:
+        parsed = URL(url)
+        scheme, host, port = parsed.scheme, parsed.raw_host, parsed.port
+    except (TypeError, ValueError) as exc:
+        raise InvalidTarget(f"not a valid URL: {exc}") from None
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidTarget(f"not an http or https URL: {url[:200]}")
+    if not host or port is None:
+        raise InvalidTarget(f"names no host: {url[:200]}")
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        # The API refuses them; a URL with credentials is never sent as it is.
+        raise InvalidTarget("credentials in a URL are not sent; use headers")
+    if not 0 < port < 65536:
+        raise InvalidTarget(f"port {port} is out of range")
+    name = f"[{host}]" if ":" in host else host
+    host_header = name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
+    return Target(
+        tls=scheme == "https",
+        host=host,
+        port=port,
+        host_header=host_header,
+        request_target=parsed.raw_path_qs or "/",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    """Lower-case names; a repeated header's values joined with ", "."""
+    body: bytes
+    """At most the `max_body` asked for, decoded from its content coding."""
+    complete: bool
+    """False when the body was cut off: longer than `max_body`, or not read
+    to its end before the deadline or a disconnect."""
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection; the reading side of the exchange."""
+
+    def __init__(self, key: _PoolKey, lost: set[_Connection]) -> None:
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False
+        self.eof = False
+        self.idle_since = 0.0
+        self._lost = lost
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _READ_HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._lost.add(self)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def reusable(self) -> bool:
+        return not (self.closed or self.eof or self.buffer)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def consume(self, count: int) -> bytes:
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        if self._paused and len(self.buffer) <= _READ_HIGH_WATER // 2:
+            assert self.transport is not None
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def more(self) -> None:
+        """Wait for more bytes; `Disconnected` if none can come."""
+        if self.eof or self.closed:
+            raise Disconnected("the server closed the connection before its answer ended")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class HttpClient:
+    """Sends requests over pooled connections; at most `max_idle` are kept
+    idle in all, each for up to `IDLE_TIMEOUT_S`.
+
+    Names are resolved through `guard`, which refuses an answer holding any
+    address its policy refuses, and the connection goes to exactly the
+    addresses it judged; an address-literal host is judged here before any
+    connection is made.
+    """
+
+    def __init__(
+        self,
+        *,
+        guard: GuardedResolver,
+        max_idle: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._guard = guard
+        self._max_idle = max_idle
+        self._ssl = ssl_context
+        self._idle: dict[_PoolKey, list[_Connection]] = {}
+        self._idle_order: OrderedDict[_Connection, None] = OrderedDict()
+        self._open: set[_Connection] = set()
+        self._lost: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self._open):
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+        self._idle_order.clear()
+        await asyncio.sleep(0)  # let the transports finish closing
+
+    async def request(
+        self,
+        method: str,
+        target: Target,
+        data: bytes,
+        *,
+        deadline: float,
+        max_body: int,
+    ) -> Response:
+        """Send `data` (request line, headers and body, ready to go) and read
+        the answer, all by `deadline` (the loop's clock) except the body: a
+        body still arriving then is returned cut off (`complete` False).
+
+        Raises `TargetNotAllowed`, `TimeoutError` (before the answer's head),
+        `OSError` (`Disconnected` among them) and `ProtocolError`.
+        """
+        for _ in range(2):
+            connection, reused = await self._acquire(target, deadline)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    assert connection.transport is not None
+                    connection.transport.write(data)
+                    head = await _read_head(connection)
+            except Disconnected:
+                connection.close()
+                if reused and method in _IDEMPOTENT:
+                    continue  # closed while idle: the request never reached it
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            return await self._finish(connection, method, head, deadline, max_body)
+        raise Disconnected("the server closed the connection before its answer ended")
+
+    async def _finish(
+        self, connection: _Connection, method: str, head: _Head, deadline: float, max_body: int
+    ) -> Response:
+        sink = _Sink(head.headers.get("content-encoding", ""), max_body)
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    complete = await _read_body(connection, method, head, sink)
+            except (TimeoutError, OSError, ProtocolError, zlib.error):
+                complete = False  # what was read so far stands, cut off
+        except BaseException:
+            connection.close()
+            raise
+        body, complete = sink.result(complete)
+        if complete and head.keep_alive and connection.reusable:
+            self._release(connection)
+        else:
+            connection.close()
+        return Response(
+            status=head.status,
+            reason=head.reason,
+            headers=head.headers,
+            body=body,
+            complete=complete,
+        )
+
+    async def _acquire(self, target: Target, deadline: float) -> tuple[_Connection, bool]:
+        self._forget_lost()
+        idle = self._idle.get(target.pool_key)
+        loop = asyncio.get_running_loop()
+        while idle:
+            connection = idle.pop()
+            self._idle_order.pop(connection, None)
+            if connection.reusable and loop.time() - connection.idle_since < IDLE_TIMEOUT_S:
+                return connection, True
+            connection.close()
+        async with asyncio.timeout_at(deadline):
+            return await self._connect(target), False
+
+    async def _connect(self, target: Target) -> _Connection:
+        addresses = await self._resolve(target)
+        loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if target.tls:
+            tls = self._ssl or _default_ssl_context()
+        failure: OSError | None = None
+        for family, address in addresses:
+            connection = _Connection(target.pool_key, self._lost)
+            try:
+                await loop.create_connection(
+                    lambda c=connection: c,
+                    address,
+                    target.port,
+                    family=family,
+                    ssl=tls,
+                    server_hostname=target.host if tls is not None else None,
+                )
+            except OSError as exc:
+                failure = exc
+                continue
+            self._open.add(connection)
+            return connection
+        assert failure is not None
+        raise failure
+
+    async def _resolve(self, target: Target) -> list[tuple[int, str]]:
+        """The addresses to try, each judged by the guard's policy."""
+        host = target.host
+        literal = literal_address(host)
+        if literal is not None:
+            self._guard.policy.check(literal, host=host)
+            return [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
+        if ":" in host or host.replace(".", "").isdigit():
+            raise TargetNotAllowed(host, host, "not a valid IP address")
+        answer = await self._guard.resolve(host, target.port, socket.AF_UNSPEC)
+        return [(entry["family"], entry["host"]) for entry in answer]
+
+    def _release(self, connection: _Connection) -> None:
+        connection.idle_since = asyncio.get_running_loop().time()
+        self._idle.setdefault(connection.key, []).append(connection)
+        self._idle_order[connection] = None
+        while len(self._idle_order) > self._max_idle:
+            oldest, _ = self._idle_order.popitem(last=False)
+            self._idle[oldest.key].remove(oldest)
+            oldest.close()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle past `IDLE_TIMEOUT_S` (oldest first)."""
+        self._sweeper = None
+        self._forget_lost()
+        now = asyncio.get_running_loop().time()
+        while self._idle_order:
+            oldest = next(iter(self._idle_order))
+            if now - oldest.idle_since < IDLE_TIMEOUT_S:
+                break
+            del self._idle_order[oldest]
+            self._idle[oldest.key].remove(oldest)
+            oldest.close()
+        if self._idle_order:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2, self._sweep)
+
+    def _forget_lost(self) -> None:
+        """Drop the connections that ended since the last look (the peer
+        closed them, most often while idle)."""
+        if not self._lost:
+            return
+        for connection in self._lost:
+            self._open.discard(connection)
+            if self._idle_order.pop(connection, 0) is None:
+                self._idle[connection.key].remove(connection)
+        self._lost.clear()
+
+
+@lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    keep_alive: bool
+
+
+async def _read_head(connection: _Connection) -> _Head:
+    """The answer's status line and headers, skipping 1xx interim answers."""
+    while True:
+        buffer = connection.buffer
+        end = buffer.find(b"\r\n\r\n")
+        while end < 0:
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise ProtocolError(f"answer head longer than {MAX_HEAD_BYTES} bytes")
+            await connection.more()
+            end = buffer.find(b"\r\n\r\n")
+        if end > MAX_HEAD_BYTES:
+            raise ProtocolError(f"answer head longer than {MAX_HEAD_BYTES} bytes")
+        head = _parse_head(connection.consume(end + 4)[:end])
+        if not 100 <= head.status < 200:
+            return head
+        if head.status == 101:
+            raise ProtocolError("the server switched protocols, unasked")
+
+
+def _parse_head(raw: bytes) -> _Head:
+    lines = raw.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:100]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or line[0] in " \t":
+            raise ProtocolError(f"malformed header line: {line[:100]!r}")
+        name = name.lower()
+        value = value.strip(" \t")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    connection = headers.get("connection", "").lower()
+    # HTTP/1.1 keeps a connection unless told otherwise; 1.0 only when told to.
+    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    return _Head(status=int(code), reason=reason, headers=headers, keep_alive=keep_alive)
+
+
+async def _read_body(connection: _Connection, method: str, head: _Head, sink: _Sink) -> bool:
+    """Read the body into `sink`; True if it was read to its end."""
+    if method == "HEAD" or head.status in _NO_BODY_STATUS:
+        return True
+    coding = head.headers.get("transfer-encoding")
+    if coding is not None:
+        if coding.lower().rsplit(",", 1)[-1].strip() == "chunked":
+            return await _read_chunked(connection, sink)
+        return await _read_to_close(connection, sink)
+    length_text = head.headers.get("content-length")
+    if length_text is None:
+        return await _read_to_close(connection, sink)
+    if not length_text.isdigit():
+        raise ProtocolError(f"bad Content-Length: {length_text[:50]!r}")
+    return await _read_exactly(connection, sink, int(length_text))
+
+
+class _Sink:
+    """Collects decoded body bytes, up to one past the limit (to learn that
+    more would follow)."""
+
+    def __init__(self, content_coding: str, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        coding = content_coding.strip().lower()
+        self._decoder = None
+        if coding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            self._decoder = zlib.decompressobj()
+
+    @property
+    def full(self) -> bool:
+        return len(self.data) > self.limit
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit + 1 - len(self.data)
+        if self._decoder is not None:
+            chunk = self._decoder.decompress(chunk, room)
+        self.data += chunk[:room]
+
+    def result(self, complete: bool) -> tuple[bytes, bool]:
+        complete = complete and not self.full
+        return bytes(self.data[: self.limit]), complete
+
+
+async def _read_exactly(connection: _Connection, sink: _Sink, length: int) -> bool:
+    while length > 0:
+        if not connection.buffer:
+            await connection.more()
+        chunk = connection.consume(length)
+        length -= len(chunk)
+        sink.add(chunk)
+        if sink.full:
+            return False
+    return True
+
+
+async def _read_to_close(connection: _Connection, sink: _Sink) -> bool:
+    """Read until the peer closes; the connection is done for afterwards."""
+    while True:
+        if connection.buffer:
+            sink.add(connection.consume(len(connection.buffer)))
+            if sink.full:
+                return False
+            continue
+        try:
+            await connection.more()
+        except Disconnected:
+            return True
+
+
+async def _read_chunked(connection: _Connection, sink: _Sink) -> bool:
+    while True:
+        line = await _read_line(connection)
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 16:
+            raise ProtocolError(f"bad chunk size: {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            while await _read_line(connection):  # trailers, up to the empty line
+                pass
+            return True
+        if not await _read_exactly(connection, sink, size):
+            return False
+        if await _read_line(connection):
+            raise ProtocolError("chunk data longer than its size")
+
+
+async def _read_line(connection: _Connection) -> bytes:
+    buffer = connection.buffer
+    end = buffer.find(b"\r\n")
+    while end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise ProtocolError("line too long in a chunked body")
+        await connection.more()
+        end = buffer.find(b"\r\n")
+    return connection.consume(end + 2)[:-2]
