@@ -1,0 +1,507 @@
+"""The webhook HTTP client against real servers on loopback: aiohttp servers
+for what well-behaved receivers send, raw asyncio servers for the edges of
+the protocol (close-framed bodies, interim answers, broken heads, a peer
+that drops a kept-alive connection), and a TLS server with a test CA."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import pytest
+import trustme
+from aiohttp import web
+
+from cronsvc.clock import SystemClock
+from cronsvc.dispatch import Dispatcher, WebhookRequest
+from cronsvc.domain import ExecutionStatus, HttpMethod, RetryPolicy, Trigger
+from cronsvc.netguard import GuardedResolver, TargetPolicy
+from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, parse_target
+from tests.test_dispatch import SCHEDULED_AT
+
+OPEN = TargetPolicy(allow_private=True)
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+@dataclass
+class RawServer:
+    url: str
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and Content-Length body; b"" at the end of the stream."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[Script], Awaitable[RawServer]]]:
+    """Servers that run `script(reader, writer, n)` for their n-th connection."""
+    servers: list[asyncio.Server] = []
+
+    async def start(script: Script) -> RawServer:
+        state = RawServer(url="")
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            state.connections += 1
+            try:
+                await script(reader, writer, state.connections)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+        return state
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpClient]:
+    guard = GuardedResolver(OPEN)
+    http = HttpClient(guard=guard, max_idle=8)
+    yield http
+    await http.aclose()
+    await guard.close()
+
+
+async def send(http: HttpClient, url: str, method: str = "POST", max_body: int = 65536) -> Response:
+    target = parse_target(url)
+    body = b"{}" if method != "GET" else b""
+    data = (
+        f"{method} {target.request_target} HTTP/1.1\r\nHost: {target.host_header}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    deadline = asyncio.get_running_loop().time() + 5
+    return await http.request(method, target, data, deadline=deadline, max_body=max_body)
+
+
+# --- what a URL becomes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "host_header", "request_target"),
+    [
+        ("http://example.com/a/b?c=1&d=%20", "example.com", 80, "example.com", "/a/b?c=1&d=%20"),
+        ("https://example.com", "example.com", 443, "example.com", "/"),
+        ("https://example.com:8443/x", "example.com", 8443, "example.com:8443", "/x"),
+        ("http://[2001:db8::1]:8080/x", "2001:db8::1", 8080, "[2001:db8::1]:8080", "/x"),
+        ("http://example.com/#fragment", "example.com", 80, "example.com", "/"),
+        ("http://bücher.example/", "xn--bcher-kva.example", 80, "xn--bcher-kva.example", "/"),
+    ],
+)
+def test_a_url_names_where_to_connect_and_what_to_ask_for(
+    url: str, host: str, port: int, host_header: str, request_target: str
+) -> None:
+    target = parse_target(url)
+
+    assert (target.host, target.port, target.host_header, target.request_target) == (
+        host,
+        port,
+        host_header,
+        request_target,
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/", "http://", "http://user:pw@example.com/", "http://x:99999/"]
+)
+def test_a_url_no_request_can_go_to_is_refused(url: str) -> None:
+    with pytest.raises(InvalidTarget):
+        parse_target(url)
+
+
+# --- bodies, however they are framed ---------------------------------------------------
+
+
+async def test_a_chunked_body_is_read_whole_and_the_connection_kept(client: HttpClient) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"alpha ", b"beta ", b"gamma"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async with serving(chunked) as url:
+        first = await send(client, url)
+        second = await send(client, url)
+
+    assert first.headers["transfer-encoding"] == "chunked"
+    assert (first.body, first.complete) == (b"alpha beta gamma", True)
+    assert second.body == b"alpha beta gamma"
+
+
+async def test_a_gzip_coded_body_is_decoded(client: HttpClient) -> None:
+    async def compressed(request: web.Request) -> web.StreamResponse:
+        response = web.Response(text="hello " * 200)
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async with serving(compressed) as url:
+        target = parse_target(url)
+        data = (
+            f"POST /hook HTTP/1.1\r\nHost: {target.host_header}\r\n"
+            "Accept-Encoding: gzip\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        deadline = asyncio.get_running_loop().time() + 5
+        response = await client.request("POST", target, data, deadline=deadline, max_body=65536)
+
+    assert response.headers["content-encoding"] == "gzip"
+    assert (response.body, response.complete) == (b"hello " * 200, True)
+
+
+async def test_a_body_framed_by_the_close_is_read_and_the_connection_not_reused(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    async def close_framed(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        await writer.drain()
+
+    server = await raw_server(close_framed)
+
+    first = await send(client, server.url)
+    second = await send(client, server.url)
+
+    assert (first.status, first.body, first.complete) == (200, b"until the end", True)
+    assert second.body == b"until the end"
+    assert server.connections == 2
+
+
+async def test_interim_answers_are_skipped(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone"
+        )
+        await writer.drain()
+        await read_request(reader)
+
+    server = await raw_server(interim)
+
+    response = await send(client, server.url)
+
+    assert (response.status, response.body, response.complete) == (201, b"done", True)
+
+
+async def test_a_head_answer_has_no_body_whatever_its_length_says(client: HttpClient) -> None:
+    async def sized(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="x" * 100)
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", sized)
+    async with serving_app(app) as url:
+        head = await send(client, url, method="HEAD")
+        after = await send(client, url)
+
+    assert (head.status, head.headers["content-length"], head.body) == (200, "100", b"")
+    assert head.complete
+    assert after.body == b"x" * 100
+
+
+async def test_connection_close_ends_reuse(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)  # a client that ignored the close would be stuck here
+
+    server = await raw_server(closing)
+
+    await send(client, server.url)
+    await send(client, server.url)
+
+    assert server.connections == 2
+
+
+# --- broken answers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/2 200\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    ],
+)
+async def test_an_answer_that_is_not_http_1_is_a_protocol_error(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]], answer: bytes
+) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server = await raw_server(broken)
+
+    with pytest.raises(ProtocolError):
+        await send(client, server.url)
+
+
+async def test_a_bad_chunk_cuts_the_body_off_but_the_status_stands(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    async def bad_chunk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server = await raw_server(bad_chunk)
+
+    response = await send(client, server.url)
+
+    assert (response.status, response.body, response.complete) == (200, b"hello", False)
+
+
+async def test_a_malformed_answer_fails_the_delivery_as_invalid_response_without_retry(
+    raw_server: Callable[[Script], Awaitable[RawServer]],
+) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"garbage\r\n\r\n")
+        await writer.drain()
+
+    server = await raw_server(garbage)
+    async with Dispatcher(
+        max_concurrency=2, max_response_bytes=1024, clock=SystemClock(), target_policy=OPEN
+    ) as dispatcher:
+        result = await dispatcher.deliver(webhook(server.url, retry=RetryPolicy(max_attempts=3)))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "invalid_response"
+    assert result.attempts == 1
+
+
+# --- kept-alive connections the peer drops ------------------------------------------
+
+
+def drops_second_request() -> Script:
+    """Answers a connection's first request and closes it, unanswered, at its second."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+
+    return script
+
+
+async def test_an_idempotent_request_on_a_dropped_connection_goes_again_on_a_new_one(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    server = await raw_server(drops_second_request())
+    await send(client, server.url, method="GET")
+    # The peer has not closed yet when the next request is written on the kept connection.
+    response = await send(client, server.url, method="GET")
+
+    assert (response.status, response.body) == (200, b"ok")
+    assert server.connections == 2
+
+
+async def test_a_post_on_a_dropped_connection_is_not_sent_again(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    server = await raw_server(drops_second_request())
+    await send(client, server.url)
+
+    with pytest.raises(ConnectionError):
+        await send(client, server.url)
+    assert server.connections == 1, "a POST is never repeated on the client's own"
+
+
+async def test_a_connection_the_peer_closed_while_idle_is_not_used(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    server = await raw_server(one_each)
+    await send(client, server.url)
+    await asyncio.sleep(0.2)  # the close reaches the client while the connection is idle
+
+    response = await send(client, server.url)
+
+    assert response.body == b"ok"
+    assert server.connections == 2
+
+
+async def test_idle_connections_past_the_limit_are_closed(
+    raw_server: Callable[[Script], Awaitable[RawServer]],
+) -> None:
+    closed = asyncio.Event()
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await read_request(reader):
+            await asyncio.sleep(0.05)  # so both requests are open at once
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        closed.set()
+
+    server = await raw_server(counting)
+    guard = GuardedResolver(OPEN)
+    http = HttpClient(guard=guard, max_idle=1)
+    try:
+        await asyncio.gather(send(http, server.url), send(http, server.url))
+        async with asyncio.timeout(5):  # kept both idle, it would never come
+            await closed.wait()
+        assert server.connections == 2
+    finally:
+        await http.aclose()
+        await guard.close()
+
+
+# --- TLS ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+async def test_https_targets_are_verified_and_their_connections_kept(
+    authority: trustme.CA,
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    peers: list[object] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(text=f"over {request.scheme}")
+
+    async with (
+        serving(hook, ssl_context=server_context) as url,
+        Dispatcher(
+            max_concurrency=2,
+            max_response_bytes=1024,
+            clock=SystemClock(),
+            target_policy=OPEN,
+            ssl_context=client_context,
+        ) as dispatcher,
+    ):
+        first = await dispatcher.deliver(webhook(url))
+        second = await dispatcher.deliver(webhook(url))
+
+    assert url.startswith("https://")
+    assert (first.status, first.response_body) == (ExecutionStatus.SUCCESS, "over https")
+    assert second.response_body == "over https"
+    assert peers[0] == peers[1], "the TLS connection was not kept"
+
+
+async def test_a_certificate_no_trusted_authority_signed_fails_as_a_connection_error(
+    authority: trustme.CA,
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+
+    async def hook(request: web.Request) -> web.Response:
+        return web.Response(text="must not be reached")
+
+    async with (
+        serving(hook, ssl_context=server_context) as url,
+        Dispatcher(
+            max_concurrency=2, max_response_bytes=1024, clock=SystemClock(), target_policy=OPEN
+        ) as dispatcher,
+    ):
+        result = await dispatcher.deliver(webhook(url))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "connection_error"
+    assert "certificate" in result.error.message.lower()
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def webhook(url: str, **changes: object) -> WebhookRequest:
+    fields: dict[str, object] = {
+        "execution_id": "exec-wire",
+        "job_id": "job-wire",
+        "job_name": "wire",
+        "scheduled_at": SCHEDULED_AT,
+        "trigger": Trigger.SCHEDULE,
+        "url": url,
+        "method": HttpMethod.POST,
+        "headers": {},
+        "body": None,
+        "timeout_s": 5.0,
+        "retry": RetryPolicy(max_attempts=1),
+    }
+    fields.update(changes)
+    return WebhookRequest(**fields)  # type: ignore[arg-type]
+
+
+def serving(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ssl_context: ssl.SSLContext | None = None,
+) -> _Serving:
+    app = web.Application()
+    app.router.add_route("*", "/hook", handler)
+    return serving_app(app, ssl_context)
+
+
+def serving_app(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> _Serving:
+    return _Serving(app, ssl_context)
+
+
+class _Serving:
+    """An aiohttp app on 127.0.0.1 for the block; yields its /hook URL."""
+
+    def __init__(self, app: web.Application, ssl_context: ssl.SSLContext | None) -> None:
+        self._app = app
+        self._ssl = ssl_context
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> str:
+        runner = web.AppRunner(self._app, access_log=None)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self._ssl)
+        await site.start()
+        port = runner.addresses[0][1]
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://127.0.0.1:{port}/hook"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
