@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -62,6 +63,9 @@ from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, par
 log = structlog.get_logger(__name__)
 
 _MAX_LOCATION_CHARS = 500
+_BOOKKEEPING_WAIT_S = 0.5
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
+"""A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
 _SIGNATURE_HEADER = "webhook-signature"
 # Never taken from a job's headers: the dispatcher owns the message framing
 # and the connection (a user's Content-Length or Transfer-Encoding would
@@ -201,6 +205,10 @@ class Dispatcher:
         self._guard: GuardedResolver | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
         self._in_flight = 0
+        self._queued = 0
+        """Deliveries waiting for a slot."""
+        self._queue_empty = asyncio.Event()
+        self._queue_empty.set()
         self._client: HttpClient | None = None
 
     @property
@@ -272,16 +280,17 @@ class Dispatcher:
         attempt_log: list[AttemptRecord] = []
         for attempt in range(1, max_attempts + 1):
             # A slot per attempt: a backoff wait holds none.
-            async with self._slots:
-                self._in_flight += 1
-                try:
-                    attempt_started_at = clock.now()
-                    attempt_started = clock.monotonic()
-                    if attempt == 1:
-                        executed_at, started = attempt_started_at, attempt_started
-                    outcome, sent_at = await self._attempt(client, request, attempt)
-                finally:
-                    self._in_flight -= 1
+            await self._slot()
+            self._in_flight += 1
+            try:
+                attempt_started_at = clock.now()
+                attempt_started = clock.monotonic()
+                if attempt == 1:
+                    executed_at, started = attempt_started_at, attempt_started
+                outcome, sent_at = await self._attempt(client, request, attempt)
+            finally:
+                self._in_flight -= 1
+                self._slots.release()
             if first_sent_at is None:
                 first_sent_at = sent_at
             delay = _retry_delay(outcome, attempt, request.retry)
@@ -305,10 +314,7 @@ class Dispatcher:
                 delay_s=round(delay, 3),
             )
             await clock.sleep(delay)
-        # A delivery waiting for the slot just freed sends first; this one's
-        # bookkeeping can wait (measured: in a burst larger than the pool,
-        # the last request went out after every earlier one's bookkeeping).
-        await asyncio.sleep(0)
+        await self._after_queued_sends()
         assert first_sent_at is not None
         return DeliveryResult(
             status=ExecutionStatus.SUCCESS if outcome.error is None else ExecutionStatus.FAILURE,
@@ -324,6 +330,30 @@ class Dispatcher:
             retry_after_s=outcome.retry_after,
             attempt_log=tuple(attempt_log),
         )
+
+    async def _slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        self._queued += 1
+        self._queue_empty.clear()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+            if not self._queued:
+                self._queue_empty.set()
+
+    async def _after_queued_sends(self) -> None:
+        """Let the deliveries waiting for a slot send first: what is left of
+        this one is bookkeeping (measured with `bench.run --jobs 1000`: with
+        it done at once, each queued request of a burst larger than the pool
+        went out only after an earlier one's bookkeeping). Waits at most
+        `_BOOKKEEPING_WAIT_S`, so a pool that stays full still records."""
+        if self._queued:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_BOOKKEEPING_WAIT_S):
+                    await self._queue_empty.wait()
 
     async def _attempt(
         self, client: HttpClient, request: WebhookRequest, attempt: int
@@ -435,14 +465,16 @@ def _encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, s
         return None, ""
     body = request.body
     if body is None:
-        body = {
-            "jobId": request.job_id,
-            "jobName": request.job_name,
-            "executionId": request.execution_id,
-            "scheduledAt": _rfc3339(request.scheduled_at),
-            "trigger": request.trigger.value,
-            "attempt": attempt,
-        }
+        # What json.dumps makes of the same document, built directly: this
+        # runs for every fire of most jobs.
+        text = (
+            f'{{"jobId":{_json_string(request.job_id)},'
+            f'"jobName":{_json_string(request.job_name)},'
+            f'"executionId":{_json_string(request.execution_id)},'
+            f'"scheduledAt":"{_rfc3339(request.scheduled_at)}",'
+            f'"trigger":"{request.trigger.value}","attempt":{attempt}}}'
+        )
+        return text.encode(), "application/json"
     if isinstance(body, str):
         try:
             json.loads(body)

@@ -302,6 +302,26 @@ async def test_default_body_names_job_tick_and_execution(
     }
 
 
+async def test_default_body_is_exactly_compact_json_whatever_the_job_is_called(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(204))
+    name = 'say "hi" \\ to\tthe\nteam \u2014 caf\u00e9 \U0001f600 \x01'
+
+    await dispatcher.deliver(webhook(receiver.url(), job_name=name))
+
+    expected = {
+        "jobId": "job-0001",
+        "jobName": name,
+        "executionId": "exec-0001",
+        "scheduledAt": "2026-01-01T00:00:00Z",
+        "trigger": "schedule",
+        "attempt": 1,
+    }
+    body = json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+    assert receiver.seen[0].body == body
+
+
 async def test_default_body_scheduled_at_keeps_milliseconds(
     serve: ServeFn, dispatcher: Dispatcher
 ) -> None:
