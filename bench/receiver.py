@@ -25,7 +25,7 @@ from aiohttp import web
 
 BACKLOG = 4096
 """Connections waiting to be accepted. A burst opens up to a pool's worth
-(256 per instance) at once; past the default 100 the kernel drops SYNs and
+(1024 per instance) at once; past the default 100 the kernel drops SYNs and
 the client retries after 1 s, then 3 s: lag that is the receiver's, not the
 sender's."""
 

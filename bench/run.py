@@ -49,7 +49,7 @@ from bench.window import measure_window
 
 MAX_JOBS = 20000
 MAX_SECONDS = 600
-DISPATCH_POOL = 256
+DISPATCH_POOL = 1024
 """The dispatcher's connection pool by default (`webhook.max_concurrency`)."""
 CEILING_MAX_S = 15
 SETTLE_S = 5

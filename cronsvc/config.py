@@ -65,7 +65,7 @@ class SchedulerConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookConfig:
     timeout_s: float = 10.0
-    max_concurrency: int = 256
+    max_concurrency: int = 1024
     max_response_bytes: int = 65536
     allow_private_targets: bool = False
     """Let webhooks reach loopback, private and other non-global addresses."""

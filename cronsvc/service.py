@@ -32,6 +32,7 @@ from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
+from cronsvc.openfiles import ensure_open_files
 from cronsvc.results import ResultWriter
 from cronsvc.runner import TickRunner
 from cronsvc.scheduler import Scheduler
@@ -227,6 +228,17 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT, or until an engine loop dies (then raise)."""
+    files = ensure_open_files(config.webhook.max_concurrency)
+    if files.now != files.before:
+        log.info("open_file_limit_raised", before=files.before, now=files.now)
+    if not files.enough:
+        log.warning(
+            "open_file_limit_low",
+            limit=files.now,
+            needed=files.needed,
+            hint="raise the hard limit (systemd LimitNOFILE=, docker --ulimit nofile=) "
+            "or lower webhook.max_concurrency",
+        )
     app = build_app(config)
     app_runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await app_runner.setup()

@@ -27,7 +27,7 @@ def test_defaults_match_the_design() -> None:
         config.webhook.max_response_bytes,
     ) == (
         10,
-        256,
+        1024,
         65536,
     )
     assert config.webhook.secret_rotation_grace_s == 86400

@@ -976,6 +976,23 @@ async def test_concurrency_limit_bounds_requests_in_flight(
     assert dispatcher.in_flight == 0
 
 
+async def test_a_delivery_waiting_for_a_slot_is_sent_before_the_one_that_freed_it_returns(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await serve(answer(200))
+    in_flight_when_done: list[int] = []
+
+    async def deliver(execution_id: str) -> None:
+        await dispatcher.deliver(webhook(receiver.url(), execution_id=execution_id))
+        in_flight_when_done.append(dispatcher.in_flight)
+
+    await asyncio.gather(deliver("first"), deliver("second"))
+
+    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["first", "second"]
+    assert in_flight_when_done == [1, 0], "the first returned before the second was sent"
+
+
 async def test_cancelling_a_delivery_propagates_cancelled_error(
     serve: ServeFn, dispatcher: Dispatcher
 ) -> None:
