@@ -30,6 +30,10 @@ from tests.processes import CronsvcProcess, free_port
 REDIS_URL_ENV = "CRONSVC_TEST_REDIS_URL"
 CREATE_CONCURRENCY = 16
 """Job creations in flight at once: enough to keep a store busy."""
+CREATE_ATTEMPTS = 8
+"""A creation answered 429 or 503 is sent again (after its Retry-After) up to
+this many times in all: a Mongo wire server busy with the jobs already made
+can time a creation out."""
 FALLING_BEHIND = (
     "cronsvc_results_pending",
     "cronsvc_log_writes_dropped_total",
@@ -70,6 +74,8 @@ class Deployment:
     instances: list[CronsvcProcess]
     helpers: dict[str, int] = field(default_factory=dict)
     """Processes this deployment started besides cronsvc (name: pid)."""
+    create_retries: int = 0
+    """Creations answered 429 or 503 (the store or the API busy) and sent again."""
 
     @property
     def urls(self) -> list[str]:
@@ -104,17 +110,33 @@ class Deployment:
                 "cronExpression": cadence.cron,
                 "webhookUrl": webhook_url,
             }
-            async with (
-                slots,
-                session.post(f"{urls[n % len(urls)]}/api/cron", json=document) as response,
-            ):
-                if response.status != 201:
-                    raise RuntimeError(f"creating a job: {response.status} {await response.text()}")
-                return (await response.json())["id"], cadence
+            url = urls[n % len(urls)]
+            async with slots:
+                for attempt in range(1, CREATE_ATTEMPTS + 1):
+                    async with session.post(f"{url}/api/cron", json=document) as response:
+                        if response.status == 201:
+                            return (await response.json())["id"], cadence
+                        text = await response.text()
+                        wait = response.headers.get("Retry-After", "1")
+                    if response.status == 409 and attempt > 1:
+                        # An earlier attempt's answer was lost, not its write.
+                        return await self._job_named(session, url, document["name"]), cadence
+                    if response.status not in (429, 503) or attempt == CREATE_ATTEMPTS:
+                        raise RuntimeError(f"creating a job: {response.status} {text}")
+                    self.create_retries += 1
+                    await asyncio.sleep(float(wait) if wait.isdigit() else 1.0)
+            raise AssertionError("unreachable")
 
         async with asyncio.timeout(within_s):
             created = await asyncio.gather(*(create(n, c) for n, c in enumerate(cadences)))
         return dict(created)
+
+    async def _job_named(self, session: aiohttp.ClientSession, url: str, name: str) -> str:
+        async with session.get(f"{url}/api/cron", params={"name": name}) as response:
+            response.raise_for_status()
+            jobs = await response.json()  # names starting with `name`, a page of them
+        (job_id,) = [job["id"] for job in jobs if job["name"] == name]
+        return str(job_id)
 
     async def round_trips(self, session: aiohttp.ClientSession) -> float:
         """Exchanges with the coordinator so far, summed over instances."""

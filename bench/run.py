@@ -121,6 +121,7 @@ async def run_once(
             round(trips / fires, 4) if fires else None
         )
         result["cronsvc"]["service_metrics"] = await service.metrics(session)
+        result["cronsvc"]["create_retries"] = service.create_retries
         if mode == "cluster":
             result["cronsvc"]["fires_by_instance_sample"] = await _spread(session, service.urls[0])
     if ceiling:
