@@ -45,6 +45,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._counters: dict[str, Counter] = {}
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
+        """Counters by name and label values, as `inc` finds them: resolving
+        labels anew each time cost several microseconds a fire."""
         self._histograms: dict[str, Histogram] = {}
         for name, (help_text, labels, shown) in _COUNTERS.items():
             counter = self._counter(name, help_text, labels)
@@ -72,8 +75,13 @@ class Metrics:
 
     def inc(self, name: str, amount: int = 1, help: str = "", **labels: str) -> None:
         """Add `amount` to counter `name` (its label names fixed by first use)."""
-        counter = self._counter(name, help or name, tuple(sorted(labels)))
-        (counter.labels(**labels) if labels else counter).inc(amount)
+        key = (name, tuple(labels.items()))
+        child = self._children.get(key)
+        if child is None:
+            counter = self._counter(name, help or name, tuple(sorted(labels)))
+            child = counter.labels(**labels) if labels else counter
+            self._children[key] = child
+        child.inc(amount)
 
     def get(self, name: str, **labels: str) -> float:
         """A counter's current value (0 if it was never counted)."""
