@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -137,8 +138,17 @@ async def receiving(kind: str = "socket") -> AsyncIterator[Receiver]:
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run `main`; a SIGTERM cancels it, so the processes it started are
+    stopped on the way out rather than left running."""
+
+    async def stoppable() -> _T:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main()
+
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
+        return asyncio.run(stoppable())
+    return uvloop.run(stoppable())
