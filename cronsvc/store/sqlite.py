@@ -59,6 +59,7 @@ from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
     KEEP,
     MAX_SCHEDULE_REVISIONS,
+    ActiveSchedule,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -70,6 +71,7 @@ from cronsvc.store import (
 from cronsvc.store.common import (
     attempt_documents,
     attempts_from_documents,
+    cached_instant,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -268,6 +270,10 @@ _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
 _ACTIVE_JOBS = f"{_SELECT_JOBS} WHERE is_active = 1"
 _ACTIVE_JOBS_IN = f"{_ACTIVE_JOBS} AND id IN (SELECT value FROM json_each(?))"
 _ACTIVE_VERSIONS = "SELECT id, version FROM jobs WHERE is_active = 1"
+# A keyset page on the (is_active, id) index; '' sorts before every id.
+_ACTIVE_SCHEDULES = """SELECT id, version, cron_expression, timezone, last_tick,
+    concurrency_policy, misfire_policy, misfire_grace_seconds
+    FROM jobs WHERE is_active = 1 AND id > ? ORDER BY id LIMIT ?"""
 _CURRENT_VERSIONS = (
     "SELECT id, version FROM jobs WHERE is_active = 1 AND id IN (SELECT value FROM json_each(?))"
 )
@@ -488,6 +494,12 @@ class SQLiteStore:
 
     async def active_versions(self) -> dict[str, int]:
         return await self._run(_do_active_versions)
+
+    async def active_schedules(
+        self, after: str | None = None, limit: int = 20_000
+    ) -> list[ActiveSchedule]:
+        check_limit(limit)
+        return await self._run(_do_active_schedules, after or "", limit)
 
     async def count_jobs(self) -> int:
         return await self._run(_do_count_jobs)
@@ -821,6 +833,33 @@ def _do_active_versions(db: sqlite3.Connection) -> dict[str, int]:
     return dict(db.execute(_ACTIVE_VERSIONS).fetchall())
 
 
+def _do_active_schedules(db: sqlite3.Connection, after: str, limit: int) -> list[ActiveSchedule]:
+    instants: dict[int, datetime] = {}
+    concurrency, misfire = ConcurrencyPolicy, MisfirePolicy
+    return [
+        ActiveSchedule(
+            job_id,
+            version,
+            shared_text(expression),
+            shared_text(zone),
+            cached_instant(instants, last_tick),
+            concurrency(concurrency_policy),
+            misfire(misfire_policy),
+            grace,
+        )
+        for (
+            job_id,
+            version,
+            expression,
+            zone,
+            last_tick,
+            concurrency_policy,
+            misfire_policy,
+            grace,
+        ) in db.execute(_ACTIVE_SCHEDULES, (after, limit))
+    ]
+
+
 def _do_count_jobs(db: sqlite3.Connection) -> int:
     count: int = db.execute(_COUNT_JOBS).fetchone()[0]
     return count
@@ -886,8 +925,8 @@ def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[Cla
             taken.add(key)
             # Built once, with instants already truncated as they are stored,
             # so the result equals what `get_execution` reads back.
-            scheduled_at = _cached_instant(instants, scheduled_ms)
-            executed_at = _cached_instant(instants, unix_ms(claim.executed_at))
+            scheduled_at = cached_instant(instants, scheduled_ms)
+            executed_at = cached_instant(instants, unix_ms(claim.executed_at))
             runs = running.get(claim.job_id, [])
             skip = skip_reason(
                 trigger=claim.trigger,
@@ -1114,13 +1153,6 @@ def _revision_row(job: Job, effective_from: datetime) -> tuple[Any, ...]:
 
 def _tag_rows(job: Job) -> list[tuple[str, str]]:
     return [(tag, job.id) for tag in job.spec.tags]
-
-
-def _cached_instant(cache: dict[int, datetime], ms: int) -> datetime:
-    instant = cache.get(ms)
-    if instant is None:
-        instant = cache[ms] = from_unix_ms(ms)
-    return instant
 
 
 def _job_row(job: Job) -> tuple[Any, ...]:
