@@ -770,6 +770,23 @@ async def test_active_versions_are_those_of_every_active_job(store: Store) -> No
     assert await store.active_versions() == {on[0].id: 1, changed.id: 2, on[2].id: 1}
 
 
+async def test_active_versions_page_in_id_order(store: Store) -> None:
+    on = [await create(store, f"on-{i}") for i in range(5)]
+    await create(store, "off", is_active=False)
+    changed = await store.update_job(on[3].id, make_spec("on-3", tags=("x",)), now=at(1))
+    await store.delete_job(on[1].id)
+    expected = {job.id: job.version for job in (on[0], on[2], changed, on[4])}
+
+    first = await store.active_versions(None, 3)
+    rest = await store.active_versions(list(first)[-1], 3)
+
+    assert list(first) == sorted(expected)[:3] and list(rest) == sorted(expected)[3:]
+    assert {**first, **rest} == expected
+    assert await store.active_versions(max(expected), 3) == {}
+    with pytest.raises(ValueError):
+        await store.active_versions(None, 0)
+
+
 def schedule_of(job: Job) -> ActiveSchedule:
     spec = job.spec
     return ActiveSchedule(

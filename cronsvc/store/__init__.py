@@ -220,9 +220,14 @@ class Store(Protocol):
         particular order."""
         ...
 
-    async def active_versions(self) -> dict[str, int]:
+    async def active_versions(
+        self, after: str | None = None, limit: int | None = None
+    ) -> dict[str, int]:
         """The version of every active job: what a resync compares with the
-        jobs it holds, at a small part of the cost of reading them all."""
+        jobs it holds, at a small part of the cost of reading them all.
+        With `limit` (`ValueError` below 1), a page of them: those whose id is
+        greater than `after` (all when None), in ascending id order (the
+        dict's order), at most `limit`; read the next by passing the last id."""
         ...
 
     async def active_schedules(

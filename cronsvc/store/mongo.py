@@ -460,9 +460,21 @@ class MongoStore:
             documents = await self._jobs.find(selector, _WITHOUT_HISTORY).to_list()
             return [_job_from_document(document) for document in documents]
 
-    async def active_versions(self) -> dict[str, int]:
+    async def active_versions(
+        self, after: str | None = None, limit: int | None = None
+    ) -> dict[str, int]:
+        if limit is not None:
+            check_limit(limit)
         with self._calling():
-            found = self._jobs.find({"is_active": True}, {"version": 1})
+            selector: _Doc = {"is_active": True}
+            if limit is None:
+                found = self._jobs.find(selector, {"version": 1})
+            else:
+                if after is not None:
+                    selector["_id"] = {"$gt": after}
+                found = (
+                    self._jobs.find(selector, {"version": 1}).sort("_id", ASCENDING).limit(limit)
+                )
             return {document["_id"]: document["version"] for document in await found.to_list()}
 
     async def active_schedules(
@@ -479,8 +491,8 @@ class MongoStore:
                 ActiveSchedule(
                     d["_id"],
                     d["version"],
-                    shared_text(d["cron_expression"]),
-                    shared_text(d["timezone"]),
+                    d["cron_expression"],
+                    d["timezone"],
                     cached_instant(instants, d["last_tick"]),
                     ConcurrencyPolicy(d["concurrency_policy"]),
                     MisfirePolicy(d["misfire_policy"]),

@@ -270,6 +270,7 @@ _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
 _ACTIVE_JOBS = f"{_SELECT_JOBS} WHERE is_active = 1"
 _ACTIVE_JOBS_IN = f"{_ACTIVE_JOBS} AND id IN (SELECT value FROM json_each(?))"
 _ACTIVE_VERSIONS = "SELECT id, version FROM jobs WHERE is_active = 1"
+_ACTIVE_VERSIONS_PAGE = f"{_ACTIVE_VERSIONS} AND id > ? ORDER BY id LIMIT ?"
 # A keyset page on the (is_active, id) index; '' sorts before every id.
 _ACTIVE_SCHEDULES = """SELECT id, version, cron_expression, timezone, last_tick,
     concurrency_policy, misfire_policy, misfire_grace_seconds
@@ -397,6 +398,8 @@ _Ts = TypeVarTuple("_Ts")
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
 # Policies whose claims look at the job's RUNNING executions.
+_CONCURRENCY_POLICIES = {policy.value: policy for policy in ConcurrencyPolicy}
+_MISFIRE_POLICIES = {policy.value: policy for policy in MisfirePolicy}
 _WATCHED = frozenset({ConcurrencyPolicy.FORBID.value, ConcurrencyPolicy.REPLACE.value})
 
 
@@ -492,8 +495,13 @@ class SQLiteStore:
             return await self._run(_do_active_jobs)
         return await self._run(_do_active_jobs_in, [i for i in job_ids if is_valid_id(i)])
 
-    async def active_versions(self) -> dict[str, int]:
-        return await self._run(_do_active_versions)
+    async def active_versions(
+        self, after: str | None = None, limit: int | None = None
+    ) -> dict[str, int]:
+        if limit is None:
+            return await self._run(_do_active_versions)
+        check_limit(limit)
+        return await self._run(_do_active_versions_page, after or "", limit)
 
     async def active_schedules(
         self, after: str | None = None, limit: int = 20_000
@@ -834,30 +842,27 @@ def _do_active_versions(db: sqlite3.Connection) -> dict[str, int]:
 
 
 def _do_active_schedules(db: sqlite3.Connection, after: str, limit: int) -> list[ActiveSchedule]:
+    # A million rows go through here at start-up: values are looked up, not
+    # built (measured: Enum() per row was a third of the read's CPU).
     instants: dict[int, datetime] = {}
-    concurrency, misfire = ConcurrencyPolicy, MisfirePolicy
+    concurrency, misfire, make = _CONCURRENCY_POLICIES, _MISFIRE_POLICIES, ActiveSchedule
     return [
-        ActiveSchedule(
-            job_id,
-            version,
-            shared_text(expression),
-            shared_text(zone),
-            cached_instant(instants, last_tick),
-            concurrency(concurrency_policy),
-            misfire(misfire_policy),
-            grace,
+        make(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            instants.get(row[4]) or cached_instant(instants, row[4]),
+            concurrency[row[5]],
+            misfire[row[6]],
+            row[7],
         )
-        for (
-            job_id,
-            version,
-            expression,
-            zone,
-            last_tick,
-            concurrency_policy,
-            misfire_policy,
-            grace,
-        ) in db.execute(_ACTIVE_SCHEDULES, (after, limit))
+        for row in db.execute(_ACTIVE_SCHEDULES, (after, limit))
     ]
+
+
+def _do_active_versions_page(db: sqlite3.Connection, after: str, limit: int) -> dict[str, int]:
+    return dict(db.execute(_ACTIVE_VERSIONS_PAGE, (after, limit)).fetchall())
 
 
 def _do_count_jobs(db: sqlite3.Connection) -> int:
