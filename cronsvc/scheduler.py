@@ -82,9 +82,10 @@ READ_RETRY_S = 1.0
 _CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Plan:
-    """What the loop needs to take a job's ticks, shared by all jobs alike."""
+    """What the loop needs to take a job's ticks, shared by all jobs alike
+    (made once per kind: compared and hashed by identity, which is quick)."""
 
     schedule: CronSchedule
     misfire_policy: MisfirePolicy
@@ -217,31 +218,45 @@ class Scheduler:
         """Every active job onto the heap, page by page, with the loop free
         between slices: jobs already loaded fire, the API answers, and
         notices are applied between pages (a notice is newer news than a
-        page, which then leaves that job alone). A page is retried until the
-        store answers: nothing can be scheduled before."""
+        page, which then leaves that job alone). The next page is read while
+        one is applied. A page is retried until the store answers: nothing
+        can be scheduled before."""
         sync = next(self._syncs)
         after: str | None = None
-        while not self._stopping:
-            try:
-                page = await self._store.active_schedules(after, SYNC_PAGE)
-            except TRANSIENT as exc:
-                self._resync_failed(exc)
-                self._wake.clear()  # notices wait in _changed; stop() cuts the wait short
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
-                continue
-            await self._apply_page(page, sync)
-            if self._changed:
-                await self._apply_changes()
-            if len(page) < SYNC_PAGE:
-                return
-            after = page[-1].id
+        reading: asyncio.Task[list[ActiveSchedule]] | None = None
+        try:
+            while not self._stopping:
+                if reading is None:
+                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                try:
+                    page = await reading
+                except TRANSIENT as exc:
+                    reading = None
+                    self._resync_failed(exc)
+                    self._wake.clear()  # notices wait in _changed; stop() cuts the wait short
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    continue
+                reading = None
+                if len(page) == SYNC_PAGE:
+                    after = page[-1].id
+                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                await self._apply_page(page, sync)
+                if self._changed:
+                    await self._apply_changes()
+                if reading is None:
+                    return
+        finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
+                    await reading
 
     async def _resync(self) -> float:
-        """Bring the heap in line with the store, page by page: jobs whose
-        version differs are reloaded (slim), jobs no page held are dropped.
-        A job a notice reloaded or dropped meanwhile is left as the notice
-        made it. Returns how long it took."""
+        """Bring the heap in line with the store, page by page: versions are
+        compared, jobs whose version the heap lacks are read whole, jobs no
+        page held are dropped. A job a notice reloaded or dropped meanwhile
+        is left as the notice made it. Returns how long it took."""
         started = self._clock.monotonic()
         self._touched.clear()
         sync = next(self._syncs)
@@ -249,11 +264,11 @@ class Scheduler:
         after: str | None = None
         try:
             while True:
-                page = await self._store.active_schedules(after, SYNC_PAGE)
-                seen += await self._apply_page(page, sync)
-                if len(page) < SYNC_PAGE:
+                versions = await self._store.active_versions(after, SYNC_PAGE)
+                seen += await self._compare_page(versions, sync)
+                if len(versions) < SYNC_PAGE:
                     break
-                after = page[-1].id
+                after = next(reversed(versions))
         except TRANSIENT as exc:
             self._resync_failed(exc)
             return self._clock.monotonic() - started
@@ -265,18 +280,68 @@ class Scheduler:
         self._metrics.inc("cronsvc_store_errors_total", help="Store calls that failed", op="resync")
         log.warning("resync_failed", error=str(exc))
 
-    async def _apply_page(self, page: list[ActiveSchedule], sync: int) -> int:
-        """Load the jobs of a page the heap lacks or holds at an older
-        version, except those notices touched. Returns how many of the
-        page's jobs are on the heap as the page has them (or newer)."""
+    async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
+        """Mark the jobs of a page of versions the heap holds as they are (or
+        newer) and read whole those it lacks, except those notices touched.
+        Returns how many of the page's jobs are then on the heap."""
         entries, touched = self._entries, self._touched
         seen = 0
+        stale: list[str] = []
+        for job_id, version in versions.items():
+            entry = entries.get(job_id)
+            if entry is not None and entry.version >= version:
+                entry.synced = sync
+                seen += 1
+            elif job_id not in touched:
+                stale.append(job_id)
+        for start in range(0, len(stale), RESYNC_READ_BATCH):
+            for job in await self._store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
+                entry = entries.get(job.id)
+                fresher = entry is None or entry.version < job.version
+                if fresher and job.id not in touched and self._load(job, sync):
+                    seen += 1
+        return seen
+
+    async def _apply_page(self, page: list[ActiveSchedule], sync: int) -> int:
+        """Put the jobs of a page on the heap, slim, unless the heap holds
+        them at that version or newer, or a notice touched them. Returns how
+        many of the page's jobs are on the heap."""
+        entries, touched, plans, heap = self._entries, self._touched, self._plans, self._heap
+        claim_lead = self._runner.claim_lead(self._config.claim_ahead_s)
+        read_lead = self._read_lead()
+        # Jobs alike whose last ticks are equal share their next tick: one
+        # schedule computation each, not one per job.
+        known: dict[tuple[_Plan, datetime], tuple[datetime, float]] = {}
+        seen = 0
         for n, row in enumerate(page, 1):
-            entry = entries.get(row.id)
+            job_id = row.id
+            entry = entries.get(job_id)
             if entry is not None and entry.version >= row.version:
                 entry.synced = sync
                 seen += 1
-            elif row.id not in touched and self._load_schedule(row, sync):
+            elif job_id not in touched:
+                key = (
+                    row.cron_expression,
+                    row.timezone,
+                    row.concurrency_policy,
+                    row.misfire_policy,
+                    row.misfire_grace_seconds,
+                )
+                try:
+                    plan = plans.get(key) or self._plan(key)
+                except CronSvcError as exc:
+                    self._unschedulable(job_id, exc)
+                    continue
+                next_tick, wake = known.get((plan, row.last_tick)) or (None, 0.0)
+                if next_tick is None:
+                    next_tick = plan.schedule.next_after(row.last_tick)
+                    wake = next_tick.timestamp() - read_lead
+                    if not plan.claimed_at_the_tick:
+                        wake -= claim_lead
+                    known[plan, row.last_tick] = (next_tick, wake)
+                seq = next(self._seq)
+                entries[job_id] = _Entry(plan, row.version, next_tick, None, seq, sync)
+                heapq.heappush(heap, (wake, seq, job_id))
                 seen += 1
             if n % LOAD_SLICE == 0:
                 # Many jobs at once (the first sync): let the API, health
@@ -343,8 +408,10 @@ class Scheduler:
             )
         return plan
 
-    def _load(self, job: Job) -> None:
-        """Put a whole job on the heap (read because of a notice)."""
+    def _load(self, job: Job, sync: int = 0) -> bool:
+        """Put a whole job on the heap (read because of a notice or a
+        resync); False if it cannot be scheduled. It stays whole only if its
+        next tick is near."""
         spec = job.spec
         key = (
             spec.cron_expression,
@@ -353,48 +420,22 @@ class Scheduler:
             spec.misfire_policy,
             spec.misfire_grace_seconds,
         )
-        if self._put(job.id, job.version, key, job.last_tick, job, 0) is not None:
-            entry = self._entries[job.id]
-            if entry.next_tick.timestamp() - self._clock.time() > KEEP_WHOLE_S:
-                entry.job = None
-
-    def _load_schedule(self, row: ActiveSchedule, sync: int) -> bool:
-        """Put a slim job on the heap (read by a sync); False if it cannot be."""
-        key = (
-            row.cron_expression,
-            row.timezone,
-            row.concurrency_policy,
-            row.misfire_policy,
-            row.misfire_grace_seconds,
-        )
-        return self._put(row.id, row.version, key, row.last_tick, None, sync) is not None
-
-    def _put(
-        self,
-        job_id: str,
-        version: int,
-        key: _PlanKey,
-        last_tick: datetime,
-        job: Job | None,
-        sync: int,
-    ) -> _Entry | None:
         try:
             plan = self._plan(key)
         except CronSvcError as exc:
-            # Stored before a stricter setting; refuse loudly rather than guess.
-            self._drop(job_id)
-            log.error("job_not_schedulable", job_id=job_id, reason=str(exc))
-            return None
-        entry = _Entry(
-            plan=plan,
-            version=version,
-            next_tick=plan.schedule.next_after(last_tick),
-            job=job,
-            synced=sync,
-        )
-        self._entries[job_id] = entry
-        self._push(job_id, entry)
-        return entry
+            self._unschedulable(job.id, exc)
+            return False
+        next_tick = plan.schedule.next_after(job.last_tick)
+        near = next_tick.timestamp() - self._clock.time() <= KEEP_WHOLE_S
+        entry = _Entry(plan, job.version, next_tick, job if near else None, synced=sync)
+        self._entries[job.id] = entry
+        self._push(job.id, entry)
+        return True
+
+    def _unschedulable(self, job_id: str, exc: CronSvcError) -> None:
+        # Stored before a stricter setting; refuse loudly rather than guess.
+        self._drop(job_id)
+        log.error("job_not_schedulable", job_id=job_id, reason=str(exc))
 
     def _drop(self, job_id: str) -> None:
         self._entries.pop(job_id, None)  # its heap entries turn stale

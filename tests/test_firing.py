@@ -21,7 +21,6 @@ from cronsvc.domain import Job, JobSpec
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.service import STORE, build_app
-from cronsvc.store import ActiveSchedule
 from tests.conftest import MakeClient, Receiver
 from tests.processes import free_port
 from tests.standard_webhooks import signatures, verifies
@@ -622,14 +621,14 @@ async def test_ticks_keep_firing_while_a_resync_reads_the_store(
     await create(client, receiver.url)
     await receiver.wait_for(1)
     reading = asyncio.Event()
-    read_schedules = store.active_schedules
+    read_versions = store.active_versions
 
-    async def slow_schedules(*args: Any) -> list[ActiveSchedule]:
+    async def slow_versions(*args: Any) -> dict[str, int]:
         reading.set()
         await asyncio.sleep(3)
-        return await read_schedules(*args)
+        return await read_versions(*args)
 
-    store.active_schedules = slow_schedules  # type: ignore[method-assign]
+    store.active_versions = slow_versions  # type: ignore[method-assign]
     await asyncio.wait_for(reading.wait(), 5)
     during = len(receiver.requests)
     await asyncio.sleep(2.5)  # the read is still going on
