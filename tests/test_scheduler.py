@@ -224,7 +224,7 @@ async def test_a_resync_drops_jobs_no_page_held_and_loads_those_it_lacked(
 ) -> None:
     """Resync pages of two over five jobs: one deleted and one created
     straight in the store (their notices lost) are dropped and loaded."""
-    monkeypatch.setattr(scheduler, "SYNC_PAGE", 2)
+    monkeypatch.setattr(scheduler, "RESYNC_PAGE", 2)
     jobs = [job(f"job-{i}", receiver.url) for i in range(5)]
     store: list[Store] = []
     resyncs = 0
