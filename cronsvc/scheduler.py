@@ -9,6 +9,12 @@ Where a job resumes is always derived from the store's `last_tick` (the last
 tick dealt with), so a reloaded job can neither skip a tick nor fire an old
 copy: the runner's claim carries the job version it saw, and the store refuses
 a claim made with an old version.
+
+Most jobs are held slim: id, version, schedule and the policies the loop
+needs (`ActiveSchedule`, read page by page). A whole job is read when one of
+its ticks is near, ahead of the claim by `_read_lead`, and kept only while
+its next tick is within `KEEP_WHOLE_S`: a million daily jobs cost a few
+hundred bytes each, and the every-minute ones are not read again per tick.
 """
 
 from __future__ import annotations
@@ -26,13 +32,13 @@ from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.cron import CronSchedule, parse_schedule
-from cronsvc.domain import ConcurrencyPolicy, Job
+from cronsvc.domain import ConcurrencyPolicy, Job, MisfirePolicy
 from cronsvc.errors import CronSvcError
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.retry import TRANSIENT
 from cronsvc.runner import DueTick, TickRunner
-from cronsvc.store import Store
+from cronsvc.store import ActiveSchedule, Store
 
 log = structlog.get_logger(__name__)
 
@@ -45,29 +51,69 @@ BATCH_SIZE = 256
 first webhooks go out while later claims are still being written."""
 
 RESYNC_READ_BATCH = 500
-"""Jobs read back at once, when many changed behind the scheduler's back."""
+"""Whole jobs read at once: those notices named, or those falling due."""
+
+SYNC_PAGE = 20_000
+"""Schedules read per store call by the first sync: the store answers other
+calls (API requests, claims) between two pages."""
+
+RESYNC_PAGE = 5000
+"""Versions read per store call by a resync: a page of 20,000 held the
+store's worker ~25 ms, and an API call queued behind it (create and list
+p99 26-28 ms at 1M jobs, `bench.scale`)."""
 
 LOAD_SLICE = 2000
 """Jobs put on the heap between two turns of the event loop."""
+
+KEEP_WHOLE_S = 300.0
+"""A job whose next tick is at most this far off keeps its whole record on
+the heap; others let it go and have it read again ahead of their next tick."""
+
+READ_LEAD_S = 1.0
+"""How long before a slim job's claim its whole record is read, at least;
+more when recent reads were slower (twice their length, at most
+`MAX_READ_LEAD_S`)."""
+
+MAX_READ_LEAD_S = 10.0
+
+CACHED_PLANS = 65_536
+"""Distinct (schedule, policies) kept for jobs to share, as `cron` keeps
+parsed schedules."""
+
+READ_RETRY_S = 1.0
+"""After a failed read of due jobs, how long until they are read again."""
 
 
 _CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
 
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    versions: dict[str, int]
-    """The version of every active job."""
-    jobs: list[Job]
-    """Those of them to load: all, or those whose version the heap lacks."""
+@dataclass(frozen=True, slots=True, eq=False)
+class _Plan:
+    """What the loop needs to take a job's ticks, shared by all jobs alike
+    (made once per kind: compared and hashed by identity, which is quick)."""
+
+    schedule: CronSchedule
+    misfire_policy: MisfirePolicy
+    misfire_grace_seconds: int
+    claimed_at_the_tick: bool
+    """`forbid` and `replace` jobs are claimed at the tick, not ahead of it."""
+
+
+_PlanKey = tuple[str, str, ConcurrencyPolicy, MisfirePolicy, int]
 
 
 @dataclass(slots=True)
 class _Entry:
-    job: Job
-    schedule: CronSchedule
+    plan: _Plan
+    version: int
     next_tick: datetime
-    generation: int
+    job: Job | None
+    """The whole job, while held (see `KEEP_WHOLE_S`); None while slim."""
+    seq: int | None = None
+    """The sequence number of this entry's heap item (other items of its
+    job are stale); None while it is off the heap, its whole job being read."""
+    synced: int = 0
+    """The store read (first sync or resync) that last saw this job."""
 
 
 class Scheduler:
@@ -90,13 +136,16 @@ class Scheduler:
         self._instance_id = instance_id
         self._started_at = started_at
         self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[float, int, str, int]] = []
-        self._seq = itertools.count()
-        self._generations = itertools.count(1)
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count(1)
+        self._syncs = itertools.count(1)
+        self._plans: dict[_PlanKey, _Plan] = {}
         self._changed: set[str] = set()
         self._touched: set[str] = set()
         """Jobs notices reloaded or dropped since the current resync began."""
         self._resync_due = False
+        self._read_s = 0.01
+        """Recent length of a read of whole jobs falling due."""
         self._wake = asyncio.Event()
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
@@ -126,30 +175,29 @@ class Scheduler:
         await self._first_sync()
         self.ready.set()
         next_resync = self._clock.monotonic() + self._config.resync_interval_s
-        reading: asyncio.Task[_Snapshot | None] | None = None
+        resyncing: asyncio.Task[float] | None = None
         try:
             while not self._stopping:
                 if self._changed:
                     await self._apply_changes()
-                if reading is None and (self._resync_due or self._clock.monotonic() >= next_resync):
-                    # Read in the background: the loop keeps firing meanwhile.
+                if resyncing is None and (
+                    self._resync_due or self._clock.monotonic() >= next_resync
+                ):
+                    # In the background: the loop keeps firing meanwhile.
                     self._resync_due = False
-                    self._touched.clear()
-                    reading = asyncio.create_task(self._read_store())
-                    reading.add_done_callback(lambda _: self._wake.set())
-                if reading is not None and reading.done():
-                    snapshot = reading.result()
-                    reading = None
-                    if snapshot is not None:
-                        await self._apply(snapshot)
-                    next_resync = self._clock.monotonic() + self._config.resync_interval_s
+                    resyncing = asyncio.create_task(self._resync())
+                    resyncing.add_done_callback(lambda _: self._wake.set())
+                if resyncing is not None and resyncing.done():
+                    took_s = resyncing.result()
+                    resyncing = None
+                    next_resync = self._clock.monotonic() + self._resync_interval(took_s)
                 self._fire_due()
                 self._wake.clear()
-                resync_wanted = reading is None and self._resync_due
+                resync_wanted = resyncing is None and self._resync_due
                 if self._changed or resync_wanted or self._stopping:
                     continue
                 timeout: float | None = None
-                if reading is None:
+                if resyncing is None:
                     timeout = next_resync - self._clock.monotonic()
                 if self._heap:
                     head = self._heap[0][0] - self._clock.time()
@@ -158,73 +206,173 @@ class Scheduler:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
-            if reading is not None:
-                reading.cancel()
+            if resyncing is not None:
+                resyncing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await reading
+                    await resyncing
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _first_sync(self) -> None:
-        """Every active job onto the heap, read whole. Retried until the store
-        answers: nothing can be scheduled before."""
-        while not self._stopping:
-            try:
-                jobs = await self._store.active_jobs()
-            except TRANSIENT as exc:
-                self._resync_failed(exc)
-                self._wake.clear()  # notices wait in _changed; stop() cuts the wait short
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
-                continue
-            await self._apply(_Snapshot(versions={job.id: job.version for job in jobs}, jobs=jobs))
-            return
+    def _resync_interval(self, took_s: float) -> float:
+        """The configured interval, or longer when a resync takes long: it
+        only repairs lost notices (a coordinator reconnect asks for one at
+        once), so it may take at most about 5% of the time. Measured in
+        process on 1M SQLite jobs: a resync takes ~2 s, so one every ~40 s
+        rather than every 30 s; at 100k jobs the interval is unchanged."""
+        return max(self._config.resync_interval_s, 20 * took_s)
 
-    async def _read_store(self) -> _Snapshot | None:
-        """What a resync compares with the heap: the active jobs' versions,
-        and whole only the jobs whose version differs from the one held
-        (measured: 50k jobs read whole took 2.6 s of CPU, their versions 0.1 s)."""
+    async def _first_sync(self) -> None:
+        """Every active job onto the heap, page by page, with the loop free
+        between slices: jobs already loaded fire, the API answers, and
+        notices are applied between pages (a notice is newer news than a
+        page, which then leaves that job alone). The next page is read while
+        one is applied. A page is retried until the store answers: nothing
+        can be scheduled before."""
+        sync = next(self._syncs)
+        after: str | None = None
+        reading: asyncio.Task[list[ActiveSchedule]] | None = None
         try:
-            versions = await self._store.active_versions()
-            return _Snapshot(versions=versions, jobs=await self._read_changed(versions))
+            while not self._stopping:
+                if reading is None:
+                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                try:
+                    page = await reading
+                except TRANSIENT as exc:
+                    reading = None
+                    self._resync_failed(exc)
+                    self._wake.clear()  # notices wait in _changed; stop() cuts the wait short
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    continue
+                reading = None
+                if len(page) == SYNC_PAGE:
+                    after = page[-1].id
+                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                await self._apply_page(page, sync)
+                if self._changed:
+                    await self._apply_changes()
+                if reading is None:
+                    return
+        finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
+                    await reading
+
+    async def _resync(self) -> float:
+        """Bring the heap in line with the store, page by page: versions are
+        compared, jobs whose version the heap lacks are read whole, jobs no
+        page held are dropped. A job a notice reloaded or dropped meanwhile
+        is left as the notice made it. Returns how long it took."""
+        started = self._clock.monotonic()
+        self._touched.clear()
+        sync = next(self._syncs)
+        seen = 0
+        after: str | None = None
+        try:
+            while True:
+                versions = await self._store.active_versions(after, RESYNC_PAGE)
+                seen += await self._compare_page(versions, sync)
+                if len(versions) < RESYNC_PAGE:
+                    break
+                after = next(reversed(versions))
         except TRANSIENT as exc:
             self._resync_failed(exc)
-            return None
+            return self._clock.monotonic() - started
+        if self._touched or seen != len(self._entries):
+            await self._drop_unseen(sync)
+        return self._clock.monotonic() - started
 
     def _resync_failed(self, exc: BaseException) -> None:
         self._metrics.inc("cronsvc_store_errors_total", help="Store calls that failed", op="resync")
         log.warning("resync_failed", error=str(exc))
 
-    async def _apply(self, snapshot: _Snapshot) -> None:
-        """Bring the heap in line with a snapshot of the store. A job a notice
-        reloaded or dropped while the snapshot was read is left as the notice
-        made it: the notice is the newer news."""
-        touched = self._touched
-        for n, job in enumerate(snapshot.jobs, 1):
-            current = self._entries.get(job.id)
-            fresher = current is None or current.job.version < job.version
-            if fresher and job.id not in touched:
-                self._load(job)
+    async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
+        """Mark the jobs of a page of versions the heap holds as they are (or
+        newer) and read whole those it lacks, except those notices touched.
+        Returns how many of the page's jobs are then on the heap."""
+        entries, touched = self._entries, self._touched
+        seen = 0
+        stale: list[str] = []
+        for job_id, version in versions.items():
+            entry = entries.get(job_id)
+            if entry is not None and entry.version >= version:
+                entry.synced = sync
+                seen += 1
+            elif job_id not in touched:
+                stale.append(job_id)
+        for start in range(0, len(stale), RESYNC_READ_BATCH):
+            for job in await self._store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
+                entry = entries.get(job.id)
+                fresher = entry is None or entry.version < job.version
+                if fresher and job.id not in touched and self._load(job, sync):
+                    seen += 1
+        return seen
+
+    async def _apply_page(self, page: list[ActiveSchedule], sync: int) -> int:
+        """Put the jobs of a page on the heap, slim, unless the heap holds
+        them at that version or newer, or a notice touched them. Returns how
+        many of the page's jobs are on the heap."""
+        entries, touched, plans, heap = self._entries, self._touched, self._plans, self._heap
+        claim_lead = self._runner.claim_lead(self._config.claim_ahead_s)
+        read_lead = self._read_lead()
+        # Jobs alike whose last ticks are equal share their next tick: one
+        # schedule computation each, not one per job.
+        known: dict[tuple[_Plan, datetime], tuple[datetime, float]] = {}
+        seen = 0
+        for n, row in enumerate(page, 1):
+            job_id = row.id
+            entry = entries.get(job_id)
+            if entry is not None and entry.version >= row.version:
+                entry.synced = sync
+                seen += 1
+            elif job_id not in touched:
+                key = (
+                    row.cron_expression,
+                    row.timezone,
+                    row.concurrency_policy,
+                    row.misfire_policy,
+                    row.misfire_grace_seconds,
+                )
+                try:
+                    plan = plans.get(key) or self._plan(key)
+                except CronSvcError as exc:
+                    self._unschedulable(job_id, exc)
+                    continue
+                next_tick, wake = known.get((plan, row.last_tick)) or (None, 0.0)
+                if next_tick is None:
+                    next_tick = plan.schedule.next_after(row.last_tick)
+                    wake = next_tick.timestamp() - read_lead
+                    if not plan.claimed_at_the_tick:
+                        wake -= claim_lead
+                    known[plan, row.last_tick] = (next_tick, wake)
+                seq = next(self._seq)
+                entries[job_id] = _Entry(plan, row.version, next_tick, None, seq, sync)
+                heapq.heappush(heap, (wake, seq, job_id))
+                seen += 1
             if n % LOAD_SLICE == 0:
                 # Many jobs at once (the first sync): let the API, health
                 # checks and the jobs already loaded have the loop meanwhile.
                 await asyncio.sleep(0)
                 self._fire_due()
-        for job_id in self._entries.keys() - snapshot.versions.keys():
-            if job_id not in self._changed and job_id not in touched:
-                self._drop(job_id)
+        return seen
 
-    async def _read_changed(self, versions: dict[str, int]) -> list[Job]:
+    async def _drop_unseen(self, sync: int) -> None:
+        """Drop the jobs the resync `sync` did not see (deleted or paused
+        without a notice), unless a notice has news of them."""
         entries = self._entries
-        changed = [
-            job_id
-            for job_id, version in versions.items()
-            if (entry := entries.get(job_id)) is None or entry.job.version != version
-        ]
-        jobs: list[Job] = []
-        for start in range(0, len(changed), RESYNC_READ_BATCH):
-            jobs += await self._store.active_jobs(changed[start : start + RESYNC_READ_BATCH])
-        return jobs
+        job_ids = list(entries)
+        for start in range(0, len(job_ids), SYNC_PAGE):
+            for job_id in job_ids[start : start + SYNC_PAGE]:
+                entry = entries.get(job_id)
+                if (
+                    entry is not None
+                    and entry.synced != sync
+                    and job_id not in self._changed
+                    and job_id not in self._touched
+                ):
+                    self._drop(job_id)
+            await asyncio.sleep(0)
 
     async def _apply_changes(self) -> None:
         """Reload the jobs notices named, in batches (one store read each, not
@@ -250,77 +398,158 @@ class Scheduler:
                 else:
                     self._load(job)
 
-    def _load(self, job: Job) -> None:
-        try:
-            schedule = parse_schedule(
-                job.spec.cron_expression,
-                job.spec.timezone,
-                min_interval_s=self._config.min_interval_s,
+    def _plan(self, key: _PlanKey) -> _Plan:
+        """The plan of jobs alike, made once. Raises `CronSvcError` for a
+        schedule the current settings refuse."""
+        plan = self._plans.get(key)
+        if plan is None:
+            expression, zone, concurrency, misfire, grace = key
+            schedule = parse_schedule(expression, zone, min_interval_s=self._config.min_interval_s)
+            if len(self._plans) >= CACHED_PLANS:
+                self._plans.clear()  # entries keep theirs; jobs alike share anew
+            plan = self._plans[key] = _Plan(
+                schedule=schedule,
+                misfire_policy=misfire,
+                misfire_grace_seconds=grace,
+                claimed_at_the_tick=concurrency in _CLAIMED_AT_THE_TICK,
             )
-        except CronSvcError as exc:
-            # Stored before a stricter setting; refuse loudly rather than guess.
-            self._drop(job.id)
-            log.error("job_not_schedulable", job_id=job.id, reason=str(exc))
-            return
-        entry = _Entry(
-            job=job,
-            schedule=schedule,
-            next_tick=schedule.next_after(job.last_tick),
-            generation=next(self._generations),
+        return plan
+
+    def _load(self, job: Job, sync: int = 0) -> bool:
+        """Put a whole job on the heap (read because of a notice or a
+        resync); False if it cannot be scheduled. It stays whole only if its
+        next tick is near."""
+        spec = job.spec
+        key = (
+            spec.cron_expression,
+            spec.timezone,
+            spec.concurrency_policy,
+            spec.misfire_policy,
+            spec.misfire_grace_seconds,
         )
+        try:
+            plan = self._plan(key)
+        except CronSvcError as exc:
+            self._unschedulable(job.id, exc)
+            return False
+        next_tick = plan.schedule.next_after(job.last_tick)
+        near = next_tick.timestamp() - self._clock.time() <= KEEP_WHOLE_S
+        entry = _Entry(plan, job.version, next_tick, job if near else None, synced=sync)
         self._entries[job.id] = entry
         self._push(job.id, entry)
+        return True
+
+    def _unschedulable(self, job_id: str, exc: CronSvcError) -> None:
+        # Stored before a stricter setting; refuse loudly rather than guess.
+        self._drop(job_id)
+        log.error("job_not_schedulable", job_id=job_id, reason=str(exc))
 
     def _drop(self, job_id: str) -> None:
         self._entries.pop(job_id, None)  # its heap entries turn stale
 
-    def _push(self, job_id: str, entry: _Entry) -> None:
+    def _read_lead(self) -> float:
+        return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))
+
+    def _push(self, job_id: str, entry: _Entry, wake: float | None = None) -> None:
         """Key the heap by when to take the tick: ahead of it by the runner's
         claim lead (at least `claim_ahead_s`), so its claim is written before
         the tick; at the tick itself for
         `forbid` and `replace` jobs, whose claim must see whether the last
-        run ended (and, under `replace`, must not end it early)."""
-        wake = entry.next_tick.timestamp()
-        if entry.job.spec.concurrency_policy not in _CLAIMED_AT_THE_TICK:
-            wake -= self._runner.claim_lead(self._config.claim_ahead_s)
-        heapq.heappush(self._heap, (wake, next(self._seq), job_id, entry.generation))
+        run ended (and, under `replace`, must not end it early). A slim job
+        comes off the heap earlier still, to have its whole record read."""
+        if wake is None:
+            wake = entry.next_tick.timestamp()
+            if not entry.plan.claimed_at_the_tick:
+                wake -= self._runner.claim_lead(self._config.claim_ahead_s)
+            if entry.job is None:
+                wake -= self._read_lead()
+        entry.seq = seq = next(self._seq)
+        heapq.heappush(self._heap, (wake, seq, job_id))
 
     def _fire_due(self) -> None:
         now_ts = self._clock.time()
         now = datetime.fromtimestamp(now_ts, UTC)
         by_tick: dict[datetime, list[DueTick]] = {}
+        unread: list[tuple[str, _Entry]] = []
         while self._heap and self._heap[0][0] <= now_ts:
-            _, _, job_id, generation = heapq.heappop(self._heap)
+            _, seq, job_id = heapq.heappop(self._heap)
             entry = self._entries.get(job_id)
-            if entry is None or entry.generation != generation:
+            if entry is None or entry.seq != seq:
                 continue
-            for due in self._take_due(entry, now):
+            job = entry.job
+            if job is None:
+                entry.seq = None  # back on the heap once read
+                unread.append((job_id, entry))
+                continue
+            for due in self._take_due(job, entry, now):
                 batch = by_tick.setdefault(due.tick, [])
                 batch.append(due)
                 if len(batch) >= BATCH_SIZE:
                     self._runner.fire(batch)
                     by_tick[due.tick] = []
+            if entry.next_tick.timestamp() - now_ts > KEEP_WHOLE_S:
+                entry.job = None
             self._push(job_id, entry)
         for batch in by_tick.values():
             if batch:
                 self._runner.fire(batch)
+        if unread:
+            task = asyncio.create_task(self._read_due(unread))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if len(self._heap) > 2 * len(self._entries) + 1024:
             self._compact()
 
-    def _take_due(self, entry: _Entry, now: datetime) -> list[DueTick]:
+    async def _read_due(self, unread: list[tuple[str, _Entry]]) -> None:
+        """Read the whole jobs of slim entries whose tick is near and put them
+        back on the heap, to be taken as usual. A job gone, paused or at
+        another version than the heap's is handled as a stale claim is: a
+        reload, as if a notice had named it. An entry a notice or resync
+        replaced meanwhile is left to its replacement."""
+        for start in range(0, len(unread), RESYNC_READ_BATCH):
+            batch = unread[start : start + RESYNC_READ_BATCH]
+            started = self._clock.monotonic()
+            try:
+                jobs = await self._store.active_jobs([job_id for job_id, _ in batch])
+            except TRANSIENT as exc:
+                self._metrics.inc(
+                    "cronsvc_store_errors_total", help="Store calls that failed", op="read_due"
+                )
+                log.warning("due_jobs_read_failed", count=len(unread) - start, error=str(exc))
+                retry_at = self._clock.time() + READ_RETRY_S
+                for job_id, entry in unread[start:]:
+                    if self._entries.get(job_id) is entry and entry.seq is None:
+                        self._push(job_id, entry, retry_at)
+                self._wake.set()
+                return
+            self._read_s = 0.8 * self._read_s + 0.2 * (self._clock.monotonic() - started)
+            found = {job.id: job for job in jobs}
+            for job_id, entry in batch:
+                if self._entries.get(job_id) is not entry or entry.seq is not None:
+                    continue
+                job = found.get(job_id)
+                if job is None or job.version != entry.version:
+                    self.notify_job_changed(job_id)
+                    continue
+                entry.job = job
+                self._push(job_id, entry)
+            self._wake.set()
+
+    def _take_due(self, job: Job, entry: _Entry, now: datetime) -> list[DueTick]:
         """The due ticks of one job, split by its misfire policy. The work is
         bounded however long the job was overdue: ticks past their grace are
         recorded up to `max_missed_records` and the rest counted (at most
         `MAX_COUNTED` of them) and jumped over, never walked one by one."""
-        schedule, spec = entry.schedule, entry.job.spec
-        horizon = now - timedelta(seconds=max(spec.misfire_grace_seconds, MIN_GRACE_S))
+        plan = entry.plan
+        schedule = plan.schedule
+        horizon = now - timedelta(seconds=max(plan.misfire_grace_seconds, MIN_GRACE_S))
         ticks: list[datetime] = []
         tick = entry.next_tick
         while tick < horizon and len(ticks) < self._config.max_missed_records:
             ticks.append(tick)
             tick = schedule.next_after(tick)
         if tick < horizon:
-            tick = self._skip_unrecorded(entry, tick, horizon)
+            tick = self._skip_unrecorded(job.id, schedule, tick, horizon)
         # Within the grace (or, taken ahead of its instant, not yet due): what
         # the policy may fire, the latest kept.
         recent: list[datetime] = []
@@ -330,7 +559,7 @@ class Scheduler:
             if len(recent) > MAX_COUNTED:
                 break
         if tick <= now:
-            tick = self._skip_unrecorded(entry, tick, now + timedelta(milliseconds=1))
+            tick = self._skip_unrecorded(job.id, schedule, tick, now + timedelta(milliseconds=1))
         entry.next_tick = tick
         keep = self._config.max_missed_records + self._config.max_catchup
         if len(recent) > keep:
@@ -340,38 +569,38 @@ class Scheduler:
                 help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)",
             )
         ticks += recent[-keep:]
-        plan = plan_due_ticks(
+        split = plan_due_ticks(
             ticks,
             now=now,
             started_at=self._started_at,
-            policy=spec.misfire_policy,
-            grace_s=spec.misfire_grace_seconds,
+            policy=plan.misfire_policy,
+            grace_s=plan.misfire_grace_seconds,
             max_catchup=self._config.max_catchup,
         )
-        if plan.missed:
-            task = asyncio.create_task(self._record_missed(entry.job, plan.missed))
+        if split.missed:
+            task = asyncio.create_task(self._record_missed(job, split.missed))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return [DueTick(entry.job, tick, trigger) for tick, trigger in plan.fire]
+        return [DueTick(job, tick, trigger) for tick, trigger in split.fire]
 
-    def _skip_unrecorded(self, entry: _Entry, tick: datetime, until: datetime) -> datetime:
+    def _skip_unrecorded(
+        self, job_id: str, schedule: CronSchedule, tick: datetime, until: datetime
+    ) -> datetime:
         """Count the ticks from `tick` to before `until` (at most MAX_COUNTED),
         and return the first tick at or after `until`."""
         counted = 0
         while tick < until and counted < MAX_COUNTED:
             counted += 1
-            tick = entry.schedule.next_after(tick)
+            tick = schedule.next_after(tick)
         at_least = tick < until
         self._metrics.inc(
             "cronsvc_ticks_missed_unrecorded_total",
             counted,
             help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)",
         )
-        log.warning(
-            "missed_ticks_unrecorded", job_id=entry.job.id, count=counted, at_least=at_least
-        )
+        log.warning("missed_ticks_unrecorded", job_id=job_id, count=counted, at_least=at_least)
         if at_least:
-            tick = entry.schedule.next_after(until - timedelta(milliseconds=1))
+            tick = schedule.next_after(until - timedelta(milliseconds=1))
         return tick
 
     async def _record_missed(self, job: Job, ticks: list[datetime]) -> None:
@@ -409,6 +638,6 @@ class Scheduler:
         self._heap = [
             item
             for item in self._heap
-            if (e := self._entries.get(item[2])) is not None and e.generation == item[3]
+            if (e := self._entries.get(item[2])) is not None and e.seq == item[1]
         ]
         heapq.heapify(self._heap)

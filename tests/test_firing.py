@@ -623,10 +623,10 @@ async def test_ticks_keep_firing_while_a_resync_reads_the_store(
     reading = asyncio.Event()
     read_versions = store.active_versions
 
-    async def slow_versions() -> dict[str, int]:
+    async def slow_versions(*args: Any) -> dict[str, int]:
         reading.set()
         await asyncio.sleep(3)
-        return await read_versions()
+        return await read_versions(*args)
 
     store.active_versions = slow_versions  # type: ignore[method-assign]
     await asyncio.wait_for(reading.wait(), 5)

@@ -41,6 +41,7 @@ from cronsvc.errors import (
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
     MAX_SCHEDULE_REVISIONS,
+    ActiveSchedule,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -767,6 +768,97 @@ async def test_active_versions_are_those_of_every_active_job(store: Store) -> No
     changed = await store.update_job(on[1].id, make_spec("on-1", tags=("x",)), now=at(1))
 
     assert await store.active_versions() == {on[0].id: 1, changed.id: 2, on[2].id: 1}
+
+
+async def test_active_versions_page_in_id_order(store: Store) -> None:
+    on = [await create(store, f"on-{i}") for i in range(5)]
+    await create(store, "off", is_active=False)
+    changed = await store.update_job(on[3].id, make_spec("on-3", tags=("x",)), now=at(1))
+    await store.delete_job(on[1].id)
+    expected = {job.id: job.version for job in (on[0], on[2], changed, on[4])}
+
+    first = await store.active_versions(None, 3)
+    rest = await store.active_versions(list(first)[-1], 3)
+
+    assert list(first) == sorted(expected)[:3] and list(rest) == sorted(expected)[3:]
+    assert {**first, **rest} == expected
+    assert await store.active_versions(max(expected), 3) == {}
+    with pytest.raises(ValueError):
+        await store.active_versions(None, 0)
+
+
+def schedule_of(job: Job) -> ActiveSchedule:
+    spec = job.spec
+    return ActiveSchedule(
+        id=job.id,
+        version=job.version,
+        cron_expression=spec.cron_expression,
+        timezone=spec.timezone,
+        last_tick=job.last_tick,
+        concurrency_policy=spec.concurrency_policy,
+        misfire_policy=spec.misfire_policy,
+        misfire_grace_seconds=spec.misfire_grace_seconds,
+    )
+
+
+async def all_schedules(store: Store, limit: int) -> list[ActiveSchedule]:
+    pages: list[list[ActiveSchedule]] = []
+    after = None
+    while not pages or len(pages[-1]) == limit:
+        pages.append(await store.active_schedules(after, limit))
+        assert all(len(page) == limit for page in pages[:-1])
+        if pages[-1]:
+            after = pages[-1][-1].id
+    return [schedule for page in pages for schedule in page]
+
+
+async def test_active_schedules_page_through_the_active_jobs_in_id_order(store: Store) -> None:
+    on = [
+        await create(store, "every-minute"),
+        await create(store, "daily-berlin", cron_expression="30 2 * * *", timezone="Europe/Berlin"),
+        await create(
+            store,
+            "forbid",
+            cron_expression="*/5 * * * * *",
+            concurrency_policy=ConcurrencyPolicy.FORBID,
+            misfire_policy=MisfirePolicy.FIRE_ALL,
+            misfire_grace_seconds=5,
+        ),
+        await create(store, "replace", concurrency_policy=ConcurrencyPolicy.REPLACE),
+        await create(store, "skip", misfire_policy=MisfirePolicy.SKIP),
+    ]
+    await create(store, "off", is_active=False)
+    paused = await store.update_job(on[3].id, make_spec("replace", is_active=False), now=at(1))
+    changed = await store.update_job(
+        on[0].id, make_spec("every-minute", cron_expression="0 * * * *"), now=at(2)
+    )
+    await store.claim_ticks([tick_claim(on[1], at(90))])
+    ticked = await store.get_job(on[1].id)
+    expected = [schedule_of(job) for job in (changed, ticked, on[2], on[4])]
+
+    for limit in (1, 2, 4, 100):
+        assert await all_schedules(store, limit) == sorted(expected, key=lambda s: s.id)
+    assert paused.id not in {s.id for s in await store.active_schedules()}
+    assert await store.active_schedules(max(s.id for s in expected)) == []
+
+
+async def test_active_schedules_pages_see_jobs_made_and_removed_between_them(
+    store: Store,
+) -> None:
+    jobs = [await create(store, f"job-{i}") for i in range(4)]
+    first = await store.active_schedules(None, 2)
+    await store.delete_job(jobs[2].id)
+    late = await create(store, "created between pages")
+
+    rest = await store.active_schedules(first[-1].id, 10)
+
+    assert [s.id for s in first] == [jobs[0].id, jobs[1].id]
+    assert [s.id for s in rest] == [jobs[3].id, late.id]
+
+
+async def test_active_schedules_refuse_a_limit_below_one(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.active_schedules(None, 0)
 
 
 async def test_count_jobs_counts_every_job_active_or_paused(store: Store) -> None:

@@ -74,6 +74,14 @@ def from_unix_ms(millis: int) -> datetime:
     return EPOCH + timedelta(milliseconds=millis)
 
 
+def cached_instant(cache: dict[int, datetime], millis: int) -> datetime:
+    """`from_unix_ms`, made once per distinct value among many read together."""
+    instant = cache.get(millis)
+    if instant is None:
+        instant = cache[millis] = from_unix_ms(millis)
+    return instant
+
+
 def opt_from_unix_ms(millis: int | None) -> datetime | None:
     return None if millis is None else from_unix_ms(millis)
 

@@ -137,6 +137,7 @@ from cronsvc.ids import is_valid_id, new_id
 from cronsvc.store import (
     KEEP,
     MAX_SCHEDULE_REVISIONS,
+    ActiveSchedule,
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
@@ -148,6 +149,7 @@ from cronsvc.store import (
 from cronsvc.store.common import (
     attempt_documents,
     attempts_from_documents,
+    cached_instant,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -201,6 +203,15 @@ _REVISION_FIELDS = {
     "schedule_history": 1,
 }
 _WITHOUT_HISTORY = {"schedule_history": 0}
+_SCHEDULE_FIELDS = {
+    "version": 1,
+    "cron_expression": 1,
+    "timezone": 1,
+    "last_tick": 1,
+    "concurrency_policy": 1,
+    "misfire_policy": 1,
+    "misfire_grace_seconds": 1,
+}
 _UPDATE_ATTEMPTS = 5
 _STALE = ClaimResult(outcome=ClaimOutcome.STALE)
 _DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
@@ -449,10 +460,46 @@ class MongoStore:
             documents = await self._jobs.find(selector, _WITHOUT_HISTORY).to_list()
             return [_job_from_document(document) for document in documents]
 
-    async def active_versions(self) -> dict[str, int]:
+    async def active_versions(
+        self, after: str | None = None, limit: int | None = None
+    ) -> dict[str, int]:
+        if limit is not None:
+            check_limit(limit)
         with self._calling():
-            found = self._jobs.find({"is_active": True}, {"version": 1})
+            selector: _Doc = {"is_active": True}
+            if limit is None:
+                found = self._jobs.find(selector, {"version": 1})
+            else:
+                if after is not None:
+                    selector["_id"] = {"$gt": after}
+                found = (
+                    self._jobs.find(selector, {"version": 1}).sort("_id", ASCENDING).limit(limit)
+                )
             return {document["_id"]: document["version"] for document in await found.to_list()}
+
+    async def active_schedules(
+        self, after: str | None = None, limit: int = 20_000
+    ) -> list[ActiveSchedule]:
+        check_limit(limit)
+        with self._calling():
+            selector: _Doc = {"is_active": True}
+            if after is not None:
+                selector["_id"] = {"$gt": after}
+            found = self._jobs.find(selector, _SCHEDULE_FIELDS).sort("_id", ASCENDING).limit(limit)
+            instants: dict[int, datetime] = {}
+            return [
+                ActiveSchedule(
+                    d["_id"],
+                    d["version"],
+                    d["cron_expression"],
+                    d["timezone"],
+                    cached_instant(instants, d["last_tick"]),
+                    ConcurrencyPolicy(d["concurrency_policy"]),
+                    MisfirePolicy(d["misfire_policy"]),
+                    int(d["misfire_grace_seconds"]),
+                )
+                for d in await found.to_list()
+            ]
 
     async def count_jobs(self) -> int:
         with self._calling():
