@@ -7,6 +7,7 @@ may look at the file and speak SQL to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
@@ -33,7 +34,7 @@ from cronsvc.domain import (
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ExecutionQuery, TickClaim
-from cronsvc.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from cronsvc.store.sqlite import _MARK_DISPATCHED, _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -446,3 +447,29 @@ async def test_cancelled_claims_happen_whole_or_not_at_all(db_path: Path) -> Non
     expected_tick = at(2) if happened[1] else at(1) if happened[0] else T0
     assert last_ticks == {expected_tick}
     assert after.outcome is ClaimOutcome.CLAIMED
+
+
+async def test_marking_claims_sent_looks_them_up_by_id_whatever_else_is_running(
+    db_path: Path,
+) -> None:
+    # With results unwritten, RUNNING records pile up; a mark that walked them
+    # (the planner's pick on the RUNNING-only indexes) slowed with the pile
+    # until it held the store for good. It must go by id. Planned as a
+    # running service plans it: before any ANALYZE (the store runs one at close).
+    store = await SQLiteStore.open(db_path)
+    try:
+        job = make_job()
+        await store.create_job(job)
+        await store.claim_ticks([tick_claim(job, at(n)) for n in range(1, 50)])
+        with contextlib.closing(sqlite3.connect(db_path)) as db:
+            plan = [
+                row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {_MARK_DISPATCHED}", ("i", "[]"))
+            ]
+    finally:
+        await store.aclose()
+
+    executions = [step for step in plan if re.match(r"(SEARCH|SCAN) (executions|e)\b", step)]
+    assert executions == [
+        "SEARCH executions USING INTEGER PRIMARY KEY (rowid=?)",
+        "SEARCH e USING INDEX sqlite_autoindex_executions_1 (id=?)",
+    ], plan

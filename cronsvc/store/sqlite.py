@@ -365,8 +365,14 @@ _MARK_LOST = f"""UPDATE executions SET status = 'LOST', finished_at = ?, error_t
     WHERE status = 'RUNNING' AND dispatched = 1
     AND instance_id NOT IN (SELECT value FROM json_each(?))
     RETURNING {_RETURNED_EXECUTION}"""
+# Driven from the ids (CROSS JOIN fixes the order): left to itself the planner
+# chose to walk every RUNNING record of the instance and test each, which
+# grew with a backlog of unwritten results until marks held the store's worker
+# for good (seen at 1500 every-second jobs: 345k RUNNING records, every result
+# write queued behind the marks). By id, a mark costs the same at any backlog.
 _MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
-    WHERE id IN (SELECT value FROM json_each(?2)) AND instance_id = ?1 AND status = 'RUNNING'
+    WHERE rowid IN (SELECT e.rowid FROM json_each(?2) AS k CROSS JOIN executions AS e
+        WHERE e.id = k.value AND e.instance_id = ?1 AND e.status = 'RUNNING')
     RETURNING id"""
 _ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
     WHERE status = 'RUNNING' AND dispatched = 0
