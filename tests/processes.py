@@ -73,8 +73,14 @@ class CronsvcProcess:
         assert self.process is not None
         if self.process.returncode is None:
             self.process.send_signal(sig)
-        async with asyncio.timeout(within_s):
-            return await self.process.wait()
+        try:
+            async with asyncio.timeout(within_s):
+                return await self.process.wait()
+        except TimeoutError:
+            # Never left running past its test or benchmark run.
+            self.process.kill()
+            await self.process.wait()
+            raise
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
