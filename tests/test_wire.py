@@ -16,11 +16,11 @@ import trustme
 from aiohttp import web
 
 from cronsvc.clock import SystemClock
-from cronsvc.dispatch import Dispatcher, WebhookRequest
-from cronsvc.domain import ExecutionStatus, HttpMethod, RetryPolicy, Trigger
+from cronsvc.dispatch import Dispatcher
+from cronsvc.domain import ExecutionStatus, RetryPolicy
 from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, parse_target
-from tests.test_dispatch import SCHEDULED_AT
+from tests.test_dispatch import webhook
 
 OPEN = TargetPolicy(allow_private=True)
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -452,24 +452,6 @@ async def test_a_certificate_no_trusted_authority_signed_fails_as_a_connection_e
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def webhook(url: str, **changes: object) -> WebhookRequest:
-    fields: dict[str, object] = {
-        "execution_id": "exec-wire",
-        "job_id": "job-wire",
-        "job_name": "wire",
-        "scheduled_at": SCHEDULED_AT,
-        "trigger": Trigger.SCHEDULE,
-        "url": url,
-        "method": HttpMethod.POST,
-        "headers": {},
-        "body": None,
-        "timeout_s": 5.0,
-        "retry": RetryPolicy(max_attempts=1),
-    }
-    fields.update(changes)
-    return WebhookRequest(**fields)  # type: ignore[arg-type]
 
 
 def serving(
