@@ -69,6 +69,7 @@ class TickRunner:
         max_catchup: int,
         max_defer_s: float,
         on_stale: Callable[[str], None],
+        initial_claim_s: float = 0.005,
     ) -> None:
         self._store = store
         self._coordinator = coordinator
@@ -82,8 +83,9 @@ class TickRunner:
         self._max_defer_s = max_defer_s
         self._mark_s = 0.005
         """Recent length of the round trip that marks claims dispatched."""
-        self._claim_s = 0.005
-        """Recent length of a batch's lease and claim."""
+        self._claim_s = initial_claim_s
+        """Recent length of a batch's lease and claim; until measured, what
+        the store usually takes."""
         self._on_stale = on_stale
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
