@@ -250,8 +250,8 @@ class HttpClient:
         `OSError` (`Disconnected` among them) and `ProtocolError`.
         """
         loop = asyncio.get_running_loop()
-        for _ in range(2):
-            connection, reused = await self._acquire(target, deadline)
+        for fresh in (False, True):
+            connection, reused = await self._acquire(target, deadline, fresh=fresh)
             # One timer for the exchange (measured: two asyncio.timeout
             # blocks per request were ~7 % of a burst's CPU).
             timer = loop.call_at(deadline, connection.expire)
@@ -298,13 +298,14 @@ class HttpClient:
             complete=complete,
         )
 
-    async def _acquire(self, target: Target, deadline: float) -> tuple[_Connection, bool]:
+    async def _acquire(
+        self, target: Target, deadline: float, *, fresh: bool = False
+    ) -> tuple[_Connection, bool]:
+        """An idle connection to `target` (unless `fresh`), else a new one;
+        and whether it was reused."""
         self._forget_lost()
-        idle = self._idle.get(target.pool_key)
         loop = asyncio.get_running_loop()
-        while idle:
-            connection = idle.pop()
-            self._idle_order.pop(connection, None)
+        while not fresh and (connection := self._take_idle(target.pool_key)) is not None:
             if connection.reusable and loop.time() - connection.idle_since < IDLE_TIMEOUT_S:
                 connection.expired = False
                 return connection, True
@@ -318,7 +319,7 @@ class HttpClient:
         tls: ssl.SSLContext | None = None
         if target.tls:
             tls = self._ssl or _default_ssl_context()
-        failure: OSError | None = None
+        failure = OSError(f"{target.host} resolved to no address")
         for family, address in addresses:
             connection = _Connection(target.pool_key, self._lost)
             try:
@@ -335,7 +336,6 @@ class HttpClient:
                 continue
             self._open.add(connection)
             return connection
-        assert failure is not None
         raise failure
 
     async def _resolve(self, target: Target) -> list[tuple[int, str]]:
@@ -355,8 +355,8 @@ class HttpClient:
         self._idle.setdefault(connection.key, []).append(connection)
         self._idle_order[connection] = None
         while len(self._idle_order) > self._max_idle:
-            oldest, _ = self._idle_order.popitem(last=False)
-            self._idle[oldest.key].remove(oldest)
+            oldest = next(iter(self._idle_order))
+            self._drop_idle(oldest)
             oldest.close()
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._sweep)
@@ -370,8 +370,7 @@ class HttpClient:
             oldest = next(iter(self._idle_order))
             if now - oldest.idle_since < IDLE_TIMEOUT_S:
                 break
-            del self._idle_order[oldest]
-            self._idle[oldest.key].remove(oldest)
+            self._drop_idle(oldest)
             oldest.close()
         if self._idle_order:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2, self._sweep)
@@ -383,9 +382,29 @@ class HttpClient:
             return
         for connection in self._lost:
             self._open.discard(connection)
-            if self._idle_order.pop(connection, 0) is None:
-                self._idle[connection.key].remove(connection)
+            if connection in self._idle_order:
+                self._drop_idle(connection)
         self._lost.clear()
+
+    def _take_idle(self, key: _PoolKey) -> _Connection | None:
+        """The most recently idled connection for `key`, off the idle lists."""
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        connection = idle.pop()  # from the end: no search on the hot path
+        del self._idle_order[connection]
+        if not idle:
+            del self._idle[key]
+        return connection
+
+    def _drop_idle(self, connection: _Connection) -> None:
+        """Off the idle lists; a host's list goes with its last connection,
+        so hosts called once do not pile up."""
+        del self._idle_order[connection]
+        idle = self._idle[connection.key]
+        idle.remove(connection)
+        if not idle:
+            del self._idle[connection.key]
 
 
 @lru_cache(maxsize=1)

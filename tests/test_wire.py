@@ -20,6 +20,7 @@ from cronsvc.dispatch import Dispatcher
 from cronsvc.domain import ExecutionStatus, RetryPolicy
 from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, parse_target
+from tests.conftest import ScriptedResolver
 from tests.test_dispatch import webhook
 
 OPEN = TargetPolicy(allow_private=True)
@@ -334,6 +335,28 @@ async def test_an_idempotent_request_on_a_dropped_connection_goes_again_on_a_new
     assert server.connections == 2
 
 
+async def test_the_second_try_goes_on_a_new_connection_not_another_idle_one(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    async def slow_then_drop(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.05)  # so two requests hold two connections at once
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+
+    server = await raw_server(slow_then_drop)
+    await asyncio.gather(send(client, server.url, method="GET"), send(client, server.url, "GET"))
+    assert server.connections == 2  # both kept idle, both to be dropped at their next request
+
+    response = await send(client, server.url, method="GET")
+
+    assert (response.status, response.body) == (200, b"ok")
+    assert server.connections == 3
+
+
 async def test_a_post_on_a_dropped_connection_is_not_sent_again(
     client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
 ) -> None:
@@ -386,6 +409,44 @@ async def test_idle_connections_past_the_limit_are_closed(
     finally:
         await http.aclose()
         await guard.close()
+
+
+# --- where a connection may not go ------------------------------------------------------
+
+
+async def test_a_name_that_resolves_to_nothing_is_a_connection_error() -> None:
+    async with Dispatcher(
+        max_concurrency=2,
+        max_response_bytes=1024,
+        clock=SystemClock(),
+        target_policy=OPEN,
+        resolver=ScriptedResolver([]),
+    ) as dispatcher:
+        result = await dispatcher.deliver(webhook("http://hooks.example.test/hook"))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "connection_error"
+    assert "no address" in result.error.message
+
+
+@pytest.mark.parametrize("host", ["256.0.0.1", "1.2.3.4.5", "[::1::2]"])
+async def test_a_host_that_looks_like_an_address_but_is_none_is_refused(host: str) -> None:
+    resolver = ScriptedResolver(["127.0.0.1"])
+    async with Dispatcher(
+        max_concurrency=2,
+        max_response_bytes=1024,
+        clock=SystemClock(),
+        target_policy=OPEN,
+        resolver=resolver,
+    ) as dispatcher:
+        result = await dispatcher.deliver(webhook(f"http://{host}/hook"))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "target_not_allowed"
+    assert "not a valid IP address" in result.error.message
+    assert resolver.lookups == [], "never handed to DNS"
 
 
 # --- TLS ------------------------------------------------------------------------------
