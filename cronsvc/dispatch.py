@@ -453,8 +453,8 @@ class Dispatcher:
         signature = self._signature_headers(request, body or b"", timestamp)
         if signature:
             lines.append(f"{_SIGNATURE_HEADER}: {signature[_SIGNATURE_HEADER]}")
-        if body is not None or request.method.carries_body:
-            lines.append(f"Content-Length: {len(body or b'')}")
+        if body is not None:  # None exactly when the method carries no body
+            lines.append(f"Content-Length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()
         return head if body is None else head + body
 
