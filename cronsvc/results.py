@@ -47,7 +47,6 @@ class ResultWriter:
         self._stopping = False
         self._failures = 0
         self._overflow = 0
-        self._submitted = 0
         metrics.gauge(
             "cronsvc_results_pending",
             "Execution results not yet written",
@@ -76,7 +75,6 @@ class ResultWriter:
             log.error("execution_results_dropped_overflow_ended", count=self._overflow)
             self._overflow = 0
         self._pending.append(execution)
-        self._submitted += 1
         self._wake.set()
 
     def stop(self) -> None:
@@ -113,10 +111,12 @@ class ResultWriter:
     async def _linger(self) -> None:
         waited = 0.0
         while waited < MAX_LINGER_S and not self._stopping:
-            seen = self._submitted
+            # Only this task takes results out of the buffer: its length
+            # grows exactly when results come in.
+            seen = len(self._pending)
             await self._clock.sleep(LINGER_S)
             waited += LINGER_S
-            if self._submitted == seen:
+            if len(self._pending) == seen:
                 return
 
     async def _write_batch(self) -> bool:
