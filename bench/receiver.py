@@ -1,9 +1,12 @@
 """Webhook receivers for benchmarks, on 127.0.0.1, recording arrival times.
 
-`SocketReceiver` stamps each request when its first bytes are read from the
-socket: the arrival time, free of the receiver's own request handling, which
-for a burst of N simultaneous requests would otherwise add up to N handler
-costs. `AiohttpReceiver` stamps when an aiohttp handler starts, for
+`SocketReceiver` stamps each request with the time the kernel queued its
+bytes on the receiving socket (`SO_TIMESTAMPNS`, on Linux; elsewhere the
+time they are read): its arrival, free of the receiver's own work. Stamped
+when read instead, a burst's later requests also carry the time this
+process spent parsing and answering the earlier ones (measured with
+`bench.run --jobs 100`: a burst's last request 3-4 ms later, as cronsvc
+sent faster). `AiohttpReceiver` stamps when an aiohttp handler starts, for
 comparison. Both answer 200 "ok" and keep connections alive.
 
 `run_event_loop` runs a benchmark's event loop on uvloop when it is installed, so the
@@ -15,12 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import signal
+import socket
+import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -29,6 +36,12 @@ BACKLOG = 4096
 (1024 per instance) at once; past the default 100 the kernel drops SYNs and
 the client retries after 1 s, then 3 s: lag that is the receiver's, not the
 sender's."""
+
+_SO_TIMESTAMPNS = 35
+"""Linux's SO_TIMESTAMPNS (and SCM_TIMESTAMPNS) on x86-64 and arm64; the
+socket module names it only from Python 3.14."""
+_KERNEL_STAMPS = sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64")
+_TIMESPEC = struct.Struct("qq")
 
 
 @dataclass
@@ -42,44 +55,76 @@ class Arrival:
 class SocketReceiver:
     arrivals: list[Arrival] = field(default_factory=list)
     url: str = ""
-    _server: asyncio.Server | None = None
+    kernel_stamps: bool = _KERNEL_STAMPS
+    _listener: socket.socket | None = None
+    _connections: dict[int, _Connection] = field(default_factory=dict)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), "127.0.0.1", 0, backlog=BACKLOG
-        )
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(BACKLOG)
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
+        self._listener = listener
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        loop = asyncio.get_running_loop()
+        if self._listener is not None:
+            loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        for connection in list(self._connections.values()):
+            connection.close()
 
     def record(self, arrived: float, body: bytes) -> None:
         document = json.loads(body)
         self.arrivals.append(Arrival(document["jobId"], document["scheduledAt"], arrived))
 
+    def _accept(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.kernel_stamps:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            connection = _Connection(self, sock)
+            self._connections[sock.fileno()] = connection
+            loop.add_reader(sock.fileno(), connection.readable)
+
 
 _REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection:
     """Just enough HTTP/1.1 for Content-Length requests on a kept-alive connection."""
 
-    def __init__(self, receiver: SocketReceiver) -> None:
+    def __init__(self, receiver: SocketReceiver, sock: socket.socket) -> None:
         self._receiver = receiver
+        self._sock = sock
         self._buffer = b""
         self._started = 0.0
-        self._transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self._sock.recvmsg(65536, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
         if not self._buffer:
-            self._started = time.time()
+            self._started = _stamp(ancillary)
         self._buffer += data
         while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
             length = 0
@@ -92,9 +137,29 @@ class _Connection(asyncio.Protocol):
                 return
             self._receiver.record(self._started, self._buffer[end + 4 : total])
             self._buffer = self._buffer[total:]
-            assert self._transport is not None
-            self._transport.write(_REPLY)
-            self._started = time.time()
+            try:
+                self._sock.send(_REPLY)  # a few bytes on an idle socket: never blocks
+            except OSError:
+                self.close()
+                return
+            self._started = _stamp(ancillary)
+
+    def close(self) -> None:
+        fileno = self._sock.fileno()
+        if fileno < 0:
+            return
+        asyncio.get_running_loop().remove_reader(fileno)
+        self._receiver._connections.pop(fileno, None)
+        self._sock.close()
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel queued the bytes just read (the last of them), else now."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return float(seconds + nanoseconds / 1e9)
+    return time.time()
 
 
 @dataclass

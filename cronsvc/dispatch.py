@@ -28,6 +28,7 @@ import codecs
 import contextlib
 import json
 import ssl
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,7 +59,15 @@ from cronsvc.errors import InvalidSecret, TargetNotAllowed
 from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
 from cronsvc.signing import signature_header
-from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, parse_target
+from cronsvc.wire import (
+    HttpClient,
+    InvalidTarget,
+    ProtocolError,
+    Response,
+    Sent,
+    Target,
+    parse_target,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +156,85 @@ class _Outcome(NamedTuple):
     """Seconds the receiver asked us to wait (429/503 `Retry-After`)."""
 
 
+class Prepared(NamedTuple):
+    """A first request made ahead of its send (`Dispatcher.prepare`)."""
+
+    target: Target
+    data: bytes
+    timestamp: int
+    """Its `webhook-timestamp`: good for a send within that second."""
+
+
+class FirstSend(NamedTuple):
+    """A delivery's first request, already written by `Dispatcher.send_first`."""
+
+    started_at: datetime
+    started: float
+    """The monotonic clock when the attempt began."""
+    sent_at: float
+    target: Target
+    data: bytes
+    deadline: float
+    sent: Sent
+
+
+class _Slots:
+    """At most `size` holders at once; the rest wait their turn, first come
+    first served. (asyncio.Semaphore cannot be taken without awaiting, and a
+    burst's requests are written before any task runs.)"""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiting = 0
+        """Callers in `take`, including those handed a slot that have not
+        resumed yet."""
+        self._none_waiting = asyncio.Event()
+        self._none_waiting.set()
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def try_take(self) -> bool:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._waiting += 1
+        self._none_waiting.clear()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot just as it was cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._none_waiting.set()
+
+    def give(self) -> None:
+        """Hand the slot to the first waiter, or free it."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+    async def none_waiting(self) -> None:
+        await self._none_waiting.wait()
+
+
 def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float | None:
     """Seconds to wait before attempt `attempt + 1`, or None to stop here.
 
@@ -203,12 +291,8 @@ class Dispatcher:
         self._name_resolver = resolver
         self._ssl_context = ssl_context
         self._guard: GuardedResolver | None = None
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = _Slots(max_concurrency)
         self._in_flight = 0
-        self._queued = 0
-        """Deliveries waiting for a slot."""
-        self._queue_empty = asyncio.Event()
-        self._queue_empty.set()
         self._client: HttpClient | None = None
 
     @property
@@ -265,7 +349,67 @@ class Dispatcher:
         value = signature_header(in_use, request.execution_id, timestamp, body_bytes)
         return {_SIGNATURE_HEADER: value}
 
-    async def deliver(self, request: WebhookRequest) -> DeliveryResult:
+    def prepare(self, request: WebhookRequest, at: float) -> Prepared | None:
+        """A delivery's first request, made ahead of its tick, for a send in
+        the second that holds `at` (Unix seconds): `send_first` uses it when
+        it sends in that second. None when it is better made at the send:
+        it cannot be made (`deliver` records why), or a replaced secret stops
+        signing before that second ends."""
+        previous = request.previous_secret
+        if (
+            previous is not None
+            and previous.in_force(self._clock.now())
+            and not previous.in_force(datetime.fromtimestamp(int(at) + 1, UTC))
+        ):
+            return None
+        try:
+            return Prepared(*self._make(request, 1, int(at)))
+        except Exception:  # deliver meets the same problem and records it
+            return None
+
+    def send_first(
+        self, request: WebhookRequest, prepared: Prepared | None = None
+    ) -> FirstSend | None:
+        """Write a delivery's first request now, if a concurrency slot is free
+        and an idle connection to its target is open, so a burst's requests
+        all go out before any of their tasks runs; `prepared`, made ahead by
+        `prepare`, saves making it now. What it returns goes to `deliver`
+        (it holds a slot until then); None: nothing was sent, and `deliver`
+        sends as usual."""
+        client = self._client
+        if client is None or not self._slots.try_take():
+            return None
+        clock = self._clock
+        started_at, started = clock.now(), clock.monotonic()
+        sent_at = clock.time()
+        try:
+            if prepared is None or prepared.timestamp != int(sent_at):
+                prepared = Prepared(*self._make(request, 1, int(sent_at)))
+            target, data, _ = prepared
+            deadline = asyncio.get_running_loop().time() + request.timeout_s
+            sent_at = clock.time()
+            sent = client.send_now(target, data, deadline=deadline)
+        except Exception:  # deliver meets the same problem and records it
+            sent = None
+        if sent is None:
+            self._slots.give()
+            return None
+        self._in_flight += 1
+        return FirstSend(started_at, started, sent_at, target, data, deadline, sent)
+
+    def abandon(self, first: FirstSend) -> None:
+        """Give up a delivery after its first request went out (its run was
+        replaced meanwhile): its answer is not read, its connection closed."""
+        first.sent.timer.cancel()
+        first.sent.connection.close()
+        self._in_flight -= 1
+        self._slots.give()
+
+    async def deliver(
+        self, request: WebhookRequest, first: FirstSend | None = None
+    ) -> DeliveryResult:
+        """The delivery of `request`, all attempts; `first`: its first request
+        already went out (`send_first`)."""
         client = self._client
         if client is None:
             raise RuntimeError("Dispatcher.start() has not been called")
@@ -279,18 +423,21 @@ class Dispatcher:
         outcome = _Outcome()
         attempt_log: list[AttemptRecord] = []
         for attempt in range(1, max_attempts + 1):
-            # A slot per attempt: a backoff wait holds none.
-            await self._slot()
-            self._in_flight += 1
+            if first is not None:  # its slot is taken already
+                attempt_started_at, attempt_started = first.started_at, first.started
+            else:
+                # A slot per attempt: a backoff wait holds none.
+                await self._slots.take()
+                self._in_flight += 1
+                attempt_started_at, attempt_started = clock.now(), clock.monotonic()
             try:
-                attempt_started_at = clock.now()
-                attempt_started = clock.monotonic()
                 if executed_at is None:  # the first attempt, once it has a slot
                     executed_at, started = attempt_started_at, attempt_started
-                outcome, sent_at = await self._attempt(client, request, attempt)
+                outcome, sent_at = await self._attempt(client, request, attempt, first)
+                first = None
             finally:
                 self._in_flight -= 1
-                self._slots.release()
+                self._slots.give()
             if first_sent_at is None:
                 first_sent_at = sent_at
             delay = _retry_delay(outcome, attempt, request.retry)
@@ -331,52 +478,50 @@ class Dispatcher:
             attempt_log=tuple(attempt_log),
         )
 
-    async def _slot(self) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return
-        self._queued += 1
-        self._queue_empty.clear()
-        try:
-            await self._slots.acquire()
-        finally:
-            self._queued -= 1
-            if not self._queued:
-                self._queue_empty.set()
-
     async def _after_queued_sends(self) -> None:
         """Let the deliveries waiting for a slot send first: what is left of
         this one is bookkeeping (measured with `bench.run --jobs 1000`: with
         it done at once, each queued request of a burst larger than the pool
         went out only after an earlier one's bookkeeping). Waits at most
         `_BOOKKEEPING_WAIT_S`, so a pool that stays full still records."""
-        if self._queued:
+        if self._slots.waiting:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_BOOKKEEPING_WAIT_S):
-                    await self._queue_empty.wait()
+                    await self._slots.none_waiting()
+
+    def _make(
+        self, request: WebhookRequest, attempt: int, timestamp: int
+    ) -> tuple[Target, bytes, int]:
+        """Where an attempt goes and its message, stamped `timestamp`."""
+        target = parse_target(request.url)
+        body, content_type = _encode_body(request, attempt)
+        data = self._message(
+            request, target.host_header, target.request_target, body, content_type, timestamp
+        )
+        return target, data, timestamp
 
     async def _attempt(
-        self, client: HttpClient, request: WebhookRequest, attempt: int
+        self, client: HttpClient, request: WebhookRequest, attempt: int, first: FirstSend | None
     ) -> tuple[_Outcome, float]:
         """One HTTP exchange; returns its outcome and when it was sent."""
         clock = self._clock
-        started = clock.monotonic()
+        started = clock.monotonic() if first is None else first.started
         sent_at = clock.time()
         try:
-            target = parse_target(request.url)
-            body, content_type = _encode_body(request, attempt)
-            timestamp = int(sent_at)
-            data = self._message(
-                request, target.host_header, target.request_target, body, content_type, timestamp
-            )
-            deadline = asyncio.get_running_loop().time() + request.timeout_s
-            sent_at = clock.time()
+            if first is None:
+                target, data, _ = self._make(request, attempt, int(sent_at))
+                deadline = asyncio.get_running_loop().time() + request.timeout_s
+                sent_at, sent = clock.time(), None
+            else:
+                target, data, deadline, sent = first.target, first.data, first.deadline, first.sent
+                sent_at = first.sent_at
             response = await client.request(
                 request.method.value,
                 target,
                 data,
                 deadline=deadline,
                 max_body=self._max_response_bytes,
+                sent=sent,
             )
             text = _decode(response.body, complete=response.complete)
             outcome = _judge(response, text, not response.complete, clock)

@@ -27,7 +27,7 @@ import structlog
 from cronsvc.clock import Clock
 from cronsvc.coord import Coordinator
 from cronsvc.cron import parse_schedule
-from cronsvc.dispatch import DeliveryResult, Dispatcher, WebhookRequest
+from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend, Prepared, WebhookRequest
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
 from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.ids import new_id
@@ -126,7 +126,7 @@ class TickRunner:
             assert result.execution is not None
             if result.outcome is ClaimOutcome.CLAIMED:
                 self._replaced([result])
-                self._spawn(self._deliver(job, result.execution))
+                self._start(job, result.execution)
             else:
                 self._count(result.execution.status)
             return result.execution
@@ -286,10 +286,14 @@ class TickRunner:
                     tick=d.tick.isoformat(),
                     reason=error.message if error else "skipped",
                 )
+        # Their first requests are made now, so at the tick they only go out.
+        ready = {}
+        for d, execution in claimed:
+            request = _webhook_request(d.job, execution)
+            ready[execution.id] = (request, self._dispatcher.prepare(request, fire_at))
         if claimed and ahead:
             claimed = await self._wait_for_tick(claimed, fire_at)
-        for d, execution in claimed:
-            self._spawn(self._deliver(d.job, execution))
+        self._start_all([(d.job, e, *ready[e.id]) for d, e in claimed])
 
     async def _lease(self, due: list[DueTick]) -> list[DueTick]:
         """The ticks this instance won. While the coordinator is unreachable
@@ -377,7 +381,8 @@ class TickRunner:
         except JobNotFound:
             job = None
         if job is not None and job.spec.is_active and _has_tick(job, due.tick):
-            await self._deliver(job, execution)
+            request = _webhook_request(job, execution)
+            await self._deliver(job, execution, request, self._dispatcher.send_first(request))
             return
         reason = "the job was deleted, paused or rescheduled between its claim and its tick"
         self._finish(_ended(execution, self._clock.now(), "job_changed", reason, skipped=True))
@@ -430,7 +435,7 @@ class TickRunner:
                     tick=execution.scheduled_at.isoformat(),
                     lag_ms=round((now - execution.scheduled_at).total_seconds() * 1000, 1),
                 )
-                self._spawn(self._deliver(job, execution))
+                self._start(job, execution)
 
     def _still_owed(self, job: Job, tick: datetime, now: datetime) -> bool:
         """Whether the misfire policy fires `tick` now, judged as a tick
@@ -452,15 +457,40 @@ class TickRunner:
         )
         return any(fired == tick for fired, _ in plan.fire)
 
-    async def _deliver(self, job: Job, execution: Execution) -> None:
-        if execution.id in self._cancelled:
-            self._aborted(execution)  # replaced before it was sent
+    def _start(self, job: Job, execution: Execution) -> None:
+        self._start_all([(job, execution, _webhook_request(job, execution), None)])
+
+    def _start_all(
+        self, runs: Sequence[tuple[Job, Execution, WebhookRequest, Prepared | None]]
+    ) -> None:
+        """Send claimed executions' webhooks. Their first requests go out
+        now, one after another, where they can (`Dispatcher.send_first`);
+        the rest of each delivery runs in a task of its own, started after.
+        (Measured with `bench.run --jobs 100`: with each task sending its own
+        request, a burst's last request left ~2x later.)"""
+        started = []
+        for job, execution, request, prepared in runs:
+            if execution.id in self._cancelled:
+                self._aborted(execution)  # replaced before it was sent
+                continue
+            first = self._dispatcher.send_first(request, prepared)
+            started.append((job, execution, request, first))
+        for job, execution, request, first in started:
+            self._spawn(self._deliver(job, execution, request, first))
+
+    async def _deliver(
+        self, job: Job, execution: Execution, request: WebhookRequest, first: FirstSend | None
+    ) -> None:
+        if execution.id in self._cancelled:  # replaced before its task began
+            if first is not None:
+                self._dispatcher.abandon(first)
+            self._aborted(execution)
             return
         task = asyncio.current_task()
         assert task is not None
         self._deliveries[execution.id] = task
         try:
-            await self._send(job, execution)
+            await self._send(job, execution, request, first)
         finally:
             self._deliveries.pop(execution.id, None)
 
@@ -473,25 +503,11 @@ class TickRunner:
             "run_aborted", job_id=execution.job_id, execution_id=execution.id, reason="replaced"
         )
 
-    async def _send(self, job: Job, execution: Execution) -> None:
-        spec = job.spec
-        request = WebhookRequest(
-            execution_id=execution.id,
-            job_id=job.id,
-            job_name=spec.name,
-            scheduled_at=execution.scheduled_at,
-            trigger=execution.trigger,
-            url=spec.webhook_url,
-            method=spec.http_method,
-            headers=spec.headers,
-            body=spec.body,
-            timeout_s=spec.timeout_seconds,
-            retry=spec.retry,
-            secret=spec.secret,
-            previous_secret=job.previous_secret,
-        )
+    async def _send(
+        self, job: Job, execution: Execution, request: WebhookRequest, first: FirstSend | None
+    ) -> None:
         try:
-            result = await self._dispatcher.deliver(request)
+            result = await self._dispatcher.deliver(request, first)
         except asyncio.CancelledError:
             if execution.id in self._cancelled:
                 self._aborted(execution)  # the store holds its record already
@@ -587,6 +603,25 @@ class TickRunner:
         self._metrics.inc(
             "cronsvc_executions_total", help="Executions by outcome", status=status.value
         )
+
+
+def _webhook_request(job: Job, execution: Execution) -> WebhookRequest:
+    spec = job.spec
+    return WebhookRequest(
+        execution_id=execution.id,
+        job_id=job.id,
+        job_name=spec.name,
+        scheduled_at=execution.scheduled_at,
+        trigger=execution.trigger,
+        url=spec.webhook_url,
+        method=spec.http_method,
+        headers=spec.headers,
+        body=spec.body,
+        timeout_s=spec.timeout_seconds,
+        retry=spec.retry,
+        secret=spec.secret,
+        previous_secret=job.previous_secret,
+    )
 
 
 def _finished(execution: Execution, result: DeliveryResult) -> Execution:

@@ -119,6 +119,14 @@ class Response(NamedTuple):
     to its end before the deadline or a disconnect."""
 
 
+class Sent(NamedTuple):
+    """A request `HttpClient.send_now` wrote; its answer is still to be read."""
+
+    connection: _Connection
+    timer: asyncio.TimerHandle
+    """Ends the wait for the answer at the request's deadline."""
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection; the reading side of the exchange."""
 
@@ -233,6 +241,24 @@ class HttpClient:
         self._idle_order.clear()
         await asyncio.sleep(0)  # let the transports finish closing
 
+    def send_now(self, target: Target, data: bytes, *, deadline: float) -> Sent | None:
+        """Write `data` (request line, headers and body, ready to go) at once
+        on an idle connection to `target`: the request is on its way when
+        this returns, and `request(..., sent=...)` reads its answer. None
+        when no idle connection is open; `request` then opens one."""
+        connection = self._reuse(target)
+        if connection is None:
+            return None
+        timer = asyncio.get_running_loop().call_at(deadline, connection.expire)
+        assert connection.transport is not None
+        try:
+            connection.transport.write(data)
+        except BaseException:
+            timer.cancel()
+            connection.close()
+            raise
+        return Sent(connection, timer)
+
     async def request(
         self,
         method: str,
@@ -241,24 +267,29 @@ class HttpClient:
         *,
         deadline: float,
         max_body: int,
+        sent: Sent | None = None,
     ) -> Response:
         """Send `data` (request line, headers and body, ready to go) and read
         the answer, all by `deadline` (the loop's clock) except the body: a
         body still arriving then is returned cut off (`complete` False).
+        `sent`: `data` already went out with `send_now` (by the same deadline).
 
         Raises `TargetNotAllowed`, `TimeoutError` (before the answer's head),
         `OSError` (`Disconnected` among them) and `ProtocolError`.
         """
         loop = asyncio.get_running_loop()
         for fresh in (False, True):
-            connection, reused = await self._acquire(target, deadline, fresh=fresh)
-            # One timer for the exchange (measured: two asyncio.timeout
-            # blocks per request were ~7 % of a burst's CPU).
-            timer = loop.call_at(deadline, connection.expire)
+            if sent is not None:
+                (connection, timer), reused, sent = sent, True, None
+            else:
+                connection, reused = await self._acquire(target, deadline, fresh=fresh)
+                # One timer for the exchange (measured: two asyncio.timeout
+                # blocks per request were ~7 % of a burst's CPU).
+                timer = loop.call_at(deadline, connection.expire)
+                assert connection.transport is not None
+                connection.transport.write(data)
             try:
                 try:
-                    assert connection.transport is not None
-                    connection.transport.write(data)
                     head = await _read_head(connection)
                 except Disconnected:
                     connection.close()
@@ -303,15 +334,21 @@ class HttpClient:
     ) -> tuple[_Connection, bool]:
         """An idle connection to `target` (unless `fresh`), else a new one;
         and whether it was reused."""
-        self._forget_lost()
-        loop = asyncio.get_running_loop()
-        while not fresh and (connection := self._take_idle(target.pool_key)) is not None:
-            if connection.reusable and loop.time() - connection.idle_since < IDLE_TIMEOUT_S:
-                connection.expired = False
-                return connection, True
-            connection.close()
+        if not fresh and (connection := self._reuse(target)) is not None:
+            return connection, True
         async with asyncio.timeout_at(deadline):
             return await self._connect(target), False
+
+    def _reuse(self, target: Target) -> _Connection | None:
+        """An idle connection to `target` still fit to carry a request, or None."""
+        self._forget_lost()
+        now = asyncio.get_running_loop().time()
+        while (connection := self._take_idle(target.pool_key)) is not None:
+            if connection.reusable and now - connection.idle_since < IDLE_TIMEOUT_S:
+                connection.expired = False
+                return connection
+            connection.close()
+        return None
 
     async def _connect(self, target: Target) -> _Connection:
         addresses = await self._resolve(target)

@@ -4,13 +4,16 @@ was fired, never how fast: this machine's timings are no verdict."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bench.figures import DAY_S, Cadence, correct, shape_cadences, summarise
-from bench.receiver import Arrival
+from bench.receiver import Arrival, SocketReceiver
 from bench.run import run_once
 from bench.scale import Population, scale_run
 
@@ -113,3 +116,33 @@ async def test_scale_run_serves_a_seeded_store_and_fires_its_hot_jobs(tmp_path: 
     assert window["expected_fires"] >= 15  # the hot jobs; a daily one may fall in too
     assert {"create", "get", "list"} == result["api_ms"].keys()
     assert result["peak_rss_mib"] > 0
+
+
+@pytest.mark.skipif(not SocketReceiver.kernel_stamps, reason="SO_TIMESTAMPNS is Linux's")
+async def test_socket_receiver_stamps_the_arrival_not_the_read() -> None:
+    """A request that waits in the socket while the receiver is busy keeps
+    the time it arrived."""
+    receiver = SocketReceiver()
+    await receiver.start()
+    try:
+        port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+        body = b'{"jobId":"a","scheduledAt":"2027-01-15T08:00:00Z"}'
+        request = (
+            b"POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            await asyncio.sleep(0.05)  # accepted
+            sent = time.time()
+            client.sendall(request)
+            time.sleep(0.5)  # noqa: ASYNC251 - holds the receiver's loop: nothing is read yet
+            read_after = time.time()
+            client.setblocking(False)
+            loop = asyncio.get_running_loop()
+            reply = await asyncio.wait_for(loop.sock_recv(client, 100), 10)
+            assert reply.startswith(b"HTTP/1.1 200 OK")
+        (arrival,) = receiver.arrivals
+        assert (arrival.job_id, arrival.tick) == ("a", "2027-01-15T08:00:00Z")
+        assert sent <= arrival.arrived < read_after
+    finally:
+        await receiver.stop()

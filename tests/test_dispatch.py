@@ -1031,6 +1031,160 @@ async def test_cancelling_during_backoff_propagates_cancelled_error(
     assert dispatcher.in_flight == 0
 
 
+async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    gate = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        async with asyncio.timeout(HOLD_LIMIT_S):
+            await gate.wait()
+        return web.Response()
+
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await serve(held)
+    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="a")))
+    await receiver.wait_active(1)
+    cancelled = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="b")))
+    waiting = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="c")))
+    await asyncio.sleep(0.05)  # both wait for the one slot
+    cancelled.cancel()
+    gate.set()
+
+    async with asyncio.timeout(5):
+        first, last = await holding, await waiting
+    assert (first.status, last.status) == (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS)
+    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["a", "c"]
+    assert dispatcher.in_flight == 0
+
+
+# --- a burst's first requests, sent before their tasks run -------------------------
+
+
+async def test_a_first_send_goes_out_on_a_kept_connection_and_deliver_reads_its_answer(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200, "fine"))
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
+    request = webhook(receiver.url(), execution_id="burst")
+
+    first = dispatcher.send_first(request)
+
+    assert first is not None
+    assert dispatcher.in_flight == 1
+    result = await dispatcher.deliver(request, first)
+    assert (result.status, result.attempts, result.response_body) == (
+        ExecutionStatus.SUCCESS,
+        1,
+        "fine",
+    )
+    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["warm", "burst"]
+    assert receiver.seen[1].peer == receiver.seen[0].peer
+    assert result.first_sent_at == first.sent_at
+    assert dispatcher.in_flight == 0
+
+
+async def test_nothing_is_sent_first_without_a_kept_connection_or_a_free_slot(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    async def held(request: web.Request) -> web.StreamResponse:
+        await receiver.hold()
+        return web.Response()
+
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await serve(held)
+    request = webhook(receiver.url(), execution_id="first")
+    assert dispatcher.send_first(request) is None, "no connection is open yet"
+    assert dispatcher.in_flight == 0
+    holding = asyncio.create_task(dispatcher.deliver(request))
+    await receiver.wait_active(1)
+
+    assert dispatcher.send_first(webhook(receiver.url(), execution_id="second")) is None
+    assert dispatcher.in_flight == 1
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+
+
+async def test_an_abandoned_first_send_frees_its_slot(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await serve(answer(200))
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
+    first = dispatcher.send_first(webhook(receiver.url(), execution_id="replaced"))
+    assert first is not None
+
+    dispatcher.abandon(first)
+
+    assert dispatcher.in_flight == 0
+    async with asyncio.timeout(5):  # with the one slot still taken, this would wait forever
+        result = await dispatcher.deliver(webhook(receiver.url(), execution_id="next"))
+    assert result.status is ExecutionStatus.SUCCESS
+
+
+async def test_a_request_made_ahead_goes_out_as_made_within_its_second(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
+    request = webhook(receiver.url(), execution_id="ahead", secret=new_secret())
+    prepared = dispatcher.prepare(request, time.time())
+    assert prepared is not None
+    # The same message with one more header: what goes out is what was made.
+    marked = prepared._replace(data=prepared.data.replace(b"\r\n", b"\r\nx-made: ahead\r\n", 1))
+
+    first = dispatcher.send_first(request, marked)
+    assert first is not None
+    await dispatcher.deliver(request, first)
+
+    seen = receiver.seen[-1]
+    if int(seen.headers["webhook-timestamp"]) == prepared.timestamp:
+        assert seen.headers["x-made"] == "ahead"
+    else:  # the second ended between prepare and send: made again, unmarked
+        assert "x-made" not in seen.headers
+
+
+async def test_a_request_made_for_another_second_is_made_again_at_the_send(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
+    secret = new_secret()
+    request = webhook(receiver.url(), execution_id="late", secret=secret)
+    prepared = dispatcher.prepare(request, time.time() - 5)
+    assert prepared is not None
+
+    first = dispatcher.send_first(request, prepared)
+    assert first is not None
+    sent_at = first.sent_at
+    await dispatcher.deliver(request, first)
+
+    seen = receiver.seen[-1]
+    assert int(seen.headers["webhook-timestamp"]) == int(sent_at)
+    assert verifies(secret, seen.headers, seen.body)
+
+
+@pytest.mark.parametrize(
+    ("grace_left_s", "made_ahead"),
+    [(None, True), (300.0, True), (50.0, False), (-1.0, True)],
+    ids=["no replaced secret", "outlives the send", "ends first", "over already"],
+)
+async def test_a_request_is_left_to_its_send_when_a_replaced_secret_stops_signing_first(
+    dispatcher: Dispatcher, grace_left_s: float | None, made_ahead: bool
+) -> None:
+    now = time.time()
+    previous = None
+    if grace_left_s is not None:
+        expires = datetime.fromtimestamp(now + grace_left_s, UTC)
+        previous = PreviousSecret(secret=new_secret(), expires_at=expires)
+    request = webhook("http://127.0.0.1:9/hook", secret=new_secret(), previous_secret=previous)
+
+    prepared = dispatcher.prepare(request, now + 100)  # its send, 100 s from now
+
+    assert (prepared is not None) is made_ahead
+
+
 # --- SSRF guard ----------------------------------------------------------------
 # Only loopback addresses are ever connected to: receivers on 127.0.0.1, and on
 # 127.0.0.2 where a test needs one address the policy allows and one it refuses.

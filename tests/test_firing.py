@@ -16,11 +16,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from cronsvc.api.context import CONTEXT
 from cronsvc.config import Config
 from cronsvc.domain import Job, JobSpec
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
-from cronsvc.service import STORE, build_app
+from cronsvc.service import DISPATCHER, STORE, build_app
 from tests.conftest import MakeClient, Receiver
 from tests.processes import free_port
 from tests.standard_webhooks import signatures, verifies
@@ -426,6 +427,28 @@ async def test_replace_aborts_the_running_request_records_it_replaced_and_runs_t
     assert samples[("cronsvc_replaced_runs_aborted_total", ())] == 1
     logs = await logs_for(client, job["id"], 2)
     assert [e for e in logs if e["error"] and e["error"]["type"] == "shutdown"] == []
+
+
+async def test_a_run_replaced_before_its_task_began_is_let_go_and_frees_its_slot(
+    client: Client, receiver: Receiver
+) -> None:
+    runner = client.app[CONTEXT].runner
+    dispatcher = client.app[DISPATCHER]
+    job = await create(client, receiver.url, cronExpression="0 0 1 1 *")  # not due in the test
+    await runner.trigger_now(job["id"])
+    await logs_for(client, job["id"], 1)  # its connection is kept, idle
+    before = await scrape(client)
+
+    execution = await runner.trigger_now(job["id"])  # its request is out already
+    runner.cancel_replaced([execution.id])  # and its task has not run yet
+
+    await receiver.wait_for(2)
+    assert dispatcher.in_flight == 0
+    after = await scrape(client)
+    aborted = ("cronsvc_replaced_runs_aborted_total", ())
+    assert after[aborted] - before.get(aborted, 0) == 1
+    record = await (await client.get(f"/api/execution-logs/{execution.id}")).json()
+    assert record["status"] == "RUNNING", "the replacing claim writes its record, not this run"
 
 
 async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

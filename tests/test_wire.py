@@ -6,6 +6,7 @@ that drops a kept-alive connection), and a TLS server with a test CA."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -19,7 +20,14 @@ from cronsvc.clock import SystemClock
 from cronsvc.dispatch import Dispatcher
 from cronsvc.domain import ExecutionStatus, RetryPolicy
 from cronsvc.netguard import GuardedResolver, TargetPolicy
-from cronsvc.wire import HttpClient, InvalidTarget, ProtocolError, Response, parse_target
+from cronsvc.wire import (
+    HttpClient,
+    InvalidTarget,
+    ProtocolError,
+    Response,
+    Target,
+    parse_target,
+)
 from tests.conftest import ScriptedResolver
 from tests.test_dispatch import webhook
 
@@ -85,15 +93,20 @@ async def client() -> AsyncIterator[HttpClient]:
     await guard.close()
 
 
-async def send(http: HttpClient, url: str, method: str = "POST", max_body: int = 65536) -> Response:
-    target = parse_target(url)
+def message(target: Target, method: str = "POST") -> bytes:
     body = b"{}" if method != "GET" else b""
-    data = (
+    return (
         f"{method} {target.request_target} HTTP/1.1\r\nHost: {target.host_header}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+async def send(http: HttpClient, url: str, method: str = "POST", max_body: int = 65536) -> Response:
+    target = parse_target(url)
     deadline = asyncio.get_running_loop().time() + 5
-    return await http.request(method, target, data, deadline=deadline, max_body=max_body)
+    return await http.request(
+        method, target, message(target, method), deadline=deadline, max_body=max_body
+    )
 
 
 # --- what a URL becomes ----------------------------------------------------------
@@ -306,6 +319,58 @@ async def test_a_malformed_answer_fails_the_delivery_as_invalid_response_without
     assert result.error is not None
     assert result.error.type == "invalid_response"
     assert result.attempts == 1
+
+
+# --- sent at once, answered later ----------------------------------------------------
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_send_now_writes_on_a_kept_connection_before_it_returns(client: HttpClient) -> None:
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        target = parse_target(f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+        data = message(target)
+        assert client.send_now(target, data, deadline=loop.time() + 5) is None, "none open yet"
+        opening = asyncio.create_task(
+            client.request("POST", target, data, deadline=loop.time() + 5, max_body=100)
+        )
+        peer, _ = await loop.sock_accept(listener)
+        with peer:
+            peer.setblocking(False)
+            assert await loop.sock_recv(peer, 65536) == data
+            await loop.sock_sendall(peer, _OK)
+            await opening  # the connection is idle again
+
+            sent = client.send_now(target, data, deadline=loop.time() + 5)
+
+            assert sent is not None
+            peer.settimeout(5)  # a blocking read: the loop does not run while it waits
+            assert peer.recv(65536) == data, "written before send_now returned"
+            peer.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade")
+            response = await client.request(
+                "POST", target, data, deadline=loop.time() + 5, max_body=100, sent=sent
+            )
+    assert (response.status, response.body) == (201, b"made")
+
+
+async def test_an_idempotent_request_sent_at_once_on_a_dropped_connection_goes_again(
+    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+) -> None:
+    server = await raw_server(drops_second_request())
+    await send(client, server.url, method="GET")
+    target = parse_target(server.url)
+    deadline = asyncio.get_running_loop().time() + 5
+
+    sent = client.send_now(target, message(target, "GET"), deadline=deadline)
+    assert sent is not None
+    response = await client.request(
+        "GET", target, message(target, "GET"), deadline=deadline, max_body=100, sent=sent
+    )
+
+    assert (response.status, response.body) == (200, b"ok")
+    assert server.connections == 2
 
 
 # --- kept-alive connections the peer drops ------------------------------------------
