@@ -370,11 +370,12 @@ class Dispatcher:
     def send_first(
         self, request: WebhookRequest, prepared: Prepared | None = None
     ) -> FirstSend | None:
-        """Write a delivery's first request now, if a concurrency slot is free
-        and an idle connection to its target is open, so a burst's requests
-        all go out before any of their tasks runs; `prepared`, made ahead by
-        `prepare`, saves making it now. What it returns goes to `deliver`
-        (it holds a slot until then); None: nothing was sent, and `deliver`
+        """Send a delivery's first request now, if a concurrency slot is free:
+        written at once on an idle connection, else as soon as a new one
+        opens (`HttpClient.send`), so a burst's requests all go out before
+        any of their tasks runs. `prepared`, made ahead by `prepare`, saves
+        making it now. What it returns goes to `deliver` (it holds a slot
+        until then) or `abandon`; None: nothing was sent, and `deliver`
         sends as usual."""
         client = self._client
         if client is None or not self._slots.try_take():
@@ -388,10 +389,8 @@ class Dispatcher:
             target, data, _ = prepared
             deadline = asyncio.get_running_loop().time() + request.timeout_s
             sent_at = clock.time()
-            sent = client.send_now(target, data, deadline=deadline)
+            sent = client.send(target, data, deadline=deadline)
         except Exception:  # deliver meets the same problem and records it
-            sent = None
-        if sent is None:
             self._slots.give()
             return None
         self._in_flight += 1
@@ -400,8 +399,7 @@ class Dispatcher:
     def abandon(self, first: FirstSend) -> None:
         """Give up a delivery after its first request went out (its run was
         replaced meanwhile): its answer is not read, its connection closed."""
-        first.sent.timer.cancel()
-        first.sent.connection.close()
+        first.sent.cancel()
         self._in_flight -= 1
         self._slots.give()
 

@@ -352,7 +352,7 @@ class TickRunner:
         else:
             self._mark_s = 0.8 * self._mark_s + 0.2 * (self._clock.monotonic() - started)
         try:
-            await self._clock.sleep(fire_at - self._clock.time())
+            await self._until(fire_at)
         except asyncio.CancelledError:
             now = self._clock.now()
             for _, execution in claimed:  # marked as sent, but never sent: say so
@@ -371,6 +371,13 @@ class TickRunner:
             else:
                 self._spawn(self._settle_changed(d, execution))
         return unchanged
+
+    async def _until(self, instant: float) -> None:
+        """Sleep until `instant` (Unix seconds), never short of it: a loop's
+        timers may fire up to a millisecond early (uvloop's count whole
+        milliseconds), and a webhook must not leave before its tick."""
+        while (left := instant - self._clock.time()) > 0:
+            await self._clock.sleep(left)
 
     async def _settle_changed(self, due: DueTick, execution: Execution) -> None:
         """The job changed between its claim and its tick: fire the new version
@@ -391,7 +398,7 @@ class TickRunner:
         """Send one tick's adopted executions; a tick not yet due (its
         claimer stopped right after claiming) is waited for."""
         # Cancelled here, they stay RUNNING and unsent: adopted at the next start.
-        await self._clock.sleep(executions[0].scheduled_at.timestamp() - self._clock.time())
+        await self._until(executions[0].scheduled_at.timestamp())
         try:
             await retry_transient(
                 lambda: self._settle_adopted(executions),

@@ -119,12 +119,49 @@ class Response(NamedTuple):
     to its end before the deadline or a disconnect."""
 
 
-class Sent(NamedTuple):
-    """A request `HttpClient.send_now` wrote; its answer is still to be read."""
+_Exchange = tuple["_Connection", asyncio.TimerHandle, bool]
+"""A connection a request was written on, the timer of its deadline, and
+whether the connection was reused."""
 
-    connection: _Connection
-    timer: asyncio.TimerHandle
-    """Ends the wait for the answer at the request's deadline."""
+
+class Sent:
+    """A request `HttpClient.send` started: written, or to be written once
+    its connection opens; its answer is still to be read."""
+
+    __slots__ = ("_opening", "_written")
+
+    def __init__(self, written: _Exchange | None, opening: asyncio.Task[_Exchange] | None) -> None:
+        self._written = written
+        self._opening = opening
+
+    async def connected(self) -> _Exchange:
+        """Raises what opening the connection raised (`HttpClient.request`'s
+        errors)."""
+        if self._opening is None:
+            assert self._written is not None
+            return self._written
+        try:
+            return await self._opening
+        except asyncio.CancelledError:
+            self.cancel()  # a connection opened meanwhile is closed
+            raise
+
+    def cancel(self) -> None:
+        """Let the request go unanswered: its connection is closed."""
+        opening = self._opening
+        if opening is None:
+            exchange = self._written
+        elif not opening.done():
+            opening.cancel()
+            return
+        elif opening.cancelled() or opening.exception() is not None:
+            return
+        else:
+            exchange = opening.result()
+        assert exchange is not None
+        connection, timer, _ = exchange
+        timer.cancel()
+        connection.close()
 
 
 class _Connection(asyncio.Protocol):
@@ -241,14 +278,29 @@ class HttpClient:
         self._idle_order.clear()
         await asyncio.sleep(0)  # let the transports finish closing
 
-    def send_now(self, target: Target, data: bytes, *, deadline: float) -> Sent | None:
-        """Write `data` (request line, headers and body, ready to go) at once
-        on an idle connection to `target`: the request is on its way when
-        this returns, and `request(..., sent=...)` reads its answer. None
-        when no idle connection is open; `request` then opens one."""
+    def send(self, target: Target, data: bytes, *, deadline: float) -> Sent:
+        """Start sending `data` (request line, headers and body, ready to go):
+        written before this returns on an idle connection to `target`, else
+        as soon as a new one opens (in a task of its own, so a burst's new
+        connections open together). `request(..., sent=...)` reads the
+        answer; `Sent.cancel` lets it go."""
         connection = self._reuse(target)
         if connection is None:
-            return None
+            return Sent(None, asyncio.create_task(self._open_and_write(target, data, deadline)))
+        return Sent((connection, self._write(connection, data, deadline), True), None)
+
+    async def _open_and_write(
+        self, target: Target, data: bytes, deadline: float
+    ) -> tuple[_Connection, asyncio.TimerHandle, bool]:
+        async with asyncio.timeout_at(deadline):
+            connection = await self._connect(target)
+        return connection, self._write(connection, data, deadline), False
+
+    @staticmethod
+    def _write(connection: _Connection, data: bytes, deadline: float) -> asyncio.TimerHandle:
+        """Write a request; the returned timer ends the wait for its answer
+        at `deadline`. (One timer per exchange: two asyncio.timeout blocks
+        per request were ~7 % of a burst's CPU.)"""
         timer = asyncio.get_running_loop().call_at(deadline, connection.expire)
         assert connection.transport is not None
         try:
@@ -257,7 +309,7 @@ class HttpClient:
             timer.cancel()
             connection.close()
             raise
-        return Sent(connection, timer)
+        return timer
 
     async def request(
         self,
@@ -272,22 +324,18 @@ class HttpClient:
         """Send `data` (request line, headers and body, ready to go) and read
         the answer, all by `deadline` (the loop's clock) except the body: a
         body still arriving then is returned cut off (`complete` False).
-        `sent`: `data` already went out with `send_now` (by the same deadline).
+        `sent`: `data` is on its way already (`send`, by the same deadline).
 
         Raises `TargetNotAllowed`, `TimeoutError` (before the answer's head),
         `OSError` (`Disconnected` among them) and `ProtocolError`.
         """
-        loop = asyncio.get_running_loop()
         for fresh in (False, True):
             if sent is not None:
-                (connection, timer), reused, sent = sent, True, None
+                connection, timer, reused = await sent.connected()
+                sent = None
             else:
                 connection, reused = await self._acquire(target, deadline, fresh=fresh)
-                # One timer for the exchange (measured: two asyncio.timeout
-                # blocks per request were ~7 % of a burst's CPU).
-                timer = loop.call_at(deadline, connection.expire)
-                assert connection.transport is not None
-                connection.transport.write(data)
+                timer = self._write(connection, data, deadline)
             try:
                 try:
                     head = await _read_head(connection)

@@ -1084,7 +1084,23 @@ async def test_a_first_send_goes_out_on_a_kept_connection_and_deliver_reads_its_
     assert dispatcher.in_flight == 0
 
 
-async def test_nothing_is_sent_first_without_a_kept_connection_or_a_free_slot(
+async def test_a_first_send_opens_a_connection_when_none_is_kept_and_waits_for_no_task(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    request = webhook(receiver.url(), execution_id="cold")
+
+    first = dispatcher.send_first(request)
+
+    assert first is not None
+    async with asyncio.timeout(5), receiver.changed:  # arrives though deliver is not called
+        await receiver.changed.wait_for(lambda: bool(receiver.seen))
+    result = await dispatcher.deliver(request, first)
+    assert (result.status, result.attempts) == (ExecutionStatus.SUCCESS, 1)
+    assert len(receiver.seen) == 1
+
+
+async def test_nothing_is_sent_first_without_a_free_slot(
     serve: ServeFn, make_dispatcher: MakeDispatcher
 ) -> None:
     async def held(request: web.Request) -> web.StreamResponse:
@@ -1093,13 +1109,10 @@ async def test_nothing_is_sent_first_without_a_kept_connection_or_a_free_slot(
 
     dispatcher = await make_dispatcher(max_concurrency=1)
     receiver = await serve(held)
-    request = webhook(receiver.url(), execution_id="first")
-    assert dispatcher.send_first(request) is None, "no connection is open yet"
-    assert dispatcher.in_flight == 0
-    holding = asyncio.create_task(dispatcher.deliver(request))
+    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="a")))
     await receiver.wait_active(1)
 
-    assert dispatcher.send_first(webhook(receiver.url(), execution_id="second")) is None
+    assert dispatcher.send_first(webhook(receiver.url(), execution_id="b")) is None
     assert dispatcher.in_flight == 1
     holding.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from cronsvc.api.context import CONTEXT
+from cronsvc.clock import SystemClock
 from cronsvc.config import Config
 from cronsvc.domain import Job, JobSpec
 from cronsvc.errors import StoreUnavailable
@@ -427,6 +428,25 @@ async def test_replace_aborts_the_running_request_records_it_replaced_and_runs_t
     assert samples[("cronsvc_replaced_runs_aborted_total", ())] == 1
     logs = await logs_for(client, job["id"], 2)
     assert [e for e in logs if e["error"] and e["error"]["type"] == "shutdown"] == []
+
+
+class EarlyClock(SystemClock):
+    """Wakes from every sleep 5 ms early, as an event loop whose timers
+    count whole milliseconds may (by less)."""
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds - 0.005))
+
+
+async def test_no_webhook_leaves_before_its_tick_though_the_clock_wakes_early(
+    config: Config, receiver: Receiver
+) -> None:
+    async with TestClient(TestServer(build_app(config, clock=EarlyClock()))) as client:
+        await create(client, receiver.url)
+        requests = await receiver.wait_for(4)
+    for request in requests[:4]:
+        tick = parse(request.json()["scheduledAt"]).timestamp()
+        assert request.arrived >= tick, f"arrived {1000 * (tick - request.arrived):.1f} ms early"
 
 
 async def test_a_run_replaced_before_its_task_began_is_let_go_and_frees_its_slot(

@@ -326,33 +326,67 @@ async def test_a_malformed_answer_fails_the_delivery_as_invalid_response_without
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def test_send_now_writes_on_a_kept_connection_before_it_returns(client: HttpClient) -> None:
+async def test_send_writes_at_once_on_a_kept_connection_else_once_one_opens(
+    client: HttpClient,
+) -> None:
     loop = asyncio.get_running_loop()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setblocking(False)
         target = parse_target(f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
         data = message(target)
-        assert client.send_now(target, data, deadline=loop.time() + 5) is None, "none open yet"
-        opening = asyncio.create_task(
-            client.request("POST", target, data, deadline=loop.time() + 5, max_body=100)
-        )
+        opening = client.send(target, data, deadline=loop.time() + 5)  # none open yet
+        peer, _ = await loop.sock_accept(listener)
+        with peer:
+            peer.setblocking(False)
+            assert await loop.sock_recv(peer, 65536) == data, "sent before its answer is asked for"
+            await loop.sock_sendall(peer, _OK)
+            first = await client.request(
+                "POST", target, data, deadline=loop.time() + 5, max_body=100, sent=opening
+            )
+            assert (first.status, first.body) == (200, b"ok")
+
+            kept = client.send(target, data, deadline=loop.time() + 5)
+
+            peer.settimeout(5)  # a blocking read: the loop does not run while it waits
+            assert peer.recv(65536) == data, "written before send returned"
+            peer.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade")
+            second = await client.request(
+                "POST", target, data, deadline=loop.time() + 5, max_body=100, sent=kept
+            )
+    assert (second.status, second.body) == (201, b"made")
+
+
+async def test_a_request_sent_then_let_go_closes_its_connection(client: HttpClient) -> None:
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        target = parse_target(f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+        data = message(target)
+        sent = client.send(target, data, deadline=loop.time() + 5)
         peer, _ = await loop.sock_accept(listener)
         with peer:
             peer.setblocking(False)
             assert await loop.sock_recv(peer, 65536) == data
-            await loop.sock_sendall(peer, _OK)
-            await opening  # the connection is idle again
 
-            sent = client.send_now(target, data, deadline=loop.time() + 5)
+            sent.cancel()
 
-            assert sent is not None
-            peer.settimeout(5)  # a blocking read: the loop does not run while it waits
-            assert peer.recv(65536) == data, "written before send_now returned"
-            peer.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade")
-            response = await client.request(
-                "POST", target, data, deadline=loop.time() + 5, max_body=100, sent=sent
-            )
-    assert (response.status, response.body) == (201, b"made")
+            assert await asyncio.wait_for(loop.sock_recv(peer, 65536), 5) == b"", "closed"
+
+
+async def test_a_request_sent_where_nothing_listens_fails_when_its_answer_is_asked_for(
+    client: HttpClient,
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        target = parse_target(f"http://127.0.0.1:{unused.getsockname()[1]}/hook")
+    deadline = asyncio.get_running_loop().time() + 5
+
+    sent = client.send(target, message(target), deadline=deadline)
+
+    with pytest.raises(ConnectionRefusedError):
+        await client.request(
+            "POST", target, message(target), deadline=deadline, max_body=100, sent=sent
+        )
 
 
 async def test_an_idempotent_request_sent_at_once_on_a_dropped_connection_goes_again(
@@ -363,8 +397,7 @@ async def test_an_idempotent_request_sent_at_once_on_a_dropped_connection_goes_a
     target = parse_target(server.url)
     deadline = asyncio.get_running_loop().time() + 5
 
-    sent = client.send_now(target, message(target, "GET"), deadline=deadline)
-    assert sent is not None
+    sent = client.send(target, message(target, "GET"), deadline=deadline)
     response = await client.request(
         "GET", target, message(target, "GET"), deadline=deadline, max_body=100, sent=sent
     )
