@@ -23,6 +23,8 @@ jobs could be created while the others fired.
     python -m bench.run --mode cluster --jobs 200 --seconds 60
     python -m bench.run --saturate --jobs 250 --max-jobs 8000 --seconds 10
 
+`--pin` (single runs): the receiver and the service on different CPUs.
+
 Every step is bounded in jobs and time; everything listens on loopback.
 """
 
@@ -43,6 +45,7 @@ from bench import deploy
 from bench.ceiling import bare_schedule, bare_throughput
 from bench.deploy import Deployment, metrics_change
 from bench.figures import SHAPES, Cadence, correct, shape_cadences, summarise
+from bench.pinning import pin_apart
 from bench.receiver import receiving, run_event_loop
 from bench.report import emit, environment, progress
 from bench.window import measure_window
@@ -91,8 +94,10 @@ async def run_once(
     service_log: Path | None = None,
     redis_url: str | None = None,
     mongo_url: str | None = None,
+    pin: bool = False,
 ) -> dict[str, Any]:
-    """One run of cronsvc, then (with `ceiling`) of the bare client."""
+    """One run of cronsvc, then (with `ceiling`) of the bare client; `pin`:
+    the receiver and the service on different CPUs (`bench.pinning`)."""
     result: dict[str, Any] = {"mode": mode, "shape": shape, "jobs": jobs, "seconds": seconds}
     cadences = shape_cadences(shape, jobs, start_s=int(time.time()))
     async with (
@@ -107,6 +112,9 @@ async def run_once(
         ) as service,
         aiohttp.ClientSession() as session,
     ):
+        if pin:
+            mine, theirs = pin_apart(service.pids().values())
+            result["pinned"] = {"receiver_cpus": sorted(mine), "service_cpus": sorted(theirs)}
         progress(f"{mode}: creating {jobs} {shape} jobs")
         created = await service.create_jobs(session, cadences, receiver.url, name_prefix="bench")
         progress(f"{mode}: counting {seconds} s of ticks")
@@ -271,6 +279,11 @@ def main() -> int:
         help="stamp arrival at the socket (default) or at an aiohttp handler",
     )
     parser.add_argument("--service-log", type=Path, help="single: keep the debug log here")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="single: the receiver on the last CPU, the service on the others",
+    )
     saturation = parser.add_argument_group("saturation")
     saturation.add_argument("--saturate", action="store_true")
     saturation.add_argument("--max-jobs", type=int, default=8000)
@@ -283,6 +296,8 @@ def main() -> int:
         parser.error(f"--jobs (and --max-jobs) 1..{MAX_JOBS}, --seconds 1..{MAX_SECONDS}")
     if args.factor <= 1 or not 1 <= args.budget_s <= 3600:
         parser.error("--factor over 1, --budget-s 1..3600")
+    if args.pin and (args.mode != "single" or args.saturate):
+        parser.error("--pin: single runs only (a cluster's five processes share the CPUs)")
     env = environment()
     with tempfile.TemporaryDirectory(prefix="cronsvc-bench-") as tmp:
         if args.saturate:
@@ -311,6 +326,7 @@ def main() -> int:
                     ceiling=not args.no_ceiling,
                     receiver_kind=args.receiver,
                     service_log=args.service_log,
+                    pin=args.pin,
                 )
             )
             ok = correct(result["cronsvc"])

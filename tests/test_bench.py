@@ -5,14 +5,19 @@ was fired, never how fast: this machine's timings are no verdict."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bench.figures import DAY_S, Cadence, correct, shape_cadences, summarise
+from bench.pinning import pin_apart
 from bench.receiver import Arrival, SocketReceiver
 from bench.run import run_once
 from bench.scale import Population, scale_run
@@ -71,10 +76,20 @@ def test_each_tick_burst_is_timed_by_its_first_and_its_last_arrival() -> None:
 
 
 @pytest.mark.e2e
-async def test_single_instance_run_fires_every_expected_tick_once(tmp_path: Path) -> None:
+async def test_single_instance_run_fires_every_expected_tick_once(
+    tmp_path: Path, own_cpus: set[int]
+) -> None:
+    pin = len(own_cpus) >= 2
     result = await run_once(
-        mode="single", shape="every-second", jobs=5, seconds=3, workdir=tmp_path, flat_out_s=1
+        mode="single",
+        shape="every-second",
+        jobs=5,
+        seconds=3,
+        workdir=tmp_path,
+        flat_out_s=1,
+        pin=pin,
     )
+    assert ("pinned" in result) is pin
     service = result["cronsvc"]
     assert correct(service), service
     assert service["expected_fires"] == 15
@@ -146,3 +161,31 @@ async def test_socket_receiver_stamps_the_arrival_not_the_read() -> None:
         assert sent <= arrival.arrived < read_after
     finally:
         await receiver.stop()
+
+
+@pytest.fixture
+def own_cpus() -> Iterator[set[int]]:
+    """This process's CPUs, given back after the test."""
+    cpus = os.sched_getaffinity(0)
+    threads = [int(t) for t in os.listdir(f"/proc/{os.getpid()}/task")]
+    yield cpus
+    for thread in threads:
+        with contextlib.suppress(OSError):  # ended meanwhile
+            os.sched_setaffinity(thread, cpus)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_pinning_puts_the_receiver_and_the_service_on_different_cpus(own_cpus: set[int]) -> None:
+    with subprocess.Popen(["sleep", "30"]) as service:
+        try:
+            mine, theirs = pin_apart([service.pid])
+            assert os.sched_getaffinity(0) == mine and os.sched_getaffinity(service.pid) == theirs
+            assert mine and theirs and not mine & theirs and mine | theirs == own_cpus
+        finally:
+            service.kill()
+
+
+def test_pinning_on_one_cpu_is_refused(own_cpus: set[int]) -> None:
+    os.sched_setaffinity(0, {min(own_cpus)})
+    with pytest.raises(RuntimeError, match="two CPUs"):
+        pin_apart([])
