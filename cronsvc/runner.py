@@ -351,14 +351,7 @@ class TickRunner:
             )
         else:
             self._mark_s = 0.8 * self._mark_s + 0.2 * (self._clock.monotonic() - started)
-        try:
-            await self._until(fire_at)
-        except asyncio.CancelledError:
-            now = self._clock.now()
-            for _, execution in claimed:  # marked as sent, but never sent: say so
-                self._finish(_ended(execution, now, "shutdown", _SHUTDOWN_UNSENT))
-            raise
-        unchanged = []
+        unchanged, changed = [], []  # sorted before the tick, to be off at once then
         for d, execution in claimed:
             if execution.id not in marked:
                 self._metrics.inc(
@@ -369,7 +362,16 @@ class TickRunner:
             elif versions.get(d.job.id) == d.job.version:
                 unchanged.append((d, execution))
             else:
-                self._spawn(self._settle_changed(d, execution))
+                changed.append((d, execution))
+        try:
+            await self._until(fire_at)
+        except asyncio.CancelledError:
+            now = self._clock.now()
+            for _, execution in unchanged + changed:  # marked as sent, never sent: say so
+                self._finish(_ended(execution, now, "shutdown", _SHUTDOWN_UNSENT))
+            raise
+        for d, execution in changed:
+            self._spawn(self._settle_changed(d, execution))
         return unchanged
 
     async def _until(self, instant: float) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cronsvc import scheduler
 from cronsvc.config import Config
-from cronsvc.domain import HttpMethod, Job, JobSpec
+from cronsvc.domain import ConcurrencyPolicy, HttpMethod, Job, JobSpec
 from cronsvc.ids import new_id
 from cronsvc.service import STORE, build_app
-from cronsvc.store import Store
+from cronsvc.store import ClaimResult, Store, TickClaim
 from tests.conftest import Receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -259,3 +259,46 @@ async def test_a_resync_drops_jobs_no_page_held_and_loads_those_it_lacked(
     await asyncio.sleep(2.5)
 
     assert job_ids(receiver, since) == {j.id for j in jobs if j is not gone} | {late.id}
+
+
+async def test_ticks_claimed_ahead_go_in_big_batches_those_claimed_at_the_tick_in_small(
+    start: Callable[..., Awaitable[Client]], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch is a claim of its own: those written ahead of the tick
+    are few and large, those at the tick (`forbid`) small, so the first
+    of them go out while later ones are still being claimed."""
+    monkeypatch.setattr(scheduler, "BATCH_SIZE", 4)
+    monkeypatch.setattr(scheduler, "AHEAD_BATCH_SIZE", 8)
+    ahead = [job(f"ahead {n}", receiver.url) for n in range(10)]
+    at_tick = [
+        job(f"at the tick {n}", receiver.url, concurrency_policy=ConcurrencyPolicy.FORBID)
+        for n in range(10)
+    ]
+    kinds = {j.id: "ahead" for j in ahead} | {j.id: "at the tick" for j in at_tick}
+    claims: list[tuple[str, datetime, int]] = []
+
+    async def seed(store: Store) -> None:
+        for each in ahead + at_tick:
+            await store.create_job(each)
+        claim_ticks = store.claim_ticks
+
+        async def recording(batch: Sequence[TickClaim]) -> list[ClaimResult]:
+            kind = {kinds[claim.job_id] for claim in batch}
+            assert len(kind) == 1, "one kind of tick per batch"
+            claims.append((kind.pop(), batch[0].scheduled_at, len(batch)))
+            return await claim_ticks(batch)
+
+        store.claim_ticks = recording  # type: ignore[method-assign]
+
+    client = await start(seed)
+    await ready(client)
+    await receiver.wait_for(60, within_s=15)
+
+    ticks = sorted({tick for _, tick, _ in claims})[1:-1]  # whole seconds only
+    assert ticks
+    for tick in ticks:
+        sizes = {
+            kind: sorted(size for k, t, size in claims if k == kind and t == tick)
+            for kind in kinds.values()
+        }
+        assert sizes == {"ahead": [2, 8], "at the tick": [2, 4, 4]}, tick
