@@ -5,6 +5,11 @@ raises for a problem with that one request (bad URL, refused connection, a
 receiver that hangs or answers 500): the problem is recorded in the result.
 It lets `asyncio.CancelledError` through untouched.
 
+For a burst of executions fired together, the runner first puts each one's
+first request on the wire (`prepare` ahead of the tick, `send_first` at it)
+and only then starts the tasks that `deliver` them: those read the answers
+and carry on with any retries.
+
 Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections, which go
 only where the SSRF guard (`cronsvc.netguard`) allows: a target it refuses
 is a FAILURE of type `target_not_allowed`, never retried.

@@ -7,7 +7,9 @@ bench.run`, its request path was the largest share of a fire's CPU (py-spy:
 a task of its own, so a burst's first bytes reach the socket only once every
 request of the burst is set up. Here a request is one write of prepared
 bytes on a pooled connection, and the answer is read from the socket buffer
-by a strict parser.
+by a strict parser. `HttpClient.send` makes that write at once (or as soon as
+a new connection opens) and `request(..., sent=...)` reads the answer later,
+so a burst's requests all leave before any of their tasks runs.
 
 It speaks what webhook receivers answer: http and https (certificates
 verified against the system's trust store), bodies framed by Content-Length,
