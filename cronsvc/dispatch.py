@@ -219,7 +219,7 @@ class _Slots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.give()  # handed a slot just as it was cancelled: pass it on
-            else:
+            elif waiter in self._waiters:  # (`give` may have passed over it already)
                 self._waiters.remove(waiter)
             raise
         finally:
@@ -368,7 +368,7 @@ class Dispatcher:
         ):
             return None
         try:
-            return Prepared(*self._make(request, 1, int(at)))
+            return self._make(request, 1, int(at))
         except Exception:  # deliver meets the same problem and records it
             return None
 
@@ -390,7 +390,7 @@ class Dispatcher:
         sent_at = clock.time()
         try:
             if prepared is None or prepared.timestamp != int(sent_at):
-                prepared = Prepared(*self._make(request, 1, int(sent_at)))
+                prepared = self._make(request, 1, int(sent_at))
             target, data, _ = prepared
             deadline = asyncio.get_running_loop().time() + request.timeout_s
             sent_at = clock.time()
@@ -492,16 +492,14 @@ class Dispatcher:
                 async with asyncio.timeout(_BOOKKEEPING_WAIT_S):
                     await self._slots.none_waiting()
 
-    def _make(
-        self, request: WebhookRequest, attempt: int, timestamp: int
-    ) -> tuple[Target, bytes, int]:
+    def _make(self, request: WebhookRequest, attempt: int, timestamp: int) -> Prepared:
         """Where an attempt goes and its message, stamped `timestamp`."""
         target = parse_target(request.url)
         body, content_type = _encode_body(request, attempt)
         data = self._message(
             request, target.host_header, target.request_target, body, content_type, timestamp
         )
-        return target, data, timestamp
+        return Prepared(target, data, timestamp)
 
     async def _attempt(
         self, client: HttpClient, request: WebhookRequest, attempt: int, first: FirstSend | None

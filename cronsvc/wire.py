@@ -291,9 +291,7 @@ class HttpClient:
             return Sent(None, asyncio.create_task(self._open_and_write(target, data, deadline)))
         return Sent((connection, self._write(connection, data, deadline), True), None)
 
-    async def _open_and_write(
-        self, target: Target, data: bytes, deadline: float
-    ) -> tuple[_Connection, asyncio.TimerHandle, bool]:
+    async def _open_and_write(self, target: Target, data: bytes, deadline: float) -> _Exchange:
         async with asyncio.timeout_at(deadline):
             connection = await self._connect(target)
         return connection, self._write(connection, data, deadline), False
