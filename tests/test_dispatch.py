@@ -993,6 +993,45 @@ async def test_a_delivery_waiting_for_a_slot_is_sent_before_the_one_that_freed_i
     assert in_flight_when_done == [1, 0], "the first returned before the second was sent"
 
 
+async def test_a_delivery_cancelled_after_its_answer_returns_the_answer(
+    serve: ServeFn, make_dispatcher: MakeDispatcher
+) -> None:
+    """Once answered, a delivery only waits for the queued ones to send
+    first; a stop then must not turn its success into a failure."""
+    answer_now = asyncio.Event()
+
+    async def gated(request: web.Request) -> web.StreamResponse:
+        async with asyncio.timeout(HOLD_LIMIT_S):
+            await answer_now.wait()
+        return web.Response(text="done")
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await slow.hold()
+        return web.Response()
+
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    fast, slow = await serve(gated), await serve(held)
+    answered = asyncio.create_task(dispatcher.deliver(webhook(fast.url(), execution_id="a")))
+    await fast.wait_active(1)
+    queued = [
+        asyncio.create_task(dispatcher.deliver(webhook(slow.url(), execution_id=f"q{n}")))
+        for n in range(2)
+    ]
+    await asyncio.sleep(0.05)  # both wait for the one slot
+    answer_now.set()
+    await slow.wait_active(1)  # the first queued one took the slot; the other still waits
+    await asyncio.sleep(0.05)
+
+    answered.cancel()
+
+    result = await answered
+    assert (result.status, result.response_body) == (ExecutionStatus.SUCCESS, "done")
+    assert result.duration_ms < 1000
+    for task in queued:
+        task.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)
+
+
 async def test_cancelling_a_delivery_propagates_cancelled_error(
     serve: ServeFn, dispatcher: Dispatcher
 ) -> None:
