@@ -1070,6 +1070,18 @@ async def test_cancelling_during_backoff_propagates_cancelled_error(
     assert dispatcher.in_flight == 0
 
 
+async def one_slot_taken(
+    serve: ServeFn, make_dispatcher: MakeDispatcher, handler: Handler
+) -> tuple[Dispatcher, Receiver, asyncio.Task[DeliveryResult]]:
+    """A one-slot dispatcher whose slot a delivery (execution "a") holds
+    while `handler` keeps its request open."""
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await serve(handler)
+    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="a")))
+    await receiver.wait_active(1)
+    return dispatcher, receiver, holding
+
+
 async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
     serve: ServeFn, make_dispatcher: MakeDispatcher
 ) -> None:
@@ -1080,10 +1092,7 @@ async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
             await gate.wait()
         return web.Response()
 
-    dispatcher = await make_dispatcher(max_concurrency=1)
-    receiver = await serve(held)
-    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="a")))
-    await receiver.wait_active(1)
+    dispatcher, receiver, holding = await one_slot_taken(serve, make_dispatcher, held)
     cancelled = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="b")))
     waiting = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="c")))
     await asyncio.sleep(0.05)  # both wait for the one slot
@@ -1157,13 +1166,10 @@ async def test_nothing_is_sent_first_without_a_free_slot(
     serve: ServeFn, make_dispatcher: MakeDispatcher
 ) -> None:
     async def held(request: web.Request) -> web.StreamResponse:
-        await receiver.hold()
+        await asyncio.sleep(HOLD_LIMIT_S)
         return web.Response()
 
-    dispatcher = await make_dispatcher(max_concurrency=1)
-    receiver = await serve(held)
-    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="a")))
-    await receiver.wait_active(1)
+    dispatcher, receiver, holding = await one_slot_taken(serve, make_dispatcher, held)
 
     assert dispatcher.send_first(webhook(receiver.url(), execution_id="b")) is None
     assert dispatcher.in_flight == 1
