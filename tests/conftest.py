@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
+from cronsvc.api.context import CONTEXT
 from cronsvc.clock import Clock
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
@@ -149,13 +150,27 @@ async def receiver(start_receiver: Callable[[], Any]) -> Receiver:
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     """Defaults on a fresh SQLite file, with the SSRF guard opened for the
-    receivers on 127.0.0.1."""
+    receivers on 127.0.0.1, and the API's rate limit off: a test that sends
+    more than a burst of requests would otherwise pass or fail with the
+    machine's speed. The limiter's own tests set it (`make_client(limits=...)`)."""
     base = load_config(None, environ={})
     return dataclasses.replace(
         base,
         store=StoreConfig(url=f"sqlite:///{tmp_path}/cronsvc.db"),
         webhook=dataclasses.replace(base.webhook, allow_private_targets=True),
+        limits=dataclasses.replace(base.limits, rate_limit_per_s=0),
     )
+
+
+async def serving(
+    test_client: TestClient[web.Request, web.Application],
+) -> TestClient[web.Request, web.Application]:
+    """`test_client` once its scheduler has loaded the store: until then
+    `/readyz` answers 503, and a test that reads it would pass or fail with
+    how fast the machine starts the app."""
+    async with asyncio.timeout(10):
+        await test_client.app[CONTEXT].scheduler_ready.wait()
+    return test_client
 
 
 @pytest.fixture
@@ -163,7 +178,7 @@ async def client(config: Config) -> AsyncIterator[TestClient[web.Request, web.Ap
     """A running cronsvc (API, scheduler, dispatcher) on a fresh SQLite file."""
     app = build_app(config)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
-        yield test_client
+        yield await serving(test_client)
 
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -172,13 +187,16 @@ MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 @pytest.fixture
 async def make_client(config: Config) -> AsyncIterator[MakeClient]:
     """Like `client`, with sections of the configuration replaced, e.g.
-    `await make_client(limits=LimitsConfig(max_jobs=2))`, and an optional clock."""
+    `await make_client(limits=dataclasses.replace(config.limits, max_jobs=2))`
+    (a whole new section brings back that section's defaults, the rate limit
+    among them), and an optional clock."""
     async with AsyncExitStack() as stack:
 
         async def make(
             *, clock: Clock | None = None, **sections: Any
         ) -> TestClient[web.Request, web.Application]:
             app = build_app(dataclasses.replace(config, **sections), clock=clock)
-            return await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
+            test_client = TestClient(TestServer(app, host="127.0.0.1"))
+            return await serving(await stack.enter_async_context(test_client))
 
         yield make

@@ -88,11 +88,13 @@ class CronsvcProcess:
 
 def write_config(path: Path, port: int, db: Path, extra: str = "") -> Path:
     """A config for one process; `extra` continues its [scheduler] table. The
-    SSRF guard is opened: webhook receivers in tests listen on 127.0.0.1."""
+    SSRF guard is opened: webhook receivers in tests listen on 127.0.0.1. The
+    API's rate limit is off, as in the `config` fixture."""
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nshutdown_grace_s = 5\n'
         f'[store]\nurl = "sqlite:///{db}"\n'
         "[webhook]\nallow_private_targets = true\n"
+        "[limits]\nrate_limit_per_s = 0\n"
         f"[scheduler]\nheartbeat_interval_s = 1\n{extra}"
     )
     return path

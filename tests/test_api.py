@@ -395,7 +395,7 @@ async def test_fifty_headers_are_accepted_and_fifty_one_are_not(client: Client) 
 
 
 async def test_creating_past_max_jobs_is_409_and_writes_nothing(make_client: MakeClient) -> None:
-    client = await make_client(limits=LimitsConfig(max_jobs=2))
+    client = await make_client(limits=LimitsConfig(max_jobs=2, rate_limit_per_s=0))
     first = await create(client, name="one")
     await create(client, name="two", isActive=False)  # paused jobs count too
     response = await client.post("/api/cron", json={**NODE_JOB, "name": "three"})
@@ -413,7 +413,7 @@ async def test_creating_past_max_jobs_is_409_and_writes_nothing(make_client: Mak
 
 
 async def test_concurrent_creates_do_not_pass_max_jobs_together(make_client: MakeClient) -> None:
-    client = await make_client(limits=LimitsConfig(max_jobs=3))
+    client = await make_client(limits=LimitsConfig(max_jobs=3, rate_limit_per_s=0))
     responses = await asyncio.gather(
         *(client.post("/api/cron", json={**NODE_JOB, "name": f"job {i}"}) for i in range(8))
     )

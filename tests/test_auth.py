@@ -248,6 +248,15 @@ async def test_rate_limit_zero_turns_it_off(make_client: MakeClient) -> None:
         assert (await client.get("/api/cron")).status == 200
 
 
+async def test_the_test_fixtures_leave_the_rate_limit_off(client: Client, config: Config) -> None:
+    # More than a default burst, as fast as the machine goes: a test that
+    # depended on the default limiter would pass or fail with that speed.
+    assert config.limits.rate_limit_per_s == 0
+    burst = LimitsConfig().rate_limit_burst
+    statuses = {(await client.get("/api/cron")).status for _ in range(burst + 20)}
+    assert statuses == {200}
+
+
 async def test_limited_requests_are_counted(make_client: MakeClient) -> None:
     clock = SteppedClock()
     client = await make_client(clock=clock, limits=limits(rate=1, burst=2))

@@ -46,6 +46,7 @@ def cluster_processes(
             f"[scheduler]\nheartbeat_interval_s = {HEARTBEAT_S}\nresync_interval_s = 5\n"
             + (scheduler_extra or {}).get(n, "")
             + "[webhook]\nallow_private_targets = true\n"  # the receiver is on 127.0.0.1
+            + "[limits]\nrate_limit_per_s = 0\n"  # no test may hang on the machine's speed
         )
         processes.append(
             CronsvcProcess(config_path=config, port=port, log_path=tmp_path / f"cronsvc-{n}.log")
