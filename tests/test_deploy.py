@@ -1,4 +1,5 @@
-"""The deployment files parse, and every setting they make exists.
+"""The deployment files parse, and every setting they make exists; the
+Makefile installs what each target needs and no more.
 
 No container engine runs here, so the Dockerfile and compose file are checked
 as text: what can be checked without running them."""
@@ -6,7 +7,9 @@ as text: what can be checked without running them."""
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -111,3 +114,63 @@ def test_the_documented_cluster_config_loads(tmp_path: Path) -> None:
     assert config.server.api_tokens == [TOKEN]
     assert config.store.url.startswith("mongodb://")
     assert config.coordination.url.startswith("redis://")
+
+
+# -- the Makefile --------------------------------------------------------------
+
+DEV_TARGETS = ("test", "lint", "fmt", "bench", "cluster-check")
+
+
+def make_dry_run(target: str, venv: Path) -> list[str]:
+    """The commands `make TARGET` would run, with its virtual environment at `venv`."""
+    done = subprocess.run(
+        ["make", "--dry-run", "--no-print-directory", f"VENV={venv}", target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def extras_installed(commands: list[str]) -> list[set[str]]:
+    """The extras of each `pip install -e '.[...]'` among `commands`."""
+    found = (re.search(r"pip install .*-e '\.\[([\w,]*)\]'", line) for line in commands)
+    return [set(match.group(1).split(",")) for match in found if match]
+
+
+def test_the_readme_opens_with_make_run_and_make_test_and_ci_runs_make_test() -> None:
+    first_block = (ROOT / "README.md").read_text().split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:]]
+    assert commands == ["make run", "make test"]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == "make test"
+
+
+def test_make_run_installs_the_service_and_uvloop_without_the_dev_tools(tmp_path: Path) -> None:
+    run = make_dry_run("run", tmp_path / "venv")
+    assert extras_installed(run) == [{"uvloop"}]
+    assert run[-1].split()[:2] == [f"{tmp_path}/venv/bin/cronsvc", "serve"]
+
+
+@pytest.mark.parametrize("target", DEV_TARGETS)
+def test_every_developer_target_installs_the_dev_extra(tmp_path: Path, target: str) -> None:
+    assert extras_installed(make_dry_run(target, tmp_path / "venv")) == [{"dev", "uvloop"}]
+
+
+def test_each_install_is_redone_when_pyproject_changes_and_not_otherwise(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").touch()
+    changed = (ROOT / "pyproject.toml").stat().st_mtime
+    for stamp in (".installed-run", ".installed-dev"):
+        (venv / stamp).touch()
+        os.utime(venv / stamp, (changed + 60, changed + 60))
+    assert extras_installed(make_dry_run("run", venv)) == []
+    assert extras_installed(make_dry_run("test", venv)) == []
+    os.utime(venv / ".installed-run", (changed - 60, changed - 60))
+    assert extras_installed(make_dry_run("run", venv)) == [{"uvloop"}]
+    assert extras_installed(make_dry_run("test", venv)) == []
+    os.utime(venv / ".installed-dev", (changed - 60, changed - 60))
+    assert extras_installed(make_dry_run("test", venv)) == [{"dev", "uvloop"}]
