@@ -15,7 +15,7 @@ RUN groupadd --system cronsvc \
     && useradd --system --gid cronsvc --home-dir /var/lib/cronsvc --create-home cronsvc
 
 WORKDIR /opt/cronsvc
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY cronsvc ./cronsvc
 RUN pip install '.[uvloop]'
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
+from email.parser import Parser
 from pathlib import Path
 
 import pytest
@@ -32,6 +36,14 @@ def compose() -> dict[str, object]:
     document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert isinstance(document, dict)
     return document
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions, as (keyword, arguments), continuations joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = (line.strip() for line in text.splitlines())
+    found = (line.split(None, 1) for line in lines if line and not line.startswith("#"))
+    return [(parts[0].upper(), parts[1] if len(parts) > 1 else "") for parts in found]
 
 
 def test_compose_runs_three_instances_behind_nginx_with_redis_and_mongo_7() -> None:
@@ -174,3 +186,56 @@ def test_each_install_is_redone_when_pyproject_changes_and_not_otherwise(tmp_pat
     assert extras_installed(make_dry_run("test", venv)) == []
     os.utime(venv / ".installed-dev", (changed - 60, changed - 60))
     assert extras_installed(make_dry_run("test", venv)) == [{"dev", "uvloop"}]
+
+
+# -- the package ---------------------------------------------------------------
+
+
+def image_sources(into: Path) -> Path:
+    """What the Dockerfile copies into the image before installing it, laid out
+    in `into` as in its WORKDIR."""
+    for keyword, arguments in dockerfile_instructions():
+        if keyword != "COPY":
+            continue
+        *sources, destination = arguments.split()
+        for source in sources:
+            origin, target = ROOT / source, into / destination
+            if origin.is_dir():
+                ignore = shutil.ignore_patterns("__pycache__")
+                shutil.copytree(origin, target, ignore=ignore, dirs_exist_ok=True)
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, target / origin.name)
+    return into
+
+
+def test_the_wheel_builds_from_what_the_image_copies_with_its_files_and_license(
+    tmp_path: Path,
+) -> None:
+    """The way deploy/cronsvc.service and the Dockerfile install cronsvc: a
+    wheel built from the checkout. The build backend is the dev extra's, so
+    nothing is downloaded; its output must carry no deprecation warning."""
+    source = image_sources(tmp_path / "source")
+    wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*wheel, str(source), "--wheel-dir", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "deprecat" not in (built.stdout + built.stderr).lower(), built.stderr
+    (wheel,) = (tmp_path / "dist").glob("cronsvc-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (info,) = {name.split("/")[0] for name in names if ".dist-info/" in name}
+        metadata = Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    static = ROOT / "cronsvc" / "api" / "static"
+    shipped = {str(path.relative_to(ROOT)) for path in static.rglob("*") if path.is_file()}
+    assert {"cronsvc/api/static/docs.js", "cronsvc/api/static/dashboard/app.js"} <= shipped
+    assert shipped | {"cronsvc/py.typed", "cronsvc/cli.py"} <= names
+    assert f"{info}/licenses/LICENSE" in names
+    assert metadata["License-Expression"] == "MIT"
+    assert "cronsvc = cronsvc.cli:main" in entry_points
+    assert "uvloop" in metadata["Provides-Extra"]
