@@ -116,6 +116,27 @@ def test_the_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
     assert float(service["WatchdogSec"]) > 0
 
 
+def test_the_systemd_units_install_steps_use_its_venv_and_a_local_source() -> None:
+    """cronsvc is on no package index: pip gets a checkout or a wheel by path,
+    into the virtual environment whose `cronsvc` the unit runs."""
+    text = (ROOT / "deploy" / "cronsvc.service").read_text()
+    steps = [line[1:].strip() for line in text.splitlines() if line.startswith("#   ")]
+    (venv,) = re.findall(r"^#\s+python3 -m venv (\S+)", text, re.MULTILINE)
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(text)
+    assert unit["Service"]["ExecStart"].startswith(f"{venv}/bin/cronsvc ")
+    installs = [step for step in steps if " install " in step and "pip" in step]
+    assert len(installs) == 2
+    for step in installs:
+        pip, _, requirement = step.partition(" install ")
+        assert pip == f"{venv}/bin/pip"
+        assert "/" in requirement and re.search(r"\[uvloop\]['\"]$", requirement), step
+    assert any(".whl" in step for step in installs)
+    for step in steps:
+        if step.startswith("install ") and "/etc/cronsvc/config.toml" in step:
+            assert (ROOT / step.split()[-2]).is_file(), step
+
+
 def test_the_documented_cluster_config_loads(tmp_path: Path) -> None:
     path = ROOT / "deploy" / "config.toml"
     server = tomllib.loads(path.read_text())["server"]
