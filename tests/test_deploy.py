@@ -2,11 +2,14 @@
 Makefile installs what each target needs and no more.
 
 No container engine runs here, so the Dockerfile and compose file are checked
-as text: what can be checked without running them."""
+as text, and what of them runs without one is run: the image's health check,
+and the wheel built from what the image copies."""
 
 from __future__ import annotations
 
+import asyncio
 import configparser
+import json
 import os
 import re
 import shutil
@@ -19,9 +22,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from cronsvc.config import environment_names, load_config
 from cronsvc.errors import ConfigError
+from cronsvc.store import sqlite_path
+from tests.processes import free_port
+
+Client = TestClient[web.Request, web.Application]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "deploy-test-token-0123456789"
@@ -101,6 +110,78 @@ def test_the_dockerfile_runs_as_a_user_with_a_healthcheck_and_every_env_key_exis
     config = load_config(None, environ={**environ, "CRONSVC_SERVER_API_TOKENS": TOKEN})
     assert config.server.host == "0.0.0.0"
     assert config.store.url == "sqlite:////var/lib/cronsvc/cronsvc.db"
+
+
+def test_compose_builds_one_image_and_every_instance_runs_it() -> None:
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    instances = {name: s for name, s in services.items() if name.startswith("cronsvc-")}
+    builders = [name for name, service in instances.items() if "build" in service]
+    assert len(builders) == 1, builders
+    images = {service.get("image") for service in instances.values()}
+    assert len(images) == 1 and None not in images, images
+    (image,) = images
+    assert "/" not in image  # a local name: compose pulls nothing for it
+
+
+def test_the_image_keeps_the_sqlite_file_on_a_volume() -> None:
+    environ: dict[str, str] = {}
+    volumes: list[str] = []
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "ENV":
+            environ |= dict(part.split("=", 1) for part in arguments.split())
+        elif keyword == "VOLUME":
+            given = arguments.strip()
+            volumes += json.loads(given) if given.startswith("[") else given.split()
+    database = sqlite_path(environ["CRONSVC_STORE_URL"])
+    assert str(database.parent) in volumes
+
+
+def healthcheck_command() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, as the container runs it."""
+    (arguments,) = [args for keyword, args in dockerfile_instructions() if keyword == "HEALTHCHECK"]
+    command = arguments.partition(" CMD ")[2].strip()
+    if command.startswith("["):
+        exec_form: list[str] = json.loads(command)
+        return exec_form
+    return ["/bin/sh", "-c", command]
+
+
+async def test_the_images_healthcheck_asks_the_port_the_service_is_configured_with(
+    client: Client,
+) -> None:
+    """Run as the image would run it, with this environment's Python as `python`."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+    async def healthcheck(port: int) -> int:
+        process = await asyncio.create_subprocess_exec(
+            *healthcheck_command(),
+            env={**os.environ, "PATH": path, "CRONSVC_SERVER_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        async with asyncio.timeout(10):
+            return await process.wait()
+
+    assert client.port is not None
+    assert await healthcheck(client.port) == 0
+    assert await healthcheck(free_port()) == 1  # nothing listens there
+    exposed = [args for keyword, args in dockerfile_instructions() if keyword == "EXPOSE"]
+    assert exposed == ["8080"]
+    assert "'CRONSVC_SERVER_PORT', '8080'" in " ".join(healthcheck_command())
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_no_more() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*"  # .venv, .git and the rest are left out
+    copied = [
+        source
+        for keyword, arguments in dockerfile_instructions()
+        if keyword == "COPY"
+        for source in arguments.split()[:-1]
+    ]
+    assert {f"!{source}" for source in copied} <= set(patterns)
 
 
 def test_the_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
