@@ -218,16 +218,32 @@ def test_the_systemd_units_install_steps_use_its_venv_and_a_local_source() -> No
             assert (ROOT / step.split()[-2]).is_file(), step
 
 
-def test_the_documented_cluster_config_loads(tmp_path: Path) -> None:
-    path = ROOT / "deploy" / "config.toml"
+DEPLOY_CONFIGS = sorted((ROOT / "deploy").glob("*.toml"))
+
+
+def test_there_is_a_config_for_a_cluster_and_one_for_a_single_host() -> None:
+    assert {path.name for path in DEPLOY_CONFIGS} >= {"config.toml", "config.single.toml"}
+
+
+@pytest.mark.parametrize("path", DEPLOY_CONFIGS, ids=lambda path: path.name)
+def test_every_deploy_config_loads_with_its_tokens_file(tmp_path: Path, path: Path) -> None:
     server = tomllib.loads(path.read_text())["server"]
     assert server["api_tokens_file"] == "/etc/cronsvc/api_tokens"
     tokens = tmp_path / "api_tokens"
     tokens.write_text(f"# the operators\n{TOKEN}\n")
     config = load_config(path, environ={"CRONSVC_SERVER_API_TOKENS_FILE": str(tokens)})
     assert config.server.api_tokens == [TOKEN]
-    assert config.store.url.startswith("mongodb://")
-    assert config.coordination.url.startswith("redis://")
+    if config.store.url.startswith("sqlite:"):
+        # In-process coordination serves one process: no cluster on SQLite.
+        assert config.coordination.url == "local"
+        # ProtectSystem=strict: the unit may write only its StateDirectory.
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.read(ROOT / "deploy" / "cronsvc.service")
+        state = Path("/var/lib") / unit["Service"]["StateDirectory"]
+        assert sqlite_path(config.store.url).parent == state
+    else:
+        assert config.store.url.startswith("mongodb://")
+        assert config.coordination.url.startswith("redis://")
 
 
 # -- the Makefile --------------------------------------------------------------
