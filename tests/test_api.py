@@ -869,6 +869,7 @@ async def test_a_private_literal_target_is_refused_on_create_and_nothing_is_writ
     assert fields_of(body) == {"webhookUrl"}
     [error] = body["errors"]
     assert "not an allowed webhook target" in error["message"]
+    assert "webhook.allowed_cidrs" in error["message"]  # the way to allow one that is meant
     assert await (await guarded.get("/api/cron")).json() == []
 
 
