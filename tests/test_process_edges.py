@@ -127,3 +127,20 @@ warnings.warn("an old call", DeprecationWarning, stacklevel=1)
     assert "RuntimeError: lost a task" in parsed[0]["exception"]  # kept, inside the line
     assert parsed[1]["event"] == "connection c1 reset"
     assert all("timestamp" in e for e in parsed)
+
+
+# -- a client that hangs up --------------------------------------------------------
+
+
+async def test_a_client_that_hangs_up_mid_body_is_one_info_line(service: CronsvcProcess) -> None:
+    head = (
+        b"POST /api/cron HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    await exchange(service.port, head + b'{"name": 1', hang_up=True)
+
+    event = await wait_for_event(service, lambda e: e["event"] == "request_aborted")
+    assert event["level"] == "info"
+    assert (event["method"], event["path"]) == ("POST", "/api/cron")
+    await asyncio.sleep(0.2)  # anything logged after it would be seen below
+    assert [e for e in events(service) if e["level"] not in ("info", "debug")] == []
