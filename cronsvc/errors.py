@@ -138,5 +138,10 @@ class ConfigError(CronSvcError, ValueError):
     """A configuration file or value that cannot be used; names the key."""
 
 
+class CannotListen(CronSvcError, OSError):
+    """The API's address cannot be listened on (in use, not this host's, not
+    permitted). The message names the address and the setting to change."""
+
+
 class StartupRefused(CronSvcError, RuntimeError):
     """Start-up stopped on purpose (another process holds the lock, and so on)."""
