@@ -5,7 +5,10 @@ every request needs ``Authorization: Bearer <token>``, except GET and HEAD of
 the routes in `UNAUTHENTICATED_ROUTES`:
 
 - `/healthz`, `/readyz`, `/api/health-check`: load balancers and orchestrators
-  probe them without credentials, and they reveal only up or down.
+  probe them without credentials, and they reveal only up or down. A request
+  that `may_see_details` (a valid token, or a service without tokens) also
+  learns from the readiness routes which instance answered: its id, version
+  and start time.
 - `/docs` and `/docs/{asset}`: a static page and its script and style sheet,
   the same for everyone and holding no data, so a person can open the page and
   paste a token into it; the page then fetches `/openapi.json` with that token.
@@ -102,6 +105,13 @@ class Access:
 
 
 ACCESS = web.AppKey("access", Access)
+
+
+def may_see_details(request: web.Request) -> bool:
+    """Whether a request to a route open without a token may see more than
+    up or down: the service has no tokens, or the request carries one."""
+    tokens = request.app[ACCESS].tokens
+    return not tokens or tokens.match(request.headers.get(hdrs.AUTHORIZATION)) is not None
 
 
 @web.middleware
