@@ -24,7 +24,7 @@ from tests.conftest import MakeClient, Receiver
 Client = TestClient[web.Request, web.Application]
 TOKEN = "openapi-test-token-0123456789"
 HEALTH = {"/healthz", "/readyz", "/api/health-check"}
-PUBLIC = HEALTH | {"/docs", "/docs/{asset}", "/", "/dashboard/{asset}"}
+PUBLIC = HEALTH | {"/docs", "/docs/", "/docs/{asset}", "/", "/dashboard/{asset}"}
 PATH_VALUES = {"{id}": "0123456789abcdef01234567", "{cronJobId}": "x", "{asset}": "docs.js"}
 
 

@@ -9,9 +9,10 @@ the routes in `UNAUTHENTICATED_ROUTES`:
   that `may_see_details` (a valid token, or a service without tokens) also
   learns from the readiness routes which instance answered: its id, version
   and start time.
-- `/docs` and `/docs/{asset}`: a static page and its script and style sheet,
-  the same for everyone and holding no data, so a person can open the page and
-  paste a token into it; the page then fetches `/openapi.json` with that token.
+- `/docs` (and `/docs/`, which redirects to it) and `/docs/{asset}`: a static
+  page and its script and style sheet, the same for everyone and holding no
+  data, so a person can open the page and paste a token into it; the page
+  then fetches `/openapi.json` with that token.
 - `/` and `/dashboard/{asset}`: the web dashboard, static in the same way; it
   asks for a token and sends it with every API call.
 
@@ -49,7 +50,9 @@ from cronsvc.errors import RateLimited, Unauthorized
 
 UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz", "/api/health-check"})
 """Health probes: never asked for a token, never rate limited."""
-UNAUTHENTICATED_ROUTES = UNLIMITED_ROUTES | {"/docs", "/docs/{asset}"} | dashboard.PUBLIC_ROUTES
+UNAUTHENTICATED_ROUTES = (
+    UNLIMITED_ROUTES | {"/docs", "/docs/", "/docs/{asset}"} | dashboard.PUBLIC_ROUTES
+)
 """Route templates (as the router and /openapi.json name them) that GET and
 HEAD reach without a token."""
 _OPEN_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})

@@ -613,6 +613,20 @@ PATHS: dict[str, dict[str, Any]] = {
             media_type="text/html",
         )
     },
+    "/docs/": {
+        "get": _op(
+            "Redirects to /docs, whose relative links work from there only",
+            308,
+            None,
+            tag="documentation",
+            headers={
+                "Location": {
+                    "description": "../docs (relative, so a proxy's path prefix is kept)",
+                    "schema": {"type": "string"},
+                }
+            },
+        )
+    },
     "/docs/{asset}": {
         "get": _op(
             "The script and style sheet of /docs",
