@@ -353,7 +353,7 @@ _ERROR_TEXT = {
     404: "no such resource (also for malformed ids)",
     409: "duplicate name or stale version",
     413: "request body over 64 KiB",
-    415: "request body is not JSON",
+    415: "the Content-Type is not JSON (malformed JSON sent as JSON is a 400)",
     429: "too many requests from this token (or address); retry after Retry-After seconds",
     500: "unexpected error (with a requestId to quote)",
     503: "the store is unavailable; retry after Retry-After seconds",
