@@ -328,7 +328,8 @@ def cannot_listen(host: str, port: int, exc: OSError) -> CannotListen:
     elif exc.errno == errno.EACCES and port < 1024:
         cause = f"permission denied: ports below 1024 need privileges ({port_setting})"
     else:
-        reason = (exc.strerror or str(exc)).lower()
+        # uvloop's strerror repeats the address; the system's text does not.
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         cause = (
             f"{reason} (check server.host and server.port, "
             "or CRONSVC_SERVER_HOST and CRONSVC_SERVER_PORT)"

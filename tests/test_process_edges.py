@@ -259,13 +259,15 @@ async def test_a_failed_listen_closes_what_start_up_opened_and_releases_the_lock
         ("127.0.0.1", 80, errno.EACCES, "below 1024"),
         ("10.9.8.7", 8080, errno.EADDRNOTAVAIL, "(set server.host or CRONSVC_SERVER_HOST)"),
         ("::1", 8080, errno.EADDRINUSE, "cannot listen on [::1]:8080: "),
-        ("127.0.0.1", 8080, errno.EMFILE, "(check server.host and server.port"),
+        ("127.0.0.1", 8080, errno.EMFILE, "open files (check server.host and server.port"),
     ],
 )
 def test_each_listen_error_names_the_setting_to_change(
     host: str, port: int, error: int, fragment: str
 ) -> None:
-    message = str(cannot_listen(host, port, OSError(error, os.strerror(error))))
+    uvloop_style = OSError(error, f"error while attempting to bind on address {(host, port)}")
+
+    message = str(cannot_listen(host, port, uvloop_style))
 
     assert message.startswith("cannot listen on ") and fragment in message
     assert "\n" not in message
