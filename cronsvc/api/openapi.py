@@ -8,11 +8,12 @@ against, so the document cannot drift from the code unnoticed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
@@ -193,6 +194,38 @@ class LedgerOut(_Out):
     summary: LedgerSummaryOut
 
 
+_NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
+
+
+def _token_only(description: str) -> Any:
+    """A field sent only to a request with a token: absent otherwise, never null."""
+
+    def absent_not_null(schema: dict[str, Any]) -> None:
+        schema.pop("default", None)
+
+    return Field(
+        default=None,
+        description=f"{description}; {_NEEDS_A_TOKEN}",
+        json_schema_extra=absent_not_null,
+    )
+
+
+class ReadinessChecksOut(_Out):
+    store: str = Field(description='"ok", or "unavailable: <error type>"')
+    coordinator: str = Field(description='"ok", or "unavailable: <error type>"')
+    scheduler: str = Field(description='"ok", or "starting" until every job is loaded')
+
+
+class ReadinessOut(_Out):
+    """What /readyz and /api/health-check answer, ready (200) or not (503)."""
+
+    status: Literal["ok", "unavailable"]
+    checks: ReadinessChecksOut
+    instance_id: str | SkipJsonSchema[None] = _token_only("the instance that answered")
+    version: str | SkipJsonSchema[None] = _token_only("its cronsvc version")
+    started_at: datetime | SkipJsonSchema[None] = _token_only("when it started")
+
+
 class FieldErrorOut(_Out):
     field: str
     message: str
@@ -218,6 +251,7 @@ MODELS: dict[str, type[BaseModel]] = {
         ScheduleOut,
         NextRunsOut,
         LedgerOut,
+        ReadinessOut,
         ProblemOut,
     )
 }
@@ -319,7 +353,7 @@ _ERROR_TEXT = {
     404: "no such resource (also for malformed ids)",
     409: "duplicate name or stale version",
     413: "request body over 64 KiB",
-    415: "request body is not JSON",
+    415: "the Content-Type is not JSON (malformed JSON sent as JSON is a 400)",
     429: "too many requests from this token (or address); retry after Retry-After seconds",
     500: "unexpected error (with a requestId to quote)",
     503: "the store is unavailable; retry after Retry-After seconds",
@@ -340,6 +374,21 @@ _JOB = _ref("JobOut")
 _LOG = _ref("ExecutionOut")
 _HEALTH = {"type": "object"}
 _TEXT = {"type": "string"}
+
+
+def _readiness(summary: str) -> dict[str, Any]:
+    """A readiness probe: the same body ready or not, never a token needed."""
+    operation = _op(summary, 200, _ref("ReadinessOut"), tag="system")
+    operation["description"] = (
+        "Answered without a token, for load balancers. Which instance answered "
+        f"(instanceId, version, startedAt) is in the body {_NEEDS_A_TOKEN}."
+    )
+    operation["responses"]["503"] = {
+        "description": "not ready: the body says which check failed",
+        **_json(_ref("ReadinessOut")),
+    }
+    return operation
+
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/cron": {
@@ -543,26 +592,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Live instances and the leader", 200, _HEALTH, tag="system", errors=(503,))
     },
     "/healthz": {"get": _op("Liveness", 200, _HEALTH, tag="system")},
-    "/readyz": {
-        "get": _op(
-            "Readiness of store, coordinator and scheduler",
-            200,
-            _HEALTH,
-            tag="system",
-            errors=(503,),
-            error_text={503: "not ready (the body says which part)"},
-        )
-    },
-    "/api/health-check": {
-        "get": _op(
-            "Readiness (the Node.js service's path)",
-            200,
-            _HEALTH,
-            tag="system",
-            errors=(503,),
-            error_text={503: "not ready (the body says which part)"},
-        )
-    },
+    "/readyz": {"get": _readiness("Readiness of store, coordinator and scheduler")},
+    "/api/health-check": {"get": _readiness("Readiness (the Node.js service's path)")},
     "/metrics": {
         "get": _op(
             "Prometheus metrics (text exposition format)",
@@ -580,6 +611,20 @@ PATHS: dict[str, dict[str, Any]] = {
             _TEXT,
             tag="documentation",
             media_type="text/html",
+        )
+    },
+    "/docs/": {
+        "get": _op(
+            "Redirects to /docs, whose relative links work from there only",
+            308,
+            None,
+            tag="documentation",
+            headers={
+                "Location": {
+                    "description": "../docs (relative, so a proxy's path prefix is kept)",
+                    "schema": {"type": "string"},
+                }
+            },
         )
     },
     "/docs/{asset}": {

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from cronsvc import __version__
+from cronsvc.api.auth import may_see_details
 from cronsvc.api.context import ApiContext, ctx, json_response
 from cronsvc.api.schemas import instant
 from cronsvc.metrics import CONTENT_TYPE
@@ -20,7 +21,10 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def _readiness(api: ApiContext) -> tuple[bool, dict[str, Any]]:
+async def _readiness(api: ApiContext, *, details: bool) -> tuple[bool, dict[str, Any]]:
+    """Ready or not, and the body: the status and each check; with `details`,
+    also which instance this is (an unauthenticated probe learns only up or
+    down)."""
     checks: dict[str, str] = {}
     try:
         await api.store.ping()
@@ -34,26 +38,25 @@ async def _readiness(api: ApiContext) -> tuple[bool, dict[str, Any]]:
         checks["coordinator"] = f"unavailable: {type(exc).__name__}"
     checks["scheduler"] = "ok" if api.scheduler_ready.is_set() else "starting"
     ready = all(v == "ok" for v in checks.values())
-    return ready, {
-        "status": "ok" if ready else "unavailable",
-        "checks": checks,
-        "instanceId": api.instance_id,
-        "version": __version__,
-        "startedAt": instant(api.started_at),
-    }
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if details:
+        body["instanceId"] = api.instance_id
+        body["version"] = __version__
+        body["startedAt"] = instant(api.started_at)
+    return ready, body
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: store, coordinator and scheduler all up; 503 otherwise."""
-    ready, body = await _readiness(ctx(request))
+    ready, body = await _readiness(ctx(request), details=may_see_details(request))
     return json_response(body, status=200 if ready else 503)
 
 
 @routes.get("/api/health-check")
 async def health_check(request: web.Request) -> web.Response:
     """The Node.js service's health endpoint: same answer as /readyz."""
-    ready, body = await _readiness(ctx(request))
+    ready, body = await _readiness(ctx(request), details=may_see_details(request))
     return json_response(body, status=200 if ready else 503)
 
 
