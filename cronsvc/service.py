@@ -30,6 +30,7 @@ from cronsvc.config import Config, is_loopback
 from cronsvc.coord import Coordinator, open_coordinator
 from cronsvc.dispatch import Dispatcher
 from cronsvc.errors import CannotListen
+from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
@@ -184,10 +185,15 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         reap_grace=config.coordination.url != "local",
         on_adopted=runner.adopt,
     )
+    health = HealthMonitor(
+        probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
+        metrics=metrics,
+    )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(runner.cancel_replaced)
     # Before the scheduler starts: runs left RUNNING by a previous process.
     await leader.step()
+    await health.probe()
     app[CONTEXT] = ApiContext(
         config=config,
         store=store,
@@ -197,6 +203,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         metrics=metrics,
         scheduler_ready=scheduler.ready,
+        health=health,
         target_policy=_target_policy(config),
         instance_id=services.instance_id,
         started_at=started_at,
@@ -207,6 +214,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             group.create_task(scheduler.run(), name="scheduler")
             group.create_task(leader.run(), name="leader")
             group.create_task(results.run(give_up_after_s=shutdown_write_s), name="results")
+            group.create_task(health.run(), name="health")
 
     engine = asyncio.create_task(supervise(), name="engine")
     app[ENGINE_TASK] = engine
@@ -215,6 +223,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.drain(config.server.shutdown_grace_s)
     results.stop()
     leader.stop()
+    health.stop()
     if not engine.done():
         await asyncio.wait_for(engine, timeout=shutdown_write_s + 5.0)
 

@@ -197,30 +197,45 @@ class LedgerOut(_Out):
 _NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
 
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """For a field left out of the body when it has no value: no null default."""
+    schema.pop("default", None)
+
+
 def _token_only(description: str) -> Any:
     """A field sent only to a request with a token: absent otherwise, never null."""
-
-    def absent_not_null(schema: dict[str, Any]) -> None:
-        schema.pop("default", None)
-
     return Field(
         default=None,
         description=f"{description}; {_NEEDS_A_TOKEN}",
-        json_schema_extra=absent_not_null,
+        json_schema_extra=_absent_not_null,
     )
 
 
 class ReadinessChecksOut(_Out):
-    store: str = Field(description='"ok", or "unavailable: <error type>"')
-    coordinator: str = Field(description='"ok", or "unavailable: <error type>"')
-    scheduler: str = Field(description='"ok", or "starting" until every job is loaded')
+    store: str = Field(
+        description='"ok", or "unavailable: <error type>" (or "unavailable: no answer '
+        'within <n> s") once the background probe has failed twice in a row; then 503'
+    )
+    coordinator: str = Field(
+        description='"ok", or "unavailable: ..." as for the store; then the instance is '
+        "degraded, not unready (200)"
+    )
+    scheduler: str = Field(description='"ok", or "starting" until every job is loaded (503)')
 
 
 class ReadinessOut(_Out):
-    """What /readyz and /api/health-check answer, ready (200) or not (503)."""
+    """What /readyz and /api/health-check answer: 200 while the API can serve
+    (`ok`, or `degraded` with the parts that are not answering), 503 when the
+    store does not answer or the scheduler is still loading (`unavailable`)."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     checks: ReadinessChecksOut
+    degraded: list[Literal["coordinator"]] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="present while degraded: the parts not answering (firing goes on, "
+        "fenced by the store)",
+        json_schema_extra=_absent_not_null,
+    )
     instance_id: str | SkipJsonSchema[None] = _token_only("the instance that answered")
     version: str | SkipJsonSchema[None] = _token_only("its cronsvc version")
     started_at: datetime | SkipJsonSchema[None] = _token_only("when it started")
