@@ -6,6 +6,11 @@ timeout, never a hang. A dependency is down once `down_after` probes in a row
 have failed (one slow answer from a busy store is not an outage) and up again
 at its first answer. Readiness and `/metrics` read this state: they answer at
 once, whatever the dependencies are doing.
+
+A caller that finds a dependency not answering says so (`report`): it is
+down at once, and up again only when a probe begun after that report gets
+an answer. So the tick path pays for a stalled Redis once, then skips it
+(`is_up`) until the probe has heard from it.
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ class HealthMonitor:
         self._timeout_s = timeout_s
         self._down_after = down_after
         self._state = dict.fromkeys(probes, UNPROBED)
+        self._rounds = 0
+        """Probe rounds begun."""
+        self._reported: dict[Dependency, int] = {}
+        """The rounds begun before a caller last reported each dependency
+        down: their answers do not show it is back."""
         self._stopping = asyncio.Event()
         for dependency in probes:
             metrics.gauge(
@@ -83,19 +93,36 @@ class HealthMonitor:
     def state(self, dependency: Dependency) -> Probed:
         return self._state[dependency]
 
+    def is_up(self, dependency: Dependency) -> bool:
+        return self._state[dependency].up
+
     def _up(self, dependency: Dependency) -> float:
         return float(self._state[dependency].up)
 
+    def report(self, dependency: Dependency, failure: str) -> None:
+        """A caller found `dependency` not answering (`failure` says how): it
+        is down from now until a probe begun after this gets an answer."""
+        self._reported[dependency] = self._rounds
+        previous = self._state[dependency]
+        failures = max(previous.failures, self._down_after)
+        self._set(dependency, Probed(up=False, detail=f"unavailable: {failure}", failures=failures))
+
     async def probe(self) -> None:
         """Probe every dependency once, together; returns within `timeout_s`."""
+        self._rounds += 1
+        this_round = self._rounds
         failures = await asyncio.gather(*(self._one(probe) for probe in self._probes.values()))
         for dependency, failure in zip(self._probes, failures, strict=True):
+            if failure is None and self._reported.get(dependency, 0) >= this_round:
+                continue  # begun before a caller saw it fail: no proof it is back
             previous = self._state[dependency]
-            current = after_probe(previous, failure, down_after=self._down_after)
-            self._state[dependency] = current
-            if current.up != previous.up:
-                event = "dependency_up" if current.up else "dependency_down"
-                log.warning(event, dependency=dependency.value, detail=current.detail)
+            self._set(dependency, after_probe(previous, failure, down_after=self._down_after))
+
+    def _set(self, dependency: Dependency, current: Probed) -> None:
+        previous, self._state[dependency] = self._state[dependency], current
+        if current.up != previous.up:
+            event = "dependency_up" if current.up else "dependency_down"
+            log.warning(event, dependency=dependency.value, detail=current.detail)
 
     async def _one(self, probe: Callable[[], Awaitable[None]]) -> str | None:
         try:

@@ -32,7 +32,11 @@ _STATUSES = ("SUCCESS", "FAILURE", "SKIPPED", "MISSED", "LOST")
 _COUNTERS: dict[str, tuple[str, tuple[str, ...], Sequence[tuple[str, ...]]]] = {
     "cronsvc_executions_total": ("Executions by outcome", ("status",), [(s,) for s in _STATUSES]),
     "cronsvc_webhook_attempts_total": ("Webhook requests sent, retries included", (), [()]),
-    "cronsvc_lease_total": ("Tick lease attempts", ("result",), [("won",), ("lost",)]),
+    "cronsvc_lease_total": (
+        "Tick lease attempts (skipped: the coordinator was down, the store's claim fenced)",
+        ("result",),
+        [("won",), ("lost",), ("skipped",)],
+    ),
     "cronsvc_leadership_changes_total": ("Times this instance gained or lost leadership", (), [()]),
     "cronsvc_store_errors_total": ("Store calls that failed", ("op",), []),
     "cronsvc_coordinator_errors_total": ("Coordinator calls that failed", ("op",), []),

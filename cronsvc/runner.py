@@ -30,6 +30,7 @@ from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend, Prepared, WebhookRequest
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
 from cronsvc.errors import CronSvcError, JobNotFound
+from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import plan_due_ticks
@@ -45,6 +46,11 @@ notice that arrives before its delivery has started still stops it."""
 
 
 MAX_CLAIM_LEAD_S = 5.0
+LEASE_PATIENCE_S = 0.5
+"""How long a batch waits for its leases before it goes on to the store's
+claim without them and reports the coordinator down. A healthy Redis
+answers a batch's pipeline in milliseconds; a stalled one would hold every
+batch for its command timeout and retry (~4 s each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class TickRunner:
         max_catchup: int,
         max_defer_s: float,
         on_stale: Callable[[str], None],
+        health: HealthMonitor,
         initial_claim_s: float = 0.005,
     ) -> None:
         self._store = store
@@ -87,6 +94,7 @@ class TickRunner:
         """Recent length of a batch's lease and claim; until measured, what
         the store usually takes."""
         self._on_stale = on_stale
+        self._health = health
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
         """Execution id -> the task sending its webhook, while it runs."""
@@ -235,12 +243,6 @@ class TickRunner:
         started = self._clock.time()
         fire_at = max(d.tick for d in due).timestamp()
         leased = await self._lease(due)
-        self._metrics.inc(
-            "cronsvc_lease_total", len(leased), help="Tick lease attempts", result="won"
-        )
-        self._metrics.inc(
-            "cronsvc_lease_total", len(due) - len(leased), help="Tick lease attempts", result="lost"
-        )
         if not leased:
             return
         # Claimed ahead of the tick, a record says "not sent yet" until just
@@ -298,23 +300,49 @@ class TickRunner:
     async def _lease(self, due: list[DueTick]) -> list[DueTick]:
         """The ticks this instance won. While the coordinator is unreachable
         every tick goes on to the store's claim, the final fence against a
-        duplicate: firing continues, at the cost of more claims that lose."""
+        duplicate: firing continues, at the cost of more claims that lose. A
+        lease that fails or outwaits `LEASE_PATIENCE_S` reports the
+        coordinator down; leases are then skipped, not tried and waited for,
+        until the health probe hears it again."""
+        if not self._health.is_up(Dependency.COORDINATOR):
+            self._leases_unavailable(due, "the coordinator is not answering its probe")
+            return due
         try:
-            won = await self._coordinator.try_lease_ticks(
-                [(d.job.id, d.tick) for d in due], self._lease_ttl_s
-            )
+            async with asyncio.timeout(LEASE_PATIENCE_S):
+                won = await self._coordinator.try_lease_ticks(
+                    [(d.job.id, d.tick) for d in due], self._lease_ttl_s
+                )
         except TRANSIENT as exc:
             self._metrics.inc(
                 "cronsvc_coordinator_errors_total", help="Coordinator calls that failed", op="lease"
             )
-            if not self._leases_down:
-                self._leases_down = True
-                log.error("leases_unavailable", error=str(exc), fallback="store claim")
+            failure = (
+                f"no answer to a lease within {LEASE_PATIENCE_S:g} s"
+                if isinstance(exc, TimeoutError)
+                else type(exc).__name__
+            )
+            self._health.report(Dependency.COORDINATOR, failure)
+            self._leases_unavailable(due, str(exc) or failure)
             return due
         if self._leases_down:
             self._leases_down = False
             log.info("leases_recovered")
-        return [d for d, ok in zip(due, won, strict=True) if ok]
+        leased = [d for d, ok in zip(due, won, strict=True) if ok]
+        self._metrics.inc(
+            "cronsvc_lease_total", len(leased), help="Tick lease attempts", result="won"
+        )
+        self._metrics.inc(
+            "cronsvc_lease_total", len(due) - len(leased), help="Tick lease attempts", result="lost"
+        )
+        return leased
+
+    def _leases_unavailable(self, due: list[DueTick], error: str) -> None:
+        self._metrics.inc(
+            "cronsvc_lease_total", len(due), help="Tick lease attempts", result="skipped"
+        )
+        if not self._leases_down:  # once per outage
+            self._leases_down = True
+            log.error("leases_unavailable", error=error, fallback="store claim")
 
     async def _wait_for_tick(
         self, claimed: list[tuple[DueTick, Execution]], fire_at: float

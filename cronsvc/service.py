@@ -149,6 +149,10 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         if scheduler is not None:
             scheduler.notify_job_changed(job_id)
 
+    health = HealthMonitor(
+        probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
+        metrics=metrics,
+    )
     results = ResultWriter(store=store, clock=clock, metrics=metrics)
     runner = TickRunner(
         store=store,
@@ -162,6 +166,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         max_catchup=config.scheduler.max_catchup,
         max_defer_s=config.webhook.max_defer_s,
         on_stale=on_stale,
+        health=health,
         initial_claim_s=_usual_claim_s(config.store.url),
     )
     scheduler = Scheduler(
@@ -184,10 +189,6 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         retention_days=config.retention.execution_logs_days,
         reap_grace=config.coordination.url != "local",
         on_adopted=runner.adopt,
-    )
-    health = HealthMonitor(
-        probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
-        metrics=metrics,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(runner.cancel_replaced)

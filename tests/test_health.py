@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from cronsvc.config import CoordinationConfig, StoreConfig
 from cronsvc.health import UNPROBED, Dependency, HealthMonitor, Probed, after_probe
 from cronsvc.metrics import Metrics
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, Receiver
 from tests.fixtures_mongo import start_nx_27017
 from tests.fixtures_redis import RedisServer
 
@@ -78,6 +78,26 @@ async def test_a_probe_that_never_answers_is_cut_off_and_counted_as_a_failure() 
     rendered = metrics.render().decode()
     assert "cronsvc_store_up 0.0" in rendered
     assert "cronsvc_coordinator_up 0.0" in rendered
+
+
+async def test_a_reported_dependency_is_down_until_a_probe_begun_after_the_report_answers() -> None:
+    answer = asyncio.Event()
+
+    async def answers_when_let() -> None:
+        await answer.wait()
+
+    monitor = HealthMonitor(probes={Dependency.COORDINATOR: answers_when_let}, metrics=Metrics())
+    under_way = asyncio.create_task(monitor.probe())
+    await asyncio.sleep(0)  # the probe has begun
+    monitor.report(Dependency.COORDINATOR, "no answer to a lease within 0.5 s")
+    assert not monitor.is_up(Dependency.COORDINATOR)
+    answer.set()
+    await under_way  # begun before the report: its answer proves nothing
+    assert monitor.state(Dependency.COORDINATOR).detail == (
+        "unavailable: no answer to a lease within 0.5 s"
+    )
+    await monitor.probe()
+    assert monitor.is_up(Dependency.COORDINATOR)
 
 
 async def test_the_probe_loop_stops_when_asked() -> None:
@@ -155,3 +175,33 @@ async def test_a_stalled_store_makes_the_instance_unready_until_it_answers(
         assert body["checks"] == {"store": "ok", "coordinator": "ok", "scheduler": "ok"}
     finally:
         server.stop()
+
+
+async def test_a_stalled_redis_costs_the_tick_path_one_wait_then_leases_are_skipped(
+    make_client: MakeClient,
+    start_redis_server: Callable[..., RedisServer],
+    receiver: Receiver,
+) -> None:
+    server = start_redis_server()
+    client = await make_client(coordination=CoordinationConfig(url=server.url, key_prefix="stall"))
+    job = {"name": "every second", "cronExpression": "* * * * * *", "webhookUrl": receiver.url}
+    assert (await client.post("/api/cron", json=job)).status == 201
+    await receiver.wait_for(1)
+    with stopped(server.pid):
+        before = len(receiver.requests)
+        # Six ticks fall due while Redis answers nothing: each goes on to the
+        # store's claim, and only the first batch waits for its leases.
+        await receiver.wait_for(before + 6, within_s=15)
+        metrics = await (await client.get("/metrics")).text()
+    assert sample(metrics, 'cronsvc_coordinator_errors_total{op="lease"}') <= 2
+    assert sample(metrics, 'cronsvc_lease_total{result="skipped"}') >= 4
+    await receiver.wait_for(len(receiver.requests) + 2, within_s=15)  # and on, once it is back
+    ticks = [r.json()["scheduledAt"] for r in receiver.requests]
+    assert len(ticks) == len(set(ticks))
+
+
+def sample(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
