@@ -327,6 +327,62 @@ async def test_body_over_64_kib_is_413(client: Client) -> None:
     assert await (await client.get("/api/cron")).json() == []
 
 
+def nested(depth: int) -> str:
+    """A JSON array nested `depth` levels deep."""
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [64, 1000, 30_000])
+async def test_json_nested_past_the_limit_is_400_naming_the_body_and_writes_nothing(
+    client: Client, depth: int
+) -> None:
+    """The request object is one level; its `body` field brings the rest."""
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {nested(depth)}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    failed = await problem(response, 400)
+    assert failed["errors"] == [{"field": "body", "message": "is nested deeper than 64 levels"}]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_json_nested_to_the_limit_is_accepted(client: Client) -> None:
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {nested(63)}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PATCH", "/api/cron/{id}"), ("PUT", "/api/cron/{id}"), ("POST", "/api/schedule/preview")],
+)
+async def test_every_json_body_is_held_to_the_nesting_limit(
+    client: Client, method: str, path: str
+) -> None:
+    job = await create(client)
+    response = await client.request(
+        method,
+        path.format(id=job["id"]),
+        data='{"body": ' + nested(5000) + "}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert fields_of(await problem(response, 400)) == {"body"}
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+
+
+async def test_an_integer_too_long_to_read_is_400_naming_the_body(client: Client) -> None:
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {"9" * 5000}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    failed = await problem(response, 400)
+    assert fields_of(failed) == {"body"}
+    assert "4300 digits" in failed["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
 def list_of(numbers: int, zeros: int) -> tuple[str, int]:
     """A JSON array as a client may write it (`1E5`, 3 bytes) and the length
     of its encoding as the webhook sends it (`100000.0`, 8 bytes)."""
