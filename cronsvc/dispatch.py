@@ -635,7 +635,7 @@ def _encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, s
     if isinstance(body, str):
         try:
             json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or too deep to tell
             return body.encode(), "text/plain; charset=utf-8"
         return body.encode(), "application/json"
     encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

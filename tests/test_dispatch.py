@@ -369,6 +369,19 @@ async def test_plain_string_body_is_sent_as_utf8_text(
     assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
+async def test_a_string_body_too_deep_to_parse_is_sent_as_text(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    text = "[" * 5000 + "]" * 5000  # JSON, but deeper than the parser goes
+
+    result = await dispatcher.deliver(webhook(receiver.url(), body=text))
+
+    assert result.error is None
+    assert receiver.seen[0].body == text.encode()
+    assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
 async def test_dict_body_is_sent_as_compact_json(serve: ServeFn, dispatcher: Dispatcher) -> None:
     receiver = await serve(answer(200))
 
