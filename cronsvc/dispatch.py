@@ -38,7 +38,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from http import HTTPStatus
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -61,6 +60,7 @@ from cronsvc.domain import (
     Trigger,
 )
 from cronsvc.errors import InvalidSecret, TargetNotAllowed
+from cronsvc.instants import rfc3339
 from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
 from cronsvc.signing import signature_header
@@ -628,7 +628,7 @@ def _encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, s
             f'{{"jobId":{_json_string(request.job_id)},'
             f'"jobName":{_json_string(request.job_name)},'
             f'"executionId":{_json_string(request.execution_id)},'
-            f'"scheduledAt":"{_rfc3339(request.scheduled_at)}",'
+            f'"scheduledAt":"{rfc3339(request.scheduled_at)}",'
             f'"trigger":"{request.trigger.value}","attempt":{attempt}}}'
         )
         return text.encode(), "application/json"
@@ -682,18 +682,6 @@ def _parse_retry_after(value: str | None, clock: Clock) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - clock.now()).total_seconds())
-
-
-@lru_cache(maxsize=64)
-def _rfc3339(instant: datetime) -> str:
-    """UTC with a `Z`, milliseconds only when there are some (cached: the
-    jobs of one burst share their tick)."""
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=UTC)
-    instant = instant.astimezone(UTC)
-    millis = instant.microsecond // 1000
-    fraction = f".{millis:03d}" if millis else ""
-    return f"{instant:%Y-%m-%dT%H:%M:%S}{fraction}Z"
 
 
 def _decode(data: bytes, *, complete: bool) -> str:

@@ -752,6 +752,18 @@ async def test_preview_by_query_string(client: Client) -> None:
     ]
 
 
+async def test_instants_before_year_1000_are_written_with_four_digit_years(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/api/schedule/preview",
+        json={"cronExpression": "57 52 5 * * *", "count": 1, "after": "0939-03-14T05:52:00Z"},
+    )
+    body = await response.json()
+    assert body["after"] == "0939-03-14T05:52:00.000Z"
+    assert body["instants"][0]["utc"] == "0939-03-14T05:52:57.000Z"
+
+
 @pytest.mark.parametrize(
     ("document", "field"),
     [

@@ -296,7 +296,7 @@ async def test_default_body_names_job_tick_and_execution(
         "jobId": "job-0001",
         "jobName": "nightly report",
         "executionId": "exec-0001",
-        "scheduledAt": "2026-01-01T00:00:00Z",
+        "scheduledAt": "2026-01-01T00:00:00.000Z",
         "trigger": "manual",
         "attempt": 1,
     }
@@ -314,7 +314,7 @@ async def test_default_body_is_exactly_compact_json_whatever_the_job_is_called(
         "jobId": "job-0001",
         "jobName": name,
         "executionId": "exec-0001",
-        "scheduledAt": "2026-01-01T00:00:00Z",
+        "scheduledAt": "2026-01-01T00:00:00.000Z",
         "trigger": "schedule",
         "attempt": 1,
     }
@@ -331,6 +331,21 @@ async def test_default_body_scheduled_at_keeps_milliseconds(
     await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
 
     assert json.loads(receiver.seen[0].body)["scheduledAt"] == "2026-03-29T01:30:00.123Z"
+
+
+async def test_default_body_scheduled_at_is_written_as_the_api_writes_instants(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(204))
+    ticks = [datetime(2026, 3, 29, 1, 30, tzinfo=UTC), datetime(939, 3, 14, 5, 52, tzinfo=UTC)]
+
+    for tick in ticks:
+        await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
+
+    assert [json.loads(seen.body)["scheduledAt"] for seen in receiver.seen] == [
+        "2026-03-29T01:30:00.000Z",
+        "0939-03-14T05:52:00.000Z",
+    ]
 
 
 async def test_standard_webhook_headers_are_added(serve: ServeFn, dispatcher: Dispatcher) -> None:

@@ -30,6 +30,7 @@ from cronsvc.domain import (
     RetryPolicy,
 )
 from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
+from cronsvc.instants import rfc3339
 from cronsvc.ledger import Ledger
 from cronsvc.signing import parse_secret
 
@@ -372,12 +373,8 @@ def _error(error: ErrorInfo | None) -> dict[str, str] | None:
 
 
 def instant(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with milliseconds and a Z: 2026-01-01T00:00:00.000Z."""
-    if value is None:
-        return None
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    """`cronsvc.instants.rfc3339`, null for none: 2026-01-01T00:00:00.000Z."""
+    return None if value is None else rfc3339(value)
 
 
 def parse_instant(field: str, text: str) -> datetime:
