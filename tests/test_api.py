@@ -764,6 +764,55 @@ async def test_instants_before_year_1000_are_written_with_four_digit_years(
     assert body["instants"][0]["utc"] == "0939-03-14T05:52:57.000Z"
 
 
+async def test_preview_near_the_end_of_the_calendar_lists_only_what_it_holds(
+    client: Client,
+) -> None:
+    """No fire falls after 9999-12-31T23:59:59Z: none is listed, by either verb."""
+    after = "9999-12-31T23:59:59Z"
+    by_query = await client.get(
+        "/api/schedule/preview", params={"cronExpression": "* * * * *", "after": after}
+    )
+    by_body = await client.post(
+        "/api/schedule/preview", json={"cronExpression": "0 0 1 1 *", "after": after}
+    )
+    for response in (by_query, by_body):
+        assert response.status == 200, await response.text()
+        assert (await response.json())["instants"] == []
+    in_a_zone_ahead = await client.post(
+        "/api/schedule/preview",
+        json={"cronExpression": "* * * * *", "timezone": "Asia/Tokyo", "after": after},
+    )
+    assert (await in_a_zone_ahead.json())["instants"] == []
+
+
+@pytest.mark.parametrize(
+    ("after", "timezone"),
+    [
+        ("9999-12-31T23:59:59-23:59", "UTC"),  # year 10000 in UTC
+        ("0001-01-01T00:00:00+23:59", "UTC"),  # year 0 in UTC
+        ("0001-01-01T00:00:00Z", "America/New_York"),  # year 0 on New York's clocks
+    ],
+)
+async def test_preview_after_an_instant_outside_the_calendar_is_400_naming_after(
+    client: Client, after: str, timezone: str
+) -> None:
+    query = {"cronExpression": "* * * * *", "timezone": timezone, "after": after}
+    for response in (
+        await client.get("/api/schedule/preview", params=query),
+        await client.post("/api/schedule/preview", json=query),
+    ):
+        assert fields_of(await problem(response, 400)) == {"after"}
+
+
+async def test_preview_from_the_first_day_of_the_calendar_in_utc(client: Client) -> None:
+    response = await client.post(
+        "/api/schedule/preview",
+        json={"cronExpression": "0 0 * * *", "count": 1, "after": "0001-01-01T00:00:00Z"},
+    )
+    assert response.status == 200, await response.text()
+    assert parse((await response.json())["instants"][0]["utc"]) == datetime(1, 1, 2, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("document", "field"),
     [
@@ -848,6 +897,33 @@ async def test_ledger_of_more_ticks_than_one_answer_holds_asks_to_narrow_the_ran
     # Long after the pause nothing is owed, however long the range.
     quiet = {"since": paused_at.isoformat(), "until": datetime.now(UTC).isoformat()}
     assert (await (await client.get(url, params=quiet)).json())["entries"] == []
+
+
+async def test_ledger_reaching_back_to_the_first_day_of_the_calendar_is_empty(
+    client: Client,
+) -> None:
+    job = await create(client)
+    response = await client.get(
+        f"/api/cron/{job['id']}/ledger", params={"until": "0001-01-01T00:30:00Z"}
+    )
+    assert response.status == 200, await response.text()
+    ledger = await response.json()
+    assert ledger["entries"] == [] and ledger["summary"]["ticks"] == 0
+    assert parse(ledger["since"]) == datetime(1, 1, 1, tzinfo=UTC)
+    first_day = {"since": "0001-01-01T00:00:00Z", "until": "0001-01-02T00:00:00Z"}
+    response = await client.get(f"/api/cron/{job['id']}/ledger", params=first_day)
+    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_instants_past_either_end_of_the_calendar_are_400_naming_the_parameter(
+    client: Client, name: str, value: str
+) -> None:
+    job = await create(client)
+    for path in ("/api/execution-logs", f"/api/cron/{job['id']}/ledger"):
+        body = await problem(await client.get(path, params={name: value}), 400)
+        assert fields_of(body) == {name}, path
 
 
 async def test_ledger_of_an_unknown_job_is_not_found(client: Client) -> None:

@@ -44,6 +44,7 @@ from cronsvc.api.schemas import (
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import Job, JobSpec, PreviousSecret
 from cronsvc.errors import (
+    BeforeCalendar,
     CronSvcError,
     FieldError,
     InvalidCronExpression,
@@ -371,9 +372,14 @@ async def preview_get(request: web.Request) -> web.Response:
 
 
 def _preview(api: ApiContext, data: dict[str, Any]) -> web.Response:
+    """Fewer instants than `count` (or none) when the calendar ends first."""
     model = validate(PreviewIn, data)
     schedule = _schedule(api, model.cron_expression, model.timezone)
-    return json_response(_instants(schedule, model.after or api.clock.now(), model.count))
+    try:
+        return json_response(_instants(schedule, model.after or api.clock.now(), model.count))
+    except BeforeCalendar:
+        message = f"falls before year 1 on the clocks of {model.timezone}"
+        raise ValidationFailed([FieldError("after", message)]) from None
 
 
 def _count(text: str) -> int:

@@ -4,7 +4,7 @@ owed tick. What an operator asks first after an outage."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -22,6 +22,7 @@ MAX_SPAN = timedelta(days=31)
 MAX_RECORDS = 5000
 """Execution records one ledger may look at (ticks, manual runs and the rest)."""
 _PAGE = 500
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
 
 
 @routes.get("/api/cron/{id}/ledger")
@@ -31,7 +32,7 @@ async def job_ledger(request: web.Request) -> web.Response:
     api = ctx(request)
     now = api.clock.now()
     until = _query_instant(request, "until") or now
-    since = _query_instant(request, "since") or until - DEFAULT_SPAN
+    since = _query_instant(request, "since") or until - min(DEFAULT_SPAN, until - _FIRST_INSTANT)
     if since >= until:
         message = "must be before until (which defaults to now)"
         raise ValidationFailed([FieldError("since", message)])

@@ -19,7 +19,7 @@ from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
 from cronsvc.api.dashboard import ASSETS as DASHBOARD_ASSETS
 from cronsvc.api.docs import ASSETS
 from cronsvc.api.problems import JOB_LIMIT_TYPE
-from cronsvc.api.schemas import JobIn, PreviewIn
+from cronsvc.api.schemas import PREVIEW_AFTER, JobIn, PreviewIn
 from cronsvc.domain import (
     MAX_ATTEMPTS,
     ConcurrencyPolicy,
@@ -498,6 +498,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "after",
                     "in": "query",
                     "schema": {"type": "string", "format": "date-time"},
+                    "description": PREVIEW_AFTER,
                 },
             ],
             errors=(400,),

@@ -41,6 +41,9 @@ MAX_JOB_BODY_BYTES = 64 * 1024
 encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
 
+OUT_OF_RANGE = "is out of range: in UTC it falls outside the years 1 to 9999"
+"""What an instant whose offset carries it past either end of the calendar gets."""
+
 GENERATE_SECRET = "generate"
 """Sent as a job's `secret`: the service makes one and answers it once."""
 
@@ -223,18 +226,29 @@ def webhook_body(body: JsonValue) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+PREVIEW_AFTER = (
+    "the instant to list fires after (default: now), with an offset or Z; fewer fires "
+    "than `count`, or none, are listed when year 9999 ends first"
+)
+
+
 class PreviewIn(_Wire):
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     count: Annotated[int, Field(ge=1, le=100)] = 5
-    after: datetime | None = None
+    after: datetime | None = Field(default=None, description=PREVIEW_AFTER)
 
     @field_validator("after")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
             raise ValueError("must carry a UTC offset or Z")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(OUT_OF_RANGE) from None
 
 
 def validate(model: type[_Wire], data: Any) -> Any:
@@ -378,7 +392,8 @@ def instant(value: datetime | None) -> str | None:
 
 
 def parse_instant(field: str, text: str) -> datetime:
-    """An RFC 3339 instant from a query string; naive times are refused."""
+    """An RFC 3339 instant from a query string, in UTC; naive times, and
+    times whose offset carries them out of the years 1 to 9999, are refused."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
@@ -387,4 +402,7 @@ def parse_instant(field: str, text: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         raise ValidationFailed([FieldError(field, "must carry a UTC offset or Z")])
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed([FieldError(field, OUT_OF_RANGE)]) from None
