@@ -270,6 +270,54 @@ async def test_invalid_job_is_rejected_field_by_field_and_nothing_is_written(
     assert await (await client.get("/api/cron")).json() == []
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"isActive": "yes"}, "isActive"),
+        ({"isActive": "true"}, "isActive"),
+        ({"isActive": 1}, "isActive"),
+        ({"timeoutSeconds": "5"}, "timeoutSeconds"),
+        ({"timeoutSeconds": True}, "timeoutSeconds"),
+        ({"misfireGraceSeconds": "60"}, "misfireGraceSeconds"),
+        ({"misfireGraceSeconds": 60.0}, "misfireGraceSeconds"),
+        ({"retry": {"maxAttempts": "3"}}, "retry.maxAttempts"),
+        ({"retry": {"maxAttempts": True}}, "retry.maxAttempts"),
+        ({"retry": {"backoffSeconds": "1"}}, "retry.backoffSeconds"),
+        ({"retry": {"maxBackoffSeconds": "60"}}, "retry.maxBackoffSeconds"),
+        ({"version": "1"}, "version"),
+    ],
+)
+async def test_booleans_and_numbers_must_be_json_booleans_and_numbers(
+    client: Client, change: dict[str, Any], field: str
+) -> None:
+    body = await problem(await client.post("/api/cron", json={**NODE_JOB, **change}), 400)
+    assert fields_of(body) == {field}, body
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_whole_numbers_are_taken_where_fractions_may_be(client: Client) -> None:
+    job = await create(
+        client, timeoutSeconds=5, retry={"backoffSeconds": 2, "maxBackoffSeconds": 9}
+    )
+    assert job["timeoutSeconds"] == 5.0
+    assert job["retry"] == {"maxAttempts": 1, "backoffSeconds": 2.0, "maxBackoffSeconds": 9.0}
+
+
+async def test_preview_count_is_a_json_number_in_a_body_and_text_in_a_query(
+    client: Client,
+) -> None:
+    body = await problem(
+        await client.post("/api/schedule/preview", json={"cronExpression": "@daily", "count": "2"}),
+        400,
+    )
+    assert fields_of(body) == {"count"}
+    by_query = await client.get("/api/schedule/preview?cronExpression=@daily&count=2")
+    assert len((await by_query.json())["instants"]) == 2
+    for bad in ("two", "2.0", "0", "101"):
+        response = await client.get(f"/api/schedule/preview?cronExpression=@daily&count={bad}")
+        assert fields_of(await problem(response, 400)) == {"count"}, bad
+
+
 @pytest.mark.parametrize("policy", ["allow", "forbid", "replace"])
 async def test_every_concurrency_policy_is_accepted_and_read_back(
     client: Client, policy: str

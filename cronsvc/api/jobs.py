@@ -12,6 +12,7 @@ calls. Setting null therefore stops signatures only once that grace is over.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +62,7 @@ from cronsvc.store import KEEP, JobQuery, Keep
 routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
 _UPDATE_RETRIES = 5
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def _schedule(api: ApiContext, expression: str, timezone: str) -> CronSchedule:
@@ -368,7 +370,13 @@ async def preview_post(request: web.Request) -> web.Response:
 
 @routes.get("/api/schedule/preview")
 async def preview_get(request: web.Request) -> web.Response:
-    return _preview(ctx(request), dict(request.query))
+    """As POST, from a query string: `count` is read from its digits (anything
+    else is left for validation to refuse)."""
+    data: dict[str, Any] = dict(request.query)
+    count = data.get("count")
+    if count is not None and _DIGITS.fullmatch(count):
+        data["count"] = int(count)
+    return _preview(ctx(request), data)
 
 
 def _preview(api: ApiContext, data: dict[str, Any]) -> web.Response:

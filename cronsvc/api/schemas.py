@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 from yarl import URL
 
@@ -78,15 +78,18 @@ job is still at that version."""
 
 
 class _Wire(BaseModel):
+    """Booleans and numbers are strict (`Strict()`): a JSON true or number, never
+    a string such as "yes" or "5" (a whole number is still taken for a float)."""
+
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=False, extra="forbid", frozen=True
     )
 
 
 class RetryIn(_Wire):
-    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
-    backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
-    max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    max_attempts: Annotated[int, Strict(), Field(ge=1, le=MAX_ATTEMPTS)] = 1
+    backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=3600)] = 1.0
+    max_backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 60.0
 
 
 class JobIn(_Wire):
@@ -106,19 +109,19 @@ class JobIn(_Wire):
         description=f"text, or any JSON; at most {MAX_JOB_BODY_BYTES} bytes as the webhook "
         "sends it (UTF-8 text, or compact JSON)",
     )
-    timeout_seconds: Annotated[float, Field(gt=0, le=300)] | None = None
+    timeout_seconds: Annotated[float, Strict(), Field(gt=0, le=300)] | None = None
     retry: RetryIn = Field(default_factory=RetryIn)
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
-    misfire_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
-    is_active: bool = True
+    misfire_grace_seconds: Annotated[int, Strict(), Field(ge=0, le=86400)] = 60
+    is_active: Annotated[bool, Strict()] = True
     secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
         default=None, description=SECRET_DESCRIPTION
     )
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
     ] = Field(default_factory=list)
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Annotated[int, Strict(), Field(ge=1)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -235,7 +238,7 @@ PREVIEW_AFTER = (
 class PreviewIn(_Wire):
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-    count: Annotated[int, Field(ge=1, le=100)] = 5
+    count: Annotated[int, Strict(), Field(ge=1, le=100)] = 5
     after: datetime | None = Field(default=None, description=PREVIEW_AFTER)
 
     @field_validator("after")
