@@ -49,7 +49,9 @@ from cronsvc import __version__
 from cronsvc.clock import Clock
 from cronsvc.domain import (
     HEADER_NAME,
+    HEADER_VALUE_CONTROL,
     MAX_ATTEMPTS,
+    RESERVED_HEADERS,
     AttemptRecord,
     ErrorInfo,
     ExecutionStatus,
@@ -81,25 +83,10 @@ _BOOKKEEPING_WAIT_S = 0.5
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 """A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
 _SIGNATURE_HEADER = "webhook-signature"
-# Never taken from a job's headers: the dispatcher owns the message framing
-# and the connection (a user's Content-Length or Transfer-Encoding would
-# contradict the body sent), and a signature, id, timestamp or user agent is
-# ours alone to set (one a user set would only mislead).
-_OURS = frozenset(
-    {
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "expect",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        _SIGNATURE_HEADER,
-    }
-)
+
+
+class _UnsendableHeader(ValueError):
+    """A stored header no request may carry (the API refuses it now)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -552,6 +539,8 @@ class Dispatcher:
             outcome = _failed("invalid_secret", f"the job's signing secret is unusable: {exc}")
         except InvalidTarget as exc:
             outcome = _failed("invalid_url", _short(exc))
+        except _UnsendableHeader as exc:
+            outcome = _failed("request_error", str(exc))
         except TimeoutError:
             outcome = _failed(
                 "timeout", f"timed out after {request.timeout_s:g} s without a response"
@@ -585,18 +574,19 @@ class Dispatcher:
     ) -> bytes:
         """The request as it goes on the wire: request line, headers, body.
 
-        Raises ValueError for a header that would break the message (the API
-        refuses those; a stored one is refused here, before anything is sent)."""
-        lines = [f"{request.method.value} {request_target} HTTP/1.1"]
+        Raises `_UnsendableHeader` for a header that would break the message
+        (the API refuses those; a stored one is refused here, before anything
+        is sent). A stored header the dispatcher sets itself is left out."""
+        lines = [f"{request.method.value} {request_target} HTTP/1.1", f"Host: {host}"]
         given = {name.lower() for name in request.headers}
-        if "host" not in given:
-            lines.append(f"Host: {host}")
         for name, value in request.headers.items():
             lowered = name.lower()
-            if lowered in _OURS or (body is None and lowered == "content-type"):
+            if lowered in RESERVED_HEADERS or (body is None and lowered == "content-type"):
                 continue
-            if not HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
-                raise ValueError(f"the header {name[:100]!r} cannot be sent as it is")
+            if not HEADER_NAME.fullmatch(name):
+                raise _UnsendableHeader(f"the header name {name[:100]!r} is not a token")
+            if HEADER_VALUE_CONTROL.search(value):
+                raise _UnsendableHeader(f"the header {name[:100]!r} holds a control character")
             lines.append(f"{name}: {value}")
         if "accept" not in given:
             lines.append("Accept: */*")

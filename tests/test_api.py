@@ -498,6 +498,55 @@ async def test_fifty_headers_are_accepted_and_fifty_one_are_not(client: Client) 
     assert (await (await client.get(f"/api/cron/{job['id']}")).json())["headers"] == fifty
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1f", "\x7f"])
+async def test_a_header_value_with_a_control_character_is_400_naming_the_header(
+    client: Client, control: str
+) -> None:
+    response = await client.post(
+        "/api/cron", json={**NODE_JOB, "headers": {"X-Token": f"a{control}b"}}
+    )
+    body = await problem(response, 400)
+    assert fields_of(body) == {"headers"}
+    assert "X-Token" in body["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Host",
+        "content-length",
+        "Transfer-Encoding",
+        "CONNECTION",
+        "Keep-Alive",
+        "Upgrade",
+        "TE",
+        "Expect",
+        "User-Agent",
+        "webhook-id",
+        "Webhook-Timestamp",
+        "WEBHOOK-SIGNATURE",
+    ],
+)
+async def test_a_header_the_service_sets_itself_is_400_naming_it(client: Client, name: str) -> None:
+    response = await client.post("/api/cron", json={**NODE_JOB, "headers": {name: "mine"}})
+    body = await problem(response, 400)
+    assert fields_of(body) == {"headers"}
+    assert repr(name) in body["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_tabs_and_the_headers_a_job_may_set_are_kept(client: Client) -> None:
+    headers = {
+        "Content-Type": "application/vnd.x+json",
+        "Accept": "text/plain",
+        "Authorization": "Bearer a\tb",
+        "X-Note": "caf\u00e9",
+    }
+    job = await create(client, headers=headers)
+    assert job["headers"] == headers
+
+
 async def test_creating_past_max_jobs_is_409_and_writes_nothing(make_client: MakeClient) -> None:
     client = await make_client(limits=LimitsConfig(max_jobs=2, rate_limit_per_s=0))
     first = await create(client, name="one")

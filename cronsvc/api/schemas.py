@@ -17,7 +17,9 @@ from yarl import URL
 
 from cronsvc.domain import (
     HEADER_NAME,
+    HEADER_VALUE_CONTROL,
     MAX_ATTEMPTS,
+    RESERVED_HEADERS,
     AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
@@ -102,7 +104,12 @@ class JobIn(_Wire):
     webhook_url: Annotated[str, Field(min_length=1, max_length=2048)]
     http_method: HttpMethod = HttpMethod.POST
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": MAX_HEADERS}
+        default_factory=dict,
+        description="sent with every call; values without control characters other than "
+        "tab; not the headers cronsvc sets itself: "
+        + ", ".join(sorted(RESERVED_HEADERS))
+        + " (any case)",
+        json_schema_extra={"maxProperties": MAX_HEADERS},
     )
     body: JsonValue | None = Field(
         default=None,
@@ -160,8 +167,13 @@ class JobIn(_Wire):
         for name, text in value.items():
             if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
-            if "\r" in text or "\n" in text:
-                raise ValueError(f"the value of {name!r} must not contain line breaks")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name!r} is set by cronsvc itself and cannot be given")
+            if HEADER_VALUE_CONTROL.search(text):
+                raise ValueError(
+                    f"the value of {name!r} must not contain line breaks or other control "
+                    "characters (a tab is allowed)"
+                )
         return value
 
     @field_validator("body")
