@@ -538,7 +538,7 @@ class Dispatcher:
             # Nothing was sent: an unsigned call would be refused, or worse, trusted.
             outcome = _failed("invalid_secret", f"the job's signing secret is unusable: {exc}")
         except InvalidTarget as exc:
-            outcome = _failed("invalid_url", _short(exc))
+            outcome = _failed("invalid_url", _short(exc, "not a URL a request can go to"))
         except _UnsendableHeader as exc:
             outcome = _failed("request_error", str(exc))
         except TimeoutError:
@@ -546,11 +546,24 @@ class Dispatcher:
                 "timeout", f"timed out after {request.timeout_s:g} s without a response"
             )
         except ProtocolError as exc:
-            outcome = _failed("invalid_response", _short(exc))
+            outcome = _failed("invalid_response", _short(exc, "the answer is not HTTP/1.x"))
         except OSError as exc:  # refused, reset, unreachable, TLS, closed early
             outcome = _failed("connection_error", _connection_problem(exc))
         except Exception as exc:  # one bad request must not escape deliver
-            outcome = _failed("request_error", f"{type(exc).__name__}: {_short(exc)}")
+            # Recorded in words (a run's error never names a Python exception);
+            # the exception goes to the log, where it can be read.
+            outcome = _failed(
+                "request_error",
+                "the request could not be made: an unexpected problem, logged as "
+                "webhook_request_failed",
+            )
+            log.error(
+                "webhook_request_failed",
+                execution_id=request.execution_id,
+                job_id=request.job_id,
+                attempt=attempt,
+                exc_info=exc,
+            )
         log.debug(
             "webhook_attempt",
             execution_id=request.execution_id,
@@ -692,13 +705,14 @@ def _connection_problem(exc: OSError) -> str:
     """What went wrong with the connection, in one line: the system's words
     where the exception carries only an errno."""
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {_short(exc)}"
+        return f"TLS: {_short(exc, 'the secure connection failed')}"
     if str(exc) or exc.strerror is None:
-        return _short(exc)
+        return _short(exc, "the connection failed")
     return exc.strerror
 
 
-def _short(exc: BaseException) -> str:
-    """An exception's own one-line message, never a traceback."""
+def _short(exc: BaseException, otherwise: str) -> str:
+    """An exception's own one-line message, never a traceback; `otherwise`
+    when it has none (never the exception's class name)."""
     text = " ".join(str(exc).split())
-    return text[:500] if text else type(exc).__name__
+    return text[:500] if text else otherwise

@@ -1076,6 +1076,67 @@ async def test_a_bad_schedule_is_reported_with_the_other_bad_fields(client: Clie
     assert fields_of(body) == {"cronExpression", "webhookUrl", "colour"}
 
 
+LONG_LABEL_URL = "http://" + "a" * 64 + ".example.com/hook"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        LONG_LABEL_URL,
+        "http://" + "a." * 127 + "com/",  # 257 characters
+        "http://127.0.0.1%20/",
+        "http://%31%32%37.0.0.1/",
+        "http://[v1.x]/",
+        "http://exa mple.com/",
+        "http://a..example.com/",
+        "http://example.com:0/",
+    ],
+)
+async def test_a_url_no_request_could_be_sent_to_is_400_and_writes_nothing(
+    client: Client, url: str
+) -> None:
+    body = await problem(await client.post("/api/cron", json={**NODE_JOB, "webhookUrl": url}), 400)
+    assert fields_of(body) == {"webhookUrl"}, body
+    assert await (await client.get("/api/cron")).json() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://b\u00fccher.example/",
+        "http://xn--bcher-kva.example/",
+        "http://example.com./",
+        "http://a_b.example/",
+        "http://" + "a" * 63 + ".example.com/",
+        "https://[2001:db8::1]:8443/x",
+        "http://192.0.2.1:8080/x?y=1",
+    ],
+)
+async def test_urls_of_every_sendable_host_form_are_accepted(client: Client, url: str) -> None:
+    assert (await create(client, webhookUrl=url))["webhookUrl"] == url
+
+
+async def test_a_stored_url_no_request_can_go_to_fails_its_run_in_words(client: Client) -> None:
+    """A job stored before the API refused such URLs: its runs say why, in words."""
+    store = client.app[CONTEXT].store
+    now = datetime.now(UTC)
+    spec = JobSpec(name="old", cron_expression="0 0 1 1 *", webhook_url=LONG_LABEL_URL)
+    job = await store.create_job(
+        Job(id=new_id(), spec=spec, created_at=now, updated_at=now, last_tick=now)
+    )
+    triggered = await (await client.post(f"/api/cron/{job.id}/trigger")).json()
+    async with asyncio.timeout(10):
+        while True:
+            run = await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
+            if run["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.02)
+    assert run["status"] == "FAILURE"
+    assert run["error"]["type"] == "invalid_url"
+    assert "63 characters" in run["error"]["message"]
+    assert "Error" not in run["error"]["message"]
+
+
 # -- SSRF guard: literal private targets are refused when a job is written ------
 
 PRIVATE_TARGETS = [

@@ -622,6 +622,46 @@ async def test_a_stored_header_that_cannot_be_sent_is_a_worded_request_error(
     assert receiver.seen == []
 
 
+class BrokenResolver(AbstractResolver):
+    """Fails as the system's IDNA encoding does for a name it cannot encode."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        raise UnicodeError("encoding with 'idna' codec failed (UnicodeError: label too long)")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_unexpected_problem_is_recorded_in_words_never_as_an_exception_name(
+    make_dispatcher: MakeDispatcher,
+) -> None:
+    dispatcher = await make_dispatcher(resolver=BrokenResolver())
+
+    result = await dispatcher.deliver(webhook("http://receiver.example/hook"))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "request_error"
+    assert result.error.message.startswith("the request could not be made")
+    assert "Error" not in result.error.message and "idna" not in result.error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://" + "a" * 64 + ".example/hook", "http://%31%32%37.0.0.1/", "http://[v1.x]/"],
+)
+async def test_a_stored_url_whose_host_no_request_can_reach_is_invalid_url(
+    dispatcher: Dispatcher, url: str
+) -> None:
+    result = await dispatcher.deliver(webhook(url))
+
+    assert result.error is not None
+    assert result.error.type == "invalid_url"
+    assert result.error.message.startswith(("the host", "only an IPv6")), result.error.message
+
+
 # --- retries -----------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
 from cronsvc.instants import rfc3339
 from cronsvc.ledger import Ledger
 from cronsvc.signing import parse_secret
+from cronsvc.wire import InvalidTarget, parse_target
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413)."""
@@ -101,7 +102,11 @@ class JobIn(_Wire):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)]
+    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
+        description="http or https, without credentials; its host a name DNS can hold "
+        "(labels of 1-63 letters, digits, '-' or '_'; 253 characters in all), an IPv4 "
+        "address or a bracketed IPv6 one; its port 1-65535"
+    )
     http_method: HttpMethod = HttpMethod.POST
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
         default_factory=dict,
@@ -157,6 +162,10 @@ class JobIn(_Wire):
             raise ValueError("must name a host")
         if url.user is not None or url.password is not None:
             raise ValueError("must not carry credentials; use headers instead")
+        try:
+            parse_target(value)  # as the dispatcher will: its host and port
+        except InvalidTarget as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("headers")
