@@ -715,6 +715,21 @@ async def test_pause_and_resume(client: Client) -> None:
     assert resumed["isActive"] is True and resumed["nextRunAt"] is not None
 
 
+async def test_concurrent_unversioned_patches_all_apply(client: Client) -> None:
+    """Without a `version`, a write that loses a race is merged again onto the
+    job as it now is, until it applies: none is refused, none is lost."""
+    job = await create(client)
+    url = f"/api/cron/{job['id']}"
+    responses = await asyncio.gather(
+        *(client.patch(url, json={"headers": {f"X-{n}": str(n)}}) for n in range(20)),
+        *(client.post(f"{url}/{verb}") for verb in ("pause", "resume") * 3),
+    )
+    assert [r.status for r in responses] == [200] * 26, [await r.text() for r in responses]
+    final = await (await client.get(url)).json()
+    assert final["headers"] == {f"X-{n}": str(n) for n in range(20)}
+    assert final["version"] >= job["version"] + 20  # each patch a write of its own
+
+
 async def test_delete_answers_with_the_job_and_then_it_is_gone(client: Client) -> None:
     job = await create(client)
     response = await client.delete(f"/api/cron/{job['id']}")

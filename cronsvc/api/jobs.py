@@ -12,6 +12,7 @@ calls. Setting null therefore stops signatures only once that grace is over.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,12 +57,18 @@ from cronsvc.errors import (
     VersionConflict,
 )
 from cronsvc.ids import new_id
+from cronsvc.retry import backoff_delay
 from cronsvc.signing import generate_secret, is_valid_secret
 from cronsvc.store import KEEP, JobQuery, Keep
 
 routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
-_UPDATE_RETRIES = 5
+UPDATE_DEADLINE_S = 5.0
+"""How long a write without a `version` (PATCH, pause, resume) that loses a
+race to another write keeps applying itself again to the job as it now is,
+before it gives up with 409."""
+_RETRY_BASE_S = 0.005
+_RETRY_CAP_S = 0.1
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
@@ -285,7 +292,8 @@ async def patch_job(request: web.Request) -> web.Response:
     patch = {
         k: v for k, v in (await read_json_object(request)).items() if k not in READ_ONLY_FIELDS
     }
-    for attempt in range(_UPDATE_RETRIES):
+    deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
+    for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         # The stored secret is not merged in: it is not checked again, and a
         # `"secret": null` in the patch removes the key, which must not keep it.
@@ -296,14 +304,16 @@ async def patch_job(request: web.Request) -> web.Response:
             job = await _write(api, current, parsed.spec, parsed.version)
             return _job_response(api, job, secret=parsed.generated_secret)
         except VersionConflict:
-            if parsed.version is not None or attempt == _UPDATE_RETRIES - 1:
+            if parsed.version is not None or api.clock.monotonic() >= deadline:
                 raise
+        await _before_retry(api, attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _set_active(request: web.Request, active: bool) -> web.Response:
     api = ctx(request)
-    for attempt in range(_UPDATE_RETRIES):
+    deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
+    for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         if current.spec.is_active == active:
             return _job_response(api, current)
@@ -312,9 +322,16 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
                 api, await _write(api, current, _with(current.spec, is_active=active), None)
             )
         except VersionConflict:
-            if attempt == _UPDATE_RETRIES - 1:
+            if api.clock.monotonic() >= deadline:
                 raise
+        await _before_retry(api, attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _before_retry(api: ApiContext, attempt: int) -> None:
+    """A short jittered wait after a write lost a race, so the writes that
+    race each other spread out instead of colliding again at once."""
+    await api.clock.sleep(backoff_delay(attempt, _RETRY_BASE_S, _RETRY_CAP_S))
 
 
 @routes.post("/api/cron/{id}/pause")

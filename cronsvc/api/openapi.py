@@ -18,6 +18,7 @@ from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
 from cronsvc.api.dashboard import ASSETS as DASHBOARD_ASSETS
 from cronsvc.api.docs import ASSETS
+from cronsvc.api.jobs import UPDATE_DEADLINE_S
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import PREVIEW_AFTER, JobIn, PreviewIn
 from cronsvc.domain import (
@@ -334,6 +335,11 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"description": "whole seconds", "schema": {"type": "integer"}}},
     503: {"Retry-After": {"description": "whole seconds", "schema": {"type": "integer"}}},
 }
+_UNVERSIONED_409 = (
+    "other writes to the job kept winning for "
+    f"{UPDATE_DEADLINE_S:g} s (a write without a version applies itself again to the job "
+    "as it then is until then)"
+)
 _WRITE = (400, 413, 415, 503)
 _READ = (404, 503)
 _JOB = _ref("JobOut")
@@ -393,6 +399,7 @@ PATHS: dict[str, dict[str, Any]] = {
             tag="jobs",
             params=[_ID],
             errors=(*_WRITE, 404, 409),
+            error_text={409: f"duplicate name or stale version; {_UNVERSIONED_409}"},
         )
         | {
             "requestBody": {
@@ -410,10 +417,26 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
     },
     "/api/cron/{id}/pause": {
-        "post": _op("Stop firing", 200, _JOB, tag="jobs", params=[_ID], errors=_READ)
+        "post": _op(
+            "Stop firing",
+            200,
+            _JOB,
+            tag="jobs",
+            params=[_ID],
+            errors=(*_READ, 409),
+            error_text={409: _UNVERSIONED_409},
+        )
     },
     "/api/cron/{id}/resume": {
-        "post": _op("Fire again from now on", 200, _JOB, tag="jobs", params=[_ID], errors=_READ)
+        "post": _op(
+            "Fire again from now on",
+            200,
+            _JOB,
+            tag="jobs",
+            params=[_ID],
+            errors=(*_READ, 409),
+            error_text={409: _UNVERSIONED_409},
+        )
     },
     "/api/cron/{id}/trigger": {
         "post": _op(
