@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -612,6 +613,31 @@ async def test_unknown_route_and_wrong_method_are_problems(client: Client) -> No
     await problem(await client.get("/api/nothing-here"), 404)
     response = await client.request("PUT", "/api/cron")
     await problem(response, 405)
+
+
+async def test_every_problem_is_titled_with_its_status_phrase(make_client: MakeClient) -> None:
+    """RFC 9457: with type about:blank, the title is the status's phrase, the
+    same whether cronsvc or aiohttp turned the request away."""
+    client = await make_client(limits=LimitsConfig(max_jobs=1))
+    job = await create(client)
+    json_headers = {"Content-Type": "application/json"}
+    answers = [
+        await client.post("/api/cron", json={"name": ""}),  # a field
+        await client.get("/api/cron?cursor=garbage"),  # a cursor
+        await client.get("/api/cron/" + "0" * 24),  # a job
+        await client.get("/api/execution-logs/" + "0" * 24),  # an execution
+        await client.get("/api/nothing-here"),  # a route
+        await client.request("PUT", "/api/cron"),
+        await client.patch(f"/api/cron/{job['id']}", json={"version": 99}),
+        await client.post("/api/cron", data="x" * (65 * 1024), headers=json_headers),
+        await client.post("/api/cron", data="name=x"),
+    ]
+    statuses = [400, 400, 404, 404, 404, 405, 409, 413, 415]
+    for response, status in zip(answers, statuses, strict=True):
+        body = await problem(response, status)
+        assert body["title"] == HTTPStatus(status).phrase, body
+    limited = await problem(await client.post("/api/cron", json={**NODE_JOB, "name": "2"}), 409)
+    assert limited["type"] != "about:blank"  # a type of its own names its own title
 
 
 # -- change -------------------------------------------------------------------
