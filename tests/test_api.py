@@ -816,6 +816,7 @@ async def test_job_list_filters(client: Client) -> None:
         ("limit=ten", "limit"),
         ("isActive=maybe", "isActive"),
         ("cursor=garbage", "cursor"),
+        ("cursor=", "cursor"),
     ],
 )
 async def test_bad_job_list_query_is_400(client: Client, query: str, field: str) -> None:
@@ -830,10 +831,23 @@ async def test_bad_job_list_query_is_400(client: Client, query: str, field: str)
         ("until=2026-01-01T00:00:00", "until"),
         ("limit=1000", "limit"),
         ("cursor=%%%", "cursor"),
+        ("cursor=", "cursor"),
+        ("since=", "since"),
+        ("until=", "until"),
     ],
 )
 async def test_bad_execution_log_query_is_400(client: Client, query: str, field: str) -> None:
-    assert field in fields_of(await problem(await client.get(f"/api/execution-logs?{query}"), 400))
+    for path in ("/api/execution-logs", "/api/execution-logs/job/" + "0" * 24):
+        body = await problem(await client.get(f"{path}?{query}"), 400)
+        assert fields_of(body) == {field}, path
+
+
+@pytest.mark.parametrize("name", ["cursor", "since", "until"])
+async def test_an_empty_query_parameter_is_refused_as_empty(client: Client, name: str) -> None:
+    body = await problem(await client.get(f"/api/execution-logs?{name}="), 400)
+    assert body["errors"] == [
+        {"field": name, "message": "must not be empty; leave it out for its default"}
+    ]
 
 
 # -- schedules --------------------------------------------------------------------
@@ -999,6 +1013,8 @@ async def test_ledger_defaults_to_the_last_hour_and_lists_owed_ticks_up_to_now(
         ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
         ("since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
         ("since=2026-01-01T00:00:00Z&until=2026-02-01T00:00:01Z", "since"),
+        ("since=", "since"),
+        ("until=", "until"),
     ],
 )
 async def test_ledger_rejects_bad_ranges_naming_the_parameter(

@@ -162,3 +162,34 @@ async def test_the_server_asks_for_a_token_exactly_where_the_document_says(
             assert response.status != 401, f"{method} {path}"
         else:
             assert response.status == 401, f"{method} {path}"
+
+
+def query_parameters(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path, parameter)
+        for path, method, operation in operations(document)
+        if method == "get"
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query"
+    ]
+
+
+async def test_an_empty_query_parameter_is_refused_exactly_where_the_schema_says(
+    client: Client,
+) -> None:
+    """Cursors and instants are never empty: the schema says minLength 1, and
+    an empty one is a 400 naming it, on every list that takes one."""
+    document = await (await client.get("/openapi.json")).json()
+    checked = set()
+    for path, parameter in query_parameters(document):
+        name, schema = parameter["name"], parameter["schema"]
+        if name in ("cursor", "since", "until"):
+            assert schema.get("minLength") == 1, f"{path} {name}"
+        if schema.get("minLength", 0) >= 1:
+            url = path.replace("{id}", "0" * 24).replace("{cronJobId}", "x")
+            response = await client.get(url, params={name: ""})
+            assert response.status == 400, f"{path} {name}"
+            errors = (await response.json())["errors"]
+            assert name in {e["field"] for e in errors}, f"{path} {name}"
+            checked.add(name)
+    assert {"cursor", "since", "until"} <= checked

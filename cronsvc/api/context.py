@@ -96,6 +96,18 @@ def _nested_deeper(document: dict[str, Any], limit: int) -> bool:
     return False
 
 
+def query_text(request: web.Request, name: str) -> str | None:
+    """A query parameter, None when absent. Present but empty (`cursor=`) is
+    a 400 naming it rather than read as absent: a client that sends an empty
+    value meant something, and should leave the parameter out instead."""
+    text = request.query.get(name)
+    if text == "":
+        raise ValidationFailed(
+            [FieldError(name, "must not be empty; leave it out for its default")]
+        )
+    return text
+
+
 def query_limit(request: web.Request) -> int:
     text = request.query.get("limit")
     if text is None:

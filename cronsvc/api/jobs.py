@@ -30,6 +30,7 @@ from cronsvc.api.context import (
     next_link,
     query_bool,
     query_limit,
+    query_text,
     read_json_object,
 )
 from cronsvc.api.schemas import (
@@ -215,7 +216,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         is_active=query_bool(request, "isActive"),
         tag=request.query.get("tag"),
         name_prefix=request.query.get("name"),
-        cursor=request.query.get("cursor"),
+        cursor=query_text(request, "cursor"),
         limit=query_limit(request),
     )
     page = await api.store.list_jobs(query)

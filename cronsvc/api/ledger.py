@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from cronsvc.api.context import ctx, json_response
+from cronsvc.api.context import ctx, json_response, query_text
 from cronsvc.api.schemas import ledger_to_wire, parse_instant
 from cronsvc.domain import Execution
 from cronsvc.errors import FieldError, TooManyTicks, ValidationFailed
@@ -55,7 +55,7 @@ async def job_ledger(request: web.Request) -> web.Response:
 
 
 def _query_instant(request: web.Request, name: str) -> datetime | None:
-    text = request.query.get(name)
+    text = query_text(request, name)
     return None if text is None else parse_instant(name, text)
 
 

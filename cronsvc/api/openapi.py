@@ -233,6 +233,8 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _PROBLEM = {"content": {"application/problem+json": {"schema": _ref("ProblemOut")}}}
+_INSTANT = {"type": "string", "format": "date-time", "minLength": 1}
+"""A query instant: RFC 3339 with an offset or Z; empty is refused, not ignored."""
 _ID = {
     "name": "id",
     "in": "path",
@@ -248,8 +250,8 @@ _PAGE = [
     {
         "name": "cursor",
         "in": "query",
-        "schema": {"type": "string"},
-        "description": "from the Link header",
+        "schema": {"type": "string", "minLength": 1},
+        "description": "from the Link header; left out for the first page",
     },
 ]
 _LOG_FILTERS = [
@@ -257,13 +259,13 @@ _LOG_FILTERS = [
     {
         "name": "since",
         "in": "query",
-        "schema": {"type": "string", "format": "date-time"},
+        "schema": _INSTANT,
         "description": "inclusive, on scheduledAt",
     },
     {
         "name": "until",
         "in": "query",
-        "schema": {"type": "string", "format": "date-time"},
+        "schema": _INSTANT,
         "description": "exclusive, on scheduledAt",
     },
     *_PAGE,
@@ -476,13 +478,13 @@ PATHS: dict[str, dict[str, Any]] = {
                 {
                     "name": "since",
                     "in": "query",
-                    "schema": {"type": "string", "format": "date-time"},
+                    "schema": _INSTANT,
                     "description": "inclusive; default: an hour before until",
                 },
                 {
                     "name": "until",
                     "in": "query",
-                    "schema": {"type": "string", "format": "date-time"},
+                    "schema": _INSTANT,
                     "description": "exclusive; default and latest: now. At most 31 days "
                     "after since, and at most 1000 owed ticks between them",
                 },
