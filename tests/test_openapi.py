@@ -192,4 +192,17 @@ async def test_an_empty_query_parameter_is_refused_exactly_where_the_schema_says
             errors = (await response.json())["errors"]
             assert name in {e["field"] for e in errors}, f"{path} {name}"
             checked.add(name)
-    assert {"cursor", "since", "until"} <= checked
+    assert {"cursor", "since", "until", "cronExpression"} <= checked
+
+
+async def test_the_preview_query_takes_what_its_body_takes(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    body = document["components"]["schemas"]["PreviewIn"]["properties"]
+    query = {
+        p["name"]: p["schema"]
+        for p in document["paths"]["/api/schedule/preview"]["get"]["parameters"]
+    }
+    assert query.keys() == body.keys()
+    bounds = ("minLength", "maxLength", "minimum", "maximum", "default")
+    for name, schema in query.items():
+        assert {k: schema.get(k) for k in bounds} == {k: body[name].get(k) for k in bounds}, name

@@ -20,7 +20,7 @@ from cronsvc.api.dashboard import ASSETS as DASHBOARD_ASSETS
 from cronsvc.api.docs import ASSETS
 from cronsvc.api.jobs import UPDATE_DEADLINE_S
 from cronsvc.api.problems import JOB_LIMIT_TYPE
-from cronsvc.api.schemas import PREVIEW_AFTER, JobIn, PreviewIn
+from cronsvc.api.schemas import JobIn, PreviewIn
 from cronsvc.domain import (
     MAX_ATTEMPTS,
     ConcurrencyPolicy,
@@ -222,6 +222,28 @@ MODELS: dict[str, type[BaseModel]] = {
         ProblemOut,
     )
 }
+
+
+def _query_of(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Query parameters that take what `model` takes as a body (a nullable
+    field is simply left out), so the two cannot disagree."""
+    schema = model.model_json_schema(by_alias=True)
+    params = []
+    for name, field in schema["properties"].items():
+        field = {k: v for k, v in field.items() if k != "title"}
+        description = field.pop("description", None)
+        for branch in field.pop("anyOf", ()):
+            if branch.get("type") != "null":
+                field.update(branch)
+        if field.get("default", "") is None:
+            del field["default"]
+        param: dict[str, Any] = {"name": name, "in": "query", "schema": field}
+        if name in schema.get("required", ()):
+            param["required"] = True
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -506,26 +528,7 @@ PATHS: dict[str, dict[str, Any]] = {
             200,
             _ref("ScheduleOut"),
             tag="schedules",
-            params=[
-                {
-                    "name": "cronExpression",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
-                {"name": "timezone", "in": "query", "schema": {"type": "string", "default": "UTC"}},
-                {
-                    "name": "count",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 100},
-                },
-                {
-                    "name": "after",
-                    "in": "query",
-                    "schema": {"type": "string", "format": "date-time"},
-                    "description": PREVIEW_AFTER,
-                },
-            ],
+            params=_query_of(PreviewIn),
             errors=(400,),
         ),
     },
