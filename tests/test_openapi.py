@@ -164,6 +164,20 @@ async def test_the_server_asks_for_a_token_exactly_where_the_document_says(
             assert response.status == 401, f"{method} {path}"
 
 
+async def test_every_asset_is_served_as_a_documented_media_type(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    for path in ("/docs/{asset}", "/dashboard/{asset}"):
+        operation = document["paths"][path]["get"]
+        documented = set(operation["responses"]["200"]["content"])
+        (asset,) = (p for p in operation["parameters"] if p["name"] == "asset")
+        served = set()
+        for name in asset["schema"]["enum"]:
+            response = await client.get(path.replace("{asset}", name))
+            assert response.status == 200, name
+            served.add(response.content_type)
+        assert served == documented, path
+
+
 def query_parameters(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [
         (path, parameter)

@@ -7,6 +7,7 @@ against, so the document cannot drift from the code unnoticed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -311,13 +312,15 @@ def _op(
     errors: tuple[int, ...] = (),
     error_text: dict[int, str] | None = None,
     headers: dict[str, Any] | None = None,
-    media_type: str = "application/json",
+    media_type: str | Iterable[str] = "application/json",
 ) -> dict[str, Any]:
     """One operation. 401 and 429 are added by `_guard`, from the routes the
-    access middleware exempts."""
+    access middleware exempts. `media_type`: what the answer is served as
+    (several when it depends on what is asked for)."""
     responses: dict[str, Any] = {str(ok): {"description": summary}}
     if response:
-        responses[str(ok)]["content"] = {media_type: {"schema": response}}
+        types = [media_type] if isinstance(media_type, str) else sorted(media_type)
+        responses[str(ok)]["content"] = {t: {"schema": response} for t in types}
     if headers:
         responses[str(ok)]["headers"] = headers
     for status in (*errors, 500):
@@ -371,6 +374,7 @@ _LOG = _ref("ExecutionOut")
 _HEALTH = {"type": "object"}
 _TEXT = {"type": "string"}
 
+_DASHBOARD_FILES = sorted(set(DASHBOARD_ASSETS) - {"index.html"})
 PATHS: dict[str, dict[str, Any]] = {
     "/api/cron": {
         "post": _op(
@@ -622,7 +626,7 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
             errors=(404,),
             error_text={404: "no such asset"},
-            media_type="text/javascript",
+            media_type=set(ASSETS.values()),
         )
     },
     "/": {
@@ -645,12 +649,12 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "asset",
                     "in": "path",
                     "required": True,
-                    "schema": {"enum": sorted(set(DASHBOARD_ASSETS) - {"index.html"})},
+                    "schema": {"enum": _DASHBOARD_FILES},
                 }
             ],
             errors=(404,),
             error_text={404: "no such asset"},
-            media_type="text/javascript",
+            media_type={DASHBOARD_ASSETS[name] for name in _DASHBOARD_FILES},
         )
     },
 }
