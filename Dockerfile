@@ -2,6 +2,9 @@
 # environment variables or a config file at /etc/cronsvc/config.toml.
 # It listens on 0.0.0.0, so it refuses to start without API tokens: set
 # CRONSVC_SERVER_API_TOKENS, or CRONSVC_SERVER_API_TOKENS_FILE to a mounted secret.
+# On its own it keeps jobs and logs in SQLite under /var/lib/cronsvc: give that
+# a named volume (docker run -v cronsvc-data:/var/lib/cronsvc ...) to keep them
+# across a new container.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,16 +16,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system cronsvc \
     && useradd --system --gid cronsvc --home-dir /var/lib/cronsvc --create-home cronsvc
+# The SQLite file (the default store) outlives the container; a named volume
+# mounted here starts with the directory's owner, cronsvc.
+VOLUME ["/var/lib/cronsvc"]
 
 WORKDIR /opt/cronsvc
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY cronsvc ./cronsvc
 RUN pip install '.[uvloop]'
 
 USER cronsvc
 EXPOSE 8080
+# Asks the port the service listens on (CRONSVC_SERVER_PORT, 8080 unless set),
+# with the image's Python: the slim image has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD python -c "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
+    CMD python -c "import os, sys, urllib.request; port = os.environ.get('CRONSVC_SERVER_PORT', '8080'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2).status == 200 else 1)"
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cronsvc", "serve"]

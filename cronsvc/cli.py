@@ -15,7 +15,7 @@ from typing import Any
 from cronsvc import __version__
 from cronsvc.commands import CLIENT_OPTIONS, add_client_options, add_commands, run
 from cronsvc.config import Config, load_config
-from cronsvc.errors import ConfigError, StartupRefused
+from cronsvc.errors import CannotListen, ConfigError, StartupRefused
 from cronsvc.logs import configure_logging
 
 
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ConfigError as exc:
         print(f"cronsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CannotListen as exc:
+        print(f"cronsvc: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

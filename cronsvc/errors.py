@@ -106,14 +106,16 @@ class TargetNotAllowed(CronSvcError, ValueError):
     """A webhook target whose address the SSRF guard refuses.
 
     Names the host and the address only: never the URL, which may carry
-    credentials or secrets in its query."""
+    credentials or secrets in its query. `remedy` ends the sentence with what
+    would allow the target ("unless ..."), when some setting would."""
 
-    def __init__(self, host: str, address: str, reason: str) -> None:
+    def __init__(self, host: str, address: str, reason: str, remedy: str = "") -> None:
         self.host = host
         self.address = address
         self.reason = reason
         shown = host if host == address else f"{host} ({address})"
-        super().__init__(f"{shown} is {reason}: not an allowed webhook target")
+        ending = f" {remedy}" if remedy else ""
+        super().__init__(f"{shown} is {reason}: not an allowed webhook target{ending}")
 
 
 class TooManyTicks(CronSvcError, ValueError):
@@ -145,6 +147,11 @@ class CoordinatorUnavailable(CronSvcError, ConnectionError):
 
 class ConfigError(CronSvcError, ValueError):
     """A configuration file or value that cannot be used; names the key."""
+
+
+class CannotListen(CronSvcError, OSError):
+    """The API's address cannot be listened on (in use, not this host's, not
+    permitted). The message names the address and the setting to change."""
 
 
 class StartupRefused(CronSvcError, RuntimeError):

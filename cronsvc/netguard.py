@@ -37,6 +37,14 @@ _METADATA = frozenset({IPv4Address("169.254.169.254"), IPv6Address("fd00:ec2::25
 _CGNAT = IPv4Network("100.64.0.0/10")
 _NAT64 = IPv6Network("64:ff9b::/96")
 _METADATA_REASON = "a cloud metadata address"
+# What a refusal says would allow the address: a person running a receiver
+# on their own machine or network reads it in the API's 400 or the execution
+# log, and should not have to find the settings elsewhere.
+_OPENED_BY_ALLOW_PRIVATE = (
+    "unless webhook.allow_private_targets is true (CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS=true) "
+    "or webhook.allowed_cidrs includes it"
+)
+_OPENED_BY_CIDRS = "unless webhook.allowed_cidrs includes it"
 
 # One part of an IPv4 address as inet_aton(3) reads it: hex, octal or decimal.
 _INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
@@ -76,8 +84,9 @@ class TargetPolicy:
         """Raise `TargetNotAllowed` unless `address` may be connected to.
 
         `host` is the name the address was found for (the address itself when
-        not given); it only serves the message. A string that is not an IP
-        address is refused: nothing may be connected to without being judged.
+        not given); it only serves the message, which also names the setting
+        that would allow the address. A string that is not an IP address is
+        refused: nothing may be connected to without being judged.
         """
         if isinstance(address, str):
             text = address
@@ -87,7 +96,8 @@ class TargetPolicy:
                 raise TargetNotAllowed(host or text, text, "not an IP address") from None
         reason = self.refusal(address)
         if reason is not None:
-            raise TargetNotAllowed(host or str(address), str(address), reason)
+            remedy = _OPENED_BY_CIDRS if reason == _METADATA_REASON else _OPENED_BY_ALLOW_PRIVATE
+            raise TargetNotAllowed(host or str(address), str(address), reason, remedy)
 
     def check_host(self, host: str) -> None:
         """Judge a URL's host without DNS: IP literals in every form the system

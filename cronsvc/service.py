@@ -10,6 +10,7 @@ TaskGroup. A loop that dies ends the process loudly.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -28,6 +29,8 @@ from cronsvc.clock import Clock, SystemClock
 from cronsvc.config import Config, is_loopback
 from cronsvc.coord import Coordinator, open_coordinator
 from cronsvc.dispatch import Dispatcher
+from cronsvc.errors import CannotListen
+from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
@@ -182,10 +185,15 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         reap_grace=config.coordination.url != "local",
         on_adopted=runner.adopt,
     )
+    health = HealthMonitor(
+        probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
+        metrics=metrics,
+    )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(runner.cancel_replaced)
     # Before the scheduler starts: runs left RUNNING by a previous process.
     await leader.step()
+    await health.probe()
     app[CONTEXT] = ApiContext(
         config=config,
         store=store,
@@ -195,6 +203,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         metrics=metrics,
         scheduler_ready=scheduler.ready,
+        health=health,
         target_policy=_target_policy(config),
         instance_id=services.instance_id,
         started_at=started_at,
@@ -205,26 +214,18 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             group.create_task(scheduler.run(), name="scheduler")
             group.create_task(leader.run(), name="leader")
             group.create_task(results.run(give_up_after_s=shutdown_write_s), name="results")
+            group.create_task(health.run(), name="health")
 
     engine = asyncio.create_task(supervise(), name="engine")
     app[ENGINE_TASK] = engine
-    log.info(
-        "service_started",
-        instance_id=services.instance_id,
-        store=config.store.url.split(":", 1)[0],
-        api_tokens=len(config.server.api_tokens),
-        rate_limit_per_s=config.limits.rate_limit_per_s,
-    )
-    if not config.server.api_tokens and not is_loopback(config.server.host):
-        log.warning("api_unauthenticated", host=config.server.host)
     yield
     scheduler.stop()
     await runner.drain(config.server.shutdown_grace_s)
     results.stop()
     leader.stop()
+    health.stop()
     if not engine.done():
         await asyncio.wait_for(engine, timeout=shutdown_write_s + 5.0)
-    log.info("service_stopped", instance_id=services.instance_id)
 
 
 async def serve(config: Config) -> None:
@@ -257,12 +258,16 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    started = False
     try:
         site = web.TCPSite(app_runner, config.server.host, config.server.port)
-        await site.start()
-        log.info(
-            "listening", host=config.server.host, port=_bound_port(app_runner, config.server.port)
-        )
+        try:
+            await site.start()
+        except OSError as exc:
+            # Everything opened so far is closed by the cleanup below.
+            raise cannot_listen(config.server.host, config.server.port, exc) from None
+        started = True
+        _log_started(app, _bound_port(app_runner, config.server.port))
         engine = app[ENGINE_TASK]
         stopper = asyncio.create_task(stop.wait())
         ready = asyncio.create_task(app[CONTEXT].scheduler_ready.wait())
@@ -296,6 +301,49 @@ async def serve(config: Config) -> None:
         await app_runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    if started:
+        log.info("service_stopped", instance_id=app[SERVICES].instance_id)
+
+
+def _log_started(app: web.Application, port: int) -> None:
+    """Once the API listens: a process that could not has not started."""
+    services = app[SERVICES]
+    config = services.config
+    log.info(
+        "service_started",
+        instance_id=services.instance_id,
+        host=config.server.host,
+        port=port,
+        store=config.store.url.split(":", 1)[0],
+        api_tokens=len(config.server.api_tokens),
+        rate_limit_per_s=config.limits.rate_limit_per_s,
+    )
+    if not config.server.api_tokens and not is_loopback(config.server.host):
+        log.warning("api_unauthenticated", host=config.server.host)
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> CannotListen:
+    """What a failed listen on `host`:`port` says: the address, the cause in
+    words, and the setting (and its variable) that would get past it."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    port_setting = "set server.port or CRONSVC_SERVER_PORT"
+    host_setting = "set server.host or CRONSVC_SERVER_HOST"
+    if isinstance(exc, socket.gaierror):
+        cause = f"the name does not resolve ({host_setting})"
+    elif exc.errno == errno.EADDRINUSE:
+        cause = f"address already in use ({port_setting})"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        cause = f"the address is not one of this host's ({host_setting})"
+    elif exc.errno == errno.EACCES and port < 1024:
+        cause = f"permission denied: ports below 1024 need privileges ({port_setting})"
+    else:
+        # uvloop's strerror repeats the address; the system's text does not.
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        cause = (
+            f"{reason} (check server.host and server.port, "
+            "or CRONSVC_SERVER_HOST and CRONSVC_SERVER_PORT)"
+        )
+    return CannotListen(f"cannot listen on {shown}: {cause}")
 
 
 def _usual_claim_s(store_url: str) -> float:

@@ -7,8 +7,10 @@ import base64
 import dataclasses
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -360,6 +362,14 @@ async def test_malformed_json_is_400(client: Client) -> None:
         "/api/cron", data="{not json", headers={"Content-Type": "application/json"}
     )
     assert "body" in fields_of(await problem(response, 400))
+
+
+def test_the_readme_tells_a_body_that_is_not_json_from_malformed_json() -> None:
+    """The two tests above, as the README states them."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    errors = " ".join(readme.split("Errors are RFC 9457", 1)[1].split("\n\n", 1)[0].split())
+    assert re.search(r"`Content-Type` that is not JSON is 415", errors), errors
+    assert re.search(r"malformed JSON [^.;]*is 400", errors), errors
 
 
 async def test_json_that_is_not_an_object_is_400(client: Client) -> None:
@@ -1228,6 +1238,7 @@ async def test_a_private_literal_target_is_refused_on_create_and_nothing_is_writ
     assert fields_of(body) == {"webhookUrl"}
     [error] = body["errors"]
     assert "not an allowed webhook target" in error["message"]
+    assert "webhook.allowed_cidrs" in error["message"]  # the way to allow one that is meant
     assert await (await guarded.get("/api/cron")).json() == []
 
 

@@ -146,6 +146,37 @@ async def test_health_endpoints_and_the_docs_page_need_no_token(
     assert response.status == 200, path
 
 
+READINESS = ["/readyz", "/api/health-check"]
+DETAILS = {"instanceId", "version", "startedAt"}
+
+
+@pytest.mark.parametrize("path", READINESS)
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token-0123456789abc", "Basic x"])
+async def test_readiness_without_a_valid_token_says_only_up_or_down(
+    secured: Client, path: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await secured.get(path, headers=headers)
+    assert response.status in (200, 503)  # a probe is never asked for a token
+    body = await response.json()
+    assert set(body) == {"status", "checks"}
+    assert set(body["checks"]) == {"store", "coordinator", "scheduler"}
+
+
+@pytest.mark.parametrize("path", READINESS)
+async def test_readiness_with_a_valid_token_names_the_instance(secured: Client, path: str) -> None:
+    body = await (await secured.get(path, headers=bearer(TOKENS[1]))).json()
+    assert set(body) == {"status", "checks", *DETAILS}
+
+
+@pytest.mark.parametrize("path", READINESS)
+async def test_readiness_of_a_service_without_tokens_names_the_instance(
+    client: Client, path: str
+) -> None:
+    body = await (await client.get(path)).json()
+    assert set(body) == {"status", "checks", *DETAILS}
+
+
 async def test_a_token_from_the_tokens_file_is_accepted_and_comments_are_not_tokens(
     make_client: MakeClient, tmp_path: Path
 ) -> None:

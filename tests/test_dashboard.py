@@ -24,7 +24,7 @@ from cronsvc.api.dashboard import ASSETS, DIRECTORY, PACKAGE, PUBLIC_ROUTES
 from cronsvc.config import Config
 from cronsvc.service import build_app
 from tests.conftest import Receiver
-from tests.fixtures_browser import artifact
+from tests.fixtures_browser import VIEWPORT, artifact
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Locator, Page
@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 YEARLY = "0 0 1 1 *"  # never fires during a test
 FIRE_WAIT_MS = 20_000
 """A per-second job has fired and its run shows within this."""
+README_SCREENSHOT = "11-ledger-gap.png"
+"""The README's docs/dashboard.png is a copy of this screenshot: a job's page
+with its runs and a tick ledger that has a gap, a failure and a manual run."""
 
 
 # -- served from the package ---------------------------------------------------
@@ -49,6 +52,16 @@ def test_every_dashboard_file_ships_as_package_data() -> None:
         assert folder.joinpath(name).is_file()
         path = "/".join(("api", *DIRECTORY, name))
         assert any(fnmatch(path, pattern) for pattern in patterns), path
+
+
+def test_the_readme_screenshot_is_the_browser_tests_and_small() -> None:
+    """Retaken with the ledger test; see README_SCREENSHOT."""
+    image = ROOT / "docs" / "dashboard.png"
+    assert "](docs/dashboard.png)" in (ROOT / "README.md").read_text()
+    header = image.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(header[16:20], "big") == VIEWPORT["width"]
+    assert image.stat().st_size < 300_000
 
 
 async def test_page_and_assets_have_their_types_and_revalidate_by_etag(client: Client) -> None:
@@ -462,7 +475,7 @@ async def test_ledger_lists_the_owed_ticks_and_shows_a_deleted_records_tick_as_a
     await expect(by_hand.locator(".kind-badge")).to_have_text("manual run")
     await expect(page.locator('#ledger-summary [data-count="manual"]')).to_have_text("1 manual run")
     await expect(page.locator("#ledger-incomplete")).to_be_hidden()
-    await screen.shot("11-ledger-gap.png")
+    await screen.shot(README_SCREENSHOT)
 
     await page.locator(f'#ledger-table tr[data-execution-id="{kept["id"]}"]').click()
     dialog = page.locator("#execution-dialog")

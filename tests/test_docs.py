@@ -77,6 +77,20 @@ async def test_only_the_shipped_assets_are_served(client: Client) -> None:
     assert response.status == 200 and response.content_type == "text/html"
 
 
+async def test_a_trailing_slash_redirects_to_the_page_whose_relative_links_work(
+    make_client: MakeClient, config: Config
+) -> None:
+    client = await make_client(server=dataclasses.replace(config.server, api_tokens=[TOKEN]))
+    for method in ("GET", "HEAD"):
+        moved = await client.request(method, "/docs/", allow_redirects=False)
+        assert moved.status in (301, 308), method  # and no token needed, as for the page
+        target = urlsplit(urljoin("http://cronsvc.test/docs/", moved.headers["Location"]))
+        assert target.path == "/docs"
+    page = await client.get("/docs/")
+    assert page.status == 200 and page.url.path == "/docs"
+    assert page.content_type == "text/html"
+
+
 async def test_with_tokens_the_page_loads_without_one_and_the_document_needs_one(
     make_client: MakeClient, config: Config
 ) -> None:

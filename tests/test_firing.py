@@ -574,6 +574,7 @@ async def test_a_job_whose_target_the_guard_refuses_fails_at_once_and_reaches_no
     assert log["status"] == "FAILURE" and log["attempts"] == 1
     assert log["error"]["type"] == "target_not_allowed"
     assert "127.0.0.1 is a loopback address" in log["error"]["message"]
+    assert "webhook.allow_private_targets" in log["error"]["message"]  # and how to allow it
     assert receiver.requests == []
 
 

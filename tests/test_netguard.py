@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
 
 import pytest
 
@@ -179,6 +180,42 @@ def test_bad_cidrs_are_value_errors(text: str) -> None:
         TargetPolicy.from_settings(allow_private=False, allowed_cidrs=[text])
 
 
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        (
+            "127.0.0.1",
+            "127.0.0.1 is a loopback address: not an allowed webhook target unless "
+            "webhook.allow_private_targets is true (CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS=true) "
+            "or webhook.allowed_cidrs includes it",
+        ),
+        (
+            "localhost",
+            "localhost (127.0.0.1) is a loopback address: not an allowed webhook target unless "
+            "webhook.allow_private_targets is true (CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS=true) "
+            "or webhook.allowed_cidrs includes it",
+        ),
+        (
+            "169.254.169.254",
+            "169.254.169.254 is a cloud metadata address: not an allowed webhook target "
+            "unless webhook.allowed_cidrs includes it",
+        ),
+    ],
+)
+def test_a_refusal_names_the_setting_that_would_allow_the_target(host: str, message: str) -> None:
+    with pytest.raises(TargetNotAllowed) as caught:
+        DEFAULT.check_host(host)
+
+    assert str(caught.value) == message
+
+
+def test_an_answer_that_is_no_address_names_no_setting() -> None:
+    with pytest.raises(TargetNotAllowed) as caught:
+        TargetPolicy(allow_private=True).check("example.org")
+
+    assert "webhook." not in str(caught.value)
+
+
 def test_the_message_names_host_and_address_and_nothing_else() -> None:
     error = TargetNotAllowed("hooks.example.org", "10.0.0.7", "a private address")
 
@@ -226,3 +263,15 @@ async def test_resolver_closes_only_an_inner_resolver_it_made() -> None:
     await GuardedResolver(DEFAULT, inner).close()
 
     assert inner.closed is False
+
+
+def test_the_readmes_first_job_says_how_to_call_a_receiver_on_this_machine() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    first_job = readme.split("## A first job", 1)[1].split("\n## ", 1)[0]
+
+    for setting in (
+        "webhook.allow_private_targets",
+        "CRONSVC_WEBHOOK_ALLOW_PRIVATE_TARGETS=true",
+        "webhook.allowed_cidrs",
+    ):
+        assert setting in first_job

@@ -14,6 +14,7 @@ from cronsvc.api.openapi import (
     JobOut,
     LedgerOut,
     NextRunsOut,
+    ReadinessOut,
     ScheduleOut,
     TriggeredOut,
 )
@@ -23,7 +24,7 @@ from tests.conftest import MakeClient, Receiver
 Client = TestClient[web.Request, web.Application]
 TOKEN = "openapi-test-token-0123456789"
 HEALTH = {"/healthz", "/readyz", "/api/health-check"}
-PUBLIC = HEALTH | {"/docs", "/docs/{asset}", "/", "/dashboard/{asset}"}
+PUBLIC = HEALTH | {"/docs", "/docs/", "/docs/{asset}", "/", "/dashboard/{asset}"}
 PATH_VALUES = {"{id}": "0123456789abcdef01234567", "{cronJobId}": "x", "{asset}": "docs.js"}
 
 
@@ -220,3 +221,23 @@ async def test_the_preview_query_takes_what_its_body_takes(client: Client) -> No
     bounds = ("minLength", "maxLength", "minimum", "maximum", "default")
     for name, schema in query.items():
         assert {k: schema.get(k) for k in bounds} == {k: body[name].get(k) for k in bounds}, name
+
+
+async def test_readiness_answers_match_the_documented_schema_with_and_without_a_token(
+    make_client: MakeClient, config: Config
+) -> None:
+    secured = await make_client(server=dataclasses.replace(config.server, api_tokens=[TOKEN]))
+    with_token = {"Authorization": f"Bearer {TOKEN}"}
+    document = await (await secured.get("/openapi.json", headers=with_token)).json()
+    schema = document["components"]["schemas"]["ReadinessOut"]
+    assert set(schema["required"]) == {"status", "checks"}  # the rest needs a token
+    for name in ("instanceId", "version", "startedAt"):
+        assert "token" in schema["properties"][name]["description"]
+    for path in ("/readyz", "/api/health-check"):
+        operation = document["paths"][path]["get"]
+        assert operation["security"] == []
+        for status in ("200", "503"):
+            content = operation["responses"][status]["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/ReadinessOut"}
+        for headers in ({}, with_token):
+            ReadinessOut.model_validate(await (await secured.get(path, headers=headers)).json())

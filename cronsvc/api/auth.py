@@ -5,10 +5,14 @@ every request needs ``Authorization: Bearer <token>``, except GET and HEAD of
 the routes in `UNAUTHENTICATED_ROUTES`:
 
 - `/healthz`, `/readyz`, `/api/health-check`: load balancers and orchestrators
-  probe them without credentials, and they reveal only up or down.
-- `/docs` and `/docs/{asset}`: a static page and its script and style sheet,
-  the same for everyone and holding no data, so a person can open the page and
-  paste a token into it; the page then fetches `/openapi.json` with that token.
+  probe them without credentials, and they reveal only up or down. A request
+  that `may_see_details` (a valid token, or a service without tokens) also
+  learns from the readiness routes which instance answered: its id, version
+  and start time.
+- `/docs` (and `/docs/`, which redirects to it) and `/docs/{asset}`: a static
+  page and its script and style sheet, the same for everyone and holding no
+  data, so a person can open the page and paste a token into it; the page
+  then fetches `/openapi.json` with that token.
 - `/` and `/dashboard/{asset}`: the web dashboard, static in the same way; it
   asks for a token and sends it with every API call.
 
@@ -46,7 +50,9 @@ from cronsvc.errors import RateLimited, Unauthorized
 
 UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz", "/api/health-check"})
 """Health probes: never asked for a token, never rate limited."""
-UNAUTHENTICATED_ROUTES = UNLIMITED_ROUTES | {"/docs", "/docs/{asset}"} | dashboard.PUBLIC_ROUTES
+UNAUTHENTICATED_ROUTES = (
+    UNLIMITED_ROUTES | {"/docs", "/docs/", "/docs/{asset}"} | dashboard.PUBLIC_ROUTES
+)
 """Route templates (as the router and /openapi.json name them) that GET and
 HEAD reach without a token."""
 _OPEN_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
@@ -102,6 +108,13 @@ class Access:
 
 
 ACCESS = web.AppKey("access", Access)
+
+
+def may_see_details(request: web.Request) -> bool:
+    """Whether a request to a route open without a token may see more than
+    up or down: the service has no tokens, or the request carries one."""
+    tokens = request.app[ACCESS].tokens
+    return not tokens or tokens.match(request.headers.get(hdrs.AUTHORIZATION)) is not None
 
 
 @web.middleware

@@ -16,6 +16,7 @@ from cronsvc.clock import Clock
 from cronsvc.config import Config
 from cronsvc.coord import Coordinator
 from cronsvc.errors import FieldError, ValidationFailed
+from cronsvc.health import HealthMonitor
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
@@ -33,6 +34,8 @@ class ApiContext:
     clock: Clock
     metrics: Metrics
     scheduler_ready: asyncio.Event
+    health: HealthMonitor
+    """The store and the coordinator as last probed."""
     target_policy: TargetPolicy
     """The SSRF guard's policy: which webhook targets a job may name."""
     instance_id: str

@@ -1,4 +1,4 @@
-"""GET /docs: a page that renders /openapi.json for people.
+"""GET /docs: a page that renders /openapi.json for people (/docs/ redirects to it).
 
 Its script and style sheet ship inside the package (`static/`) and the page
 fetches nothing but `/openapi.json` from this service, so it works offline
@@ -39,6 +39,14 @@ async def docs_page(request: web.Request) -> web.Response:
     return web.Response(
         text=_read("docs.html"), content_type="text/html", charset="utf-8", headers=_HEADERS
     )
+
+
+@routes.get("/docs/")
+async def docs_slash(request: web.Request) -> web.Response:
+    """To the page: its links are relative (so it works under a proxy's path
+    prefix), and from /docs/ they would miss. The Location is relative for
+    the same reason."""
+    raise web.HTTPPermanentRedirect("../docs")
 
 
 @routes.get("/docs/{asset}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
@@ -195,6 +196,53 @@ class LedgerOut(_Out):
     summary: LedgerSummaryOut
 
 
+_NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """For a field left out of the body when it has no value: no null default."""
+    schema.pop("default", None)
+
+
+def _token_only(description: str) -> Any:
+    """A field sent only to a request with a token: absent otherwise, never null."""
+    return Field(
+        default=None,
+        description=f"{description}; {_NEEDS_A_TOKEN}",
+        json_schema_extra=_absent_not_null,
+    )
+
+
+class ReadinessChecksOut(_Out):
+    store: str = Field(
+        description='"ok", or "unavailable: <error type>" (or "unavailable: no answer '
+        'within <n> s") once the background probe has failed twice in a row; then 503'
+    )
+    coordinator: str = Field(
+        description='"ok", or "unavailable: ..." as for the store; then the instance is '
+        "degraded, not unready (200)"
+    )
+    scheduler: str = Field(description='"ok", or "starting" until every job is loaded (503)')
+
+
+class ReadinessOut(_Out):
+    """What /readyz and /api/health-check answer: 200 while the API can serve
+    (`ok`, or `degraded` with the parts that are not answering), 503 when the
+    store does not answer or the scheduler is still loading (`unavailable`)."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    checks: ReadinessChecksOut
+    degraded: list[Literal["coordinator"]] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="present while degraded: the parts not answering (firing goes on, "
+        "fenced by the store)",
+        json_schema_extra=_absent_not_null,
+    )
+    instance_id: str | SkipJsonSchema[None] = _token_only("the instance that answered")
+    version: str | SkipJsonSchema[None] = _token_only("its cronsvc version")
+    started_at: datetime | SkipJsonSchema[None] = _token_only("when it started")
+
+
 class FieldErrorOut(_Out):
     field: str
     message: str
@@ -220,6 +268,7 @@ MODELS: dict[str, type[BaseModel]] = {
         ScheduleOut,
         NextRunsOut,
         LedgerOut,
+        ReadinessOut,
         ProblemOut,
     )
 }
@@ -347,7 +396,7 @@ _ERROR_TEXT = {
     404: "no such resource (also for malformed ids)",
     409: "duplicate name or stale version",
     413: "request body over 64 KiB",
-    415: "request body is not JSON",
+    415: "the Content-Type is not JSON (malformed JSON sent as JSON is a 400)",
     429: "too many requests from this token (or address); retry after Retry-After seconds",
     500: "unexpected error (with a requestId to quote)",
     503: "the store is unavailable; retry after Retry-After seconds",
@@ -373,6 +422,21 @@ _JOB = _ref("JobOut")
 _LOG = _ref("ExecutionOut")
 _HEALTH = {"type": "object"}
 _TEXT = {"type": "string"}
+
+
+def _readiness(summary: str) -> dict[str, Any]:
+    """A readiness probe: the same body ready or not, never a token needed."""
+    operation = _op(summary, 200, _ref("ReadinessOut"), tag="system")
+    operation["description"] = (
+        "Answered without a token, for load balancers. Which instance answered "
+        f"(instanceId, version, startedAt) is in the body {_NEEDS_A_TOKEN}."
+    )
+    operation["responses"]["503"] = {
+        "description": "not ready: the body says which check failed",
+        **_json(_ref("ReadinessOut")),
+    }
+    return operation
+
 
 _DASHBOARD_FILES = sorted(set(DASHBOARD_ASSETS) - {"index.html"})
 PATHS: dict[str, dict[str, Any]] = {
@@ -576,26 +640,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Live instances and the leader", 200, _HEALTH, tag="system", errors=(503,))
     },
     "/healthz": {"get": _op("Liveness", 200, _HEALTH, tag="system")},
-    "/readyz": {
-        "get": _op(
-            "Readiness of store, coordinator and scheduler",
-            200,
-            _HEALTH,
-            tag="system",
-            errors=(503,),
-            error_text={503: "not ready (the body says which part)"},
-        )
-    },
-    "/api/health-check": {
-        "get": _op(
-            "Readiness (the Node.js service's path)",
-            200,
-            _HEALTH,
-            tag="system",
-            errors=(503,),
-            error_text={503: "not ready (the body says which part)"},
-        )
-    },
+    "/readyz": {"get": _readiness("Readiness of store, coordinator and scheduler")},
+    "/api/health-check": {"get": _readiness("Readiness (the Node.js service's path)")},
     "/metrics": {
         "get": _op(
             "Prometheus metrics (text exposition format)",
@@ -613,6 +659,20 @@ PATHS: dict[str, dict[str, Any]] = {
             _TEXT,
             tag="documentation",
             media_type="text/html",
+        )
+    },
+    "/docs/": {
+        "get": _op(
+            "Redirects to /docs, whose relative links work from there only",
+            308,
+            None,
+            tag="documentation",
+            headers={
+                "Location": {
+                    "description": "../docs (relative, so a proxy's path prefix is kept)",
+                    "schema": {"type": "string"},
+                }
+            },
         )
     },
     "/docs/{asset}": {

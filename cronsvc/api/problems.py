@@ -119,8 +119,20 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         }.get(exc.status, exc.text or exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return problem(exc.status, detail, headers=headers)
+    except ConnectionResetError as exc:
+        if not _client_gone(request):
+            return _internal_error(exc)
+        # The client hung up before its request was whole (reading the body
+        # raises this): its doing, not ours. The answer reaches no one.
+        log.info("request_aborted", method=request.method, path=request.path)
+        return problem(400, "the connection closed before the request was complete")
     except Exception as exc:
         return _internal_error(exc)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 _REJECTIONS: dict[type[CronSvcError], str] = {

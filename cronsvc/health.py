@@ -1,0 +1,118 @@
+"""What this instance knows of its dependencies, from a probe in the background.
+
+Every `interval_s` the store and the coordinator are pinged, together, each
+bounded by `timeout_s`, so that a stalled dependency costs the probe a
+timeout, never a hang. A dependency is down once `down_after` probes in a row
+have failed (one slow answer from a busy store is not an outage) and up again
+at its first answer. Readiness and `/metrics` read this state: they answer at
+once, whatever the dependencies are doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+
+from cronsvc.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 0.8
+DOWN_AFTER = 2
+
+
+class Dependency(StrEnum):
+    STORE = "store"
+    COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Probed:
+    """One dependency as last probed."""
+
+    up: bool
+    detail: str
+    """"ok", or "unavailable: " and why (an error's kind, never its text:
+    a driver's message can carry a URL with credentials)."""
+    failures: int
+    """Probes failed in a row."""
+
+
+UNPROBED = Probed(up=True, detail="ok", failures=0)
+
+
+def after_probe(previous: Probed, failure: str | None, *, down_after: int) -> Probed:
+    """A dependency's state once a probe has answered (`failure` None) or
+    failed (`failure` says how)."""
+    if failure is None:
+        return UNPROBED
+    failures = previous.failures + 1
+    return Probed(up=failures < down_after, detail=f"unavailable: {failure}", failures=failures)
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        *,
+        probes: dict[Dependency, Callable[[], Awaitable[None]]],
+        metrics: Metrics,
+        interval_s: float = PROBE_INTERVAL_S,
+        timeout_s: float = PROBE_TIMEOUT_S,
+        down_after: int = DOWN_AFTER,
+    ) -> None:
+        self._probes = probes
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._down_after = down_after
+        self._state = dict.fromkeys(probes, UNPROBED)
+        self._stopping = asyncio.Event()
+        for dependency in probes:
+            metrics.gauge(
+                f"cronsvc_{dependency.value}_up",
+                f"1 while the {dependency.value} answers this instance's probe, else 0",
+                functools.partial(self._up, dependency),
+            )
+
+    def state(self, dependency: Dependency) -> Probed:
+        return self._state[dependency]
+
+    def _up(self, dependency: Dependency) -> float:
+        return float(self._state[dependency].up)
+
+    async def probe(self) -> None:
+        """Probe every dependency once, together; returns within `timeout_s`."""
+        failures = await asyncio.gather(*(self._one(probe) for probe in self._probes.values()))
+        for dependency, failure in zip(self._probes, failures, strict=True):
+            previous = self._state[dependency]
+            current = after_probe(previous, failure, down_after=self._down_after)
+            self._state[dependency] = current
+            if current.up != previous.up:
+                event = "dependency_up" if current.up else "dependency_down"
+                log.warning(event, dependency=dependency.value, detail=current.detail)
+
+    async def _one(self, probe: Callable[[], Awaitable[None]]) -> str | None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await probe()
+        except TimeoutError:
+            return f"no answer within {self._timeout_s:g} s"
+        except Exception as exc:  # any failure to answer is what the probe measures
+            return type(exc).__name__
+        return None
+
+    async def run(self) -> None:
+        """Probe every `interval_s` until `stop()`."""
+        while not self._stopping.is_set():
+            await self.probe()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+
+    def stop(self) -> None:
+        self._stopping.set()

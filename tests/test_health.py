@@ -1,0 +1,157 @@
+"""The background probe of the store and the coordinator, and what readiness
+makes of it: a stalled store is unreadiness, a stalled Redis a degradation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from cronsvc.config import CoordinationConfig, StoreConfig
+from cronsvc.health import UNPROBED, Dependency, HealthMonitor, Probed, after_probe
+from cronsvc.metrics import Metrics
+from tests.conftest import MakeClient
+from tests.fixtures_mongo import start_nx_27017
+from tests.fixtures_redis import RedisServer
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.mark.parametrize(
+    ("previous", "failure", "expected"),
+    [
+        (UNPROBED, None, UNPROBED),
+        (
+            UNPROBED,
+            "ConnectionError",
+            Probed(up=True, detail="unavailable: ConnectionError", failures=1),
+        ),
+        (
+            Probed(up=True, detail="unavailable: ConnectionError", failures=1),
+            "no answer within 0.8 s",
+            Probed(up=False, detail="unavailable: no answer within 0.8 s", failures=2),
+        ),
+        (
+            Probed(up=False, detail="unavailable: x", failures=7),
+            "x",
+            Probed(up=False, detail="unavailable: x", failures=8),
+        ),
+        (Probed(up=False, detail="unavailable: x", failures=7), None, UNPROBED),
+    ],
+)
+def test_a_dependency_is_down_after_two_failed_probes_in_a_row_and_up_at_its_first_answer(
+    previous: Probed, failure: str | None, expected: Probed
+) -> None:
+    assert after_probe(previous, failure, down_after=2) == expected
+
+
+async def test_a_probe_that_never_answers_is_cut_off_and_counted_as_a_failure() -> None:
+    never = asyncio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    async def refuses() -> None:
+        raise ConnectionRefusedError("refused")
+
+    metrics = Metrics()
+    monitor = HealthMonitor(
+        probes={Dependency.STORE: hangs, Dependency.COORDINATOR: refuses},
+        metrics=metrics,
+        timeout_s=0.05,
+    )
+    await monitor.probe()
+    assert monitor.state(Dependency.STORE).up  # once is not yet an outage
+    await monitor.probe()
+    assert monitor.state(Dependency.STORE) == Probed(
+        up=False, detail="unavailable: no answer within 0.05 s", failures=2
+    )
+    assert monitor.state(Dependency.COORDINATOR).detail == "unavailable: ConnectionRefusedError"
+    rendered = metrics.render().decode()
+    assert "cronsvc_store_up 0.0" in rendered
+    assert "cronsvc_coordinator_up 0.0" in rendered
+
+
+async def test_the_probe_loop_stops_when_asked() -> None:
+    probed: list[int] = []
+    third = asyncio.Event()
+
+    async def answers() -> None:
+        probed.append(1)
+        if len(probed) == 3:
+            third.set()
+
+    monitor = HealthMonitor(probes={Dependency.STORE: answers}, metrics=Metrics(), interval_s=0.01)
+    loop = asyncio.create_task(monitor.run())
+    await asyncio.wait_for(third.wait(), 10)
+    monitor.stop()
+    await asyncio.wait_for(loop, 10)
+    assert monitor.state(Dependency.STORE) == UNPROBED
+
+
+@contextmanager
+def stopped(pid: int | None) -> Iterator[None]:
+    """The process stalled (SIGSTOP) for the block: it keeps its sockets open
+    and answers nothing, as a hung server does."""
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def readiness_until(
+    client: Client, done: Callable[[int, dict[str, Any]], bool]
+) -> tuple[int, dict[str, Any]]:
+    async with asyncio.timeout(15):
+        while True:
+            response = await client.get("/readyz")
+            body: dict[str, Any] = await response.json()
+            if done(response.status, body):
+                return response.status, body
+            await asyncio.sleep(0.1)
+
+
+async def test_a_stalled_redis_is_a_named_degradation_not_unreadiness(
+    make_client: MakeClient, start_redis_server: Callable[..., RedisServer]
+) -> None:
+    server = start_redis_server()
+    client = await make_client(coordination=CoordinationConfig(url=server.url, key_prefix="health"))
+    with stopped(server.pid):
+        status, body = await readiness_until(client, lambda _, b: b["status"] != "ok")
+        assert status == 200
+        assert body["status"] == "degraded" and body["degraded"] == ["coordinator"]
+        assert body["checks"]["coordinator"] == "unavailable: no answer within 0.8 s"
+        assert body["checks"]["store"] == "ok"
+        assert (await client.get("/api/health-check")).status == 200
+        metrics = await (await client.get("/metrics")).text()
+        assert "cronsvc_coordinator_up 0.0" in metrics and "cronsvc_store_up 1.0" in metrics
+    status, body = await readiness_until(client, lambda _, b: b["status"] == "ok")
+    assert status == 200 and "degraded" not in body
+    assert "cronsvc_coordinator_up 1.0" in await (await client.get("/metrics")).text()
+
+
+async def test_a_stalled_store_makes_the_instance_unready_until_it_answers(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    server = start_nx_27017(tmp_path / "nx")
+    try:
+        client = await make_client(store=StoreConfig(url=f"{server.url}/health"))
+        with stopped(server.process.pid):
+            status, body = await readiness_until(client, lambda s, _: s != 200)
+            assert status == 503 and body["status"] == "unavailable"
+            assert body["checks"]["store"].startswith("unavailable: ")
+            assert "cronsvc_store_up 0.0" in await (await client.get("/metrics")).text()
+        status, body = await readiness_until(client, lambda s, _: s == 200)
+        assert body["checks"] == {"store": "ok", "coordinator": "ok", "scheduler": "ok"}
+    finally:
+        server.stop()
