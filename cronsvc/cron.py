@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from cronsvc.errors import InvalidCronExpression, InvalidTimezone
+from cronsvc.errors import BeforeCalendar, CalendarEnds, InvalidCronExpression, InvalidTimezone
 
 __all__ = ["CronSchedule", "load_timezone", "parse_schedule"]
 
@@ -55,6 +55,7 @@ _EQUAL_RANGE_RE = re.compile(r"(\w+)-(\w+)(?:/[0-9]+)?", re.ASCII)
 _HASH_OR_RANDOM_RE = re.compile(r"[hr](?:\(|/|$)", re.IGNORECASE)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_YEAR = datetime.max.year
 _SECOND = timedelta(seconds=1)
 _DAY_S = 86_400
 CACHED_SCHEDULES = 65_536
@@ -186,12 +187,21 @@ def _wall_next(compiled: _Compiled, wall: datetime) -> datetime:
             return compiled.matcher.get_next(datetime, start_time=wall)
         except CroniterBadDateError:
             raise _never_fires(compiled) from None
+        except (OverflowError, ValueError):
+            # croniter's arithmetic passes year 9999 as it searches ahead.
+            if wall.year < _LAST_YEAR - _SEARCH_YEARS:
+                raise
+            raise _calendar_ends(compiled) from None
 
 
 def _never_fires(compiled: _Compiled) -> InvalidCronExpression:
     return InvalidCronExpression(
         f"never fires: no time in {_SEARCH_YEARS} years matches {compiled.text!r}"
     )
+
+
+def _calendar_ends(compiled: _Compiled) -> CalendarEnds:
+    return CalendarEnds(f"no fire of {compiled.text!r} falls before the end of year {_LAST_YEAR}")
 
 
 def _naive(instant: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
@@ -262,14 +272,24 @@ def _next_fire(expression: str, timezone: str, after_s: int) -> datetime:
     compiled = _compile(expression)
     zone = load_timezone(timezone)
     after = _EPOCH + after_s * _SECOND
-    local = after.astimezone(zone)
-    fire = _scan(compiled, zone, after, local.replace(tzinfo=None))
-    repeat = local.replace(fold=1)
-    if not compiled.fixed_time and local.fold == 0 and _offset(repeat) != _offset(local):
-        # `after` is in the first pass of a fall-back overlap. The second pass comes later
-        # in time but earlier on the wall clock, so the scan above cannot reach it.
-        change = _offset_change(zone, after, repeat.astimezone(UTC))
-        fire = min(fire, _scan(compiled, zone, after, _naive(change, zone) - _SECOND))
+    try:
+        local = after.astimezone(zone)
+    except OverflowError:
+        if after.year == 1:
+            raise BeforeCalendar(
+                f"{after.time()} UTC on 1 January 1 is still year 0 in {timezone}"
+            ) from None
+        raise _calendar_ends(compiled) from None
+    try:
+        fire = _scan(compiled, zone, after, local.replace(tzinfo=None))
+        repeat = local.replace(fold=1)
+        if not compiled.fixed_time and local.fold == 0 and _offset(repeat) != _offset(local):
+            # `after` is in the first pass of a fall-back overlap. The second pass comes later
+            # in time but earlier on the wall clock, so the scan above cannot reach it.
+            change = _offset_change(zone, after, repeat.astimezone(UTC))
+            fire = min(fire, _scan(compiled, zone, after, _naive(change, zone) - _SECOND))
+    except OverflowError:  # a wall time near the end of year 9999 that UTC cannot hold
+        raise _calendar_ends(compiled) from None
     return fire
 
 
@@ -295,6 +315,8 @@ class CronSchedule:
 
         Returns an aware UTC datetime with microsecond 0. Results are cached per
         (expression, time zone, second), so jobs that share a schedule share the work.
+        Raises `CalendarEnds` when no fire falls before the end of year 9999, and
+        `BeforeCalendar` for an `after` whose time in the zone falls before year 1.
         """
         if after.utcoffset() is None:
             raise ValueError("`after` must be a timezone-aware datetime")
@@ -307,8 +329,14 @@ class CronSchedule:
             yield after
 
     def next_n(self, after: datetime, n: int) -> list[datetime]:
-        """The first `n` fire instants after `after`."""
-        return list(itertools.islice(self.iter_after(after), n))
+        """The first `n` fire instants after `after`: fewer when the calendar
+        ends first (`CalendarEnds`)."""
+        fires: list[datetime] = []
+        with contextlib.suppress(CalendarEnds):
+            while len(fires) < n:
+                after = self.next_after(after)
+                fires.append(after)
+        return fires
 
 
 def _values(field: Sequence[int | str], low: int, high: int) -> list[int]:

@@ -38,7 +38,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from http import HTTPStatus
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -50,7 +49,9 @@ from cronsvc import __version__
 from cronsvc.clock import Clock
 from cronsvc.domain import (
     HEADER_NAME,
+    HEADER_VALUE_CONTROL,
     MAX_ATTEMPTS,
+    RESERVED_HEADERS,
     AttemptRecord,
     ErrorInfo,
     ExecutionStatus,
@@ -61,6 +62,7 @@ from cronsvc.domain import (
     Trigger,
 )
 from cronsvc.errors import InvalidSecret, TargetNotAllowed
+from cronsvc.instants import rfc3339
 from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
 from cronsvc.signing import signature_header
@@ -81,25 +83,10 @@ _BOOKKEEPING_WAIT_S = 0.5
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 """A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
 _SIGNATURE_HEADER = "webhook-signature"
-# Never taken from a job's headers: the dispatcher owns the message framing
-# and the connection (a user's Content-Length or Transfer-Encoding would
-# contradict the body sent), and a signature, id, timestamp or user agent is
-# ours alone to set (one a user set would only mislead).
-_OURS = frozenset(
-    {
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "expect",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        _SIGNATURE_HEADER,
-    }
-)
+
+
+class _UnsendableHeader(ValueError):
+    """A stored header no request may carry (the API refuses it now)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -551,17 +538,32 @@ class Dispatcher:
             # Nothing was sent: an unsigned call would be refused, or worse, trusted.
             outcome = _failed("invalid_secret", f"the job's signing secret is unusable: {exc}")
         except InvalidTarget as exc:
-            outcome = _failed("invalid_url", _short(exc))
+            outcome = _failed("invalid_url", _short(exc, "not a URL a request can go to"))
+        except _UnsendableHeader as exc:
+            outcome = _failed("request_error", str(exc))
         except TimeoutError:
             outcome = _failed(
                 "timeout", f"timed out after {request.timeout_s:g} s without a response"
             )
         except ProtocolError as exc:
-            outcome = _failed("invalid_response", _short(exc))
+            outcome = _failed("invalid_response", _short(exc, "the answer is not HTTP/1.x"))
         except OSError as exc:  # refused, reset, unreachable, TLS, closed early
             outcome = _failed("connection_error", _connection_problem(exc))
         except Exception as exc:  # one bad request must not escape deliver
-            outcome = _failed("request_error", f"{type(exc).__name__}: {_short(exc)}")
+            # Recorded in words (a run's error never names a Python exception);
+            # the exception goes to the log, where it can be read.
+            outcome = _failed(
+                "request_error",
+                "the request could not be made: an unexpected problem, logged as "
+                "webhook_request_failed",
+            )
+            log.error(
+                "webhook_request_failed",
+                execution_id=request.execution_id,
+                job_id=request.job_id,
+                attempt=attempt,
+                exc_info=exc,
+            )
         log.debug(
             "webhook_attempt",
             execution_id=request.execution_id,
@@ -585,18 +587,19 @@ class Dispatcher:
     ) -> bytes:
         """The request as it goes on the wire: request line, headers, body.
 
-        Raises ValueError for a header that would break the message (the API
-        refuses those; a stored one is refused here, before anything is sent)."""
-        lines = [f"{request.method.value} {request_target} HTTP/1.1"]
+        Raises `_UnsendableHeader` for a header that would break the message
+        (the API refuses those; a stored one is refused here, before anything
+        is sent). A stored header the dispatcher sets itself is left out."""
+        lines = [f"{request.method.value} {request_target} HTTP/1.1", f"Host: {host}"]
         given = {name.lower() for name in request.headers}
-        if "host" not in given:
-            lines.append(f"Host: {host}")
         for name, value in request.headers.items():
             lowered = name.lower()
-            if lowered in _OURS or (body is None and lowered == "content-type"):
+            if lowered in RESERVED_HEADERS or (body is None and lowered == "content-type"):
                 continue
-            if not HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
-                raise ValueError(f"the header {name[:100]!r} cannot be sent as it is")
+            if not HEADER_NAME.fullmatch(name):
+                raise _UnsendableHeader(f"the header name {name[:100]!r} is not a token")
+            if HEADER_VALUE_CONTROL.search(value):
+                raise _UnsendableHeader(f"the header {name[:100]!r} holds a control character")
             lines.append(f"{name}: {value}")
         if "accept" not in given:
             lines.append("Accept: */*")
@@ -628,14 +631,14 @@ def _encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, s
             f'{{"jobId":{_json_string(request.job_id)},'
             f'"jobName":{_json_string(request.job_name)},'
             f'"executionId":{_json_string(request.execution_id)},'
-            f'"scheduledAt":"{_rfc3339(request.scheduled_at)}",'
+            f'"scheduledAt":"{rfc3339(request.scheduled_at)}",'
             f'"trigger":"{request.trigger.value}","attempt":{attempt}}}'
         )
         return text.encode(), "application/json"
     if isinstance(body, str):
         try:
             json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or too deep to tell
             return body.encode(), "text/plain; charset=utf-8"
         return body.encode(), "application/json"
     encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -684,18 +687,6 @@ def _parse_retry_after(value: str | None, clock: Clock) -> float | None:
     return max(0.0, (when - clock.now()).total_seconds())
 
 
-@lru_cache(maxsize=64)
-def _rfc3339(instant: datetime) -> str:
-    """UTC with a `Z`, milliseconds only when there are some (cached: the
-    jobs of one burst share their tick)."""
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=UTC)
-    instant = instant.astimezone(UTC)
-    millis = instant.microsecond // 1000
-    fraction = f".{millis:03d}" if millis else ""
-    return f"{instant:%Y-%m-%dT%H:%M:%S}{fraction}Z"
-
-
 def _decode(data: bytes, *, complete: bool) -> str:
     # A cut-off body may end inside a multi-byte character: drop that partial
     # character rather than show a replacement mark the receiver never sent.
@@ -714,13 +705,14 @@ def _connection_problem(exc: OSError) -> str:
     """What went wrong with the connection, in one line: the system's words
     where the exception carries only an errno."""
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {_short(exc)}"
+        return f"TLS: {_short(exc, 'the secure connection failed')}"
     if str(exc) or exc.strerror is None:
-        return _short(exc)
+        return _short(exc, "the connection failed")
     return exc.strerror
 
 
-def _short(exc: BaseException) -> str:
-    """An exception's own one-line message, never a traceback."""
+def _short(exc: BaseException, otherwise: str) -> str:
+    """An exception's own one-line message, never a traceback; `otherwise`
+    when it has none (never the exception's class name)."""
     text = " ".join(str(exc).split())
-    return text[:500] if text else type(exc).__name__
+    return text[:500] if text else otherwise

@@ -32,6 +32,29 @@ class HttpMethod(enum.StrEnum):
 
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """A header field name (RFC 9110's token); match with `fullmatch`."""
+HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""A character no header value may hold: a control character other than tab
+(RFC 9110, section 5.5); find one with `search`."""
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "expect",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+"""Headers (lower case) the dispatcher sets itself and never takes from a
+job: the message framing and the connection, which a job's value would
+contradict, and the user agent and Standard Webhooks headers, which are
+cronsvc's to set (one a job set would only mislead). The API refuses them."""
 
 
 class ConcurrencyPolicy(enum.StrEnum):

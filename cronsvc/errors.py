@@ -126,6 +126,17 @@ class TooManyTicks(CronSvcError, ValueError):
         super().__init__(f"the range holds more than {limit} ticks; narrow it")
 
 
+class CalendarEnds(CronSvcError, LookupError):
+    """No fire of a schedule falls between an instant and the end of year
+    9999, the last a date can hold (croniter stops short of it by as much as
+    it looks ahead: up to a year for a yearly schedule)."""
+
+
+class BeforeCalendar(CronSvcError, ValueError):
+    """An instant whose wall-clock time in a schedule's zone falls before
+    year 1: the fires after it cannot be computed."""
+
+
 class StoreUnavailable(CronSvcError, ConnectionError):
     """The store could not be reached or answered with an error; transient."""
 

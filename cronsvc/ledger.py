@@ -138,7 +138,8 @@ def owed_ticks(
             schedule = parse_schedule(revision.cron_expression, revision.timezone, min_interval_s=0)
         except CronSvcError:
             continue  # its zone left the tz database, say: it owes nothing here
-        tick = schedule.next_after(max(start, since - _BEFORE))
+        # (since - _BEFORE only when since is later: it may be the first instant there is)
+        tick = schedule.next_after(start if start >= since else since - _BEFORE)
         while tick < end:
             if len(ticks) == limit:
                 raise TooManyTicks(limit)

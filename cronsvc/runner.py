@@ -32,6 +32,7 @@ from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
 from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
+from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import plan_due_ticks
 from cronsvc.results import ResultWriter
@@ -285,7 +286,7 @@ class TickRunner:
                 log.info(
                     "tick_skipped",
                     job_id=d.job.id,
-                    tick=d.tick.isoformat(),
+                    tick=rfc3339(d.tick),
                     reason=error.message if error else "skipped",
                 )
         # Their first requests are made now, so at the tick they only go out.
@@ -386,7 +387,7 @@ class TickRunner:
                     "cronsvc_claims_taken_over_total",
                     help="Claimed ticks another instance adopted before this one sent them",
                 )
-                log.warning("claim_taken_over", job_id=d.job.id, tick=d.tick.isoformat())
+                log.warning("claim_taken_over", job_id=d.job.id, tick=rfc3339(d.tick))
             elif versions.get(d.job.id) == d.job.version:
                 unchanged.append((d, execution))
             else:
@@ -469,7 +470,7 @@ class TickRunner:
                 log.info(
                     "tick_adopted",
                     job_id=job.id,
-                    tick=execution.scheduled_at.isoformat(),
+                    tick=rfc3339(execution.scheduled_at),
                     lag_ms=round((now - execution.scheduled_at).total_seconds() * 1000, 1),
                 )
                 self._start(job, execution)
@@ -566,7 +567,7 @@ class TickRunner:
         log.info(
             "tick_fired",
             job_id=job.id,
-            tick=execution.scheduled_at.isoformat(),
+            tick=rfc3339(execution.scheduled_at),
             trigger=execution.trigger.value,
             lag_ms=lag_ms,
             status=result.status.value,
@@ -583,7 +584,7 @@ class TickRunner:
         now = self._clock.now()
         try:
             if result.response_status == 410:
-                reason = f"the webhook target answered 410 Gone at {_rfc3339(now)}"
+                reason = f"the webhook target answered 410 Gone at {rfc3339(now)}"
                 paused = await self._store.pause_job(
                     job.id, expected_version=job.version, reason=reason, now=now
                 )
@@ -606,7 +607,7 @@ class TickRunner:
                 upcoming = _next_tick(job, execution.scheduled_at)
                 if upcoming is not None and upcoming < until:
                     await self._store.defer_job(job.id, until)
-                    log.info("job_deferred_by_target", job_id=job.id, until=_rfc3339(until))
+                    log.info("job_deferred_by_target", job_id=job.id, until=rfc3339(until))
         except TRANSIENT as exc:
             log.warning("target_request_not_recorded", job_id=job.id, error=str(exc))
         return execution
@@ -715,10 +716,6 @@ def _next_tick(job: Job, after: datetime) -> datetime | None:
     except CronSvcError:
         return None
     return schedule.next_after(after)
-
-
-def _rfc3339(instant: datetime) -> str:
-    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _has_tick(job: Job, tick: datetime) -> bool:

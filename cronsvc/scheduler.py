@@ -34,6 +34,7 @@ from cronsvc.coord import RESYNC
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import ConcurrencyPolicy, Job, MisfirePolicy
 from cronsvc.errors import CronSvcError
+from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.retry import TRANSIENT
@@ -637,8 +638,8 @@ class Scheduler:
             "ticks_missed",
             job_id=job.id,
             count=count,
-            first=ticks[0].isoformat(),
-            last=ticks[-1].isoformat(),
+            first=rfc3339(ticks[0]),
+            last=rfc3339(ticks[-1]),
         )
 
     def _compact(self) -> None:

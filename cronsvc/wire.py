@@ -23,6 +23,7 @@ connected to), redirects (never followed), cookies, HTTP/2, pipelining.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import zlib
@@ -30,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple, cast
+from urllib.parse import urlsplit
 
 from yarl import URL
 
@@ -45,6 +47,10 @@ _READ_HIGH_WATER = 256 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_MAX_HOST_NAME = 253
+_MAX_LABEL = 63
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
 
 _PoolKey = tuple[str, str, int]
 
@@ -95,6 +101,9 @@ def parse_target(url: str) -> Target:
         raise InvalidTarget("credentials in a URL are not sent; use headers")
     if not 0 < port < 65536:
         raise InvalidTarget(f"port {port} is out of range")
+    problem = _host_problem(url, host)
+    if problem is not None:
+        raise InvalidTarget(problem)
     name = f"[{host}]" if ":" in host else host
     host_header = name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
     return Target(
@@ -104,6 +113,35 @@ def parse_target(url: str) -> Target:
         host_header=host_header,
         request_target=parsed.raw_path_qs or "/",
     )
+
+
+def _host_problem(url: str, host: str) -> str | None:
+    """Why no request can reach `host`, the raw host of `url` (IDNA-encoded,
+    an IPv6 address without its brackets), or None. A name must be one DNS
+    can hold: labels of 1 to 63 letters, digits, '-' or '_' (found in
+    service names), 253 characters in all."""
+    if ":" in host:
+        return None  # an IPv6 address, which yarl has checked
+    try:
+        authority = urlsplit(url).netloc
+    except ValueError:
+        return "not a valid URL"
+    if authority.rpartition("@")[2].startswith("["):
+        return "only an IPv6 address may stand in brackets"
+    name = host.removesuffix(".")
+    if len(name) > _MAX_HOST_NAME:
+        return f"the host name is longer than {_MAX_HOST_NAME} characters"
+    for label in name.split("."):
+        if not label:
+            return "the host name has an empty label (two dots in a row)"
+        if len(label) > _MAX_LABEL:
+            return f"the host name has a label longer than {_MAX_LABEL} characters"
+        if not _LABEL.fullmatch(label):
+            return (
+                f"the host {host[:100]!r} holds characters no host name can: "
+                "letters, digits, '-' and '_' between dots"
+            )
+    return None
 
 
 class Response(NamedTuple):

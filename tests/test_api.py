@@ -9,6 +9,7 @@ import json
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,54 @@ async def test_invalid_job_is_rejected_field_by_field_and_nothing_is_written(
     assert await (await client.get("/api/cron")).json() == []
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"isActive": "yes"}, "isActive"),
+        ({"isActive": "true"}, "isActive"),
+        ({"isActive": 1}, "isActive"),
+        ({"timeoutSeconds": "5"}, "timeoutSeconds"),
+        ({"timeoutSeconds": True}, "timeoutSeconds"),
+        ({"misfireGraceSeconds": "60"}, "misfireGraceSeconds"),
+        ({"misfireGraceSeconds": 60.0}, "misfireGraceSeconds"),
+        ({"retry": {"maxAttempts": "3"}}, "retry.maxAttempts"),
+        ({"retry": {"maxAttempts": True}}, "retry.maxAttempts"),
+        ({"retry": {"backoffSeconds": "1"}}, "retry.backoffSeconds"),
+        ({"retry": {"maxBackoffSeconds": "60"}}, "retry.maxBackoffSeconds"),
+        ({"version": "1"}, "version"),
+    ],
+)
+async def test_booleans_and_numbers_must_be_json_booleans_and_numbers(
+    client: Client, change: dict[str, Any], field: str
+) -> None:
+    body = await problem(await client.post("/api/cron", json={**NODE_JOB, **change}), 400)
+    assert fields_of(body) == {field}, body
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_whole_numbers_are_taken_where_fractions_may_be(client: Client) -> None:
+    job = await create(
+        client, timeoutSeconds=5, retry={"backoffSeconds": 2, "maxBackoffSeconds": 9}
+    )
+    assert job["timeoutSeconds"] == 5.0
+    assert job["retry"] == {"maxAttempts": 1, "backoffSeconds": 2.0, "maxBackoffSeconds": 9.0}
+
+
+async def test_preview_count_is_a_json_number_in_a_body_and_text_in_a_query(
+    client: Client,
+) -> None:
+    body = await problem(
+        await client.post("/api/schedule/preview", json={"cronExpression": "@daily", "count": "2"}),
+        400,
+    )
+    assert fields_of(body) == {"count"}
+    by_query = await client.get("/api/schedule/preview?cronExpression=@daily&count=2")
+    assert len((await by_query.json())["instants"]) == 2
+    for bad in ("two", "2.0", "0", "101"):
+        response = await client.get(f"/api/schedule/preview?cronExpression=@daily&count={bad}")
+        assert fields_of(await problem(response, 400)) == {"count"}, bad
+
+
 @pytest.mark.parametrize("policy", ["allow", "forbid", "replace"])
 async def test_every_concurrency_policy_is_accepted_and_read_back(
     client: Client, policy: str
@@ -334,6 +383,62 @@ async def test_body_over_64_kib_is_413(client: Client) -> None:
         "/api/cron", data=big, headers={"Content-Type": "application/json"}
     )
     await problem(response, 413)
+    assert await (await client.get("/api/cron")).json() == []
+
+
+def nested(depth: int) -> str:
+    """A JSON array nested `depth` levels deep."""
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [64, 1000, 30_000])
+async def test_json_nested_past_the_limit_is_400_naming_the_body_and_writes_nothing(
+    client: Client, depth: int
+) -> None:
+    """The request object is one level; its `body` field brings the rest."""
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {nested(depth)}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    failed = await problem(response, 400)
+    assert failed["errors"] == [{"field": "body", "message": "is nested deeper than 64 levels"}]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_json_nested_to_the_limit_is_accepted(client: Client) -> None:
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {nested(63)}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PATCH", "/api/cron/{id}"), ("PUT", "/api/cron/{id}"), ("POST", "/api/schedule/preview")],
+)
+async def test_every_json_body_is_held_to_the_nesting_limit(
+    client: Client, method: str, path: str
+) -> None:
+    job = await create(client)
+    response = await client.request(
+        method,
+        path.format(id=job["id"]),
+        data='{"body": ' + nested(5000) + "}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert fields_of(await problem(response, 400)) == {"body"}
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+
+
+async def test_an_integer_too_long_to_read_is_400_naming_the_body(client: Client) -> None:
+    document = json.dumps(NODE_JOB)[:-1] + f', "body": {"9" * 5000}}}'
+    response = await client.post(
+        "/api/cron", data=document, headers={"Content-Type": "application/json"}
+    )
+    failed = await problem(response, 400)
+    assert fields_of(failed) == {"body"}
+    assert "4300 digits" in failed["errors"][0]["message"]
     assert await (await client.get("/api/cron")).json() == []
 
 
@@ -404,6 +509,55 @@ async def test_fifty_headers_are_accepted_and_fifty_one_are_not(client: Client) 
     assert (await (await client.get(f"/api/cron/{job['id']}")).json())["headers"] == fifty
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1f", "\x7f"])
+async def test_a_header_value_with_a_control_character_is_400_naming_the_header(
+    client: Client, control: str
+) -> None:
+    response = await client.post(
+        "/api/cron", json={**NODE_JOB, "headers": {"X-Token": f"a{control}b"}}
+    )
+    body = await problem(response, 400)
+    assert fields_of(body) == {"headers"}
+    assert "X-Token" in body["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Host",
+        "content-length",
+        "Transfer-Encoding",
+        "CONNECTION",
+        "Keep-Alive",
+        "Upgrade",
+        "TE",
+        "Expect",
+        "User-Agent",
+        "webhook-id",
+        "Webhook-Timestamp",
+        "WEBHOOK-SIGNATURE",
+    ],
+)
+async def test_a_header_the_service_sets_itself_is_400_naming_it(client: Client, name: str) -> None:
+    response = await client.post("/api/cron", json={**NODE_JOB, "headers": {name: "mine"}})
+    body = await problem(response, 400)
+    assert fields_of(body) == {"headers"}
+    assert repr(name) in body["errors"][0]["message"]
+    assert await (await client.get("/api/cron")).json() == []
+
+
+async def test_tabs_and_the_headers_a_job_may_set_are_kept(client: Client) -> None:
+    headers = {
+        "Content-Type": "application/vnd.x+json",
+        "Accept": "text/plain",
+        "Authorization": "Bearer a\tb",
+        "X-Note": "caf\u00e9",
+    }
+    job = await create(client, headers=headers)
+    assert job["headers"] == headers
+
+
 async def test_creating_past_max_jobs_is_409_and_writes_nothing(make_client: MakeClient) -> None:
     client = await make_client(limits=LimitsConfig(max_jobs=2, rate_limit_per_s=0))
     first = await create(client, name="one")
@@ -469,6 +623,31 @@ async def test_unknown_route_and_wrong_method_are_problems(client: Client) -> No
     await problem(await client.get("/api/nothing-here"), 404)
     response = await client.request("PUT", "/api/cron")
     await problem(response, 405)
+
+
+async def test_every_problem_is_titled_with_its_status_phrase(make_client: MakeClient) -> None:
+    """RFC 9457: with type about:blank, the title is the status's phrase, the
+    same whether cronsvc or aiohttp turned the request away."""
+    client = await make_client(limits=LimitsConfig(max_jobs=1))
+    job = await create(client)
+    json_headers = {"Content-Type": "application/json"}
+    answers = [
+        await client.post("/api/cron", json={"name": ""}),  # a field
+        await client.get("/api/cron?cursor=garbage"),  # a cursor
+        await client.get("/api/cron/" + "0" * 24),  # a job
+        await client.get("/api/execution-logs/" + "0" * 24),  # an execution
+        await client.get("/api/nothing-here"),  # a route
+        await client.request("PUT", "/api/cron"),
+        await client.patch(f"/api/cron/{job['id']}", json={"version": 99}),
+        await client.post("/api/cron", data="x" * (65 * 1024), headers=json_headers),
+        await client.post("/api/cron", data="name=x"),
+    ]
+    statuses = [400, 400, 404, 404, 404, 405, 409, 413, 415]
+    for response, status in zip(answers, statuses, strict=True):
+        body = await problem(response, status)
+        assert body["title"] == HTTPStatus(status).phrase, body
+    limited = await problem(await client.post("/api/cron", json={**NODE_JOB, "name": "2"}), 409)
+    assert limited["type"] != "about:blank"  # a type of its own names its own title
 
 
 # -- change -------------------------------------------------------------------
@@ -572,6 +751,21 @@ async def test_pause_and_resume(client: Client) -> None:
     assert resumed["isActive"] is True and resumed["nextRunAt"] is not None
 
 
+async def test_concurrent_unversioned_patches_all_apply(client: Client) -> None:
+    """Without a `version`, a write that loses a race is merged again onto the
+    job as it now is, until it applies: none is refused, none is lost."""
+    job = await create(client)
+    url = f"/api/cron/{job['id']}"
+    responses = await asyncio.gather(
+        *(client.patch(url, json={"headers": {f"X-{n}": str(n)}}) for n in range(20)),
+        *(client.post(f"{url}/{verb}") for verb in ("pause", "resume") * 3),
+    )
+    assert [r.status for r in responses] == [200] * 26, [await r.text() for r in responses]
+    final = await (await client.get(url)).json()
+    assert final["headers"] == {f"X-{n}": str(n) for n in range(20)}
+    assert final["version"] >= job["version"] + 20  # each patch a write of its own
+
+
 async def test_delete_answers_with_the_job_and_then_it_is_gone(client: Client) -> None:
     job = await create(client)
     response = await client.delete(f"/api/cron/{job['id']}")
@@ -632,6 +826,7 @@ async def test_job_list_filters(client: Client) -> None:
         ("limit=ten", "limit"),
         ("isActive=maybe", "isActive"),
         ("cursor=garbage", "cursor"),
+        ("cursor=", "cursor"),
     ],
 )
 async def test_bad_job_list_query_is_400(client: Client, query: str, field: str) -> None:
@@ -646,10 +841,23 @@ async def test_bad_job_list_query_is_400(client: Client, query: str, field: str)
         ("until=2026-01-01T00:00:00", "until"),
         ("limit=1000", "limit"),
         ("cursor=%%%", "cursor"),
+        ("cursor=", "cursor"),
+        ("since=", "since"),
+        ("until=", "until"),
     ],
 )
 async def test_bad_execution_log_query_is_400(client: Client, query: str, field: str) -> None:
-    assert field in fields_of(await problem(await client.get(f"/api/execution-logs?{query}"), 400))
+    for path in ("/api/execution-logs", "/api/execution-logs/job/" + "0" * 24):
+        body = await problem(await client.get(f"{path}?{query}"), 400)
+        assert fields_of(body) == {field}, path
+
+
+@pytest.mark.parametrize("name", ["cursor", "since", "until"])
+async def test_an_empty_query_parameter_is_refused_as_empty(client: Client, name: str) -> None:
+    body = await problem(await client.get(f"/api/execution-logs?{name}="), 400)
+    assert body["errors"] == [
+        {"field": name, "message": "must not be empty; leave it out for its default"}
+    ]
 
 
 # -- schedules --------------------------------------------------------------------
@@ -706,6 +914,67 @@ async def test_preview_by_query_string(client: Client) -> None:
     ]
 
 
+async def test_instants_before_year_1000_are_written_with_four_digit_years(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/api/schedule/preview",
+        json={"cronExpression": "57 52 5 * * *", "count": 1, "after": "0939-03-14T05:52:00Z"},
+    )
+    body = await response.json()
+    assert body["after"] == "0939-03-14T05:52:00.000Z"
+    assert body["instants"][0]["utc"] == "0939-03-14T05:52:57.000Z"
+
+
+async def test_preview_near_the_end_of_the_calendar_lists_only_what_it_holds(
+    client: Client,
+) -> None:
+    """No fire falls after 9999-12-31T23:59:59Z: none is listed, by either verb."""
+    after = "9999-12-31T23:59:59Z"
+    by_query = await client.get(
+        "/api/schedule/preview", params={"cronExpression": "* * * * *", "after": after}
+    )
+    by_body = await client.post(
+        "/api/schedule/preview", json={"cronExpression": "0 0 1 1 *", "after": after}
+    )
+    for response in (by_query, by_body):
+        assert response.status == 200, await response.text()
+        assert (await response.json())["instants"] == []
+    in_a_zone_ahead = await client.post(
+        "/api/schedule/preview",
+        json={"cronExpression": "* * * * *", "timezone": "Asia/Tokyo", "after": after},
+    )
+    assert (await in_a_zone_ahead.json())["instants"] == []
+
+
+@pytest.mark.parametrize(
+    ("after", "timezone"),
+    [
+        ("9999-12-31T23:59:59-23:59", "UTC"),  # year 10000 in UTC
+        ("0001-01-01T00:00:00+23:59", "UTC"),  # year 0 in UTC
+        ("0001-01-01T00:00:00Z", "America/New_York"),  # year 0 on New York's clocks
+    ],
+)
+async def test_preview_after_an_instant_outside_the_calendar_is_400_naming_after(
+    client: Client, after: str, timezone: str
+) -> None:
+    query = {"cronExpression": "* * * * *", "timezone": timezone, "after": after}
+    for response in (
+        await client.get("/api/schedule/preview", params=query),
+        await client.post("/api/schedule/preview", json=query),
+    ):
+        assert fields_of(await problem(response, 400)) == {"after"}
+
+
+async def test_preview_from_the_first_day_of_the_calendar_in_utc(client: Client) -> None:
+    response = await client.post(
+        "/api/schedule/preview",
+        json={"cronExpression": "0 0 * * *", "count": 1, "after": "0001-01-01T00:00:00Z"},
+    )
+    assert response.status == 200, await response.text()
+    assert parse((await response.json())["instants"][0]["utc"]) == datetime(1, 1, 2, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("document", "field"),
     [
@@ -754,6 +1023,8 @@ async def test_ledger_defaults_to_the_last_hour_and_lists_owed_ticks_up_to_now(
         ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
         ("since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
         ("since=2026-01-01T00:00:00Z&until=2026-02-01T00:00:01Z", "since"),
+        ("since=", "since"),
+        ("until=", "until"),
     ],
 )
 async def test_ledger_rejects_bad_ranges_naming_the_parameter(
@@ -790,6 +1061,33 @@ async def test_ledger_of_more_ticks_than_one_answer_holds_asks_to_narrow_the_ran
     # Long after the pause nothing is owed, however long the range.
     quiet = {"since": paused_at.isoformat(), "until": datetime.now(UTC).isoformat()}
     assert (await (await client.get(url, params=quiet)).json())["entries"] == []
+
+
+async def test_ledger_reaching_back_to_the_first_day_of_the_calendar_is_empty(
+    client: Client,
+) -> None:
+    job = await create(client)
+    response = await client.get(
+        f"/api/cron/{job['id']}/ledger", params={"until": "0001-01-01T00:30:00Z"}
+    )
+    assert response.status == 200, await response.text()
+    ledger = await response.json()
+    assert ledger["entries"] == [] and ledger["summary"]["ticks"] == 0
+    assert parse(ledger["since"]) == datetime(1, 1, 1, tzinfo=UTC)
+    first_day = {"since": "0001-01-01T00:00:00Z", "until": "0001-01-02T00:00:00Z"}
+    response = await client.get(f"/api/cron/{job['id']}/ledger", params=first_day)
+    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_instants_past_either_end_of_the_calendar_are_400_naming_the_parameter(
+    client: Client, name: str, value: str
+) -> None:
+    job = await create(client)
+    for path in ("/api/execution-logs", f"/api/cron/{job['id']}/ledger"):
+        body = await problem(await client.get(path, params={name: value}), 400)
+        assert fields_of(body) == {name}, path
 
 
 async def test_ledger_of_an_unknown_job_is_not_found(client: Client) -> None:
@@ -843,6 +1141,67 @@ async def test_a_bad_schedule_is_reported_with_the_other_bad_fields(client: Clie
     document = {"name": "x", "cronExpression": "0 0 30 2 *", "webhookUrl": "ftp://x", "colour": 1}
     body = await problem(await client.post("/api/cron", json=document), 400)
     assert fields_of(body) == {"cronExpression", "webhookUrl", "colour"}
+
+
+LONG_LABEL_URL = "http://" + "a" * 64 + ".example.com/hook"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        LONG_LABEL_URL,
+        "http://" + "a." * 127 + "com/",  # 257 characters
+        "http://127.0.0.1%20/",
+        "http://%31%32%37.0.0.1/",
+        "http://[v1.x]/",
+        "http://exa mple.com/",
+        "http://a..example.com/",
+        "http://example.com:0/",
+    ],
+)
+async def test_a_url_no_request_could_be_sent_to_is_400_and_writes_nothing(
+    client: Client, url: str
+) -> None:
+    body = await problem(await client.post("/api/cron", json={**NODE_JOB, "webhookUrl": url}), 400)
+    assert fields_of(body) == {"webhookUrl"}, body
+    assert await (await client.get("/api/cron")).json() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://b\u00fccher.example/",
+        "http://xn--bcher-kva.example/",
+        "http://example.com./",
+        "http://a_b.example/",
+        "http://" + "a" * 63 + ".example.com/",
+        "https://[2001:db8::1]:8443/x",
+        "http://192.0.2.1:8080/x?y=1",
+    ],
+)
+async def test_urls_of_every_sendable_host_form_are_accepted(client: Client, url: str) -> None:
+    assert (await create(client, webhookUrl=url))["webhookUrl"] == url
+
+
+async def test_a_stored_url_no_request_can_go_to_fails_its_run_in_words(client: Client) -> None:
+    """A job stored before the API refused such URLs: its runs say why, in words."""
+    store = client.app[CONTEXT].store
+    now = datetime.now(UTC)
+    spec = JobSpec(name="old", cron_expression="0 0 1 1 *", webhook_url=LONG_LABEL_URL)
+    job = await store.create_job(
+        Job(id=new_id(), spec=spec, created_at=now, updated_at=now, last_tick=now)
+    )
+    triggered = await (await client.post(f"/api/cron/{job.id}/trigger")).json()
+    async with asyncio.timeout(10):
+        while True:
+            run = await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
+            if run["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.02)
+    assert run["status"] == "FAILURE"
+    assert run["error"]["type"] == "invalid_url"
+    assert "63 characters" in run["error"]["message"]
+    assert "Error" not in run["error"]["message"]
 
 
 # -- SSRF guard: literal private targets are refused when a job is written ------

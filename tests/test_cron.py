@@ -17,7 +17,7 @@ import pytest
 
 from cronsvc import cron
 from cronsvc.cron import CronSchedule, load_timezone, parse_schedule
-from cronsvc.errors import InvalidCronExpression, InvalidTimezone
+from cronsvc.errors import BeforeCalendar, CalendarEnds, InvalidCronExpression, InvalidTimezone
 
 
 def utc(
@@ -250,6 +250,33 @@ def test_next_n_and_iter_after_are_successive_next_after() -> None:
         stepped.append(after)
     assert fires == stepped
     assert all(a < b for a, b in itertools.pairwise(fires))
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "after"),
+    [
+        ("* * * * *", "UTC", utc(9999, 12, 31, 23, 59, 59)),
+        ("0 0 1 1 *", "UTC", utc(9999, 6, 1)),
+        ("* * * * *", "Asia/Tokyo", utc(9999, 12, 31, 20)),  # already year 10000 there
+        ("30 23 31 12 *", "America/New_York", utc(9999, 12, 31)),  # 04:30 UTC in year 10000
+    ],
+)
+def test_no_fire_after_the_end_of_the_calendar(expression: str, zone: str, after: datetime) -> None:
+    schedule = parse_schedule(expression, zone)
+    with pytest.raises(CalendarEnds, match="9999"):
+        schedule.next_after(after)
+    assert schedule.next_n(after, 5) == []
+
+
+def test_next_n_stops_where_the_calendar_ends() -> None:
+    fires = parse_schedule("0 0 * * *").next_n(utc(9999, 12, 28), 10)
+    assert fires == [utc(9999, 12, 29), utc(9999, 12, 30), utc(9999, 12, 31)]
+
+
+def test_fires_from_the_first_day_of_the_calendar() -> None:
+    assert parse_schedule("0 0 * * *").next_after(utc(1, 1, 1)) == utc(1, 1, 2)
+    with pytest.raises(BeforeCalendar, match="America/New_York"):
+        parse_schedule("0 0 * * *", "America/New_York").next_after(utc(1, 1, 1))
 
 
 def test_unvalidated_schedule_reports_a_bad_expression() -> None:

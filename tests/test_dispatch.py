@@ -296,7 +296,7 @@ async def test_default_body_names_job_tick_and_execution(
         "jobId": "job-0001",
         "jobName": "nightly report",
         "executionId": "exec-0001",
-        "scheduledAt": "2026-01-01T00:00:00Z",
+        "scheduledAt": "2026-01-01T00:00:00.000Z",
         "trigger": "manual",
         "attempt": 1,
     }
@@ -314,7 +314,7 @@ async def test_default_body_is_exactly_compact_json_whatever_the_job_is_called(
         "jobId": "job-0001",
         "jobName": name,
         "executionId": "exec-0001",
-        "scheduledAt": "2026-01-01T00:00:00Z",
+        "scheduledAt": "2026-01-01T00:00:00.000Z",
         "trigger": "schedule",
         "attempt": 1,
     }
@@ -331,6 +331,21 @@ async def test_default_body_scheduled_at_keeps_milliseconds(
     await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
 
     assert json.loads(receiver.seen[0].body)["scheduledAt"] == "2026-03-29T01:30:00.123Z"
+
+
+async def test_default_body_scheduled_at_is_written_as_the_api_writes_instants(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(204))
+    ticks = [datetime(2026, 3, 29, 1, 30, tzinfo=UTC), datetime(939, 3, 14, 5, 52, tzinfo=UTC)]
+
+    for tick in ticks:
+        await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
+
+    assert [json.loads(seen.body)["scheduledAt"] for seen in receiver.seen] == [
+        "2026-03-29T01:30:00.000Z",
+        "0939-03-14T05:52:00.000Z",
+    ]
 
 
 async def test_standard_webhook_headers_are_added(serve: ServeFn, dispatcher: Dispatcher) -> None:
@@ -366,6 +381,19 @@ async def test_plain_string_body_is_sent_as_utf8_text(
     await dispatcher.deliver(webhook(receiver.url(), body="grüße, not json"))
 
     assert receiver.seen[0].body == "grüße, not json".encode()
+    assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+async def test_a_string_body_too_deep_to_parse_is_sent_as_text(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    receiver = await serve(answer(200))
+    text = "[" * 5000 + "]" * 5000  # JSON, but deeper than the parser goes
+
+    result = await dispatcher.deliver(webhook(receiver.url(), body=text))
+
+    assert result.error is None
+    assert receiver.seen[0].body == text.encode()
     assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
@@ -412,6 +440,17 @@ async def test_user_cannot_override_webhook_id_timestamp_or_user_agent(
     assert headers.getall("webhook-timestamp") != ["1"]
     assert len(headers.getall("webhook-timestamp")) == 1
     assert headers.getall("User-Agent") == [f"cronsvc/{__version__}"]
+
+
+async def test_a_stored_host_header_never_replaces_the_real_one(
+    serve: ServeFn, dispatcher: Dispatcher
+) -> None:
+    """The API refuses one; a job stored before it did still goes to its URL's host."""
+    receiver = await serve(answer(200))
+
+    await dispatcher.deliver(webhook(receiver.url(), headers={"host": "elsewhere.example"}))
+
+    assert receiver.seen[0].headers.getall("Host") == [receiver.base_url.removeprefix("http://")]
 
 
 async def test_get_sends_no_body_and_no_content_type(
@@ -568,20 +607,59 @@ async def test_unusable_url_is_invalid_url_and_not_retried(
     assert result.error.type == "invalid_url"
 
 
-async def test_unexpected_request_problem_is_request_error_not_an_exception(
-    serve: ServeFn, dispatcher: Dispatcher
+@pytest.mark.parametrize("value", ["a\r\nInjected: yes", "a\x00b", "a\x0bb", "a\x7fb"])
+async def test_a_stored_header_that_cannot_be_sent_is_a_worded_request_error(
+    serve: ServeFn, dispatcher: Dispatcher, value: str
 ) -> None:
     receiver = await serve(answer(200))
 
-    result = await dispatcher.deliver(
-        webhook(receiver.url(), headers={"X-Evil": "a\r\nInjected: yes"})
-    )
+    result = await dispatcher.deliver(webhook(receiver.url(), headers={"X-Evil": value}))
 
     assert result.status is ExecutionStatus.FAILURE
     assert result.error is not None
     assert result.error.type == "request_error"
-    assert "\n" not in result.error.message
+    assert result.error.message == "the header 'X-Evil' holds a control character"
     assert receiver.seen == []
+
+
+class BrokenResolver(AbstractResolver):
+    """Fails as the system's IDNA encoding does for a name it cannot encode."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        raise UnicodeError("encoding with 'idna' codec failed (UnicodeError: label too long)")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_unexpected_problem_is_recorded_in_words_never_as_an_exception_name(
+    make_dispatcher: MakeDispatcher,
+) -> None:
+    dispatcher = await make_dispatcher(resolver=BrokenResolver())
+
+    result = await dispatcher.deliver(webhook("http://receiver.example/hook"))
+
+    assert result.status is ExecutionStatus.FAILURE
+    assert result.error is not None
+    assert result.error.type == "request_error"
+    assert result.error.message.startswith("the request could not be made")
+    assert "Error" not in result.error.message and "idna" not in result.error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://" + "a" * 64 + ".example/hook", "http://%31%32%37.0.0.1/", "http://[v1.x]/"],
+)
+async def test_a_stored_url_whose_host_no_request_can_reach_is_invalid_url(
+    dispatcher: Dispatcher, url: str
+) -> None:
+    result = await dispatcher.deliver(webhook(url))
+
+    assert result.error is not None
+    assert result.error.type == "invalid_url"
+    assert result.error.message.startswith(("the host", "only an IPv6")), result.error.message
 
 
 # --- retries -----------------------------------------------------------------

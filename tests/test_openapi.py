@@ -165,6 +165,64 @@ async def test_the_server_asks_for_a_token_exactly_where_the_document_says(
             assert response.status == 401, f"{method} {path}"
 
 
+async def test_every_asset_is_served_as_a_documented_media_type(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    for path in ("/docs/{asset}", "/dashboard/{asset}"):
+        operation = document["paths"][path]["get"]
+        documented = set(operation["responses"]["200"]["content"])
+        (asset,) = (p for p in operation["parameters"] if p["name"] == "asset")
+        served = set()
+        for name in asset["schema"]["enum"]:
+            response = await client.get(path.replace("{asset}", name))
+            assert response.status == 200, name
+            served.add(response.content_type)
+        assert served == documented, path
+
+
+def query_parameters(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path, parameter)
+        for path, method, operation in operations(document)
+        if method == "get"
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query"
+    ]
+
+
+async def test_an_empty_query_parameter_is_refused_exactly_where_the_schema_says(
+    client: Client,
+) -> None:
+    """Cursors and instants are never empty: the schema says minLength 1, and
+    an empty one is a 400 naming it, on every list that takes one."""
+    document = await (await client.get("/openapi.json")).json()
+    checked = set()
+    for path, parameter in query_parameters(document):
+        name, schema = parameter["name"], parameter["schema"]
+        if name in ("cursor", "since", "until"):
+            assert schema.get("minLength") == 1, f"{path} {name}"
+        if schema.get("minLength", 0) >= 1:
+            url = path.replace("{id}", "0" * 24).replace("{cronJobId}", "x")
+            response = await client.get(url, params={name: ""})
+            assert response.status == 400, f"{path} {name}"
+            errors = (await response.json())["errors"]
+            assert name in {e["field"] for e in errors}, f"{path} {name}"
+            checked.add(name)
+    assert {"cursor", "since", "until", "cronExpression"} <= checked
+
+
+async def test_the_preview_query_takes_what_its_body_takes(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    body = document["components"]["schemas"]["PreviewIn"]["properties"]
+    query = {
+        p["name"]: p["schema"]
+        for p in document["paths"]["/api/schedule/preview"]["get"]["parameters"]
+    }
+    assert query.keys() == body.keys()
+    bounds = ("minLength", "maxLength", "minimum", "maximum", "default")
+    for name, schema in query.items():
+        assert {k: schema.get(k) for k in bounds} == {k: body[name].get(k) for k in bounds}, name
+
+
 async def test_readiness_answers_match_the_documented_schema_with_and_without_a_token(
     make_client: MakeClient, config: Config
 ) -> None:

@@ -189,7 +189,9 @@ async def test_a_slim_job_changed_without_a_notice_fires_its_new_version_once(
     await asyncio.sleep(1.5)
 
     assert len(moved.requests) == 1 and receiver.requests == []
-    assert request.json()["scheduledAt"] == tick.isoformat().replace("+00:00", "Z")
+    assert request.json()["scheduledAt"] == tick.isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
     logs = await (await client.get(f"/api/execution-logs/job/{daily.id}")).json()
     assert [log["status"] for log in logs if log["status"] != "RUNNING"] in ([], ["SUCCESS"])
 

@@ -12,6 +12,8 @@ calls. Setting null therefore stops signatures only once that grace is over.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +30,7 @@ from cronsvc.api.context import (
     next_link,
     query_bool,
     query_limit,
+    query_text,
     read_json_object,
 )
 from cronsvc.api.schemas import (
@@ -44,6 +47,7 @@ from cronsvc.api.schemas import (
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import Job, JobSpec, PreviousSecret
 from cronsvc.errors import (
+    BeforeCalendar,
     CronSvcError,
     FieldError,
     InvalidCronExpression,
@@ -54,12 +58,19 @@ from cronsvc.errors import (
     VersionConflict,
 )
 from cronsvc.ids import new_id
+from cronsvc.retry import backoff_delay
 from cronsvc.signing import generate_secret, is_valid_secret
 from cronsvc.store import KEEP, JobQuery, Keep
 
 routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
-_UPDATE_RETRIES = 5
+UPDATE_DEADLINE_S = 5.0
+"""How long a write without a `version` (PATCH, pause, resume) that loses a
+race to another write keeps applying itself again to the job as it now is,
+before it gives up with 409."""
+_RETRY_BASE_S = 0.005
+_RETRY_CAP_S = 0.1
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def _schedule(api: ApiContext, expression: str, timezone: str) -> CronSchedule:
@@ -205,7 +216,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         is_active=query_bool(request, "isActive"),
         tag=request.query.get("tag"),
         name_prefix=request.query.get("name"),
-        cursor=request.query.get("cursor"),
+        cursor=query_text(request, "cursor"),
         limit=query_limit(request),
     )
     page = await api.store.list_jobs(query)
@@ -282,7 +293,8 @@ async def patch_job(request: web.Request) -> web.Response:
     patch = {
         k: v for k, v in (await read_json_object(request)).items() if k not in READ_ONLY_FIELDS
     }
-    for attempt in range(_UPDATE_RETRIES):
+    deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
+    for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         # The stored secret is not merged in: it is not checked again, and a
         # `"secret": null` in the patch removes the key, which must not keep it.
@@ -293,14 +305,16 @@ async def patch_job(request: web.Request) -> web.Response:
             job = await _write(api, current, parsed.spec, parsed.version)
             return _job_response(api, job, secret=parsed.generated_secret)
         except VersionConflict:
-            if parsed.version is not None or attempt == _UPDATE_RETRIES - 1:
+            if parsed.version is not None or api.clock.monotonic() >= deadline:
                 raise
+        await _before_retry(api, attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _set_active(request: web.Request, active: bool) -> web.Response:
     api = ctx(request)
-    for attempt in range(_UPDATE_RETRIES):
+    deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
+    for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         if current.spec.is_active == active:
             return _job_response(api, current)
@@ -309,9 +323,16 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
                 api, await _write(api, current, _with(current.spec, is_active=active), None)
             )
         except VersionConflict:
-            if attempt == _UPDATE_RETRIES - 1:
+            if api.clock.monotonic() >= deadline:
                 raise
+        await _before_retry(api, attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _before_retry(api: ApiContext, attempt: int) -> None:
+    """A short jittered wait after a write lost a race, so the writes that
+    race each other spread out instead of colliding again at once."""
+    await api.clock.sleep(backoff_delay(attempt, _RETRY_BASE_S, _RETRY_CAP_S))
 
 
 @routes.post("/api/cron/{id}/pause")
@@ -367,13 +388,24 @@ async def preview_post(request: web.Request) -> web.Response:
 
 @routes.get("/api/schedule/preview")
 async def preview_get(request: web.Request) -> web.Response:
-    return _preview(ctx(request), dict(request.query))
+    """As POST, from a query string: `count` is read from its digits (anything
+    else is left for validation to refuse)."""
+    data: dict[str, Any] = dict(request.query)
+    count = data.get("count")
+    if count is not None and _DIGITS.fullmatch(count):
+        data["count"] = int(count)
+    return _preview(ctx(request), data)
 
 
 def _preview(api: ApiContext, data: dict[str, Any]) -> web.Response:
+    """Fewer instants than `count` (or none) when the calendar ends first."""
     model = validate(PreviewIn, data)
     schedule = _schedule(api, model.cron_expression, model.timezone)
-    return json_response(_instants(schedule, model.after or api.clock.now(), model.count))
+    try:
+        return json_response(_instants(schedule, model.after or api.clock.now(), model.count))
+    except BeforeCalendar:
+        message = f"falls before year 1 on the clocks of {model.timezone}"
+        raise ValidationFailed([FieldError("after", message)]) from None
 
 
 def _count(text: str) -> int:

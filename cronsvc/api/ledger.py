@@ -4,11 +4,11 @@ owed tick. What an operator asks first after an outage."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from cronsvc.api.context import ctx, json_response
+from cronsvc.api.context import ctx, json_response, query_text
 from cronsvc.api.schemas import ledger_to_wire, parse_instant
 from cronsvc.domain import Execution
 from cronsvc.errors import FieldError, TooManyTicks, ValidationFailed
@@ -22,6 +22,7 @@ MAX_SPAN = timedelta(days=31)
 MAX_RECORDS = 5000
 """Execution records one ledger may look at (ticks, manual runs and the rest)."""
 _PAGE = 500
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
 
 
 @routes.get("/api/cron/{id}/ledger")
@@ -31,7 +32,7 @@ async def job_ledger(request: web.Request) -> web.Response:
     api = ctx(request)
     now = api.clock.now()
     until = _query_instant(request, "until") or now
-    since = _query_instant(request, "since") or until - DEFAULT_SPAN
+    since = _query_instant(request, "since") or until - min(DEFAULT_SPAN, until - _FIRST_INSTANT)
     if since >= until:
         message = "must be before until (which defaults to now)"
         raise ValidationFailed([FieldError("since", message)])
@@ -54,7 +55,7 @@ async def job_ledger(request: web.Request) -> web.Response:
 
 
 def _query_instant(request: web.Request, name: str) -> datetime | None:
-    text = request.query.get(name)
+    text = query_text(request, name)
     return None if text is None else parse_instant(name, text)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cronsvc.api.context import ctx, json_response, next_link, query_limit
+from cronsvc.api.context import ctx, json_response, next_link, query_limit, query_text
 from cronsvc.api.schemas import execution_to_wire, parse_instant
 from cronsvc.domain import ExecutionStatus
 from cronsvc.errors import FieldError, ValidationFailed
@@ -22,14 +22,14 @@ def _query(request: web.Request, job_id: str | None) -> ExecutionQuery:
         except ValueError:
             allowed = ", ".join(s.value for s in ExecutionStatus)
             raise ValidationFailed([FieldError("status", f"must be one of {allowed}")]) from None
-    since = request.query.get("since")
-    until = request.query.get("until")
+    since = query_text(request, "since")
+    until = query_text(request, "until")
     return ExecutionQuery(
         job_id=job_id,
         status=status,
-        since=parse_instant("since", since) if since else None,
-        until=parse_instant("until", until) if until else None,
-        cursor=request.query.get("cursor"),
+        since=None if since is None else parse_instant("since", since),
+        until=None if until is None else parse_instant("until", until),
+        cursor=query_text(request, "cursor"),
         limit=query_limit(request),
     )
 

@@ -7,6 +7,7 @@ against, so the document cannot drift from the code unnoticed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
 from cronsvc.api.dashboard import ASSETS as DASHBOARD_ASSETS
 from cronsvc.api.docs import ASSETS
+from cronsvc.api.jobs import UPDATE_DEADLINE_S
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import JobIn, PreviewIn
 from cronsvc.domain import (
@@ -272,6 +274,28 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+def _query_of(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Query parameters that take what `model` takes as a body (a nullable
+    field is simply left out), so the two cannot disagree."""
+    schema = model.model_json_schema(by_alias=True)
+    params = []
+    for name, field in schema["properties"].items():
+        field = {k: v for k, v in field.items() if k != "title"}
+        description = field.pop("description", None)
+        for branch in field.pop("anyOf", ()):
+            if branch.get("type") != "null":
+                field.update(branch)
+        if field.get("default", "") is None:
+            del field["default"]
+        param: dict[str, Any] = {"name": name, "in": "query", "schema": field}
+        if name in schema.get("required", ()):
+            param["required"] = True
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -281,6 +305,8 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _PROBLEM = {"content": {"application/problem+json": {"schema": _ref("ProblemOut")}}}
+_INSTANT = {"type": "string", "format": "date-time", "minLength": 1}
+"""A query instant: RFC 3339 with an offset or Z; empty is refused, not ignored."""
 _ID = {
     "name": "id",
     "in": "path",
@@ -296,8 +322,8 @@ _PAGE = [
     {
         "name": "cursor",
         "in": "query",
-        "schema": {"type": "string"},
-        "description": "from the Link header",
+        "schema": {"type": "string", "minLength": 1},
+        "description": "from the Link header; left out for the first page",
     },
 ]
 _LOG_FILTERS = [
@@ -305,13 +331,13 @@ _LOG_FILTERS = [
     {
         "name": "since",
         "in": "query",
-        "schema": {"type": "string", "format": "date-time"},
+        "schema": _INSTANT,
         "description": "inclusive, on scheduledAt",
     },
     {
         "name": "until",
         "in": "query",
-        "schema": {"type": "string", "format": "date-time"},
+        "schema": _INSTANT,
         "description": "exclusive, on scheduledAt",
     },
     *_PAGE,
@@ -335,13 +361,15 @@ def _op(
     errors: tuple[int, ...] = (),
     error_text: dict[int, str] | None = None,
     headers: dict[str, Any] | None = None,
-    media_type: str = "application/json",
+    media_type: str | Iterable[str] = "application/json",
 ) -> dict[str, Any]:
     """One operation. 401 and 429 are added by `_guard`, from the routes the
-    access middleware exempts."""
+    access middleware exempts. `media_type`: what the answer is served as
+    (several when it depends on what is asked for)."""
     responses: dict[str, Any] = {str(ok): {"description": summary}}
     if response:
-        responses[str(ok)]["content"] = {media_type: {"schema": response}}
+        types = [media_type] if isinstance(media_type, str) else sorted(media_type)
+        responses[str(ok)]["content"] = {t: {"schema": response} for t in types}
     if headers:
         responses[str(ok)]["headers"] = headers
     for status in (*errors, 500):
@@ -383,6 +411,11 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"description": "whole seconds", "schema": {"type": "integer"}}},
     503: {"Retry-After": {"description": "whole seconds", "schema": {"type": "integer"}}},
 }
+_UNVERSIONED_409 = (
+    "other writes to the job kept winning for "
+    f"{UPDATE_DEADLINE_S:g} s (a write without a version applies itself again to the job "
+    "as it then is until then)"
+)
 _WRITE = (400, 413, 415, 503)
 _READ = (404, 503)
 _JOB = _ref("JobOut")
@@ -405,6 +438,7 @@ def _readiness(summary: str) -> dict[str, Any]:
     return operation
 
 
+_DASHBOARD_FILES = sorted(set(DASHBOARD_ASSETS) - {"index.html"})
 PATHS: dict[str, dict[str, Any]] = {
     "/api/cron": {
         "post": _op(
@@ -457,6 +491,7 @@ PATHS: dict[str, dict[str, Any]] = {
             tag="jobs",
             params=[_ID],
             errors=(*_WRITE, 404, 409),
+            error_text={409: f"duplicate name or stale version; {_UNVERSIONED_409}"},
         )
         | {
             "requestBody": {
@@ -474,10 +509,26 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
     },
     "/api/cron/{id}/pause": {
-        "post": _op("Stop firing", 200, _JOB, tag="jobs", params=[_ID], errors=_READ)
+        "post": _op(
+            "Stop firing",
+            200,
+            _JOB,
+            tag="jobs",
+            params=[_ID],
+            errors=(*_READ, 409),
+            error_text={409: _UNVERSIONED_409},
+        )
     },
     "/api/cron/{id}/resume": {
-        "post": _op("Fire again from now on", 200, _JOB, tag="jobs", params=[_ID], errors=_READ)
+        "post": _op(
+            "Fire again from now on",
+            200,
+            _JOB,
+            tag="jobs",
+            params=[_ID],
+            errors=(*_READ, 409),
+            error_text={409: _UNVERSIONED_409},
+        )
     },
     "/api/cron/{id}/trigger": {
         "post": _op(
@@ -517,13 +568,13 @@ PATHS: dict[str, dict[str, Any]] = {
                 {
                     "name": "since",
                     "in": "query",
-                    "schema": {"type": "string", "format": "date-time"},
+                    "schema": _INSTANT,
                     "description": "inclusive; default: an hour before until",
                 },
                 {
                     "name": "until",
                     "in": "query",
-                    "schema": {"type": "string", "format": "date-time"},
+                    "schema": _INSTANT,
                     "description": "exclusive; default and latest: now. At most 31 days "
                     "after since, and at most 1000 owed ticks between them",
                 },
@@ -545,25 +596,7 @@ PATHS: dict[str, dict[str, Any]] = {
             200,
             _ref("ScheduleOut"),
             tag="schedules",
-            params=[
-                {
-                    "name": "cronExpression",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
-                {"name": "timezone", "in": "query", "schema": {"type": "string", "default": "UTC"}},
-                {
-                    "name": "count",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 100},
-                },
-                {
-                    "name": "after",
-                    "in": "query",
-                    "schema": {"type": "string", "format": "date-time"},
-                },
-            ],
+            params=_query_of(PreviewIn),
             errors=(400,),
         ),
     },
@@ -653,7 +686,7 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
             errors=(404,),
             error_text={404: "no such asset"},
-            media_type="text/javascript",
+            media_type=set(ASSETS.values()),
         )
     },
     "/": {
@@ -676,12 +709,12 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "asset",
                     "in": "path",
                     "required": True,
-                    "schema": {"enum": sorted(set(DASHBOARD_ASSETS) - {"index.html"})},
+                    "schema": {"enum": _DASHBOARD_FILES},
                 }
             ],
             errors=(404,),
             error_text={404: "no such asset"},
-            media_type="text/javascript",
+            media_type={DASHBOARD_ASSETS[name] for name in _DASHBOARD_FILES},
         )
     },
 }

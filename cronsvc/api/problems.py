@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -40,14 +41,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def problem(
     status: int,
-    title: str,
     detail: str | None = None,
     *,
+    type: str = "about:blank",
+    title: str | None = None,
     errors: Sequence[FieldError] = (),
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> web.Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    """A problem document. Its title is the status's phrase ("Not Found"), as
+    RFC 9457 asks of type about:blank, whichever path answers; a type of its
+    own brings a title of its own."""
+    if title is None:
+        title = HTTPStatus(status).phrase
+    body: dict[str, Any] = {"type": type, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors:
@@ -61,40 +68,33 @@ def problem(
 def problem_for(exc: CronSvcError) -> web.Response:
     """The response for an error raised on purpose."""
     if isinstance(exc, ValidationFailed):
-        return problem(400, "Invalid request", "the request has invalid fields", errors=exc.errors)
+        return problem(400, "the request has invalid fields", errors=exc.errors)
     if isinstance(exc, InvalidCronExpression):
-        return problem(
-            400, "Invalid request", str(exc), errors=[FieldError("cronExpression", str(exc))]
-        )
+        return problem(400, str(exc), errors=[FieldError("cronExpression", str(exc))])
     if isinstance(exc, InvalidTimezone):
-        return problem(400, "Invalid request", str(exc), errors=[FieldError("timezone", str(exc))])
+        return problem(400, str(exc), errors=[FieldError("timezone", str(exc))])
     if isinstance(exc, InvalidCursor):
-        return problem(400, "Invalid request", str(exc), errors=[FieldError("cursor", str(exc))])
+        return problem(400, str(exc), errors=[FieldError("cursor", str(exc))])
     if isinstance(exc, JobNotFound | ExecutionNotFound):
-        return problem(404, "Not found", str(exc))
+        return problem(404, str(exc))
     if isinstance(exc, DuplicateJobName):
-        return problem(409, "Conflict", str(exc), errors=[FieldError("name", str(exc))])
+        return problem(409, str(exc), errors=[FieldError("name", str(exc))])
     if isinstance(exc, VersionConflict):
-        return problem(409, "Conflict", str(exc), errors=[FieldError("version", str(exc))])
+        return problem(409, str(exc), errors=[FieldError("version", str(exc))])
     if isinstance(exc, JobLimitReached):
-        return problem(409, "Job limit reached", str(exc), type=JOB_LIMIT_TYPE, limit=exc.limit)
+        return problem(
+            409, str(exc), type=JOB_LIMIT_TYPE, title="Job limit reached", limit=exc.limit
+        )
     if isinstance(exc, Unauthorized):
         challenge = 'Bearer realm="cronsvc"'
         if exc.presented:
             challenge += ', error="invalid_token"'  # RFC 6750, section 3
-        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
+        return problem(401, str(exc), headers={"WWW-Authenticate": challenge})
     if isinstance(exc, RateLimited):
-        return problem(
-            429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
-        )
+        return problem(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, StoreUnavailable | CoordinatorUnavailable):
         part = "store" if isinstance(exc, StoreUnavailable) else "coordinator"
-        return problem(
-            503,
-            "Service unavailable",
-            f"the {part} is unavailable; try again",
-            headers={"Retry-After": "1"},
-        )
+        return problem(503, f"the {part} is unavailable; try again", headers={"Retry-After": "1"})
     return _internal_error(exc)
 
 
@@ -118,14 +118,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             413: "the request body is larger than the limit",
         }.get(exc.status, exc.text or exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return problem(exc.status, exc.reason, detail, headers=headers)
+        return problem(exc.status, detail, headers=headers)
     except ConnectionResetError as exc:
         if not _client_gone(request):
             return _internal_error(exc)
         # The client hung up before its request was whole (reading the body
         # raises this): its doing, not ours. The answer reaches no one.
         log.info("request_aborted", method=request.method, path=request.path)
-        return problem(400, "Bad Request", "the connection closed before the request was complete")
+        return problem(400, "the connection closed before the request was complete")
     except Exception as exc:
         return _internal_error(exc)
 
@@ -160,6 +160,4 @@ def _count_rejection(request: web.Request, reason: str) -> None:
 def _internal_error(exc: BaseException) -> web.Response:
     request_id = new_id()
     log.error("request_failed", request_id=request_id, exc_info=exc)
-    return problem(
-        500, "Internal server error", "an unexpected error occurred", requestId=request_id
-    )
+    return problem(500, "an unexpected error occurred", requestId=request_id)

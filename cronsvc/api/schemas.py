@@ -11,13 +11,15 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 from yarl import URL
 
 from cronsvc.domain import (
     HEADER_NAME,
+    HEADER_VALUE_CONTROL,
     MAX_ATTEMPTS,
+    RESERVED_HEADERS,
     AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
@@ -30,8 +32,10 @@ from cronsvc.domain import (
     RetryPolicy,
 )
 from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
+from cronsvc.instants import rfc3339
 from cronsvc.ledger import Ledger
 from cronsvc.signing import parse_secret
+from cronsvc.wire import InvalidTarget, parse_target
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413)."""
@@ -39,6 +43,9 @@ MAX_JOB_BODY_BYTES = 64 * 1024
 """A job's `body` as the webhook will send it. Checked on its own: the webhook
 encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
+
+OUT_OF_RANGE = "is out of range: in UTC it falls outside the years 1 to 9999"
+"""What an instant whose offset carries it past either end of the calendar gets."""
 
 GENERATE_SECRET = "generate"
 """Sent as a job's `secret`: the service makes one and answers it once."""
@@ -74,15 +81,18 @@ job is still at that version."""
 
 
 class _Wire(BaseModel):
+    """Booleans and numbers are strict (`Strict()`): a JSON true or number, never
+    a string such as "yes" or "5" (a whole number is still taken for a float)."""
+
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=False, extra="forbid", frozen=True
     )
 
 
 class RetryIn(_Wire):
-    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
-    backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
-    max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    max_attempts: Annotated[int, Strict(), Field(ge=1, le=MAX_ATTEMPTS)] = 1
+    backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=3600)] = 1.0
+    max_backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 60.0
 
 
 class JobIn(_Wire):
@@ -92,29 +102,38 @@ class JobIn(_Wire):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)]
+    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
+        description="http or https, without credentials; its host a name DNS can hold "
+        "(labels of 1-63 letters, digits, '-' or '_'; 253 characters in all), an IPv4 "
+        "address or a bracketed IPv6 one; its port 1-65535"
+    )
     http_method: HttpMethod = HttpMethod.POST
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": MAX_HEADERS}
+        default_factory=dict,
+        description="sent with every call; values without control characters other than "
+        "tab; not the headers cronsvc sets itself: "
+        + ", ".join(sorted(RESERVED_HEADERS))
+        + " (any case)",
+        json_schema_extra={"maxProperties": MAX_HEADERS},
     )
     body: JsonValue | None = Field(
         default=None,
         description=f"text, or any JSON; at most {MAX_JOB_BODY_BYTES} bytes as the webhook "
         "sends it (UTF-8 text, or compact JSON)",
     )
-    timeout_seconds: Annotated[float, Field(gt=0, le=300)] | None = None
+    timeout_seconds: Annotated[float, Strict(), Field(gt=0, le=300)] | None = None
     retry: RetryIn = Field(default_factory=RetryIn)
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
-    misfire_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
-    is_active: bool = True
+    misfire_grace_seconds: Annotated[int, Strict(), Field(ge=0, le=86400)] = 60
+    is_active: Annotated[bool, Strict()] = True
     secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
         default=None, description=SECRET_DESCRIPTION
     )
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
     ] = Field(default_factory=list)
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Annotated[int, Strict(), Field(ge=1)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -143,6 +162,10 @@ class JobIn(_Wire):
             raise ValueError("must name a host")
         if url.user is not None or url.password is not None:
             raise ValueError("must not carry credentials; use headers instead")
+        try:
+            parse_target(value)  # as the dispatcher will: its host and port
+        except InvalidTarget as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("headers")
@@ -153,8 +176,13 @@ class JobIn(_Wire):
         for name, text in value.items():
             if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
-            if "\r" in text or "\n" in text:
-                raise ValueError(f"the value of {name!r} must not contain line breaks")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name!r} is set by cronsvc itself and cannot be given")
+            if HEADER_VALUE_CONTROL.search(text):
+                raise ValueError(
+                    f"the value of {name!r} must not contain line breaks or other control "
+                    "characters (a tab is allowed)"
+                )
         return value
 
     @field_validator("body")
@@ -222,18 +250,29 @@ def webhook_body(body: JsonValue) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+PREVIEW_AFTER = (
+    "the instant to list fires after (default: now), with an offset or Z; fewer fires "
+    "than `count`, or none, are listed when year 9999 ends first"
+)
+
+
 class PreviewIn(_Wire):
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-    count: Annotated[int, Field(ge=1, le=100)] = 5
-    after: datetime | None = None
+    count: Annotated[int, Strict(), Field(ge=1, le=100)] = 5
+    after: datetime | None = Field(default=None, description=PREVIEW_AFTER)
 
     @field_validator("after")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
             raise ValueError("must carry a UTC offset or Z")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(OUT_OF_RANGE) from None
 
 
 def validate(model: type[_Wire], data: Any) -> Any:
@@ -372,16 +411,13 @@ def _error(error: ErrorInfo | None) -> dict[str, str] | None:
 
 
 def instant(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with milliseconds and a Z: 2026-01-01T00:00:00.000Z."""
-    if value is None:
-        return None
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    """`cronsvc.instants.rfc3339`, null for none: 2026-01-01T00:00:00.000Z."""
+    return None if value is None else rfc3339(value)
 
 
 def parse_instant(field: str, text: str) -> datetime:
-    """An RFC 3339 instant from a query string; naive times are refused."""
+    """An RFC 3339 instant from a query string, in UTC; naive times, and
+    times whose offset carries them out of the years 1 to 9999, are refused."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
@@ -390,4 +426,7 @@ def parse_instant(field: str, text: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         raise ValidationFailed([FieldError(field, "must carry a UTC offset or Z")])
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed([FieldError(field, OUT_OF_RANGE)]) from None

@@ -25,6 +25,7 @@ from cronsvc.domain import (
 )
 from cronsvc.errors import InvalidCursor
 from cronsvc.ids import is_valid_id
+from cronsvc.instants import rfc3339
 
 MAX_CURSOR_CHARS = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -187,7 +188,7 @@ def skip_reason(
         and trigger is not Trigger.MANUAL
         and scheduled_ms < deferred_until_ms
     ):
-        until = from_unix_ms(deferred_until_ms).isoformat().replace("+00:00", "Z")
+        until = rfc3339(from_unix_ms(deferred_until_ms))
         return ErrorInfo(
             type="deferred", message=f"the target asked to wait until {until} (Retry-After)"
         )
