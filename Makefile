@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 CONFIG ?= $(wildcard config.toml)
 
-.PHONY: run test lint fmt bench cluster-check clean
+.PHONY: run test lint fmt bench cluster-check fuzz clean
 
 $(VENV)/pyvenv.cfg:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cronsvc needs Python 3.11 or newer")'
@@ -47,5 +47,9 @@ bench: $(DEV_STAMP)
 cluster-check: $(DEV_STAMP)
 	$(BIN)/python -m bench.run --mode cluster --jobs 200 --seconds 60 --no-ceiling
 
+# schemathesis over /openapi.json, in a network namespace of its own (root).
+fuzz: $(RUN_STAMP)
+	VENV=$(VENV) bench/fuzz.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-fuzz .schemathesis build *.egg-info .pytest_cache .mypy_cache .ruff_cache
