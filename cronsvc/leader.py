@@ -20,6 +20,12 @@ writes needs it. Adopting a record is a conditional write that one caller
 wins, marking LOST only touches records still RUNNING, and pruning deletes
 only what is past retention; a deposed leader that acts once more, in the
 moment before it notices, does what the new one would.
+
+Heartbeats and lease renewals run in a loop of their own, each round bounded
+by the renewal period, and the duties in another: a store that stalls the
+duties never holds up a renewal, and an instance that cannot renew stops
+counting itself leader (`is_leader`, the `cronsvc_is_leader` gauge) before
+its lease can expire, so two instances never both report leading.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class LeaderDuties:
         self._failing = False
         self._retention = timedelta(days=retention_days)
         self._token: int | None = None
+        self._lead_until = 0.0
+        """Monotonic time until which the lease is surely still this instance's."""
         self._next_prune = 0.0
         self._stop = asyncio.Event()
         metrics.gauge(
@@ -82,15 +90,33 @@ class LeaderDuties:
 
     @property
     def is_leader(self) -> bool:
-        return self._token is not None
+        """Holding the lease, as far as this instance can tell: a renewal that
+        began at t keeps the lease until t + ttl at the earliest, and this
+        instance stops counting itself leader one renewal period before
+        then, so a successor (which gets the lease only once it expired)
+        never overlaps it, however long its duties wait on the store."""
+        return self._token is not None and self._clock.monotonic() < self._lead_until
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
+        """Heartbeats and lease renewals on their own schedule, the duties on
+        theirs: a store that stalls the duties never holds up a renewal."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._keep_alive(), name="heartbeat")
+            group.create_task(self._lead(), name="leader-duties")
+        with contextlib.suppress(*TRANSIENT):  # the lease and heartbeat expire anyway
+            async with asyncio.timeout(self._period):
+                if self._token is not None:
+                    await self._coordinator.resign(self._instance_id)
+                await self._coordinator.forget_instance(self._instance_id)
+
+    async def _keep_alive(self) -> None:
         while not self._stop.is_set():
             try:
-                await self.step()
+                async with asyncio.timeout(self._period):
+                    await self.renew()
             except TRANSIENT as exc:
                 self._metrics.inc(
                     "cronsvc_coordinator_errors_total",
@@ -99,7 +125,7 @@ class LeaderDuties:
                 )
                 if not self._failing:  # once per outage
                     self._failing = True
-                    log.warning("heartbeat_failed", error=str(exc))
+                    log.warning("heartbeat_failed", error=str(exc) or type(exc).__name__)
                 if self._token is not None:  # an unrenewable lease is as good as lost
                     self._token = None
                     log.info("leadership_changed", leader=False, token=None)
@@ -107,23 +133,41 @@ class LeaderDuties:
                 if self._failing:
                     self._failing = False
                     log.info("heartbeat_recovered")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._period)
-        with contextlib.suppress(*TRANSIENT):  # the lease and heartbeat expire anyway
-            if self._token is not None:
-                await self._coordinator.resign(self._instance_id)
-            await self._coordinator.forget_instance(self._instance_id)
+            await self._pause()
+
+    async def _lead(self) -> None:
+        while not self._stop.is_set():
+            if self.is_leader and self._clock.monotonic() >= self._reap_after:
+                try:
+                    await self.duties()
+                except TRANSIENT as exc:
+                    self._metrics.inc(
+                        "cronsvc_store_errors_total", help="Store calls that failed", op="leader"
+                    )
+                    log.warning("leader_duties_failed", error=str(exc) or type(exc).__name__)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self._period)
 
     async def step(self) -> None:
-        """One heartbeat and, when leading, one round of duties."""
-        now = self._clock.now()
+        """One heartbeat and, when leading, one round of duties (at start-up,
+        before the scheduler runs)."""
+        await self.renew()
+        if self.is_leader and self._clock.monotonic() >= self._reap_after:
+            await self.duties()
+
+    async def renew(self) -> None:
+        """Announce this instance and take or renew the leader lease."""
+        began = self._clock.monotonic()
         await self._coordinator.heartbeat(
             InstanceInfo(
                 id=self._instance_id,
                 host=socket.gethostname(),
                 version=__version__,
                 started_at=self._started_at,
-                last_heartbeat=now,
+                last_heartbeat=self._clock.now(),
             ),
             ttl_s=self._ttl,
         )
@@ -137,8 +181,12 @@ class LeaderDuties:
             log.info("leadership_changed", leader=token is not None, token=token)
             self._reap_after = self._clock.monotonic() + self._reap_grace_s
         self._token = token
-        if token is None or self._clock.monotonic() < self._reap_after:
-            return
+        self._lead_until = began + self._ttl - self._period
+
+    async def duties(self) -> None:
+        """Adopt the unsent ticks and mark the lost runs of instances no
+        longer alive; prune execution logs past retention."""
+        now = self._clock.now()
         live = {info.id for info in await self._coordinator.live_instances()}
         live.add(self._instance_id)
         adopted = await self._store.adopt_unsent(live_instances=live, instance_id=self._instance_id)
@@ -150,6 +198,8 @@ class LeaderDuties:
             )
             log.warning("unsent_ticks_adopted", count=len(adopted))
             self._on_adopted(adopted)
+        if not self.is_leader:  # the store held the duties past the lease
+            return
         lost = await self._store.mark_lost(
             live_instances=live,
             now=now,
