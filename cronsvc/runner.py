@@ -54,6 +54,14 @@ answers a batch's pipeline in milliseconds; a stalled one would hold every
 batch for its command timeout and retry (~4 s each)."""
 
 
+def next_claim_estimate(current_s: float, sample_s: float) -> float:
+    """The running estimate of a batch's lease and claim after one more
+    batch took `sample_s`. One slow batch moves it at most to a little over
+    double (a store that hiccups once must not push every claim seconds
+    ahead); a store that stays slow raises it batch by batch."""
+    return 0.8 * current_s + 0.2 * min(sample_s, 2 * current_s + 0.05)
+
+
 @dataclass(frozen=True, slots=True)
 class DueTick:
     job: Job
@@ -102,6 +110,14 @@ class TickRunner:
         self._cancelled: dict[str, None] = {}
         """Execution ids named by cancel notices, oldest first (bounded)."""
         self._leases_down = False
+        self._waiting_on_store = 0
+        """Ticks whose claim is under way: more than a burst's worth only
+        while the store is slow or unreachable."""
+        metrics.gauge(
+            "cronsvc_ticks_waiting_on_store",
+            "Ticks whose claim is waiting on the store (retried while it is unreachable)",
+            lambda: float(self._waiting_on_store),
+        )
 
     @property
     def in_flight(self) -> int:
@@ -243,25 +259,40 @@ class TickRunner:
         critical path; what changed in between is checked at the tick."""
         started = self._clock.time()
         fire_at = max(d.tick for d in due).timestamp()
-        leased = await self._lease(due)
+        leased, leases_answered = await self._lease(due)
         if not leased:
             return
         # Claimed ahead of the tick, a record says "not sent yet" until just
         # before the send: if this instance dies in between, another adopts it.
         ahead = fire_at > self._clock.time()
         claims = [self._claim(d.job, d.tick, d.trigger, dispatched=not ahead) for d in leased]
+        attempts = 0
+
+        async def claim() -> list[ClaimResult]:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return await self._store.claim_ticks(claims)
+            except TRANSIENT:
+                self._metrics.inc(
+                    "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
+                )
+                raise
+
+        self._waiting_on_store += len(claims)
         try:
             results = await retry_transient(
-                lambda: self._store.claim_ticks(claims),
-                what="claim_ticks",
-                clock=self._clock,
-                attempts=4,
+                claim, what="claim_ticks", clock=self._clock, attempts=4
             )
         except TRANSIENT as exc:
             self._ticks_dropped("ticks_dropped", len(claims), exc)
             return
-        if ahead:
-            self._claim_s = 0.8 * self._claim_s + 0.2 * (self._clock.time() - started)
+        finally:
+            self._waiting_on_store -= len(claims)
+        if ahead and leases_answered and attempts == 1:
+            # A batch that waited out a stalled coordinator or retried its
+            # claim says nothing about how long a claim takes.
+            self._claim_s = next_claim_estimate(self._claim_s, self._clock.time() - started)
         log.debug(
             "ticks_claimed",
             count=len(claims),
@@ -298,8 +329,9 @@ class TickRunner:
             claimed = await self._wait_for_tick(claimed, fire_at)
         self._start_all([(d.job, e, *ready[e.id]) for d, e in claimed])
 
-    async def _lease(self, due: list[DueTick]) -> list[DueTick]:
-        """The ticks this instance won. While the coordinator is unreachable
+    async def _lease(self, due: list[DueTick]) -> tuple[list[DueTick], bool]:
+        """The ticks this instance won, and whether the coordinator answered.
+        While the coordinator is unreachable
         every tick goes on to the store's claim, the final fence against a
         duplicate: firing continues, at the cost of more claims that lose. A
         lease that fails or outwaits `LEASE_PATIENCE_S` reports the
@@ -307,7 +339,7 @@ class TickRunner:
         until the health probe hears it again."""
         if not self._health.is_up(Dependency.COORDINATOR):
             self._leases_unavailable(due, "the coordinator is not answering its probe")
-            return due
+            return due, False
         try:
             async with asyncio.timeout(LEASE_PATIENCE_S):
                 won = await self._coordinator.try_lease_ticks(
@@ -324,7 +356,7 @@ class TickRunner:
             )
             self._health.report(Dependency.COORDINATOR, failure)
             self._leases_unavailable(due, str(exc) or failure)
-            return due
+            return due, False
         if self._leases_down:
             self._leases_down = False
             log.info("leases_recovered")
@@ -335,7 +367,7 @@ class TickRunner:
         self._metrics.inc(
             "cronsvc_lease_total", len(due) - len(leased), help="Tick lease attempts", result="lost"
         )
-        return leased
+        return leased, True
 
     def _leases_unavailable(self, due: list[DueTick], error: str) -> None:
         self._metrics.inc(

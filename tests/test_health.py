@@ -4,6 +4,7 @@ makes of it: a stalled store is unreadiness, a stalled Redis a degradation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from cronsvc.config import CoordinationConfig, StoreConfig
+from cronsvc.config import Config, CoordinationConfig, StoreConfig
 from cronsvc.health import UNPROBED, Dependency, HealthMonitor, Probed, after_probe
 from cronsvc.metrics import Metrics
 from tests.conftest import MakeClient, Receiver
@@ -205,3 +206,29 @@ def sample(metrics: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+@pytest.mark.timeout(120)
+async def test_claims_the_store_refuses_are_counted_and_the_ticks_waiting_on_it_shown(
+    make_client: MakeClient, config: Config, tmp_path: Path, receiver: Receiver
+) -> None:
+    server = start_nx_27017(tmp_path / "nx")
+    client = await make_client(
+        store=StoreConfig(url=f"{server.url}/claims"),
+        # Runs still retrying their claims when the test ends are not waited for long.
+        server=dataclasses.replace(config.server, shutdown_grace_s=1),
+    )
+    job = {"name": "every second", "cronExpression": "* * * * * *", "webhookUrl": receiver.url}
+    assert (await client.post("/api/cron", json=job)).status == 201
+    await receiver.wait_for(1)
+    server.process.kill()
+    server.process.wait()
+    waiting: list[float] = []
+    async with asyncio.timeout(60):
+        while True:
+            metrics = await (await client.get("/metrics")).text()
+            waiting.append(sample(metrics, "cronsvc_ticks_waiting_on_store"))
+            if sample(metrics, 'cronsvc_store_errors_total{op="claim"}') >= 1:
+                break
+            await asyncio.sleep(0.2)
+    assert max(waiting) >= 1
