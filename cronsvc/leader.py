@@ -139,7 +139,11 @@ class LeaderDuties:
         while not self._stop.is_set():
             if self.is_leader and self._clock.monotonic() >= self._reap_after:
                 try:
-                    await self.duties()
+                    # Bounded: a stalled store delays the duties a lease
+                    # lifetime at most, then they are tried afresh (and a
+                    # stop is seen).
+                    async with asyncio.timeout(self._ttl):
+                        await self.duties()
                 except TRANSIENT as exc:
                     self._metrics.inc(
                         "cronsvc_store_errors_total", help="Store calls that failed", op="leader"

@@ -226,7 +226,13 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     leader.stop()
     health.stop()
     if not engine.done():
-        await asyncio.wait_for(engine, timeout=shutdown_write_s + 5.0)
+        # The loops stop at their next turn; one waiting on a store that
+        # does not answer is cancelled once the grace is over.
+        await asyncio.wait({engine}, timeout=shutdown_write_s + 5.0)
+        if not engine.done():
+            log.warning("engine_stop_overdue", waited_s=shutdown_write_s + 5.0)
+            engine.cancel()
+            await asyncio.wait({engine})
 
 
 async def serve(config: Config) -> None:
