@@ -631,6 +631,8 @@ class Scheduler:
             )
             log.error("missed_ticks_not_recorded", job_id=job.id, count=len(ticks), error=str(exc))
             return
+        if not count:  # every tick had a record already (another instance wrote them)
+            return
         self._metrics.inc(
             "cronsvc_executions_total", count, help="Executions by outcome", status="MISSED"
         )
