@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from cronsvc.api.context import CONTEXT
 from cronsvc.clock import Clock
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
+from tests.processes import CronsvcProcess, free_port, write_config
 
 # Real Redis and MongoDB wire-protocol servers on free loopback ports; a real Chromium.
 pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_mongo", "tests.fixtures_browser"]
@@ -200,3 +202,14 @@ async def make_client(config: Config) -> AsyncIterator[MakeClient]:
             return await serving(await stack.enter_async_context(test_client))
 
         yield make
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[CronsvcProcess]:
+    """A real `cronsvc serve` process on a fresh SQLite file (see `write_config`)."""
+    port = free_port()
+    config = write_config(tmp_path / "config.toml", port, tmp_path / "data" / "cronsvc.db")
+    process = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await process.start()
+    yield process
+    await process.stop(signal.SIGKILL)

@@ -29,16 +29,6 @@ def parse(instant: str) -> datetime:
     return datetime.fromisoformat(instant.replace("Z", "+00:00"))
 
 
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[CronsvcProcess]:
-    port = free_port()
-    config = write_config(tmp_path / "config.toml", port, tmp_path / "data" / "cronsvc.db")
-    process = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
-    await process.start()
-    yield process
-    await process.stop(signal.SIGKILL)
-
-
 async def api(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,6 @@ from tests.processes import CronsvcProcess, free_port, write_config
 pytestmark = pytest.mark.e2e
 
 Event = dict[str, Any]
-
-
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[CronsvcProcess]:
-    port = free_port()
-    config = write_config(tmp_path / "config.toml", port, tmp_path / "data" / "cronsvc.db")
-    process = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
-    await process.start()
-    yield process
-    await process.stop(signal.SIGKILL)
 
 
 async def exchange(port: int, data: bytes, *, hang_up: bool = False) -> bytes:
