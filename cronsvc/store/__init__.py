@@ -319,6 +319,20 @@ class Store(Protocol):
         status is not final."""
         ...
 
+    async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
+        """Insert finished executions recorded elsewhere (by the service cronsvc
+        replaces), each as given, its id included: history, not runs.
+
+        Each record is inserted atomically on its own (a backend may write the
+        batch in one transaction); a batch cut short is completed by its retry.
+        Idempotent: an execution whose id is already stored is left alone, as
+        is one whose tick key (see Tick claims) another record holds. Returns
+        the ids left out, in the order given. The jobs are neither checked (a
+        record may outlive its job) nor touched: `last_tick`, `last_run_at`
+        and `last_status` stay as they are. Raises `ValueError`, writing
+        nothing, if any status is not final or any id is not well formed."""
+        ...
+
     async def get_execution(self, execution_id: str) -> Execution:
         """Raises `ExecutionNotFound` (also for ids that are not well formed)."""
         ...
