@@ -579,6 +579,37 @@ async def test_an_imported_every_second_job_fires_once_the_service_runs(
     assert request.json()["trigger"] == "schedule"
 
 
+async def test_a_job_imported_paused_resumes_only_once_what_paused_it_is_fixed(
+    capsys: pytest.CaptureFixture[str],
+    legacy_database: Seeded,
+    tmp_path: Path,
+    make_client: MakeClient,
+    import_config: Config,
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/imported.db"
+    config = str(config_file(tmp_path, store_url))
+    assert (
+        await import_legacy(capsys, "--from", legacy_database.url, "--config", config)
+    ).code == 0
+    client = await make_client(store=StoreConfig(url=store_url), webhook=import_config.webhook)
+    broken = f"/api/cron/{legacy_database.bad_expression}"
+    internal = f"/api/cron/{legacy_database.private}"
+
+    refused = await client.post(f"{broken}/resume")
+    assert refused.status == 400
+    assert [e["field"] for e in (await refused.json())["errors"]] == ["cronExpression"]
+    refused = await client.post(f"{internal}/resume")
+    assert refused.status == 400
+    assert [e["field"] for e in (await refused.json())["errors"]] == ["webhookUrl"]
+
+    fixed = await client.patch(broken, json={"cronExpression": "1 * * * *"})
+    assert fixed.status == 200
+    assert (await fixed.json())["pausedReason"] is None
+    resumed = await client.post(f"{broken}/resume")
+    assert resumed.status == 200
+    assert (await resumed.json())["isActive"] is True
+
+
 # -- the command's report and exit status ----------------------------------------------
 
 

@@ -122,6 +122,18 @@ def _target_errors(api: ApiContext, url: object) -> list[FieldError]:
     return []
 
 
+def _check_runnable(api: ApiContext, spec: JobSpec) -> None:
+    """Raise `ValidationFailed` if the job's schedule or target would be
+    refused were it written now."""
+    errors = _target_errors(api, spec.webhook_url)
+    try:
+        _schedule(api, spec.cron_expression, spec.timezone)
+    except ValidationFailed as bad:
+        errors = [*bad.errors, *errors]
+    if errors:
+        raise ValidationFailed(errors)
+
+
 async def _announce(api: ApiContext, job_id: str) -> None:
     """Tell every instance a job changed; the request succeeds even if the
     notice cannot go out (see `TickRunner.announce`)."""
@@ -168,13 +180,7 @@ def _parse_job(api: ApiContext, data: dict[str, Any], *, keep_secret: str | None
             [*failed.errors, *_schedule_errors(api, payload, failed), *target]
         ) from None
     spec = model.to_spec(default_timeout_s=api.config.webhook.timeout_s)
-    errors = _target_errors(api, spec.webhook_url)
-    try:
-        _schedule(api, spec.cron_expression, spec.timezone)
-    except ValidationFailed as bad:
-        errors = [*bad.errors, *errors]
-    if errors:
-        raise ValidationFailed(errors)
+    _check_runnable(api, spec)
     generated = None
     if "secret" not in payload:
         spec = _with(spec, secret=keep_secret)
@@ -312,12 +318,17 @@ async def patch_job(request: web.Request) -> web.Response:
 
 
 async def _set_active(request: web.Request, active: bool) -> web.Response:
+    """Pause or resume. A resume is refused (400) while the job could not run:
+    a paused job may hold a schedule or target written before the rules it now
+    breaks (an imported one, or one from before `scheduler.min_interval_s`)."""
     api = ctx(request)
     deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
     for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         if current.spec.is_active == active:
             return _job_response(api, current)
+        if active:
+            _check_runnable(api, current.spec)
         try:
             return _job_response(
                 api, await _write(api, current, _with(current.spec, is_active=active), None)

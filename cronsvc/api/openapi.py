@@ -79,8 +79,10 @@ class JobOut(_Out):
     last_status: ExecutionStatus | None
     version: int
     paused_reason: str | None = Field(
-        description="Why cronsvc paused the job itself (its target answered 410 Gone); "
-        "null when a person paused it or it is active. Cleared by any update."
+        description="Why cronsvc paused the job itself (its target answered 410 Gone), or "
+        'why `cronsvc import-legacy` imported it paused ("imported paused: ...": a '
+        "schedule or target cronsvc refuses); null when a person paused it or it is "
+        "active. Cleared by any update."
     )
     deferred_until: datetime | None = Field(
         description="Scheduled ticks before this instant are recorded SKIPPED "
@@ -126,9 +128,13 @@ class ExecutionOut(_Out):
     attempt_log: list[AttemptOut] = Field(
         max_length=MAX_ATTEMPTS,
         description="every HTTP attempt, in order; empty while RUNNING and for records of "
-        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown)",
+        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown) and for "
+        "imported ones",
     )
-    instance_id: str
+    instance_id: str = Field(
+        description='the instance that ran it; "legacy" for a log `cronsvc import-legacy` '
+        'brought over (its error, if any, then has type "legacy")'
+    )
 
 
 class TriggeredOut(ExecutionOut):
@@ -526,8 +532,12 @@ PATHS: dict[str, dict[str, Any]] = {
             _JOB,
             tag="jobs",
             params=[_ID],
-            errors=(*_READ, 409),
-            error_text={409: _UNVERSIONED_409},
+            errors=(400, *_READ, 409),
+            error_text={
+                400: "the job's cronExpression or webhookUrl would be refused if written now "
+                "(an imported job paused for it, say): change it first",
+                409: _UNVERSIONED_409,
+            },
         )
     },
     "/api/cron/{id}/trigger": {
