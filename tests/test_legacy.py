@@ -610,6 +610,58 @@ async def test_a_job_imported_paused_resumes_only_once_what_paused_it_is_fixed(
     assert (await resumed.json())["isActive"] is True
 
 
+# -- api.legacy_ids ------------------------------------------------------------------
+
+
+async def test_with_legacy_ids_answers_carry_id_and_writes_take_mongoose_fields(
+    make_client: MakeClient, config: Config, receiver: Receiver
+) -> None:
+    client = await make_client(api=dataclasses.replace(config.api, legacy_ids=True))
+    document = {
+        "_id": "65a1b2c3d4e5f60718293a4b",
+        "__v": 0,
+        "name": "old-client",
+        "cronExpression": "0 0 1 1 *",
+        "webhookUrl": receiver.url,
+    }
+
+    created = await client.post("/api/cron", json=document)
+    assert created.status == 201, await created.text()
+    job = await created.json()
+    assert job["_id"] == job["id"] != document["_id"]  # the server makes ids
+    path = f"/api/cron/{job['id']}"
+    edited = {**(await (await client.get(path)).json()), "__v": 3, "name": "renamed"}
+    replaced = await client.put(path, json=edited)
+    assert replaced.status == 200, await replaced.text()
+    assert (await replaced.json())["_id"] == job["id"]
+    patched = await client.patch(path, json={"_id": "x", "__v": 1, "name": "again"})
+    assert patched.status == 200, await patched.text()
+    [listed] = await (await client.get("/api/cron")).json()
+    assert listed["_id"] == listed["id"] == job["id"]
+
+    triggered = await (await client.post(f"{path}/trigger")).json()
+    assert triggered["_id"] == triggered["id"] == triggered["executionId"]
+    log = await (await client.get(f"/api/execution-logs/{triggered['id']}")).json()
+    assert log["_id"] == log["id"]
+    [logged] = await (await client.get(f"/api/execution-logs/job/{job['id']}")).json()
+    assert logged["_id"] == logged["id"]
+    deleted = await (await client.delete(path)).json()
+    assert deleted["_id"] == job["id"]
+
+
+async def test_without_legacy_ids_answers_have_no_underscore_id_and_writes_refuse_it(
+    make_client: MakeClient, receiver: Receiver
+) -> None:
+    client = await make_client()
+    document = {"name": "new", "cronExpression": "0 0 1 1 *", "webhookUrl": receiver.url}
+
+    refused = await client.post("/api/cron", json={**document, "_id": OLD_ID, "__v": 0})
+    assert refused.status == 400
+    assert {e["field"] for e in (await refused.json())["errors"]} == {"_id", "__v"}
+    created = await client.post("/api/cron", json=document)
+    assert "_id" not in await created.json()
+
+
 # -- the command's report and exit status ----------------------------------------------
 
 

@@ -46,8 +46,23 @@ class RetryOut(_Out):
     max_backoff_seconds: float
 
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """For a field left out of the body when it has no value: no null default."""
+    schema.pop("default", None)
+
+
+_LEGACY_ID: Any = Field(
+    default=None,
+    alias="_id",
+    description="equal to `id`; only with `api.legacy_ids = true`, for clients of the "
+    "Node.js service",
+    json_schema_extra=_absent_not_null,
+)
+
+
 class JobOut(_Out):
     id: str
+    legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
     name: str
     cron_expression: str
     timezone: str
@@ -112,6 +127,7 @@ class AttemptOut(_Out):
 
 class ExecutionOut(_Out):
     id: str
+    legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
     cron_job_id: str
     job_name: str
     trigger: Trigger
@@ -203,11 +219,6 @@ class LedgerOut(_Out):
 
 
 _NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
-
-
-def _absent_not_null(schema: dict[str, Any]) -> None:
-    """For a field left out of the body when it has no value: no null default."""
-    schema.pop("default", None)
 
 
 def _token_only(description: str) -> Any:
