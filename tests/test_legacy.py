@@ -515,6 +515,17 @@ async def test_import_brings_jobs_and_logs_over_under_their_old_ids(
     by_job = await (await client.get(f"/api/execution-logs/job/{seeded.good}")).json()
     assert [log["id"] for log in by_job] == [seeded.stack_log, seeded.big_log]
 
+    # Before the import cronsvc did not hold the schedule: what it owed then is
+    # not known, so no gaps are made up, and the old logs are listed as such.
+    since = (started - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ledger = await (await client.get(f"/api/cron/{seeded.good}/ledger?since={since}")).json()
+    assert ledger["complete"] is False
+    assert datetime.fromisoformat(ledger["knownFrom"]) >= started.replace(microsecond=0)
+    assert {(e["kind"], e["executionId"]) for e in ledger["entries"]} == {
+        ("unknown", seeded.stack_log),
+        ("unknown", seeded.big_log),
+    }
+
 
 async def test_a_second_import_finds_everything_present_and_changes_nothing(
     capsys: pytest.CaptureFixture[str], legacy_database: Seeded, store_url: str, tmp_path: Path

@@ -563,6 +563,14 @@ async def test_a_new_job_has_one_revision_from_its_creation(store: Store) -> Non
     assert await store.schedule_history(paused.id) == [revision(1, T0, is_active=False)]
 
 
+async def test_a_job_whose_schedule_starts_after_its_creation_owes_from_that_start(
+    store: Store,
+) -> None:
+    imported = await store.create_job(make_job("imported", last_tick=at(60)))
+
+    assert await store.schedule_history(imported.id) == [revision(1, at(60))]
+
+
 async def test_updates_that_change_schedule_zone_or_activity_add_revisions_in_order(
     store: Store,
 ) -> None:

@@ -159,7 +159,10 @@ class ClaimResult:
 class Store(Protocol):
     async def create_job(self, job: Job) -> Job:
         """Insert a new job as given (`previous_secret` too), with its first
-        schedule revision. Raises `DuplicateJobName`."""
+        schedule revision, in force from its `last_tick` (its schedule starts
+        then: at `created_at` for a job made through the API, later for one
+        imported with the creation time it had elsewhere). Raises
+        `DuplicateJobName`."""
         ...
 
     async def get_job(self, job_id: str) -> Job:
@@ -299,12 +302,13 @@ class Store(Protocol):
 
     async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
         """The job's schedule revisions as they took effect, oldest first:
-        one made by `create_job` (`effective_from` = `created_at`), then one
+        one made by `create_job` (`effective_from` = its `last_tick` then), then one
         for each `update_job` that changed the cron expression, the time zone
         or `is_active` (pause and resume included; `effective_from` = its
         `now`, `version` = the version it made). Other updates add none. At
         most the latest `MAX_SCHEDULE_REVISIONS`: when older ones were dropped,
-        the first one returned took effect after `created_at`. A job stored
+        or the job was imported, the first one returned took effect after
+        `created_at` (what the job owed before it is not known). A job stored
         before the history existed has one revision, its current schedule
         from `created_at`. Raises `JobNotFound`."""
         ...

@@ -1203,7 +1203,7 @@ def _job_document(job: Job) -> _Doc:
         "paused_reason": job.paused_reason,
         "deferred_until": opt_unix_ms(job.deferred_until),
         **_previous_secret_fields(job.previous_secret),
-        "schedule_history": [_revision_document(job.version, job.created_at, spec)],
+        "schedule_history": [_revision_document(job.version, job.last_tick, spec)],
     }
 
 

@@ -742,7 +742,7 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
     with _transaction(db):
         _write_job(db, _INSERT_JOB, row, job.spec.name)
         db.executemany(_INSERT_TAG, _tag_rows(job))
-        db.execute(_INSERT_REVISION, _revision_row(job, job.created_at))
+        db.execute(_INSERT_REVISION, _revision_row(job, job.last_tick))
     return _job_from_row(row)
 
 
