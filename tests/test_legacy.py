@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import pty
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -695,6 +698,51 @@ async def test_the_report_names_each_job_not_imported_as_it_was_and_sums_up(
     assert lines[-2] == "jobs: 3 imported, 2 imported paused, 1 refused, 0 already present"
     assert lines[-1].startswith("logs: 3 imported (1 of jobs no longer in the old database)")
     assert run.err == ""  # no progress off a terminal
+
+
+async def test_progress_shows_on_a_terminal_and_the_report_stays_on_stdout(
+    legacy_database: Seeded, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/imported.db"
+    config = str(config_file(tmp_path, store_url))
+    terminal, attached = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cronsvc",
+            "import-legacy",
+            "--from",
+            legacy_database.url,
+            "--config",
+            config,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=attached,
+        )
+        os.close(attached)
+        async with asyncio.timeout(60):
+            out, _ = await process.communicate()
+        shown = await asyncio.to_thread(_read_all, terminal)
+    finally:
+        os.close(terminal)
+
+    assert process.returncode == 0
+    assert "\rreading: 6 jobs" in shown
+    assert "reading" not in out.decode()
+    assert out.decode().splitlines()[-2].startswith("jobs: 3 imported")
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 async def test_an_unreachable_old_database_exits_1_with_one_line(
