@@ -21,7 +21,9 @@ What happens to each kind of record:
 - A job whose id the store holds already is left alone (imported before).
 - Every execution log is imported, its job's or not: cronsvc keeps the logs
   of deleted jobs too, and a job refused now may be imported by a later run,
-  its logs then already in place. `error` becomes `{type: "legacy",
+  its logs then already in place. Refused are only a log whose status is not
+  SUCCESS or FAILURE, one without an instant, and a second log of one job at
+  the same instant (the store keeps one record per tick of a job). `error` becomes `{type: "legacy",
   message}` with the first line only (no stack trace); a response body is cut
   to `webhook.max_response_bytes`. Logs older than
   `retention.execution_logs_days` are not imported: the service would delete
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -410,20 +412,11 @@ def _id_time(value: Any) -> datetime | None:
     return _instant(generation_time)
 
 
-def latest_runs(
-    documents: Iterable[Mapping[str, Any]],
-) -> dict[str, tuple[datetime, ExecutionStatus]]:
-    """Each job's newest log: its start and status (a job's `lastRunAt` and
-    `lastStatus`)."""
-    latest: dict[str, tuple[datetime, ExecutionStatus]] = {}
-    for document in documents:
-        add_latest(latest, document)
-    return latest
-
-
 def add_latest(
     latest: dict[str, tuple[datetime, ExecutionStatus]], document: Mapping[str, Any]
 ) -> None:
+    """Keep in `latest` each job's newest log: its start and status (the
+    job's `lastRunAt` and `lastStatus`)."""
     executed = _instant(document.get("executedAt")) or _instant(document.get("createdAt"))
     status = document.get("status")
     if executed is None or status not in ("SUCCESS", "FAILURE"):
