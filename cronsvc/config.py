@@ -41,6 +41,14 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    legacy_ids: bool = False
+    """As the Node.js service's Mongoose documents did: job and execution log
+    answers also carry `_id` (equal to `id`), and job writes accept `_id` and
+    `__v` (ignored)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:
     url: str = "sqlite:///./cronsvc.db"
 
@@ -98,6 +106,7 @@ class LoggingConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

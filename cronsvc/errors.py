@@ -145,6 +145,16 @@ class CoordinatorUnavailable(CronSvcError, ConnectionError):
     """The coordinator could not be reached or is not serving; transient."""
 
 
+class InvalidLegacySource(CronSvcError, ValueError):
+    """The old service's database is not named well enough to be read (a bad
+    URL, no database): a usage error."""
+
+
+class LegacySourceUnreadable(CronSvcError, ConnectionError):
+    """The old service's database could not be read. The message never
+    quotes the URL, which may carry a password."""
+
+
 class ConfigError(CronSvcError, ValueError):
     """A configuration file or value that cannot be used; names the key."""
 

@@ -563,6 +563,14 @@ async def test_a_new_job_has_one_revision_from_its_creation(store: Store) -> Non
     assert await store.schedule_history(paused.id) == [revision(1, T0, is_active=False)]
 
 
+async def test_a_job_whose_schedule_starts_after_its_creation_owes_from_that_start(
+    store: Store,
+) -> None:
+    imported = await store.create_job(make_job("imported", last_tick=at(60)))
+
+    assert await store.schedule_history(imported.id) == [revision(1, at(60))]
+
+
 async def test_updates_that_change_schedule_zone_or_activity_add_revisions_in_order(
     store: Store,
 ) -> None:
@@ -1459,6 +1467,122 @@ async def test_record_missed_for_another_version_writes_nothing(store: Store) ->
     assert inserted == 0
     assert await all_executions(store) == []
     assert (await store.get_job(job.id)).last_tick == T0
+
+
+# Imported history
+
+
+def historical(
+    job: Job, tick: datetime, *, status: ExecutionStatus = ExecutionStatus.SUCCESS, **changes: Any
+) -> Execution:
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "job_id": job.id,
+        "job_name": job.spec.name,
+        "trigger": Trigger.SCHEDULE,
+        "scheduled_at": tick,
+        "status": status,
+        "instance_id": "legacy",
+        "executed_at": tick,
+        "finished_at": tick + timedelta(seconds=1),
+        "response_status": 200,
+        "response_body": "ok",
+    }
+    values.update(changes)
+    return Execution(**values)
+
+
+async def test_imported_executions_read_back_as_given(store: Store) -> None:
+    job = await create(store, "old")
+    records = [
+        historical(job, at(1)),
+        historical(
+            job,
+            at(2),
+            status=ExecutionStatus.FAILURE,
+            response_status=None,
+            response_body="x" * 100,
+            response_truncated=True,
+            error=ErrorInfo(type="legacy", message="connect ECONNREFUSED"),
+        ),
+    ]
+
+    left_out = await store.import_executions(records)
+
+    assert left_out == []
+    for record in records:
+        assert await store.get_execution(record.id) == record
+    assert await all_executions(store, job_id=job.id) == records[::-1]
+
+
+async def test_importing_executions_leaves_the_job_alone(store: Store) -> None:
+    job = await create(store)
+
+    await store.import_executions([historical(job, at(5))])
+
+    assert await store.get_job(job.id) == job
+
+
+async def test_importing_executions_twice_leaves_the_first_records_and_names_the_rest(
+    store: Store,
+) -> None:
+    job = await create(store)
+    first = historical(job, at(1))
+    await store.import_executions([first])
+    changed = dataclasses.replace(first, status=ExecutionStatus.FAILURE, scheduled_at=at(3))
+    new = historical(job, at(2))
+
+    left_out = await store.import_executions([changed, new])
+
+    assert left_out == [first.id]
+    assert await store.get_execution(first.id) == first
+    assert await store.get_execution(new.id) == new
+
+
+async def test_an_imported_execution_whose_tick_is_taken_is_left_out(store: Store) -> None:
+    job = await create(store)
+    fired = await claimed(store, job, at(1))
+    clash = historical(job, at(1))
+    manual = historical(job, at(1), trigger=Trigger.MANUAL)
+
+    left_out = await store.import_executions([clash, manual])
+
+    assert left_out == [clash.id]
+    assert {e.id for e in await all_executions(store)} == {fired.id, manual.id}
+
+
+async def test_executions_of_a_job_that_is_gone_are_imported(store: Store) -> None:
+    job = await create(store)
+    await store.delete_job(job.id)
+    record = historical(job, at(1))
+
+    assert await store.import_executions([record]) == []
+
+    assert await store.get_execution(record.id) == record
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"status": ExecutionStatus.RUNNING},
+        {"id": "not-an-id"},
+        {"job_id": "not-an-id"},
+    ],
+)
+async def test_importing_an_unfinished_or_ill_named_execution_writes_nothing(
+    store: Store, bad: dict[str, Any]
+) -> None:
+    job = await create(store)
+    good = historical(job, at(1))
+
+    with pytest.raises(ValueError):
+        await store.import_executions([good, historical(job, at(2), **bad)])
+
+    assert await all_executions(store) == []
+
+
+async def test_importing_no_executions_writes_nothing(store: Store) -> None:
+    assert await store.import_executions([]) == []
 
 
 async def test_missed_tick_cannot_be_claimed_afterwards(store: Store) -> None:

@@ -35,6 +35,7 @@ from cronsvc.api.context import (
 )
 from cronsvc.api.schemas import (
     GENERATE_SECRET,
+    LEGACY_ID_FIELDS,
     READ_ONLY_FIELDS,
     JobIn,
     PreviewIn,
@@ -43,6 +44,7 @@ from cronsvc.api.schemas import (
     job_to_wire,
     spec_to_wire,
     validate,
+    with_legacy_id,
 )
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import Job, JobSpec, PreviousSecret
@@ -122,6 +124,18 @@ def _target_errors(api: ApiContext, url: object) -> list[FieldError]:
     return []
 
 
+def _check_runnable(api: ApiContext, spec: JobSpec) -> None:
+    """Raise `ValidationFailed` if the job's schedule or target would be
+    refused were it written now."""
+    errors = _target_errors(api, spec.webhook_url)
+    try:
+        _schedule(api, spec.cron_expression, spec.timezone)
+    except ValidationFailed as bad:
+        errors = [*bad.errors, *errors]
+    if errors:
+        raise ValidationFailed(errors)
+
+
 async def _announce(api: ApiContext, job_id: str) -> None:
     """Tell every instance a job changed; the request succeeds even if the
     notice cannot go out (see `TickRunner.announce`)."""
@@ -142,7 +156,9 @@ def _job_response(
     api: ApiContext, job: Job, *, status: int = 200, secret: str | None = None, **headers: str
 ) -> web.Response:
     wire = job_to_wire(job, _next_run(api, job), now=api.clock.now(), secret=secret)
-    return json_response(wire, status=status, headers=headers or None)
+    return json_response(
+        with_legacy_id(wire, api.config.api.legacy_ids), status=status, headers=headers or None
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,7 +173,7 @@ class _Parsed:
 def _parse_job(api: ApiContext, data: dict[str, Any], *, keep_secret: str | None = None) -> _Parsed:
     """Validate a whole job document. A `secret` left out is `keep_secret`;
     "generate" is replaced by a new secret."""
-    payload = {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
+    payload = {k: v for k, v in data.items() if k not in _ignored(api)}
     try:
         model = validate(JobIn, payload)
     except ValidationFailed as failed:
@@ -168,13 +184,7 @@ def _parse_job(api: ApiContext, data: dict[str, Any], *, keep_secret: str | None
             [*failed.errors, *_schedule_errors(api, payload, failed), *target]
         ) from None
     spec = model.to_spec(default_timeout_s=api.config.webhook.timeout_s)
-    errors = _target_errors(api, spec.webhook_url)
-    try:
-        _schedule(api, spec.cron_expression, spec.timezone)
-    except ValidationFailed as bad:
-        errors = [*bad.errors, *errors]
-    if errors:
-        raise ValidationFailed(errors)
+    _check_runnable(api, spec)
     generated = None
     if "secret" not in payload:
         spec = _with(spec, secret=keep_secret)
@@ -182,6 +192,13 @@ def _parse_job(api: ApiContext, data: dict[str, Any], *, keep_secret: str | None
         generated = generate_secret()
         spec = _with(spec, secret=generated)
     return _Parsed(spec=spec, version=model.version, generated_secret=generated)
+
+
+def _ignored(api: ApiContext) -> frozenset[str]:
+    """The fields a job write may carry and that are left out of it."""
+    if api.config.api.legacy_ids:
+        return READ_ONLY_FIELDS | LEGACY_ID_FIELDS
+    return READ_ONLY_FIELDS
 
 
 def _with(spec: JobSpec, **changes: Any) -> JobSpec:
@@ -220,9 +237,12 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit=query_limit(request),
     )
     page = await api.store.list_jobs(query)
-    now = api.clock.now()
+    now, legacy_ids = api.clock.now(), api.config.api.legacy_ids
     return json_response(
-        [job_to_wire(job, _next_run(api, job), now=now) for job in page.items],
+        [
+            with_legacy_id(job_to_wire(job, _next_run(api, job), now=now), legacy_ids)
+            for job in page.items
+        ],
         headers=next_link(request, page.next_cursor),
     )
 
@@ -290,9 +310,7 @@ async def patch_job(request: web.Request) -> web.Response:
     """Partial update as a JSON merge patch (RFC 7396): objects merge, null
     removes a field (so it takes its default)."""
     api = ctx(request)
-    patch = {
-        k: v for k, v in (await read_json_object(request)).items() if k not in READ_ONLY_FIELDS
-    }
+    patch = {k: v for k, v in (await read_json_object(request)).items() if k not in _ignored(api)}
     deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
     for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
@@ -312,12 +330,17 @@ async def patch_job(request: web.Request) -> web.Response:
 
 
 async def _set_active(request: web.Request, active: bool) -> web.Response:
+    """Pause or resume. A resume is refused (400) while the job could not run:
+    a paused job may hold a schedule or target written before the rules it now
+    breaks (an imported one, or one from before `scheduler.min_interval_s`)."""
     api = ctx(request)
     deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
     for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         if current.spec.is_active == active:
             return _job_response(api, current)
+        if active:
+            _check_runnable(api, current.spec)
         try:
             return _job_response(
                 api, await _write(api, current, _with(current.spec, is_active=active), None)
@@ -354,7 +377,8 @@ async def delete_job(request: web.Request) -> web.Response:
     job = await api.store.get_job(request.match_info["id"])
     await api.store.delete_job(job.id)
     await _announce(api, job.id)
-    return json_response(job_to_wire(job, None, now=api.clock.now()))
+    wire = job_to_wire(job, None, now=api.clock.now())
+    return json_response(with_legacy_id(wire, api.config.api.legacy_ids))
 
 
 @routes.post("/api/cron/{id}/trigger")
@@ -363,7 +387,10 @@ async def trigger_job(request: web.Request) -> web.Response:
     api = ctx(request)
     execution = await api.runner.trigger_now(request.match_info["id"])
     return json_response(
-        {"executionId": execution.id, **execution_to_wire(execution)},
+        {
+            "executionId": execution.id,
+            **with_legacy_id(execution_to_wire(execution), api.config.api.legacy_ids),
+        },
         status=202,
         headers={"Location": f"/api/execution-logs/{execution.id}"},
     )

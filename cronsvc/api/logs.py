@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from cronsvc.api.context import ctx, json_response, next_link, query_limit, query_text
-from cronsvc.api.schemas import execution_to_wire, parse_instant
+from cronsvc.api.schemas import execution_to_wire, parse_instant, with_legacy_id
 from cronsvc.domain import ExecutionStatus
 from cronsvc.errors import FieldError, ValidationFailed
 from cronsvc.store import ExecutionQuery
@@ -35,9 +35,11 @@ def _query(request: web.Request, job_id: str | None) -> ExecutionQuery:
 
 
 async def _list(request: web.Request, job_id: str | None) -> web.Response:
-    page = await ctx(request).store.list_executions(_query(request, job_id))
+    api = ctx(request)
+    page = await api.store.list_executions(_query(request, job_id))
     return json_response(
-        [execution_to_wire(e) for e in page.items], headers=next_link(request, page.next_cursor)
+        [with_legacy_id(execution_to_wire(e), api.config.api.legacy_ids) for e in page.items],
+        headers=next_link(request, page.next_cursor),
     )
 
 
@@ -55,13 +57,14 @@ async def list_job_logs(request: web.Request) -> web.Response:
 
 @routes.get("/api/execution-logs/{id}")
 async def get_log(request: web.Request) -> web.Response:
-    execution = await ctx(request).store.get_execution(request.match_info["id"])
-    return json_response(execution_to_wire(execution))
+    api = ctx(request)
+    execution = await api.store.get_execution(request.match_info["id"])
+    return json_response(with_legacy_id(execution_to_wire(execution), api.config.api.legacy_ids))
 
 
 @routes.delete("/api/execution-logs/{id}")
 async def delete_log(request: web.Request) -> web.Response:
-    store = ctx(request).store
-    execution = await store.get_execution(request.match_info["id"])
-    await store.delete_execution(execution.id)
-    return json_response(execution_to_wire(execution))
+    api = ctx(request)
+    execution = await api.store.get_execution(request.match_info["id"])
+    await api.store.delete_execution(execution.id)
+    return json_response(with_legacy_id(execution_to_wire(execution), api.config.api.legacy_ids))

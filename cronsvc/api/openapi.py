@@ -46,8 +46,23 @@ class RetryOut(_Out):
     max_backoff_seconds: float
 
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """For a field left out of the body when it has no value: no null default."""
+    schema.pop("default", None)
+
+
+_LEGACY_ID: Any = Field(
+    default=None,
+    alias="_id",
+    description="equal to `id`; only with `api.legacy_ids = true`, for clients of the "
+    "Node.js service",
+    json_schema_extra=_absent_not_null,
+)
+
+
 class JobOut(_Out):
     id: str
+    legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
     name: str
     cron_expression: str
     timezone: str
@@ -79,8 +94,10 @@ class JobOut(_Out):
     last_status: ExecutionStatus | None
     version: int
     paused_reason: str | None = Field(
-        description="Why cronsvc paused the job itself (its target answered 410 Gone); "
-        "null when a person paused it or it is active. Cleared by any update."
+        description="Why cronsvc paused the job itself (its target answered 410 Gone), or "
+        'why `cronsvc import-legacy` imported it paused ("imported paused: ...": a '
+        "schedule or target cronsvc refuses); null when a person paused it or it is "
+        "active. Cleared by any update."
     )
     deferred_until: datetime | None = Field(
         description="Scheduled ticks before this instant are recorded SKIPPED "
@@ -110,6 +127,7 @@ class AttemptOut(_Out):
 
 class ExecutionOut(_Out):
     id: str
+    legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
     cron_job_id: str
     job_name: str
     trigger: Trigger
@@ -126,9 +144,13 @@ class ExecutionOut(_Out):
     attempt_log: list[AttemptOut] = Field(
         max_length=MAX_ATTEMPTS,
         description="every HTTP attempt, in order; empty while RUNNING and for records of "
-        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown)",
+        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown) and for "
+        "imported ones",
     )
-    instance_id: str
+    instance_id: str = Field(
+        description='the instance that ran it; "legacy" for a log `cronsvc import-legacy` '
+        'brought over (its error, if any, then has type "legacy")'
+    )
 
 
 class TriggeredOut(ExecutionOut):
@@ -197,11 +219,6 @@ class LedgerOut(_Out):
 
 
 _NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
-
-
-def _absent_not_null(schema: dict[str, Any]) -> None:
-    """For a field left out of the body when it has no value: no null default."""
-    schema.pop("default", None)
 
 
 def _token_only(description: str) -> Any:
@@ -526,8 +543,12 @@ PATHS: dict[str, dict[str, Any]] = {
             _JOB,
             tag="jobs",
             params=[_ID],
-            errors=(*_READ, 409),
-            error_text={409: _UNVERSIONED_409},
+            errors=(400, *_READ, 409),
+            error_text={
+                400: "the job's cronExpression or webhookUrl would be refused if written now "
+                "(an imported job paused for it, say): change it first",
+                409: _UNVERSIONED_409,
+            },
         )
     },
     "/api/cron/{id}/trigger": {

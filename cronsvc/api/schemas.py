@@ -79,6 +79,15 @@ READ_ONLY_FIELDS = frozenset(
 `version`, when sent, is a precondition: the write fails with 409 unless the
 job is still at that version."""
 
+LEGACY_ID_FIELDS = frozenset({"_id", "__v"})
+"""The Mongoose document fields a write may carry, and that are ignored,
+under `api.legacy_ids`."""
+
+
+def with_legacy_id(wire: dict[str, Any], legacy_ids: bool) -> dict[str, Any]:
+    """A job or execution log as answered, with `_id` = `id` under `api.legacy_ids`."""
+    return {"_id": wire["id"], **wire} if legacy_ids else wire
+
 
 class _Wire(BaseModel):
     """Booleans and numbers are strict (`Strict()`): a JSON true or number, never
@@ -97,7 +106,9 @@ class RetryIn(_Wire):
 
 class JobIn(_Wire):
     """A job as a client writes it (POST, PUT; PATCH is merged onto the stored
-    job first and then validated as a whole)."""
+    job first and then validated as a whole). The read-only fields of a job
+    answer may be sent back and are ignored; so are `_id` and `__v` with
+    `api.legacy_ids = true`."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]

@@ -159,7 +159,10 @@ class ClaimResult:
 class Store(Protocol):
     async def create_job(self, job: Job) -> Job:
         """Insert a new job as given (`previous_secret` too), with its first
-        schedule revision. Raises `DuplicateJobName`."""
+        schedule revision, in force from its `last_tick` (its schedule starts
+        then: at `created_at` for a job made through the API, later for one
+        imported with the creation time it had elsewhere). Raises
+        `DuplicateJobName`."""
         ...
 
     async def get_job(self, job_id: str) -> Job:
@@ -299,12 +302,13 @@ class Store(Protocol):
 
     async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
         """The job's schedule revisions as they took effect, oldest first:
-        one made by `create_job` (`effective_from` = `created_at`), then one
+        one made by `create_job` (`effective_from` = its `last_tick` then), then one
         for each `update_job` that changed the cron expression, the time zone
         or `is_active` (pause and resume included; `effective_from` = its
         `now`, `version` = the version it made). Other updates add none. At
         most the latest `MAX_SCHEDULE_REVISIONS`: when older ones were dropped,
-        the first one returned took effect after `created_at`. A job stored
+        or the job was imported, the first one returned took effect after
+        `created_at` (what the job owed before it is not known). A job stored
         before the history existed has one revision, its current schedule
         from `created_at`. Raises `JobNotFound`."""
         ...
@@ -317,6 +321,20 @@ class Store(Protocol):
         already final is left unchanged. Returns the ids that have no record
         (deleted while running); raises `ValueError`, writing nothing, if any
         status is not final."""
+        ...
+
+    async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
+        """Insert finished executions recorded elsewhere (by the service cronsvc
+        replaces), each as given, its id included: history, not runs.
+
+        Each record is inserted atomically on its own (a backend may write the
+        batch in one transaction); a batch cut short is completed by its retry.
+        Idempotent: an execution whose id is already stored is left alone, as
+        is one whose tick key (see Tick claims) another record holds. Returns
+        the ids left out, in the order given. The jobs are neither checked (a
+        record may outlive its job) nor touched: `last_tick`, `last_run_at`
+        and `last_status` stay as they are. Raises `ValueError`, writing
+        nothing, if any status is not final or any id is not well formed."""
         ...
 
     async def get_execution(self, execution_id: str) -> Execution:

@@ -17,6 +17,7 @@ from typing import Any
 from cronsvc.domain import (
     AttemptRecord,
     ErrorInfo,
+    Execution,
     Job,
     JobSpec,
     RetryPolicy,
@@ -28,6 +29,7 @@ from cronsvc.ids import is_valid_id
 from cronsvc.instants import rfc3339
 
 MAX_CURSOR_CHARS = 200
+TICK_SLOT = "tick"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 
@@ -50,6 +52,21 @@ def revision_of(job: Job, effective_from: datetime) -> ScheduleRevision:
         timezone=job.spec.timezone,
         is_active=job.spec.is_active,
     )
+
+
+def check_importable(executions: Iterable[Execution]) -> None:
+    """`Store.import_executions`' precondition: final records with proper ids."""
+    for execution in executions:
+        if not execution.status.is_final:
+            raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
+        if not is_valid_id(execution.id) or not is_valid_id(execution.job_id):
+            raise ValueError(f"execution {execution.id!r} has an id that is not well formed")
+
+
+def tick_slot(execution: Execution) -> str:
+    """The slot of an execution's tick key: its own id for a manual run, which
+    never takes a tick, else the tick's."""
+    return execution.id if execution.trigger is Trigger.MANUAL else TICK_SLOT
 
 
 def replaced_message(execution_id: str) -> str:

@@ -150,6 +150,7 @@ from cronsvc.store.common import (
     attempt_documents,
     attempts_from_documents,
     cached_instant,
+    check_importable,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -164,6 +165,7 @@ from cronsvc.store.common import (
     shared_retry,
     shared_text,
     skip_reason,
+    tick_slot,
     unix_ms,
 )
 
@@ -844,6 +846,15 @@ class MongoStore:
                 raise ExecutionNotFound(execution_id)
             return _execution_from_document(document)
 
+    async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
+        with self._calling():
+            check_importable(executions)
+            if not executions:
+                return []
+            documents = [_execution_document(e, slot=tick_slot(e)) for e in executions]
+            taken = set(await self._insert_new(documents))
+            return [e.id for index, e in enumerate(executions) if index in taken]
+
     async def delete_execution(self, execution_id: str) -> None:
         with self._calling():
             if not is_valid_id(execution_id):
@@ -1192,7 +1203,7 @@ def _job_document(job: Job) -> _Doc:
         "paused_reason": job.paused_reason,
         "deferred_until": opt_unix_ms(job.deferred_until),
         **_previous_secret_fields(job.previous_secret),
-        "schedule_history": [_revision_document(job.version, job.created_at, spec)],
+        "schedule_history": [_revision_document(job.version, job.last_tick, spec)],
     }
 
 

@@ -73,6 +73,7 @@ from cronsvc.store.common import (
     attempt_documents,
     attempts_from_documents,
     cached_instant,
+    check_importable,
     check_limit,
     decode_execution_cursor,
     decode_job_cursor,
@@ -89,6 +90,7 @@ from cronsvc.store.common import (
     shared_retry,
     shared_text,
     skip_reason,
+    tick_slot,
     unix_ms,
 )
 
@@ -332,6 +334,11 @@ _INSERT_EXECUTION_IF_NEW = (
     f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))}) "
     "ON CONFLICT (job_id, scheduled_at, slot) DO NOTHING"
 )
+# Any unique key taken (the id, the tick key) leaves the record out.
+_IMPORT_EXECUTION = (
+    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
+    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))}) ON CONFLICT DO NOTHING"
+)
 _INSERT_EXECUTION = (
     f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
     f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))})"
@@ -565,6 +572,13 @@ class SQLiteStore:
             await self._run(_do_checkpoint)
         return missing
 
+    async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
+        check_importable(executions)
+        if not executions:
+            self._check_open()
+            return []
+        return await self._run(_do_import_executions, list(executions))
+
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._run(_do_get_execution, execution_id)
 
@@ -728,7 +742,7 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
     with _transaction(db):
         _write_job(db, _INSERT_JOB, row, job.spec.name)
         db.executemany(_INSERT_TAG, _tag_rows(job))
-        db.execute(_INSERT_REVISION, _revision_row(job, job.created_at))
+        db.execute(_INSERT_REVISION, _revision_row(job, job.last_tick))
     return _job_from_row(row)
 
 
@@ -1068,6 +1082,16 @@ def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -
             # Only a run at least as recent as the job's last one speaks for the job.
             db.execute(_SET_LAST_RUN, (row[7], row[5], execution.id))
     return missing
+
+
+def _do_import_executions(db: sqlite3.Connection, executions: list[Execution]) -> list[str]:
+    left_out: list[str] = []
+    with _transaction(db):
+        for execution in executions:
+            row = _execution_row(execution, slot=tick_slot(execution))
+            if db.execute(_IMPORT_EXECUTION, row).rowcount == 0:
+                left_out.append(execution.id)
+    return left_out
 
 
 def _do_checkpoint(db: sqlite3.Connection) -> None:
