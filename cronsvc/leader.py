@@ -4,7 +4,8 @@ Every instance announces itself twice per `heartbeat_interval_s`, for 1.5
 intervals; the leader lease lasts as long and is renewed at the same pace (a
 third of its lifetime), so a lost lease is noticed within one renewal. The
 leader deals with the RUNNING executions of instances that are no longer
-alive (within two heartbeat intervals of a death): a tick claimed ahead but
+alive (within about two heartbeat intervals of a death; three and a half
+when the leader itself died, see the README): a tick claimed ahead but
 never sent is adopted and handed to this instance's runner, which sends it
 under the job's misfire policy; a run whose webhook went out is marked LOST,
 since nobody knows whether the target acted on it. The leader also prunes
