@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import pty
 import sys
@@ -40,6 +39,7 @@ from cronsvc.store import ExecutionQuery, JobQuery, open_store
 from tests.conftest import MakeClient, Receiver
 from tests.fixtures_mongo import with_database
 from tests.processes import free_port
+from tests.test_cli_client import Run
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(now=NOW)
@@ -394,16 +394,6 @@ def config_file(tmp_path: Path, store_url: str) -> Path:
         f'[store]\nurl = "{store_url}"\n\n[webhook]\nallowed_cidrs = ["127.0.0.1/32"]\n'
     )
     return path
-
-
-@dataclasses.dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 async def import_legacy(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
