@@ -29,12 +29,12 @@ from cronsvc.coord import Coordinator
 from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend, Prepared, WebhookRequest
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
-from cronsvc.errors import CronSvcError, JobNotFound
+from cronsvc.errors import CronSvcError, ExecutionNotFound, JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
-from cronsvc.misfire import plan_due_ticks
+from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.results import ResultWriter
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
@@ -47,6 +47,27 @@ notice that arrives before its delivery has started still stops it."""
 
 
 MAX_CLAIM_LEAD_S = 5.0
+CLAIM_PATIENCE_S = 2.0
+"""How long a batch's claim may take, retries included, before its ticks
+are handed back to the scheduler to be taken again once the store answers
+(see `Scheduler.hold`). A healthy store answers a batch in milliseconds; an
+unreachable one held each attempt for its server selection (5 s with
+MongoDB), and the batch for ~20 s."""
+STORE_POLL_S = 0.2
+"""While the store is down, how often work waiting on it looks again."""
+MAX_UNCERTAIN = 100_000
+"""Claims whose fate is unknown (see `_uncertain`) remembered at most."""
+UNCERTAIN_CHECKS = 3
+"""How many times, a few seconds apart once the store answers, a claim whose
+fate is unknown is looked for: a request sent before a stall may land only
+when the store resumes."""
+UNCERTAIN_CHECK_S = 3.0
+MARK_PATIENCE_S = 0.25
+"""How long after their tick claimed webhooks wait for the store to mark
+them dispatched before they go out unmarked."""
+ADOPT_ROUNDS = 20
+"""Rounds of attempts to settle adopted ticks, each after the store answers
+its probe again."""
 LEASE_PATIENCE_S = 0.5
 """How long a batch waits for its leases before it goes on to the store's
 claim without them and reports the coordinator down. A healthy Redis
@@ -84,6 +105,7 @@ class TickRunner:
         max_catchup: int,
         max_defer_s: float,
         on_stale: Callable[[str], None],
+        on_held: Callable[[Sequence[DueTick]], None],
         health: HealthMonitor,
         initial_claim_s: float = 0.005,
     ) -> None:
@@ -103,6 +125,7 @@ class TickRunner:
         """Recent length of a batch's lease and claim; until measured, what
         the store usually takes."""
         self._on_stale = on_stale
+        self._on_held = on_held
         self._health = health
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
@@ -110,6 +133,18 @@ class TickRunner:
         self._cancelled: dict[str, None] = {}
         """Execution ids named by cancel notices, oldest first (bounded)."""
         self._leases_down = False
+        self._held_ticks = 0
+        """Ticks handed back to the scheduler since the store last answered a
+        claim: non-zero during an outage (logged once at its start and end)."""
+        self._won: dict[tuple[str, datetime], None] = {}
+        """Leases this instance won for ticks it then handed back unclaimed:
+        taken again, they are its own (a coordinator may refuse a lease
+        twice, even to its holder)."""
+        self._uncertain: dict[str, tuple[str, datetime, int]] = {}
+        """Claims sent whose answer never came (execution id -> job id,
+        tick, checks left): they may have been written. Looked up once the
+        store answers, so none is left RUNNING and never sent."""
+        self._resolving: asyncio.Task[None] | None = None
         self._waiting_on_store = 0
         """Ticks whose claim is under way: more than a burst's worth only
         while the store is slow or unreachable."""
@@ -259,6 +294,9 @@ class TickRunner:
         critical path; what changed in between is checked at the tick."""
         started = self._clock.time()
         fire_at = max(d.tick for d in due).timestamp()
+        if not self._health.is_up(Dependency.STORE):
+            self._hold(due, "the store is not answering its probe")
+            return
         leased, leases_answered = await self._lease(due)
         if not leased:
             return
@@ -277,18 +315,35 @@ class TickRunner:
                 self._metrics.inc(
                     "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
                 )
+                self._remember_uncertain(claims)
                 raise
 
         self._waiting_on_store += len(claims)
         try:
-            results = await retry_transient(
-                claim, what="claim_ticks", clock=self._clock, attempts=4
-            )
+            async with asyncio.timeout(CLAIM_PATIENCE_S):
+                results = await retry_transient(
+                    claim, what="claim_ticks", clock=self._clock, attempts=3, base_s=0.05
+                )
         except TRANSIENT as exc:
-            self._ticks_dropped("ticks_dropped", len(claims), exc)
+            if isinstance(exc, TimeoutError):
+                self._metrics.inc(
+                    "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
+                )
+                self._remember_uncertain(claims)
+            failure = (
+                f"no answer to a claim within {CLAIM_PATIENCE_S:g} s"
+                if isinstance(exc, TimeoutError)
+                else type(exc).__name__
+            )
+            self._health.report(Dependency.STORE, failure)
+            for d in leased:
+                self._won[d.job.id, d.tick] = None
+            _trim(self._won, MAX_UNCERTAIN)
+            self._hold(leased, str(exc) or failure)
             return
         finally:
             self._waiting_on_store -= len(claims)
+        self._store_answered()
         if ahead and leases_answered and attempts == 1:
             # A batch that waited out a stalled coordinator or retried its
             # claim says nothing about how long a claim takes.
@@ -301,10 +356,15 @@ class TickRunner:
         )
         self._replaced(results)
         claimed: list[tuple[DueTick, Execution]] = []
+        now = self._clock.now()
         for d, result in zip(leased, results, strict=True):
             if result.outcome is ClaimOutcome.CLAIMED:
                 assert result.execution is not None
-                claimed.append((d, result.execution))
+                self._uncertain.pop(result.execution.id, None)
+                if _past_grace(d, now):
+                    self._finish(_claimed_late(result.execution, d, now))
+                else:
+                    claimed.append((d, result.execution))
             elif result.outcome is ClaimOutcome.STALE:
                 self._on_stale(d.job.id)
             elif result.outcome is ClaimOutcome.DUPLICATE:
@@ -337,6 +397,19 @@ class TickRunner:
         lease that fails or outwaits `LEASE_PATIENCE_S` reports the
         coordinator down; leases are then skipped, not tried and waited for,
         until the health probe hears it again."""
+        if self._won:
+            # Ticks handed back unclaimed and taken again were leased already.
+            mine, rest = [], []
+            for d in due:
+                key = (d.job.id, d.tick)
+                if key in self._won:
+                    del self._won[key]
+                    mine.append(d)
+                else:
+                    rest.append(d)
+            if mine:
+                leased, answered = await self._lease(rest) if rest else ([], True)
+                return mine + leased, answered
         if not self._health.is_up(Dependency.COORDINATOR):
             self._leases_unavailable(due, "the coordinator is not answering its probe")
             return due, False
@@ -377,6 +450,85 @@ class TickRunner:
             self._leases_down = True
             log.error("leases_unavailable", error=error, fallback="store claim")
 
+    def _hold(self, due: Sequence[DueTick], error: str) -> None:
+        """Hand ticks the store did not take back to the scheduler, which
+        takes them again (under their jobs' misfire policies) once the store
+        answers: a tick is never dropped for an outage."""
+        self._metrics.inc(
+            "cronsvc_ticks_held_total",
+            len(due),
+            help="Ticks handed back to the scheduler because the store did not take them",
+        )
+        if not self._held_ticks:  # once per outage
+            log.error("ticks_held", count=len(due), reason="store_unavailable", error=error)
+        self._held_ticks += len(due)
+        self._on_held(due)
+
+    def _store_answered(self) -> None:
+        if self._held_ticks:
+            log.info("ticks_taken_again", held=self._held_ticks)
+            self._held_ticks = 0
+
+    def _remember_uncertain(self, claims: Sequence[TickClaim]) -> None:
+        """Claims sent without an answer may have been written: look them up
+        once the store answers, so none stays RUNNING and unsent."""
+        for claim in claims:
+            self._uncertain[claim.execution_id] = (
+                claim.job_id,
+                claim.scheduled_at,
+                UNCERTAIN_CHECKS,
+            )
+        if len(self._uncertain) > MAX_UNCERTAIN:
+            dropped = len(self._uncertain) - MAX_UNCERTAIN
+            _trim(self._uncertain, MAX_UNCERTAIN)
+            self._metrics.inc(
+                "cronsvc_claims_unresolved_total",
+                dropped,
+                help="Unanswered claims too many to look up (a RUNNING record may remain)",
+            )
+            log.error("claims_unresolved", count=dropped)
+        if self._resolving is None or self._resolving.done():
+            self._resolving = asyncio.create_task(self._resolve_uncertain())
+            self._tasks.add(self._resolving)
+            self._resolving.add_done_callback(self._done)
+
+    async def _resolve_uncertain(self) -> None:
+        """Look up each unanswered claim once the store answers, a few times
+        some seconds apart: a claim written after all (and so not sent) is
+        recorded MISSED; one the store never wrote leaves its tick to the
+        scheduler, which takes it again."""
+        while self._uncertain:
+            await self._store_up()
+            await self._clock.sleep(UNCERTAIN_CHECK_S)
+            for execution_id, (job_id, tick, checks) in list(self._uncertain.items()):
+                if not self._health.is_up(Dependency.STORE):
+                    break
+                try:
+                    execution: Execution | None = await self._store.get_execution(execution_id)
+                except ExecutionNotFound:
+                    execution = None
+                except TRANSIENT as exc:
+                    self._health.report(Dependency.STORE, type(exc).__name__)
+                    break
+                if execution_id not in self._uncertain:
+                    continue  # claimed meanwhile, by a retry that was answered
+                if execution is None and checks > 1:
+                    self._uncertain[execution_id] = (job_id, tick, checks - 1)
+                    continue
+                del self._uncertain[execution_id]
+                if (
+                    execution is not None
+                    and execution.status is ExecutionStatus.RUNNING
+                    and execution.instance_id == self._instance_id
+                    and execution_id not in self._deliveries
+                ):
+                    log.warning("unanswered_claim_found", job_id=job_id, tick=rfc3339(tick))
+                    self._finish(_unanswered(execution, self._clock.now()))
+
+    async def _store_up(self) -> None:
+        while not self._health.is_up(Dependency.STORE):
+            await self._clock.sleep(STORE_POLL_S)
+
     async def _wait_for_tick(
         self, claimed: list[tuple[DueTick, Execution]], fire_at: float
     ) -> list[tuple[DueTick, Execution]]:
@@ -398,14 +550,20 @@ class TickRunner:
             raise
         started = self._clock.monotonic()
         try:
-            marked, versions = await asyncio.gather(
-                self._store.mark_dispatched(self._instance_id, [e.id for _, e in claimed]),
-                self._store.current_versions([d.job.id for d, _ in claimed]),
-            )
+            # Bounded: a store that stalls now must not hold the webhooks
+            # past their tick (they would go out late, past a `skip` job's grace).
+            async with asyncio.timeout(fire_at - self._clock.time() + MARK_PATIENCE_S):
+                marked, versions = await asyncio.gather(
+                    self._store.mark_dispatched(self._instance_id, [e.id for _, e in claimed]),
+                    self._store.current_versions([d.job.id for d, _ in claimed]),
+                )
         except TRANSIENT as exc:
             # The claim itself was fenced by version; fire as claimed. Only if
             # this instance also dies now could an adopter send one twice.
-            log.warning("dispatch_unmarked", count=len(claimed), error=str(exc))
+            self._metrics.inc(
+                "cronsvc_store_errors_total", help="Store calls that failed", op="mark_dispatched"
+            )
+            log.warning("dispatch_unmarked", count=len(claimed), error=str(exc) or None)
             marked, versions = (
                 {e.id for _, e in claimed},
                 {d.job.id: d.job.version for d, _ in claimed},
@@ -462,17 +620,26 @@ class TickRunner:
         claimer stopped right after claiming) is waited for."""
         # Cancelled here, they stay RUNNING and unsent: adopted at the next start.
         await self._until(executions[0].scheduled_at.timestamp())
-        try:
-            await retry_transient(
-                lambda: self._settle_adopted(executions),
-                what="adopt_unsent",
-                clock=self._clock,
-                attempts=4,
-            )
-        except TRANSIENT as exc:
-            # They stay RUNNING and unsent under this instance's id, visible in
-            # the log; the start after this instance's next stop adopts them.
-            self._ticks_dropped("adopted_ticks_unsent", len(executions), exc)
+        for attempt in range(1, ADOPT_ROUNDS + 1):
+            # Each round waits for the store to answer its probe first: an
+            # outage delays these runs (their misfire policy then judges
+            # them), it does not leave them RUNNING and unsent.
+            await self._store_up()
+            try:
+                await retry_transient(
+                    lambda: self._settle_adopted(executions),
+                    what="adopt_unsent",
+                    clock=self._clock,
+                    attempts=2,
+                )
+                return
+            except TRANSIENT as exc:
+                self._health.report(Dependency.STORE, type(exc).__name__)
+                if attempt == ADOPT_ROUNDS:
+                    # They stay RUNNING and unsent under this instance's id,
+                    # visible in the log; the start after this instance's
+                    # next stop adopts them.
+                    self._ticks_dropped("adopted_ticks_unsent", len(executions), exc)
 
     async def _settle_adopted(self, executions: list[Execution]) -> None:
         """Every store call comes before any outcome is acted on, so a retry
@@ -740,6 +907,53 @@ def _ended(
         duration_ms=None if skipped else _ms_between(execution.executed_at, now),
         error=ErrorInfo(type=error_type, message=message),
     )
+
+
+def _past_grace(due: DueTick, now: datetime) -> bool:
+    """Whether a tick's claim came back too late for its job's misfire
+    grace (a store that answered after a stall): it is then recorded MISSED,
+    as a tick found overdue after a restart is, not fired late."""
+    if due.trigger is Trigger.MANUAL:
+        return False
+    grace = max(due.job.spec.misfire_grace_seconds, MIN_GRACE_S)
+    return (now - due.tick).total_seconds() > grace
+
+
+def _claimed_late(execution: Execution, due: DueTick, now: datetime) -> Execution:
+    late_s = (now - due.tick).total_seconds()
+    spec = due.job.spec
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.MISSED,
+        executed_at=None,
+        finished_at=now,
+        error=ErrorInfo(
+            type="missed",
+            message=f"the store took its claim {late_s:.1f} s after the tick, past the "
+            f"job's misfire grace (misfirePolicy {spec.misfire_policy.value}, "
+            f"misfireGraceSeconds {max(spec.misfire_grace_seconds, MIN_GRACE_S):g})",
+        ),
+    )
+
+
+def _unanswered(execution: Execution, now: datetime) -> Execution:
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.MISSED,
+        executed_at=None,
+        finished_at=now,
+        error=ErrorInfo(
+            type="missed",
+            message="the store wrote its claim but its answer never came back, "
+            "so the webhook was not sent",
+        ),
+    )
+
+
+def _trim(remembered: dict[Any, Any], most: int) -> None:
+    """Forget the oldest entries beyond `most`."""
+    while len(remembered) > most:
+        del remembered[next(iter(remembered))]
 
 
 def _next_tick(job: Job, after: datetime) -> datetime | None:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,8 +33,9 @@ from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.cron import CronSchedule, parse_schedule
-from cronsvc.domain import ConcurrencyPolicy, Job, MisfirePolicy
+from cronsvc.domain import ConcurrencyPolicy, Job, MisfirePolicy, Trigger
 from cronsvc.errors import CronSvcError
+from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
@@ -91,6 +93,10 @@ parsed schedules."""
 READ_RETRY_S = 1.0
 """After a failed read of due jobs, how long until they are read again."""
 
+HOLD_CHECK_S = 0.2
+"""While jobs are held for the store, how often the loop looks whether it
+answers again."""
+
 
 _CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
@@ -133,10 +139,12 @@ class Scheduler:
         clock: Clock,
         config: SchedulerConfig,
         metrics: Metrics,
+        health: HealthMonitor,
         instance_id: str,
         started_at: datetime,
     ) -> None:
         self._store = store
+        self._health = health
         self._runner = runner
         self._clock = clock
         self._config = config
@@ -151,6 +159,11 @@ class Scheduler:
         self._changed: set[str] = set()
         self._touched: set[str] = set()
         """Jobs notices reloaded or dropped since the current resync began."""
+        self._held: set[str] = set()
+        """Jobs off the heap until the store answers again (see `hold`)."""
+        self._resumed: dict[str, datetime] = {}
+        """Held jobs put back on the heap, and when: their ticks due before
+        then are judged as after a restart at that instant."""
         self._resync_due = False
         self._read_s = 0.01
         """Recent length of a read of whole jobs falling due."""
@@ -179,6 +192,23 @@ class Scheduler:
         self._stopping = True
         self._wake.set()
 
+    def hold(self, due: Sequence[DueTick]) -> None:
+        """Ticks the store did not take (it is unreachable): their jobs go
+        back to the earliest of them and off the heap until the store
+        answers its probe again. Then those ticks, and every tick that fell
+        due meanwhile, are taken as after a restart: fired late or recorded
+        MISSED as each job's misfire policy says. A tick claimed after all
+        in between is fenced by the store's unique claim."""
+        for d in due:
+            entry = self._entries.get(d.job.id)
+            if entry is None or entry.version != d.job.version:
+                continue  # changed since: reloaded from the store's last tick
+            if d.tick < entry.next_tick:
+                entry.next_tick = d.tick
+            entry.seq = None  # its heap items turn stale
+            self._held.add(d.job.id)
+        self._wake.set()
+
     async def run(self) -> None:
         await self._first_sync()
         self.ready.set()
@@ -186,7 +216,10 @@ class Scheduler:
         resyncing: asyncio.Task[float] | None = None
         try:
             while not self._stopping:
-                if self._changed:
+                store_up = self._health.is_up(Dependency.STORE)
+                if self._held and store_up:
+                    self._resume_held()
+                if self._changed and store_up:
                     await self._apply_changes()
                 if resyncing is None and (
                     self._resync_due or self._clock.monotonic() >= next_resync
@@ -202,11 +235,13 @@ class Scheduler:
                 self._fire_due()
                 self._wake.clear()
                 resync_wanted = resyncing is None and self._resync_due
-                if self._changed or resync_wanted or self._stopping:
+                if (self._changed and store_up) or resync_wanted or self._stopping:
                     continue
                 timeout: float | None = None
                 if resyncing is None:
                     timeout = next_resync - self._clock.monotonic()
+                if self._held or self._changed:  # waiting for the store
+                    timeout = HOLD_CHECK_S if timeout is None else min(timeout, HOLD_CHECK_S)
                 if self._heap:
                     head = self._heap[0][0] - self._clock.time()
                     timeout = head if timeout is None else min(timeout, head)
@@ -220,6 +255,20 @@ class Scheduler:
                     await resyncing
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _resume_held(self) -> None:
+        """The store answers again: put the held jobs back on the heap, due
+        now, their overdue ticks to be judged as after a restart."""
+        now = self._clock.now()
+        resumed = 0
+        for job_id in self._held:
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.seq is None:
+                self._resumed[job_id] = now
+                self._push(job_id, entry)
+                resumed += 1
+        self._held.clear()
+        log.info("held_jobs_resumed", count=resumed)
 
     def _resync_interval(self, took_s: float) -> float:
         """The configured interval, or longer when a resync takes long: it
@@ -476,6 +525,9 @@ class Scheduler:
 
     def _fire_due(self) -> None:
         now_ts = self._clock.time()
+        if not self._health.is_up(Dependency.STORE):
+            self._hold_due(now_ts)
+            return
         now = datetime.fromtimestamp(now_ts, UTC)
         by_tick: dict[datetime, list[DueTick]] = {}
         unread: list[tuple[str, _Entry]] = []
@@ -507,6 +559,16 @@ class Scheduler:
             task.add_done_callback(self._background.discard)
         if len(self._heap) > 2 * len(self._entries) + 1024:
             self._compact()
+
+    def _hold_due(self, now_ts: float) -> None:
+        """While the store is down, jobs falling due wait off the heap (their
+        claims would only be handed back), each at its next tick."""
+        while self._heap and self._heap[0][0] <= now_ts:
+            _, seq, job_id = heapq.heappop(self._heap)
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.seq == seq:
+                entry.seq = None
+                self._held.add(job_id)
 
     async def _read_due(self, unread: list[tuple[str, _Entry]]) -> None:
         """Read the whole jobs of slim entries whose tick is near and put them
@@ -580,7 +642,7 @@ class Scheduler:
         split = plan_due_ticks(
             ticks,
             now=now,
-            started_at=self._started_at,
+            started_at=self._resumed.pop(job.id, self._started_at),
             policy=plan.misfire_policy,
             grace_s=plan.misfire_grace_seconds,
             max_catchup=self._config.max_catchup,
@@ -623,13 +685,15 @@ class Scheduler:
                 job, ticks, instance_id=self._instance_id, now=self._clock.now(), reason=reason
             )
         except TRANSIENT as exc:
+            # Taken again, from the first of them, once the store answers.
+            self._health.report(Dependency.STORE, type(exc).__name__)
+            self.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
             self._metrics.inc(
-                "cronsvc_log_writes_dropped_total",
-                len(ticks),
-                help="Execution results never written",
-                reason="store_unavailable",
+                "cronsvc_store_errors_total", help="Store calls that failed", op="record_missed"
             )
-            log.error("missed_ticks_not_recorded", job_id=job.id, count=len(ticks), error=str(exc))
+            log.warning(
+                "missed_ticks_held", job_id=job.id, count=len(ticks), error=str(exc) or None
+            )
             return
         if not count:  # every tick had a record already (another instance wrote them)
             return

@@ -15,7 +15,7 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.openfiles import ensure_open_files
 from cronsvc.results import ResultWriter
-from cronsvc.runner import TickRunner
+from cronsvc.runner import DueTick, TickRunner
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
 from cronsvc.store import Store, open_store, sqlite_path
@@ -149,6 +149,10 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         if scheduler is not None:
             scheduler.notify_job_changed(job_id)
 
+    def on_held(due: Sequence[DueTick]) -> None:
+        if scheduler is not None:
+            scheduler.hold(due)
+
     health = HealthMonitor(
         probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
         metrics=metrics,
@@ -166,6 +170,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         max_catchup=config.scheduler.max_catchup,
         max_defer_s=config.webhook.max_defer_s,
         on_stale=on_stale,
+        on_held=on_held,
         health=health,
         initial_claim_s=_usual_claim_s(config.store.url),
     )
@@ -175,6 +180,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         config=config.scheduler,
         metrics=metrics,
+        health=health,
         instance_id=services.instance_id,
         started_at=started_at,
     )

@@ -70,13 +70,14 @@ def nx_27017_command() -> list[str]:
     return [sys.executable, "-m", "nx_27017.nx_27017"]
 
 
-def start_nx_27017(directory: Path, *, within_s: float = 30.0) -> NxServer:
-    """Start nx-27017 on a free loopback port with every file in `directory`,
-    and wait until it answers `ping`. Raises `RuntimeError` if it does not."""
+def start_nx_27017(directory: Path, *, within_s: float = 30.0, port: int | None = None) -> NxServer:
+    """Start nx-27017 on a free loopback port (or on `port`, to restart one
+    that was stopped) with every file in `directory`, and wait until it
+    answers `ping`. Raises `RuntimeError` if it does not."""
     directory.mkdir(parents=True, exist_ok=True)
     failure = ""
-    for _ in range(_START_ATTEMPTS):
-        port = free_port()
+    for _ in range(_START_ATTEMPTS if port is None else 1):
+        port = port or free_port()
         with open(directory / "output.log", "ab") as output:
             process = subprocess.Popen(
                 [
