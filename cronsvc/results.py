@@ -122,7 +122,7 @@ class ResultWriter:
     async def _write_batch(self) -> bool:
         batch = self._pending[:MAX_BATCH]
         try:
-            missing = await self._store.finish_executions(batch)
+            report = await self._store.finish_executions(batch)
         except TRANSIENT as exc:
             self._failures += 1
             self._metrics.inc(
@@ -136,7 +136,7 @@ class ResultWriter:
             log.info("results_resumed", after_failures=self._failures)
             self._failures = 0
         del self._pending[: len(batch)]
-        for execution_id in missing:
+        for execution_id in report.missing:
             log.warning("execution_log_deleted_while_running", execution_id=execution_id)
         return True
 
