@@ -41,6 +41,11 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], Sequence[tuple[str, ...]]]] = {
     "cronsvc_store_errors_total": ("Store calls that failed", ("op",), []),
     "cronsvc_coordinator_errors_total": ("Coordinator calls that failed", ("op",), []),
     "cronsvc_log_writes_dropped_total": ("Execution results never written", ("reason",), []),
+    "cronsvc_late_results_total": (
+        "Execution results not written: their run was already final (LOST, replaced)",
+        ("stored_status",),
+        [("LOST",), ("FAILURE",)],
+    ),
     "cronsvc_ticks_dropped_total": ("Ticks not fired", ("reason",), []),
 }
 

@@ -3,18 +3,21 @@ batches, off the firing path, and wait out a store outage.
 
 The buffer is bounded (`max_pending`); a result that does not fit, or that is
 still unwritten when shutdown gives up, is counted and logged, never dropped
-quietly.
+quietly. So is a result the store would not take because its run was already
+final (marked LOST while its instance seemed dead, or ended by a `replace`
+claim): the record keeps what it says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 
 import structlog
 
 from cronsvc.clock import Clock
-from cronsvc.domain import Execution
+from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT, backoff_delay
 from cronsvc.store import Store
@@ -122,7 +125,7 @@ class ResultWriter:
     async def _write_batch(self) -> bool:
         batch = self._pending[:MAX_BATCH]
         try:
-            missing = await self._store.finish_executions(batch)
+            report = await self._store.finish_executions(batch)
         except TRANSIENT as exc:
             self._failures += 1
             self._metrics.inc(
@@ -136,9 +139,39 @@ class ResultWriter:
             log.info("results_resumed", after_failures=self._failures)
             self._failures = 0
         del self._pending[: len(batch)]
-        for execution_id in missing:
+        for execution_id in report.missing:
             log.warning("execution_log_deleted_while_running", execution_id=execution_id)
+        if report.already_final:
+            self._late(batch, report.already_final)
         return True
+
+    def _late(
+        self, batch: list[Execution], already_final: tuple[tuple[str, ExecutionStatus], ...]
+    ) -> None:
+        """Results whose runs were already final: counted each, logged once
+        per batch (a reaped instance can bring back thousands at once)."""
+        by_status = collections.Counter(status for _, status in already_final)
+        for status, count in by_status.items():
+            self._metrics.inc(
+                "cronsvc_late_results_total",
+                count,
+                help="Execution results not written: their run was already final (LOST, replaced)",
+                stored_status=status.value,
+            )
+        results = {execution.id: execution for execution in batch}
+        log.warning(
+            "late_result_ignored",
+            count=len(already_final),
+            executions=[
+                {
+                    "execution_id": execution_id,
+                    "job_id": results[execution_id].job_id,
+                    "stored_status": status.value,
+                    "status": results[execution_id].status.value,
+                }
+                for execution_id, status in already_final[:20]
+            ],
+        )
 
     def _dropped(self, executions: list[Execution], reason: str) -> None:
         self._metrics.inc(

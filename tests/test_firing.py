@@ -426,6 +426,8 @@ async def test_replace_aborts_the_running_request_records_it_replaced_and_runs_t
     samples = await scrape(client)
     assert samples[("cronsvc_runs_replaced_total", ())] == 1
     assert samples[("cronsvc_replaced_runs_aborted_total", ())] == 1
+    # An aborted request has no result to bring late: no false alarm.
+    assert samples[("cronsvc_late_results_total", (("stored_status", "FAILURE"),))] == 0
     logs = await logs_for(client, job["id"], 2)
     assert [e for e in logs if e["error"] and e["error"]["type"] == "shutdown"] == []
 

@@ -31,9 +31,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await opened.aclose()
 
 
-async def running(store: SQLiteStore, count: int) -> list[Execution]:
-    """`count` RUNNING executions of one job, one per minute from T0."""
-    spec = JobSpec(name="job", cron_expression="* * * * *", webhook_url="https://example.org/")
+async def running(store: SQLiteStore, count: int, name: str = "job") -> list[Execution]:
+    """`count` RUNNING executions of one new job, one per minute from T0."""
+    spec = JobSpec(name=name, cron_expression="* * * * *", webhook_url="https://example.org/")
     job = await store.create_job(
         Job(id=new_id(), spec=spec, created_at=T0, updated_at=T0, last_tick=T0)
     )
@@ -112,3 +112,37 @@ async def test_results_past_the_buffer_are_counted_and_logged_once_per_overflow(
         assert (await store.get_execution(execution.id)).status is ExecutionStatus.SUCCESS
     for execution in executions[2:5]:
         assert (await store.get_execution(execution.id)).status is ExecutionStatus.RUNNING
+
+
+async def test_results_for_runs_already_final_are_counted_and_logged_once_per_batch(
+    store: SQLiteStore,
+) -> None:
+    executions = await running(store, 25)
+    lost = await store.mark_lost(live_instances=[], now=T0 + timedelta(hours=1), reason="dead")
+    assert len(lost) == 25
+    fresh = await running(store, 1, name="fresh")
+    metrics = Metrics()
+    writer = ResultWriter(store=store, clock=SystemClock(), metrics=metrics)
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(writer.run())
+        for execution in [*executions, *fresh]:
+            writer.submit(succeeded(execution))
+        writer.stop()
+        await asyncio.wait_for(task, 10)
+
+    assert metrics.get("cronsvc_late_results_total", stored_status="LOST") == 25
+    assert metrics.get("cronsvc_late_results_total", stored_status="FAILURE") == 0
+    [late] = [e for e in logs if e["event"] == "late_result_ignored"]
+    assert late["log_level"] == "warning"
+    assert late["count"] == 25
+    assert late["executions"][0] == {
+        "execution_id": executions[0].id,
+        "job_id": executions[0].job_id,
+        "stored_status": "LOST",
+        "status": "SUCCESS",
+    }
+    assert [e["execution_id"] for e in late["executions"]] == [e.id for e in executions[:20]]
+    for execution, record in zip(executions, lost, strict=True):
+        assert await store.get_execution(execution.id) == record
+    assert await store.get_execution(fresh[0].id) == succeeded(fresh[0])

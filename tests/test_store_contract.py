@@ -45,6 +45,7 @@ from cronsvc.store import (
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
+    FinishReport,
     JobQuery,
     Store,
     TickClaim,
@@ -160,8 +161,9 @@ def finished(
 
 
 async def finish(store: Store, execution: Execution) -> None:
-    """Finish one execution that exists."""
-    assert await store.finish_executions([execution]) == []
+    """Finish one execution that exists and is RUNNING (or holds this very
+    final state already)."""
+    assert await store.finish_executions([execution]) == FinishReport()
 
 
 async def all_jobs(store: Store, **filters: Any) -> list[Job]:
@@ -1326,8 +1328,9 @@ async def test_a_replaced_execution_is_not_overwritten_by_its_runners_finish(
     await claimed(store, job, at(2))
     replaced = await store.get_execution(old.id)
 
-    assert await store.finish_executions([finished(old)]) == []
+    report = await store.finish_executions([finished(old)])
 
+    assert report == FinishReport(already_final=((old.id, ExecutionStatus.FAILURE),))
     assert await store.get_execution(old.id) == replaced
     assert replaced.status is ExecutionStatus.FAILURE
     assert (await store.get_job(job.id)).last_status is None
@@ -1698,8 +1701,11 @@ async def test_finish_leaves_a_final_record_unchanged(store: Store) -> None:
     first = finished(execution, ExecutionStatus.SUCCESS)
     await finish(store, first)
 
-    await finish(store, finished(execution, ExecutionStatus.FAILURE, attempts=9))
+    report = await store.finish_executions(
+        [finished(execution, ExecutionStatus.FAILURE, attempts=9)]
+    )
 
+    assert report == FinishReport(already_final=((execution.id, ExecutionStatus.SUCCESS),))
     assert await store.get_execution(execution.id) == first
     assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
 
@@ -1709,10 +1715,11 @@ async def test_finish_leaves_missed_records_unchanged(store: Store) -> None:
     await store.record_missed(job, [at(1)], instance_id=INSTANCE, now=at(9), reason="r")
     [missed] = await all_executions(store)
 
-    await finish(
-        store, dataclasses.replace(missed, status=ExecutionStatus.SUCCESS, executed_at=at(9))
+    report = await store.finish_executions(
+        [dataclasses.replace(missed, status=ExecutionStatus.SUCCESS, executed_at=at(9))]
     )
 
+    assert report == FinishReport(already_final=((missed.id, ExecutionStatus.MISSED),))
     assert await store.get_execution(missed.id) == missed
     assert (await store.get_job(job.id)).last_status is None
 
@@ -1722,7 +1729,7 @@ async def test_finish_of_unknown_execution_reports_its_id(store: Store) -> None:
     execution = await claimed(store, job, at(1))
     ghost = finished(dataclasses.replace(execution, id=new_id()))
 
-    assert await store.finish_executions([ghost]) == [ghost.id]
+    assert await store.finish_executions([ghost]) == FinishReport(missing=(ghost.id,))
     assert (await store.get_job(job.id)).last_status is None
 
 
@@ -1755,14 +1762,59 @@ async def test_finish_of_a_batch_records_each_and_reports_only_the_missing(store
     second = await claimed(store, job, at(2))
     ghost = finished(dataclasses.replace(first, id=new_id()))
 
-    missing = await store.finish_executions(
+    report = await store.finish_executions(
         [finished(first), ghost, finished(second, ExecutionStatus.FAILURE)]
     )
 
-    assert missing == [ghost.id]
+    assert report == FinishReport(missing=(ghost.id,))
     assert (await store.get_execution(first.id)).status is ExecutionStatus.SUCCESS
     assert (await store.get_execution(second.id)).status is ExecutionStatus.FAILURE
     assert (await store.get_job(job.id)).last_status is ExecutionStatus.FAILURE
+
+
+async def test_finish_reports_lost_replaced_and_missing_records_and_writes_the_running(
+    store: Store,
+) -> None:
+    plain = await create(store)
+    lost = await claimed(store, plain, at(1), instance_id="instance-dead")
+    running = await claimed(store, plain, at(2))
+    assert [
+        e.id for e in await store.mark_lost(live_instances=[INSTANCE], now=at(3), reason="r")
+    ] == [lost.id]
+    replacing = await create(store, "replacing", concurrency_policy=ConcurrencyPolicy.REPLACE)
+    old = await claimed(store, replacing, at(1))
+    await claimed(store, replacing, at(2))
+    ghost = finished(dataclasses.replace(running, id=new_id()))
+    stored_lost = await store.get_execution(lost.id)
+    stored_old = await store.get_execution(old.id)
+
+    report = await store.finish_executions(
+        [finished(lost), finished(old), ghost, finished(running, ExecutionStatus.FAILURE)]
+    )
+
+    assert report == FinishReport(
+        missing=(ghost.id,),
+        already_final=((lost.id, ExecutionStatus.LOST), (old.id, ExecutionStatus.FAILURE)),
+    )
+    assert await store.get_execution(lost.id) == stored_lost
+    assert await store.get_execution(old.id) == stored_old
+    assert await store.get_execution(running.id) == finished(running, ExecutionStatus.FAILURE)
+    after = await store.get_job(plain.id)
+    assert (after.last_run_at, after.last_status) == (running.executed_at, ExecutionStatus.FAILURE)
+    assert (await store.get_job(replacing.id)).last_status is None
+
+
+async def test_a_second_result_for_one_id_in_a_batch_is_reported_already_final(
+    store: Store,
+) -> None:
+    job = await create(store)
+    execution = await claimed(store, job, at(1))
+    first = finished(execution, ExecutionStatus.SUCCESS)
+
+    report = await store.finish_executions([first, finished(execution, ExecutionStatus.FAILURE)])
+
+    assert report == FinishReport(already_final=((execution.id, ExecutionStatus.SUCCESS),))
+    assert await store.get_execution(execution.id) == first
 
 
 async def test_finish_of_a_batch_with_one_unfinished_status_writes_nothing(store: Store) -> None:

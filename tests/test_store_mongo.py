@@ -31,7 +31,7 @@ from cronsvc.domain import (
 )
 from cronsvc.errors import ConfigError, StoreUnavailable
 from cronsvc.ids import new_id
-from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
+from cronsvc.store import ClaimOutcome, ClaimResult, FinishReport, TickClaim
 from cronsvc.store.mongo import MongoStore
 from tests.fixtures_mongo import start_nx_27017, with_database
 from tests.processes import free_port
@@ -297,7 +297,7 @@ async def test_finish_sets_the_last_run_of_the_stored_records_job(store: MongoSt
         result.execution, status=ExecutionStatus.SUCCESS, finished_at=at(2), job_id=new_id()
     )
 
-    assert await store.finish_executions([final]) == []
+    assert await store.finish_executions([final]) == FinishReport()
 
     assert (await store.get_job(job.id)).last_status is ExecutionStatus.SUCCESS
 

@@ -156,6 +156,18 @@ class ClaimResult:
     caller has them cancelled. Empty otherwise."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishReport:
+    """What `finish_executions` did not write, in the order given."""
+
+    missing: tuple[str, ...] = ()
+    """Ids with no record (deleted while running, or not well formed)."""
+    already_final: tuple[tuple[str, ExecutionStatus], ...] = ()
+    """Ids whose record was already final with another state (marked LOST,
+    ended by a `replace` claim, finished by another result), each with the
+    status stored; the record was left as it is."""
+
+
 class Store(Protocol):
     async def create_job(self, job: Job) -> Job:
         """Insert a new job as given (`previous_secret` too), with its first
@@ -277,9 +289,10 @@ class Store(Protocol):
         its `executed_at`); `last_run_at` and `last_status` are left alone.
         Their ids are in `ClaimResult.replaced`. Records already final are
         untouched, and a later `finish_executions` of a replaced record
-        leaves it as it is. An execution claimed earlier in the same batch
-        is replaced like any other (its id is then in a later claim's
-        `replaced`, while its own result still says CLAIMED).
+        leaves it as it is (and reports it as already final). An execution
+        claimed earlier in the same batch is replaced like any other (its id
+        is then in a later claim's `replaced`, while its own result still
+        says CLAIMED).
         """
         ...
 
@@ -313,13 +326,20 @@ class Store(Protocol):
         from `created_at`. Raises `JobNotFound`."""
         ...
 
-    async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
+    async def finish_executions(self, executions: Sequence[Execution]) -> FinishReport:
         """Overwrite each RUNNING execution with its final state (its
         `attempt_log` too), in one transaction, and set its job's `last_run_at` (= executed_at) and
         `last_status` if the job still exists and no later-started run has
-        already set them (runs may finish out of order). Idempotent; a record
-        already final is left unchanged. Returns the ids that have no record
-        (deleted while running); raises `ValueError`, writing nothing, if any
+        already set them (runs may finish out of order).
+
+        A record already final is left unchanged, and the caller is told:
+        its id and stored status are in `FinishReport.already_final` (a
+        result that came after its run was marked LOST or replaced, or a
+        second, different result for one id; in one batch the first entry
+        of an id wins). Idempotent: a record that already holds exactly
+        this final state (an earlier call wrote it, whose answer was lost)
+        counts as written, not as already final. Ids with no record are in
+        `FinishReport.missing`. Raises `ValueError`, writing nothing, if any
         status is not final."""
         ...
 
@@ -372,7 +392,9 @@ class Store(Protocol):
         """Mark every RUNNING execution that was dispatched and whose
         `instance_id` is not in `live_instances` as LOST (finished_at = now,
         error type "lost", message `reason`). Returns the records as updated.
-        Executions never dispatched are left for `adopt_unsent`."""
+        Executions never dispatched are left for `adopt_unsent`. A result
+        that comes later for one of them is reported by `finish_executions`
+        as already final, not written."""
         ...
 
     async def prune_executions(self, older_than: datetime) -> int:

@@ -141,6 +141,7 @@ from cronsvc.store import (
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
+    FinishReport,
     JobQuery,
     Keep,
     Page,
@@ -803,7 +804,7 @@ class MongoStore:
             await self._advance_last_ticks({job.id: max(unix_ms(tick) for tick in ticks)})
             return len(documents) - len(taken)
 
-    async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
+    async def finish_executions(self, executions: Sequence[Execution]) -> FinishReport:
         with self._calling():
             for execution in executions:
                 if not execution.status.is_final:
@@ -825,6 +826,7 @@ class MongoStore:
                 found = self._executions.find({"_id": {"$in": [e.id for e in valid]}})
                 stored = {document["_id"]: document for document in await found.to_list()}
             missing: list[str] = []
+            already_final: list[tuple[str, ExecutionStatus]] = []
             job_updates: list[UpdateOne] = []
             for execution in executions:
                 document = stored.get(execution.id)
@@ -832,10 +834,11 @@ class MongoStore:
                     missing.append(execution.id)
                 elif _holds_final_state(document, execution):
                     job_updates.append(_last_run_update(document["job_id"], execution))
-                # else: it was final already, and is left as it is
+                else:  # it was final already, and is left as it is
+                    already_final.append((execution.id, ExecutionStatus(document["status"])))
             if job_updates:
                 await self._jobs.bulk_write(job_updates, ordered=True)
-            return missing
+            return FinishReport(missing=tuple(missing), already_final=tuple(already_final))
 
     async def get_execution(self, execution_id: str) -> Execution:
         with self._calling():

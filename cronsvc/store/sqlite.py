@@ -64,6 +64,7 @@ from cronsvc.store import (
     ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
+    FinishReport,
     JobQuery,
     Keep,
     Page,
@@ -366,7 +367,10 @@ _FINISH_EXECUTION = """UPDATE executions SET status = ?, instance_id = ?, execut
     finished_at = ?, duration_ms = ?, attempts = ?, response_status = ?, response_body = ?,
     response_truncated = ?, error_type = ?, error_message = ?, attempt_log = ?
     WHERE id = ? AND status = 'RUNNING'"""
-_EXECUTION_EXISTS = "SELECT 1 FROM executions WHERE id = ?"
+# The columns `_FINISH_EXECUTION` sets, in its order.
+_FINISHED_STATE = """SELECT status, instance_id, executed_at, finished_at, duration_ms, attempts,
+    response_status, response_body, response_truncated, error_type, error_message, attempt_log
+    FROM executions WHERE id = ?"""
 _DELETE_EXECUTION = "DELETE FROM executions WHERE id = ?"
 _MARK_LOST = f"""UPDATE executions SET status = 'LOST', finished_at = ?, error_type = 'lost',
     error_message = ?
@@ -563,14 +567,14 @@ class SQLiteStore:
             return 0
         return await self._run(_do_record_missed, job, list(ticks), instance_id, now, reason)
 
-    async def finish_executions(self, executions: Sequence[Execution]) -> list[str]:
+    async def finish_executions(self, executions: Sequence[Execution]) -> FinishReport:
         if not executions:
-            return []
-        missing = await self._run(_do_finish_executions, list(executions))
+            return FinishReport()
+        report = await self._run(_do_finish_executions, list(executions))
         if time.monotonic() - self._checkpointed >= CHECKPOINT_EVERY_S:
             self._checkpointed = time.monotonic()
             await self._run(_do_checkpoint)
-        return missing
+        return report
 
     async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
         check_importable(executions)
@@ -1063,25 +1067,30 @@ def _do_record_missed(
     return inserted
 
 
-def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -> list[str]:
+def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -> FinishReport:
     for execution in executions:
         if not execution.status.is_final:
             raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
     missing: list[str] = []
+    already_final: list[tuple[str, ExecutionStatus]] = []
     with _transaction(db):
         for execution in executions:
             if not is_valid_id(execution.id):
                 missing.append(execution.id)
                 continue
             row = _execution_row(execution, slot="")
-            updated = db.execute(_FINISH_EXECUTION, (row[5], row[6], *row[7:17], execution.id))
+            final_state = row[5:17]
+            updated = db.execute(_FINISH_EXECUTION, (*final_state, execution.id))
             if updated.rowcount == 0:
-                if db.execute(_EXECUTION_EXISTS, (execution.id,)).fetchone() is None:
+                stored = db.execute(_FINISHED_STATE, (execution.id,)).fetchone()
+                if stored is None:
                     missing.append(execution.id)
+                elif tuple(stored) != final_state:  # else an identical result written before
+                    already_final.append((execution.id, ExecutionStatus(stored[0])))
                 continue  # already final: left as it is
             # Only a run at least as recent as the job's last one speaks for the job.
             db.execute(_SET_LAST_RUN, (row[7], row[5], execution.id))
-    return missing
+    return FinishReport(missing=tuple(missing), already_final=tuple(already_final))
 
 
 def _do_import_executions(db: sqlite3.Connection, executions: list[Execution]) -> list[str]:
