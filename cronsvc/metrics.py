@@ -47,6 +47,11 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], Sequence[tuple[str, ...]]]] = {
         [("LOST",), ("FAILURE",)],
     ),
     "cronsvc_ticks_dropped_total": ("Ticks not fired", ("reason",), []),
+    "cronsvc_ticks_held_total": (
+        "Ticks handed back to the scheduler because the store did not take them",
+        (),
+        [()],
+    ),
 }
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from cronsvc.config import Config, StoreConfig
+from cronsvc.service import STORE
 from tests.conftest import MakeClient, Receiver
 from tests.fixtures_mongo import NxServer, start_nx_27017
 from tests.test_health import sample, stopped
@@ -145,3 +146,92 @@ async def test_a_store_killed_and_restarted_leaves_no_tick_unrecorded(
 ) -> None:
     entries = await outage_settles_every_tick(make_client, config, receiver, nx, lambda: killed(nx))
     assert "MISSED" in {e["status"] for e in entries}
+
+
+async def create_skip_job(client: Client, url: str) -> str:
+    job = {
+        "name": "skip",
+        "cronExpression": "* * * * * *",
+        "webhookUrl": url,
+        "misfirePolicy": "skip",
+        "misfireGraceSeconds": 0,
+    }
+    response = await client.post("/api/cron", json=job)
+    assert response.status == 201, await response.text()
+    job_id: str = (await response.json())["id"]
+    return job_id
+
+
+async def missed_with(client: Client, job_id: str, words: str) -> list[dict[str, Any]]:
+    """The job's MISSED records whose error says `words`, once there is one."""
+    async with asyncio.timeout(20):
+        while True:
+            response = await client.get(f"/api/execution-logs/job/{job_id}?limit=500")
+            found = [
+                e
+                for e in await response.json()
+                if e["status"] == "MISSED" and words in e["error"]["message"]
+            ]
+            if found:
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def test_a_claim_the_store_answers_past_a_skip_jobs_grace_is_recorded_missed_not_sent(
+    client: Client, receiver: Receiver
+) -> None:
+    store = client.server.app[STORE]
+    job_id = await create_skip_job(client, receiver.url)
+    await receiver.wait_for(1)
+    claim_ticks = store.claim_ticks
+
+    async def slow(*args: Any) -> Any:
+        results = await claim_ticks(*args)  # written, then answered late
+        await asyncio.sleep(1.5)
+        return results
+
+    store.claim_ticks = slow  # type: ignore[method-assign]
+    try:
+        found = await missed_with(client, job_id, "took its claim")
+    finally:
+        del store.claim_ticks
+    sent = {r.json()["scheduledAt"] for r in receiver.requests}
+    assert found and not sent & {e["scheduledAt"] for e in found}
+
+
+async def test_a_claim_written_whose_answer_never_comes_is_found_and_recorded_missed(
+    client: Client, receiver: Receiver
+) -> None:
+    """Written, but answered after the claim's patience: the tick goes back to
+    the scheduler, whose second claim the store refuses as a duplicate; the
+    first record is found once the store answers, not left RUNNING."""
+    store = client.server.app[STORE]
+    job_id = await create_skip_job(client, receiver.url)
+    await receiver.wait_for(1)
+    claim_ticks = store.claim_ticks
+    stalled = 0
+
+    async def unanswered(*args: Any) -> Any:
+        nonlocal stalled
+        results = await claim_ticks(*args)
+        if stalled == 0:
+            stalled += 1
+            await asyncio.sleep(60)  # cut off by the claim's patience
+        return results
+
+    store.claim_ticks = unanswered  # type: ignore[method-assign]
+    try:
+        found = await missed_with(client, job_id, "answer never came back")
+    finally:
+        del store.claim_ticks
+    sent = {r.json()["scheduledAt"] for r in receiver.requests}
+    assert len(found) == 1 and found[0]["scheduledAt"] not in sent
+    response = await client.get(f"/api/execution-logs/job/{job_id}?limit=500")
+    records = await response.json()
+    ticks = [e["scheduledAt"] for e in records]
+    assert len(ticks) == len(set(ticks))
+    assert not [
+        e
+        for e in records
+        if e["status"] == "RUNNING" and e["scheduledAt"] < found[0]["scheduledAt"]
+    ]
