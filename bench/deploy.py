@@ -209,8 +209,13 @@ async def cluster(
     redis_url: str | None = None,
     mongo_url: str | None = None,
     log_level: str = "warning",
+    schedulers: Sequence[str] = (),
+    first_leads: bool = False,
 ) -> AsyncIterator[Deployment]:
-    """`instances` processes of `cronsvc serve` sharing Redis and MongoDB."""
+    """`instances` processes of `cronsvc serve` sharing Redis and MongoDB.
+    Instance n gets `schedulers[n]` (if there is one) in its [scheduler]
+    table; with `first_leads` the first instance is started (and holds the
+    leader lease) before the others start."""
     async with AsyncExitStack() as stack:
         helpers: dict[str, int] = {}
         prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -245,13 +250,16 @@ async def cluster(
                     coordination_url=redis_url,
                     key_prefix=prefix,
                     log_level=log_level,
+                    scheduler=schedulers[n] if n < len(schedulers) else "",
                 )
             )
             processes.append(
                 CronsvcProcess(config_path=config, port=port, log_path=workdir / f"cronsvc-{n}.log")
             )
         stack.push_async_callback(_stop_all, processes)
-        await asyncio.gather(*(p.start() for p in processes))
+        if first_leads:
+            await processes[0].start()
+        await asyncio.gather(*(p.start() for p in processes[1 if first_leads else 0 :]))
         yield Deployment(processes, helpers)
 
 

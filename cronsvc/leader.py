@@ -4,17 +4,28 @@ Every instance announces itself twice per `heartbeat_interval_s`, for 1.5
 intervals; the leader lease lasts as long and is renewed at the same pace (a
 third of its lifetime), so a lost lease is noticed within one renewal. The
 leader deals with the RUNNING executions of instances that are no longer
-alive (within about two heartbeat intervals of a death; three and a half
-when the leader itself died, see the README): a tick claimed ahead but
-never sent is adopted and handed to this instance's runner, which sends it
-under the job's misfire policy; a run whose webhook went out is marked LOST,
-since nobody knows whether the target acted on it. The leader also prunes
-execution logs past retention. The firing path never waits on any of this.
+alive (within about two heartbeat intervals of a death, the leader's own
+included; see the README): a tick claimed ahead but never sent is adopted
+and handed to this instance's runner, which sends it under the job's misfire
+policy; a run whose webhook went out is marked LOST, since nobody knows
+whether the target acted on it. The leader also prunes execution logs past
+retention. The firing path never waits on any of this.
 
-A new leader waits one announcement lifetime (`reap_grace_s`) before it
-reaps: right after the coordinator lost its state (a Redis restart or
-FLUSHALL) live instances have not re-announced yet, and their runs must not
-be taken for lost. One process alone (`local`) needs no such wait.
+Right after the coordinator lost its state (a Redis restart or FLUSHALL)
+live instances have not announced themselves again, and their runs must not
+be taken for lost. So the leader reaps only once its own announcements have
+been unbroken for one announcement lifetime (`reap_grace_s`): each heartbeat
+says whether the previous announcement was still there, and one that was
+missing, a heartbeat that failed, or this instance's first starts the wait
+afresh (every other instance's announcement went with ours, or may not have
+been renewed either). An instance that takes over from a dead leader has
+long been announcing itself and does the duties at once, woken as it gains
+the lease; one that has just started, or has just found the coordinator's
+state gone, waits. The duties also find this instance among the live ones
+or do nothing (state lost since its last heartbeat), and read them only
+between heartbeats, never while one's answer is on its way (a lock held
+across the coordinator calls alone). One process alone (`local`) needs no
+such wait.
 
 The store does not check the leader's fencing token: nothing the leader
 writes needs it. Adopting a record is a conditional write that one caller
@@ -77,7 +88,13 @@ class LeaderDuties:
         self._period = heartbeat_interval_s / 2
         self._ttl = heartbeat_interval_s * 1.5
         self._reap_grace_s = self._ttl if reap_grace else 0.0
-        self._reap_after = 0.0
+        self._unbroken_since: float | None = None
+        """Monotonic time since when this instance's announcements have been
+        renewed without a gap (None: the last heartbeat failed, or none yet)."""
+        self._announcing = asyncio.Lock()
+        """Held across a heartbeat and its answer, and across the duties'
+        reading of the live instances and the check that follows it."""
+        self._wake_duties = asyncio.Event()
         self._failing = False
         self._retention = timedelta(days=retention_days)
         self._token: int | None = None
@@ -100,6 +117,13 @@ class LeaderDuties:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake_duties.set()
+
+    def _may_reap(self) -> bool:
+        """Every live instance has announced itself since the coordinator
+        last lost its state, as far as this instance can tell."""
+        since = self._unbroken_since
+        return since is not None and self._clock.monotonic() >= since + self._reap_grace_s
 
     async def run(self) -> None:
         """Heartbeats and lease renewals on their own schedule, the duties on
@@ -138,7 +162,7 @@ class LeaderDuties:
 
     async def _lead(self) -> None:
         while not self._stop.is_set():
-            if self.is_leader and self._clock.monotonic() >= self._reap_after:
+            if self.is_leader and self._may_reap():
                 try:
                     # Bounded: a stalled store delays the duties a lease
                     # lifetime at most, then they are tried afresh (and a
@@ -150,33 +174,56 @@ class LeaderDuties:
                         "cronsvc_store_errors_total", help="Store calls that failed", op="leader"
                     )
                     log.warning("leader_duties_failed", error=str(exc) or type(exc).__name__)
-            await self._pause()
+            await self._pause_duties()
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), self._period)
 
+    async def _pause_duties(self) -> None:
+        """One renewal period, or less: until the reap grace ends, or until
+        this instance gains the lease (a dead leader's work waits no more)."""
+        delay = self._period
+        if self.is_leader and self._unbroken_since is not None:
+            left = self._unbroken_since + self._reap_grace_s - self._clock.monotonic()
+            if left > 0:
+                delay = min(delay, left)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake_duties.wait(), delay)
+        self._wake_duties.clear()
+
     async def step(self) -> None:
         """One heartbeat and, when leading, one round of duties (at start-up,
         before the scheduler runs)."""
         await self.renew()
-        if self.is_leader and self._clock.monotonic() >= self._reap_after:
+        if self.is_leader and self._may_reap():
             await self.duties()
 
     async def renew(self) -> None:
         """Announce this instance and take or renew the leader lease."""
         began = self._clock.monotonic()
-        await self._coordinator.heartbeat(
-            InstanceInfo(
-                id=self._instance_id,
-                host=socket.gethostname(),
-                version=__version__,
-                started_at=self._started_at,
-                last_heartbeat=self._clock.now(),
-            ),
-            ttl_s=self._ttl,
-        )
-        token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._ttl)
+        async with self._announcing:
+            # Left None if the heartbeat fails: others may not get through either.
+            since, self._unbroken_since = self._unbroken_since, None
+            renewed = await self._coordinator.heartbeat(
+                InstanceInfo(
+                    id=self._instance_id,
+                    host=socket.gethostname(),
+                    version=__version__,
+                    started_at=self._started_at,
+                    last_heartbeat=self._clock.now(),
+                ),
+                ttl_s=self._ttl,
+            )
+            if since is not None and not renewed:
+                log.warning("announcement_missing", reap_grace_s=self._reap_grace_s)
+            unbroken = since is not None and renewed
+            self._unbroken_since = since if unbroken else self._clock.monotonic()
+        try:
+            token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._ttl)
+        except BaseException:
+            self._unbroken_since = None  # as for a failed heartbeat
+            raise
         if token != self._token:
             if (token is None) != (self._token is None):
                 self._metrics.inc(
@@ -184,16 +231,23 @@ class LeaderDuties:
                     help="Times this instance gained or lost leadership",
                 )
             log.info("leadership_changed", leader=token is not None, token=token)
-            self._reap_after = self._clock.monotonic() + self._reap_grace_s
+        gained = token is not None and token != self._token
         self._token = token
         self._lead_until = began + self._ttl - self._period
+        if gained:
+            self._wake_duties.set()
 
     async def duties(self) -> None:
         """Adopt the unsent ticks and mark the lost runs of instances no
-        longer alive; prune execution logs past retention."""
+        longer alive; prune execution logs past retention. Nothing, while
+        the live instances may not all have announced themselves."""
         now = self._clock.now()
-        live = {info.id for info in await self._coordinator.live_instances()}
-        live.add(self._instance_id)
+        async with self._announcing:
+            live = {info.id for info in await self._coordinator.live_instances()}
+            # Our own announcement gone: the coordinator lost its state since
+            # our last heartbeat, and everyone else's with it.
+            if self._instance_id not in live or not self._may_reap():
+                return
         adopted = await self._store.adopt_unsent(live_instances=live, instance_id=self._instance_id)
         if adopted:
             self._metrics.inc(

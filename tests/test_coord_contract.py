@@ -10,6 +10,7 @@ announcements that time out) lives in `test_coord_redis.py`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -300,6 +301,34 @@ async def test_a_new_heartbeat_replaces_the_announcement(coordinator: Coordinato
     await coordinator.heartbeat(first, TTL_S)
     await coordinator.heartbeat(later, TTL_S)
     assert await coordinator.live_instances() == [later]
+
+
+def later(info: InstanceInfo, seconds: float = 5) -> InstanceInfo:
+    """The announcement of the same instance a heartbeat later."""
+    beat = info.last_heartbeat + timedelta(seconds=seconds)
+    return dataclasses.replace(info, last_heartbeat=beat)
+
+
+async def test_a_heartbeat_says_whether_the_instance_was_still_announced(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    other = await peer()
+    a = instance("instance-a")
+    assert await coordinator.heartbeat(a, TTL_S) is False  # the first
+    assert await coordinator.heartbeat(later(a), TTL_S) is True
+    # Whoever renews it: the answer is about the announcement, not the caller.
+    assert await other.heartbeat(later(a, 10), TTL_S) is True
+    assert await other.heartbeat(instance("instance-b"), TTL_S) is False
+
+
+async def test_a_heartbeat_after_the_instance_was_forgotten_says_so(
+    coordinator: Coordinator,
+) -> None:
+    a = instance("instance-a")
+    await coordinator.heartbeat(a, TTL_S)
+    await coordinator.forget_instance("instance-a")
+    assert await coordinator.heartbeat(later(a), TTL_S) is False
+    assert await coordinator.heartbeat(later(a, 10), TTL_S) is True
 
 
 async def test_forgotten_instance_is_gone_at_once(coordinator: Coordinator) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -23,7 +24,7 @@ from cronsvc.coord.redis import RedisCoordinator
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import StartupRefused
 from tests.fixtures_redis import RedisServer, free_port
-from tests.test_coord_contract import Notices, instance, tick
+from tests.test_coord_contract import Notices, instance, later, tick
 
 T = TypeVar("T")
 TTL_S = 30.0
@@ -206,6 +207,52 @@ async def test_an_expired_announcement_disappears_and_leaves_no_index_entry(
     await eventually(only_b)
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
         assert client.zrange(f"{redis_prefix}:instances", 0, -1) == ["instance-b"]
+
+
+async def test_a_heartbeat_after_the_announcement_expired_says_it_was_gone(
+    open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    a = await open_redis(redis_url, redis_prefix)
+    info = instance("instance-a")
+    await a.heartbeat(info, 0.1)
+
+    async def expired() -> bool:
+        return await a.live_instances() == []
+
+    await eventually(expired)
+    assert await a.heartbeat(later(info), TTL_S) is False
+
+
+async def test_a_heartbeat_after_redis_lost_its_data_says_the_announcement_was_gone(
+    open_redis: Opener, start_redis_server: Callable[..., RedisServer]
+) -> None:
+    """What tells an instance that every other instance's announcement is
+    missing too, until each one's next heartbeat."""
+    server = start_redis_server()
+    a = await open_redis(server.url, "c1")
+    info = instance("instance-a")
+    await a.heartbeat(info, TTL_S)
+    assert await a.heartbeat(later(info), TTL_S) is True
+
+    server.flushall()
+
+    assert await a.heartbeat(later(info, 10), TTL_S) is False
+    assert await a.heartbeat(later(info, 15), TTL_S) is True
+
+
+async def test_a_retried_heartbeat_is_not_taken_for_a_renewal(
+    open_redis: Opener, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client retry whose first attempt landed finds that attempt's
+    announcement: whether one was there before it is unknown, so False.
+    (A retry sends the call's arguments again: here every call's do.)"""
+    a = await open_redis(redis_url, redis_prefix)
+    info = instance("instance-a")
+    await a.heartbeat(info, TTL_S)
+    assert await a.heartbeat(info, TTL_S) is True  # the same instant, another call
+    monkeypatch.setattr("cronsvc.coord.redis.secrets", SimpleNamespace(token_hex=lambda n: "0"))
+    await a.heartbeat(later(info), TTL_S)
+    assert await a.heartbeat(later(info), TTL_S) is False
 
 
 async def test_an_announcement_keeps_its_fields(

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from cronsvc.config import Config, CoordinationConfig, StoreConfig
+from cronsvc.coord import Coordinator
 from cronsvc.coord.local import LocalCoordinator
+from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.store import Store, open_store
@@ -19,7 +21,16 @@ from tests.conftest import MakeClient
 from tests.fixtures_mongo import start_nx_27017
 from tests.fixtures_redis import RedisServer
 from tests.test_auth import SteppedClock
+from tests.test_coord_redis import FreezingProxy, Opener, open_redis
 from tests.test_health import sample, stopped
+from tests.test_store_contract import at, claimed, create
+
+__all__ = ["open_redis"]  # a fixture
+
+HEARTBEAT_S = 20.0
+"""Announcements and the lease last 30 s of real time in Redis: nothing
+expires while a test runs. The reap grace (30 s) passes on a stepped clock."""
+GRACE_S = HEARTBEAT_S * 1.5
 
 
 @pytest.fixture
@@ -93,3 +104,145 @@ async def test_the_leader_keeps_renewing_while_the_store_stalls(
         assert set(seen) == {(me, 1.0)}
     finally:
         nx.stop()
+
+
+class Instance:
+    """One instance's heartbeats and leader duties on a stepped clock, and
+    the ticks it adopted."""
+
+    def __init__(self, instance_id: str, store: Store, coordinator: Coordinator) -> None:
+        self.id = instance_id
+        self.coordinator = coordinator
+        self.clock = SteppedClock()
+        self.adopted: list[Execution] = []
+        self.leader = LeaderDuties(
+            store=store,
+            coordinator=coordinator,
+            clock=self.clock,
+            metrics=Metrics(),
+            instance_id=instance_id,
+            started_at=self.clock.now(),
+            heartbeat_interval_s=HEARTBEAT_S,
+            retention_days=36500,  # the test's ticks are in 2026
+            reap_grace=True,
+            on_adopted=self.adopted.extend,
+        )
+
+    async def settle(self) -> None:
+        """Announce itself without a gap for one reap grace."""
+        await self.leader.renew()
+        self.clock.advance(GRACE_S)
+        await self.leader.renew()
+
+    async def die(self) -> None:
+        """Its lease and its announcement end, as their TTLs would."""
+        await self.coordinator.resign(self.id)
+        await self.coordinator.forget_instance(self.id)
+
+
+async def status(store: Store, execution: Execution) -> ExecutionStatus:
+    return (await store.get_execution(execution.id)).status
+
+
+async def test_an_instance_announced_for_long_takes_a_dead_leaders_work_over_at_once(
+    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    a = Instance("a", store, await open_redis(redis_url, redis_prefix))
+    b = Instance("b", store, await open_redis(redis_url, redis_prefix))
+    await a.settle()
+    await b.settle()
+    assert a.leader.is_leader and not b.leader.is_leader
+    job = await create(store)
+    sent = await claimed(store, job, at(1), instance_id="a", dispatched=True)
+    unsent = await claimed(store, job, at(2), instance_id="a", dispatched=False)
+    running = await claimed(store, job, at(3), instance_id="b", dispatched=True)
+
+    await a.die()
+    await b.leader.step()  # its next renewal: it takes the lease, no grace to wait
+
+    assert b.leader.is_leader
+    assert [e.id for e in b.adopted] == [unsent.id]
+    assert await status(store, sent) is ExecutionStatus.LOST
+    assert await status(store, running) is ExecutionStatus.RUNNING
+
+
+async def test_after_redis_lost_its_data_no_leader_takes_a_live_instance_for_dead(
+    store: Store, open_redis: Opener, start_redis_server: Callable[..., RedisServer]
+) -> None:
+    server = start_redis_server()
+    a = Instance("a", store, await open_redis(server.url, "c1"))
+    b = Instance("b", store, await open_redis(server.url, "c1"))
+    await a.settle()
+    await b.settle()
+    job = await create(store)
+    live = [
+        await claimed(store, job, at(1), instance_id="a", dispatched=True),
+        await claimed(store, job, at(2), instance_id="b", dispatched=True),
+        await claimed(store, job, at(3), instance_id="b", dispatched=False),
+    ]
+    dead = await claimed(store, job, at(9), instance_id="c", dispatched=True)
+
+    server.flushall()
+    # a still counts itself leader, and has not heard of the loss: it sees
+    # its own announcement gone with the others, and leaves them be.
+    await a.leader.duties()
+    # b finds its announcement gone and the lease free: it leads, but a has
+    # not announced itself again yet.
+    await b.leader.step()
+    assert b.leader.is_leader
+    await b.leader.duties()
+    b.clock.advance(GRACE_S - 1)
+    await b.leader.step()
+    assert [await status(store, e) for e in (*live, dead)] == [ExecutionStatus.RUNNING] * 4
+    assert a.adopted == b.adopted == []
+
+    await a.leader.renew()  # a heartbeat within the grace, as every live instance's is
+    b.clock.advance(1)
+    await b.leader.step()
+    assert [await status(store, e) for e in live] == [ExecutionStatus.RUNNING] * 3
+    assert await status(store, dead) is ExecutionStatus.LOST
+
+
+async def test_an_instance_that_has_just_started_waits_before_it_reaps(
+    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    """It cannot tell whether Redis has just lost its data: a live instance
+    may not have announced itself again yet."""
+    job = await create(store)
+    dead = await claimed(store, job, at(1), instance_id="c", dispatched=True)
+    a = Instance("a", store, await open_redis(redis_url, redis_prefix))
+
+    await a.leader.step()
+    assert a.leader.is_leader
+    a.clock.advance(GRACE_S - 1)
+    await a.leader.step()
+    assert await status(store, dead) is ExecutionStatus.RUNNING
+
+    a.clock.advance(1)
+    await a.leader.step()
+    assert await status(store, dead) is ExecutionStatus.LOST
+
+
+async def test_a_heartbeat_that_did_not_get_through_starts_the_wait_afresh(
+    store: Store, open_redis: Opener, start_redis_server: Callable[..., RedisServer]
+) -> None:
+    """Redis kept its data, but other instances may not have got through
+    either while this one could not, and their announcements expired."""
+    server = start_redis_server()
+    async with FreezingProxy(server.port) as proxy:
+        coordinator = await open_redis(
+            proxy.url, "c1", connect_timeout_s=0.2, command_timeout_s=0.2
+        )
+        a = Instance("a", store, coordinator)
+        await a.settle()
+        job = await create(store)
+        dead = await claimed(store, job, at(1), instance_id="c", dispatched=True)
+        with proxy.frozen(), pytest.raises(ConnectionError):
+            await a.leader.renew()
+
+        await a.leader.step()
+        assert a.leader.is_leader
+        assert await status(store, dead) is ExecutionStatus.RUNNING
+        a.clock.advance(GRACE_S)
+        await a.leader.step()
+        assert await status(store, dead) is ExecutionStatus.LOST

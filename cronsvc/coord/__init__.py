@@ -23,8 +23,13 @@ URL scheme. `local` serves exactly one process; cluster backends share state.
   is ignored, since the store already holds the execution's final record.
 - Leadership: `try_lead` acquires or renews a lease and returns a fencing
   token that only grows, or None when another instance leads.
-- Heartbeats: `heartbeat` announces this instance for `ttl_s`;
-  `live_instances` lists those whose announcement has not expired.
+- Heartbeats: `heartbeat` announces this instance for `ttl_s` and says
+  whether its previous announcement was still in force; `live_instances`
+  lists those whose announcement has not expired. A coordinator that lost its
+  state (a Redis restart without persistence, FLUSHALL) has lost every
+  instance's announcement at once, and each comes back only with that
+  instance's next heartbeat: the instance that finds its own missing knows
+  that the list is incomplete for a while.
 """
 
 from __future__ import annotations
@@ -94,8 +99,13 @@ class Coordinator(Protocol):
         """The instance holding the leader lease, if any."""
         ...
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None:
-        """Announce `info` as alive for `ttl_s`."""
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> bool:
+        """Announce `info` as alive for `ttl_s`. True when this renewed an
+        earlier announcement of the same instance that was still in force;
+        False when there was none: the instance's first heartbeat, one after
+        its announcement expired or was forgotten, one after the coordinator
+        lost its state. When unsure (a retried call whose first attempt may
+        have landed) it answers False: a caller only waits longer for it."""
         ...
 
     async def forget_instance(self, instance_id: str) -> None:

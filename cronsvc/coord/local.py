@@ -107,8 +107,11 @@ class LocalCoordinator:
     async def current_leader(self) -> str | None:
         return self._leader
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None:
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> bool:
+        # Nothing here expires or is lost while the process lives.
+        renewed = info.id in self._instances
         self._instances[info.id] = info
+        return renewed
 
     async def forget_instance(self, instance_id: str) -> None:
         self._instances.pop(instance_id, None)

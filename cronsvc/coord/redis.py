@@ -134,13 +134,21 @@ _HEARTBEAT = """
 -- Announce an instance.
 -- KEYS[1] = {p}:instance:{id}, KEYS[2] = {p}:instances
 -- ARGV[1] = announcement JSON, ARGV[2] = TTL in ms, ARGV[3] = instance id.
+-- Returns 1 when an earlier announcement was still there, else 0. One equal
+-- to ARGV[1] (which carries a nonce of the call) is this very announcement,
+-- set by an attempt whose reply was lost (a client retry): whether one was
+-- there before that attempt is unknown, so 0.
 -- The index score is the expiry by Redis's clock, so instances with skewed
 -- clocks agree on who is live.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local was = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]), ARGV[3])
-return 1
+if was and was ~= ARGV[1] then
+  return 1
+end
+return 0
 """
 
 _LIVE_IDS = """
@@ -462,13 +470,14 @@ class RedisCoordinator:
 
     # Heartbeats
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> None:
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> bool:
         script = self._script(self._heartbeat)
         with self._translate("heartbeat"):
-            await script(
+            renewed = await script(
                 keys=[self._key("instance", info.id), self._key("instances")],
-                args=[_dump_instance(info), _ttl_ms(ttl_s), info.id],
+                args=[_dump_instance(info, beat=secrets.token_hex(4)), _ttl_ms(ttl_s), info.id],
             )
+        return bool(renewed)
 
     async def forget_instance(self, instance_id: str) -> None:
         with self._translate("forget_instance"):
@@ -504,7 +513,8 @@ def _ttl_ms(ttl_s: float) -> int:
     return max(1, round(ttl_s * 1000))
 
 
-def _dump_instance(info: InstanceInfo) -> str:
+def _dump_instance(info: InstanceInfo, *, beat: str) -> str:
+    """`beat` tells one heartbeat call from another (and from its retries)."""
     return json.dumps(
         {
             "id": info.id,
@@ -512,6 +522,7 @@ def _dump_instance(info: InstanceInfo) -> str:
             "version": info.version,
             "startedAt": info.started_at.isoformat(),
             "lastHeartbeat": info.last_heartbeat.isoformat(),
+            "beat": beat,
         }
     )
 
