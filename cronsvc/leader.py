@@ -100,6 +100,9 @@ class LeaderDuties:
         self._token: int | None = None
         self._lead_until = 0.0
         """Monotonic time until which the lease is surely still this instance's."""
+        self._lead_from = 0.0
+        """Monotonic time from which this instance counts itself leader (see
+        `is_leader`)."""
         self._next_prune = 0.0
         self._stop = asyncio.Event()
         metrics.gauge(
@@ -112,8 +115,16 @@ class LeaderDuties:
         began at t keeps the lease until t + ttl at the earliest, and this
         instance stops counting itself leader one renewal period before
         then, so a successor (which gets the lease only once it expired)
-        never overlaps it, however long its duties wait on the store."""
-        return self._token is not None and self._clock.monotonic() < self._lead_until
+        never overlaps it, however long its duties wait on the store.
+
+        A lease gained when the coordinator may just have lost its state
+        (this instance's own announcement was gone or could not be renewed,
+        or it has just started) may have been taken from a leader that still
+        counts itself leader until its own renewal fails: such a lease counts
+        only one announcement lifetime later, when that leader has surely
+        stopped (it stops one renewal period before its lease could end)."""
+        now = self._clock.monotonic()
+        return self._token is not None and self._lead_from <= now < self._lead_until
 
     def stop(self) -> None:
         self._stop.set()
@@ -184,7 +195,7 @@ class LeaderDuties:
         """One renewal period, or less: until the reap grace ends, or until
         this instance gains the lease (a dead leader's work waits no more)."""
         delay = self._period
-        if self.is_leader and self._unbroken_since is not None:
+        if self._token is not None and self._unbroken_since is not None:
             left = self._unbroken_since + self._reap_grace_s - self._clock.monotonic()
             if left > 0:
                 delay = min(delay, left)
@@ -232,6 +243,8 @@ class LeaderDuties:
                 )
             log.info("leadership_changed", leader=token is not None, token=token)
         gained = token is not None and token != self._token
+        if gained:
+            self._lead_from = began if self._may_reap() else began + self._reap_grace_s
         self._token = token
         self._lead_until = began + self._ttl - self._period
         if gained:

@@ -54,7 +54,7 @@ async def test_a_leader_that_has_not_renewed_stops_counting_itself_leader_before
         started_at=clock.now(),
         heartbeat_interval_s=2.0,  # lease 3 s, renewed every 1 s
         retention_days=30,
-        reap_grace=True,
+        reap_grace=False,  # as with local coordination
         on_adopted=lambda adopted: None,
     )
     await leader.renew()
@@ -186,19 +186,23 @@ async def test_after_redis_lost_its_data_no_leader_takes_a_live_instance_for_dea
     # a still counts itself leader, and has not heard of the loss: it sees
     # its own announcement gone with the others, and leaves them be.
     await a.leader.duties()
-    # b finds its announcement gone and the lease free: it leads, but a has
-    # not announced itself again yet.
+    # b finds its announcement gone and the lease free: it takes the lease,
+    # but a has not announced itself again yet, and still counts itself
+    # leader until its own renewal fails: b does not count itself leader yet.
     await b.leader.step()
-    assert b.leader.is_leader
+    assert a.leader.is_leader and not b.leader.is_leader
     await b.leader.duties()
     b.clock.advance(GRACE_S - 1)
     await b.leader.step()
+    assert not b.leader.is_leader
     assert [await status(store, e) for e in (*live, dead)] == [ExecutionStatus.RUNNING] * 4
     assert a.adopted == b.adopted == []
 
     await a.leader.renew()  # a heartbeat within the grace, as every live instance's is
+    assert not a.leader.is_leader  # the lease is b's now
     b.clock.advance(1)
     await b.leader.step()
+    assert b.leader.is_leader
     assert [await status(store, e) for e in live] == [ExecutionStatus.RUNNING] * 3
     assert await status(store, dead) is ExecutionStatus.LOST
 
@@ -213,13 +217,14 @@ async def test_an_instance_that_has_just_started_waits_before_it_reaps(
     a = Instance("a", store, await open_redis(redis_url, redis_prefix))
 
     await a.leader.step()
-    assert a.leader.is_leader
+    assert not a.leader.is_leader  # the lease is its, but it counts only after the grace
     a.clock.advance(GRACE_S - 1)
     await a.leader.step()
     assert await status(store, dead) is ExecutionStatus.RUNNING
 
     a.clock.advance(1)
     await a.leader.step()
+    assert a.leader.is_leader
     assert await status(store, dead) is ExecutionStatus.LOST
 
 
