@@ -154,9 +154,12 @@ class Deployment:
                     total += float(value)
         return total
 
-    async def metrics(self, session: aiohttp.ClientSession) -> dict[str, float]:
-        """`FALLING_BEHIND` metrics, summed over labels and instances."""
-        totals = dict.fromkeys(FALLING_BEHIND, 0.0)
+    async def metrics(
+        self, session: aiohttp.ClientSession, names: Sequence[str] = FALLING_BEHIND
+    ) -> dict[str, float]:
+        """Metric series (`FALLING_BEHIND`, else `names`), each summed over
+        labels and instances."""
+        totals = dict.fromkeys(names, 0.0)
         for url in self.urls:
             async with session.get(f"{url}/metrics") as response:
                 text = await response.text()
@@ -260,8 +263,8 @@ async def cluster(
 
 
 def metrics_change(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What the `FALLING_BEHIND` counters added from one reading to the other;
-    the gauge of pending results as it stands at the second."""
+    """What the counters added from one reading to the other; the gauge of
+    pending results as it stands at the second."""
     return {
         name: after[name] if name == "cronsvc_results_pending" else after[name] - value
         for name, value in before.items()

@@ -117,6 +117,18 @@ def test_a_skip_job_delivered_past_its_grace_is_late_and_a_fire_once_job_is_not(
     assert figures(window(0, 0, last=1), jobs, arrivals, [])["skip_late"] == 1
 
 
+def test_a_fire_once_job_fires_one_catch_up_per_fault_and_more_are_counted() -> None:
+    jobs = {"once": EVERY_SECOND, "other": EVERY_SECOND}
+    arrivals = [
+        Arrival("once", stamp(T0), T0 + 1.0),  # late, but within the normal course
+        Arrival("once", stamp(T0 + 1), T0 + 1 + 8.0),  # the catch-up
+        Arrival("once", stamp(T0 + 2), T0 + 2 + 7.0),  # one more: should have been MISSED
+        Arrival("once", stamp(T0 + 3), T0 + 3 + 6.0),
+        Arrival("other", stamp(T0 + 1), T0 + 1 + 8.0),
+    ]
+    assert figures(window(0, 0, last=3), jobs, arrivals, [])["fire_once_extra_late"] == 2
+
+
 def row(**changes: Any) -> dict[str, Any]:
     good = {
         "scenario": "x",
