@@ -20,7 +20,8 @@ fault ended (polled until none remain), lag outside the fault, the worst
 lag, the time to recover, the most instances reporting themselves leader
 at one poll (`/metrics` `cronsvc_is_leader`, every `POLL_S`), and
 deliveries of skip-policy jobs later than their grace. Each row is judged
-against `TARGETS`; the run exits 1 when any row misses one.
+against `TARGETS`; the run exits 1 when any row misses one, or when a
+scenario failed to run (its row says why; the others still run).
 
     python -m bench.chaos
     python -m bench.chaos --scenario redis-stall --scenario store-kill --json chaos.json
@@ -42,6 +43,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -594,7 +596,7 @@ async def cluster_rig(
         await asyncio.to_thread(redis_server.start)
         if external is None:
             store = await asyncio.to_thread(start_nx_27017, workdir / "mongo")
-        mongo_url = external or (store.url if store else "")
+        mongo_url = store.url if store else external
         async with deploy.cluster(
             workdir, max_jobs=100, redis_url=redis_server.url, mongo_url=mongo_url
         ) as service:
@@ -641,9 +643,14 @@ async def chaos(names: Sequence[str], workdir: Path, *, budget_s: float) -> dict
                         reason = f"--budget-s {budget_s:g} would be passed"
                         rows[scenario.name] = {"scenario": scenario.name, "not_run": reason}
                     else:
-                        rows[scenario.name] = await run_scenario(
-                            scenario, rig, session, receiver.arrivals
-                        )
+                        try:
+                            rows[scenario.name] = await run_scenario(
+                                scenario, rig, session, receiver.arrivals
+                            )
+                        except Exception as exc:  # the other scenarios still get their rows
+                            traceback.print_exc()
+                            error = f"{type(exc).__name__}: {exc}"
+                            rows[scenario.name] = {"scenario": scenario.name, "error": error}
     return {
         "seconds": round(time.monotonic() - began),
         "scenarios": [rows[s.name] for s in chosen],
@@ -676,7 +683,8 @@ def main() -> int:
     print(f"\n{len(rows)} scenarios in {result['seconds']} s.")
     if args.json is not None:
         args.json.write_text(json.dumps({"environment": env, **result}, indent=2) + "\n")
-    return 1 if any("not_run" not in r and r["missed_targets"] for r in rows) else 0
+    failed = [r for r in rows if "error" in r or r.get("missed_targets")]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

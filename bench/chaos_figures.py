@@ -290,8 +290,9 @@ def table(rows: Iterable[Mapping[str, Any]]) -> str:
     """The rows as a Markdown table, with the targets each one missed."""
 
     def cells(row: Mapping[str, Any]) -> list[Any]:
-        if "not_run" in row:
-            return [row["scenario"], *[""] * (len(_COLUMNS) - 2), f"not run: {row['not_run']}"]
+        if "not_run" in row or "error" in row:
+            why = f"not run: {row['not_run']}" if "not_run" in row else f"ERROR: {row['error']}"
+            return [row["scenario"], *[""] * (len(_COLUMNS) - 2), why]
         missed = missed_targets(row)
         recovery = row["recovery_s"]
         return [

@@ -173,8 +173,14 @@ def test_each_target_a_row_misses_is_named() -> None:
 
 def test_the_table_marks_failed_and_skipped_scenarios() -> None:
     lines = table(
-        [row(), row(scenario="y", skip_late=2, recovery_s=None), {"scenario": "z", "not_run": "n"}]
+        [
+            row(),
+            row(scenario="y", skip_late=2, recovery_s=None),
+            {"scenario": "z", "not_run": "n"},
+            {"scenario": "e", "error": "RuntimeError: no leader"},
+        ]
     ).splitlines()
     assert lines[2].endswith("| pass |")
     assert "| >20 |" in lines[3] and lines[3].endswith("| FAIL: skip late |")
     assert lines[4].startswith("| z |") and lines[4].endswith("| not run: n |")
+    assert lines[5].endswith("| ERROR: RuntimeError: no leader |")
