@@ -11,7 +11,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 CONFIG ?= $(wildcard config.toml)
 
-.PHONY: run test lint fmt bench cluster-check fuzz clean
+.PHONY: run test lint fmt bench cluster-check chaos fuzz clean
 
 $(VENV)/pyvenv.cfg:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cronsvc needs Python 3.11 or newer")'
@@ -46,6 +46,10 @@ bench: $(DEV_STAMP)
 
 cluster-check: $(DEV_STAMP)
 	$(BIN)/python -m bench.run --mode cluster --jobs 200 --seconds 60 --no-ceiling
+
+# Kills, stalls and flushes against a live cluster, one row each (RELIABILITY.md).
+chaos: $(DEV_STAMP)
+	$(BIN)/python -m bench.chaos
 
 # schemathesis over /openapi.json, in a network namespace of its own (root).
 fuzz: $(RUN_STAMP)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,17 +98,20 @@ class Deployment:
         *,
         name_prefix: str,
         within_s: float = 600.0,
+        fields: Sequence[Mapping[str, object]] = (),
     ) -> dict[str, Cadence]:
         """Create one job per cadence through the API, spread round-robin over
-        the instances; answers each job's id and cadence."""
+        the instances; answers each job's id and cadence. `fields[n]`, when
+        given, is added to the n-th job's document (a misfire policy, say)."""
         slots = asyncio.Semaphore(CREATE_CONCURRENCY)
         urls = self.urls
 
         async def create(n: int, cadence: Cadence) -> tuple[str, Cadence]:
-            document = {
+            document: dict[str, object] = {
                 "name": f"{name_prefix} {n}",
                 "cronExpression": cadence.cron,
                 "webhookUrl": webhook_url,
+                **(fields[n] if fields else {}),
             }
             url = urls[n % len(urls)]
             async with slots:
@@ -120,7 +123,8 @@ class Deployment:
                         wait = response.headers.get("Retry-After", "1")
                     if response.status == 409 and attempt > 1:
                         # An earlier attempt's answer was lost, not its write.
-                        return await self._job_named(session, url, document["name"]), cadence
+                        name = str(document["name"])
+                        return await self._job_named(session, url, name), cadence
                     if response.status not in (429, 503) or attempt == CREATE_ATTEMPTS:
                         raise RuntimeError(f"creating a job: {response.status} {text}")
                     self.create_retries += 1
@@ -150,9 +154,12 @@ class Deployment:
                     total += float(value)
         return total
 
-    async def metrics(self, session: aiohttp.ClientSession) -> dict[str, float]:
-        """`FALLING_BEHIND` metrics, summed over labels and instances."""
-        totals = dict.fromkeys(FALLING_BEHIND, 0.0)
+    async def metrics(
+        self, session: aiohttp.ClientSession, names: Sequence[str] = FALLING_BEHIND
+    ) -> dict[str, float]:
+        """Metric series (`FALLING_BEHIND`, else `names`), each summed over
+        labels and instances."""
+        totals = dict.fromkeys(names, 0.0)
         for url in self.urls:
             async with session.get(f"{url}/metrics") as response:
                 text = await response.text()
@@ -264,8 +271,8 @@ async def cluster(
 
 
 def metrics_change(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What the `FALLING_BEHIND` counters added from one reading to the other;
-    the gauge of pending results as it stands at the second."""
+    """What the counters added from one reading to the other; the gauge of
+    pending results as it stands at the second."""
     return {
         name: after[name] if name == "cronsvc_results_pending" else after[name] - value
         for name, value in before.items()

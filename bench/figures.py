@@ -21,8 +21,9 @@ SHAPES = ("every-second", "per-minute")
 
 @dataclass(frozen=True, slots=True)
 class Cadence:
-    """Fires every `period_s` seconds (1, 60 or 86400), `offset_s` into each
-    period of Unix time: as the cron expression `cron` does in UTC."""
+    """Fires every `period_s` seconds (1, a divisor of 60, 60 or 86400),
+    `offset_s` into each period of Unix time: as the cron expression `cron`
+    does in UTC."""
 
     period_s: int
     offset_s: int = 0
@@ -31,6 +32,8 @@ class Cadence:
     def cron(self) -> str:
         if self.period_s == 1:
             return "* * * * * *"
+        if self.period_s < 60 and 60 % self.period_s == 0:
+            return f"{self.offset_s}/{self.period_s} * * * * *"
         if self.period_s == 60:
             return f"{self.offset_s} * * * * *"
         if self.period_s == DAY_S:

@@ -70,14 +70,15 @@ def nx_27017_command() -> list[str]:
     return [sys.executable, "-m", "nx_27017.nx_27017"]
 
 
-def start_nx_27017(directory: Path, *, within_s: float = 30.0, port: int | None = None) -> NxServer:
-    """Start nx-27017 on a free loopback port (or on `port`, to restart one
-    that was stopped) with every file in `directory`, and wait until it
-    answers `ping`. Raises `RuntimeError` if it does not."""
+def start_nx_27017(directory: Path, *, port: int | None = None, within_s: float = 30.0) -> NxServer:
+    """Start nx-27017 on a free loopback port (or on `port`: to restart a
+    server where its clients expect it, on the same files) with every file
+    in `directory`, and wait until it answers `ping`. Raises `RuntimeError`
+    if it does not."""
     directory.mkdir(parents=True, exist_ok=True)
     failure = ""
-    for _ in range(_START_ATTEMPTS if port is None else 1):
-        port = port or free_port()
+    for _ in range(1 if port else _START_ATTEMPTS):
+        chosen = port or free_port()
         with open(directory / "output.log", "ab") as output:
             process = subprocess.Popen(
                 [
@@ -85,7 +86,7 @@ def start_nx_27017(directory: Path, *, within_s: float = 30.0, port: int | None 
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    str(port),
+                    str(chosen),
                     "--data-dir",
                     str(directory / "data"),
                     "--log-file",
@@ -97,7 +98,7 @@ def start_nx_27017(directory: Path, *, within_s: float = 30.0, port: int | None 
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        server = NxServer(directory=directory, port=port, process=process)
+        server = NxServer(directory=directory, port=chosen, process=process)
         try:
             if _wait_for_ping(server, within_s):
                 return server

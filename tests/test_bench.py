@@ -32,6 +32,7 @@ def stamp(tick: int) -> str:
 def test_cadences_give_their_cron_expression_and_the_ticks_they_owe() -> None:
     assert Cadence(1).cron == "* * * * * *"
     assert Cadence(60, 7).cron == "7 * * * * *"
+    assert Cadence(5, 2).cron == "2/5 * * * * *"
     assert Cadence(DAY_S, 8 * 3600 + 30 * 60).cron == "30 8 * * *"
     assert list(Cadence(1).ticks(T0, T0 + 2)) == [T0, T0 + 1, T0 + 2]
     assert list(Cadence(60, 7).ticks(T0, T0 + 130)) == [T0 + 7, T0 + 67, T0 + 127]
