@@ -297,7 +297,7 @@ class TickRunner:
         if not self._health.is_up(Dependency.STORE):
             self._hold(due, "the store is not answering its probe")
             return
-        leased, leases_answered = await self._lease(due)
+        leased, lease_waited = await self._lease(due)
         if not leased:
             return
         # Claimed ahead of the tick, a record says "not sent yet" until just
@@ -344,9 +344,11 @@ class TickRunner:
         finally:
             self._waiting_on_store -= len(claims)
         self._store_answered()
-        if ahead and leases_answered and attempts == 1:
+        if ahead and not lease_waited and attempts == 1:
             # A batch that waited out a stalled coordinator or retried its
-            # claim says nothing about how long a claim takes.
+            # claim says nothing about how long a claim takes. One whose
+            # leases were skipped does: every instance then claims every
+            # tick, and the store answers more slowly.
             self._claim_s = next_claim_estimate(self._claim_s, self._clock.time() - started)
         log.debug(
             "ticks_claimed",
@@ -362,7 +364,7 @@ class TickRunner:
                 assert result.execution is not None
                 self._uncertain.pop(result.execution.id, None)
                 if _past_grace(d, now):
-                    self._finish(_claimed_late(result.execution, d, now))
+                    self._finish(_missed_late(result.execution, d, now, _CLAIMED_LATE))
                 else:
                     claimed.append((d, result.execution))
             elif result.outcome is ClaimOutcome.STALE:
@@ -390,8 +392,8 @@ class TickRunner:
         self._start_all([(d.job, e, *ready[e.id]) for d, e in claimed])
 
     async def _lease(self, due: list[DueTick]) -> tuple[list[DueTick], bool]:
-        """The ticks this instance won, and whether the coordinator answered.
-        While the coordinator is unreachable
+        """The ticks this instance won, and whether the batch waited for a
+        coordinator that did not answer. While the coordinator is unreachable
         every tick goes on to the store's claim, the final fence against a
         duplicate: firing continues, at the cost of more claims that lose. A
         lease that fails or outwaits `LEASE_PATIENCE_S` reports the
@@ -408,8 +410,8 @@ class TickRunner:
                 else:
                     rest.append(d)
             if mine:
-                leased, answered = await self._lease(rest) if rest else ([], True)
-                return mine + leased, answered
+                leased, waited = await self._lease(rest) if rest else ([], False)
+                return mine + leased, waited
         if not self._health.is_up(Dependency.COORDINATOR):
             self._leases_unavailable(due, "the coordinator is not answering its probe")
             return due, False
@@ -429,7 +431,7 @@ class TickRunner:
             )
             self._health.report(Dependency.COORDINATOR, failure)
             self._leases_unavailable(due, str(exc) or failure)
-            return due, False
+            return due, True
         if self._leases_down:
             self._leases_down = False
             log.info("leases_recovered")
@@ -440,7 +442,7 @@ class TickRunner:
         self._metrics.inc(
             "cronsvc_lease_total", len(due) - len(leased), help="Tick lease attempts", result="lost"
         )
-        return leased, True
+        return leased, False
 
     def _leases_unavailable(self, due: list[DueTick], error: str) -> None:
         self._metrics.inc(
@@ -552,7 +554,7 @@ class TickRunner:
         try:
             # Bounded: a store that stalls now must not hold the webhooks
             # past their tick (they would go out late, past a `skip` job's grace).
-            async with asyncio.timeout(fire_at - self._clock.time() + MARK_PATIENCE_S):
+            async with asyncio.timeout(max(fire_at - self._clock.time(), 0) + MARK_PATIENCE_S):
                 marked, versions = await asyncio.gather(
                     self._store.mark_dispatched(self._instance_id, [e.id for _, e in claimed]),
                     self._store.current_versions([d.job.id for d, _ in claimed]),
@@ -571,6 +573,7 @@ class TickRunner:
         else:
             self._mark_s = 0.8 * self._mark_s + 0.2 * (self._clock.monotonic() - started)
         unchanged, changed = [], []  # sorted before the tick, to be off at once then
+        now = self._clock.now()
         for d, execution in claimed:
             if execution.id not in marked:
                 self._metrics.inc(
@@ -578,6 +581,8 @@ class TickRunner:
                     help="Claimed ticks another instance adopted before this one sent them",
                 )
                 log.warning("claim_taken_over", job_id=d.job.id, tick=rfc3339(d.tick))
+            elif _past_grace(d, now):  # this instance was held up (paused) since the claim
+                self._finish(_missed_late(execution, d, now, _HELD_UP))
             elif versions.get(d.job.id) == d.job.version:
                 unchanged.append((d, execution))
             else:
@@ -919,7 +924,12 @@ def _past_grace(due: DueTick, now: datetime) -> bool:
     return (now - due.tick).total_seconds() > grace
 
 
-def _claimed_late(execution: Execution, due: DueTick, now: datetime) -> Execution:
+_CLAIMED_LATE = "the store took its claim {late_s:.1f} s after the tick"
+_HELD_UP = "this instance was held up {late_s:.1f} s past the tick between its claim and its send"
+
+
+def _missed_late(execution: Execution, due: DueTick, now: datetime, why: str) -> Execution:
+    """A claimed tick found past its job's misfire grace before it was sent."""
     late_s = (now - due.tick).total_seconds()
     spec = due.job.spec
     return dataclasses.replace(
@@ -929,9 +939,10 @@ def _claimed_late(execution: Execution, due: DueTick, now: datetime) -> Executio
         finished_at=now,
         error=ErrorInfo(
             type="missed",
-            message=f"the store took its claim {late_s:.1f} s after the tick, past the "
-            f"job's misfire grace (misfirePolicy {spec.misfire_policy.value}, "
-            f"misfireGraceSeconds {max(spec.misfire_grace_seconds, MIN_GRACE_S):g})",
+            message=why.format(late_s=late_s) + ", past the job's misfire grace "
+            f"(misfirePolicy {spec.misfire_policy.value}, "
+            f"misfireGraceSeconds {max(spec.misfire_grace_seconds, MIN_GRACE_S):g}); "
+            "the webhook was not sent",
         ),
     )
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ import pytest
 
 from tests.conftest import Receiver
 from tests.processes import CronsvcProcess, all_logs, free_port, write_config
+from tests.test_health import stopped
 
 pytestmark = pytest.mark.e2e
 
@@ -264,6 +266,56 @@ async def test_a_tick_claimed_ahead_by_a_killed_process_is_sent_once_at_its_time
     assert sent[0].headers["webhook-id"] == claim["id"]
     assert sent[0].arrived >= tick.timestamp()  # never before its tick
     assert log["status"] == "SUCCESS"
+
+
+async def test_a_process_paused_between_its_claim_and_its_tick_does_not_send_it_late(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Paused (SIGSTOP) with a tick claimed ahead, and woken past the tick's
+    grace: the tick is recorded MISSED, its webhook never sent late."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.toml", port, tmp_path / "cronsvc.db", extra="claim_ahead_s = 4\n"
+    )
+    service = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await service.start()
+    try:
+        _, job = await api(
+            "POST",
+            f"{service.url}/api/cron",
+            json={
+                "name": "ahead",
+                "cronExpression": "*/10 * * * * *",
+                "webhookUrl": receiver.url,
+                "misfirePolicy": "skip",
+                "misfireGraceSeconds": 0,
+            },
+        )
+        async with asyncio.timeout(15):  # until a claim for a tick still to come exists
+            while True:
+                claims = [
+                    e
+                    for e in await all_logs(service.url, job["id"])
+                    if e["status"] == "RUNNING" and parse(e["scheduledAt"]) > datetime.now(UTC)
+                ]
+                if claims:
+                    break
+                await asyncio.sleep(0.1)
+        [claim] = claims
+        tick = parse(claim["scheduledAt"])
+        assert service.process is not None
+        with stopped(service.process.pid):
+            await asyncio.sleep(tick.timestamp() - time.time() + 2)  # past the tick's grace
+        async with asyncio.timeout(10):
+            while True:
+                _, log = await api("GET", f"{service.url}/api/execution-logs/{claim['id']}")
+                if log["status"] != "RUNNING":
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await service.stop(signal.SIGKILL)
+    assert [r for r in receiver.requests if parse(r.json()["scheduledAt"]) == tick] == []
+    assert log["status"] == "MISSED" and "held up" in log["error"]["message"]
 
 
 async def test_jobs_survive_a_restart(service: CronsvcProcess) -> None:
