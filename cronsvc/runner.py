@@ -69,10 +69,14 @@ ADOPT_ROUNDS = 20
 """Rounds of attempts to settle adopted ticks, each after the store answers
 its probe again."""
 LEASE_PATIENCE_S = 0.5
-"""How long a batch waits for its leases before it goes on to the store's
-claim without them and reports the coordinator down. A healthy Redis
+"""How long a batch waits for its leases at most before it goes on to the
+store's claim without them and reports the coordinator down. A healthy Redis
 answers a batch's pipeline in milliseconds; a stalled one would hold every
-batch for its command timeout and retry (~4 s each)."""
+batch for its command timeout and retry (~4 s each). A batch taken ahead of
+its tick waits less: only until its claim must start to land by the tick
+(at least `MIN_LEASE_PATIENCE_S`), so the one batch a stall catches is not
+sent late for it."""
+MIN_LEASE_PATIENCE_S = 0.1
 
 
 def next_claim_estimate(current_s: float, sample_s: float) -> float:
@@ -297,7 +301,11 @@ class TickRunner:
         if not self._health.is_up(Dependency.STORE):
             self._hold(due, "the store is not answering its probe")
             return
-        leased, lease_waited = await self._lease(due)
+        patience = min(
+            LEASE_PATIENCE_S,
+            max(MIN_LEASE_PATIENCE_S, fire_at - started - 2 * (self._claim_s + self._mark_s)),
+        )
+        leased, lease_waited = await self._lease(due, patience)
         if not leased:
             return
         # Claimed ahead of the tick, a record says "not sent yet" until just
@@ -391,12 +399,12 @@ class TickRunner:
             claimed = await self._wait_for_tick(claimed, fire_at)
         self._start_all([(d.job, e, *ready[e.id]) for d, e in claimed])
 
-    async def _lease(self, due: list[DueTick]) -> tuple[list[DueTick], bool]:
+    async def _lease(self, due: list[DueTick], patience: float) -> tuple[list[DueTick], bool]:
         """The ticks this instance won, and whether the batch waited for a
         coordinator that did not answer. While the coordinator is unreachable
         every tick goes on to the store's claim, the final fence against a
         duplicate: firing continues, at the cost of more claims that lose. A
-        lease that fails or outwaits `LEASE_PATIENCE_S` reports the
+        lease that fails or outwaits `patience` reports the
         coordinator down; leases are then skipped, not tried and waited for,
         until the health probe hears it again."""
         if self._won:
@@ -410,13 +418,13 @@ class TickRunner:
                 else:
                     rest.append(d)
             if mine:
-                leased, waited = await self._lease(rest) if rest else ([], False)
+                leased, waited = await self._lease(rest, patience) if rest else ([], False)
                 return mine + leased, waited
         if not self._health.is_up(Dependency.COORDINATOR):
             self._leases_unavailable(due, "the coordinator is not answering its probe")
             return due, False
         try:
-            async with asyncio.timeout(LEASE_PATIENCE_S):
+            async with asyncio.timeout(patience):
                 won = await self._coordinator.try_lease_ticks(
                     [(d.job.id, d.tick) for d in due], self._lease_ttl_s
                 )
@@ -425,7 +433,7 @@ class TickRunner:
                 "cronsvc_coordinator_errors_total", help="Coordinator calls that failed", op="lease"
             )
             failure = (
-                f"no answer to a lease within {LEASE_PATIENCE_S:g} s"
+                f"no answer to a lease within {patience:.2f} s"
                 if isinstance(exc, TimeoutError)
                 else type(exc).__name__
             )
