@@ -669,14 +669,22 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="for the whole run")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this (new) directory and keep it: the services' logs"
+    )
     args = parser.parse_args()
     if not 60 <= args.budget_s <= 3600:
         parser.error("--budget-s 60..3600")
     names = args.scenario or list(BY_NAME)
     env = environment()
-    with tempfile.TemporaryDirectory(prefix="cronsvc-chaos-") as tmp:
+    workdir = (
+        contextlib.nullcontext(str(args.keep))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="cronsvc-chaos-")
+    )
+    with workdir as tmp:
         for kind in ("cluster", "single"):
-            (Path(tmp) / kind).mkdir()
+            (Path(tmp) / kind).mkdir(parents=True)
         result = run_event_loop(lambda: chaos(names, Path(tmp), budget_s=args.budget_s))
     rows = result["scenarios"]
     print(table(rows))
