@@ -533,7 +533,7 @@ class TickRunner:
                     and execution_id not in self._deliveries
                 ):
                     log.warning("unanswered_claim_found", job_id=job_id, tick=rfc3339(tick))
-                    self._finish(_unanswered(execution, self._clock.now()))
+                    self._finish(_missed(execution, self._clock.now(), _UNANSWERED))
 
     async def _store_up(self) -> None:
         while not self._health.is_up(Dependency.STORE):
@@ -671,7 +671,7 @@ class TickRunner:
                 reason = "the job was deleted, paused or rescheduled before its tick was sent"
                 ended.append(_ended(execution, now, "job_changed", reason, skipped=True))
             elif not self._still_owed(job, tick, now):
-                ended.append(_missed(execution, now))
+                ended.append(_missed(execution, now, _ADOPTED_TOO_LATE))
             else:
                 send.append((job, execution))
         marked = await self._store.mark_dispatched(self._instance_id, [e.id for _, e in send])
@@ -894,18 +894,24 @@ _SHUTDOWN = "cronsvc stopped before the webhook answered"
 _SHUTDOWN_UNSENT = "cronsvc stopped before its tick; the webhook was not sent"
 
 
-def _missed(execution: Execution, now: datetime) -> Execution:
+def _missed(execution: Execution, now: datetime, message: str) -> Execution:
+    """A claimed tick recorded MISSED: its webhook was not sent."""
     return dataclasses.replace(
         execution,
         status=ExecutionStatus.MISSED,
         executed_at=None,
         finished_at=now,
-        error=ErrorInfo(
-            type="missed",
-            message="the instance that claimed this tick stopped before sending it, "
-            "and the job's misfire policy does not fire it this late",
-        ),
+        error=ErrorInfo(type="missed", message=message),
     )
+
+
+_ADOPTED_TOO_LATE = (
+    "the instance that claimed this tick stopped before sending it, "
+    "and the job's misfire policy does not fire it this late"
+)
+_UNANSWERED = (
+    "the store wrote its claim but its answer never came back, so the webhook was not sent"
+)
 
 
 def _ended(
@@ -940,32 +946,13 @@ def _missed_late(execution: Execution, due: DueTick, now: datetime, why: str) ->
     """A claimed tick found past its job's misfire grace before it was sent."""
     late_s = (now - due.tick).total_seconds()
     spec = due.job.spec
-    return dataclasses.replace(
+    return _missed(
         execution,
-        status=ExecutionStatus.MISSED,
-        executed_at=None,
-        finished_at=now,
-        error=ErrorInfo(
-            type="missed",
-            message=why.format(late_s=late_s) + ", past the job's misfire grace "
-            f"(misfirePolicy {spec.misfire_policy.value}, "
-            f"misfireGraceSeconds {max(spec.misfire_grace_seconds, MIN_GRACE_S):g}); "
-            "the webhook was not sent",
-        ),
-    )
-
-
-def _unanswered(execution: Execution, now: datetime) -> Execution:
-    return dataclasses.replace(
-        execution,
-        status=ExecutionStatus.MISSED,
-        executed_at=None,
-        finished_at=now,
-        error=ErrorInfo(
-            type="missed",
-            message="the store wrote its claim but its answer never came back, "
-            "so the webhook was not sent",
-        ),
+        now,
+        why.format(late_s=late_s) + ", past the job's misfire grace "
+        f"(misfirePolicy {spec.misfire_policy.value}, "
+        f"misfireGraceSeconds {max(spec.misfire_grace_seconds, MIN_GRACE_S):g}); "
+        "the webhook was not sent",
     )
 
 

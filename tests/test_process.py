@@ -224,6 +224,21 @@ async def test_a_killed_process_leaves_runs_that_the_next_start_marks_lost(
     assert log["status"] == "LOST" and log["error"]["type"] == "lost"
 
 
+async def claim_ahead(service: CronsvcProcess, job_id: str) -> dict[str, Any]:
+    """The job's one claim for a tick still to come, once it exists."""
+    async with asyncio.timeout(15):
+        while True:
+            claims = [
+                e
+                for e in await all_logs(service.url, job_id)
+                if e["status"] == "RUNNING" and parse(e["scheduledAt"]) > datetime.now(UTC)
+            ]
+            if claims:
+                [claim] = claims
+                return claim
+            await asyncio.sleep(0.1)
+
+
 async def test_a_tick_claimed_ahead_by_a_killed_process_is_sent_once_at_its_time_after_restart(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -239,17 +254,7 @@ async def test_a_tick_claimed_ahead_by_a_killed_process_is_sent_once_at_its_time
             f"{service.url}/api/cron",
             json={"name": "ahead", "cronExpression": "*/10 * * * * *", "webhookUrl": receiver.url},
         )
-        async with asyncio.timeout(15):  # until a claim for a tick still to come exists
-            while True:
-                claims = [
-                    e
-                    for e in await all_logs(service.url, job["id"])
-                    if e["status"] == "RUNNING" and parse(e["scheduledAt"]) > datetime.now(UTC)
-                ]
-                if claims:
-                    break
-                await asyncio.sleep(0.1)
-        [claim] = claims
+        claim = await claim_ahead(service, job["id"])
         # A tick may have gone out before the claim was found (a job made just
         # before a ten-second boundary fires at once): wait for the next one.
         sent_before = len(receiver.requests)
@@ -291,17 +296,7 @@ async def test_a_process_paused_between_its_claim_and_its_tick_does_not_send_it_
                 "misfireGraceSeconds": 0,
             },
         )
-        async with asyncio.timeout(15):  # until a claim for a tick still to come exists
-            while True:
-                claims = [
-                    e
-                    for e in await all_logs(service.url, job["id"])
-                    if e["status"] == "RUNNING" and parse(e["scheduledAt"]) > datetime.now(UTC)
-                ]
-                if claims:
-                    break
-                await asyncio.sleep(0.1)
-        [claim] = claims
+        claim = await claim_ahead(service, job["id"])
         tick = parse(claim["scheduledAt"])
         assert service.process is not None
         with stopped(service.process.pid):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -177,24 +178,34 @@ async def missed_with(client: Client, job_id: str, words: str) -> list[dict[str,
             await asyncio.sleep(0.2)
 
 
-async def test_a_claim_the_store_answers_past_a_skip_jobs_grace_is_recorded_missed_not_sent(
-    client: Client, receiver: Receiver
-) -> None:
+async def missed_while_claims_answer_late(
+    client: Client, receiver: Receiver, delays: Iterator[float], words: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """A skip job whose claims the store writes, then answers after the next
+    of `delays` (none once they run out); its MISSED records saying `words`."""
     store = client.server.app[STORE]
     job_id = await create_skip_job(client, receiver.url)
     await receiver.wait_for(1)
     claim_ticks = store.claim_ticks
 
-    async def slow(*args: Any) -> Any:
-        results = await claim_ticks(*args)  # written, then answered late
-        await asyncio.sleep(1.5)
+    async def late(*args: Any) -> Any:
+        results = await claim_ticks(*args)
+        await asyncio.sleep(next(delays, 0))
         return results
 
-    store.claim_ticks = slow  # type: ignore[method-assign]
+    store.claim_ticks = late  # type: ignore[method-assign]
     try:
-        found = await missed_with(client, job_id, "took its claim")
+        return job_id, await missed_with(client, job_id, words)
     finally:
         del store.claim_ticks
+
+
+async def test_a_claim_the_store_answers_past_a_skip_jobs_grace_is_recorded_missed_not_sent(
+    client: Client, receiver: Receiver
+) -> None:
+    _, found = await missed_while_claims_answer_late(
+        client, receiver, itertools.repeat(1.5), "took its claim"
+    )
     sent = {r.json()["scheduledAt"] for r in receiver.requests}
     assert found and not sent & {e["scheduledAt"] for e in found}
 
@@ -205,25 +216,12 @@ async def test_a_claim_written_whose_answer_never_comes_is_found_and_recorded_mi
     """Written, but answered after the claim's patience: the tick goes back to
     the scheduler, whose second claim the store refuses as a duplicate; the
     first record is found once the store answers, not left RUNNING."""
-    store = client.server.app[STORE]
-    job_id = await create_skip_job(client, receiver.url)
-    await receiver.wait_for(1)
-    claim_ticks = store.claim_ticks
-    stalled = 0
-
-    async def unanswered(*args: Any) -> Any:
-        nonlocal stalled
-        results = await claim_ticks(*args)
-        if stalled == 0:
-            stalled += 1
-            await asyncio.sleep(60)  # cut off by the claim's patience
-        return results
-
-    store.claim_ticks = unanswered  # type: ignore[method-assign]
-    try:
-        found = await missed_with(client, job_id, "answer never came back")
-    finally:
-        del store.claim_ticks
+    job_id, found = await missed_while_claims_answer_late(
+        client,
+        receiver,
+        iter([60.0]),  # the first answer cut off by the claim's patience
+        "answer never came back",
+    )
     sent = {r.json()["scheduledAt"] for r in receiver.requests}
     assert len(found) == 1 and found[0]["scheduledAt"] not in sent
     response = await client.get(f"/api/execution-logs/job/{job_id}?limit=500")
