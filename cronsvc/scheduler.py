@@ -268,7 +268,8 @@ class Scheduler:
                 self._push(job_id, entry)
                 resumed += 1
         self._held.clear()
-        log.info("held_jobs_resumed", count=resumed)
+        if resumed:
+            log.info("held_jobs_resumed", count=resumed)
 
     def _resync_interval(self, took_s: float) -> float:
         """The configured interval, or longer when a resync takes long: it
@@ -503,6 +504,8 @@ class Scheduler:
 
     def _drop(self, job_id: str) -> None:
         self._entries.pop(job_id, None)  # its heap entries turn stale
+        if self._resumed:
+            self._resumed.pop(job_id, None)
 
     def _read_lead(self) -> float:
         return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))
