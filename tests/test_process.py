@@ -230,6 +230,17 @@ async def test_a_killed_process_leaves_runs_that_the_next_start_marks_lost(
     assert log["status"] == "LOST" and log["error"]["type"] == "lost"
 
 
+async def claiming_ahead(tmp_path: Path) -> CronsvcProcess:
+    """A started process that claims ticks 4 s ahead of them."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.toml", port, tmp_path / "cronsvc.db", extra="claim_ahead_s = 4\n"
+    )
+    service = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
+    await service.start()
+    return service
+
+
 async def claim_ahead(service: CronsvcProcess, job_id: str) -> dict[str, Any]:
     """The job's one claim for a tick still to come, once it exists."""
     async with asyncio.timeout(15):
@@ -248,12 +259,7 @@ async def claim_ahead(service: CronsvcProcess, job_id: str) -> dict[str, Any]:
 async def test_a_tick_claimed_ahead_by_a_killed_process_is_sent_once_at_its_time_after_restart(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    port = free_port()
-    config = write_config(
-        tmp_path / "config.toml", port, tmp_path / "cronsvc.db", extra="claim_ahead_s = 4\n"
-    )
-    service = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
-    await service.start()
+    service = await claiming_ahead(tmp_path)
     try:
         _, job = await api(
             "POST",
@@ -284,12 +290,7 @@ async def test_a_process_paused_between_its_claim_and_its_tick_does_not_send_it_
 ) -> None:
     """Paused (SIGSTOP) with a tick claimed ahead, and woken past the tick's
     grace: the tick is recorded MISSED, its webhook never sent late."""
-    port = free_port()
-    config = write_config(
-        tmp_path / "config.toml", port, tmp_path / "cronsvc.db", extra="claim_ahead_s = 4\n"
-    )
-    service = CronsvcProcess(config_path=config, port=port, log_path=tmp_path / "cronsvc.log")
-    await service.start()
+    service = await claiming_ahead(tmp_path)
     try:
         _, job = await api(
             "POST",
