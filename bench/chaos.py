@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -98,6 +99,9 @@ STORE_STALL_S = 45.0
 STORE_DOWN_S = 45.0
 STUCK_AFTER_S = 60.0
 """A record still RUNNING this long after its fault ended is stuck."""
+STUCK_SAMPLE = 20
+"""Stuck records kept in a row (with a count per instance), to look up in the
+instances' logs kept with `--keep`."""
 POLL_S = 0.5
 """Between two readings of every live instance's `cronsvc_is_leader`."""
 POLL_TIMEOUT_S = 0.4
@@ -112,6 +116,10 @@ SERVICE_METRICS = (
     "cronsvc_ticks_dropped_total",
     "cronsvc_store_errors_total",
     "cronsvc_coordinator_errors_total",
+    "cronsvc_run_errors_total",
+    "cronsvc_claims_unresolved_total",
+    "cronsvc_late_results_total",
+    "cronsvc_ticks_held_total",
 )
 """Read from every instance before and after each scenario (summed; an
 instance restarted meanwhile counts from 0 again)."""
@@ -475,15 +483,15 @@ async def ledger_gaps(
 
 async def wait_running_cleared(
     session: aiohttp.ClientSession, base: str, window: Window
-) -> tuple[int, float | None]:
+) -> tuple[list[dict[str, Any]], float | None]:
     """Records in the window still RUNNING `STUCK_AFTER_S` after the fault
     ended (polled, so this returns as soon as none is), and the seconds after
     the fault's end at which none was left (None: some were still)."""
     while True:
-        running = len(await execution_logs(session, base, window, status="RUNNING"))
+        running = await execution_logs(session, base, window, status="RUNNING")
         now = time.time()
-        if running == 0:
-            return 0, round(now - window.fault_end, 1)
+        if not running:
+            return [], round(now - window.fault_end, 1)
         if now >= window.fault_end + STUCK_AFTER_S:
             return running, None
         await asyncio.sleep(min(1.0, window.fault_end + STUCK_AFTER_S - now))
@@ -523,7 +531,12 @@ async def run_scenario(
         "window_after_fault_s": round(last - span.end),
         **figures(window, rig.jobs, arrivals, records, stall_lag=scenario.stall_lag),
         "ledger_gaps": await ledger_gaps(session, base, rig.jobs, window),
-        "stuck_running": stuck,
+        "stuck_running": len(stuck),
+        "stuck_sample": [
+            {key: record.get(key) for key in ("id", "cronJobId", "scheduledAt", "instanceId")}
+            for record in stuck[:STUCK_SAMPLE]
+        ],
+        "stuck_by_instance": dict(Counter(record.get("instanceId") for record in stuck)),
         "running_cleared_s": cleared,
         "max_leaders": watch.most,
         "leader_polls": watch.polls,
@@ -540,7 +553,7 @@ async def run_scenario(
         f"  delivered {row['delivered']}/{row['expected']}, "
         f"unexplained missing {row['unexplained_missing']}, "
         f"dup {row['duplicate_deliveries']}/{row['duplicate_records']}, "
-        f"stuck {stuck}, leaders {watch.most}, skip late {row['skip_late']}: "
+        f"stuck {len(stuck)}, leaders {watch.most}, skip late {row['skip_late']}: "
         f"{row['missed_targets'] or 'pass'}"
     )
     return row

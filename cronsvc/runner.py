@@ -33,6 +33,7 @@ from cronsvc.errors import CronSvcError, ExecutionNotFound, JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
+from cronsvc.membership import Membership
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.results import ResultWriter
@@ -111,6 +112,7 @@ class TickRunner:
         on_stale: Callable[[str], None],
         on_held: Callable[[Sequence[DueTick]], None],
         health: HealthMonitor,
+        membership: Membership | None = None,
         initial_claim_s: float = 0.005,
     ) -> None:
         self._store = store
@@ -131,6 +133,8 @@ class TickRunner:
         self._on_stale = on_stale
         self._on_held = on_held
         self._health = health
+        self._membership = membership or Membership(instance_id)
+        """The live instances, for the order of claims while leases are down."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
         """Execution id -> the task sending its webhook, while it runs."""
@@ -308,6 +312,24 @@ class TickRunner:
         leased, lease_waited = await self._lease(due, patience)
         if not leased:
             return
+        if not self._leases_down:
+            await self._claim_and_fire(leased, fire_at, started, lease_waited)
+            return
+        # No leases: every instance claims every tick. Each claims first
+        # those that prefer it, and the rest only after their tick, so the
+        # store answers the claims that win before those that lose.
+        first, rest = self._membership.split(leased, lambda d: d.job.id)
+        if first:
+            await self._claim_and_fire(first, fire_at, started, lease_waited)
+        if rest:
+            await self._until(fire_at)
+            await self._claim_and_fire(rest, fire_at, started, lease_waited=True)
+
+    async def _claim_and_fire(
+        self, leased: list[DueTick], fire_at: float, started: float, lease_waited: bool
+    ) -> None:
+        """Claim `leased` (ticks due at `fire_at`) and fire what was claimed at
+        `fire_at`; `started` is when the batch began, for the claim estimate."""
         # Claimed ahead of the tick, a record says "not sent yet" until just
         # before the send: if this instance dies in between, another adopts it.
         ahead = fire_at > self._clock.time()
