@@ -3,14 +3,16 @@ job's ticks go to first when nothing else decides.
 
 While the coordinator answers, a tick's lease decides which instance claims
 it. While it does not, every instance goes on to the store's claim for every
-tick and the store's unique claim decides. Sent all at once, those claims
-queue behind each other in the store (three instances make three times the
-claims) and the batch goes out late. So each instance first claims the ticks
-whose jobs prefer it, by rendezvous (highest random weight) hashing of the
-job id over the live instances, and the others only after the tick, where
-they win only what a preferred instance did not claim (it died, or is held
-up). The view is the one read at the last heartbeat: it is not refreshed
-while the coordinator is down, and a stale one costs lateness, never a tick.
+tick and the store's unique claim decides. The batch an outage catches has
+spent its lead waiting for its leases, and its claims, sent by every
+instance at once, would queue behind each other in the store (three
+instances make three times the claims): it goes out late. So for that batch
+each instance first claims the ticks whose jobs prefer it, by rendezvous
+(highest random weight) hashing of the job id over the live instances, and
+the others only after the tick, where they win only what a preferred
+instance did not claim (it died, or is held up). The view is the one read at
+the last heartbeat: it is not refreshed while the coordinator is down, and a
+stale one costs lateness, never a tick.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ ignored by the store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +31,7 @@ from cronsvc.coord import Coordinator
 from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend, Prepared, WebhookRequest
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
-from cronsvc.errors import CronSvcError, ExecutionNotFound, JobNotFound
+from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
@@ -63,6 +65,8 @@ UNCERTAIN_CHECKS = 3
 fate is unknown is looked for: a request sent before a stall may land only
 when the store resumes."""
 UNCERTAIN_CHECK_S = 3.0
+UNCERTAIN_BATCH = 500
+"""Unanswered claims looked up in one store call."""
 MARK_PATIENCE_S = 0.25
 """How long after their tick claimed webhooks wait for the store to mark
 them dispatched before they go out unmarked."""
@@ -86,6 +90,14 @@ def next_claim_estimate(current_s: float, sample_s: float) -> float:
     double (a store that hiccups once must not push every claim seconds
     ahead); a store that stays slow raises it batch by batch."""
     return 0.8 * current_s + 0.2 * min(sample_s, 2 * current_s + 0.05)
+
+
+@dataclass(slots=True)
+class _Unanswered:
+    execution: Execution
+    """The record its claim would have written."""
+    checks: int
+    """Lookups left before it is taken as never written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +160,10 @@ class TickRunner:
         """Leases this instance won for ticks it then handed back unclaimed:
         taken again, they are its own (a coordinator may refuse a lease
         twice, even to its holder)."""
-        self._uncertain: dict[str, tuple[str, datetime, int]] = {}
-        """Claims sent whose answer never came (execution id -> job id,
-        tick, checks left): they may have been written. Looked up once the
-        store answers, so none is left RUNNING and never sent."""
+        self._uncertain: collections.OrderedDict[str, _Unanswered] = collections.OrderedDict()
+        """Claims sent whose answer never came, by execution id: they may
+        have been written. Looked up once the store answers, so none is left
+        RUNNING and never sent."""
         self._resolving: asyncio.Task[None] | None = None
         self._waiting_on_store = 0
         """Ticks whose claim is under way: more than a burst's worth only
@@ -312,12 +324,16 @@ class TickRunner:
         leased, lease_waited = await self._lease(due, patience)
         if not leased:
             return
-        if not self._leases_down:
+        if not (self._leases_down and lease_waited):
             await self._claim_and_fire(leased, fire_at, started, lease_waited)
             return
-        # No leases: every instance claims every tick. Each claims first
-        # those that prefer it, and the rest only after their tick, so the
-        # store answers the claims that win before those that lose.
+        # The batch a coordinator outage catches: its leases used up the lead
+        # its claim had, and every instance now claims every tick at once.
+        # Each claims first those that prefer it, and the rest only after
+        # their tick, so the store answers the claims that win first. Later
+        # batches need not: their claims start earlier, as the estimate
+        # learns how slow claims without leases are (each such split costs
+        # the store a second claim call).
         first, rest = self._membership.split(leased, lambda d: d.job.id)
         if first:
             await self._claim_and_fire(first, fire_at, started, lease_waited)
@@ -345,7 +361,7 @@ class TickRunner:
                 self._metrics.inc(
                     "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
                 )
-                self._remember_uncertain(claims)
+                self._remember_uncertain(leased, claims)
                 raise
 
         self._waiting_on_store += len(claims)
@@ -359,7 +375,7 @@ class TickRunner:
                 self._metrics.inc(
                     "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
                 )
-                self._remember_uncertain(claims)
+                self._remember_uncertain(leased, claims)
             failure = (
                 f"no answer to a claim within {CLAIM_PATIENCE_S:g} s"
                 if isinstance(exc, TimeoutError)
@@ -501,14 +517,22 @@ class TickRunner:
             log.info("ticks_taken_again", held=self._held_ticks)
             self._held_ticks = 0
 
-    def _remember_uncertain(self, claims: Sequence[TickClaim]) -> None:
+    def _remember_uncertain(self, due: Sequence[DueTick], claims: Sequence[TickClaim]) -> None:
         """Claims sent without an answer may have been written: look them up
         once the store answers, so none stays RUNNING and unsent."""
-        for claim in claims:
-            self._uncertain[claim.execution_id] = (
-                claim.job_id,
-                claim.scheduled_at,
-                UNCERTAIN_CHECKS,
+        for d, claim in zip(due, claims, strict=True):
+            self._uncertain[claim.execution_id] = _Unanswered(
+                execution=Execution(
+                    id=claim.execution_id,
+                    job_id=claim.job_id,
+                    job_name=d.job.spec.name,
+                    trigger=claim.trigger,
+                    scheduled_at=claim.scheduled_at,
+                    status=ExecutionStatus.RUNNING,
+                    instance_id=claim.instance_id,
+                    executed_at=claim.executed_at,
+                ),
+                checks=UNCERTAIN_CHECKS,
             )
         if len(self._uncertain) > MAX_UNCERTAIN:
             dropped = len(self._uncertain) - MAX_UNCERTAIN
@@ -525,37 +549,44 @@ class TickRunner:
             self._resolving.add_done_callback(self._done)
 
     async def _resolve_uncertain(self) -> None:
-        """Look up each unanswered claim once the store answers, a few times
+        """Look up the unanswered claims once the store answers, a few times
         some seconds apart: a claim written after all (and so not sent) is
         recorded MISSED; one the store never wrote leaves its tick to the
-        scheduler, which takes it again."""
+        scheduler, which takes it again. One store call a round for up to
+        `UNCERTAIN_BATCH` of them: a store slow enough to leave claims
+        unanswered must not be asked once per claim."""
         while self._uncertain:
             await self._store_up()
             await self._clock.sleep(UNCERTAIN_CHECK_S)
-            for execution_id, (job_id, tick, checks) in list(self._uncertain.items()):
-                if not self._health.is_up(Dependency.STORE):
-                    break
-                try:
-                    execution: Execution | None = await self._store.get_execution(execution_id)
-                except ExecutionNotFound:
-                    execution = None
-                except TRANSIENT as exc:
-                    self._health.report(Dependency.STORE, type(exc).__name__)
-                    break
-                if execution_id not in self._uncertain:
+            if not self._health.is_up(Dependency.STORE):
+                continue
+            batch = list(itertools.islice(self._uncertain, UNCERTAIN_BATCH))
+            try:
+                # Marked: still RUNNING under this instance's id (not adopted),
+                # and from now on never adopted. Not marked: never written,
+                # or no longer this instance's to settle.
+                ours = await self._store.mark_dispatched(self._instance_id, batch)
+            except TRANSIENT as exc:
+                self._health.report(Dependency.STORE, type(exc).__name__)
+                continue
+            now = self._clock.now()
+            for execution_id in batch:
+                unanswered = self._uncertain.get(execution_id)
+                if unanswered is None or execution_id in self._deliveries:
                     continue  # claimed meanwhile, by a retry that was answered
-                if execution is None and checks > 1:
-                    self._uncertain[execution_id] = (job_id, tick, checks - 1)
-                    continue
-                del self._uncertain[execution_id]
-                if (
-                    execution is not None
-                    and execution.status is ExecutionStatus.RUNNING
-                    and execution.instance_id == self._instance_id
-                    and execution_id not in self._deliveries
-                ):
-                    log.warning("unanswered_claim_found", job_id=job_id, tick=rfc3339(tick))
-                    self._finish(_missed(execution, self._clock.now(), _UNANSWERED))
+                if execution_id in ours:
+                    del self._uncertain[execution_id]
+                    log.warning(
+                        "unanswered_claim_found",
+                        job_id=unanswered.execution.job_id,
+                        tick=rfc3339(unanswered.execution.scheduled_at),
+                    )
+                    self._finish(_missed(unanswered.execution, now, _UNANSWERED))
+                elif unanswered.checks > 1:
+                    unanswered.checks -= 1
+                    self._uncertain.move_to_end(execution_id)  # the others' turn first
+                else:
+                    del self._uncertain[execution_id]
 
     async def _store_up(self) -> None:
         while not self._health.is_up(Dependency.STORE):

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cronsvc.membership import preferred
 from tests.conftest import Receiver
 from tests.processes import CronsvcProcess, all_logs, free_port
 
@@ -309,9 +308,6 @@ async def test_while_redis_is_down_ticks_keep_firing_once_and_readiness_says_so(
         for n in range(5)
     ]
     await receiver.wait_for(10)
-    view = await call("GET", f"{cluster[0].url}/api/cluster")
-    members = [instance["id"] for instance in view["instances"]]
-    assert len(members) == 3
     redis_server.stop()
     down_at = int(datetime.now().timestamp())
     async with aiohttp.ClientSession() as session:
@@ -353,18 +349,6 @@ async def test_while_redis_is_down_ticks_keep_firing_once_and_readiness_says_so(
     for process in cluster:
         text = process.log_path.read_text()
         assert text.count('"leases_unavailable"') <= 1  # the outage is logged once, not per tick
-    # Without leases each instance claimed first the ticks whose jobs prefer
-    # it, the others only after their tick: the preferred instance won them.
-    # (Racing for every tick alike, each would win about a third.)
-    winners = []
-    for job in jobs:
-        logs = await call("GET", f"{cluster[0].url}/api/execution-logs/job/{job['id']}?limit=500")
-        winners += [
-            log["instanceId"] == preferred(job["id"], members)
-            for log in logs
-            if down_at + 1 <= parse(log["scheduledAt"]) < up_at
-        ]
-    assert len(winners) >= 10 and sum(winners) >= 0.75 * len(winners), winners
 
 
 async def _manual_run_held_on_the_bystander(
