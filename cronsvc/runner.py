@@ -626,7 +626,11 @@ class TickRunner:
             self._metrics.inc(
                 "cronsvc_store_errors_total", help="Store calls that failed", op="mark_dispatched"
             )
-            log.warning("dispatch_unmarked", count=len(claimed), error=str(exc) or None)
+            log.warning(
+                "dispatch_unmarked",
+                count=len(claimed),
+                error=str(exc) or f"no answer by the tick + {MARK_PATIENCE_S:g} s",
+            )
             marked, versions = (
                 {e.id for _, e in claimed},
                 {d.job.id: d.job.version for d, _ in claimed},
