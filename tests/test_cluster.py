@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from cronsvc.membership import preferred
-from tests.conftest import Receiver
-from tests.processes import CronsvcProcess, all_logs, free_port
+from tests.fakes import Receiver, free_port
+from tests.processes import CronsvcProcess, all_logs
 
 pytestmark = pytest.mark.e2e
 
