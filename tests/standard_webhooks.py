@@ -7,7 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 from collections.abc import Mapping
+
+
+def new_secret(size: int = 32) -> str:
+    """A whsec_ secret of `size` random bytes, made here, not by cronsvc."""
+    return "whsec_" + base64.b64encode(os.urandom(size)).decode()
 
 
 def expected_signature(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import dataclasses
 import json
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -14,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from cronsvc.api.context import CONTEXT
@@ -23,9 +20,8 @@ from cronsvc.api.schemas import job_to_wire
 from cronsvc.config import LimitsConfig, WebhookConfig
 from cronsvc.domain import Job, JobSpec, PreviousSecret
 from cronsvc.ids import new_id
-from tests.conftest import MakeClient
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers_api import Client, MakeClient, parse, problem
+from tests.standard_webhooks import new_secret
 
 NODE_JOB = {
     "name": "new year",
@@ -42,25 +38,8 @@ async def create(client: Client, **fields: Any) -> dict[str, Any]:
     return job
 
 
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/problem+json"
-    body: dict[str, Any] = await response.json()
-    assert body["status"] == status
-    return body
-
-
 def fields_of(body: dict[str, Any]) -> set[str]:
     return {e["field"] for e in body.get("errors", [])}
-
-
-def parse(instant: str) -> datetime:
-    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
-
-
-def whsec(size: int = 32) -> str:
-    """A whsec_ secret made here, not by cronsvc."""
-    return "whsec_" + base64.b64encode(os.urandom(size)).decode()
 
 
 GRACE = timedelta(seconds=86400)  # webhook.secret_rotation_grace_s, by default
@@ -101,7 +80,7 @@ async def test_created_job_can_be_read_back(client: Client) -> None:
 
 
 async def test_secret_is_write_only(client: Client) -> None:
-    secret = whsec()
+    secret = new_secret()
     job = await create(client, secret=secret)
     assert job["hasSecret"] is True and "secret" not in job
     assert job["previousSecretExpiresAt"] is None
@@ -172,9 +151,9 @@ async def test_a_malformed_secret_error_never_quotes_it(client: Client) -> None:
 async def test_changing_the_secret_keeps_the_old_one_signing_for_the_grace(
     client: Client,
 ) -> None:
-    job = await create(client, secret=whsec())
+    job = await create(client, secret=new_secret())
 
-    put = await client.put(f"/api/cron/{job['id']}", json={**NODE_JOB, "secret": whsec()})
+    put = await client.put(f"/api/cron/{job['id']}", json={**NODE_JOB, "secret": new_secret()})
     rotated = await put.json()
     assert rotated["hasSecret"] is True
     expires = parse(rotated["previousSecretExpiresAt"])
@@ -204,7 +183,7 @@ def test_previous_secret_expiry_is_shown_only_while_it_still_signs() -> None:
         created_at=expires - GRACE,
         updated_at=expires - GRACE,
         last_tick=expires - GRACE,
-        previous_secret=PreviousSecret(secret=whsec(), expires_at=expires),
+        previous_secret=PreviousSecret(secret=new_secret(), expires_at=expires),
     )
     just_before = expires - timedelta(milliseconds=1)
 
@@ -217,7 +196,7 @@ def test_previous_secret_expiry_is_shown_only_while_it_still_signs() -> None:
 async def test_setting_the_secret_to_null_keeps_the_old_one_signing_for_the_grace(
     client: Client,
 ) -> None:
-    job = await create(client, secret=whsec())
+    job = await create(client, secret=new_secret())
 
     cleared = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": None})).json()
 
@@ -227,7 +206,9 @@ async def test_setting_the_secret_to_null_keeps_the_old_one_signing_for_the_grac
     again = await client.put(f"/api/cron/{job['id']}", json={**NODE_JOB, "secret": None})
     assert (await again.json())["previousSecretExpiresAt"] == cleared["previousSecretExpiresAt"]
     # A secret set after a removal leaves the removed one its own grace.
-    restored = await (await client.patch(f"/api/cron/{job['id']}", json={"secret": whsec()})).json()
+    restored = await (
+        await client.patch(f"/api/cron/{job['id']}", json={"secret": new_secret()})
+    ).json()
     assert restored["hasSecret"] is True
     assert restored["previousSecretExpiresAt"] == cleared["previousSecretExpiresAt"]
 
@@ -671,7 +652,7 @@ async def test_put_replaces_the_whole_job_and_bumps_version(client: Client) -> N
 
 
 async def test_put_accepts_a_job_as_read_back_and_keeps_the_secret(client: Client) -> None:
-    job = await create(client, secret=whsec())
+    job = await create(client, secret=new_secret())
     edited = {**job, "name": "edited"}
     response = await client.put(f"/api/cron/{job['id']}", json=edited)
     assert response.status == 200, await response.text()

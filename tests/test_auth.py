@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from cronsvc.api.ratelimit import RateLimiter
-from cronsvc.clock import SystemClock
 from cronsvc.config import Config, LimitsConfig, load_config
-from tests.conftest import MakeClient
-
-Client = TestClient[web.Request, web.Application]
+from tests.fakes import SteppedClock
+from tests.helpers_api import Client, MakeClient, problem
 
 TOKENS = ["first-token-0123456789abcdef", "second-token-0123456789abcdef"]
 JOB = {"name": "j", "cronExpression": "@daily", "webhookUrl": "https://example.org/hook"}
@@ -27,40 +22,8 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-class SteppedClock:
-    """Real wall time; a monotonic time that moves only when told to, so a
-    token bucket refills exactly as much as a test says."""
-
-    def __init__(self) -> None:
-        self._system = SystemClock()
-        self._monotonic = 1000.0
-
-    def advance(self, seconds: float) -> None:
-        self._monotonic += seconds
-
-    def now(self) -> datetime:
-        return self._system.now()
-
-    def time(self) -> float:
-        return self._system.time()
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    async def sleep(self, seconds: float) -> None:
-        await self._system.sleep(seconds)
-
-
 def with_tokens(config: Config, tokens: list[str] = TOKENS) -> dict[str, Any]:
     return {"server": dataclasses.replace(config.server, api_tokens=tokens)}
-
-
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/problem+json"
-    body: dict[str, Any] = await response.json()
-    assert body["status"] == status
-    return body
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,9 @@ from bench.pinning import pin_apart
 from bench.receiver import Arrival, SocketReceiver
 from bench.run import run_once
 from bench.scale import Population, scale_run
+from tests.helpers_api import stamp
 
 T0 = 1_800_000_000  # a whole minute: 2027-01-15T08:00:00Z
-
-
-def stamp(tick: int) -> str:
-    return datetime.fromtimestamp(tick, UTC).isoformat().replace("+00:00", "Z")
 
 
 def test_cadences_give_their_cron_expression_and_the_ticks_they_owe() -> None:

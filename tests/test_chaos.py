@@ -4,7 +4,6 @@ its faults, is run by `make chaos`, not here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from bench.chaos_figures import (
@@ -19,14 +18,11 @@ from bench.chaos_figures import (
 )
 from bench.figures import Cadence
 from bench.receiver import Arrival
+from tests.helpers_api import stamp
 
 T0 = 1_800_000_000  # a whole minute: 2027-01-15T08:00:00Z
 EVERY_SECOND = JobSpec(cadence=Cadence(1), policy="fire_once", grace_s=60)
 SKIP = JobSpec(cadence=Cadence(1), policy="skip", grace_s=0)
-
-
-def stamp(tick: int) -> str:
-    return datetime.fromtimestamp(tick, UTC).isoformat().replace("+00:00", "Z")
 
 
 def on_time(job: str, ticks: range, lag: float = 0.01) -> list[Arrival]:

@@ -18,15 +18,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from cronsvc.cli import main
 from cronsvc.tables import aligned, duration
-from tests.conftest import Receiver
-from tests.processes import free_port
+from tests.fakes import Receiver, Run, free_port
+from tests.helpers_api import Client
 
-Client = TestClient[web.Request, web.Application]
 YEARLY = "0 0 1 1 *"  # nextRunAt stays put while a test runs
 _ENVIRONMENT = (
     "CRONSVC_URL",
@@ -38,20 +36,6 @@ _ENVIRONMENT = (
     "HTTPS_PROXY",
     "ALL_PROXY",
 )
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def lines(self) -> list[str]:
-        return self.out.splitlines()
 
 
 Cli = Callable[..., Awaitable[Run]]

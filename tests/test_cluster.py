@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Receiver
-from tests.processes import CronsvcProcess, all_logs, free_port
+from tests.fakes import Receiver, free_port
+from tests.processes import CronsvcProcess, all_logs
 
 pytestmark = pytest.mark.e2e
 

@@ -9,19 +9,17 @@ announcements that time out) lives in `test_coord_redis.py`.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import pytest
 
 from cronsvc.coord import Coordinator, open_coordinator
 from cronsvc.domain import InstanceInfo
+from tests.helpers_coord import T0, Cancels, Notices, instance, later, tick
 
 Peer = Callable[[], Awaitable[Coordinator]]
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TTL_S = 30.0
 
 
@@ -57,35 +55,6 @@ async def peer(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Pe
 @pytest.fixture
 async def coordinator(peer: Peer) -> Coordinator:
     return await peer()
-
-
-def tick(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
-def instance(instance_id: str) -> InstanceInfo:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return InstanceInfo(
-        id=instance_id, host="host-1", version="0.1.0", started_at=now, last_heartbeat=now
-    )
-
-
-class Notices:
-    """A subscriber that records job ids and can wait for one (bounded)."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-        self._arrived = asyncio.Event()
-
-    def __call__(self, job_id: str) -> None:
-        self.received.append(job_id)
-        self._arrived.set()
-
-    async def wait_for(self, job_id: str, within_s: float = 5.0) -> None:
-        async with asyncio.timeout(within_s):
-            while job_id not in self.received:
-                self._arrived.clear()
-                await self._arrived.wait()
 
 
 # Tick leases
@@ -148,24 +117,6 @@ async def test_notices_arrive_once_each_and_in_order(coordinator: Coordinator) -
         await coordinator.publish_job_change(job_id)
     await notices.wait_for("job-3")
     assert notices.received == ["job-1", "job-2", "job-3"]
-
-
-class Cancels:
-    """A cancel subscriber that records each notice's ids and can wait for one."""
-
-    def __init__(self) -> None:
-        self.received: list[list[str]] = []
-        self._arrived = asyncio.Event()
-
-    def __call__(self, execution_ids: Sequence[str]) -> None:
-        self.received.append(list(execution_ids))
-        self._arrived.set()
-
-    async def wait_for(self, execution_ids: list[str], within_s: float = 5.0) -> None:
-        async with asyncio.timeout(within_s):
-            while execution_ids not in self.received:
-                self._arrived.clear()
-                await self._arrived.wait()
 
 
 # Cancel notices
@@ -301,12 +252,6 @@ async def test_a_new_heartbeat_replaces_the_announcement(coordinator: Coordinato
     await coordinator.heartbeat(first, TTL_S)
     await coordinator.heartbeat(later, TTL_S)
     assert await coordinator.live_instances() == [later]
-
-
-def later(info: InstanceInfo, seconds: float = 5) -> InstanceInfo:
-    """The announcement of the same instance a heartbeat later."""
-    beat = info.last_heartbeat + timedelta(seconds=seconds)
-    return dataclasses.replace(info, last_heartbeat=beat)
 
 
 async def test_a_heartbeat_says_whether_the_instance_was_still_announced(

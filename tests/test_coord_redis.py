@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -23,28 +23,12 @@ from cronsvc.coord import RESYNC
 from cronsvc.coord.redis import RedisCoordinator
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import StartupRefused
-from tests.fixtures_redis import RedisServer, free_port
-from tests.test_coord_contract import Notices, instance, later, tick
+from tests.fakes import FreezingProxy, free_port
+from tests.fixtures_redis import Opener, RedisServer
+from tests.helpers_coord import Notices, instance, later, tick
 
 T = TypeVar("T")
 TTL_S = 30.0
-Opener = Callable[..., Awaitable[RedisCoordinator]]
-
-
-@pytest.fixture
-async def open_redis() -> AsyncIterator[Opener]:
-    """Start RedisCoordinators (closed after the test)."""
-    opened: list[RedisCoordinator] = []
-
-    async def open_(url: str, prefix: str, **options: Any) -> RedisCoordinator:
-        coordinator = RedisCoordinator(url, key_prefix=prefix, **options)
-        await coordinator.start()
-        opened.append(coordinator)
-        return coordinator
-
-    yield open_
-    for coordinator in opened:
-        await coordinator.aclose()
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], within_s: float = 5.0) -> T:
@@ -469,58 +453,6 @@ async def test_a_silent_notice_connection_is_given_up_and_replaced(
         b = await open_redis(server.url, "c1")
         await b.publish_job_change("job-after")
         await notices.wait_for("job-after")
-
-
-class FreezingProxy:
-    """A loopback TCP proxy that can stop passing bytes without closing
-    anything, as a partitioned network does."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target_port = target_port
-        self._frozen = False
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self.url = ""
-
-    async def __aenter__(self) -> FreezingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"redis://127.0.0.1:{port}/0"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        await self._server.wait_closed()
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        self._frozen = True
-        try:
-            yield
-        finally:
-            self._frozen = False
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-        writer.close()
-        up_writer.close()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frozen_here = False
-        while data := await reader.read(65536):
-            # A connection that saw a freeze stays dead, as after a partition
-            # its peer has lost track of the stream anyway.
-            frozen_here = frozen_here or self._frozen
-            if not frozen_here:
-                writer.write(data)
-                await writer.drain()
 
 
 async def test_redis_losing_its_data_lets_a_tick_be_leased_again_but_tokens_still_grow(

@@ -23,13 +23,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from cronsvc.api.dashboard import ASSETS, DIRECTORY, PACKAGE, PUBLIC_ROUTES
 from cronsvc.config import Config
 from cronsvc.service import build_app
-from tests.conftest import Receiver
+from tests.fakes import Receiver
 from tests.fixtures_browser import VIEWPORT, artifact
+from tests.helpers_api import Client
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Locator, Page
 
-Client = TestClient[web.Request, web.Application]
 ROOT = Path(__file__).resolve().parent.parent
 YEARLY = "0 0 1 1 *"  # never fires during a test
 FIRE_WAIT_MS = 20_000

@@ -22,15 +22,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from cronsvc.config import environment_names, load_config
 from cronsvc.errors import ConfigError
 from cronsvc.store import sqlite_path
-from tests.processes import free_port
-
-Client = TestClient[web.Request, web.Application]
+from tests.fakes import free_port
+from tests.helpers_api import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "deploy-test-token-0123456789"

@@ -3,171 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
-from multidict import CIMultiDictProxy
 
 from cronsvc import __version__
 from cronsvc.clock import Clock, SystemClock
-from cronsvc.dispatch import DeliveryResult, Dispatcher, WebhookRequest, _Slots
+from cronsvc.dispatch import DeliveryResult, Dispatcher, _Slots
 from cronsvc.domain import ExecutionStatus, HttpMethod, PreviousSecret, RetryPolicy, Trigger
 from cronsvc.netguard import TargetPolicy
-from tests.conftest import ScriptedResolver
-from tests.standard_webhooks import signatures, verifies
-
-SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
-HOLD_LIMIT_S = 10.0
-"""Longest any receiver holds a request; teardown releases them sooner."""
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    peer: tuple[str, int]
-    """The client's address: the same peer means a reused connection."""
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on a loopback address that records every request it gets."""
-
-    base_url: str
-    seen: list[Seen] = field(default_factory=list)
-    active: int = 0
-    max_active: int = 0
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def url(self, path: str = "/hook") -> str:
-        return f"{self.base_url}{path}"
-
-    async def hold(self) -> None:
-        """Keep the current request open until the test ends (or HOLD_LIMIT_S)."""
-        try:
-            async with asyncio.timeout(HOLD_LIMIT_S):
-                await self.released.wait()
-        except TimeoutError:
-            pass
-
-    async def wait_active(self, count: int) -> None:
-        """Wait until exactly `count` requests are open at the receiver."""
-        async with asyncio.timeout(5), self.changed:
-            await self.changed.wait_for(lambda: self.active == count)
-
-
-ServeFn = Callable[..., Awaitable[Receiver]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFn]:
-    """Start receivers that answer every path with `handler`, on 127.0.0.1 unless
-    told another loopback address; all stop at teardown."""
-    async with AsyncExitStack() as stack:
-
-        async def start(handler: Handler, host: str = "127.0.0.1") -> Receiver:
-            receiver: Receiver | None = None
-
-            async def recording(request: web.Request) -> web.StreamResponse:
-                assert receiver is not None
-                body = await request.read()
-                async with receiver.changed:
-                    peer = (
-                        request.transport.get_extra_info("peername") if request.transport else None
-                    )
-                    receiver.seen.append(
-                        Seen(
-                            request.method,
-                            request.path,
-                            request.headers,
-                            body,
-                            (peer[0], peer[1]) if peer else ("", 0),
-                        )
-                    )
-                    receiver.active += 1
-                    receiver.max_active = max(receiver.max_active, receiver.active)
-                    receiver.changed.notify_all()
-                try:
-                    return await handler(request)
-                finally:
-                    async with receiver.changed:
-                        receiver.active -= 1
-                        receiver.changed.notify_all()
-
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", recording)
-            runner = web.AppRunner(app, shutdown_timeout=1.0)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, host, 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            receiver = Receiver(base_url=f"http://{host}:{port}")
-            stack.callback(receiver.released.set)
-            return receiver
-
-        yield start
-
-
-class FakeClock:
-    """Real time moved on by `advance` and by every `sleep`, which records its
-    delay and returns at once: a backoff takes no time in the test, yet the
-    next attempt sees the clock that far ahead."""
-
-    def __init__(self) -> None:
-        self._system = SystemClock()
-        self._offset_s = 0.0
-        self.sleeps: list[float] = []
-
-    def advance(self, seconds: float) -> None:
-        self._offset_s += seconds
-
-    def now(self) -> datetime:
-        return self._system.now() + timedelta(seconds=self._offset_s)
-
-    def time(self) -> float:
-        return self._system.time() + self._offset_s
-
-    def monotonic(self) -> float:
-        return self._system.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-
-
-class BlockingClock(FakeClock):
-    """A clock whose `sleep` never returns on its own."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sleeping = asyncio.Event()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.sleeping.set()
-        await asyncio.Event().wait()
-
+from tests.fakes import (
+    HOLD_LIMIT_S,
+    BlockingClock,
+    FakeClock,
+    Handler,
+    Receiver,
+    ScriptedResolver,
+    StartReceiver,
+    free_port,
+)
+from tests.helpers_dispatch import OPEN, SCHEDULED_AT, webhook
+from tests.standard_webhooks import new_secret, signatures, verifies
 
 MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
-OPEN = TargetPolicy(allow_private=True)
-"""The receivers here listen on 127.0.0.1: most tests open the SSRF guard."""
 
 
 @pytest.fixture
@@ -211,24 +77,6 @@ async def retrying_dispatcher(make_dispatcher: MakeDispatcher, fake_clock: FakeC
     return await make_dispatcher(clock=fake_clock)
 
 
-def webhook(url: str, **changes: Any) -> WebhookRequest:
-    fields: dict[str, Any] = {
-        "execution_id": "exec-0001",
-        "job_id": "job-0001",
-        "job_name": "nightly report",
-        "scheduled_at": SCHEDULED_AT,
-        "trigger": Trigger.SCHEDULE,
-        "url": url,
-        "method": HttpMethod.POST,
-        "headers": {},
-        "body": None,
-        "timeout_s": 5.0,
-        "retry": RetryPolicy(max_attempts=1),
-    }
-    fields.update(changes)
-    return WebhookRequest(**fields)
-
-
 def answer(status: int = 200, text: str = "", **headers: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.Response(status=status, text=text, headers=headers)
@@ -247,28 +95,16 @@ def answers(*responses: tuple[int, dict[str, str]]) -> Handler:
     return handler
 
 
-def new_secret() -> str:
-    """A whsec_ secret made here, not by cronsvc."""
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 # --- success and what is sent ------------------------------------------------
 
 
 async def test_2xx_is_success_with_status_and_body_captured(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(201, "created it"))
+    receiver = await start_receiver(answer(201, "created it"))
 
     before = time.time()
-    result = await dispatcher.deliver(webhook(receiver.url()))
+    result = await dispatcher.deliver(webhook(receiver.url))
 
     assert result.status is ExecutionStatus.SUCCESS
     assert result.attempts == 1
@@ -283,13 +119,13 @@ async def test_2xx_is_success_with_status_and_body_captured(
 
 
 async def test_default_body_names_job_tick_and_execution(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(204))
+    receiver = await start_receiver(answer(204))
 
-    await dispatcher.deliver(webhook(receiver.url(), trigger=Trigger.MANUAL))
+    await dispatcher.deliver(webhook(receiver.url, trigger=Trigger.MANUAL))
 
-    [seen] = receiver.seen
+    [seen] = receiver.requests
     assert seen.method == "POST"
     assert seen.headers["Content-Type"] == "application/json"
     assert json.loads(seen.body) == {
@@ -303,12 +139,12 @@ async def test_default_body_names_job_tick_and_execution(
 
 
 async def test_default_body_is_exactly_compact_json_whatever_the_job_is_called(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(204))
+    receiver = await start_receiver(answer(204))
     name = 'say "hi" \\ to\tthe\nteam \u2014 caf\u00e9 \U0001f600 \x01'
 
-    await dispatcher.deliver(webhook(receiver.url(), job_name=name))
+    await dispatcher.deliver(webhook(receiver.url, job_name=name))
 
     expected = {
         "jobId": "job-0001",
@@ -319,41 +155,43 @@ async def test_default_body_is_exactly_compact_json_whatever_the_job_is_called(
         "attempt": 1,
     }
     body = json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
-    assert receiver.seen[0].body == body
+    assert receiver.requests[0].body == body
 
 
 async def test_default_body_scheduled_at_keeps_milliseconds(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(204))
+    receiver = await start_receiver(answer(204))
     tick = datetime(2026, 3, 29, 1, 30, 0, 123000, tzinfo=UTC)
 
-    await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
+    await dispatcher.deliver(webhook(receiver.url, scheduled_at=tick))
 
-    assert json.loads(receiver.seen[0].body)["scheduledAt"] == "2026-03-29T01:30:00.123Z"
+    assert json.loads(receiver.requests[0].body)["scheduledAt"] == "2026-03-29T01:30:00.123Z"
 
 
 async def test_default_body_scheduled_at_is_written_as_the_api_writes_instants(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(204))
+    receiver = await start_receiver(answer(204))
     ticks = [datetime(2026, 3, 29, 1, 30, tzinfo=UTC), datetime(939, 3, 14, 5, 52, tzinfo=UTC)]
 
     for tick in ticks:
-        await dispatcher.deliver(webhook(receiver.url(), scheduled_at=tick))
+        await dispatcher.deliver(webhook(receiver.url, scheduled_at=tick))
 
-    assert [json.loads(seen.body)["scheduledAt"] for seen in receiver.seen] == [
+    assert [json.loads(seen.body)["scheduledAt"] for seen in receiver.requests] == [
         "2026-03-29T01:30:00.000Z",
         "0939-03-14T05:52:00.000Z",
     ]
 
 
-async def test_standard_webhook_headers_are_added(serve: ServeFn, dispatcher: Dispatcher) -> None:
-    receiver = await serve(answer(200))
+async def test_standard_webhook_headers_are_added(
+    start_receiver: StartReceiver, dispatcher: Dispatcher
+) -> None:
+    receiver = await start_receiver(answer(200))
 
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="exec-42"))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="exec-42"))
 
-    headers = receiver.seen[0].headers
+    headers = receiver.requests[0].headers
     assert headers["webhook-id"] == "exec-42"
     timestamp = headers["webhook-timestamp"]
     assert timestamp.isdigit()
@@ -362,80 +200,84 @@ async def test_standard_webhook_headers_are_added(serve: ServeFn, dispatcher: Di
 
 
 async def test_json_string_body_is_sent_as_is_with_json_content_type(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     text = '{"b": 1,  "a": [1, 2]}'
 
-    await dispatcher.deliver(webhook(receiver.url(), body=text))
+    await dispatcher.deliver(webhook(receiver.url, body=text))
 
-    assert receiver.seen[0].body == text.encode()
-    assert receiver.seen[0].headers["Content-Type"] == "application/json"
+    assert receiver.requests[0].body == text.encode()
+    assert receiver.requests[0].headers["Content-Type"] == "application/json"
 
 
 async def test_plain_string_body_is_sent_as_utf8_text(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
-    await dispatcher.deliver(webhook(receiver.url(), body="grüße, not json"))
+    await dispatcher.deliver(webhook(receiver.url, body="grüße, not json"))
 
-    assert receiver.seen[0].body == "grüße, not json".encode()
-    assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert receiver.requests[0].body == "grüße, not json".encode()
+    assert receiver.requests[0].headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
 async def test_a_string_body_too_deep_to_parse_is_sent_as_text(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     text = "[" * 5000 + "]" * 5000  # JSON, but deeper than the parser goes
 
-    result = await dispatcher.deliver(webhook(receiver.url(), body=text))
+    result = await dispatcher.deliver(webhook(receiver.url, body=text))
 
     assert result.error is None
-    assert receiver.seen[0].body == text.encode()
-    assert receiver.seen[0].headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert receiver.requests[0].body == text.encode()
+    assert receiver.requests[0].headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
-async def test_dict_body_is_sent_as_compact_json(serve: ServeFn, dispatcher: Dispatcher) -> None:
-    receiver = await serve(answer(200))
+async def test_dict_body_is_sent_as_compact_json(
+    start_receiver: StartReceiver, dispatcher: Dispatcher
+) -> None:
+    receiver = await start_receiver(answer(200))
 
-    await dispatcher.deliver(webhook(receiver.url(), body={"report": "daily", "n": [1, 2]}))
+    await dispatcher.deliver(webhook(receiver.url, body={"report": "daily", "n": [1, 2]}))
 
-    assert receiver.seen[0].body == b'{"report":"daily","n":[1,2]}'
-    assert receiver.seen[0].headers["Content-Type"] == "application/json"
-
-
-async def test_user_content_type_wins(serve: ServeFn, dispatcher: Dispatcher) -> None:
-    receiver = await serve(answer(200))
-
-    await dispatcher.deliver(
-        webhook(receiver.url(), body={"a": 1}, headers={"content-type": "application/vnd.x+json"})
-    )
-
-    assert receiver.seen[0].headers.getall("Content-Type") == ["application/vnd.x+json"]
+    assert receiver.requests[0].body == b'{"report":"daily","n":[1,2]}'
+    assert receiver.requests[0].headers["Content-Type"] == "application/json"
 
 
-async def test_user_headers_are_sent(serve: ServeFn, dispatcher: Dispatcher) -> None:
-    receiver = await serve(answer(200))
+async def test_user_content_type_wins(
+    start_receiver: StartReceiver, dispatcher: Dispatcher
+) -> None:
+    receiver = await start_receiver(answer(200))
 
     await dispatcher.deliver(
-        webhook(receiver.url(), headers={"Authorization": "Bearer t0ken", "X-Team": "ops"})
+        webhook(receiver.url, body={"a": 1}, headers={"content-type": "application/vnd.x+json"})
     )
 
-    assert receiver.seen[0].headers["Authorization"] == "Bearer t0ken"
-    assert receiver.seen[0].headers["X-Team"] == "ops"
+    assert receiver.requests[0].headers.getall("Content-Type") == ["application/vnd.x+json"]
+
+
+async def test_user_headers_are_sent(start_receiver: StartReceiver, dispatcher: Dispatcher) -> None:
+    receiver = await start_receiver(answer(200))
+
+    await dispatcher.deliver(
+        webhook(receiver.url, headers={"Authorization": "Bearer t0ken", "X-Team": "ops"})
+    )
+
+    assert receiver.requests[0].headers["Authorization"] == "Bearer t0ken"
+    assert receiver.requests[0].headers["X-Team"] == "ops"
 
 
 async def test_user_cannot_override_webhook_id_timestamp_or_user_agent(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     forged = {"Webhook-Id": "forged", "WEBHOOK-TIMESTAMP": "1", "user-agent": "forged/1"}
 
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="exec-7", headers=forged))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="exec-7", headers=forged))
 
-    headers = receiver.seen[0].headers
+    headers = receiver.requests[0].headers
     assert headers.getall("webhook-id") == ["exec-7"]
     assert headers.getall("webhook-timestamp") != ["1"]
     assert len(headers.getall("webhook-timestamp")) == 1
@@ -443,31 +285,33 @@ async def test_user_cannot_override_webhook_id_timestamp_or_user_agent(
 
 
 async def test_a_stored_host_header_never_replaces_the_real_one(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
     """The API refuses one; a job stored before it did still goes to its URL's host."""
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
-    await dispatcher.deliver(webhook(receiver.url(), headers={"host": "elsewhere.example"}))
+    await dispatcher.deliver(webhook(receiver.url, headers={"host": "elsewhere.example"}))
 
-    assert receiver.seen[0].headers.getall("Host") == [receiver.base_url.removeprefix("http://")]
+    assert receiver.requests[0].headers.getall("Host") == [
+        receiver.base_url.removeprefix("http://")
+    ]
 
 
 async def test_get_sends_no_body_and_no_content_type(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
     await dispatcher.deliver(
         webhook(
-            receiver.url(),
+            receiver.url,
             method=HttpMethod.GET,
             body={"ignored": True},
             headers={"Content-Type": "application/json"},
         )
     )
 
-    [seen] = receiver.seen
+    [seen] = receiver.requests
     assert seen.method == "GET"
     assert seen.body == b""
     assert "Content-Type" not in seen.headers
@@ -476,37 +320,37 @@ async def test_get_sends_no_body_and_no_content_type(
 
 @pytest.mark.parametrize("method", [HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE])
 async def test_method_arrives_as_configured_with_default_body(
-    serve: ServeFn, dispatcher: Dispatcher, method: HttpMethod
+    start_receiver: StartReceiver, dispatcher: Dispatcher, method: HttpMethod
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
-    result = await dispatcher.deliver(webhook(receiver.url(), method=method))
+    result = await dispatcher.deliver(webhook(receiver.url, method=method))
 
     assert result.status is ExecutionStatus.SUCCESS
-    assert receiver.seen[0].method == method.value
-    assert json.loads(receiver.seen[0].body)["executionId"] == "exec-0001"
+    assert receiver.requests[0].method == method.value
+    assert json.loads(receiver.requests[0].body)["executionId"] == "exec-0001"
 
 
 async def test_connections_are_kept_alive_between_deliveries(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200, "ok"))
+    receiver = await start_receiver(answer(200, "ok"))
 
     for i in range(3):
-        await dispatcher.deliver(webhook(receiver.url(), execution_id=f"e{i}"))
+        await dispatcher.deliver(webhook(receiver.url, execution_id=f"e{i}"))
 
-    assert len({seen.peer for seen in receiver.seen}) == 1
+    assert len({seen.peer for seen in receiver.requests}) == 1
 
 
 # --- failures ----------------------------------------------------------------
 
 
 async def test_500_is_failure_with_http_status_error(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(500, "boom"))
+    receiver = await start_receiver(answer(500, "boom"))
 
-    result = await dispatcher.deliver(webhook(receiver.url()))
+    result = await dispatcher.deliver(webhook(receiver.url))
 
     assert result.status is ExecutionStatus.FAILURE
     assert result.response_status == 500
@@ -517,29 +361,31 @@ async def test_500_is_failure_with_http_status_error(
 
 
 async def test_404_fails_at_once_without_retry(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answer(404))
+    receiver = await start_receiver(answer(404))
 
     result = await retrying_dispatcher.deliver(
-        webhook(receiver.url(), retry=RetryPolicy(max_attempts=3))
+        webhook(receiver.url, retry=RetryPolicy(max_attempts=3))
     )
 
     assert result.status is ExecutionStatus.FAILURE
     assert result.attempts == 1
-    assert len(receiver.seen) == 1
+    assert len(receiver.requests) == 1
     assert fake_clock.sleeps == []
     assert result.error is not None
     assert result.error.type == "http_status"
     assert result.error.message == "HTTP 404 Not Found"
 
 
-async def test_302_is_not_followed(serve: ServeFn, retrying_dispatcher: Dispatcher) -> None:
-    target = await serve(answer(200))
-    redirector = await serve(answer(302, Location=target.url("/elsewhere")))
+async def test_302_is_not_followed(
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher
+) -> None:
+    target = await start_receiver(answer(200))
+    redirector = await start_receiver(answer(302, Location=target.at("/elsewhere")))
 
     result = await retrying_dispatcher.deliver(
-        webhook(redirector.url(), retry=RetryPolicy(max_attempts=3))
+        webhook(redirector.url, retry=RetryPolicy(max_attempts=3))
     )
 
     assert result.status is ExecutionStatus.FAILURE
@@ -547,24 +393,24 @@ async def test_302_is_not_followed(serve: ServeFn, retrying_dispatcher: Dispatch
     assert result.response_status == 302
     assert result.error is not None
     assert result.error.type == "redirect_not_followed"
-    assert target.url("/elsewhere") in result.error.message
-    assert target.seen == []
+    assert target.at("/elsewhere") in result.error.message
+    assert target.requests == []
     [only] = result.attempt_log
     assert only.response_status == 302 and only.error == result.error
     assert only.retry_after_ms is None
 
 
 async def test_timeout_is_failure_naming_the_limit(
-    serve: ServeFn, retrying_dispatcher: Dispatcher
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher
 ) -> None:
     async def slow(request: web.Request) -> web.StreamResponse:
         await receiver.hold()
         return web.Response(text="too late")
 
-    receiver = await serve(slow)
+    receiver = await start_receiver(slow)
 
     result = await retrying_dispatcher.deliver(
-        webhook(receiver.url(), timeout_s=0.2, retry=RetryPolicy(max_attempts=2))
+        webhook(receiver.url, timeout_s=0.2, retry=RetryPolicy(max_attempts=2))
     )
 
     assert result.status is ExecutionStatus.FAILURE
@@ -578,7 +424,7 @@ async def test_timeout_is_failure_naming_the_limit(
 async def test_refused_connection_is_connection_error_without_traceback(
     retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/hook"
+    url = f"http://127.0.0.1:{free_port()}/hook"
 
     result = await retrying_dispatcher.deliver(webhook(url, retry=RetryPolicy(max_attempts=2)))
 
@@ -609,17 +455,17 @@ async def test_unusable_url_is_invalid_url_and_not_retried(
 
 @pytest.mark.parametrize("value", ["a\r\nInjected: yes", "a\x00b", "a\x0bb", "a\x7fb"])
 async def test_a_stored_header_that_cannot_be_sent_is_a_worded_request_error(
-    serve: ServeFn, dispatcher: Dispatcher, value: str
+    start_receiver: StartReceiver, dispatcher: Dispatcher, value: str
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
-    result = await dispatcher.deliver(webhook(receiver.url(), headers={"X-Evil": value}))
+    result = await dispatcher.deliver(webhook(receiver.url, headers={"X-Evil": value}))
 
     assert result.status is ExecutionStatus.FAILURE
     assert result.error is not None
     assert result.error.type == "request_error"
     assert result.error.message == "the header 'X-Evil' holds a control character"
-    assert receiver.seen == []
+    assert receiver.requests == []
 
 
 class BrokenResolver(AbstractResolver):
@@ -666,19 +512,19 @@ async def test_a_stored_url_whose_host_no_request_can_reach_is_invalid_url(
 
 
 async def test_503_twice_then_200_succeeds_on_third_attempt_with_jittered_backoff(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answers((503, {}), (503, {})))
+    receiver = await start_receiver(answers((503, {}), (503, {})))
     policy = RetryPolicy(max_attempts=3, backoff_seconds=10.0, max_backoff_seconds=15.0)
 
-    result = await retrying_dispatcher.deliver(webhook(receiver.url(), retry=policy))
+    result = await retrying_dispatcher.deliver(webhook(receiver.url, retry=policy))
 
     assert result.status is ExecutionStatus.SUCCESS
     assert result.attempts == 3
     assert result.response_status == 200
     assert result.error is None
-    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["exec-0001"] * 3
-    assert [json.loads(seen.body)["attempt"] for seen in receiver.seen] == [1, 2, 3]
+    assert [seen.headers["webhook-id"] for seen in receiver.requests] == ["exec-0001"] * 3
+    assert [json.loads(seen.body)["attempt"] for seen in receiver.requests] == [1, 2, 3]
     first, second = fake_clock.sleeps
     assert 0.0 <= first <= 10.0  # backoff * 2**0
     assert 0.0 <= second <= 15.0  # backoff * 2**1 = 20, capped at max_backoff
@@ -694,7 +540,7 @@ async def test_503_twice_then_200_succeeds_on_third_attempt_with_jittered_backof
     ],
 )
 async def test_retry_after_is_honoured_and_capped(
-    serve: ServeFn,
+    start_receiver: StartReceiver,
     retrying_dispatcher: Dispatcher,
     fake_clock: FakeClock,
     status: int,
@@ -702,10 +548,10 @@ async def test_retry_after_is_honoured_and_capped(
     max_backoff: float,
     expected: float,
 ) -> None:
-    receiver = await serve(answers((status, {"Retry-After": retry_after})))
+    receiver = await start_receiver(answers((status, {"Retry-After": retry_after})))
     policy = RetryPolicy(max_attempts=2, backoff_seconds=1.0, max_backoff_seconds=max_backoff)
 
-    result = await retrying_dispatcher.deliver(webhook(receiver.url(), retry=policy))
+    result = await retrying_dispatcher.deliver(webhook(receiver.url, retry=policy))
 
     assert result.status is ExecutionStatus.SUCCESS
     assert result.attempts == 2
@@ -714,17 +560,17 @@ async def test_retry_after_is_honoured_and_capped(
 
 
 async def test_exhausted_attempts_fail_with_last_response(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answer(502, "bad gateway"))
+    receiver = await start_receiver(answer(502, "bad gateway"))
 
     result = await retrying_dispatcher.deliver(
-        webhook(receiver.url(), retry=RetryPolicy(max_attempts=3))
+        webhook(receiver.url, retry=RetryPolicy(max_attempts=3))
     )
 
     assert result.status is ExecutionStatus.FAILURE
     assert result.attempts == 3
-    assert len(receiver.seen) == 3
+    assert len(receiver.requests) == 3
     assert len(fake_clock.sleeps) == 2, "no wait after the last attempt"
     assert result.response_status == 502
     assert result.response_body == "bad gateway"
@@ -736,12 +582,12 @@ async def test_exhausted_attempts_fail_with_last_response(
 
 
 async def test_503_503_200_records_three_attempts_with_statuses_durations_and_waits(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answers((503, {}), (503, {})))
+    receiver = await start_receiver(answers((503, {}), (503, {})))
     policy = RetryPolicy(max_attempts=5, backoff_seconds=2.0, max_backoff_seconds=60.0)
 
-    result = await retrying_dispatcher.deliver(webhook(receiver.url(), retry=policy))
+    result = await retrying_dispatcher.deliver(webhook(receiver.url, retry=policy))
 
     assert result.status is ExecutionStatus.SUCCESS
     assert result.attempts == 3
@@ -761,7 +607,7 @@ async def test_503_503_200_records_three_attempts_with_statuses_durations_and_wa
 async def test_refused_connections_record_each_attempts_error_type(
     retrying_dispatcher: Dispatcher,
 ) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/hook"
+    url = f"http://127.0.0.1:{free_port()}/hook"
 
     result = await retrying_dispatcher.deliver(webhook(url, retry=RetryPolicy(max_attempts=3)))
 
@@ -778,7 +624,7 @@ async def test_refused_connections_record_each_attempts_error_type(
 async def test_attempt_log_never_exceeds_ten_entries(
     retrying_dispatcher: Dispatcher,
 ) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/hook"
+    url = f"http://127.0.0.1:{free_port()}/hook"
     stored_past_the_limit = RetryPolicy(max_attempts=50, backoff_seconds=0.0)
 
     result = await retrying_dispatcher.deliver(webhook(url, retry=stored_past_the_limit))
@@ -790,14 +636,14 @@ async def test_attempt_log_never_exceeds_ten_entries(
 
 
 async def test_a_job_with_a_secret_is_signed_as_the_standard_says(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     secret = new_secret()
 
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="exec-9", secret=secret))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="exec-9", secret=secret))
 
-    [seen] = receiver.seen
+    [seen] = receiver.requests
     assert seen.headers["webhook-id"] == "exec-9"
     assert len(signatures(seen.headers)) == 1
     assert verifies(secret, seen.headers, seen.body)
@@ -805,52 +651,52 @@ async def test_a_job_with_a_secret_is_signed_as_the_standard_says(
 
 
 async def test_a_get_without_a_body_is_signed_over_an_empty_body(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     secret = new_secret()
 
-    await dispatcher.deliver(webhook(receiver.url(), method=HttpMethod.GET, secret=secret))
+    await dispatcher.deliver(webhook(receiver.url, method=HttpMethod.GET, secret=secret))
 
-    [seen] = receiver.seen
+    [seen] = receiver.requests
     assert seen.body == b""
     assert verifies(secret, seen.headers, b"")
 
 
 async def test_a_job_without_a_secret_sends_no_signature_not_even_a_users(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
-    await dispatcher.deliver(webhook(receiver.url(), headers={"Webhook-Signature": "v1,forged"}))
+    await dispatcher.deliver(webhook(receiver.url, headers={"Webhook-Signature": "v1,forged"}))
 
-    assert "webhook-signature" not in receiver.seen[0].headers
+    assert "webhook-signature" not in receiver.requests[0].headers
 
 
 async def test_a_users_signature_header_never_replaces_ours(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     secret = new_secret()
 
     await dispatcher.deliver(
-        webhook(receiver.url(), secret=secret, headers={"WEBHOOK-SIGNATURE": "v1,forged"})
+        webhook(receiver.url, secret=secret, headers={"WEBHOOK-SIGNATURE": "v1,forged"})
     )
 
-    [seen] = receiver.seen
+    [seen] = receiver.requests
     assert len(seen.headers.getall("webhook-signature")) == 1
     assert signatures(seen.headers) != ["v1,forged"]
     assert verifies(secret, seen.headers, seen.body)
 
 
 async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     new, old = new_secret(), new_secret()
     grace_ends = fake_clock.now() + timedelta(days=1)
     rotated = webhook(
-        receiver.url(),
+        receiver.url,
         secret=new,
         previous_secret=PreviousSecret(secret=old, expires_at=grace_ends),
     )
@@ -861,7 +707,7 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(
     fake_clock.advance(61)  # the grace is over
     await retrying_dispatcher.deliver(rotated)
 
-    within, last_minute, after = receiver.seen
+    within, last_minute, after = receiver.requests
     for seen in (within, last_minute):
         first, second = signatures(seen.headers)
         assert verifies(new, {**seen.headers, "webhook-signature": first}, seen.body)
@@ -873,12 +719,12 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(
 
 
 async def test_a_removed_secret_still_signs_alone_during_its_grace(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     old = new_secret()
     removed = webhook(
-        receiver.url(),
+        receiver.url,
         secret=None,
         previous_secret=PreviousSecret(
             secret=old, expires_at=fake_clock.now() + timedelta(hours=1)
@@ -889,26 +735,28 @@ async def test_a_removed_secret_still_signs_alone_during_its_grace(
     fake_clock.advance(3601)
     await retrying_dispatcher.deliver(removed)
 
-    within, after = receiver.seen
+    within, after = receiver.requests
     assert len(signatures(within.headers)) == 1
     assert verifies(old, within.headers, within.body)
     assert "webhook-signature" not in after.headers
 
 
 async def test_every_attempt_is_signed_afresh_under_one_webhook_id(
-    serve: ServeFn, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answers((503, {"Retry-After": "5"}), (429, {"Retry-After": "5"})))
+    receiver = await start_receiver(
+        answers((503, {"Retry-After": "5"}), (429, {"Retry-After": "5"}))
+    )
     secret = new_secret()
     policy = RetryPolicy(max_attempts=3, backoff_seconds=1.0, max_backoff_seconds=60.0)
 
     result = await retrying_dispatcher.deliver(
-        webhook(receiver.url(), execution_id="exec-77", secret=secret, retry=policy)
+        webhook(receiver.url, execution_id="exec-77", secret=secret, retry=policy)
     )
 
     assert result.status is ExecutionStatus.SUCCESS
     assert fake_clock.sleeps == [5.0, 5.0]
-    seen = receiver.seen
+    seen = receiver.requests
     assert [s.headers["webhook-id"] for s in seen] == ["exec-77"] * 3
     timestamps = [int(s.headers["webhook-timestamp"]) for s in seen]
     assert timestamps[0] < timestamps[1] < timestamps[2]
@@ -917,31 +765,31 @@ async def test_every_attempt_is_signed_afresh_under_one_webhook_id(
 
 
 async def test_an_unusable_secret_fails_the_delivery_without_sending_or_quoting_it(
-    serve: ServeFn, retrying_dispatcher: Dispatcher
+    start_receiver: StartReceiver, retrying_dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
 
     result = await retrying_dispatcher.deliver(
-        webhook(receiver.url(), secret="legacy-s3cret", retry=RetryPolicy(max_attempts=3))
+        webhook(receiver.url, secret="legacy-s3cret", retry=RetryPolicy(max_attempts=3))
     )
 
     assert result.status is ExecutionStatus.FAILURE
     assert result.attempts == 1
     assert result.error is not None and result.error.type == "invalid_secret"
     assert "legacy-s3cret" not in result.error.message
-    assert receiver.seen == []
+    assert receiver.requests == []
 
 
 # --- bounded response capture --------------------------------------------------
 
 
 async def test_large_response_is_truncated_to_exactly_the_limit(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     dispatcher = await make_dispatcher(max_response_bytes=1000)
-    receiver = await serve(answer(200, "x" * 5000))
+    receiver = await start_receiver(answer(200, "x" * 5000))
 
-    result = await dispatcher.deliver(webhook(receiver.url()))
+    result = await dispatcher.deliver(webhook(receiver.url))
 
     assert result.status is ExecutionStatus.SUCCESS
     assert result.response_body == "x" * 1000
@@ -949,31 +797,31 @@ async def test_large_response_is_truncated_to_exactly_the_limit(
 
 
 async def test_response_of_exactly_the_limit_is_not_truncated(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     dispatcher = await make_dispatcher(max_response_bytes=1000)
-    receiver = await serve(answer(200, "y" * 1000))
+    receiver = await start_receiver(answer(200, "y" * 1000))
 
-    result = await dispatcher.deliver(webhook(receiver.url()))
+    result = await dispatcher.deliver(webhook(receiver.url))
 
     assert result.response_body == "y" * 1000
     assert result.response_truncated is False
 
 
 async def test_truncation_never_leaves_half_a_utf8_character(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     dispatcher = await make_dispatcher(max_response_bytes=5)
-    receiver = await serve(answer(200, "ééé"))  # 6 bytes; the limit cuts the third
+    receiver = await start_receiver(answer(200, "ééé"))  # 6 bytes; the limit cuts the third
 
-    result = await dispatcher.deliver(webhook(receiver.url()))
+    result = await dispatcher.deliver(webhook(receiver.url))
 
     assert result.response_body == "éé"
     assert result.response_truncated is True
 
 
 async def test_endless_stream_returns_promptly_with_truncated_body(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     chunk, max_chunks = b"z" * 1024, 10_000
     sent = 0
@@ -998,9 +846,9 @@ async def test_endless_stream_returns_promptly_with_truncated_body(
         return response
 
     dispatcher = await make_dispatcher(max_response_bytes=4096)
-    receiver = await serve(endless)
+    receiver = await start_receiver(endless)
 
-    result = await dispatcher.deliver(webhook(receiver.url("/endless"), timeout_s=30.0))
+    result = await dispatcher.deliver(webhook(receiver.at("/endless"), timeout_s=30.0))
 
     assert result.status is ExecutionStatus.SUCCESS
     assert result.error is None
@@ -1012,10 +860,10 @@ async def test_endless_stream_returns_promptly_with_truncated_body(
         await stream_ended.wait()
     assert sent < max_chunks
 
-    after = await dispatcher.deliver(webhook(receiver.url("/short")))
+    after = await dispatcher.deliver(webhook(receiver.at("/short")))
 
     assert after.response_body == "short"
-    endless_request, short_request = receiver.seen
+    endless_request, short_request = receiver.requests
     assert short_request.peer != endless_request.peer, "a half-read connection was reused"
 
 
@@ -1023,7 +871,7 @@ async def test_endless_stream_returns_promptly_with_truncated_body(
 
 
 async def test_concurrency_limit_bounds_requests_in_flight(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     gate = asyncio.Semaphore(0)
 
@@ -1033,9 +881,9 @@ async def test_concurrency_limit_bounds_requests_in_flight(
         return web.Response(text="done")
 
     dispatcher = await make_dispatcher(max_concurrency=2)
-    receiver = await serve(held)
+    receiver = await start_receiver(held)
     deliveries = [
-        asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id=f"e{i}")))
+        asyncio.create_task(dispatcher.deliver(webhook(receiver.url, execution_id=f"e{i}")))
         for i in range(5)
     ]
 
@@ -1050,29 +898,29 @@ async def test_concurrency_limit_bounds_requests_in_flight(
 
     assert [r.status for r in results] == [ExecutionStatus.SUCCESS] * 5
     assert receiver.max_active == 2
-    assert len(receiver.seen) == 5
+    assert len(receiver.requests) == 5
     assert dispatcher.in_flight == 0
 
 
 async def test_a_delivery_waiting_for_a_slot_is_sent_before_the_one_that_freed_it_returns(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     dispatcher = await make_dispatcher(max_concurrency=1)
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     in_flight_when_done: list[int] = []
 
     async def deliver(execution_id: str) -> None:
-        await dispatcher.deliver(webhook(receiver.url(), execution_id=execution_id))
+        await dispatcher.deliver(webhook(receiver.url, execution_id=execution_id))
         in_flight_when_done.append(dispatcher.in_flight)
 
     await asyncio.gather(deliver("first"), deliver("second"))
 
-    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["first", "second"]
+    assert [seen.headers["webhook-id"] for seen in receiver.requests] == ["first", "second"]
     assert in_flight_when_done == [1, 0], "the first returned before the second was sent"
 
 
 async def test_a_delivery_cancelled_after_its_answer_returns_the_answer(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     """Once answered, a delivery only waits for the queued ones to send
     first; a stop then must not turn its success into a failure."""
@@ -1088,11 +936,11 @@ async def test_a_delivery_cancelled_after_its_answer_returns_the_answer(
         return web.Response()
 
     dispatcher = await make_dispatcher(max_concurrency=1)
-    fast, slow = await serve(gated), await serve(held)
-    answered = asyncio.create_task(dispatcher.deliver(webhook(fast.url(), execution_id="a")))
+    fast, slow = await start_receiver(gated), await start_receiver(held)
+    answered = asyncio.create_task(dispatcher.deliver(webhook(fast.url, execution_id="a")))
     await fast.wait_active(1)
     queued = [
-        asyncio.create_task(dispatcher.deliver(webhook(slow.url(), execution_id=f"q{n}")))
+        asyncio.create_task(dispatcher.deliver(webhook(slow.url, execution_id=f"q{n}")))
         for n in range(2)
     ]
     await asyncio.sleep(0.05)  # both wait for the one slot
@@ -1111,14 +959,14 @@ async def test_a_delivery_cancelled_after_its_answer_returns_the_answer(
 
 
 async def test_cancelling_a_delivery_propagates_cancelled_error(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
     async def held(request: web.Request) -> web.StreamResponse:
         await receiver.hold()
         return web.Response()
 
-    receiver = await serve(held)
-    delivery = asyncio.create_task(dispatcher.deliver(webhook(receiver.url())))
+    receiver = await start_receiver(held)
+    delivery = asyncio.create_task(dispatcher.deliver(webhook(receiver.url)))
     await receiver.wait_active(1)
 
     delivery.cancel()
@@ -1129,13 +977,13 @@ async def test_cancelling_a_delivery_propagates_cancelled_error(
 
 
 async def test_cancelling_during_backoff_propagates_cancelled_error(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     clock = BlockingClock()
     dispatcher = await make_dispatcher(clock=clock)
-    receiver = await serve(answer(503))
+    receiver = await start_receiver(answer(503))
     delivery = asyncio.create_task(
-        dispatcher.deliver(webhook(receiver.url(), retry=RetryPolicy(max_attempts=3)))
+        dispatcher.deliver(webhook(receiver.url, retry=RetryPolicy(max_attempts=3)))
     )
     async with asyncio.timeout(5):
         await clock.sleeping.wait()
@@ -1144,24 +992,24 @@ async def test_cancelling_during_backoff_propagates_cancelled_error(
 
     with pytest.raises(asyncio.CancelledError):
         await delivery
-    assert len(receiver.seen) == 1
+    assert len(receiver.requests) == 1
     assert dispatcher.in_flight == 0
 
 
 async def one_slot_taken(
-    serve: ServeFn, make_dispatcher: MakeDispatcher, handler: Handler
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher, handler: Handler
 ) -> tuple[Dispatcher, Receiver, asyncio.Task[DeliveryResult]]:
     """A one-slot dispatcher whose slot a delivery (execution "a") holds
     while `handler` keeps its request open."""
     dispatcher = await make_dispatcher(max_concurrency=1)
-    receiver = await serve(handler)
-    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="a")))
+    receiver = await start_receiver(handler)
+    holding = asyncio.create_task(dispatcher.deliver(webhook(receiver.url, execution_id="a")))
     await receiver.wait_active(1)
     return dispatcher, receiver, holding
 
 
 async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     gate = asyncio.Event()
 
@@ -1170,9 +1018,9 @@ async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
             await gate.wait()
         return web.Response()
 
-    dispatcher, receiver, holding = await one_slot_taken(serve, make_dispatcher, held)
-    cancelled = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="b")))
-    waiting = asyncio.create_task(dispatcher.deliver(webhook(receiver.url(), execution_id="c")))
+    dispatcher, receiver, holding = await one_slot_taken(start_receiver, make_dispatcher, held)
+    cancelled = asyncio.create_task(dispatcher.deliver(webhook(receiver.url, execution_id="b")))
+    waiting = asyncio.create_task(dispatcher.deliver(webhook(receiver.url, execution_id="c")))
     await asyncio.sleep(0.05)  # both wait for the one slot
     cancelled.cancel()
     gate.set()
@@ -1180,7 +1028,7 @@ async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
     async with asyncio.timeout(5):
         first, last = await holding, await waiting
     assert (first.status, last.status) == (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS)
-    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["a", "c"]
+    assert [seen.headers["webhook-id"] for seen in receiver.requests] == ["a", "c"]
     assert dispatcher.in_flight == 0
 
 
@@ -1202,11 +1050,11 @@ async def test_a_waiter_cancelled_and_passed_over_before_it_resumes_leaves_no_tr
 
 
 async def test_a_first_send_goes_out_on_a_kept_connection_and_deliver_reads_its_answer(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200, "fine"))
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
-    request = webhook(receiver.url(), execution_id="burst")
+    receiver = await start_receiver(answer(200, "fine"))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="warm"))
+    request = webhook(receiver.url, execution_id="burst")
 
     first = dispatcher.send_first(request)
 
@@ -1218,38 +1066,37 @@ async def test_a_first_send_goes_out_on_a_kept_connection_and_deliver_reads_its_
         1,
         "fine",
     )
-    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["warm", "burst"]
-    assert receiver.seen[1].peer == receiver.seen[0].peer
+    assert [seen.headers["webhook-id"] for seen in receiver.requests] == ["warm", "burst"]
+    assert receiver.requests[1].peer == receiver.requests[0].peer
     assert result.first_sent_at == first.sent_at
     assert dispatcher.in_flight == 0
 
 
 async def test_a_first_send_opens_a_connection_when_none_is_kept_and_waits_for_no_task(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
-    request = webhook(receiver.url(), execution_id="cold")
+    receiver = await start_receiver(answer(200))
+    request = webhook(receiver.url, execution_id="cold")
 
     first = dispatcher.send_first(request)
 
     assert first is not None
-    async with asyncio.timeout(5), receiver.changed:  # arrives though deliver is not called
-        await receiver.changed.wait_for(lambda: bool(receiver.seen))
+    await receiver.wait_for(1, within_s=5)  # arrives though deliver is not called
     result = await dispatcher.deliver(request, first)
     assert (result.status, result.attempts) == (ExecutionStatus.SUCCESS, 1)
-    assert len(receiver.seen) == 1
+    assert len(receiver.requests) == 1
 
 
 async def test_nothing_is_sent_first_without_a_free_slot(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     async def held(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(HOLD_LIMIT_S)
         return web.Response()
 
-    dispatcher, receiver, holding = await one_slot_taken(serve, make_dispatcher, held)
+    dispatcher, receiver, holding = await one_slot_taken(start_receiver, make_dispatcher, held)
 
-    assert dispatcher.send_first(webhook(receiver.url(), execution_id="b")) is None
+    assert dispatcher.send_first(webhook(receiver.url, execution_id="b")) is None
     assert dispatcher.in_flight == 1
     holding.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -1257,28 +1104,28 @@ async def test_nothing_is_sent_first_without_a_free_slot(
 
 
 async def test_an_abandoned_first_send_frees_its_slot(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
     dispatcher = await make_dispatcher(max_concurrency=1)
-    receiver = await serve(answer(200))
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
-    first = dispatcher.send_first(webhook(receiver.url(), execution_id="replaced"))
+    receiver = await start_receiver(answer(200))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="warm"))
+    first = dispatcher.send_first(webhook(receiver.url, execution_id="replaced"))
     assert first is not None
 
     dispatcher.abandon(first)
 
     assert dispatcher.in_flight == 0
     async with asyncio.timeout(5):  # with the one slot still taken, this would wait forever
-        result = await dispatcher.deliver(webhook(receiver.url(), execution_id="next"))
+        result = await dispatcher.deliver(webhook(receiver.url, execution_id="next"))
     assert result.status is ExecutionStatus.SUCCESS
 
 
 async def test_a_request_made_ahead_goes_out_as_made_within_its_second(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
-    request = webhook(receiver.url(), execution_id="ahead", secret=new_secret())
+    receiver = await start_receiver(answer(200))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="warm"))
+    request = webhook(receiver.url, execution_id="ahead", secret=new_secret())
     prepared = dispatcher.prepare(request, time.time())
     assert prepared is not None
     # The same message with one more header: what goes out is what was made.
@@ -1288,7 +1135,7 @@ async def test_a_request_made_ahead_goes_out_as_made_within_its_second(
     assert first is not None
     await dispatcher.deliver(request, first)
 
-    seen = receiver.seen[-1]
+    seen = receiver.requests[-1]
     if int(seen.headers["webhook-timestamp"]) == prepared.timestamp:
         assert seen.headers["x-made"] == "ahead"
     else:  # the second ended between prepare and send: made again, unmarked
@@ -1296,12 +1143,12 @@ async def test_a_request_made_ahead_goes_out_as_made_within_its_second(
 
 
 async def test_a_request_made_for_another_second_is_made_again_at_the_send(
-    serve: ServeFn, dispatcher: Dispatcher
+    start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
-    receiver = await serve(answer(200))
-    await dispatcher.deliver(webhook(receiver.url(), execution_id="warm"))
+    receiver = await start_receiver(answer(200))
+    await dispatcher.deliver(webhook(receiver.url, execution_id="warm"))
     secret = new_secret()
-    request = webhook(receiver.url(), execution_id="late", secret=secret)
+    request = webhook(receiver.url, execution_id="late", secret=secret)
     prepared = dispatcher.prepare(request, time.time() - 5)
     assert prepared is not None
 
@@ -1310,7 +1157,7 @@ async def test_a_request_made_for_another_second_is_made_again_at_the_send(
     sent_at = first.sent_at
     await dispatcher.deliver(request, first)
 
-    seen = receiver.seen[-1]
+    seen = receiver.requests[-1]
     assert int(seen.headers["webhook-timestamp"]) == int(sent_at)
     assert verifies(secret, seen.headers, seen.body)
 
@@ -1366,17 +1213,17 @@ def closing(status: int = 200) -> Handler:
 
 
 async def test_loopback_receiver_is_refused_by_default_and_not_retried(
-    serve: ServeFn, make_dispatcher: MakeDispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher, fake_clock: FakeClock
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     dispatcher = await make_dispatcher(clock=fake_clock, target_policy=SHUT)
 
-    result = await dispatcher.deliver(webhook(receiver.url(), retry=RetryPolicy(max_attempts=3)))
+    result = await dispatcher.deliver(webhook(receiver.url, retry=RetryPolicy(max_attempts=3)))
 
     message = refused(result)
     assert "127.0.0.1 is a loopback address" in message
     assert fake_clock.sleeps == []
-    assert receiver.seen == []
+    assert receiver.requests == []
 
 
 @pytest.mark.parametrize(
@@ -1393,22 +1240,22 @@ async def test_loopback_receiver_is_refused_by_default_and_not_retried(
     ],
 )
 async def test_every_spelling_of_loopback_is_refused(
-    serve: ServeFn, make_dispatcher: MakeDispatcher, host: str
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher, host: str
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     port = receiver.base_url.rsplit(":", 1)[1]
     dispatcher = await make_dispatcher(target_policy=SHUT)
 
     result = await dispatcher.deliver(webhook(f"http://{host}:{port}/hook"))
 
     refused(result)
-    assert receiver.seen == []
+    assert receiver.requests == []
 
 
 async def test_a_name_resolving_to_loopback_is_refused(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
-    receiver = await serve(answer(200))
+    receiver = await start_receiver(answer(200))
     port = receiver.base_url.rsplit(":", 1)[1]
     resolver = ScriptedResolver(["127.0.0.1"])
     dispatcher = await make_dispatcher(target_policy=SHUT, resolver=resolver)
@@ -1417,13 +1264,13 @@ async def test_a_name_resolving_to_loopback_is_refused(
 
     assert "hooks.example.test (127.0.0.1) is a loopback address" in refused(result)
     assert resolver.lookups == ["hooks.example.test"]
-    assert receiver.seen == []
+    assert receiver.requests == []
 
 
 async def test_a_name_is_connected_to_at_the_address_that_was_checked(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
-    receiver = await serve(answer(200), host="127.0.0.2")
+    receiver = await start_receiver(answer(200), host="127.0.0.2")
     port = receiver.base_url.rsplit(":", 1)[1]
     dispatcher = await make_dispatcher(
         target_policy=ONLY_127_0_0_2, resolver=ScriptedResolver(["127.0.0.2"])
@@ -1432,49 +1279,49 @@ async def test_a_name_is_connected_to_at_the_address_that_was_checked(
     result = await dispatcher.deliver(webhook(f"http://hooks.example.test:{port}/hook"))
 
     assert result.status is ExecutionStatus.SUCCESS
-    [seen] = receiver.seen
+    [seen] = receiver.requests
     assert seen.headers["Host"] == f"hooks.example.test:{port}"
 
 
 async def test_allowed_cidrs_open_one_range_and_nothing_else(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
-    inside = await serve(answer(200), host="127.0.0.2")
-    outside = await serve(answer(200))
+    inside = await start_receiver(answer(200), host="127.0.0.2")
+    outside = await start_receiver(answer(200))
     dispatcher = await make_dispatcher(target_policy=ONLY_127_0_0_2)
 
-    allowed = await dispatcher.deliver(webhook(inside.url()))
-    denied = await dispatcher.deliver(webhook(outside.url()))
+    allowed = await dispatcher.deliver(webhook(inside.url))
+    denied = await dispatcher.deliver(webhook(outside.url))
 
     assert allowed.status is ExecutionStatus.SUCCESS
-    assert len(inside.seen) == 1
+    assert len(inside.requests) == 1
     refused(denied)
-    assert outside.seen == []
+    assert outside.requests == []
 
 
 async def test_a_redirect_to_loopback_is_not_followed(
-    serve: ServeFn, make_dispatcher: MakeDispatcher, fake_clock: FakeClock
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher, fake_clock: FakeClock
 ) -> None:
-    internal = await serve(answer(200))
-    redirector = await serve(answer(302, Location=internal.url("/admin")), host="127.0.0.2")
+    internal = await start_receiver(answer(200))
+    redirector = await start_receiver(answer(302, Location=internal.at("/admin")), host="127.0.0.2")
     dispatcher = await make_dispatcher(clock=fake_clock, target_policy=ONLY_127_0_0_2)
 
-    result = await dispatcher.deliver(webhook(redirector.url(), retry=RetryPolicy(max_attempts=3)))
+    result = await dispatcher.deliver(webhook(redirector.url, retry=RetryPolicy(max_attempts=3)))
 
-    assert internal.url("/admin").startswith("http://127.0.0.1:")
+    assert internal.at("/admin").startswith("http://127.0.0.1:")
     assert result.status is ExecutionStatus.FAILURE
     assert result.attempts == 1
     assert result.response_status == 302
     assert result.error is not None
     assert result.error.type == "redirect_not_followed"
-    assert len(redirector.seen) == 1
-    assert internal.seen == []
+    assert len(redirector.requests) == 1
+    assert internal.requests == []
 
 
 async def test_a_name_that_rebinds_to_a_refused_address_is_refused_at_the_next_connection(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
-    receiver = await serve(closing(), host="127.0.0.2")
+    receiver = await start_receiver(closing(), host="127.0.0.2")
     port = receiver.base_url.rsplit(":", 1)[1]
     # Allowed first, refused from then on: DNS rebinding.
     resolver = ScriptedResolver(["127.0.0.2"], ["127.0.0.1"])
@@ -1486,14 +1333,14 @@ async def test_a_name_that_rebinds_to_a_refused_address_is_refused_at_the_next_c
 
     assert first.status is ExecutionStatus.SUCCESS
     assert "rebind.example.test (127.0.0.1)" in refused(second)
-    assert [seen.headers["webhook-id"] for seen in receiver.seen] == ["e1"]
+    assert [seen.headers["webhook-id"] for seen in receiver.requests] == ["e1"]
     assert len(resolver.lookups) == 2, "each new connection resolves the name afresh"
 
 
 async def test_an_answer_with_one_refused_address_is_refused_whole(
-    serve: ServeFn, make_dispatcher: MakeDispatcher
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
 ) -> None:
-    receiver = await serve(answer(200), host="127.0.0.2")
+    receiver = await start_receiver(answer(200), host="127.0.0.2")
     port = receiver.base_url.rsplit(":", 1)[1]
     resolver = ScriptedResolver(["127.0.0.2", "127.0.0.1"])
     dispatcher = await make_dispatcher(target_policy=ONLY_127_0_0_2, resolver=resolver)
@@ -1501,7 +1348,7 @@ async def test_an_answer_with_one_refused_address_is_refused_whole(
     result = await dispatcher.deliver(webhook(f"http://mixed.example.test:{port}/hook"))
 
     assert "mixed.example.test (127.0.0.1)" in refused(result)
-    assert receiver.seen == []
+    assert receiver.requests == []
 
 
 # --- hygiene -------------------------------------------------------------------

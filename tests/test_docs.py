@@ -11,13 +11,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-
 from cronsvc.config import Config
-from tests.conftest import MakeClient
+from tests.helpers_api import Client, MakeClient
 
-Client = TestClient[web.Request, web.Application]
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "cronsvc" / "api" / "static"
 TOKEN = "docs-test-token-0123456789abc"

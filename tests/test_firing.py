@@ -11,28 +11,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from cronsvc.api.context import CONTEXT
-from cronsvc.clock import SystemClock
 from cronsvc.config import Config
 from cronsvc.domain import Job, JobSpec
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.service import DISPATCHER, STORE, build_app
-from tests.conftest import MakeClient, Receiver
-from tests.processes import free_port
+from tests.fakes import EarlyClock, Receiver, free_port
+from tests.helpers_api import Client, MakeClient, parse
 from tests.standard_webhooks import signatures, verifies
 
-Client = TestClient[web.Request, web.Application]
 EVERY_SECOND = "*/1 * * * * *"
-
-
-def parse(instant: str) -> datetime:
-    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
 
 
 def fired_after(receiver: Receiver, start: int, instant: float) -> list[str]:
@@ -430,14 +423,6 @@ async def test_replace_aborts_the_running_request_records_it_replaced_and_runs_t
     assert samples[("cronsvc_late_results_total", (("stored_status", "FAILURE"),))] == 0
     logs = await logs_for(client, job["id"], 2)
     assert [e for e in logs if e["error"] and e["error"]["type"] == "shutdown"] == []
-
-
-class EarlyClock(SystemClock):
-    """Wakes from every sleep 5 ms early, as an event loop whose timers
-    count whole milliseconds may (by less)."""
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds - 0.005))
 
 
 async def test_no_webhook_leaves_before_its_tick_though_the_clock_wakes_early(

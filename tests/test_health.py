@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from cronsvc.config import Config, CoordinationConfig, StoreConfig
 from cronsvc.health import UNPROBED, Dependency, HealthMonitor, Probed, after_probe
 from cronsvc.metrics import Metrics
-from tests.conftest import MakeClient, Receiver
+from tests.fakes import Receiver, sample
 from tests.fixtures_mongo import start_nx_27017
 from tests.fixtures_redis import RedisServer
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers_api import Client, MakeClient
+from tests.processes import stopped
 
 
 @pytest.mark.parametrize(
@@ -118,18 +113,6 @@ async def test_the_probe_loop_stops_when_asked() -> None:
     assert monitor.state(Dependency.STORE) == UNPROBED
 
 
-@contextmanager
-def stopped(pid: int | None) -> Iterator[None]:
-    """The process stalled (SIGSTOP) for the block: it keeps its sockets open
-    and answers nothing, as a hung server does."""
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 async def readiness_until(
     client: Client, done: Callable[[int, dict[str, Any]], bool]
 ) -> tuple[int, dict[str, Any]]:
@@ -199,13 +182,6 @@ async def test_a_stalled_redis_costs_the_tick_path_one_wait_then_leases_are_skip
     await receiver.wait_for(len(receiver.requests) + 2, within_s=15)  # and on, once it is back
     ticks = [r.json()["scheduledAt"] for r in receiver.requests]
     assert len(ticks) == len(set(ticks))
-
-
-def sample(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 @pytest.mark.timeout(120)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,28 +16,18 @@ from cronsvc.coord.local import LocalCoordinator
 from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
-from cronsvc.store import Store, open_store
-from tests.conftest import MakeClient
+from cronsvc.store import Store
+from tests.fakes import FreezingProxy, SteppedClock, sample
 from tests.fixtures_mongo import start_nx_27017
-from tests.fixtures_redis import RedisServer
-from tests.test_auth import SteppedClock
-from tests.test_coord_redis import FreezingProxy, Opener, open_redis
-from tests.test_health import sample, stopped
-from tests.test_store_contract import at, claimed, create
-
-__all__ = ["open_redis"]  # a fixture
+from tests.fixtures_redis import Opener, RedisServer
+from tests.helpers_api import MakeClient
+from tests.helpers_store import at, claimed, create
+from tests.processes import stopped
 
 HEARTBEAT_S = 20.0
 """Announcements and the lease last 30 s of real time in Redis: nothing
 expires while a test runs. The reap grace (30 s) passes on a stepped clock."""
 GRACE_S = HEARTBEAT_S * 1.5
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/leader.db", retention_days=30)
-    yield opened
-    await opened.aclose()
 
 
 async def test_a_leader_that_has_not_renewed_stops_counting_itself_leader_before_its_lease_ends(

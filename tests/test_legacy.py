@@ -36,10 +36,9 @@ from cronsvc.ids import new_id
 from cronsvc.legacy import MAX_MESSAGE_CHARS, Outcome, Settings, plan_job, plan_log
 from cronsvc.netguard import TargetPolicy, parse_cidr
 from cronsvc.store import ExecutionQuery, JobQuery, open_store
-from tests.conftest import MakeClient, Receiver
+from tests.fakes import Receiver, Run, free_port
 from tests.fixtures_mongo import with_database
-from tests.processes import free_port
-from tests.test_cli_client import Run
+from tests.helpers_api import MakeClient
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(now=NOW)

@@ -14,10 +14,7 @@ from cronsvc.leader import LeaderDuties
 from cronsvc.membership import Membership, preferred
 from cronsvc.metrics import Metrics
 from cronsvc.store import Store
-from tests.test_auth import SteppedClock
-from tests.test_leader import store
-
-__all__ = ["store"]  # a fixture
+from tests.fakes import SteppedClock
 
 JOBS = [f"job-{n:04d}" for n in range(3000)]
 FOUR = ["i-a", "i-b", "i-c", "i-d"]

@@ -12,7 +12,7 @@ import pytest
 
 from cronsvc.errors import CronSvcError, TargetNotAllowed
 from cronsvc.netguard import GuardedResolver, TargetPolicy, literal_address, parse_cidr
-from tests.conftest import ScriptedResolver
+from tests.fakes import ScriptedResolver
 
 DEFAULT = TargetPolicy()
 

@@ -6,9 +6,6 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-
 from cronsvc.api.openapi import (
     ExecutionOut,
     JobOut,
@@ -19,9 +16,9 @@ from cronsvc.api.openapi import (
     TriggeredOut,
 )
 from cronsvc.config import Config
-from tests.conftest import MakeClient, Receiver
+from tests.fakes import Receiver
+from tests.helpers_api import Client, MakeClient
 
-Client = TestClient[web.Request, web.Application]
 TOKEN = "openapi-test-token-0123456789"
 HEALTH = {"/healthz", "/readyz", "/api/health-check"}
 PUBLIC = HEALTH | {"/docs", "/docs/", "/docs/{asset}", "/", "/dashboard/{asset}"}

@@ -20,15 +20,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Receiver
-from tests.processes import CronsvcProcess, all_logs, free_port, write_config
-from tests.test_health import stopped
+from tests.fakes import Receiver, free_port
+from tests.helpers_api import parse
+from tests.processes import CronsvcProcess, all_logs, stopped, write_config
 
 pytestmark = pytest.mark.e2e
-
-
-def parse(instant: str) -> datetime:
-    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
 
 
 async def api(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:

@@ -24,7 +24,8 @@ from cronsvc.coord import open_coordinator
 from cronsvc.errors import CannotListen
 from cronsvc.service import cannot_listen, serve
 from cronsvc.store import sqlite_path
-from tests.processes import CronsvcProcess, free_port, write_config
+from tests.fakes import free_port
+from tests.processes import CronsvcProcess, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -25,9 +25,9 @@ from cronsvc.domain import ConcurrencyPolicy, HttpMethod, Job, JobSpec
 from cronsvc.ids import new_id
 from cronsvc.service import STORE, build_app
 from cronsvc.store import ClaimResult, Store, TickClaim
-from tests.conftest import Receiver
+from tests.fakes import Receiver
+from tests.helpers_api import Client
 
-Client = TestClient[web.Request, web.Application]
 EVERY_SECOND = "*/1 * * * * *"
 Seed = Callable[[Store], Awaitable[None]]
 

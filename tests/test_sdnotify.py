@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 
 from cronsvc.sdnotify import Notifier
-from tests.processes import CronsvcProcess, free_port, write_config
+from tests.fakes import free_port
+from tests.processes import CronsvcProcess, write_config
 
 
 @pytest.fixture

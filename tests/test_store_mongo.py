@@ -33,15 +33,11 @@ from cronsvc.errors import ConfigError, StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ClaimResult, FinishReport, TickClaim
 from cronsvc.store.mongo import MongoStore
+from tests.fakes import free_port
 from tests.fixtures_mongo import start_nx_27017, with_database
-from tests.processes import free_port
+from tests.helpers_store import T0, at
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_MS = 1767225600000
-
-
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
 
 
 def make_job(name: str = "job", **spec_changes: Any) -> Job:

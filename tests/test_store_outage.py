@@ -13,27 +13,19 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from cronsvc.config import Config, StoreConfig
 from cronsvc.service import STORE
-from tests.conftest import MakeClient, Receiver
+from tests.fakes import Receiver, sample
 from tests.fixtures_mongo import NxServer, start_nx_27017
-from tests.test_health import sample, stopped
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers_api import Client, MakeClient, parse
+from tests.processes import stopped
 
 OUTAGE_S = 6.0
-
-
-def parse(instant: str) -> datetime:
-    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -35,12 +35,7 @@ from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ExecutionQuery, TickClaim
 from cronsvc.store.sqlite import _MARK_DISPATCHED, _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
+from tests.helpers_store import T0, at
 
 
 def make_job(name: str = "job") -> Job:

@@ -19,7 +19,7 @@ from aiohttp import web
 from cronsvc.clock import SystemClock
 from cronsvc.dispatch import Dispatcher
 from cronsvc.domain import ExecutionStatus, RetryPolicy
-from cronsvc.netguard import GuardedResolver, TargetPolicy
+from cronsvc.netguard import GuardedResolver
 from cronsvc.wire import (
     HttpClient,
     InvalidTarget,
@@ -28,10 +28,9 @@ from cronsvc.wire import (
     Target,
     parse_target,
 )
-from tests.conftest import ScriptedResolver
-from tests.test_dispatch import webhook
+from tests.fakes import ScriptedResolver, free_port
+from tests.helpers_dispatch import OPEN, webhook
 
-OPEN = TargetPolicy(allow_private=True)
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
 
@@ -376,9 +375,7 @@ async def test_a_request_sent_then_let_go_closes_its_connection(client: HttpClie
 async def test_a_request_sent_where_nothing_listens_fails_when_its_answer_is_asked_for(
     client: HttpClient,
 ) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        target = parse_target(f"http://127.0.0.1:{unused.getsockname()[1]}/hook")
+    target = parse_target(f"http://127.0.0.1:{free_port()}/hook")
     deadline = asyncio.get_running_loop().time() + 5
 
     sent = client.send(target, message(target), deadline=deadline)
