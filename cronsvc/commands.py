@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cronsvc.client import ApiError, Client
+from cronsvc.instants import rfc3339_seconds
 from cronsvc.tables import ago, aligned, cell, duration, key_values, when
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -473,7 +474,7 @@ def _since(text: str | None) -> str | None:
     if match is None:
         return text
     span = timedelta(**{_UNITS[match[2]]: int(match[1])})
-    return (datetime.now(UTC) - span).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339_seconds(datetime.now(UTC) - span)
 
 
 def _follow(client: Client, args: argparse.Namespace, query: dict[str, str | None]) -> int:

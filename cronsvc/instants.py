@@ -1,5 +1,6 @@
-"""How cronsvc writes an instant, wherever it goes: API answers, webhook
-bodies, execution records and log lines."""
+"""How cronsvc writes and reads an instant, wherever it goes: API answers,
+webhook bodies, execution records, log lines, the instance registry and the
+command line's tables."""
 
 from __future__ import annotations
 
@@ -19,3 +20,26 @@ def rfc3339(instant: datetime) -> str:
     # isoformat pads the year (strftime's %Y does not on glibc) and costs
     # half as much.
     return instant.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def rfc3339_seconds(instant: datetime) -> str:
+    """`rfc3339` to the second, `2026-01-01T00:00:00Z`: what people read in a
+    table, and what the command line sends for "2h ago"."""
+    if instant.tzinfo is not UTC:
+        instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+    return instant.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+class NoOffset(ValueError):
+    """A date and time without a UTC offset: not an instant."""
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 instant (a `Z` or an offset; fractions of a second up to
+    microseconds) as an aware datetime in UTC. Raises `NoOffset` for a time
+    without an offset, ValueError for text that is no instant at all, and
+    OverflowError when the offset carries it out of the years 1 to 9999."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise NoOffset(f"{text!r} carries no UTC offset")
+    return value.astimezone(UTC)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from cronsvc.instants import parse_rfc3339, rfc3339_seconds
 
 GAP = "  "
 
@@ -46,7 +48,7 @@ def cell(value: Any) -> str:
 
 def parse_instant(text: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+        return parse_rfc3339(text)
     except ValueError:
         return None
 
@@ -57,7 +59,7 @@ def when(instant: str | None) -> str:
     moment = parse_instant(instant) if instant else None
     if moment is None:
         return instant or "-"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339_seconds(moment)
 
 
 def ago(instant: str | None, now: datetime) -> str:

@@ -32,7 +32,7 @@ from cronsvc.domain import (
     RetryPolicy,
 )
 from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
-from cronsvc.instants import rfc3339
+from cronsvc.instants import NoOffset, parse_rfc3339, rfc3339
 from cronsvc.ledger import Ledger
 from cronsvc.signing import parse_secret
 from cronsvc.wire import InvalidTarget, parse_target
@@ -430,14 +430,13 @@ def parse_instant(field: str, text: str) -> datetime:
     """An RFC 3339 instant from a query string, in UTC; naive times, and
     times whose offset carries them out of the years 1 to 9999, are refused."""
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
+        # A '+' in a query string arrives as a space.
+        return parse_rfc3339(text.replace(" ", "+"))
+    except NoOffset:
+        raise ValidationFailed([FieldError(field, "must carry a UTC offset or Z")]) from None
     except ValueError:
         raise ValidationFailed(
             [FieldError(field, "must be an RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")]
         ) from None
-    if value.tzinfo is None:
-        raise ValidationFailed([FieldError(field, "must carry a UTC offset or Z")])
-    try:
-        return value.astimezone(UTC)
     except OverflowError:
         raise ValidationFailed([FieldError(field, OUT_OF_RANGE)]) from None

@@ -48,6 +48,7 @@ from cronsvc.config import redact_url
 from cronsvc.coord import RESYNC, CancelCallback, JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import CoordinatorUnavailable, StartupRefused
+from cronsvc.instants import parse_rfc3339, rfc3339
 from cronsvc.retry import backoff_delay
 
 log = structlog.get_logger(__name__)
@@ -520,8 +521,8 @@ def _dump_instance(info: InstanceInfo, *, beat: str) -> str:
             "id": info.id,
             "host": info.host,
             "version": info.version,
-            "startedAt": info.started_at.isoformat(),
-            "lastHeartbeat": info.last_heartbeat.isoformat(),
+            "startedAt": rfc3339(info.started_at),
+            "lastHeartbeat": rfc3339(info.last_heartbeat),
             "beat": beat,
         }
     )
@@ -533,8 +534,8 @@ def _load_instance(raw: str) -> InstanceInfo:
         id=data["id"],
         host=data["host"],
         version=data["version"],
-        started_at=datetime.fromisoformat(data["startedAt"]),
-        last_heartbeat=datetime.fromisoformat(data["lastHeartbeat"]),
+        started_at=parse_rfc3339(data["startedAt"]),
+        last_heartbeat=parse_rfc3339(data["lastHeartbeat"]),
     )
 
 
