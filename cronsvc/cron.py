@@ -61,8 +61,8 @@ _DAY_S = 86_400
 CACHED_SCHEDULES = 65_536
 """Distinct (expression, zone) pairs kept parsed. A scheduler loads every job
 at start-up: with more distinct schedules than the cache holds, each load
-parsed again (measured with bench.scale, 100k jobs on 1440 distinct daily
-times: 112 s to serve with 1024 entries)."""
+parses again (the figures: BENCHMARKS.md, "Why the constants are what they
+are")."""
 # A fixed start keeps validation deterministic; 50 years is croniter's own bound
 # and covers the rarest dates (29 February on a fifth Monday recurs every 28 years).
 _REFERENCE = datetime(2024, 1, 1)

@@ -471,9 +471,10 @@ class Dispatcher:
 
     async def _after_queued_sends(self) -> None:
         """Let the deliveries waiting for a slot send first: what is left of
-        this one is bookkeeping (measured with `bench.run --jobs 1000`: with
-        it done at once, each queued request of a burst larger than the pool
-        went out only after an earlier one's bookkeeping). Waits at most
+        this one is bookkeeping; done at once, each queued request of a burst
+        larger than the pool would go out only after an earlier one's
+        bookkeeping (BENCHMARKS.md, "Why the constants are what they are").
+        Waits at most
         `_BOOKKEEPING_WAIT_S`, so a pool that stays full still records.
 
         A cancellation (a stop cutting the runs short) ends the wait but not

@@ -32,9 +32,8 @@ MAX_LINGER_S = 0.5
 """... or this long after its first result, whichever comes first. Bursts of
 webhooks finish together, and one write after the burst costs the event loop
 less than many during it: the store's worker thread holds the interpreter
-while it builds rows, and the burst's requests would wait for it
-(measured with `bench.run --jobs 500`: a write 100 ms after the first result
-landed in the middle of the 170 ms burst)."""
+while it builds rows, and the burst's requests would wait for it (BENCHMARKS.md,
+"Why the constants are what they are")."""
 
 
 class ResultWriter:

@@ -601,10 +601,10 @@ class TickRunner:
         (this one was taken for dead) are left to it.
 
         The marking round trip starts ahead of the tick by twice its recent
-        length, so it lands by the tick instead of after it (measured with
-        `bench.run --mode cluster` on the Mongo wire server: at the tick it
-        cost 300 ms of lag at p50). The price: an instance that dies between
-        the mark and the tick leaves those runs LOST rather than adopted."""
+        length, so it lands by the tick instead of delaying every webhook by
+        its length (BENCHMARKS.md, "Why the constants are what they are").
+        The price: an instance that dies between the mark and the tick leaves
+        those runs LOST rather than adopted."""
         try:
             await self._clock.sleep(fire_at - 2 * self._mark_s - self._clock.time())
         except asyncio.CancelledError:
@@ -772,9 +772,8 @@ class TickRunner:
     ) -> None:
         """Send claimed executions' webhooks. Their first requests go out
         now, one after another, where they can (`Dispatcher.send_first`);
-        the rest of each delivery runs in a task of its own, started after.
-        (Measured with `bench.run --jobs 100`: a burst of 100 left over 13-16
-        ms while each task made and sent its own request; now over 3-5 ms.)"""
+        the rest of each delivery runs in a task of its own, started after:
+        a burst's requests then leave together, not one per task turn."""
         started = []
         for job, execution, request, prepared in runs:
             if execution.id in self._cancelled:

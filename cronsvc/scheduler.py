@@ -57,8 +57,7 @@ AHEAD_BATCH_SIZE = 2048
 """Ticks taken ahead of their instant, whose claims are written before it,
 go in batches of up to this many: each batch is a lease, a claim and a
 dispatched mark, and the batches of one tick queue for the store one after
-another (measured with `bench.run --jobs 1000`: in batches of 256, the last
-batch's mark ended up to 200 ms after the tick, and its webhooks waited)."""
+another, so smaller batches left the last one's mark after the tick."""
 
 RESYNC_READ_BATCH = 500
 """Whole jobs read at once: those notices named, or those falling due."""
@@ -68,9 +67,8 @@ SYNC_PAGE = 20_000
 calls (API requests, claims) between two pages."""
 
 RESYNC_PAGE = 5000
-"""Versions read per store call by a resync: a page of 20,000 held the
-store's worker ~25 ms, and an API call queued behind it (create and list
-p99 26-28 ms at 1M jobs, `bench.scale`)."""
+"""Versions read per store call by a resync: small enough that an API call
+queued behind a page does not wait long for the store's worker."""
 
 LOAD_SLICE = 2000
 """Jobs put on the heap between two turns of the event loop."""
@@ -274,9 +272,7 @@ class Scheduler:
     def _resync_interval(self, took_s: float) -> float:
         """The configured interval, or longer when a resync takes long: it
         only repairs lost notices (a coordinator reconnect asks for one at
-        once), so it may take at most about 5% of the time. Measured in
-        process on 1M SQLite jobs: a resync takes ~2 s, so one every ~40 s
-        rather than every 30 s; at 100k jobs the interval is unchanged."""
+        once), so it may take at most about 5% of the time."""
         return max(self._config.resync_interval_s, 20 * took_s)
 
     async def _first_sync(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from cronsvc import gcpolicy
 from cronsvc.api.app import create_app
 from cronsvc.api.auth import ACCESS, Access
 from cronsvc.api.context import CONTEXT, ApiContext
@@ -261,15 +261,7 @@ async def serve(config: Config) -> None:
     app = build_app(config)
     app_runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await app_runner.setup()
-    # Everything made so far (modules, the app, the jobs) lives as long as the
-    # process: keep it out of the collector's full passes, which otherwise
-    # stall the event loop for tens of milliseconds (measured: 26-47 ms).
-    gc.freeze()
-    # While the scheduler loads every job it makes one object or more per
-    # job, and each full pass of the collector walks all of them: off until
-    # it is done, then what it made is frozen too (measured: 1M jobs loaded
-    # in 8.9 s with the collector on, 6.8 s with it off).
-    gc.disable()
+    gcpolicy.before_loading()
     stop = asyncio.Event()
     notifier = Notifier()
     loop = asyncio.get_running_loop()
@@ -289,17 +281,8 @@ async def serve(config: Config) -> None:
         stopper = asyncio.create_task(stop.wait())
         ready = asyncio.create_task(app[CONTEXT].scheduler_ready.wait())
         await asyncio.wait({engine, stopper, ready}, return_when=asyncio.FIRST_COMPLETED)
-        gc.enable()
+        gcpolicy.after_loading(loaded=ready.done())
         if ready.done():
-            gc.freeze()
-            # Collections of the young generations found nothing to free in a
-            # burst of fires (its objects die by reference count) yet ran 2-3
-            # times a second for 4-11 ms each, and the full one every few
-            # seconds for 10-42 ms, inside the bursts (a gc.callbacks probe at
-            # 1000 every-second jobs): collect the first generation per 50 000
-            # objects, not 700 (bench.run --jobs 1000: a tick's last arrival
-            # p50 ~123 -> ~100 ms, lag p99 ~200 -> ~120 ms).
-            gc.set_threshold(50_000, 20, 100)
             notifier.notify("READY=1", f"STATUS=serving; instance {app[CONTEXT].instance_id}")
             watchdog = asyncio.create_task(notifier.keep_alive(lambda: not engine.done()))
             await asyncio.wait({engine, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -311,7 +294,7 @@ async def serve(config: Config) -> None:
             raise RuntimeError("the engine stopped on its own")
         log.info("shutting_down")
     finally:
-        gc.enable()
+        gcpolicy.at_exit()
         notifier.notify("STOPPING=1")
         # Signals stay handled while in-flight runs drain: a repeated SIGTERM
         # must not cut the grace period short.
@@ -366,10 +349,8 @@ def cannot_listen(host: str, port: int, exc: OSError) -> CannotListen:
 def _usual_claim_s(store_url: str) -> float:
     """How long a batch's claim usually takes on this kind of store, until
     the runner has measured it: the claim lead starts from it. A networked
-    store starting from the embedded file's few milliseconds fired a new
-    cluster's first ticks 0.5-1.8 s late while the lead caught up
-    (`python -m bench.run --mode cluster --jobs 200 --seconds 60
-    --no-ceiling`, on the Mongo wire server)."""
+    store starting from the embedded file's few milliseconds fires a new
+    cluster's first ticks late while the lead catches up."""
     return 0.005 if store_url.startswith("sqlite") else 0.5
 
 
