@@ -286,75 +286,101 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
 
 
 def _check(config: Config) -> None:
-    def positive(key: str, value: float) -> None:
-        if value <= 0:
-            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    """Refuse values no section may hold, section by section."""
+    _check_server(config.server)
+    _check_limits(config.limits)
+    _check_scheduler(config.scheduler)
+    _check_webhook(config.webhook)
+    _positive("retention.execution_logs_days", config.retention.execution_logs_days)
+    _check_logging(config.logging)
+    _check_store(config.store)
+    _check_coordination(config.coordination)
 
-    if config.server.event_loop not in _EVENT_LOOPS:
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key}: must be greater than 0, got {value}")
+
+
+def _at_least_one(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{key}: must be at least 1")
+
+
+def _check_server(server: ServerConfig) -> None:
+    if server.event_loop not in _EVENT_LOOPS:
         raise ConfigError(f"server.event_loop: must be one of {', '.join(_EVENT_LOOPS)}")
-    if not 0 <= config.server.port <= 65535:
-        raise ConfigError(f"server.port: must be 0-65535, got {config.server.port}")
-    if config.server.shutdown_grace_s < 0:
+    if not 0 <= server.port <= 65535:
+        raise ConfigError(f"server.port: must be 0-65535, got {server.port}")
+    if server.shutdown_grace_s < 0:
         raise ConfigError("server.shutdown_grace_s: must not be negative")
-    server = config.server
     if not server.api_tokens and not server.allow_unauthenticated and not is_loopback(server.host):
         raise ConfigError(
             f"server.host: refusing to serve {server.host!r} without authentication; "
             "set server.api_tokens or server.api_tokens_file, "
             "or server.allow_unauthenticated = true"
         )
-    if config.limits.max_jobs < 1:
-        raise ConfigError("limits.max_jobs: must be at least 1")
-    if config.limits.rate_limit_per_s < 0:
+
+
+def _check_limits(limits: LimitsConfig) -> None:
+    _at_least_one("limits.max_jobs", limits.max_jobs)
+    if limits.rate_limit_per_s < 0:
         raise ConfigError("limits.rate_limit_per_s: must not be negative (0 turns it off)")
-    if config.limits.rate_limit_burst < 1:
-        raise ConfigError("limits.rate_limit_burst: must be at least 1")
-    positive("scheduler.resync_interval_s", config.scheduler.resync_interval_s)
-    positive("scheduler.min_interval_s", config.scheduler.min_interval_s)
-    positive("scheduler.lease_ttl_s", config.scheduler.lease_ttl_s)
-    if not 0 <= config.scheduler.claim_ahead_s <= 5:
+    _at_least_one("limits.rate_limit_burst", limits.rate_limit_burst)
+
+
+def _check_scheduler(scheduler: SchedulerConfig) -> None:
+    _positive("scheduler.resync_interval_s", scheduler.resync_interval_s)
+    _positive("scheduler.min_interval_s", scheduler.min_interval_s)
+    _positive("scheduler.lease_ttl_s", scheduler.lease_ttl_s)
+    if not 0 <= scheduler.claim_ahead_s <= 5:
         raise ConfigError("scheduler.claim_ahead_s: must be from 0 to 5")
-    positive("scheduler.heartbeat_interval_s", config.scheduler.heartbeat_interval_s)
-    if config.scheduler.max_catchup < 1:
-        raise ConfigError("scheduler.max_catchup: must be at least 1")
-    if config.scheduler.max_missed_records < 1:
-        raise ConfigError("scheduler.max_missed_records: must be at least 1")
-    positive("webhook.timeout_s", config.webhook.timeout_s)
-    positive("webhook.max_concurrency", config.webhook.max_concurrency)
-    positive("webhook.max_response_bytes", config.webhook.max_response_bytes)
-    if config.webhook.max_defer_s < 0:
+    _positive("scheduler.heartbeat_interval_s", scheduler.heartbeat_interval_s)
+    _at_least_one("scheduler.max_catchup", scheduler.max_catchup)
+    _at_least_one("scheduler.max_missed_records", scheduler.max_missed_records)
+
+
+def _check_webhook(webhook: WebhookConfig) -> None:
+    _positive("webhook.timeout_s", webhook.timeout_s)
+    _positive("webhook.max_concurrency", webhook.max_concurrency)
+    _positive("webhook.max_response_bytes", webhook.max_response_bytes)
+    if webhook.max_defer_s < 0:
         raise ConfigError("webhook.max_defer_s: must be 0 or more")
-    for cidr in config.webhook.allowed_cidrs:
+    for cidr in webhook.allowed_cidrs:
         try:
             parse_cidr(cidr)
         except ValueError as exc:
             raise ConfigError(f"webhook.allowed_cidrs: {exc}") from None
-    if config.webhook.secret_rotation_grace_s < 0:
+    if webhook.secret_rotation_grace_s < 0:
         raise ConfigError("webhook.secret_rotation_grace_s: must not be negative")
-    positive("retention.execution_logs_days", config.retention.execution_logs_days)
-    if config.logging.level.lower() not in _LOG_LEVELS:
+
+
+def _check_logging(logging: LoggingConfig) -> None:
+    if logging.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(_LOG_LEVELS)}")
-    if config.logging.format not in _LOG_FORMATS:
+    if logging.format not in _LOG_FORMATS:
         raise ConfigError(f"logging.format: must be one of {', '.join(_LOG_FORMATS)}")
-    store_url = config.store.url
-    if store_url.startswith("sqlite:"):
-        sqlite_path(store_url)
-    elif not store_url.startswith(("mongodb://", "mongodb+srv://")):
+
+
+def _check_store(store: StoreConfig) -> None:
+    if store.url.startswith("sqlite:"):
+        sqlite_path(store.url)
+    elif not store.url.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError(
-            f"store.url: unsupported URL {redact_url(store_url)!r}; "
+            f"store.url: unsupported URL {redact_url(store.url)!r}; "
             "use sqlite:///PATH or mongodb://HOST:PORT/DATABASE"
         )
-    coordination = config.coordination.url
-    if coordination != "local" and not coordination.startswith(
+
+
+def _check_coordination(coordination: CoordinationConfig) -> None:
+    if coordination.url != "local" and not coordination.url.startswith(
         ("redis://", "rediss://", "unix://")
     ):
         raise ConfigError(
-            f"coordination.url: unsupported value {redact_url(coordination)!r}; "
+            f"coordination.url: unsupported value {redact_url(coordination.url)!r}; "
             "use 'local' or redis://HOST:PORT/DB"
         )
-    if not config.coordination.key_prefix or any(
-        c in config.coordination.key_prefix for c in " {}"
-    ):
+    if not coordination.key_prefix or any(c in coordination.key_prefix for c in " {}"):
         raise ConfigError(
             "coordination.key_prefix: must be a non-empty word without spaces or braces"
         )
