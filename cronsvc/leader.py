@@ -157,11 +157,7 @@ class LeaderDuties:
                 async with asyncio.timeout(self._period):
                     await self.renew()
             except TRANSIENT as exc:
-                self._metrics.inc(
-                    "cronsvc_coordinator_errors_total",
-                    help="Coordinator calls that failed",
-                    op="heartbeat",
-                )
+                self._metrics.inc("cronsvc_coordinator_errors_total", op="heartbeat")
                 if not self._failing:  # once per outage
                     self._failing = True
                     log.warning("heartbeat_failed", error=str(exc) or type(exc).__name__)
@@ -185,11 +181,7 @@ class LeaderDuties:
             async with asyncio.timeout(self._period / 2):
                 live = await self._coordinator.live_instances()
         except TRANSIENT:
-            self._metrics.inc(
-                "cronsvc_coordinator_errors_total",
-                help="Coordinator calls that failed",
-                op="members",
-            )
+            self._metrics.inc("cronsvc_coordinator_errors_total", op="members")
             return
         self._membership.update(info.id for info in live)
 
@@ -203,9 +195,7 @@ class LeaderDuties:
                     async with asyncio.timeout(self._ttl):
                         await self.duties()
                 except TRANSIENT as exc:
-                    self._metrics.inc(
-                        "cronsvc_store_errors_total", help="Store calls that failed", op="leader"
-                    )
+                    self._metrics.inc("cronsvc_store_errors_total", op="leader")
                     log.warning("leader_duties_failed", error=str(exc) or type(exc).__name__)
             await self._pause_duties()
 
@@ -260,10 +250,7 @@ class LeaderDuties:
             raise
         if token != self._token:
             if (token is None) != (self._token is None):
-                self._metrics.inc(
-                    "cronsvc_leadership_changes_total",
-                    help="Times this instance gained or lost leadership",
-                )
+                self._metrics.inc("cronsvc_leadership_changes_total")
             log.info("leadership_changed", leader=token is not None, token=token)
         gained = token is not None and token != self._token
         if gained:
@@ -286,11 +273,7 @@ class LeaderDuties:
                 return
         adopted = await self._store.adopt_unsent(live_instances=live, instance_id=self._instance_id)
         if adopted:
-            self._metrics.inc(
-                "cronsvc_ticks_adopted_total",
-                len(adopted),
-                help="Ticks claimed by an instance that stopped before sending them",
-            )
+            self._metrics.inc("cronsvc_ticks_adopted_total", len(adopted))
             log.warning("unsent_ticks_adopted", count=len(adopted))
             self._on_adopted(adopted)
         if not self.is_leader:  # the store held the duties past the lease
@@ -301,9 +284,7 @@ class LeaderDuties:
             reason="the instance running it stopped before recording a result",
         )
         if lost:
-            self._metrics.inc(
-                "cronsvc_executions_total", len(lost), help="Executions by outcome", status="LOST"
-            )
+            self._metrics.inc("cronsvc_executions_total", len(lost), status="LOST")
             log.warning(
                 "runs_lost", count=len(lost), instances=sorted({e.instance_id for e in lost})
             )

@@ -1,14 +1,16 @@
 """Metrics, exposed at /metrics in the Prometheus text format (prometheus-client).
 
-Each service has a registry of its own (tests run many in one process). The
-metrics an operator alerts on are declared here, so they read 0 from the
-start rather than appearing with their first event; others are made on
-first use. Labels stay low-cardinality: never a job id.
+Each service has a registry of its own (tests run many in one process).
+Every counter is declared here once, with its help and label names; call
+sites name it and give label values. Those an operator alerts on read 0 from
+the start rather than appearing with their first event; others appear with
+their first. Labels stay low-cardinality: never a job id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,31 +30,83 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 _STATUSES = ("SUCCESS", "FAILURE", "SKIPPED", "MISSED", "LOST")
 
-# name: (help, label names, label values to show at 0 from the start)
-_COUNTERS: dict[str, tuple[str, tuple[str, ...], Sequence[tuple[str, ...]]]] = {
-    "cronsvc_executions_total": ("Executions by outcome", ("status",), [(s,) for s in _STATUSES]),
-    "cronsvc_webhook_attempts_total": ("Webhook requests sent, retries included", (), [()]),
-    "cronsvc_lease_total": (
-        "Tick lease attempts (skipped: the coordinator was down, the store's claim fenced)",
-        ("result",),
-        [("won",), ("lost",), ("skipped",)],
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CounterSpec:
+    help: str
+    labels: tuple[str, ...] = ()
+    shown: tuple[tuple[str, ...], ...] | None = None
+    """Label values shown at 0 from the start (`((),)` for a counter without
+    labels); None: the counter appears with its first event."""
+
+
+_AT_START = ((),)
+
+COUNTERS: dict[str, CounterSpec] = {
+    "cronsvc_executions_total": CounterSpec(
+        help="Executions by outcome", labels=("status",), shown=tuple((s,) for s in _STATUSES)
     ),
-    "cronsvc_leadership_changes_total": ("Times this instance gained or lost leadership", (), [()]),
-    "cronsvc_store_errors_total": ("Store calls that failed", ("op",), []),
-    "cronsvc_coordinator_errors_total": ("Coordinator calls that failed", ("op",), []),
-    "cronsvc_log_writes_dropped_total": ("Execution results never written", ("reason",), []),
-    "cronsvc_late_results_total": (
-        "Execution results not written: their run was already final (LOST, replaced)",
-        ("stored_status",),
-        [("LOST",), ("FAILURE",)],
+    "cronsvc_webhook_attempts_total": CounterSpec(
+        help="Webhook requests sent, retries included", shown=_AT_START
     ),
-    "cronsvc_ticks_dropped_total": ("Ticks not fired", ("reason",), []),
-    "cronsvc_ticks_held_total": (
-        "Ticks handed back to the scheduler because the store did not take them",
-        (),
-        [()],
+    "cronsvc_lease_total": CounterSpec(
+        help="Tick lease attempts (skipped: the coordinator was down, the store's claim fenced)",
+        labels=("result",),
+        shown=(("won",), ("lost",), ("skipped",)),
+    ),
+    "cronsvc_leadership_changes_total": CounterSpec(
+        help="Times this instance gained or lost leadership", shown=_AT_START
+    ),
+    "cronsvc_store_errors_total": CounterSpec(
+        help="Store calls that failed", labels=("op",), shown=()
+    ),
+    "cronsvc_coordinator_errors_total": CounterSpec(
+        help="Coordinator calls that failed", labels=("op",), shown=()
+    ),
+    "cronsvc_log_writes_dropped_total": CounterSpec(
+        help="Execution results never written", labels=("reason",), shown=()
+    ),
+    "cronsvc_late_results_total": CounterSpec(
+        help="Execution results not written: their run was already final (LOST, replaced)",
+        labels=("stored_status",),
+        shown=(("LOST",), ("FAILURE",)),
+    ),
+    "cronsvc_ticks_dropped_total": CounterSpec(
+        help="Ticks not fired", labels=("reason",), shown=()
+    ),
+    "cronsvc_ticks_held_total": CounterSpec(
+        help="Ticks handed back to the scheduler because the store did not take them",
+        shown=_AT_START,
+    ),
+    "cronsvc_log_writes_delayed_total": CounterSpec(
+        help="Execution results whose write failed and was retried", shown=_AT_START
+    ),
+    "cronsvc_api_rejected_total": CounterSpec(
+        help="API requests refused by auth or a limit", labels=("reason",)
+    ),
+    "cronsvc_runs_replaced_total": CounterSpec(help="Running executions ended by a newer run"),
+    "cronsvc_replaced_runs_aborted_total": CounterSpec(
+        help="Webhook deliveries aborted because a newer run replaced them"
+    ),
+    "cronsvc_run_errors_total": CounterSpec(help="Runs that ended in an unexpected error"),
+    "cronsvc_claims_duplicate_total": CounterSpec(help="Ticks already claimed elsewhere"),
+    "cronsvc_claims_unresolved_total": CounterSpec(
+        help="Unanswered claims too many to look up (a RUNNING record may remain)"
+    ),
+    "cronsvc_claims_taken_over_total": CounterSpec(
+        help="Claimed ticks another instance adopted before this one sent them"
+    ),
+    "cronsvc_jobs_paused_by_target_total": CounterSpec(help="Jobs paused on a 410 Gone"),
+    "cronsvc_ticks_adopted_total": CounterSpec(
+        help="Ticks claimed by an instance that stopped before sending them"
+    ),
+    "cronsvc_ticks_missed_unrecorded_total": CounterSpec(
+        help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)"
     ),
 }
+"""Every counter, by name (`_total` is part of each name, as /metrics shows
+it). Call sites name one and give its labels; its help and label names are
+here only."""
 
 
 class Metrics:
@@ -62,12 +116,12 @@ class Metrics:
         self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
         """Counters by name and label values, as `inc` finds them: resolving
         labels anew each time cost several microseconds a fire."""
-        self._histograms: dict[str, Histogram] = {}
-        for name, (help_text, labels, shown) in _COUNTERS.items():
-            counter = self._counter(name, help_text, labels)
-            for values in shown:
-                if values:
-                    counter.labels(*values)
+        for name, spec in COUNTERS.items():
+            if spec.shown is not None:
+                counter = self._counter(name, spec)
+                for values in spec.shown:
+                    if values:
+                        counter.labels(*values)
         self.fire_lag = Histogram(
             "cronsvc_fire_lag_seconds",
             "Scheduled tick to the first byte of its webhook request sent",
@@ -81,19 +135,16 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        self.delayed_writes = Counter(
-            "cronsvc_log_writes_delayed",
-            "Execution results whose write failed and was retried",
-            registry=self.registry,
-        )
 
-    def inc(self, name: str, amount: int = 1, help: str = "", **labels: str) -> None:
-        """Add `amount` to counter `name` (its label names fixed by first use)."""
+    def inc(self, name: str, amount: int = 1, help: str | None = None, **labels: str) -> None:
+        """Add `amount` to counter `name` of `COUNTERS`, with its labels.
+
+        `help`, when given, must be the counter's help in `COUNTERS`: it is
+        accepted while callers that still pass it drop it."""
         key = (name, tuple(labels.items()))
         child = self._children.get(key)
         if child is None:
-            counter = self._counter(name, help or name, tuple(sorted(labels)))
-            child = counter.labels(**labels) if labels else counter
+            child = self._child(name, help, labels)
             self._children[key] = child
         child.inc(amount)
 
@@ -109,9 +160,22 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def _counter(self, name: str, help_text: str, labels: tuple[str, ...]) -> Counter:
+    def _child(self, name: str, help: str | None, labels: dict[str, str]) -> Counter:
+        spec = COUNTERS.get(name)
+        if spec is None:
+            raise KeyError(f"counter {name} is not declared in cronsvc.metrics.COUNTERS")
+        if help is not None and help != spec.help:
+            raise ValueError(f"counter {name} has the help {spec.help!r}, not {help!r}")
+        if sorted(labels) != sorted(spec.labels):
+            raise ValueError(
+                f"counter {name} has the labels {list(spec.labels)}, not {sorted(labels)}"
+            )
+        counter = self._counter(name, spec)
+        return counter.labels(**labels) if labels else counter
+
+    def _counter(self, name: str, spec: CounterSpec) -> Counter:
         counter = self._counters.get(name)
         if counter is None:
-            counter = Counter(name, help_text, labels, registry=self.registry)
+            counter = Counter(name, spec.help, spec.labels, registry=self.registry)
             self._counters[name] = counter
         return counter

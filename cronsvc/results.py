@@ -66,11 +66,7 @@ class ResultWriter:
             if not self._overflow:
                 self._dropped([execution], "buffer_full")
             else:
-                self._metrics.inc(
-                    "cronsvc_log_writes_dropped_total",
-                    help="Execution results never written",
-                    reason="buffer_full",
-                )
+                self._metrics.inc("cronsvc_log_writes_dropped_total", reason="buffer_full")
             self._overflow += 1
             return
         if self._overflow:
@@ -127,10 +123,8 @@ class ResultWriter:
             report = await self._store.finish_executions(batch)
         except TRANSIENT as exc:
             self._failures += 1
-            self._metrics.inc(
-                "cronsvc_store_errors_total", help="Store calls that failed", op="finish"
-            )
-            self._metrics.delayed_writes.inc(len(batch))
+            self._metrics.inc("cronsvc_store_errors_total", op="finish")
+            self._metrics.inc("cronsvc_log_writes_delayed_total", len(batch))
             if self._failures == 1:  # once per outage, not per attempt
                 log.error("results_delayed", pending=len(self._pending), error=str(exc))
             return False
@@ -151,12 +145,7 @@ class ResultWriter:
         per batch (a reaped instance can bring back thousands at once)."""
         by_status = collections.Counter(status for _, status in already_final)
         for status, count in by_status.items():
-            self._metrics.inc(
-                "cronsvc_late_results_total",
-                count,
-                help="Execution results not written: their run was already final (LOST, replaced)",
-                stored_status=status.value,
-            )
+            self._metrics.inc("cronsvc_late_results_total", count, stored_status=status.value)
         results = {execution.id: execution for execution in batch}
         log.warning(
             "late_result_ignored",
@@ -173,12 +162,7 @@ class ResultWriter:
         )
 
     def _dropped(self, executions: list[Execution], reason: str) -> None:
-        self._metrics.inc(
-            "cronsvc_log_writes_dropped_total",
-            len(executions),
-            help="Execution results never written",
-            reason=reason,
-        )
+        self._metrics.inc("cronsvc_log_writes_dropped_total", len(executions), reason=reason)
         log.error(
             "execution_results_dropped",
             count=len(executions),

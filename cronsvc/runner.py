@@ -229,12 +229,8 @@ class TickRunner:
         ids = [execution_id for result in results for execution_id in result.replaced]
         if not ids:
             return
-        self._metrics.inc(
-            "cronsvc_runs_replaced_total", len(ids), help="Running executions ended by a newer run"
-        )
-        self._metrics.inc(
-            "cronsvc_executions_total", len(ids), help="Executions by outcome", status="FAILURE"
-        )
+        self._metrics.inc("cronsvc_runs_replaced_total", len(ids))
+        self._metrics.inc("cronsvc_executions_total", len(ids), status="FAILURE")
         for result in results:
             if result.replaced:
                 assert result.execution is not None
@@ -253,11 +249,7 @@ class TickRunner:
         except TRANSIENT as exc:
             # The replaced runs are already recorded; elsewhere they run on
             # to their end, and their results are ignored.
-            self._metrics.inc(
-                "cronsvc_coordinator_errors_total",
-                help="Coordinator calls that failed",
-                op="cancel",
-            )
+            self._metrics.inc("cronsvc_coordinator_errors_total", op="cancel")
             log.warning("cancel_notice_failed", execution_ids=execution_ids[:20], error=str(exc))
 
     async def drain(self, grace_s: float) -> None:
@@ -280,9 +272,7 @@ class TickRunner:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self._metrics.inc(
-                "cronsvc_run_errors_total", help="Runs that ended in an unexpected error"
-            )
+            self._metrics.inc("cronsvc_run_errors_total")
             log.error("run_crashed", exc_info=task.exception())
 
     def adopt(self, executions: Sequence[Execution]) -> None:
@@ -358,9 +348,7 @@ class TickRunner:
             try:
                 return await self._store.claim_ticks(claims)
             except TRANSIENT:
-                self._metrics.inc(
-                    "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
-                )
+                self._metrics.inc("cronsvc_store_errors_total", op="claim")
                 self._remember_uncertain(leased, claims)
                 raise
 
@@ -372,9 +360,7 @@ class TickRunner:
                 )
         except TRANSIENT as exc:
             if isinstance(exc, TimeoutError):
-                self._metrics.inc(
-                    "cronsvc_store_errors_total", help="Store calls that failed", op="claim"
-                )
+                self._metrics.inc("cronsvc_store_errors_total", op="claim")
                 self._remember_uncertain(leased, claims)
             failure = (
                 f"no answer to a claim within {CLAIM_PATIENCE_S:g} s"
@@ -416,9 +402,7 @@ class TickRunner:
             elif result.outcome is ClaimOutcome.STALE:
                 self._on_stale(d.job.id)
             elif result.outcome is ClaimOutcome.DUPLICATE:
-                self._metrics.inc(
-                    "cronsvc_claims_duplicate_total", help="Ticks already claimed elsewhere"
-                )
+                self._metrics.inc("cronsvc_claims_duplicate_total")
             else:
                 self._count(ExecutionStatus.SKIPPED)
                 error = result.execution.error if result.execution else None
@@ -467,9 +451,7 @@ class TickRunner:
                     [(d.job.id, d.tick) for d in due], self._lease_ttl_s
                 )
         except TRANSIENT as exc:
-            self._metrics.inc(
-                "cronsvc_coordinator_errors_total", help="Coordinator calls that failed", op="lease"
-            )
+            self._metrics.inc("cronsvc_coordinator_errors_total", op="lease")
             failure = (
                 f"no answer to a lease within {patience:.2f} s"
                 if isinstance(exc, TimeoutError)
@@ -482,18 +464,12 @@ class TickRunner:
             self._leases_down = False
             log.info("leases_recovered")
         leased = [d for d, ok in zip(due, won, strict=True) if ok]
-        self._metrics.inc(
-            "cronsvc_lease_total", len(leased), help="Tick lease attempts", result="won"
-        )
-        self._metrics.inc(
-            "cronsvc_lease_total", len(due) - len(leased), help="Tick lease attempts", result="lost"
-        )
+        self._metrics.inc("cronsvc_lease_total", len(leased), result="won")
+        self._metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
         return leased, False
 
     def _leases_unavailable(self, due: list[DueTick], error: str) -> None:
-        self._metrics.inc(
-            "cronsvc_lease_total", len(due), help="Tick lease attempts", result="skipped"
-        )
+        self._metrics.inc("cronsvc_lease_total", len(due), result="skipped")
         if not self._leases_down:  # once per outage
             self._leases_down = True
             log.error("leases_unavailable", error=error, fallback="store claim")
@@ -502,11 +478,7 @@ class TickRunner:
         """Hand ticks the store did not take back to the scheduler, which
         takes them again (under their jobs' misfire policies) once the store
         answers: a tick is never dropped for an outage."""
-        self._metrics.inc(
-            "cronsvc_ticks_held_total",
-            len(due),
-            help="Ticks handed back to the scheduler because the store did not take them",
-        )
+        self._metrics.inc("cronsvc_ticks_held_total", len(due))
         if not self._held_ticks:  # once per outage
             log.error("ticks_held", count=len(due), reason="store_unavailable", error=error)
         self._held_ticks += len(due)
@@ -537,11 +509,7 @@ class TickRunner:
         if len(self._uncertain) > MAX_UNCERTAIN:
             dropped = len(self._uncertain) - MAX_UNCERTAIN
             _trim(self._uncertain, MAX_UNCERTAIN)
-            self._metrics.inc(
-                "cronsvc_claims_unresolved_total",
-                dropped,
-                help="Unanswered claims too many to look up (a RUNNING record may remain)",
-            )
+            self._metrics.inc("cronsvc_claims_unresolved_total", dropped)
             log.error("claims_unresolved", count=dropped)
         if self._resolving is None or self._resolving.done():
             self._resolving = asyncio.create_task(self._resolve_uncertain())
@@ -623,9 +591,7 @@ class TickRunner:
         except TRANSIENT as exc:
             # The claim itself was fenced by version; fire as claimed. Only if
             # this instance also dies now could an adopter send one twice.
-            self._metrics.inc(
-                "cronsvc_store_errors_total", help="Store calls that failed", op="mark_dispatched"
-            )
+            self._metrics.inc("cronsvc_store_errors_total", op="mark_dispatched")
             log.warning(
                 "dispatch_unmarked",
                 count=len(claimed),
@@ -641,10 +607,7 @@ class TickRunner:
         now = self._clock.now()
         for d, execution in claimed:
             if execution.id not in marked:
-                self._metrics.inc(
-                    "cronsvc_claims_taken_over_total",
-                    help="Claimed ticks another instance adopted before this one sent them",
-                )
+                self._metrics.inc("cronsvc_claims_taken_over_total")
                 log.warning("claim_taken_over", job_id=d.job.id, tick=rfc3339(d.tick))
             elif _past_grace(d, now):  # this instance was held up (paused) since the claim
                 self._finish(_missed_late(execution, d, now, _HELD_UP))
@@ -801,10 +764,7 @@ class TickRunner:
             self._deliveries.pop(execution.id, None)
 
     def _aborted(self, execution: Execution) -> None:
-        self._metrics.inc(
-            "cronsvc_replaced_runs_aborted_total",
-            help="Webhook deliveries aborted because a newer run replaced them",
-        )
+        self._metrics.inc("cronsvc_replaced_runs_aborted_total")
         log.info(
             "run_aborted", job_id=execution.job_id, execution_id=execution.id, reason="replaced"
         )
@@ -860,9 +820,7 @@ class TickRunner:
                     return execution
                 self._on_stale(job.id)  # this instance's scheduler drops it now
                 await self.announce(job.id)
-                self._metrics.inc(
-                    "cronsvc_jobs_paused_by_target_total", help="Jobs paused on a 410 Gone"
-                )
+                self._metrics.inc("cronsvc_jobs_paused_by_target_total")
                 log.warning("job_paused_by_target", job_id=job.id, reason=reason)
                 return dataclasses.replace(
                     execution,
@@ -887,18 +845,12 @@ class TickRunner:
         try:
             await self._coordinator.publish_job_change(job_id)
         except TRANSIENT as exc:
-            self._metrics.inc(
-                "cronsvc_coordinator_errors_total",
-                help="Coordinator calls that failed",
-                op="notice",
-            )
+            self._metrics.inc("cronsvc_coordinator_errors_total", op="notice")
             log.warning("job_change_notice_failed", job_id=job_id, error=str(exc))
 
     def _ticks_dropped(self, event: str, count: int, exc: BaseException) -> None:
         """Ticks the store would not take: counted and logged, never quiet."""
-        self._metrics.inc(
-            "cronsvc_ticks_dropped_total", count, help="Ticks not fired", reason="store_unavailable"
-        )
+        self._metrics.inc("cronsvc_ticks_dropped_total", count, reason="store_unavailable")
         log.error(event, count=count, reason="store_unavailable", error=str(exc))
 
     def _finish(self, execution: Execution) -> None:
@@ -906,9 +858,7 @@ class TickRunner:
         self._results.submit(execution)
 
     def _count(self, status: ExecutionStatus) -> None:
-        self._metrics.inc(
-            "cronsvc_executions_total", help="Executions by outcome", status=status.value
-        )
+        self._metrics.inc("cronsvc_executions_total", status=status.value)
 
 
 def _webhook_request(job: Job, execution: Execution) -> WebhookRequest:

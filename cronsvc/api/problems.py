@@ -147,7 +147,7 @@ def _count_rejection(request: web.Request, reason: str) -> None:
     logged at debug level (never with their headers)."""
     api = request.app.get(CONTEXT)
     if api is not None:
-        api.metrics.inc(REJECTED, help="API requests refused by auth or a limit", reason=reason)
+        api.metrics.inc(REJECTED, reason=reason)
     log.debug(
         "request_rejected",
         reason=reason,

@@ -1,0 +1,44 @@
+"""Counters are declared once in `cronsvc.metrics.COUNTERS`; call sites name them."""
+
+from __future__ import annotations
+
+import pytest
+
+from cronsvc.metrics import COUNTERS, Metrics
+
+
+def test_a_declared_counter_counts_by_its_labels() -> None:
+    metrics = Metrics()
+    metrics.inc("cronsvc_store_errors_total", op="claim")
+    metrics.inc("cronsvc_store_errors_total", 2, op="claim")
+    assert metrics.get("cronsvc_store_errors_total", op="claim") == 3
+    assert "# HELP cronsvc_store_errors_total Store calls that failed" in metrics.render().decode()
+
+
+def test_counters_an_operator_alerts_on_read_zero_from_the_start() -> None:
+    text = Metrics().render().decode()
+    for name, spec in COUNTERS.items():
+        for values in spec.shown or ():
+            labels = ",".join(f'{k}="{v}"' for k, v in zip(spec.labels, values, strict=True))
+            sample = f"{name}{{{labels}}}" if labels else name
+            assert f"\n{sample} 0.0\n" in text
+    assert "cronsvc_runs_replaced_total" not in text  # appears with its first event
+
+
+def test_an_undeclared_counter_is_refused() -> None:
+    with pytest.raises(KeyError, match="cronsvc_nowhere_total"):
+        Metrics().inc("cronsvc_nowhere_total")
+
+
+@pytest.mark.parametrize("labels", [{}, {"op": "claim", "extra": "x"}, {"reason": "claim"}])
+def test_labels_other_than_the_declared_ones_are_refused(labels: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="cronsvc_store_errors_total"):
+        Metrics().inc("cronsvc_store_errors_total", **labels)
+
+
+def test_a_help_text_given_at_the_call_must_be_the_declared_one() -> None:
+    metrics = Metrics()
+    metrics.inc("cronsvc_store_errors_total", help="Store calls that failed", op="resync")
+    assert metrics.get("cronsvc_store_errors_total", op="resync") == 1
+    with pytest.raises(ValueError, match="help"):
+        metrics.inc("cronsvc_store_errors_total", help="Something else", op="reload")
