@@ -21,7 +21,7 @@ from typing import Any, get_type_hints
 
 from cronsvc.errors import ConfigError
 from cronsvc.netguard import parse_cidr
-from cronsvc.store import sqlite_path
+from cronsvc.urls import StoreBackend, coordination_backend, sqlite_path, store_backend
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,50 +363,13 @@ def _check_logging(logging: LoggingConfig) -> None:
 
 
 def _check_store(store: StoreConfig) -> None:
-    if store.url.startswith("sqlite:"):
+    if store_backend(store.url) is StoreBackend.SQLITE:
         sqlite_path(store.url)
-    elif not store.url.startswith(("mongodb://", "mongodb+srv://")):
-        raise ConfigError(
-            f"store.url: unsupported URL {redact_url(store.url)!r}; "
-            "use sqlite:///PATH or mongodb://HOST:PORT/DATABASE"
-        )
 
 
 def _check_coordination(coordination: CoordinationConfig) -> None:
-    if coordination.url != "local" and not coordination.url.startswith(
-        ("redis://", "rediss://", "unix://")
-    ):
-        raise ConfigError(
-            f"coordination.url: unsupported value {redact_url(coordination.url)!r}; "
-            "use 'local' or redis://HOST:PORT/DB"
-        )
+    coordination_backend(coordination.url)
     if not coordination.key_prefix or any(c in coordination.key_prefix for c in " {}"):
         raise ConfigError(
             "coordination.key_prefix: must be a non-empty word without spaces or braces"
         )
-
-
-_SECRET_OPTIONS = ("password", "token", "secret", "authmechanismproperties")
-
-
-def redact_url(url: str) -> str:
-    """`url` with its password, and any query option that may hold a secret,
-    masked: fit for messages, logs and reprs."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url if "@" not in url and "password" not in url.lower() else "<not a URL>"
-    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, hosts = authority.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{hosts}" if colon else f"{user}@{hosts}"
-    path, question, query = tail.partition("?")
-    if question:
-        options = []
-        for option in query.split("&"):
-            name, equals, _ = option.partition("=")
-            secret = equals and any(word in name.lower() for word in _SECRET_OPTIONS)
-            options.append(f"{name}=***" if secret else option)
-        tail = f"{path}?{'&'.join(options)}"
-    return f"{scheme}://{authority}{tail}"

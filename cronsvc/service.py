@@ -41,7 +41,14 @@ from cronsvc.results import ResultWriter
 from cronsvc.runner import DueTick, TickRunner
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
-from cronsvc.store import Store, open_store, sqlite_path
+from cronsvc.store import Store, open_store
+from cronsvc.urls import (
+    CoordinationBackend,
+    StoreBackend,
+    coordination_backend,
+    sqlite_path,
+    store_backend,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +94,10 @@ def _target_policy(config: Config) -> TargetPolicy:
 
 
 def _lock_path(config: Config) -> Path | None:
-    if config.coordination.url != "local" or not config.store.url.startswith("sqlite:"):
+    if (
+        coordination_backend(config.coordination.url) is not CoordinationBackend.LOCAL
+        or store_backend(config.store.url) is not StoreBackend.SQLITE
+    ):
         return None
     db = sqlite_path(config.store.url)
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +206,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         started_at=started_at,
         heartbeat_interval_s=config.scheduler.heartbeat_interval_s,
         retention_days=config.retention.execution_logs_days,
-        reap_grace=config.coordination.url != "local",
+        reap_grace=coordination_backend(config.coordination.url) is not CoordinationBackend.LOCAL,
         on_adopted=runner.adopt,
         membership=membership,
     )

@@ -25,7 +25,7 @@ import yaml
 
 from cronsvc.config import environment_names, load_config
 from cronsvc.errors import ConfigError
-from cronsvc.store import sqlite_path
+from cronsvc.urls import sqlite_path
 from tests.fakes import free_port
 from tests.helpers_api import Client
 

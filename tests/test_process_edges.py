@@ -23,7 +23,7 @@ from cronsvc.config import Config
 from cronsvc.coord import open_coordinator
 from cronsvc.errors import CannotListen
 from cronsvc.service import cannot_listen, serve
-from cronsvc.store import sqlite_path
+from cronsvc.urls import sqlite_path
 from tests.fakes import free_port
 from tests.processes import CronsvcProcess, write_config
 

@@ -20,7 +20,6 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from cronsvc.config import redact_url
 from cronsvc.domain import (
     ConcurrencyPolicy,
     ExecutionStatus,
@@ -33,6 +32,7 @@ from cronsvc.errors import ConfigError, StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.store import ClaimOutcome, ClaimResult, FinishReport, TickClaim
 from cronsvc.store.mongo import MongoStore
+from cronsvc.urls import redact_url
 from tests.fakes import free_port
 from tests.fixtures_mongo import start_nx_27017, with_database
 from tests.helpers_store import T0, at

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cronsvc.domain import InstanceInfo
-from cronsvc.errors import ConfigError
+from cronsvc.urls import CoordinationBackend, coordination_backend
 
 JobChangeCallback = Callable[[str], None]
 CancelCallback = Callable[[Sequence[str]], None]
@@ -134,15 +134,12 @@ def open_coordinator(
     coordinator locks so a second process on the same data refuses to start;
     `key_prefix` namespaces a shared coordinator's keys (several clusters can
     share one Redis)."""
-    if url == "local":
-        from cronsvc.coord.local import LocalCoordinator
+    match coordination_backend(url):
+        case CoordinationBackend.LOCAL:
+            from cronsvc.coord.local import LocalCoordinator
 
-        return LocalCoordinator(lock_path=lock_path)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from cronsvc.coord.redis import RedisCoordinator
+            return LocalCoordinator(lock_path=lock_path)
+        case CoordinationBackend.REDIS:
+            from cronsvc.coord.redis import RedisCoordinator
 
-        return RedisCoordinator(url, key_prefix=key_prefix)
-    raise ConfigError(
-        f"coordination.url: unsupported value {url.split('://', 1)[0]!r}; "
-        "use 'local' or redis://HOST:PORT/DB"
-    )
+            return RedisCoordinator(url, key_prefix=key_prefix)

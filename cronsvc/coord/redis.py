@@ -44,12 +44,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from cronsvc.config import redact_url
 from cronsvc.coord import RESYNC, CancelCallback, JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import CoordinatorUnavailable, StartupRefused
 from cronsvc.instants import parse_rfc3339, rfc3339
 from cronsvc.retry import backoff_delay
+from cronsvc.urls import redact_url
 
 log = structlog.get_logger(__name__)
 

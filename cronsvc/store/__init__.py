@@ -35,7 +35,6 @@ import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
 from cronsvc.domain import (
@@ -49,7 +48,7 @@ from cronsvc.domain import (
     ScheduleRevision,
     Trigger,
 )
-from cronsvc.errors import ConfigError
+from cronsvc.urls import StoreBackend, sqlite_path, store_backend
 
 T = TypeVar("T")
 
@@ -413,27 +412,18 @@ class Store(Protocol):
         ...
 
 
-def sqlite_path(url: str) -> Path:
-    """The file a `sqlite:///path` URL names (`sqlite:///./x.db` is relative,
-    `sqlite:////abs/x.db` absolute)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ConfigError(f"store.url: {url!r} is not a sqlite:///PATH URL")
-    return Path(url[len(prefix) :])
-
-
 async def open_store(url: str, *, retention_days: float | None = None) -> Store:
     """Open the backend that `url`'s scheme names, creating its schema.
     `retention_days` lets a backend that can expire records by itself do so
     (MongoDB's TTL index); the leader prunes every backend as well."""
-    if url.startswith("sqlite:"):
-        from cronsvc.store.sqlite import SQLiteStore
+    # Imported here: the backends import this module, and pymongo is loaded
+    # only by a service that uses MongoDB.
+    match store_backend(url):
+        case StoreBackend.SQLITE:
+            from cronsvc.store.sqlite import SQLiteStore
 
-        return await SQLiteStore.open(sqlite_path(url))
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        from cronsvc.store.mongo import MongoStore
+            return await SQLiteStore.open(sqlite_path(url))
+        case StoreBackend.MONGODB:
+            from cronsvc.store.mongo import MongoStore
 
-        return await MongoStore.open(url, retention_days=retention_days)
-    raise ConfigError(
-        f"store.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite: or mongodb:"
-    )
+            return await MongoStore.open(url, retention_days=retention_days)

@@ -111,7 +111,6 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from cronsvc.config import redact_url
 from cronsvc.domain import (
     ConcurrencyPolicy,
     ErrorInfo,
@@ -169,6 +168,7 @@ from cronsvc.store.common import (
     tick_slot,
     unix_ms,
 )
+from cronsvc.urls import redact_url
 
 _Doc = dict[str, Any]
 
