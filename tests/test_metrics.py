@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
+import cronsvc
 from cronsvc.metrics import COUNTERS, Metrics
 
 
@@ -42,3 +46,32 @@ def test_a_help_text_given_at_the_call_must_be_the_declared_one() -> None:
     assert metrics.get("cronsvc_store_errors_total", op="resync") == 1
     with pytest.raises(ValueError, match="help"):
         metrics.inc("cronsvc_store_errors_total", help="Something else", op="reload")
+
+
+def test_every_counter_the_code_counts_is_declared_with_the_labels_it_passes() -> None:
+    """Read from the source, so a counter on a path the tests never take
+    (a rare error) cannot fail at its first count in production."""
+    root = Path(cronsvc.__file__).parent
+    seen = 0
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "inc"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and node.args[0].value.startswith("cronsvc_")
+            ):
+                continue
+            seen += 1
+            name = node.args[0].value
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            assert name in COUNTERS, where
+            labels = sorted(k.arg for k in node.keywords if k.arg not in (None, "help"))
+            assert labels == sorted(COUNTERS[name].labels), where
+            for keyword in node.keywords:
+                if keyword.arg == "help" and isinstance(keyword.value, ast.Constant):
+                    assert keyword.value.value == COUNTERS[name].help, where
+    assert seen > 30
