@@ -370,7 +370,9 @@ class JobIndex:
         slim jobs handed out to be read. Each job taken goes back on the heap
         at its next tick."""
         now = datetime.fromtimestamp(now_ts, UTC)
-        heap, entries = self.heap, self.entries
+        heap, entries, resumed = self.heap, self.entries, self._resumed
+        started_at = self._started_at
+        max_missed, max_catchup = self._max_missed_records, self._max_catchup
         by_tick: dict[datetime, list[DueTick]] = {}
         batches: list[list[DueTick]] = []
         missed: list[tuple[Job, list[datetime]]] = []
@@ -386,7 +388,17 @@ class JobIndex:
                 entry.seq = None  # back on the heap once read
                 unread.append((job_id, entry))
                 continue
-            for tick, trigger in self._take(job, entry, now, missed, unrecorded):
+            fire = _take(
+                job,
+                entry,
+                now,
+                resumed.pop(job_id, started_at) if resumed else started_at,
+                max_missed,
+                max_catchup,
+                missed,
+                unrecorded,
+            )
+            for tick, trigger in fire:
                 batch = by_tick.setdefault(tick, [])
                 batch.append(DueTick(job, tick, trigger))
                 if len(batch) >= (batch_size if tick <= now else ahead_batch_size):
@@ -400,61 +412,6 @@ class JobIndex:
             self.compact()
         return Taken(batches=batches, missed=missed, unread=unread, unrecorded=unrecorded)
 
-    def _take(
-        self,
-        job: Job,
-        entry: Entry,
-        now: datetime,
-        missed: list[tuple[Job, list[datetime]]],
-        unrecorded: list[Unrecorded],
-    ) -> list[tuple[datetime, Trigger]]:
-        """The due ticks of one job to fire, split by its misfire policy (the
-        ticks to record MISSED go to `missed`). The work is bounded however
-        long the job was overdue: ticks past their grace are recorded up to
-        `max_missed_records` and the rest counted (at most `MAX_COUNTED` of
-        them) and jumped over, never walked one by one."""
-        plan = entry.plan
-        schedule = plan.schedule
-        max_missed = self._max_missed_records
-        horizon = now - timedelta(seconds=max(plan.misfire_grace_seconds, MIN_GRACE_S))
-        ticks: list[datetime] = []
-        tick = entry.next_tick
-        while tick < horizon and len(ticks) < max_missed:
-            ticks.append(tick)
-            tick = schedule.next_after(tick)
-        if tick < horizon:
-            tick = _skip_unrecorded(job.id, schedule, tick, horizon, unrecorded)
-        # Within the grace (or, taken ahead of its instant, not yet due): what
-        # the policy may fire, the latest kept.
-        recent: list[datetime] = []
-        while tick <= now or not (ticks or recent):
-            recent.append(tick)
-            tick = schedule.next_after(tick)
-            if len(recent) > MAX_COUNTED:
-                break
-        if tick <= now:
-            tick = _skip_unrecorded(
-                job.id, schedule, tick, now + timedelta(milliseconds=1), unrecorded
-            )
-        entry.next_tick = tick
-        keep = max_missed + self._max_catchup
-        if len(recent) > keep:
-            unrecorded.append(
-                Unrecorded(job_id=job.id, count=len(recent) - keep, at_least=False, jumped=False)
-            )
-        ticks += recent[-keep:]
-        split = plan_due_ticks(
-            ticks,
-            now=now,
-            started_at=self._resumed.pop(job.id, self._started_at),
-            policy=plan.misfire_policy,
-            grace_s=plan.misfire_grace_seconds,
-            max_catchup=self._max_catchup,
-        )
-        if split.missed:
-            missed.append((job, split.missed))
-        return split.fire
-
     def compact(self) -> None:
         """Drop the stale items from the heap."""
         entries = self.entries
@@ -464,6 +421,62 @@ class JobIndex:
             if (e := entries.get(item[2])) is not None and e.seq == item[1]
         ]
         heapq.heapify(self.heap)
+
+
+def _take(
+    job: Job,
+    entry: Entry,
+    now: datetime,
+    started_at: datetime,
+    max_missed: int,
+    max_catchup: int,
+    missed: list[tuple[Job, list[datetime]]],
+    unrecorded: list[Unrecorded],
+) -> list[tuple[datetime, Trigger]]:
+    """The due ticks of one job to fire, split by its misfire policy (the
+    ticks to record MISSED go to `missed`); the entry moves on to its next
+    tick. The work is bounded however
+    long the job was overdue: ticks past their grace are recorded up to
+    `max_missed_records` and the rest counted (at most `MAX_COUNTED` of
+    them) and jumped over, never walked one by one."""
+    plan = entry.plan
+    schedule = plan.schedule
+    horizon = now - timedelta(seconds=max(plan.misfire_grace_seconds, MIN_GRACE_S))
+    ticks: list[datetime] = []
+    tick = entry.next_tick
+    while tick < horizon and len(ticks) < max_missed:
+        ticks.append(tick)
+        tick = schedule.next_after(tick)
+    if tick < horizon:
+        tick = _skip_unrecorded(job.id, schedule, tick, horizon, unrecorded)
+    # Within the grace (or, taken ahead of its instant, not yet due): what
+    # the policy may fire, the latest kept.
+    recent: list[datetime] = []
+    while tick <= now or not (ticks or recent):
+        recent.append(tick)
+        tick = schedule.next_after(tick)
+        if len(recent) > MAX_COUNTED:
+            break
+    if tick <= now:
+        tick = _skip_unrecorded(job.id, schedule, tick, now + timedelta(milliseconds=1), unrecorded)
+    entry.next_tick = tick
+    keep = max_missed + max_catchup
+    if len(recent) > keep:
+        unrecorded.append(
+            Unrecorded(job_id=job.id, count=len(recent) - keep, at_least=False, jumped=False)
+        )
+    ticks += recent[-keep:]
+    split = plan_due_ticks(
+        ticks,
+        now=now,
+        started_at=started_at,
+        policy=plan.misfire_policy,
+        grace_s=plan.misfire_grace_seconds,
+        max_catchup=max_catchup,
+    )
+    if split.missed:
+        missed.append((job, split.missed))
+    return split.fire
 
 
 def _skip_unrecorded(
