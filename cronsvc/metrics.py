@@ -136,15 +136,12 @@ class Metrics:
             registry=self.registry,
         )
 
-    def inc(self, name: str, amount: int = 1, help: str | None = None, **labels: str) -> None:
-        """Add `amount` to counter `name` of `COUNTERS`, with its labels.
-
-        `help`, when given, must be the counter's help in `COUNTERS`: it is
-        accepted while callers that still pass it drop it."""
+    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
+        """Add `amount` to counter `name` of `COUNTERS`, with its labels."""
         key = (name, tuple(labels.items()))
         child = self._children.get(key)
         if child is None:
-            child = self._child(name, help, labels)
+            child = self._child(name, labels)
             self._children[key] = child
         child.inc(amount)
 
@@ -160,12 +157,10 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def _child(self, name: str, help: str | None, labels: dict[str, str]) -> Counter:
+    def _child(self, name: str, labels: dict[str, str]) -> Counter:
         spec = COUNTERS.get(name)
         if spec is None:
             raise KeyError(f"counter {name} is not declared in cronsvc.metrics.COUNTERS")
-        if help is not None and help != spec.help:
-            raise ValueError(f"counter {name} has the help {spec.help!r}, not {help!r}")
         if sorted(labels) != sorted(spec.labels):
             raise ValueError(
                 f"counter {name} has the labels {list(spec.labels)}, not {sorted(labels)}"

@@ -41,6 +41,7 @@ from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.results import ResultWriter
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
+from cronsvc.ticks import DueTick
 
 log = structlog.get_logger(__name__)
 
@@ -100,14 +101,9 @@ class _Unanswered:
     """Lookups left before it is taken as never written."""
 
 
-@dataclass(frozen=True, slots=True)
-class DueTick:
-    job: Job
-    tick: datetime
-    trigger: Trigger
-
-
 class TickRunner:
+    """Runs due ticks: the scheduler's `TickSink` (and the API's manual runs)."""
+
     def __init__(
         self,
         *,

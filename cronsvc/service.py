@@ -38,10 +38,11 @@ from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.openfiles import ensure_open_files
 from cronsvc.results import ResultWriter
-from cronsvc.runner import DueTick, TickRunner
+from cronsvc.runner import TickRunner
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
 from cronsvc.store import Store, open_store
+from cronsvc.ticks import DueTick
 from cronsvc.urls import (
     CoordinationBackend,
     StoreBackend,

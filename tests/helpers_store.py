@@ -8,7 +8,7 @@ from typing import Any
 
 from cronsvc.domain import Execution, Job, JobSpec, Trigger
 from cronsvc.ids import new_id
-from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
+from cronsvc.store import ActiveSchedule, ClaimOutcome, ClaimResult, Store, TickClaim
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 INSTANCE = "instance-a"
@@ -34,6 +34,21 @@ def make_job(name: str = "job", *, last_tick: datetime = T0, **spec_changes: Any
         created_at=T0,
         updated_at=T0,
         last_tick=last_tick,
+    )
+
+
+def schedule_of(job: Job) -> ActiveSchedule:
+    """The part of `job` a store's `active_schedules` answers."""
+    spec = job.spec
+    return ActiveSchedule(
+        id=job.id,
+        version=job.version,
+        cron_expression=spec.cron_expression,
+        timezone=spec.timezone,
+        last_tick=job.last_tick,
+        concurrency_policy=spec.concurrency_policy,
+        misfire_policy=spec.misfire_policy,
+        misfire_grace_seconds=spec.misfire_grace_seconds,
     )
 
 

@@ -40,14 +40,6 @@ def test_labels_other_than_the_declared_ones_are_refused(labels: dict[str, str])
         Metrics().inc("cronsvc_store_errors_total", **labels)
 
 
-def test_a_help_text_given_at_the_call_must_be_the_declared_one() -> None:
-    metrics = Metrics()
-    metrics.inc("cronsvc_store_errors_total", help="Store calls that failed", op="resync")
-    assert metrics.get("cronsvc_store_errors_total", op="resync") == 1
-    with pytest.raises(ValueError, match="help"):
-        metrics.inc("cronsvc_store_errors_total", help="Something else", op="reload")
-
-
 def test_every_counter_the_code_counts_is_declared_with_the_labels_it_passes() -> None:
     """Read from the source, so a counter on a path the tests never take
     (a rare error) cannot fail at its first count in production."""
@@ -69,9 +61,6 @@ def test_every_counter_the_code_counts_is_declared_with_the_labels_it_passes() -
             name = node.args[0].value
             where = f"{path.relative_to(root)}:{node.lineno}"
             assert name in COUNTERS, where
-            labels = sorted(k.arg for k in node.keywords if k.arg not in (None, "help"))
+            labels = sorted(k.arg for k in node.keywords if k.arg is not None)
             assert labels == sorted(COUNTERS[name].labels), where
-            for keyword in node.keywords:
-                if keyword.arg == "help" and isinstance(keyword.value, ast.Constant):
-                    assert keyword.value.value == COUNTERS[name].help, where
     assert seen > 30

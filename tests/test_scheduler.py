@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cronsvc import scheduler
+from cronsvc import jobsync, scheduler
 from cronsvc.config import Config
 from cronsvc.domain import ConcurrencyPolicy, HttpMethod, Job, JobSpec
 from cronsvc.ids import new_id
@@ -87,7 +87,7 @@ async def test_changes_made_while_the_first_sync_reads_its_pages_end_up_in_force
     applied, in the stale page), paused, deleted (in a page not yet read) and
     created through the API. Once the sync is done every change is in force:
     each notice wins over a page read before it."""
-    monkeypatch.setattr(scheduler, "SYNC_PAGE", 2)
+    monkeypatch.setattr(jobsync, "SYNC_PAGE", 2)
     moved: Receiver = await start_receiver()
     jobs = [job(f"job-{i}", receiver.url) for i in range(6)]
     a, b, c, d, e, f = sorted(jobs, key=lambda j: j.id)
@@ -226,7 +226,7 @@ async def test_a_resync_drops_jobs_no_page_held_and_loads_those_it_lacked(
 ) -> None:
     """Resync pages of two over five jobs: one deleted and one created
     straight in the store (their notices lost) are dropped and loaded."""
-    monkeypatch.setattr(scheduler, "RESYNC_PAGE", 2)
+    monkeypatch.setattr(jobsync, "RESYNC_PAGE", 2)
     jobs = [job(f"job-{i}", receiver.url) for i in range(5)]
     store: list[Store] = []
     resyncs = 0

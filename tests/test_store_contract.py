@@ -60,6 +60,7 @@ from tests.helpers_store import (
     create,
     make_job,
     make_spec,
+    schedule_of,
     tick_claim,
 )
 
@@ -740,20 +741,6 @@ async def test_active_versions_page_in_id_order(store: Store) -> None:
     assert await store.active_versions(max(expected), 3) == {}
     with pytest.raises(ValueError):
         await store.active_versions(None, 0)
-
-
-def schedule_of(job: Job) -> ActiveSchedule:
-    spec = job.spec
-    return ActiveSchedule(
-        id=job.id,
-        version=job.version,
-        cron_expression=spec.cron_expression,
-        timezone=spec.timezone,
-        last_tick=job.last_tick,
-        concurrency_policy=spec.concurrency_policy,
-        misfire_policy=spec.misfire_policy,
-        misfire_grace_seconds=spec.misfire_grace_seconds,
-    )
 
 
 async def all_schedules(store: Store, limit: int) -> list[ActiveSchedule]:

@@ -1,0 +1,352 @@
+"""The scheduler's store side: what feeds the job index and what it decides
+to write.
+
+- The first sync reads every active job's schedule page by page (slim), the
+  next page read while one is applied, the loop free between slices.
+- A resync compares versions page by page, reads whole the jobs the index
+  lacks and drops those no page held: it repairs lost notices.
+- Notices name jobs to reload; they are read in batches and win over any
+  page read before them (`touched`).
+- Slim jobs falling due are read whole just ahead of their tick (the read
+  lead follows how long such reads take).
+- Ticks the index found missed are written MISSED.
+
+Where a job resumes is always derived from the store's `last_tick` (the last
+tick dealt with), so a reloaded job can neither skip a tick nor fire an old
+copy: the runner's claim carries the job version it saw, and the store
+refuses a claim made with an old version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from cronsvc.clock import Clock
+from cronsvc.config import SchedulerConfig
+from cronsvc.domain import Job, Trigger
+from cronsvc.errors import CronSvcError
+from cronsvc.health import Dependency, HealthMonitor
+from cronsvc.instants import rfc3339
+from cronsvc.jobindex import Entry, JobIndex, Plan
+from cronsvc.metrics import Metrics
+from cronsvc.misfire import MIN_GRACE_S
+from cronsvc.retry import TRANSIENT
+from cronsvc.store import ActiveSchedule, Store
+from cronsvc.ticks import DueTick, TickSink
+
+log = structlog.get_logger(__name__)
+
+RESYNC_READ_BATCH = 500
+"""Whole jobs read at once: those notices named, or those falling due."""
+
+SYNC_PAGE = 20_000
+"""Schedules read per store call by the first sync: the store answers other
+calls (API requests, claims) between two pages."""
+
+RESYNC_PAGE = 5000
+"""Versions read per store call by a resync: small enough that an API call
+queued behind a page does not wait long for the store's worker."""
+
+LOAD_SLICE = 2000
+"""Jobs put on the heap between two turns of the event loop."""
+
+READ_LEAD_S = 1.0
+"""How long before a slim job's claim its whole record is read, at least;
+more when recent reads were slower (twice their length, at most
+`MAX_READ_LEAD_S`)."""
+
+MAX_READ_LEAD_S = 10.0
+
+READ_RETRY_S = 1.0
+"""After a failed read of due jobs, how long until they are read again."""
+
+
+class JobSync:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        index: JobIndex,
+        runner: TickSink,
+        clock: Clock,
+        config: SchedulerConfig,
+        metrics: Metrics,
+        health: HealthMonitor,
+        instance_id: str,
+        wake: asyncio.Event,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._runner = runner
+        self._clock = clock
+        self._config = config
+        self._metrics = metrics
+        self._health = health
+        self._instance_id = instance_id
+        self._wake = wake
+        """The scheduler's loop's: set when there is news for it."""
+        self.changed: set[str] = set()
+        """Jobs notices named, to reload."""
+        self._touched: set[str] = set()
+        """Jobs notices reloaded or dropped since the current resync began."""
+        self._syncs = itertools.count(1)
+        self._read_s = 0.01
+        """Recent length of a read of whole jobs falling due."""
+        self._background: set[asyncio.Task[None]] = set()
+
+    def claim_lead(self) -> float:
+        return self._runner.claim_lead(self._config.claim_ahead_s)
+
+    def read_lead(self) -> float:
+        return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))
+
+    def note_changed(self, job_id: str) -> None:
+        self.changed.add(job_id)
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait for the reads and writes under way."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def first_sync(
+        self, *, stopping: Callable[[], bool], between_slices: Callable[[], None]
+    ) -> None:
+        """Every active job into the index, page by page, with the loop free
+        between slices (`between_slices` runs then): jobs already loaded
+        fire, the API answers, and notices are applied between pages (a
+        notice is newer news than a page, which then leaves that job alone).
+        The next page is read while one is applied. A page is retried until
+        the store answers: nothing can be scheduled before."""
+        sync = next(self._syncs)
+        after: str | None = None
+        reading: asyncio.Task[list[ActiveSchedule]] | None = None
+        try:
+            while not stopping():
+                if reading is None:
+                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                try:
+                    page = await reading
+                except TRANSIENT as exc:
+                    reading = None
+                    self._resync_failed(exc)
+                    self._wake.clear()  # notices wait in `changed`; stopping cuts the wait short
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    continue
+                reading = None
+                if len(page) == SYNC_PAGE:
+                    after = page[-1].id
+                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                await self._apply_page(page, sync, between_slices)
+                if self.changed:
+                    await self.apply_changes()
+                if reading is None:
+                    return
+        finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
+                    await reading
+
+    async def _apply_page(
+        self, page: list[ActiveSchedule], sync: int, between_slices: Callable[[], None]
+    ) -> None:
+        """Put the jobs of a page into the index, slim, a slice at a time."""
+        claim_lead = self.claim_lead()
+        read_lead = self.read_lead()
+        known: dict[tuple[Plan, datetime], tuple[datetime, float]] = {}
+        refused: list[tuple[str, CronSvcError]] = []
+        for start in range(0, len(page), LOAD_SLICE):
+            self._index.add_slim(
+                page[start : start + LOAD_SLICE],
+                sync=sync,
+                touched=self._touched,
+                known=known,
+                claim_lead=claim_lead,
+                read_lead=read_lead,
+                refused=refused,
+            )
+            for job_id, exc in refused:
+                _unschedulable(job_id, exc)
+            refused.clear()
+            if start + LOAD_SLICE <= len(page):
+                # Many jobs at once (the first sync): let the API, health
+                # checks and the jobs already loaded have the loop meanwhile.
+                await asyncio.sleep(0)
+                between_slices()
+
+    async def resync(self) -> float:
+        """Bring the index in line with the store, page by page: versions are
+        compared, jobs whose version the index lacks are read whole, jobs no
+        page held are dropped. A job a notice reloaded or dropped meanwhile
+        is left as the notice made it. Returns how long it took."""
+        started = self._clock.monotonic()
+        self._touched.clear()
+        sync = next(self._syncs)
+        seen = 0
+        after: str | None = None
+        try:
+            while True:
+                versions = await self._store.active_versions(after, RESYNC_PAGE)
+                seen += await self._compare_page(versions, sync)
+                if len(versions) < RESYNC_PAGE:
+                    break
+                after = next(reversed(versions))
+        except TRANSIENT as exc:
+            self._resync_failed(exc)
+            return self._clock.monotonic() - started
+        if self._touched or seen != len(self._index.entries):
+            await self._drop_unseen(sync)
+        return self._clock.monotonic() - started
+
+    def _resync_failed(self, exc: BaseException) -> None:
+        self._metrics.inc("cronsvc_store_errors_total", op="resync")
+        log.warning("resync_failed", error=str(exc))
+
+    async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
+        """Mark the jobs of a page of versions the index holds as they are (or
+        newer) and read whole those it lacks, except those notices touched.
+        Returns how many of the page's jobs are then in the index."""
+        seen, stale = self._index.compare(versions, sync=sync, touched=self._touched)
+        for start in range(0, len(stale), RESYNC_READ_BATCH):
+            for job in await self._store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
+                if (
+                    self._index.fresher(job)
+                    and job.id not in self._touched
+                    and self._load(job, sync)
+                ):
+                    seen += 1
+        return seen
+
+    async def _drop_unseen(self, sync: int) -> None:
+        """Drop the jobs the resync `sync` did not see, a page at a time."""
+        job_ids = list(self._index.entries)
+        for start in range(0, len(job_ids), SYNC_PAGE):
+            self._index.drop_unseen(
+                job_ids[start : start + SYNC_PAGE],
+                sync=sync,
+                changed=self.changed,
+                touched=self._touched,
+            )
+            await asyncio.sleep(0)
+
+    async def apply_changes(self) -> None:
+        """Reload the jobs notices named, in batches (one store read each, not
+        one per job: a burst of creations must not hold the tick loop)."""
+        changed, self.changed = list(self.changed), set()
+        for start in range(0, len(changed), RESYNC_READ_BATCH):
+            batch = changed[start : start + RESYNC_READ_BATCH]
+            try:
+                jobs = await self._store.active_jobs(batch)
+            except TRANSIENT as exc:
+                self.changed.update(changed[start:])  # retried at the next wake or resync
+                self._metrics.inc("cronsvc_store_errors_total", op="reload")
+                log.warning("job_reload_failed", count=len(changed) - start, error=str(exc))
+                return
+            active = {job.id: job for job in jobs}
+            self._touched.update(batch)
+            for job_id in batch:
+                job = active.get(job_id)
+                if job is None:  # deleted or paused
+                    self._index.drop(job_id)
+                else:
+                    self._load(job)
+
+    def _load(self, job: Job, sync: int = 0) -> bool:
+        """Put a whole job into the index (read because of a notice or a
+        resync); False if it cannot be scheduled."""
+        try:
+            self._index.load(
+                job,
+                now_ts=self._clock.time(),
+                claim_lead=self.claim_lead(),
+                read_lead=self.read_lead(),
+                sync=sync,
+            )
+        except CronSvcError as exc:
+            _unschedulable(job.id, exc)
+            return False
+        return True
+
+    def read_due(self, unread: list[tuple[str, Entry]]) -> None:
+        """Read, in the background, the whole jobs of slim entries whose tick
+        is near, and put them back into the index."""
+        self._spawn(self._read_due(unread))
+
+    async def _read_due(self, unread: list[tuple[str, Entry]]) -> None:
+        """A job gone, paused or at another version than the index's is
+        handled as a stale claim is: a reload, as if a notice had named it."""
+        for start in range(0, len(unread), RESYNC_READ_BATCH):
+            batch = unread[start : start + RESYNC_READ_BATCH]
+            started = self._clock.monotonic()
+            try:
+                jobs = await self._store.active_jobs([job_id for job_id, _ in batch])
+            except TRANSIENT as exc:
+                self._metrics.inc("cronsvc_store_errors_total", op="read_due")
+                log.warning("due_jobs_read_failed", count=len(unread) - start, error=str(exc))
+                self._index.requeue(unread[start:], self._clock.time() + READ_RETRY_S)
+                self._wake.set()
+                return
+            self._read_s = 0.8 * self._read_s + 0.2 * (self._clock.monotonic() - started)
+            found = {job.id: job for job in jobs}
+            claim_lead = self.claim_lead()
+            for job_id, entry in batch:
+                if not self._index.put_back(
+                    job_id, entry, found.get(job_id), claim_lead=claim_lead
+                ):
+                    self.note_changed(job_id)
+            self._wake.set()
+
+    def record_missed(self, job: Job, ticks: list[datetime]) -> None:
+        """Write the ticks MISSED, in the background."""
+        self._spawn(self._record_missed(job, ticks))
+
+    async def _record_missed(self, job: Job, ticks: list[datetime]) -> None:
+        spec = job.spec
+        grace = max(spec.misfire_grace_seconds, MIN_GRACE_S)
+        reason = (
+            "overdue when the scheduler reached it and not fired "
+            f"(misfirePolicy {spec.misfire_policy.value}, misfireGraceSeconds {grace:g})"
+        )
+        try:
+            count = await self._store.record_missed(
+                job, ticks, instance_id=self._instance_id, now=self._clock.now(), reason=reason
+            )
+        except TRANSIENT as exc:
+            # Taken again, from the first of them, once the store answers.
+            self._health.report(Dependency.STORE, type(exc).__name__)
+            self._index.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
+            self._wake.set()
+            self._metrics.inc("cronsvc_store_errors_total", op="record_missed")
+            log.warning(
+                "missed_ticks_held", job_id=job.id, count=len(ticks), error=str(exc) or None
+            )
+            return
+        if not count:  # every tick had a record already (another instance wrote them)
+            return
+        self._metrics.inc("cronsvc_executions_total", count, status="MISSED")
+        log.warning(
+            "ticks_missed",
+            job_id=job.id,
+            count=count,
+            first=rfc3339(ticks[0]),
+            last=rfc3339(ticks[-1]),
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _unschedulable(job_id: str, exc: CronSvcError) -> None:
+    # Stored before a stricter setting; refuse loudly rather than guess.
+    log.error("job_not_schedulable", job_id=job_id, reason=str(exc))
