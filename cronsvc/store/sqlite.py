@@ -200,17 +200,14 @@ _SCHEMA = (
     "CREATE INDEX executions_running_by_job ON executions (job_id) WHERE status = 'RUNNING'",
     """CREATE INDEX executions_running_by_instance ON executions (instance_id)
         WHERE status = 'RUNNING'""",
-    # Schedule history (version 3): see _MIGRATIONS[2].
+    # Schedule history (version 3): see MIGRATIONS[2].
     _CREATE_SCHEDULE_REVISIONS,
-    # The job count (version 4): see _MIGRATIONS[3].
+    # The job count (version 4): see MIGRATIONS[3].
     *_JOB_COUNT,
     "INSERT INTO job_count (id, n) VALUES (1, 0)",
 )
 
-# Statements that bring a store written by an older cronsvc up to date: the
-# entry at key n takes schema version n to n + 1. A fresh store is made from
-# `_SCHEMA`, which already holds all of them.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Whether a claimed tick's webhook went out. Runs recorded before this
     # column existed count as sent: a reaper marks them LOST, never re-sends.
     1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
@@ -245,6 +242,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT INTO job_count (id, n) SELECT 1, COUNT(*) FROM jobs",
     ),
 }
+"""Statements that bring a store written by an older cronsvc up to date: the
+entry at key n takes schema version n to n + 1. A fresh store is made from
+`_SCHEMA`, which already holds all of them. Public so that a test can give a
+file the layout an older version wrote."""
 
 _JOB_COLUMNS = (
     "id",
@@ -294,6 +295,7 @@ _INSERT_JOB = (
 )
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _JOB_COLUMNS[1:])} WHERE id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
+_NAME_TAKEN = "SELECT name FROM jobs WHERE name IN (SELECT value FROM json_each(?)) LIMIT 1"
 _PAUSE_JOB = """UPDATE jobs SET is_active = 0, paused_reason = ?, version = version + 1,
     updated_at = ? WHERE id = ? AND version = ? AND is_active = 1"""
 _DEFER_JOB = """UPDATE jobs SET deferred_until = MAX(COALESCE(deferred_until, ?1), ?1)
@@ -384,15 +386,17 @@ _MARK_LOST = f"""UPDATE executions SET status = 'LOST', finished_at = ?, error_t
     WHERE status = 'RUNNING' AND dispatched = 1
     AND instance_id NOT IN (SELECT value FROM json_each(?))
     RETURNING {_RETURNED_EXECUTION}"""
-# Driven from the ids (CROSS JOIN fixes the order): left to itself the planner
-# chose to walk every RUNNING record of the instance and test each, which
-# grew with a backlog of unwritten results until marks held the store's worker
-# for good (seen at 1500 every-second jobs: 345k RUNNING records, every result
-# write queued behind the marks). By id, a mark costs the same at any backlog.
-_MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
+MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
     WHERE rowid IN (SELECT e.rowid FROM json_each(?2) AS k CROSS JOIN executions AS e
         WHERE e.id = k.value AND e.instance_id = ?1 AND e.status = 'RUNNING')
     RETURNING id"""
+"""`mark_dispatched`'s statement (?1 = instance id, ?2 = JSON array of ids);
+public so that a test can check how SQLite plans it. Driven from the ids
+(CROSS JOIN fixes the order): left to itself the planner chose to walk every
+RUNNING record of the instance and test each, which grew with a backlog of
+unwritten results until marks held the store's worker for good (seen at 1500
+every-second jobs: 345k RUNNING records, every result write queued behind the
+marks). By id, a mark costs the same at any backlog."""
 _ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
     WHERE status = 'RUNNING' AND dispatched = 0
     AND instance_id NOT IN (SELECT value FROM json_each(?2))
@@ -485,6 +489,18 @@ class SQLiteStore:
 
     async def create_job(self, job: Job) -> Job:
         return await self._run(_do_create_job, job)
+
+    async def seed_jobs(self, jobs: Sequence[Job]) -> None:
+        """Insert many new jobs in one transaction, each as `create_job`
+        inserts one (its tags and first schedule revision too), at a small
+        part of the cost of a call each: for filling a store (benchmarks,
+        tests). Not part of `Store`. Raises `ValueError` for an id that is
+        not well formed and `DuplicateJobName` for a name already taken (by a
+        stored job or another of `jobs`), inserting none of them."""
+        if not jobs:
+            self._check_open()
+            return
+        await self._run(_do_seed_jobs, list(jobs))
 
     async def get_job(self, job_id: str) -> Job:
         return await self._run(_do_get_job, job_id)
@@ -719,12 +735,12 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
                 f"{path} has store schema version {version}, written by a newer "
                 f"cronsvc; this one knows versions up to {SCHEMA_VERSION}: upgrade cronsvc"
             )
-        if not isinstance(version, int) or version not in _MIGRATIONS:
+        if not isinstance(version, int) or version not in MIGRATIONS:
             if version == SCHEMA_VERSION:
                 return
             raise StoreUnavailable(f"{path} has unknown store schema version {version!r}")
         for step in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[step]:
+            for statement in MIGRATIONS[step]:
                 db.execute(statement)
         db.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
 
@@ -751,6 +767,29 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
         db.executemany(_INSERT_TAG, _tag_rows(job))
         db.execute(_INSERT_REVISION, _revision_row(job, job.last_tick))
     return _job_from_row(row)
+
+
+def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
+    names: set[str] = set()
+    for job in jobs:
+        if not is_valid_id(job.id):
+            raise ValueError(f"job id {job.id!r} is not well formed")
+        if job.spec.name in names:
+            raise DuplicateJobName(job.spec.name)
+        names.add(job.spec.name)
+    try:
+        with _transaction(db):
+            db.executemany(_INSERT_JOB, [_job_row(job) for job in jobs])
+            db.executemany(_INSERT_TAG, [row for job in jobs for row in _tag_rows(job)])
+            db.executemany(_INSERT_REVISION, [_revision_row(job, job.last_tick) for job in jobs])
+    except sqlite3.IntegrityError as e:
+        if "jobs.name" not in str(e):
+            raise
+        # Rolled back: the name is a stored job's (the batch's own are distinct).
+        taken = db.execute(_NAME_TAKEN, (json_text(list(names)),)).fetchone()
+        if taken is None:
+            raise
+        raise DuplicateJobName(taken[0]) from None
 
 
 def _do_get_job(db: sqlite3.Connection, job_id: str) -> Job:
@@ -1103,7 +1142,7 @@ def _do_mark_lost(db: sqlite3.Connection, live: str, now: datetime, reason: str)
 
 def _do_mark_dispatched(db: sqlite3.Connection, instance_id: str, ids: str) -> set[str]:
     with _transaction(db):
-        return {row[0] for row in db.execute(_MARK_DISPATCHED, (instance_id, ids)).fetchall()}
+        return {row[0] for row in db.execute(MARK_DISPATCHED, (instance_id, ids)).fetchall()}
 
 
 def _do_adopt_unsent(db: sqlite3.Connection, instance_id: str, live: str) -> list[Execution]:
