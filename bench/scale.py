@@ -19,10 +19,9 @@ start `cronsvc serve` on it, and measure:
   the scheduler runs;
 - the process's peak RSS.
 
-Seeding uses cronsvc's own store: `SQLiteStore.open` makes the schema, and
-the store's row codec (`_job_row`, `_INSERT_JOB`, internals of
-cronsvc.store.sqlite) fills the jobs table with `executemany` in batches:
-one `create_job` transaction per job would take minutes for a million. Just
+Seeding uses cronsvc's own store: `SQLiteStore.seed_jobs` writes the jobs
+in batches, each in one transaction: one `create_job` transaction per job
+would take minutes for a million. Just
 before the service starts, every job's `last_tick` is set to now, as if it
 had been running until then: no catch-up of the seeding time skews start-up.
 The store lives in a temporary directory, removed at the end.
@@ -35,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +59,7 @@ from bench.window import measure_window
 from cronsvc.domain import Job, JobSpec
 from cronsvc.ids import new_id
 from cronsvc.store.common import unix_ms
-from cronsvc.store.sqlite import _INSERT_JOB, SQLiteStore, _job_row
+from cronsvc.store.sqlite import SQLiteStore
 
 MAX_JOBS = 2_000_000
 SEED_BATCH = 20_000
@@ -84,48 +85,44 @@ async def seed(
 ) -> dict[str, Cadence]:
     """Create the store at `path` holding the jobs of `population`;
     answers every job's id and cadence."""
+    deadline = time.monotonic() + within_s
+    jobs = _population_jobs(population, webhook_url, datetime.now(UTC).replace(microsecond=0))
+    cadences: dict[str, Cadence] = {}
     store = await SQLiteStore.open(path)
-    await store.aclose()
-    return await asyncio.to_thread(
-        _seed_rows, path, population, webhook_url, time.monotonic() + within_s
-    )
+    try:
+        for start in range(0, population.jobs, SEED_BATCH):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"seeding stopped at {start} of {population.jobs} jobs: --seed-within-s"
+                )
+            # Made off the event loop, as the store writes them off it.
+            batch = await asyncio.to_thread(list, itertools.islice(jobs, SEED_BATCH))
+            await store.seed_jobs([job for job, _ in batch])
+            cadences.update((job.id, cadence) for job, cadence in batch)
+            progress(f"  seeded {start + len(batch)} of {population.jobs}")
+    finally:
+        await store.aclose()
+    return cadences
 
 
-def _seed_rows(
-    path: Path, population: Population, webhook_url: str, deadline: float
-) -> dict[str, Cadence]:
+def _population_jobs(
+    population: Population, webhook_url: str, now: datetime
+) -> Iterator[tuple[Job, Cadence]]:
+    """Every job of `population`, with its cadence."""
     jobs, hot = population.jobs, population.hot
     hot_cadences = iter(shape_cadences(population.hot_shape, hot))
     stride = max(1, jobs // hot) if hot else jobs + 1
-    now = datetime.now(UTC).replace(microsecond=0)
-    cadences: dict[str, Cadence] = {}
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        for start in range(0, jobs, SEED_BATCH):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"seeding stopped at {start} of {jobs} jobs: --seed-within-s")
-            rows = []
-            for n in range(start, min(jobs, start + SEED_BATCH)):
-                cadence = next(hot_cadences, None) if n % stride == 0 else None
-                cadence = cadence or population.daily(n)
-                job = Job(
-                    id=new_id(),
-                    spec=JobSpec(
-                        name=f"scale {n}", cron_expression=cadence.cron, webhook_url=webhook_url
-                    ),
-                    created_at=now,
-                    updated_at=now,
-                    last_tick=now,
-                )
-                cadences[job.id] = cadence
-                rows.append(_job_row(job))
-            db.execute("BEGIN")
-            db.executemany(_INSERT_JOB, rows)
-            db.execute("COMMIT")
-            progress(f"  seeded {start + len(rows)} of {jobs}")
-    finally:
-        db.close()
-    return cadences
+    for n in range(jobs):
+        cadence = next(hot_cadences, None) if n % stride == 0 else None
+        cadence = cadence or population.daily(n)
+        job = Job(
+            id=new_id(),
+            spec=JobSpec(name=f"scale {n}", cron_expression=cadence.cron, webhook_url=webhook_url),
+            created_at=now,
+            updated_at=now,
+            last_tick=now,
+        )
+        yield job, cadence
 
 
 def _restart_schedules(path: Path) -> None:

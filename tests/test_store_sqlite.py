@@ -31,10 +31,10 @@ from cronsvc.domain import (
     ScheduleRevision,
     Trigger,
 )
-from cronsvc.errors import StoreUnavailable
+from cronsvc.errors import DuplicateJobName, JobNotFound, StoreUnavailable
 from cronsvc.ids import new_id
-from cronsvc.store import ClaimOutcome, ExecutionQuery, TickClaim
-from cronsvc.store.sqlite import _MARK_DISPATCHED, _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from cronsvc.store import ClaimOutcome, ExecutionQuery, JobQuery, TickClaim
+from cronsvc.store.sqlite import MARK_DISPATCHED, MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from tests.helpers_store import T0, at
 
 
@@ -103,7 +103,7 @@ def roll_back_to(path: Path, version: int) -> None:
     wrote, whatever later migrations add."""
     with sqlite3.connect(path) as db:
         for step in range(SCHEMA_VERSION - 1, version - 1, -1):
-            for statement in reversed(_MIGRATIONS[step]):
+            for statement in reversed(MIGRATIONS[step]):
                 for pattern, undo in _UNDO:
                     if match := pattern.match(statement):
                         db.execute(undo.format(*match.groups()))
@@ -337,6 +337,59 @@ async def test_data_survives_close_and_reopen(db_path: Path) -> None:
     assert executions == [result.execution]
 
 
+# Seeding many jobs at once
+
+
+async def test_seeded_jobs_read_back_as_created_ones(store: SQLiteStore, tmp_path: Path) -> None:
+    jobs = [make_job(f"job {n}") for n in range(3)]
+    jobs = [
+        dataclasses.replace(j, spec=dataclasses.replace(j.spec, tags=("seeded",))) for j in jobs
+    ]
+    created = await SQLiteStore.open(tmp_path / "created.db")
+    try:
+        for job in jobs:
+            await created.create_job(job)
+        expected = [
+            (await created.get_job(job.id), await created.schedule_history(job.id)) for job in jobs
+        ]
+        expected_tagged = await created.list_jobs(JobQuery(tag="seeded"))
+    finally:
+        await created.aclose()
+
+    await store.seed_jobs(jobs)
+
+    got = [(await store.get_job(job.id), await store.schedule_history(job.id)) for job in jobs]
+    assert got == expected
+    assert await store.list_jobs(JobQuery(tag="seeded")) == expected_tagged
+    assert await store.count_jobs() == 3
+
+
+@pytest.mark.parametrize("clash", ["stored", "in the batch"])
+async def test_seeding_a_taken_name_inserts_none_of_the_jobs(
+    store: SQLiteStore, clash: str
+) -> None:
+    if clash == "stored":
+        await store.create_job(make_job("taken"))
+        jobs = [make_job("free"), make_job("taken")]
+    else:
+        jobs = [make_job("free"), make_job("taken"), make_job("taken")]
+
+    with pytest.raises(DuplicateJobName) as raised:
+        await store.seed_jobs(jobs)
+
+    assert raised.value.name == "taken"
+    assert await store.count_jobs() == (1 if clash == "stored" else 0)
+    with pytest.raises(JobNotFound):
+        await store.get_job(jobs[0].id)
+
+
+async def test_seeding_refuses_an_id_that_is_not_well_formed(store: SQLiteStore) -> None:
+    with pytest.raises(ValueError, match="not well formed"):
+        await store.seed_jobs([make_job("a"), dataclasses.replace(make_job("b"), id="bad")])
+
+    assert await store.count_jobs() == 0
+
+
 # File permissions
 
 
@@ -458,7 +511,7 @@ async def test_marking_claims_sent_looks_them_up_by_id_whatever_else_is_running(
         await store.claim_ticks([tick_claim(job, at(n)) for n in range(1, 50)])
         with contextlib.closing(sqlite3.connect(db_path)) as db:
             plan = [
-                row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {_MARK_DISPATCHED}", ("i", "[]"))
+                row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {MARK_DISPATCHED}", ("i", "[]"))
             ]
     finally:
         await store.aclose()

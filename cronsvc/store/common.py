@@ -1,7 +1,8 @@
 """What the store backends share: instants as exact Unix milliseconds, JSON
 text, attempt logs as plain documents, name-prefix bounds, the opaque page
-cursors, the words of the records a claim writes, when an update makes a
-schedule revision, and the parts that jobs read in bulk share."""
+cursors, the tick claim decision and the words of the records it writes,
+when an update makes a schedule revision, and the parts that jobs read in
+bulk share."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import base64
 import functools
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from cronsvc.domain import (
     AttemptRecord,
+    ConcurrencyPolicy,
     ErrorInfo,
     Execution,
+    ExecutionStatus,
     Job,
     JobSpec,
     RetryPolicy,
@@ -27,6 +32,7 @@ from cronsvc.domain import (
 from cronsvc.errors import InvalidCursor
 from cronsvc.ids import is_valid_id
 from cronsvc.instants import rfc3339
+from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
 
 MAX_CURSOR_CHARS = 200
 TICK_SLOT = "tick"
@@ -195,6 +201,167 @@ def decode_execution_cursor(cursor: str) -> tuple[int, str]:
     raise InvalidCursor(cursor)
 
 
+# -- The tick claim decision ---------------------------------------------------
+# Each backend reads what a claim batch depends on (`ClaimJob` per job, then
+# `StoredClaims`), calls `check_claims` and `decide_claims`, and writes what
+# they decided; `Store.claim_ticks` says what each outcome means. The values
+# made per job and per claim are named tuples, not dataclasses: a batch makes
+# thousands of them on the claim path, and a tuple is made several times
+# faster (the reason `ActiveSchedule` is one too).
+
+STALE = ClaimResult(outcome=ClaimOutcome.STALE)
+DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+WATCHED_POLICIES = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
+"""The policies whose claims depend on the job's RUNNING executions."""
+
+
+class ClaimJob(NamedTuple):
+    """A job as its tick claims see it. Claims change none of it, so a batch
+    reads it once."""
+
+    version: int
+    is_active: bool
+    name: str
+    policy: ConcurrencyPolicy
+    deferred_until_ms: int | None = None
+    """Scheduled ticks before this are SKIPPED (the target asked to wait)."""
+
+
+class CheckedClaim(NamedTuple):
+    """A claim whose job is there, at the claim's version, and active (or
+    the claim is manual): one that is decided, not STALE."""
+
+    claim: TickClaim
+    job: ClaimJob
+    slot: str
+    """The slot of its tick key (see `tick_slot`)."""
+    scheduled_ms: int
+
+    def key(self) -> tuple[str, int, str]:
+        """The unique tick key its record takes."""
+        return (self.claim.job_id, self.scheduled_ms, self.slot)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredClaims:
+    """What the store holds that a batch's claims depend on, read before
+    deciding them."""
+
+    taken: Collection[tuple[str, int, str]] = frozenset()
+    """Tick keys that have a record (those of the checked claims, at least)."""
+    running: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """The RUNNING executions of each job `watched_jobs` names, in the order
+    found; a `forbid` claim names the first as the one it waits for."""
+    earlier: Mapping[str, ClaimResult] = field(default_factory=dict)
+    """By execution id, for claims of the batch whose record an earlier
+    attempt already wrote (its answer lost): the answer that record gives
+    (see `answer_again`). A backend that writes a batch in one transaction
+    has none."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimDecision:
+    """What a batch of claims comes to, before anything of it is written."""
+
+    results: list[ClaimResult]
+    """One per claim, in order. A CLAIMED `replace` result names in
+    `replaced` the runs it ends."""
+    inserts: list[int]
+    """The positions (in the batch) whose result's record is new: to insert."""
+    replacing: dict[int, tuple[str, ...]]
+    """The position of each CLAIMED `replace` claim: the runs it ends (none
+    when nothing ran)."""
+    last_ticks: dict[str, int]
+    """Per job, the latest tick (Unix ms) of its `schedule` and `catchup`
+    claims that have a record: `last_tick` moves forward to it."""
+
+
+def check_claims(
+    claims: Sequence[TickClaim], jobs: Mapping[str, ClaimJob]
+) -> list[CheckedClaim | None]:
+    """Each claim against its job (`jobs` by id, as read): None where it is
+    STALE, the job being gone, at another version, or paused (which a
+    manual claim ignores)."""
+    checked: list[CheckedClaim | None] = []
+    for claim in claims:
+        job = jobs.get(claim.job_id)
+        manual = claim.trigger is Trigger.MANUAL
+        if job is None or job.version != claim.expected_version or not (job.is_active or manual):
+            checked.append(None)
+        else:
+            slot = claim.execution_id if manual else TICK_SLOT
+            checked.append(CheckedClaim(claim, job, slot, unix_ms(claim.scheduled_at)))
+    return checked
+
+
+def watched_jobs(checked: Iterable[CheckedClaim | None]) -> set[str]:
+    """The jobs whose claims depend on their RUNNING executions: the
+    backend reads those executions for `StoredClaims.running`."""
+    return {
+        entry.claim.job_id
+        for entry in checked
+        if entry is not None and entry.job.policy in WATCHED_POLICIES
+    }
+
+
+def decide_claims(checked: Sequence[CheckedClaim | None], stored: StoredClaims) -> ClaimDecision:
+    """Decide each claim in order, each seeing what the earlier ones of the
+    batch took (tick keys, runs started or ended). `checked` is what
+    `check_claims` made of the batch. Pure: the inputs are left as they are."""
+    batch = _Batch(stored)
+    for position, entry in enumerate(checked):
+        if entry is None:
+            batch.results.append(STALE)
+            continue
+        earlier = stored.earlier.get(entry.claim.execution_id)
+        if earlier is None:
+            batch.decide(position, entry)
+        else:
+            batch.again(position, entry, earlier)
+    return ClaimDecision(
+        results=batch.results,
+        inserts=batch.inserts,
+        replacing=batch.replacing,
+        last_ticks=batch.last_ticks,
+    )
+
+
+def answer_again(entry: CheckedClaim, record: Execution, slot: str) -> ClaimResult:
+    """The answer to a claim whose execution id a stored record (in tick
+    slot `slot`) already has: the claim itself, written by an earlier
+    attempt whose answer was lost, gets that answer again; anything else is
+    a DUPLICATE."""
+    claim = entry.claim
+    same_claim = (
+        (record.job_id, unix_ms(record.scheduled_at), slot) == entry.key()
+        and record.instance_id == claim.instance_id
+        and record.trigger is claim.trigger
+    )
+    if same_claim and record.status is ExecutionStatus.RUNNING:
+        return ClaimResult(outcome=ClaimOutcome.CLAIMED, execution=record)
+    if same_claim and record.status is ExecutionStatus.SKIPPED:
+        return ClaimResult(outcome=ClaimOutcome.SKIPPED, execution=record)
+    return DUPLICATE
+
+
+def advanced_ticks(
+    checked: Sequence[CheckedClaim | None], results: Sequence[ClaimResult]
+) -> dict[str, int]:
+    """`ClaimDecision.last_ticks` again, for `results` as they stand after
+    the write (where a claim lost its key to a concurrent writer)."""
+    last_ticks: dict[str, int] = {}
+    for entry, result in zip(checked, results, strict=True):
+        if entry is not None and result.execution is not None:
+            _advance(last_ticks, entry)
+    return last_ticks
+
+
+def inserted_dispatched(claim: TickClaim, result: ClaimResult) -> bool:
+    """Whether a claim's record is inserted as dispatched: when its webhook
+    is sent right away, and for a SKIPPED record, which sends nothing."""
+    return claim.dispatched or result.outcome is not ClaimOutcome.CLAIMED
+
+
 def skip_reason(
     *, trigger: Trigger, scheduled_ms: int, deferred_until_ms: int | None, blocker: str | None
 ) -> ErrorInfo | None:
@@ -215,6 +382,139 @@ def skip_reason(
             message=f"concurrency policy forbid: execution {blocker} of this job is still running",
         )
     return None
+
+
+def _advance(last_ticks: dict[str, int], entry: CheckedClaim) -> None:
+    if entry.claim.trigger is Trigger.MANUAL:
+        return
+    previous = last_ticks.get(entry.claim.job_id)
+    if previous is None or entry.scheduled_ms > previous:
+        last_ticks[entry.claim.job_id] = entry.scheduled_ms
+
+
+class _Batch:
+    """`decide_claims` at work: its answers so far, and what the claims
+    decided so far took (kept apart from `StoredClaims`, which stays as read)."""
+
+    __slots__ = (
+        "inserts",
+        "instants",
+        "last_ticks",
+        "replacing",
+        "results",
+        "running",
+        "stored",
+        "taken",
+    )
+
+    def __init__(self, stored: StoredClaims) -> None:
+        self.stored = stored
+        self.taken = set(stored.taken)
+        self.running: dict[str, Sequence[str]] = {}
+        """The runs of a job as the batch left them, where it changed them."""
+        self.instants: dict[int, datetime] = {}  # a batch's claims mostly share one tick
+        self.results: list[ClaimResult] = []
+        self.inserts: list[int] = []
+        self.replacing: dict[int, tuple[str, ...]] = {}
+        self.last_ticks: dict[str, int] = {}
+
+    def runs(self, job_id: str) -> Sequence[str]:
+        runs = self.running.get(job_id)
+        return self.stored.running.get(job_id, ()) if runs is None else runs
+
+    def again(self, position: int, entry: CheckedClaim, earlier: ClaimResult) -> None:
+        """A claim an earlier attempt wrote: that attempt's answer; under
+        `replace`, what it replaces that still runs is ended again."""
+        result = earlier
+        if (
+            earlier.outcome is ClaimOutcome.CLAIMED
+            and entry.job.policy is ConcurrencyPolicy.REPLACE
+        ):
+            job_id, own = entry.claim.job_id, entry.claim.execution_id
+            ends = tuple(run for run in self.runs(job_id) if run != own)
+            self.replacing[position] = ends
+            self.running[job_id] = (own,)
+            if ends:
+                result = _replace(earlier, replaced=ends)
+        if earlier.execution is not None:
+            _advance(self.last_ticks, entry)
+        self.results.append(result)
+
+    def decide(self, position: int, entry: CheckedClaim) -> None:
+        claim, job, slot, scheduled_ms = entry
+        key = (claim.job_id, scheduled_ms, slot)
+        if key in self.taken:
+            self.results.append(DUPLICATE)
+            return
+        self.taken.add(key)
+        runs = () if job.policy is ConcurrencyPolicy.ALLOW else self.runs(claim.job_id)
+        blocker = runs[0] if runs and job.policy is ConcurrencyPolicy.FORBID else None
+        skip = None  # only a Retry-After or a forbid skips: most claims need no look
+        if blocker is not None or job.deferred_until_ms is not None:
+            skip = skip_reason(
+                trigger=claim.trigger,
+                scheduled_ms=scheduled_ms,
+                deferred_until_ms=job.deferred_until_ms,
+                blocker=blocker,
+            )
+        # Instants as they are stored (truncated to the millisecond), made
+        # once, so the record equals what the store reads back.
+        scheduled_at = cached_instant(self.instants, scheduled_ms)
+        executed_at = cached_instant(self.instants, unix_ms(claim.executed_at))
+        if skip is not None:
+            result = _skipped(entry, scheduled_at, executed_at, skip)
+        else:
+            replaced = (
+                () if job.policy is ConcurrencyPolicy.ALLOW else self.start(position, entry, runs)
+            )
+            execution = Execution(
+                id=claim.execution_id,
+                job_id=claim.job_id,
+                job_name=job.name,
+                trigger=claim.trigger,
+                scheduled_at=scheduled_at,
+                status=ExecutionStatus.RUNNING,
+                instance_id=claim.instance_id,
+                executed_at=executed_at,
+            )
+            result = ClaimResult(
+                outcome=ClaimOutcome.CLAIMED, execution=execution, replaced=replaced
+            )
+        self.inserts.append(position)
+        if claim.trigger is not Trigger.MANUAL:
+            previous = self.last_ticks.get(claim.job_id)
+            if previous is None or scheduled_ms > previous:
+                self.last_ticks[claim.job_id] = scheduled_ms
+        self.results.append(result)
+
+    def start(self, position: int, entry: CheckedClaim, runs: Sequence[str]) -> tuple[str, ...]:
+        """A `forbid` or `replace` claim starts a run: later claims of its
+        job see it. Answers the runs a `replace` claim ends."""
+        job_id, own = entry.claim.job_id, entry.claim.execution_id
+        if entry.job.policy is ConcurrencyPolicy.REPLACE:
+            replaced = self.replacing[position] = tuple(runs)
+            self.running[job_id] = (own,)
+            return replaced
+        self.running[job_id] = (*runs, own)
+        return ()
+
+
+def _skipped(
+    entry: CheckedClaim, scheduled_at: datetime, executed_at: datetime, skip: ErrorInfo
+) -> ClaimResult:
+    claim = entry.claim
+    execution = Execution(
+        id=claim.execution_id,
+        job_id=claim.job_id,
+        job_name=entry.job.name,
+        trigger=claim.trigger,
+        scheduled_at=scheduled_at,
+        status=ExecutionStatus.SKIPPED,
+        instance_id=claim.instance_id,
+        finished_at=executed_at,
+        error=skip,
+    )
+    return ClaimResult(outcome=ClaimOutcome.SKIPPED, execution=execution)
 
 
 # Jobs read back in bulk (a scheduler holds every active one) share what

@@ -50,8 +50,8 @@ reading again if another write came in between.
 `claim_ticks` reads the batch's jobs in one query, then (three queries sent
 together) the tick keys already taken, the records these very claims may have
 written on an earlier attempt, and the RUNNING executions of its `forbid`
-and `replace` jobs; it decides each claim in order in Python, later claims
-seeing earlier ones as the SQLite store does; it inserts the RUNNING and
+and `replace` jobs; `decide_claims` (store/common.py) decides each claim in
+order, later claims seeing earlier ones, as for the SQLite store; it inserts the RUNNING and
 SKIPPED records with one unordered ``insert_many``, a duplicate-key error on
 the unique tick key making that claim DUPLICATE; then, if `replace` claims
 won, one ``bulk_write`` ends the runs they supersede (each a conditional
@@ -84,7 +84,6 @@ import itertools
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -147,15 +146,27 @@ from cronsvc.store import (
     TickClaim,
 )
 from cronsvc.store.common import (
+    DUPLICATE,
+    STALE,
+    TICK_SLOT,
+    CheckedClaim,
+    ClaimDecision,
+    ClaimJob,
+    StoredClaims,
+    advanced_ticks,
+    answer_again,
     attempt_documents,
     attempts_from_documents,
     cached_instant,
+    check_claims,
     check_importable,
     check_limit,
+    decide_claims,
     decode_execution_cursor,
     decode_job_cursor,
     encode_cursor,
     from_unix_ms,
+    inserted_dispatched,
     json_text,
     opt_from_unix_ms,
     opt_unix_ms,
@@ -164,9 +175,9 @@ from cronsvc.store.common import (
     shared_headers,
     shared_retry,
     shared_text,
-    skip_reason,
     tick_slot,
     unix_ms,
+    watched_jobs,
 )
 from cronsvc.urls import redact_url
 
@@ -181,7 +192,6 @@ _CLIENT_DEFAULTS: Final[Mapping[str, Any]] = {
     "socketTimeoutMS": 30000,
     "appname": "cronsvc",
 }
-_TICK_SLOT = "tick"
 _RUNNING = ExecutionStatus.RUNNING.value
 _PRUNE_BATCH = 5000
 
@@ -216,10 +226,6 @@ _SCHEDULE_FIELDS = {
     "misfire_grace_seconds": 1,
 }
 _UPDATE_ATTEMPTS = 5
-_STALE = ClaimResult(outcome=ClaimOutcome.STALE)
-_DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
-# Policies whose claims look at the job's RUNNING executions.
-_WATCHED = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
 
 class MongoStore:
@@ -542,142 +548,75 @@ class MongoStore:
 
     async def _claim_ticks(self, claims: list[TickClaim]) -> list[ClaimResult]:
         wanted = list({claim.job_id for claim in claims if is_valid_id(claim.job_id)})
-        jobs: dict[str, _Doc] = {}
+        jobs: dict[str, ClaimJob] = {}
         if wanted:
             found = self._jobs.find({"_id": {"$in": wanted}}, _CLAIM_JOB_FIELDS)
-            jobs = {document["_id"]: document for document in await found.to_list()}
-        live: list[_Live | None] = []
-        for claim in claims:
-            job = jobs.get(claim.job_id)
-            manual = claim.trigger is Trigger.MANUAL
-            if job is None or job["version"] != claim.expected_version:
-                live.append(None)  # gone or changed
-            elif not (job["is_active"] or manual):
-                live.append(None)  # paused
-            else:
-                live.append(
-                    _Live(
-                        claim=claim,
-                        job_name=job["name"],
-                        policy=ConcurrencyPolicy(job["concurrency_policy"]),
-                        slot=claim.execution_id if manual else _TICK_SLOT,
-                        scheduled_ms=unix_ms(claim.scheduled_at),
-                        deferred_until_ms=job.get("deferred_until"),
-                    )
-                )
-        checked = [entry for entry in live if entry is not None]
-        if not checked:
-            return [_STALE] * len(claims)
-        seen = await self._claim_context(checked)
-
-        results = [_STALE] * len(claims)
-        inserts: list[tuple[int, _Doc]] = []  # (position in the batch, record)
-        # Per position of a CLAIMED `replace` claim: the runs it ends.
-        replacing: dict[int, list[str]] = {}
-        for position, entry in enumerate(live):
-            if entry is None:
-                continue
-            claim = entry.claim
-            runs = seen.running.get(claim.job_id, [])
-            earlier = seen.by_id.get(claim.execution_id)
-            if earlier is not None:
-                # This very claim was written before (a retry after a lost
-                # answer): answer what was written rather than DUPLICATE, and
-                # end again whatever it replaces that is still running.
-                results[position] = _claimed_before(earlier, entry)
-                again = results[position].outcome is ClaimOutcome.CLAIMED
-                if again and entry.policy is ConcurrencyPolicy.REPLACE:
-                    replacing[position] = [r for r in runs if r != claim.execution_id]
-                    seen.running[claim.job_id] = [claim.execution_id]
-                continue
-            if entry.key in seen.taken:
-                results[position] = _DUPLICATE
-                continue
-            seen.taken.add(entry.key)
-            scheduled_at = from_unix_ms(entry.scheduled_ms)
-            executed_at = from_unix_ms(unix_ms(claim.executed_at))
-            skip = skip_reason(
-                trigger=claim.trigger,
-                scheduled_ms=entry.scheduled_ms,
-                deferred_until_ms=entry.deferred_until_ms,
-                blocker=runs[0] if runs and entry.policy is ConcurrencyPolicy.FORBID else None,
-            )
-            if skip is None:
-                if entry.policy is ConcurrencyPolicy.REPLACE:
-                    replacing[position] = list(runs)
-                    seen.running[claim.job_id] = [claim.execution_id]
-                else:
-                    seen.running.setdefault(claim.job_id, []).append(claim.execution_id)
-                seen.executed[claim.execution_id] = unix_ms(executed_at)
-                outcome = ClaimOutcome.CLAIMED
-                execution = Execution(
-                    id=claim.execution_id,
-                    job_id=claim.job_id,
-                    job_name=entry.job_name,
-                    trigger=claim.trigger,
-                    scheduled_at=scheduled_at,
-                    status=ExecutionStatus.RUNNING,
-                    instance_id=claim.instance_id,
-                    executed_at=executed_at,
-                )
-            else:
-                outcome = ClaimOutcome.SKIPPED
-                execution = Execution(
-                    id=claim.execution_id,
-                    job_id=claim.job_id,
-                    job_name=entry.job_name,
-                    trigger=claim.trigger,
-                    scheduled_at=scheduled_at,
-                    status=ExecutionStatus.SKIPPED,
-                    instance_id=claim.instance_id,
-                    finished_at=executed_at,
-                    error=skip,
-                )
-            results[position] = ClaimResult(outcome=outcome, execution=execution)
-            document = _execution_document(execution, slot=entry.slot)
-            # Absent means sent (records written before the field existed).
-            document["dispatched"] = claim.dispatched or outcome is not ClaimOutcome.CLAIMED
-            inserts.append((position, document))
-        if inserts:
-            # A claim that loses its key to a concurrent writer here is
-            # DUPLICATE. (A later claim of the batch may have been SKIPPED on
-            # its account: the tick was claimed elsewhere, so the skip
-            # stands; only the execution its message names is another one.)
-            for index in await self._insert_new([document for _, document in inserts]):
-                results[inserts[index][0]] = _DUPLICATE
-        if replacing:
-            await self._replace_running(live, results, replacing, seen)
-        last_ticks: dict[str, int] = {}
-        for entry, result in zip(live, results, strict=True):
-            if entry is None or result.execution is None or entry.claim.trigger is Trigger.MANUAL:
-                continue
-            previous = last_ticks.get(entry.claim.job_id)
-            if previous is None or entry.scheduled_ms > previous:
-                last_ticks[entry.claim.job_id] = entry.scheduled_ms
-        await self._advance_last_ticks(last_ticks)
+            jobs = {document["_id"]: _claim_job(document) for document in await found.to_list()}
+        checked = check_claims(claims, jobs)
+        live = [entry for entry in checked if entry is not None]
+        if not live:
+            return [STALE] * len(claims)
+        stored, started = await self._claim_context(live)
+        decision = decide_claims(checked, stored)
+        results = list(decision.results)
+        for position in decision.replacing:
+            if results[position].replaced:  # named once their end is read back
+                results[position] = dataclasses.replace(results[position], replaced=())
+        # A claim that loses its key to a concurrent writer here is
+        # DUPLICATE. (A later claim of the batch may have been SKIPPED on
+        # its account: the tick was claimed elsewhere, so the skip stands;
+        # only the execution its message names is another one.)
+        lost = await self._insert_claimed(claims, checked, decision)
+        for position in lost:
+            results[position] = DUPLICATE
+        if decision.replacing:
+            await self._replace_running(claims, results, decision.replacing, started)
+        await self._advance_last_ticks(
+            advanced_ticks(checked, results) if lost else decision.last_ticks
+        )
         return results
+
+    async def _insert_claimed(
+        self, claims: list[TickClaim], checked: list[CheckedClaim | None], decision: ClaimDecision
+    ) -> list[int]:
+        """Insert the records the decision made, in one unordered write;
+        answer the positions of those whose key another writer took first."""
+        if not decision.inserts:
+            return []
+        documents: list[_Doc] = []
+        for position in decision.inserts:
+            result, entry = decision.results[position], checked[position]
+            assert result.execution is not None and entry is not None
+            document = _execution_document(result.execution, slot=entry.slot)
+            # Absent means sent (records written before the field existed).
+            document["dispatched"] = inserted_dispatched(claims[position], result)
+            documents.append(document)
+        return [decision.inserts[index] for index in await self._insert_new(documents)]
 
     async def _replace_running(
         self,
-        live: list[_Live | None],
+        claims: list[TickClaim],
         results: list[ClaimResult],
-        replacing: dict[int, list[str]],
-        seen: _Seen,
+        replacing: Mapping[int, Sequence[str]],
+        started: Mapping[str, int | None],
     ) -> None:
         """End the runs that CLAIMED `replace` claims supersede, in one bulk
         write after the claims' inserts, and put in each result the ids it
-        did end (read back: a run may have finished on its own meanwhile)."""
+        did end (read back: a run may have finished on its own meanwhile).
+        `started` has the `executed_at` of the runs read from the store; the
+        rest were claimed in this batch."""
+        claimed = {claim.execution_id: claim for claim in claims}
         updates: list[UpdateOne] = []
         wanted: dict[str, tuple[int, str]] = {}  # replaced id -> (position, message)
         for position, old_ids in replacing.items():
-            entry = live[position]
-            assert entry is not None
             if results[position].outcome is not ClaimOutcome.CLAIMED or not old_ids:
                 continue  # lost its key to a concurrent writer: it replaces nothing
-            finished_ms = unix_ms(entry.claim.executed_at)
-            message = replaced_message(entry.claim.execution_id)
+            finished_ms = unix_ms(claims[position].executed_at)
+            message = replaced_message(claims[position].execution_id)
             for old_id in old_ids:
-                executed_ms = seen.executed.get(old_id)
+                executed_ms = (
+                    started[old_id] if old_id in started else unix_ms(claimed[old_id].executed_at)
+                )
                 duration = None if executed_ms is None else max(0, finished_ms - executed_ms)
                 replaced = {
                     "status": ExecutionStatus.FAILURE.value,
@@ -722,37 +661,45 @@ class MongoStore:
                 ordered=False,
             )
 
-    async def _claim_context(self, checked: list[_Live]) -> _Seen:
+    async def _claim_context(
+        self, live: list[CheckedClaim]
+    ) -> tuple[StoredClaims, dict[str, int | None]]:
         """What the batch's decisions depend on, in up to three queries sent
-        together. (Not one `$or`: nx-27017 answers that by a full scan.)"""
-        queries: list[_Doc] = [{"_id": {"$in": [entry.claim.execution_id for entry in checked]}}]
-        ticks = [entry for entry in checked if entry.slot == _TICK_SLOT]
+        together (not one `$or`: nx-27017 answers that by a full scan); and
+        when each RUNNING execution found started (`executed_at`, Unix ms)."""
+        by_id = {entry.claim.execution_id: entry for entry in live}
+        queries: list[_Doc] = [{"_id": {"$in": list(by_id)}}]
+        ticks = [entry for entry in live if entry.slot == TICK_SLOT]
         if ticks:
             queries.append(
                 {
                     "scheduled_at": {"$in": list({entry.scheduled_ms for entry in ticks})},
                     "job_id": {"$in": list({entry.claim.job_id for entry in ticks})},
-                    "slot": _TICK_SLOT,
+                    "slot": TICK_SLOT,
                 }
             )
-        watched = {entry.claim.job_id for entry in checked if entry.policy in _WATCHED}
+        watched = watched_jobs(live)
         if watched:
             queries.append({"job_id": {"$in": list(watched)}, "status": _RUNNING})
         answers = await asyncio.gather(
             *(self._executions.find(query).to_list() for query in queries)
         )
-        seen = _Seen()
-        wanted_ids = {entry.claim.execution_id for entry in checked}
+        taken: set[tuple[str, int, str]] = set()
+        running: dict[str, list[str]] = {}
+        started: dict[str, int | None] = {}
+        earlier: dict[str, ClaimResult] = {}
         for document in itertools.chain.from_iterable(answers):
-            seen.taken.add((document["job_id"], document["scheduled_at"], document["slot"]))
-            if document["_id"] in wanted_ids:
-                seen.by_id[document["_id"]] = document
+            taken.add((document["job_id"], document["scheduled_at"], document["slot"]))
+            entry = by_id.get(document["_id"])
+            if entry is not None and document["_id"] not in earlier:
+                record = _execution_from_document(document)
+                earlier[document["_id"]] = answer_again(entry, record, document["slot"])
             if document["status"] == _RUNNING and document["job_id"] in watched:
-                runs = seen.running.setdefault(document["job_id"], [])
+                runs = running.setdefault(document["job_id"], [])
                 if document["_id"] not in runs:  # found by two of the queries
                     runs.append(document["_id"])
-                    seen.executed[document["_id"]] = document["executed_at"]
-        return seen
+                    started[document["_id"]] = document["executed_at"]
+        return StoredClaims(taken=taken, running=running, earlier=earlier), started
 
     async def _insert_new(self, documents: list[_Doc]) -> list[int]:
         """Insert every record whose unique keys are free; answer the indexes
@@ -796,7 +743,7 @@ class MongoStore:
                         finished_at=now,
                         error=ErrorInfo(type="missed", message=reason),
                     ),
-                    slot=_TICK_SLOT,
+                    slot=TICK_SLOT,
                 )
                 for tick in ticks
             ]
@@ -994,54 +941,14 @@ class MongoStore:
         await asyncio.shield(self._client.close())  # a cancelled aclose still closes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Live:
-    """A claim whose job is there, at its version, and active (or manual)."""
-
-    claim: TickClaim
-    job_name: str
-    policy: ConcurrencyPolicy
-    slot: str
-    scheduled_ms: int
-    deferred_until_ms: int | None = None
-
-    @property
-    def key(self) -> tuple[str, int, str]:
-        return (self.claim.job_id, self.scheduled_ms, self.slot)
-
-
-@dataclass(slots=True)
-class _Seen:
-    """What a claim batch found stored, updated as it decides each claim."""
-
-    taken: set[tuple[str, int, str]] = field(default_factory=set)
-    """Tick keys with a record."""
-    running: dict[str, list[str]] = field(default_factory=dict)
-    """The RUNNING executions of each `forbid` and `replace` job."""
-    executed: dict[str, int | None] = field(default_factory=dict)
-    """When each of those started (`executed_at`, Unix ms)."""
-    by_id: dict[str, _Doc] = field(default_factory=dict)
-    """Records that carry the execution id of one of the batch's claims."""
-
-
-def _claimed_before(document: _Doc, entry: _Live) -> ClaimResult:
-    """The answer to a claim whose record `document` (same execution id)
-    exists: the claim itself, written on an earlier attempt whose answer was
-    lost, gets its answer again; anything else is a DUPLICATE."""
-    same_claim = (
-        (document["job_id"], document["scheduled_at"], document["slot"]) == entry.key
-        and document["instance_id"] == entry.claim.instance_id
-        and document["trigger"] == entry.claim.trigger.value
+def _claim_job(document: _Doc) -> ClaimJob:
+    return ClaimJob(
+        document["version"],
+        bool(document["is_active"]),
+        document["name"],
+        ConcurrencyPolicy(document["concurrency_policy"]),
+        document.get("deferred_until"),
     )
-    if same_claim and document["status"] == _RUNNING:
-        return ClaimResult(
-            outcome=ClaimOutcome.CLAIMED, execution=_execution_from_document(document)
-        )
-    if same_claim and document["status"] == ExecutionStatus.SKIPPED.value:
-        return ClaimResult(
-            outcome=ClaimOutcome.SKIPPED, execution=_execution_from_document(document)
-        )
-    return _DUPLICATE
 
 
 def _last_run_update(job_id: str, execution: Execution) -> UpdateOne:

@@ -61,7 +61,6 @@ from cronsvc.store import (
     KEEP,
     MAX_SCHEDULE_REVISIONS,
     ActiveSchedule,
-    ClaimOutcome,
     ClaimResult,
     ExecutionQuery,
     FinishReport,
@@ -71,15 +70,24 @@ from cronsvc.store import (
     TickClaim,
 )
 from cronsvc.store.common import (
+    STALE,
+    TICK_SLOT,
+    CheckedClaim,
+    ClaimDecision,
+    ClaimJob,
+    StoredClaims,
     attempt_documents,
     attempts_from_documents,
     cached_instant,
+    check_claims,
     check_importable,
     check_limit,
+    decide_claims,
     decode_execution_cursor,
     decode_job_cursor,
     encode_cursor,
     from_unix_ms,
+    inserted_dispatched,
     json_text,
     opt_from_unix_ms,
     opt_unix_ms,
@@ -90,16 +98,15 @@ from cronsvc.store.common import (
     shared_headers,
     shared_retry,
     shared_text,
-    skip_reason,
     tick_slot,
     unix_ms,
+    watched_jobs,
 )
 
 SCHEMA_VERSION = 4
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
-_TICK_SLOT = "tick"
 
 # Each job's schedule as it took effect, one row per revision (see
 # `Store.schedule_history`); kept to the latest MAX_SCHEDULE_REVISIONS.
@@ -193,17 +200,14 @@ _SCHEMA = (
     "CREATE INDEX executions_running_by_job ON executions (job_id) WHERE status = 'RUNNING'",
     """CREATE INDEX executions_running_by_instance ON executions (instance_id)
         WHERE status = 'RUNNING'""",
-    # Schedule history (version 3): see _MIGRATIONS[2].
+    # Schedule history (version 3): see MIGRATIONS[2].
     _CREATE_SCHEDULE_REVISIONS,
-    # The job count (version 4): see _MIGRATIONS[3].
+    # The job count (version 4): see MIGRATIONS[3].
     *_JOB_COUNT,
     "INSERT INTO job_count (id, n) VALUES (1, 0)",
 )
 
-# Statements that bring a store written by an older cronsvc up to date: the
-# entry at key n takes schema version n to n + 1. A fresh store is made from
-# `_SCHEMA`, which already holds all of them.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Whether a claimed tick's webhook went out. Runs recorded before this
     # column existed count as sent: a reaper marks them LOST, never re-sends.
     1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
@@ -238,6 +242,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT INTO job_count (id, n) SELECT 1, COUNT(*) FROM jobs",
     ),
 }
+"""Statements that bring a store written by an older cronsvc up to date: the
+entry at key n takes schema version n to n + 1. A fresh store is made from
+`_SCHEMA`, which already holds all of them. Public so that a test can give a
+file the layout an older version wrote."""
 
 _JOB_COLUMNS = (
     "id",
@@ -287,6 +295,7 @@ _INSERT_JOB = (
 )
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _JOB_COLUMNS[1:])} WHERE id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
+_NAME_TAKEN = "SELECT name FROM jobs WHERE name IN (SELECT value FROM json_each(?)) LIMIT 1"
 _PAUSE_JOB = """UPDATE jobs SET is_active = 0, paused_reason = ?, version = version + 1,
     updated_at = ? WHERE id = ? AND version = ? AND is_active = 1"""
 _DEFER_JOB = """UPDATE jobs SET deferred_until = MAX(COALESCE(deferred_until, ?1), ?1)
@@ -345,7 +354,7 @@ _INSERT_EXECUTION = (
     f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))})"
 )
 # A claim batch reads what it needs in three statements (each argument a JSON
-# array), decides every claim in Python, then writes with two `executemany`.
+# array), decides every claim in Python, then writes with three `executemany`.
 _CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy,
     j.deferred_until FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
 _RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
@@ -377,15 +386,17 @@ _MARK_LOST = f"""UPDATE executions SET status = 'LOST', finished_at = ?, error_t
     WHERE status = 'RUNNING' AND dispatched = 1
     AND instance_id NOT IN (SELECT value FROM json_each(?))
     RETURNING {_RETURNED_EXECUTION}"""
-# Driven from the ids (CROSS JOIN fixes the order): left to itself the planner
-# chose to walk every RUNNING record of the instance and test each, which
-# grew with a backlog of unwritten results until marks held the store's worker
-# for good (seen at 1500 every-second jobs: 345k RUNNING records, every result
-# write queued behind the marks). By id, a mark costs the same at any backlog.
-_MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
+MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
     WHERE rowid IN (SELECT e.rowid FROM json_each(?2) AS k CROSS JOIN executions AS e
         WHERE e.id = k.value AND e.instance_id = ?1 AND e.status = 'RUNNING')
     RETURNING id"""
+"""`mark_dispatched`'s statement (?1 = instance id, ?2 = JSON array of ids);
+public so that a test can check how SQLite plans it. Driven from the ids
+(CROSS JOIN fixes the order): left to itself the planner chose to walk every
+RUNNING record of the instance and test each, which grew with a backlog of
+unwritten results until marks held the store's worker for good (seen at 1500
+every-second jobs: 345k RUNNING records, every result write queued behind the
+marks). By id, a mark costs the same at any backlog."""
 _ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
     WHERE status = 'RUNNING' AND dispatched = 0
     AND instance_id NOT IN (SELECT value FROM json_each(?2))
@@ -423,12 +434,8 @@ WAL_AUTOCHECKPOINT_PAGES = 20_000
 _Row = Sequence[Any]
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
-_STALE = ClaimResult(outcome=ClaimOutcome.STALE)
-_DUPLICATE = ClaimResult(outcome=ClaimOutcome.DUPLICATE)
-# Policies whose claims look at the job's RUNNING executions.
 _CONCURRENCY_POLICIES = {policy.value: policy for policy in ConcurrencyPolicy}
 _MISFIRE_POLICIES = {policy.value: policy for policy in MisfirePolicy}
-_WATCHED = frozenset({ConcurrencyPolicy.FORBID.value, ConcurrencyPolicy.REPLACE.value})
 
 
 class SQLiteStore:
@@ -482,6 +489,18 @@ class SQLiteStore:
 
     async def create_job(self, job: Job) -> Job:
         return await self._run(_do_create_job, job)
+
+    async def seed_jobs(self, jobs: Sequence[Job]) -> None:
+        """Insert many new jobs in one transaction, each as `create_job`
+        inserts one (its tags and first schedule revision too), at a small
+        part of the cost of a call each: for filling a store (benchmarks,
+        tests). Not part of `Store`. Raises `ValueError` for an id that is
+        not well formed and `DuplicateJobName` for a name already taken (by a
+        stored job or another of `jobs`), inserting none of them."""
+        if not jobs:
+            self._check_open()
+            return
+        await self._run(_do_seed_jobs, list(jobs))
 
     async def get_job(self, job_id: str) -> Job:
         return await self._run(_do_get_job, job_id)
@@ -716,12 +735,12 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
                 f"{path} has store schema version {version}, written by a newer "
                 f"cronsvc; this one knows versions up to {SCHEMA_VERSION}: upgrade cronsvc"
             )
-        if not isinstance(version, int) or version not in _MIGRATIONS:
+        if not isinstance(version, int) or version not in MIGRATIONS:
             if version == SCHEMA_VERSION:
                 return
             raise StoreUnavailable(f"{path} has unknown store schema version {version!r}")
         for step in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[step]:
+            for statement in MIGRATIONS[step]:
                 db.execute(statement)
         db.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
 
@@ -748,6 +767,29 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
         db.executemany(_INSERT_TAG, _tag_rows(job))
         db.execute(_INSERT_REVISION, _revision_row(job, job.last_tick))
     return _job_from_row(row)
+
+
+def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
+    names: set[str] = set()
+    for job in jobs:
+        if not is_valid_id(job.id):
+            raise ValueError(f"job id {job.id!r} is not well formed")
+        if job.spec.name in names:
+            raise DuplicateJobName(job.spec.name)
+        names.add(job.spec.name)
+    try:
+        with _transaction(db):
+            db.executemany(_INSERT_JOB, [_job_row(job) for job in jobs])
+            db.executemany(_INSERT_TAG, [row for job in jobs for row in _tag_rows(job)])
+            db.executemany(_INSERT_REVISION, [_revision_row(job, job.last_tick) for job in jobs])
+    except sqlite3.IntegrityError as e:
+        if "jobs.name" not in str(e):
+            raise
+        # Rolled back: the name is a stored job's (the batch's own are distinct).
+        taken = db.execute(_NAME_TAKEN, (json_text(list(names)),)).fetchone()
+        if taken is None:
+            raise
+        raise DuplicateJobName(taken[0]) from None
 
 
 def _do_get_job(db: sqlite3.Connection, job_id: str) -> Job:
@@ -917,117 +959,52 @@ def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str
 
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
     """The whole batch in one transaction and at most six statements,
-    whatever its size. Claims change no job's version, state, name or policy,
-    so the jobs are read once; what a claim does change (the tick keys taken,
-    the RUNNING executions) is tracked here, so later claims see earlier ones."""
+    whatever its size: what the claims depend on is read under the write
+    lock, `decide_claims` decides them all, and what it decided is written."""
     with _transaction(db):
         wanted = {claim.job_id for claim in claims if is_valid_id(claim.job_id)}
-        jobs: dict[str, tuple[int, bool, str, str]] = {}
-        deferred: dict[str, int] = {}
-        for row in db.execute(_CLAIM_JOBS, (json.dumps(list(wanted)),)):
-            jobs[row[0]] = (row[1], bool(row[2]), row[3], row[4])
-            if row[5] is not None:
-                deferred[row[0]] = row[5]
-        # Per claim: (claim, job name, policy, slot, scheduled ms), or None when STALE.
-        live: list[tuple[TickClaim, str, str, str, int] | None] = []
-        for claim in claims:
-            job = jobs.get(claim.job_id)
-            manual = claim.trigger is Trigger.MANUAL
-            if job is None or job[0] != claim.expected_version or not (job[1] or manual):
-                live.append(None)
-                continue
-            slot = claim.execution_id if manual else _TICK_SLOT
-            live.append((claim, job[2], job[3], slot, unix_ms(claim.scheduled_at)))
-        checked = [c for c in live if c is not None]
-        if not checked:
-            return [_STALE] * len(claims)
-        taken: set[tuple[str, int, str]] = {
-            (row[0], row[1], row[2])
-            for row in db.execute(
-                _TAKEN_KEYS,
-                (json.dumps([[claim.job_id, ms, slot] for claim, _, _, slot, ms in checked]),),
-            )
+        jobs = {
+            row[0]: ClaimJob(row[1], bool(row[2]), row[3], _CONCURRENCY_POLICIES[row[4]], row[5])
+            for row in db.execute(_CLAIM_JOBS, (json.dumps(list(wanted)),))
         }
-        watched = {claim.job_id for claim, _, policy, _, _ in checked if policy in _WATCHED}
-        # The RUNNING executions of `forbid` and `replace` jobs.
+        checked = check_claims(claims, jobs)
+        keys = [entry.key() for entry in checked if entry is not None]
+        if not keys:
+            return [STALE] * len(claims)
+        taken = set(db.execute(_TAKEN_KEYS, (json.dumps(keys),)).fetchall())
         running: dict[str, list[str]] = {}
-        if watched:
+        if watched := watched_jobs(checked):
             for job_id, execution_id in db.execute(_RUNNING_OF_JOBS, (json.dumps(list(watched)),)):
                 running.setdefault(job_id, []).append(execution_id)
-        results: list[ClaimResult] = []
-        inserts: list[tuple[Any, ...]] = []
-        replacements: list[tuple[int, str, str]] = []
-        last_ticks: dict[str, int] = {}
-        instants: dict[int, datetime] = {}  # a batch's claims mostly share one tick
-        for entry in live:
-            if entry is None:
-                results.append(_STALE)
-                continue
-            claim, job_name, policy, slot, scheduled_ms = entry
-            key = (claim.job_id, scheduled_ms, slot)
-            if key in taken:
-                results.append(_DUPLICATE)
-                continue
-            taken.add(key)
-            # Built once, with instants already truncated as they are stored,
-            # so the result equals what `get_execution` reads back.
-            scheduled_at = cached_instant(instants, scheduled_ms)
-            executed_at = cached_instant(instants, unix_ms(claim.executed_at))
-            runs = running.get(claim.job_id, [])
-            skip = skip_reason(
-                trigger=claim.trigger,
-                scheduled_ms=scheduled_ms,
-                deferred_until_ms=deferred.get(claim.job_id),
-                blocker=runs[0] if runs and policy == ConcurrencyPolicy.FORBID else None,
-            )
-            replaced: tuple[str, ...] = ()
-            if skip is None:
-                if policy == ConcurrencyPolicy.REPLACE:
-                    replaced = tuple(runs)
-                    message = replaced_message(claim.execution_id)
-                    finished_ms = unix_ms(claim.executed_at)
-                    replacements += [(finished_ms, message, old_id) for old_id in replaced]
-                    running[claim.job_id] = [claim.execution_id]
-                else:
-                    running.setdefault(claim.job_id, []).append(claim.execution_id)
-                outcome = ClaimOutcome.CLAIMED
-                execution = Execution(
-                    id=claim.execution_id,
-                    job_id=claim.job_id,
-                    job_name=job_name,
-                    trigger=claim.trigger,
-                    scheduled_at=scheduled_at,
-                    status=ExecutionStatus.RUNNING,
-                    instance_id=claim.instance_id,
-                    executed_at=executed_at,
-                )
-            else:
-                outcome = ClaimOutcome.SKIPPED
-                execution = Execution(
-                    id=claim.execution_id,
-                    job_id=claim.job_id,
-                    job_name=job_name,
-                    trigger=claim.trigger,
-                    scheduled_at=scheduled_at,
-                    status=ExecutionStatus.SKIPPED,
-                    instance_id=claim.instance_id,
-                    finished_at=executed_at,
-                    error=skip,
-                )
-            dispatched = claim.dispatched or outcome is not ClaimOutcome.CLAIMED
-            inserts.append(_execution_row(execution, slot=slot, dispatched=dispatched))
-            if claim.trigger is not Trigger.MANUAL:
-                previous = last_ticks.get(claim.job_id)
-                if previous is None or scheduled_ms > previous:
-                    last_ticks[claim.job_id] = scheduled_ms
-            results.append(ClaimResult(outcome=outcome, execution=execution, replaced=replaced))
-        # A plain INSERT: the keys were checked above under the write lock, so
-        # a conflict here is a bug, and it fails (and rolls back) the batch.
-        db.executemany(_INSERT_EXECUTION, inserts)
-        # After the inserts: a run claimed earlier in this batch may be replaced too.
-        db.executemany(_REPLACE_EXECUTION, replacements)
-        db.executemany(_ADVANCE_LAST_TICK, [(ms, job_id) for job_id, ms in last_ticks.items()])
-    return results
+        decision = decide_claims(checked, StoredClaims(taken=taken, running=running))
+        _write_claims(db, claims, checked, decision)
+    return decision.results
+
+
+def _write_claims(
+    db: sqlite3.Connection,
+    claims: list[TickClaim],
+    checked: list[CheckedClaim | None],
+    decision: ClaimDecision,
+) -> None:
+    results = decision.results
+    inserts = []
+    for position in decision.inserts:
+        result, entry = results[position], checked[position]
+        assert result.execution is not None and entry is not None
+        dispatched = inserted_dispatched(claims[position], result)
+        inserts.append(_execution_row(result.execution, slot=entry.slot, dispatched=dispatched))
+    # A plain INSERT: the keys were checked under the write lock, so a
+    # conflict here is a bug, and it fails (and rolls back) the batch.
+    db.executemany(_INSERT_EXECUTION, inserts)
+    replacements: list[tuple[int, str, str]] = []
+    for position, old_ids in decision.replacing.items():
+        claim = claims[position]
+        finished_ms, message = unix_ms(claim.executed_at), replaced_message(claim.execution_id)
+        replacements += [(finished_ms, message, old_id) for old_id in old_ids]
+    # After the inserts: a run claimed earlier in this batch may be replaced too.
+    db.executemany(_REPLACE_EXECUTION, replacements)
+    db.executemany(_ADVANCE_LAST_TICK, [(ms, job_id) for job_id, ms in decision.last_ticks.items()])
 
 
 def _do_record_missed(
@@ -1053,7 +1030,7 @@ def _do_record_missed(
                 finished_at=now,
                 error=ErrorInfo(type="missed", message=reason),
             ),
-            slot=_TICK_SLOT,
+            slot=TICK_SLOT,
         )
         for tick in ticks
     ]
@@ -1165,7 +1142,7 @@ def _do_mark_lost(db: sqlite3.Connection, live: str, now: datetime, reason: str)
 
 def _do_mark_dispatched(db: sqlite3.Connection, instance_id: str, ids: str) -> set[str]:
     with _transaction(db):
-        return {row[0] for row in db.execute(_MARK_DISPATCHED, (instance_id, ids)).fetchall()}
+        return {row[0] for row in db.execute(MARK_DISPATCHED, (instance_id, ids)).fetchall()}
 
 
 def _do_adopt_unsent(db: sqlite3.Connection, instance_id: str, live: str) -> list[Execution]:
