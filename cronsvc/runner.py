@@ -83,6 +83,14 @@ its tick waits less: only until its claim must start to land by the tick
 (at least `MIN_LEASE_PATIENCE_S`), so the one batch a stall catches is not
 sent late for it."""
 MIN_LEASE_PATIENCE_S = 0.1
+REST_CLAIM_DELAY_S = 0.5
+"""How long after their tick an instance claims, in the batch a coordinator
+outage catches, the ticks that prefer another instance (see
+`cronsvc.membership`). They win only what that instance did not claim, and
+sent at the tick they queued in the store beside the claims of an instance
+whose lease wait left it the least time, and made its ticks late
+(RELIABILITY.md, redis-stall). Half a second keeps what they win within the
+one second of grace every job has."""
 
 
 def next_claim_estimate(current_s: float, sample_s: float) -> float:
@@ -324,7 +332,7 @@ class TickRunner:
         if first:
             await self._claim_and_fire(first, fire_at, started, lease_waited)
         if rest:
-            await self._until(fire_at)
+            await self._until(fire_at + REST_CLAIM_DELAY_S)
             await self._claim_and_fire(rest, fire_at, started, lease_waited=True)
 
     async def _claim_and_fire(
