@@ -54,7 +54,6 @@ from cronsvc import __version__
 from cronsvc.clock import Clock
 from cronsvc.coord import Coordinator
 from cronsvc.domain import Execution, InstanceInfo
-from cronsvc.membership import Membership
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import Store
@@ -78,10 +77,8 @@ class LeaderDuties:
         retention_days: float,
         reap_grace: bool,
         on_adopted: Callable[[list[Execution]], None],
-        membership: Membership | None = None,
     ) -> None:
         self._store = store
-        self._membership = membership
         self._coordinator = coordinator
         self._clock = clock
         self._metrics = metrics
@@ -168,22 +165,7 @@ class LeaderDuties:
                 if self._failing:
                     self._failing = False
                     log.info("heartbeat_recovered")
-                await self._read_members()
             await self._pause()
-
-    async def _read_members(self) -> None:
-        """Refresh the view of the live instances the runner's claims go by
-        while leases are down. Its own bound, apart from the renewal: a
-        failure here keeps the last view and costs no lease."""
-        if self._membership is None:
-            return
-        try:
-            async with asyncio.timeout(self._period / 2):
-                live = await self._coordinator.live_instances()
-        except TRANSIENT:
-            self._metrics.inc("cronsvc_coordinator_errors_total", op="members")
-            return
-        self._membership.update(info.id for info in live)
 
     async def _lead(self) -> None:
         while not self._stop.is_set():
@@ -219,7 +201,6 @@ class LeaderDuties:
         """One heartbeat and, when leading, one round of duties (at start-up,
         before the scheduler runs)."""
         await self.renew()
-        await self._read_members()
         if self.is_leader and self._may_reap():
             await self.duties()
 

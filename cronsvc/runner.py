@@ -35,7 +35,6 @@ from cronsvc.errors import CronSvcError, JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
-from cronsvc.membership import Membership
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 from cronsvc.results import ResultWriter
@@ -83,14 +82,6 @@ its tick waits less: only until its claim must start to land by the tick
 (at least `MIN_LEASE_PATIENCE_S`), so the one batch a stall catches is not
 sent late for it."""
 MIN_LEASE_PATIENCE_S = 0.1
-REST_CLAIM_DELAY_S = 0.5
-"""How long after their tick an instance claims, in the batch a coordinator
-outage catches, the ticks that prefer another instance (see
-`cronsvc.membership`). They win only what that instance did not claim, and
-sent at the tick they queued in the store beside the claims of an instance
-whose lease wait left it the least time, and made its ticks late
-(RELIABILITY.md, redis-stall). Half a second keeps what they win within the
-one second of grace every job has."""
 
 
 def next_claim_estimate(current_s: float, sample_s: float) -> float:
@@ -128,7 +119,6 @@ class TickRunner:
         on_stale: Callable[[str], None],
         on_held: Callable[[Sequence[DueTick]], None],
         health: HealthMonitor,
-        membership: Membership | None = None,
         initial_claim_s: float = 0.005,
     ) -> None:
         self._store = store
@@ -149,8 +139,6 @@ class TickRunner:
         self._on_stale = on_stale
         self._on_held = on_held
         self._health = health
-        self._membership = membership or Membership(instance_id)
-        """The live instances, for the order of claims while leases are down."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
         """Execution id -> the task sending its webhook, while it runs."""
@@ -318,22 +306,7 @@ class TickRunner:
         leased, lease_waited = await self._lease(due, patience)
         if not leased:
             return
-        if not (self._leases_down and lease_waited):
-            await self._claim_and_fire(leased, fire_at, started, lease_waited)
-            return
-        # The batch a coordinator outage catches: its leases used up the lead
-        # its claim had, and every instance now claims every tick at once.
-        # Each claims first those that prefer it, and the rest only after
-        # their tick, so the store answers the claims that win first. Later
-        # batches need not: their claims start earlier, as the estimate
-        # learns how slow claims without leases are (each such split costs
-        # the store a second claim call).
-        first, rest = self._membership.split(leased, lambda d: d.job.id)
-        if first:
-            await self._claim_and_fire(first, fire_at, started, lease_waited)
-        if rest:
-            await self._until(fire_at + REST_CLAIM_DELAY_S)
-            await self._claim_and_fire(rest, fire_at, started, lease_waited=True)
+        await self._claim_and_fire(leased, fire_at, started, lease_waited)
 
     async def _claim_and_fire(
         self, leased: list[DueTick], fire_at: float, started: float, lease_waited: bool

@@ -33,7 +33,6 @@ from cronsvc.errors import CannotListen
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
-from cronsvc.membership import Membership
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.openfiles import ensure_open_files
@@ -170,7 +169,6 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
     )
     results = ResultWriter(store=store, clock=clock, metrics=metrics)
-    membership = Membership(services.instance_id)
     runner = TickRunner(
         store=store,
         coordinator=coordinator,
@@ -185,7 +183,6 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         on_stale=on_stale,
         on_held=on_held,
         health=health,
-        membership=membership,
         initial_claim_s=_usual_claim_s(config.store.url),
     )
     scheduler = Scheduler(
@@ -209,7 +206,6 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         retention_days=config.retention.execution_logs_days,
         reap_grace=coordination_backend(config.coordination.url) is not CoordinationBackend.LOCAL,
         on_adopted=runner.adopt,
-        membership=membership,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(runner.cancel_replaced)
