@@ -60,6 +60,19 @@ def load(index: JobIndex, *jobs: Job, now: float = 0.0) -> None:
         index.load(each, now_ts=ts(now), claim_lead=CLAIM_LEAD, read_lead=READ_LEAD)
 
 
+def add_slim(index: JobIndex, *jobs: Job) -> None:
+    """`jobs` put on the index slim, as a first sync's page does."""
+    index.add_slim(
+        [schedule_of(j) for j in jobs],
+        sync=1,
+        touched=set(),
+        known={},
+        claim_lead=CLAIM_LEAD,
+        read_lead=READ_LEAD,
+        refused=[],
+    )
+
+
 def take(
     index: JobIndex,
     now: float,
@@ -157,15 +170,7 @@ def test_a_slim_job_is_read_ahead_of_its_claim_then_taken_whole() -> None:
     index = new_index()
     daily = job(DAILY)
     tick = 86_400.0
-    index.add_slim(
-        [schedule_of(daily)],
-        sync=1,
-        touched=set(),
-        known={},
-        claim_lead=CLAIM_LEAD,
-        read_lead=READ_LEAD,
-        refused=[],
-    )
+    add_slim(index, daily)
 
     assert take(index, tick - CLAIM_LEAD - READ_LEAD - 0.1).unread == []
     taken = take(index, tick - CLAIM_LEAD - READ_LEAD)
@@ -190,15 +195,7 @@ def test_a_slim_job_is_read_ahead_of_its_claim_then_taken_whole() -> None:
 def test_a_slim_job_read_at_another_version_is_reloaded_instead(read: str, reload: bool) -> None:
     index = new_index()
     daily = job(DAILY)
-    index.add_slim(
-        [schedule_of(daily)],
-        sync=1,
-        touched=set(),
-        known={},
-        claim_lead=CLAIM_LEAD,
-        read_lead=READ_LEAD,
-        refused=[],
-    )
+    add_slim(index, daily)
     [(job_id, entry)] = take(index, 86_400).unread
     found = {"same": daily, "gone": None, "newer": dataclasses.replace(daily, version=2)}[read]
 
@@ -209,15 +206,7 @@ def test_a_slim_job_read_at_another_version_is_reloaded_instead(read: str, reloa
 def test_a_slim_entry_replaced_while_read_is_left_to_its_replacement() -> None:
     index = new_index()
     daily = job(DAILY)
-    index.add_slim(
-        [schedule_of(daily)],
-        sync=1,
-        touched=set(),
-        known={},
-        claim_lead=CLAIM_LEAD,
-        read_lead=READ_LEAD,
-        refused=[],
-    )
+    add_slim(index, daily)
     [(job_id, entry)] = take(index, 86_400).unread
     newer = dataclasses.replace(daily, version=2, last_tick=at(86_399))
     load(index, newer, now=86_399)  # a notice reloaded it meanwhile
@@ -231,15 +220,7 @@ def test_a_slim_entry_replaced_while_read_is_left_to_its_replacement() -> None:
 def test_a_failed_read_puts_the_slim_entry_back_for_a_later_read() -> None:
     index = new_index()
     daily = job(DAILY)
-    index.add_slim(
-        [schedule_of(daily)],
-        sync=1,
-        touched=set(),
-        known={},
-        claim_lead=CLAIM_LEAD,
-        read_lead=READ_LEAD,
-        refused=[],
-    )
+    add_slim(index, daily)
     unread = take(index, 86_400).unread
     index.requeue(unread, ts(86_401))
 
