@@ -161,6 +161,17 @@ def fire_once_extra_late(jobs: Mapping[str, JobSpec], lags: Mapping[Key, list[fl
     return sum(n - 1 for n in late.values())
 
 
+def worst_by_second(lags: Mapping[Key, list[float]], window: Window) -> dict[str, float]:
+    """The worst lag (ms) of the ticks of each second of the fault, keyed by
+    seconds from the fault's start: which batch a lag percentile comes from."""
+    worst: dict[str, float] = {}
+    for (_, tick), found in lags.items():
+        if window.fault_start <= tick <= window.fault_end:
+            key = f"{tick - window.fault_start:.1f}"
+            worst[key] = max(worst.get(key, 0.0), round(1000 * max(found), 1))
+    return dict(sorted(worst.items(), key=lambda item: float(item[0])))
+
+
 def _ms(values: list[float], q: float) -> float | None:
     return round(1000 * percentile(values, q), 1) if values else None
 
@@ -221,6 +232,7 @@ def figures(
             for lag in found
         ]
         result["stall_lag_ms_p99"] = _ms(stalled, 0.99)
+        result["stall_worst_ms_by_second"] = worst_by_second(lags, window)
     return result
 
 

@@ -92,6 +92,15 @@ def test_lag_outside_the_fault_leaves_out_the_ticks_within_it() -> None:
     assert result["stall_lag_ms_p99"] == 4000.0  # ticks 11 and 12: one second in, to the end
 
 
+def test_the_stall_row_names_the_worst_lag_of_each_second_of_the_fault() -> None:
+    arrivals = on_time("a", range(T0, T0 + 10), 0.02) + on_time("a", range(T0 + 10, T0 + 13), 4.0)
+    arrivals += on_time("b", range(T0, T0 + 21), 0.25)
+    jobs = {"a": EVERY_SECOND, "b": EVERY_SECOND}
+    result = figures(window(9.5, 12.5), jobs, arrivals, [], stall_lag=True)
+    assert result["stall_worst_ms_by_second"] == {"0.5": 4000.0, "1.5": 4000.0, "2.5": 4000.0}
+    assert "stall_worst_ms_by_second" not in figures(window(9.5, 12.5), jobs, arrivals, [])
+
+
 def test_recovery_runs_from_the_fault_end_to_the_first_on_time_tick_after_the_last_late_one() -> (
     None
 ):
