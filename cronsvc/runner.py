@@ -82,6 +82,37 @@ its tick waits less: only until its claim must start to land by the tick
 (at least `MIN_LEASE_PATIENCE_S`), so the one batch a stall catches is not
 sent late for it."""
 MIN_LEASE_PATIENCE_S = 0.1
+FIRST_CLAIMER_SHARE = 0.25
+"""Without leases, an instance that won at least this share of its recent
+leases claims a batch at once; one that won less claims it at its tick,
+after the instances that usually win it (see `TickRunner._run_batch`)."""
+
+
+def claim_lead_s(configured_s: float, claim_s: float, mark_s: float) -> float:
+    """How long before its tick a batch is taken: at least `configured_s` (0
+    keeps every claim at the tick), more when the store is slow: room for a
+    lease wait that may end in the coordinator being taken for down
+    (`MIN_LEASE_PATIENCE_S`), then twice the claim's and the dispatched
+    mark's recent length, so both land by the tick (at most
+    `MAX_CLAIM_LEAD_S`)."""
+    if configured_s <= 0:
+        return 0.0
+    return min(MAX_CLAIM_LEAD_S, max(configured_s, MIN_LEASE_PATIENCE_S + 2 * (claim_s + mark_s)))
+
+
+def next_unfenced_estimate(current_s: float | None, sample_s: float) -> float:
+    """The running estimate of a claim made without leases, after one more
+    took `sample_s`. Every instance then claims every tick, so it is slower
+    than a leased one by about the number of instances; it follows each
+    batch at once (half weight) because it is used only while leases are
+    down, and a lead too short then sends a whole batch late."""
+    return sample_s if current_s is None else 0.5 * (current_s + sample_s)
+
+
+def next_lease_share(current: float, won: int, asked: int) -> float:
+    """The running share of the leases this instance asked for that it won,
+    after one more batch."""
+    return current if asked == 0 else 0.8 * current + 0.2 * (won / asked)
 
 
 def next_claim_estimate(current_s: float, sample_s: float) -> float:
@@ -136,6 +167,9 @@ class TickRunner:
         self._claim_s = initial_claim_s
         """Recent length of a batch's lease and claim; until measured, what
         the store usually takes."""
+        self._unfenced_s: float | None = None
+        """Recent length of a batch's claim made without leases (the
+        coordinator down): the claim lead follows it while leases are down."""
         self._on_stale = on_stale
         self._on_held = on_held
         self._health = health
@@ -145,6 +179,9 @@ class TickRunner:
         self._cancelled: dict[str, None] = {}
         """Execution ids named by cancel notices, oldest first (bounded)."""
         self._leases_down = False
+        self._lease_share = 1.0
+        """Recent share of the leases asked for that this instance won: with
+        no history, as much as any instance."""
         self._held_ticks = 0
         """Ticks handed back to the scheduler since the store last answered a
         claim: non-zero during an outage (logged once at its start and end)."""
@@ -171,13 +208,12 @@ class TickRunner:
         return len(self._tasks)
 
     def claim_lead(self, configured_s: float) -> float:
-        """How long before its tick to take a tick: at least `configured_s`
-        (0 keeps every claim at the tick), more when the store is slow, so
-        the lease, the claim and the dispatched mark are done by the tick
-        (twice their recent length, at most `MAX_CLAIM_LEAD_S`)."""
-        if configured_s <= 0:
-            return 0.0
-        return min(MAX_CLAIM_LEAD_S, max(configured_s, 2 * (self._claim_s + self._mark_s)))
+        """How long before its tick to take a tick (see `claim_lead_s`), from
+        the claims made without leases while the coordinator is down."""
+        claim_s = self._claim_s
+        if self._leases_down and self._unfenced_s is not None:
+            claim_s = max(claim_s, self._unfenced_s)
+        return claim_lead_s(configured_s, claim_s, self._mark_s)
 
     def fire(self, due: Sequence[DueTick]) -> None:
         """Start the runs of ticks that fell due together, in the background:
@@ -303,16 +339,27 @@ class TickRunner:
             LEASE_PATIENCE_S,
             max(MIN_LEASE_PATIENCE_S, fire_at - started - 2 * (self._claim_s + self._mark_s)),
         )
-        leased, lease_waited = await self._lease(due, patience)
+        leased, fenced = await self._lease(due, patience)
         if not leased:
             return
-        await self._claim_and_fire(leased, fire_at, started, lease_waited)
+        if not fenced and self._lease_share < FIRST_CLAIMER_SHARE:
+            # Without leases every instance claims every tick, and the store
+            # answers the claims one after the other: sent together, the
+            # batch goes out late. The instances that usually win a batch's
+            # leases claim it at once; this one, which usually loses them,
+            # claims at the tick and wins only what they did not claim (one
+            # died, or is held up).
+            await self._until(fire_at)
+        await self._claim_and_fire(leased, fire_at, started, fenced)
 
     async def _claim_and_fire(
-        self, leased: list[DueTick], fire_at: float, started: float, lease_waited: bool
+        self, leased: list[DueTick], fire_at: float, started: float, fenced: bool
     ) -> None:
         """Claim `leased` (ticks due at `fire_at`) and fire what was claimed at
-        `fire_at`; `started` is when the batch began, for the claim estimate."""
+        `fire_at`; `started` is when the batch began, for the claim estimate;
+        `fenced`: whether leases kept the other instances from claiming the
+        same ticks."""
+        claim_started = self._clock.time()
         # Claimed ahead of the tick, a record says "not sent yet" until just
         # before the send: if this instance dies in between, another adopts it.
         ahead = fire_at > self._clock.time()
@@ -353,12 +400,16 @@ class TickRunner:
         finally:
             self._waiting_on_store -= len(claims)
         self._store_answered()
-        if ahead and not lease_waited and attempts == 1:
-            # A batch that waited out a stalled coordinator or retried its
-            # claim says nothing about how long a claim takes. One whose
-            # leases were skipped does: every instance then claims every
-            # tick, and the store answers more slowly.
-            self._claim_s = next_claim_estimate(self._claim_s, self._clock.time() - started)
+        if ahead and attempts == 1:
+            # A retried claim says nothing about how long a claim takes. One
+            # made without leases is measured apart: every instance then
+            # claims every tick, and the store answers more slowly, but only
+            # until the coordinator is back.
+            now_s = self._clock.time()
+            if fenced:
+                self._claim_s = next_claim_estimate(self._claim_s, now_s - started)
+            else:
+                self._unfenced_s = next_unfenced_estimate(self._unfenced_s, now_s - claim_started)
         log.debug(
             "ticks_claimed",
             count=len(claims),
@@ -399,8 +450,9 @@ class TickRunner:
         self._start_all([(d.job, e, *ready[e.id]) for d, e in claimed])
 
     async def _lease(self, due: list[DueTick], patience: float) -> tuple[list[DueTick], bool]:
-        """The ticks this instance won, and whether the batch waited for a
-        coordinator that did not answer. While the coordinator is unreachable
+        """The ticks this instance won, and whether leases fenced them (False:
+        the coordinator did not answer, so every tick goes on unleased).
+        While the coordinator is unreachable
         every tick goes on to the store's claim, the final fence against a
         duplicate: firing continues, at the cost of more claims that lose. A
         lease that fails or outwaits `patience` reports the
@@ -417,8 +469,8 @@ class TickRunner:
                 else:
                     rest.append(d)
             if mine:
-                leased, waited = await self._lease(rest, patience) if rest else ([], False)
-                return mine + leased, waited
+                leased, fenced = await self._lease(rest, patience) if rest else ([], True)
+                return mine + leased, fenced
         if not self._health.is_up(Dependency.COORDINATOR):
             self._leases_unavailable(due, "the coordinator is not answering its probe")
             return due, False
@@ -436,14 +488,15 @@ class TickRunner:
             )
             self._health.report(Dependency.COORDINATOR, failure)
             self._leases_unavailable(due, str(exc) or failure)
-            return due, True
+            return due, False
         if self._leases_down:
             self._leases_down = False
             log.info("leases_recovered")
         leased = [d for d, ok in zip(due, won, strict=True) if ok]
+        self._lease_share = next_lease_share(self._lease_share, len(leased), len(due))
         self._metrics.inc("cronsvc_lease_total", len(leased), result="won")
         self._metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
-        return leased, False
+        return leased, True
 
     def _leases_unavailable(self, due: list[DueTick], error: str) -> None:
         self._metrics.inc("cronsvc_lease_total", len(due), result="skipped")

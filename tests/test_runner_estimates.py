@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from cronsvc.runner import next_claim_estimate
+from cronsvc.runner import (
+    FIRST_CLAIMER_SHARE,
+    MAX_CLAIM_LEAD_S,
+    MIN_LEASE_PATIENCE_S,
+    claim_lead_s,
+    next_claim_estimate,
+    next_lease_share,
+    next_unfenced_estimate,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,3 +37,50 @@ def test_a_store_that_stays_slow_raises_the_estimate_batch_by_batch() -> None:
     for _ in range(30):
         estimate = next_claim_estimate(estimate, 1.0)
     assert estimate == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("configured", "claim", "mark", "expected"),
+    [
+        (0.0, 1.0, 1.0, 0.0),  # 0 keeps every claim at its tick, however slow the store
+        (0.2, 0.005, 0.005, 0.2),  # a fast store: as configured
+        # a slow one: room for a lease wait, then twice the claim and the mark
+        (0.2, 0.15, 0.02, MIN_LEASE_PATIENCE_S + 0.34),
+        (0.2, 10.0, 1.0, MAX_CLAIM_LEAD_S),
+    ],
+)
+def test_the_claim_lead_leaves_room_for_a_lease_wait_and_twice_the_claim_and_mark(
+    configured: float, claim: float, mark: float, expected: float
+) -> None:
+    assert claim_lead_s(configured, claim, mark) == pytest.approx(expected)
+
+
+def test_the_unfenced_estimate_starts_from_its_first_claim_and_follows_each_by_half() -> None:
+    first = next_unfenced_estimate(None, 0.4)
+    assert first == pytest.approx(0.4)
+    assert next_unfenced_estimate(first, 0.2) == pytest.approx(0.3)
+    assert next_unfenced_estimate(first, 2.0) == pytest.approx(1.2)  # no cap: a stall is here
+
+
+@pytest.mark.parametrize(
+    ("current", "won", "asked", "expected"),
+    [
+        (1.0, 0, 0, 1.0),  # nothing asked: no news
+        (1.0, 0, 30, 0.8),  # lost a batch
+        (0.0, 30, 30, 0.2),  # won one
+        (0.5, 1, 2, 0.5),
+    ],
+)
+def test_the_lease_share_follows_the_batches_won_a_fifth_at_a_time(
+    current: float, won: int, asked: int, expected: float
+) -> None:
+    assert next_lease_share(current, won, asked) == pytest.approx(expected)
+
+
+def test_an_instance_that_keeps_losing_its_leases_falls_below_the_first_claimers_share() -> None:
+    share = 1.0
+    batches = 0
+    while share >= FIRST_CLAIMER_SHARE:
+        share = next_lease_share(share, 0, 30)
+        batches += 1
+    assert batches == 7  # seven seconds of every-second jobs lost to another instance
