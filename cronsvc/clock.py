@@ -1,4 +1,4 @@
-"""Time, injected: the scheduler and the runner read time only through a Clock."""
+"""Time, injected: the scheduler and the run path read time only through a Clock."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def sleep_until(clock: Clock, instant: float) -> None:
+    """Sleep until `instant` (Unix seconds), never short of it: a loop's
+    timers may fire up to a millisecond early (uvloop's count whole
+    milliseconds), and a webhook must not leave before its tick."""
+    while (left := instant - clock.time()) > 0:
+        await clock.sleep(left)

@@ -24,6 +24,7 @@ from enum import StrEnum
 
 import structlog
 
+from cronsvc.clock import Clock
 from cronsvc.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,8 @@ log = structlog.get_logger(__name__)
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 0.8
 DOWN_AFTER = 2
+UP_POLL_S = 0.2
+"""While a dependency is down, how often work waiting on it looks again."""
 
 
 class Dependency(StrEnum):
@@ -95,6 +98,11 @@ class HealthMonitor:
 
     def is_up(self, dependency: Dependency) -> bool:
         return self._state[dependency].up
+
+    async def until_up(self, dependency: Dependency, clock: Clock) -> None:
+        """Return once `dependency` is up (at once if it is)."""
+        while not self.is_up(dependency):
+            await clock.sleep(UP_POLL_S)
 
     def _up(self, dependency: Dependency) -> float:
         return float(self._state[dependency].up)

@@ -13,7 +13,7 @@ to write.
 
 Where a job resumes is always derived from the store's `last_tick` (the last
 tick dealt with), so a reloaded job can neither skip a tick nor fire an old
-copy: the runner's claim carries the job version it saw, and the store
+copy: the claim pipeline's claim carries the job version it saw, and the store
 refuses a claim made with an old version.
 """
 
@@ -74,7 +74,7 @@ class JobSync:
         *,
         store: Store,
         index: JobIndex,
-        runner: TickSink,
+        sink: TickSink,
         clock: Clock,
         config: SchedulerConfig,
         metrics: Metrics,
@@ -84,7 +84,7 @@ class JobSync:
     ) -> None:
         self._store = store
         self._index = index
-        self._runner = runner
+        self._sink = sink
         self._clock = clock
         self._config = config
         self._metrics = metrics
@@ -102,7 +102,7 @@ class JobSync:
         self._background: set[asyncio.Task[None]] = set()
 
     def claim_lead(self) -> float:
-        return self._runner.claim_lead(self._config.claim_ahead_s)
+        return self._sink.claim_lead(self._config.claim_ahead_s)
 
     def read_lead(self) -> float:
         return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))

@@ -6,8 +6,8 @@ third of its lifetime), so a lost lease is noticed within one renewal. The
 leader deals with the RUNNING executions of instances that are no longer
 alive (within about two heartbeat intervals of a death, the leader's own
 included; see the README): a tick claimed ahead but never sent is adopted
-and handed to this instance's runner, which sends it under the job's misfire
-policy; a run whose webhook went out is marked LOST, since nobody knows
+and handed to this instance's adoption (`cronsvc.adoption`), which sends it
+under the job's misfire policy; a run whose webhook went out is marked LOST, since nobody knows
 whether the target acted on it. The leader also prunes execution logs past
 retention. The firing path never waits on any of this.
 

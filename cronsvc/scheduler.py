@@ -4,8 +4,10 @@ notice, or a resync; hand the due ticks on.
 The loop never polls on a fixed period. Its parts: the job index
 (`cronsvc.jobindex`: the heap, what is due, what was missed; pure), the store
 side (`cronsvc.jobsync`: first sync, resync, notices, reads ahead of a tick,
-MISSED records), and where due ticks go (`cronsvc.ticks.TickSink`, the
-runner). A full resync every `resync_interval_s` repairs any lost notice.
+MISSED records), where due ticks go (`cronsvc.ticks.TickSink`, the claim
+pipeline) and what comes back from there (`cronsvc.ticks.HandBack`: ticks
+the store did not take, jobs found changed). A full resync every
+`resync_interval_s` repairs any lost notice.
 
 Most jobs are held slim: id, version, schedule and the policies the loop
 needs (`ActiveSchedule`, read page by page). A whole job is read when one of
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -31,7 +32,7 @@ from cronsvc.jobindex import JobIndex
 from cronsvc.jobsync import JobSync
 from cronsvc.metrics import Metrics
 from cronsvc.store import Store
-from cronsvc.ticks import DueTick, TickSink
+from cronsvc.ticks import HandBack, TickSink
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,8 @@ class Scheduler:
         self,
         *,
         store: Store,
-        runner: TickSink,
+        sink: TickSink,
+        handback: HandBack,
         clock: Clock,
         config: SchedulerConfig,
         metrics: Metrics,
@@ -64,11 +66,12 @@ class Scheduler:
         started_at: datetime,
     ) -> None:
         self._health = health
-        self._runner = runner
+        self._sink = sink
         self._clock = clock
         self._config = config
         self._metrics = metrics
-        self._wake = asyncio.Event()
+        self._handback = handback
+        self._wake = handback.wake
         self._index = index = JobIndex(
             min_interval_s=config.min_interval_s,
             max_missed_records=config.max_missed_records,
@@ -78,7 +81,7 @@ class Scheduler:
         self._sync = JobSync(
             store=store,
             index=index,
-            runner=runner,
+            sink=sink,
             clock=clock,
             config=config,
             metrics=metrics,
@@ -112,15 +115,19 @@ class Scheduler:
         self._stopping = True
         self._wake.set()
 
-    def hold(self, due: Sequence[DueTick]) -> None:
-        """Ticks the store did not take (it is unreachable): their jobs go
-        back to the earliest of them and off the heap until the store
-        answers its probe again. Then those ticks, and every tick that fell
-        due meanwhile, are taken as after a restart: fired late or recorded
-        MISSED as each job's misfire policy says. A tick claimed after all
-        in between is fenced by the store's unique claim."""
-        self._index.hold(due)
-        self._wake.set()
+    def _take_handed_back(self) -> None:
+        """What the run path handed back since the last turn. Ticks the store
+        did not take (it is unreachable): their jobs go back to the earliest
+        of them and off the heap until the store answers its probe again.
+        Then those ticks, and every tick that fell due meanwhile, are taken
+        as after a restart: fired late or recorded MISSED as each job's
+        misfire policy says. A tick claimed after all in between is fenced by
+        the store's unique claim. Jobs found changed are read again, as on a
+        notice."""
+        held, stale = self._handback.take()
+        if held:
+            self._index.hold(held)
+        self._sync.changed.update(stale)
 
     async def run(self) -> None:
         await self._sync.first_sync(stopping=lambda: self._stopping, between_slices=self._fire_due)
@@ -128,6 +135,7 @@ class Scheduler:
         self._next_resync = self._clock.monotonic() + self._config.resync_interval_s
         try:
             while not self._stopping:
+                self._take_handed_back()
                 store_up = self._health.is_up(Dependency.STORE)
                 if self._index.held and store_up:
                     self._resume_held()
@@ -193,6 +201,7 @@ class Scheduler:
             log.info("held_jobs_resumed", count=resumed)
 
     def _fire_due(self) -> None:
+        self._take_handed_back()
         now_ts = self._clock.time()
         if not self._health.is_up(Dependency.STORE):
             self._index.hold_due(now_ts)
@@ -207,7 +216,7 @@ class Scheduler:
         for job, ticks in taken.missed:
             self._sync.record_missed(job, ticks)
         for batch in taken.batches:
-            self._runner.fire(batch)
+            self._sink.fire(batch)
         for skipped in taken.unrecorded:
             self._metrics.inc(
                 "cronsvc_ticks_missed_unrecorded_total",

@@ -3,7 +3,7 @@ down in reverse.
 
 Each resource has one cleanup context, so teardown runs only for what
 started: coordinator (takes the `local` lock first), store, dispatcher, then
-the engine (runner, scheduler, leader duties) whose loops run in one
+the engine (the run path, scheduler, leader duties) whose loops run in one
 TaskGroup. A loop that dies ends the process loudly.
 """
 
@@ -14,7 +14,7 @@ import errno
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,26 +22,31 @@ import structlog
 from aiohttp import web
 
 from cronsvc import gcpolicy
+from cronsvc.adoption import Adoption
 from cronsvc.api.app import create_app
 from cronsvc.api.auth import ACCESS, Access
 from cronsvc.api.context import CONTEXT, ApiContext
+from cronsvc.claims import ClaimPipeline
 from cronsvc.clock import Clock, SystemClock
 from cronsvc.config import Config, is_loopback
 from cronsvc.coord import Coordinator, open_coordinator
+from cronsvc.deliveries import Deliveries
 from cronsvc.dispatch import Dispatcher
 from cronsvc.errors import CannotListen
+from cronsvc.feedback import TargetFeedback
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
+from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
+from cronsvc.notices import Notices
 from cronsvc.openfiles import ensure_open_files
 from cronsvc.results import ResultWriter
-from cronsvc.runner import TickRunner
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
 from cronsvc.store import Store, open_store
-from cronsvc.ticks import DueTick
+from cronsvc.ticks import HandBack
 from cronsvc.urls import (
     CoordinationBackend,
     StoreBackend,
@@ -66,6 +71,7 @@ COORDINATOR = web.AppKey("coordinator", Coordinator)
 STORE = web.AppKey("store", Store)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 ENGINE_TASK = web.AppKey("engine_task", asyncio.Task[None])
+DELIVERIES = web.AppKey("deliveries", Deliveries)
 
 
 def make_instance_id() -> str:
@@ -154,40 +160,19 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     store, coordinator = app[STORE], app[COORDINATOR]
     started_at = clock.now()
     shutdown_write_s = 10.0  # how long unwritten results may wait for the store at shutdown
-    scheduler: Scheduler | None = None
-
-    def on_stale(job_id: str) -> None:
-        if scheduler is not None:
-            scheduler.notify_job_changed(job_id)
-
-    def on_held(due: Sequence[DueTick]) -> None:
-        if scheduler is not None:
-            scheduler.hold(due)
-
     health = HealthMonitor(
         probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
         metrics=metrics,
     )
     results = ResultWriter(store=store, clock=clock, metrics=metrics)
-    runner = TickRunner(
-        store=store,
-        coordinator=coordinator,
-        dispatcher=app[DISPATCHER],
-        results=results,
-        clock=clock,
-        metrics=metrics,
-        instance_id=services.instance_id,
-        lease_ttl_s=config.scheduler.lease_ttl_s,
-        max_catchup=config.scheduler.max_catchup,
-        max_defer_s=config.webhook.max_defer_s,
-        on_stale=on_stale,
-        on_held=on_held,
-        health=health,
-        initial_claim_s=_usual_claim_s(config.store.url),
-    )
+    # What the run path hands back to the scheduler (held ticks, stale jobs)
+    # goes through this, made before both.
+    handback = HandBack()
+    run_path = _run_path(app, health=health, results=results, handback=handback)
     scheduler = Scheduler(
         store=store,
-        runner=runner,
+        sink=run_path.claims,
+        handback=handback,
         clock=clock,
         config=config.scheduler,
         metrics=metrics,
@@ -205,18 +190,19 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         heartbeat_interval_s=config.scheduler.heartbeat_interval_s,
         retention_days=config.retention.execution_logs_days,
         reap_grace=coordination_backend(config.coordination.url) is not CoordinationBackend.LOCAL,
-        on_adopted=runner.adopt,
+        on_adopted=run_path.adoption.adopt,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
-    coordinator.subscribe_cancels(runner.cancel_replaced)
+    coordinator.subscribe_cancels(run_path.deliveries.cancel_replaced)
     # Before the scheduler starts: runs left RUNNING by a previous process.
     await leader.step()
     await health.probe()
+    app[DELIVERIES] = run_path.deliveries
     app[CONTEXT] = ApiContext(
         config=config,
         store=store,
         coordinator=coordinator,
-        runner=runner,
+        jobs=run_path.jobs,
         leader=leader,
         clock=clock,
         metrics=metrics,
@@ -238,7 +224,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE_TASK] = engine
     yield
     scheduler.stop()
-    await runner.drain(config.server.shutdown_grace_s)
+    await run_path.deliveries.drain(config.server.shutdown_grace_s)
     results.stop()
     leader.stop()
     health.stop()
@@ -250,6 +236,76 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("engine_stop_overdue", waited_s=shutdown_write_s + 5.0)
             engine.cancel()
             await asyncio.wait({engine})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPath:
+    """The parts that run due ticks, as the engine wires them."""
+
+    claims: ClaimPipeline
+    """The scheduler's `TickSink`."""
+    deliveries: Deliveries
+    """Every task of the run path, drained at shutdown; cancel notices go to it."""
+    adoption: Adoption
+    """The leader hands it the unsent ticks of instances gone."""
+    jobs: JobService
+    """What the API asks of the run path."""
+
+
+def _run_path(
+    app: web.Application, *, health: HealthMonitor, results: ResultWriter, handback: HandBack
+) -> RunPath:
+    services = app[SERVICES]
+    config, clock, metrics = services.config, services.clock, services.metrics
+    store, coordinator = app[STORE], app[COORDINATOR]
+    notices = Notices(coordinator=coordinator, metrics=metrics)
+    feedback = TargetFeedback(
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        notices=notices,
+        handback=handback,
+        max_defer_s=config.webhook.max_defer_s,
+    )
+    deliveries = Deliveries(
+        dispatcher=app[DISPATCHER],
+        results=results,
+        feedback=feedback,
+        notices=notices,
+        clock=clock,
+        metrics=metrics,
+    )
+    return RunPath(
+        claims=ClaimPipeline(
+            store=store,
+            coordinator=coordinator,
+            deliveries=deliveries,
+            handback=handback,
+            health=health,
+            clock=clock,
+            metrics=metrics,
+            instance_id=services.instance_id,
+            lease_ttl_s=config.scheduler.lease_ttl_s,
+            initial_claim_s=_usual_claim_s(config.store.url),
+        ),
+        deliveries=deliveries,
+        adoption=Adoption(
+            store=store,
+            deliveries=deliveries,
+            health=health,
+            clock=clock,
+            metrics=metrics,
+            instance_id=services.instance_id,
+            max_catchup=config.scheduler.max_catchup,
+        ),
+        jobs=JobService(
+            store=store,
+            notices=notices,
+            deliveries=deliveries,
+            clock=clock,
+            instance_id=services.instance_id,
+        ),
+    )
 
 
 async def serve(config: Config) -> None:
@@ -355,7 +411,7 @@ def cannot_listen(host: str, port: int, exc: OSError) -> CannotListen:
 
 def _usual_claim_s(store_url: str) -> float:
     """How long a batch's claim usually takes on this kind of store, until
-    the runner has measured it: the claim lead starts from it. A networked
+    the claim pipeline has measured it: the claim lead starts from it. A networked
     store starting from the embedded file's few milliseconds fires a new
     cluster's first ticks late while the lead catches up."""
     return 0.005 if store_url.startswith("sqlite") else 0.5

@@ -1,5 +1,5 @@
 """What the store tests build with: instants a minute apart, jobs, and tick
-claims made the way the runner makes them."""
+claims made the way the claim pipeline makes them."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from cronsvc.config import Config
 from cronsvc.domain import Job, JobSpec
 from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
-from cronsvc.service import DISPATCHER, STORE, build_app
+from cronsvc.service import DELIVERIES, DISPATCHER, STORE, build_app
 from tests.fakes import EarlyClock, Receiver, free_port
 from tests.helpers_api import Client, MakeClient, parse
 from tests.standard_webhooks import signatures, verifies
@@ -439,15 +439,16 @@ async def test_no_webhook_leaves_before_its_tick_though_the_clock_wakes_early(
 async def test_a_run_replaced_before_its_task_began_is_let_go_and_frees_its_slot(
     client: Client, receiver: Receiver
 ) -> None:
-    runner = client.app[CONTEXT].runner
+    jobs = client.app[CONTEXT].jobs
+    deliveries = client.app[DELIVERIES]
     dispatcher = client.app[DISPATCHER]
     job = await create(client, receiver.url, cronExpression="0 0 1 1 *")  # not due in the test
-    await runner.trigger_now(job["id"])
+    await jobs.trigger_now(job["id"])
     await logs_for(client, job["id"], 1)  # its connection is kept, idle
     before = await scrape(client)
 
-    execution = await runner.trigger_now(job["id"])  # its request is out already
-    runner.cancel_replaced([execution.id])  # and its task has not run yet
+    execution = await jobs.trigger_now(job["id"])  # its request is out already
+    deliveries.cancel_replaced([execution.id])  # and its task has not run yet
 
     await receiver.wait_for(2)
     assert dispatcher.in_flight == 0

@@ -17,10 +17,10 @@ from cronsvc.config import Config
 from cronsvc.coord import Coordinator
 from cronsvc.errors import FieldError, ValidationFailed
 from cronsvc.health import HealthMonitor
+from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
-from cronsvc.runner import TickRunner
 from cronsvc.store import Store
 
 
@@ -29,7 +29,8 @@ class ApiContext:
     config: Config
     store: Store
     coordinator: Coordinator
-    runner: TickRunner
+    jobs: JobService
+    """Job-change notices and runs now."""
     leader: LeaderDuties
     clock: Clock
     metrics: Metrics

@@ -138,8 +138,8 @@ def _check_runnable(api: ApiContext, spec: JobSpec) -> None:
 
 async def _announce(api: ApiContext, job_id: str) -> None:
     """Tell every instance a job changed; the request succeeds even if the
-    notice cannot go out (see `TickRunner.announce`)."""
-    await api.runner.announce(job_id)
+    notice cannot go out (see `JobService.announce`)."""
+    await api.jobs.announce(job_id)
 
 
 def _next_run(api: ApiContext, job: Job) -> datetime | None:
@@ -385,7 +385,7 @@ async def delete_job(request: web.Request) -> web.Response:
 async def trigger_job(request: web.Request) -> web.Response:
     """Run now (trigger `manual`), paused or not. 202 with the execution."""
     api = ctx(request)
-    execution = await api.runner.trigger_now(request.match_info["id"])
+    execution = await api.jobs.trigger_now(request.match_info["id"])
     return json_response(
         {
             "executionId": execution.id,

@@ -1,0 +1,150 @@
+"""Ticks another instance claimed ahead of their instant but never sent (it
+died or stopped first), taken over by this one.
+
+The leader hands them over (`LeaderDuties`, `Store.adopt_unsent`); each is
+sent now, late, or recorded MISSED or SKIPPED as its job's misfire policy
+and current state say. Whether the policy still fires a tick is a pure
+function (`still_owed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from cronsvc.clock import Clock, sleep_until
+from cronsvc.cron import parse_schedule
+from cronsvc.deliveries import Deliveries
+from cronsvc.domain import Execution, Job
+from cronsvc.errors import JobNotFound
+from cronsvc.health import Dependency, HealthMonitor
+from cronsvc.instants import rfc3339
+from cronsvc.metrics import Metrics
+from cronsvc.misfire import plan_due_ticks
+from cronsvc.records import ADOPTED_TOO_LATE, ended, has_tick, missed
+from cronsvc.retry import TRANSIENT, retry_transient
+from cronsvc.store import Store
+
+log = structlog.get_logger(__name__)
+
+ADOPT_ROUNDS = 20
+"""Rounds of attempts to settle adopted ticks, each after the store answers
+its probe again."""
+
+
+def still_owed(job: Job, tick: datetime, now: datetime, *, max_catchup: int) -> bool:
+    """Whether the misfire policy fires `tick` now, judged as a tick
+    overdue since before this instance took it over."""
+    schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    ticks = [tick]
+    while len(ticks) <= max_catchup:
+        later = schedule.next_after(ticks[-1])
+        if later is None or later > now:
+            break
+        ticks.append(later)
+    plan = plan_due_ticks(
+        ticks,
+        now=now,
+        started_at=now,
+        policy=job.spec.misfire_policy,
+        grace_s=job.spec.misfire_grace_seconds,
+        max_catchup=max_catchup,
+    )
+    return any(fired == tick for fired, _ in plan.fire)
+
+
+class Adoption:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        deliveries: Deliveries,
+        health: HealthMonitor,
+        clock: Clock,
+        metrics: Metrics,
+        instance_id: str,
+        max_catchup: int,
+    ) -> None:
+        self._store = store
+        self._deliveries = deliveries
+        self._health = health
+        self._clock = clock
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._max_catchup = max_catchup
+
+    def adopt(self, executions: Sequence[Execution]) -> None:
+        """Take over ticks another instance claimed ahead but never sent, in
+        the background, one task per tick."""
+        by_tick: dict[datetime, list[Execution]] = {}
+        for execution in executions:
+            by_tick.setdefault(execution.scheduled_at, []).append(execution)
+        for group in by_tick.values():
+            self._deliveries.spawn(self._run_adopted(group))
+
+    async def _run_adopted(self, executions: list[Execution]) -> None:
+        """Send one tick's adopted executions; a tick not yet due (its
+        claimer stopped right after claiming) is waited for."""
+        # Cancelled here, they stay RUNNING and unsent: adopted at the next start.
+        await sleep_until(self._clock, executions[0].scheduled_at.timestamp())
+        for attempt in range(1, ADOPT_ROUNDS + 1):
+            # Each round waits for the store to answer its probe first: an
+            # outage delays these runs (their misfire policy then judges
+            # them), it does not leave them RUNNING and unsent.
+            await self._health.until_up(Dependency.STORE, self._clock)
+            try:
+                await retry_transient(
+                    lambda: self._settle_adopted(executions),
+                    what="adopt_unsent",
+                    clock=self._clock,
+                    attempts=2,
+                )
+                return
+            except TRANSIENT as exc:
+                self._health.report(Dependency.STORE, type(exc).__name__)
+                if attempt == ADOPT_ROUNDS:
+                    # They stay RUNNING and unsent under this instance's id,
+                    # visible in the log; the start after this instance's
+                    # next stop adopts them.
+                    self._dropped(len(executions), exc)
+
+    async def _settle_adopted(self, executions: list[Execution]) -> None:
+        """Every store call comes before any outcome is acted on, so a retry
+        after a store error repeats nothing."""
+        now = self._clock.now()
+        jobs: dict[str, Job] = {}
+        for job_id in {execution.job_id for execution in executions}:
+            with contextlib.suppress(JobNotFound):
+                jobs[job_id] = await self._store.get_job(job_id)
+        ended_now: list[Execution] = []
+        send: list[tuple[Job, Execution]] = []
+        for execution in executions:
+            job = jobs.get(execution.job_id)
+            tick = execution.scheduled_at
+            if job is None or not job.spec.is_active or not has_tick(job, tick):
+                reason = "the job was deleted, paused or rescheduled before its tick was sent"
+                ended_now.append(ended(execution, now, "job_changed", reason, skipped=True))
+            elif not still_owed(job, tick, now, max_catchup=self._max_catchup):
+                ended_now.append(missed(execution, now, ADOPTED_TOO_LATE))
+            else:
+                send.append((job, execution))
+        marked = await self._store.mark_dispatched(self._instance_id, [e.id for _, e in send])
+        for execution in ended_now:
+            self._deliveries.finish(execution)
+        for job, execution in send:
+            if execution.id in marked:
+                log.info(
+                    "tick_adopted",
+                    job_id=job.id,
+                    tick=rfc3339(execution.scheduled_at),
+                    lag_ms=round((now - execution.scheduled_at).total_seconds() * 1000, 1),
+                )
+                self._deliveries.start(job, execution)
+
+    def _dropped(self, count: int, exc: BaseException) -> None:
+        """Ticks the store would not take: counted and logged, never quiet."""
+        self._metrics.inc("cronsvc_ticks_dropped_total", count, reason="store_unavailable")
+        log.error("adopted_ticks_unsent", count=count, reason="store_unavailable", error=str(exc))

@@ -1,0 +1,335 @@
+"""The claim pipeline: a batch of ticks due at one instant leased, claimed in
+the store, marked dispatched and sent at its instant. The scheduler's
+`TickSink`.
+
+It never decides *when* a tick falls due; the scheduler does, and may hand a
+batch over a little ahead of its tick (`claim_lead`) so the claims are
+written before the tick, not on its critical path. A claim is bounded
+(`CLAIM_PATIENCE_S`, retries included): ticks the store does not take in time
+are handed back (`HandBack.hold`) and taken again once it answers, never
+dropped. Its parts: the leases (`cronsvc.leases`), the lookups of claims
+whose answer never came (`cronsvc.unanswered`), the dispatched marks before
+the tick (`cronsvc.marks`), and the deliveries that send what was claimed
+(`cronsvc.deliveries`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from cronsvc.clock import Clock, sleep_until
+from cronsvc.coord import Coordinator
+from cronsvc.deliveries import Deliveries
+from cronsvc.domain import ExecutionStatus, Job, Trigger
+from cronsvc.health import Dependency, HealthMonitor
+from cronsvc.ids import new_id
+from cronsvc.instants import rfc3339
+from cronsvc.leases import FIRST_CLAIMER_SHARE, LEASE_PATIENCE_S, MIN_LEASE_PATIENCE_S, Leases
+from cronsvc.marks import Claimed, DispatchMarks
+from cronsvc.metrics import Metrics
+from cronsvc.records import CLAIMED_LATE, missed_late, past_grace
+from cronsvc.retry import TRANSIENT, retry_transient
+from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
+from cronsvc.ticks import DueTick, HandBack
+from cronsvc.unanswered import UnansweredClaims
+
+log = structlog.get_logger(__name__)
+
+MAX_CLAIM_LEAD_S = 5.0
+CLAIM_PATIENCE_S = 2.0
+"""How long a batch's claim may take, retries included, before its ticks
+are handed back to the scheduler to be taken again once the store answers
+(see `HandBack.hold`). A healthy store answers a batch in milliseconds; an
+unreachable one held each attempt for its server selection (5 s with
+MongoDB), and the batch for ~20 s."""
+
+
+def claim_lead_s(configured_s: float, claim_s: float, mark_s: float) -> float:
+    """How long before its tick a batch is taken: at least `configured_s` (0
+    keeps every claim at the tick), more when the store is slow: room for a
+    lease wait that may end in the coordinator being taken for down
+    (`MIN_LEASE_PATIENCE_S`), then twice the claim's and the dispatched
+    mark's recent length, so both land by the tick (at most
+    `MAX_CLAIM_LEAD_S`)."""
+    if configured_s <= 0:
+        return 0.0
+    return min(MAX_CLAIM_LEAD_S, max(configured_s, MIN_LEASE_PATIENCE_S + 2 * (claim_s + mark_s)))
+
+
+def next_unfenced_estimate(current_s: float | None, sample_s: float) -> float:
+    """The running estimate of a claim made without leases, after one more
+    took `sample_s`. Every instance then claims every tick, so it is slower
+    than a leased one by about the number of instances; it follows each
+    batch at once (half weight) because it is used only while leases are
+    down, and a lead too short then sends a whole batch late."""
+    return sample_s if current_s is None else 0.5 * (current_s + sample_s)
+
+
+def next_claim_estimate(current_s: float, sample_s: float) -> float:
+    """The running estimate of a batch's lease and claim after one more
+    batch took `sample_s`. One slow batch moves it at most to a little over
+    double (a store that hiccups once must not push every claim seconds
+    ahead); a store that stays slow raises it batch by batch."""
+    return 0.8 * current_s + 0.2 * min(sample_s, 2 * current_s + 0.05)
+
+
+def new_claim(
+    job: Job,
+    tick: datetime,
+    trigger: Trigger,
+    *,
+    clock: Clock,
+    instance_id: str,
+    dispatched: bool,
+) -> TickClaim:
+    """A claim of `tick` for the job as read (its version fences it), with a
+    new execution id."""
+    return TickClaim(
+        job_id=job.id,
+        expected_version=job.version,
+        scheduled_at=tick,
+        trigger=trigger,
+        execution_id=new_id(),
+        instance_id=instance_id,
+        executed_at=clock.now(),
+        dispatched=dispatched,
+    )
+
+
+class ClaimPipeline:
+    """Runs due ticks: the scheduler's `TickSink`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        coordinator: Coordinator,
+        deliveries: Deliveries,
+        handback: HandBack,
+        health: HealthMonitor,
+        clock: Clock,
+        metrics: Metrics,
+        instance_id: str,
+        lease_ttl_s: float,
+        initial_claim_s: float = 0.005,
+    ) -> None:
+        self._store = store
+        self._deliveries = deliveries
+        self._handback = handback
+        self._health = health
+        self._clock = clock
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._leases = Leases(
+            coordinator=coordinator, health=health, metrics=metrics, lease_ttl_s=lease_ttl_s
+        )
+        self._unanswered = UnansweredClaims(
+            store=store,
+            health=health,
+            deliveries=deliveries,
+            clock=clock,
+            metrics=metrics,
+            instance_id=instance_id,
+        )
+        self._marks = DispatchMarks(
+            store=store,
+            deliveries=deliveries,
+            handback=handback,
+            clock=clock,
+            metrics=metrics,
+            instance_id=instance_id,
+        )
+        self._claim_s = initial_claim_s
+        """Recent length of a batch's lease and claim; until measured, what
+        the store usually takes."""
+        self._unfenced_s: float | None = None
+        """Recent length of a batch's claim made without leases (the
+        coordinator down): the claim lead follows it while leases are down."""
+        self._held_ticks = 0
+        """Ticks handed back to the scheduler since the store last answered a
+        claim: non-zero during an outage (logged once at its start and end)."""
+        self._waiting_on_store = 0
+        """Ticks whose claim is under way: more than a burst's worth only
+        while the store is slow or unreachable."""
+        metrics.gauge(
+            "cronsvc_ticks_waiting_on_store",
+            "Ticks whose claim is waiting on the store (retried while it is unreachable)",
+            lambda: float(self._waiting_on_store),
+        )
+
+    def claim_lead(self, configured_s: float) -> float:
+        """How long before its tick to take a tick (see `claim_lead_s`), from
+        the claims made without leases while the coordinator is down."""
+        claim_s = self._claim_s
+        if self._leases.down and self._unfenced_s is not None:
+            claim_s = max(claim_s, self._unfenced_s)
+        return claim_lead_s(configured_s, claim_s, self._marks.mark_s)
+
+    def fire(self, due: Sequence[DueTick]) -> None:
+        """Start the runs of ticks that fell due together, in the background:
+        their leases and claims go out as one batch each."""
+        self._deliveries.spawn(self._run_batch(list(due)))
+
+    async def _run_batch(self, due: list[DueTick]) -> None:
+        """Lease and claim a batch of ticks due at one instant, then fire them
+        at that instant; what changed since the claim is checked at the tick."""
+        started = self._clock.time()
+        fire_at = max(d.tick for d in due).timestamp()
+        if not self._health.is_up(Dependency.STORE):
+            self._hold(due, "the store is not answering its probe")
+            return
+        patience = min(
+            LEASE_PATIENCE_S,
+            max(MIN_LEASE_PATIENCE_S, fire_at - started - 2 * (self._claim_s + self._marks.mark_s)),
+        )
+        leased, fenced = await self._leases.lease(due, patience)
+        if not leased:
+            return
+        if not fenced and self._leases.share < FIRST_CLAIMER_SHARE:
+            # Without leases every instance claims every tick, and the store
+            # answers the claims one after the other: sent together, the
+            # batch goes out late. The instances that usually win a batch's
+            # leases claim it at once; this one, which usually loses them,
+            # claims at the tick and wins only what they did not claim (one
+            # died, or is held up).
+            await sleep_until(self._clock, fire_at)
+        await self._claim_and_fire(leased, fire_at, started, fenced)
+
+    async def _claim_and_fire(
+        self, leased: list[DueTick], fire_at: float, started: float, fenced: bool
+    ) -> None:
+        """Claim `leased` (ticks due at `fire_at`) and fire what was claimed at
+        `fire_at`; `started` is when the batch began, for the claim estimate;
+        `fenced`: whether leases kept the other instances from claiming the
+        same ticks."""
+        claim_started = self._clock.time()
+        # Claimed ahead of the tick, a record says "not sent yet" until just
+        # before the send: if this instance dies in between, another adopts it.
+        ahead = fire_at > self._clock.time()
+        claims = [
+            new_claim(
+                d.job,
+                d.tick,
+                d.trigger,
+                clock=self._clock,
+                instance_id=self._instance_id,
+                dispatched=not ahead,
+            )
+            for d in leased
+        ]
+        answer = await self._claim(leased, claims)
+        if answer is None:
+            return
+        results, attempts = answer
+        self._store_answered()
+        if ahead and attempts == 1:
+            # A retried claim says nothing about how long a claim takes. One
+            # made without leases is measured apart: every instance then
+            # claims every tick, and the store answers more slowly, but only
+            # until the coordinator is back.
+            now_s = self._clock.time()
+            if fenced:
+                self._claim_s = next_claim_estimate(self._claim_s, now_s - started)
+            else:
+                self._unfenced_s = next_unfenced_estimate(self._unfenced_s, now_s - claim_started)
+        log.debug(
+            "ticks_claimed",
+            count=len(claims),
+            ahead_ms=round((fire_at - started) * 1000, 1),
+            claim_ms=round((self._clock.time() - started) * 1000, 1),
+        )
+        self._deliveries.replaced(results)
+        claimed = self._claimed(leased, results)
+        # Their first requests are made now, so at the tick they only go out.
+        ready = {e.id: self._deliveries.prepare(d.job, e, fire_at) for d, e in claimed}
+        if claimed and ahead:
+            claimed = await self._marks.wait_for_tick(claimed, fire_at)
+        self._deliveries.start_all([ready[e.id] for _, e in claimed])
+
+    async def _claim(
+        self, leased: list[DueTick], claims: list[TickClaim]
+    ) -> tuple[list[ClaimResult], int] | None:
+        """The store's answers to `claims`, and how many attempts they took;
+        None when the store did not answer in time (the ticks are then
+        handed back)."""
+        attempts = 0
+
+        async def claim() -> list[ClaimResult]:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return await self._store.claim_ticks(claims)
+            except TRANSIENT:
+                self._metrics.inc("cronsvc_store_errors_total", op="claim")
+                self._unanswered.remember(leased, claims)
+                raise
+
+        self._waiting_on_store += len(claims)
+        try:
+            async with asyncio.timeout(CLAIM_PATIENCE_S):
+                results = await retry_transient(
+                    claim, what="claim_ticks", clock=self._clock, attempts=3, base_s=0.05
+                )
+        except TRANSIENT as exc:
+            if isinstance(exc, TimeoutError):
+                self._metrics.inc("cronsvc_store_errors_total", op="claim")
+                self._unanswered.remember(leased, claims)
+            failure = (
+                f"no answer to a claim within {CLAIM_PATIENCE_S:g} s"
+                if isinstance(exc, TimeoutError)
+                else type(exc).__name__
+            )
+            self._health.report(Dependency.STORE, failure)
+            self._leases.keep(leased)
+            self._hold(leased, str(exc) or failure)
+            return None
+        finally:
+            self._waiting_on_store -= len(claims)
+        return results, attempts
+
+    def _claimed(self, leased: list[DueTick], results: list[ClaimResult]) -> Claimed:
+        """The ticks claimed and still in their misfire grace; the others are
+        settled here (recorded, counted, or their jobs read again)."""
+        claimed: Claimed = []
+        now = self._clock.now()
+        for d, result in zip(leased, results, strict=True):
+            if result.outcome is ClaimOutcome.CLAIMED:
+                assert result.execution is not None
+                self._unanswered.answered(result.execution.id)
+                if past_grace(d, now):
+                    self._deliveries.finish(missed_late(result.execution, d, now, CLAIMED_LATE))
+                else:
+                    claimed.append((d, result.execution))
+            elif result.outcome is ClaimOutcome.STALE:
+                self._handback.stale(d.job.id)
+            elif result.outcome is ClaimOutcome.DUPLICATE:
+                self._metrics.inc("cronsvc_claims_duplicate_total")
+            else:
+                self._deliveries.count(ExecutionStatus.SKIPPED)
+                error = result.execution.error if result.execution else None
+                log.info(
+                    "tick_skipped",
+                    job_id=d.job.id,
+                    tick=rfc3339(d.tick),
+                    reason=error.message if error else "skipped",
+                )
+        return claimed
+
+    def _hold(self, due: Sequence[DueTick], error: str) -> None:
+        """Hand ticks the store did not take back to the scheduler, which
+        takes them again (under their jobs' misfire policies) once the store
+        answers: a tick is never dropped for an outage."""
+        self._metrics.inc("cronsvc_ticks_held_total", len(due))
+        if not self._held_ticks:  # once per outage
+            log.error("ticks_held", count=len(due), reason="store_unavailable", error=error)
+        self._held_ticks += len(due)
+        self._handback.hold(due)
+
+    def _store_answered(self) -> None:
+        if self._held_ticks:
+            log.info("ticks_taken_again", held=self._held_ticks)
+            self._held_ticks = 0

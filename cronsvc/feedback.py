@@ -1,0 +1,95 @@
+"""What a failing webhook target asks of its job: 410 Gone pauses the job,
+a Retry-After holds back its ticks.
+
+Heeded after the delivery's last attempt, before its record is written (the
+record of a 410 says the job was paused). A store that does not answer
+leaves the job as it is: the target's wish is logged, not retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+
+import structlog
+
+from cronsvc.clock import Clock
+from cronsvc.cron import parse_schedule
+from cronsvc.dispatch import DeliveryResult
+from cronsvc.domain import ErrorInfo, Execution, Job
+from cronsvc.errors import CronSvcError
+from cronsvc.instants import rfc3339
+from cronsvc.metrics import Metrics
+from cronsvc.notices import Notices
+from cronsvc.retry import TRANSIENT
+from cronsvc.store import Store
+from cronsvc.ticks import HandBack
+
+log = structlog.get_logger(__name__)
+
+
+class TargetFeedback:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        notices: Notices,
+        handback: HandBack,
+        max_defer_s: float,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._notices = notices
+        self._handback = handback
+        self._max_defer_s = max_defer_s
+
+    async def heed(self, job: Job, execution: Execution, result: DeliveryResult) -> Execution:
+        """What a failing target asked for: 410 Gone pauses the job (unless
+        someone changed it since); a Retry-After on the last attempt's 429 or
+        503 holds back the job's ticks that would fall inside it. Returns the
+        execution to record."""
+        now = self._clock.now()
+        try:
+            if result.response_status == 410:
+                return await self._gone(job, execution, now)
+            if result.retry_after_s is not None:
+                await self._defer(job, execution, result.retry_after_s, now)
+        except TRANSIENT as exc:
+            log.warning("target_request_not_recorded", job_id=job.id, error=str(exc))
+        return execution
+
+    async def _gone(self, job: Job, execution: Execution, now: datetime) -> Execution:
+        reason = f"the webhook target answered 410 Gone at {rfc3339(now)}"
+        paused = await self._store.pause_job(
+            job.id, expected_version=job.version, reason=reason, now=now
+        )
+        if paused is None:
+            return execution
+        self._handback.stale(job.id)  # this instance's scheduler drops it now
+        await self._notices.job_changed(job.id)
+        self._metrics.inc("cronsvc_jobs_paused_by_target_total")
+        log.warning("job_paused_by_target", job_id=job.id, reason=reason)
+        return dataclasses.replace(
+            execution,
+            error=ErrorInfo(type="target_gone", message="HTTP 410 Gone: the job was paused"),
+        )
+
+    async def _defer(
+        self, job: Job, execution: Execution, retry_after_s: float, now: datetime
+    ) -> None:
+        until = now + timedelta(seconds=min(retry_after_s, self._max_defer_s))
+        upcoming = _next_tick(job, execution.scheduled_at)
+        if upcoming is not None and upcoming < until:
+            await self._store.defer_job(job.id, until)
+            log.info("job_deferred_by_target", job_id=job.id, until=rfc3339(until))
+
+
+def _next_tick(job: Job, after: datetime) -> datetime | None:
+    try:
+        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    except CronSvcError:
+        return None
+    return schedule.next_after(after)

@@ -1,0 +1,130 @@
+"""The per-tick fire leases of a batch: which ticks this instance won.
+
+A lease (`Coordinator.try_lease_ticks`) keeps the other instances from
+claiming a tick in the store at all. While the coordinator is unreachable
+every tick goes on to the store's claim, the final fence against a
+duplicate: firing continues, at the cost of more claims that lose. A lease
+that fails or outwaits its patience reports the coordinator down; leases
+are then skipped, not tried and waited for, until the health probe hears it
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from cronsvc.coord import Coordinator
+from cronsvc.health import Dependency, HealthMonitor
+from cronsvc.metrics import Metrics
+from cronsvc.retry import TRANSIENT
+from cronsvc.ticks import DueTick
+
+log = structlog.get_logger(__name__)
+
+LEASE_PATIENCE_S = 0.5
+"""How long a batch waits for its leases at most before it goes on to the
+store's claim without them and reports the coordinator down. A healthy Redis
+answers a batch's pipeline in milliseconds; a stalled one would hold every
+batch for its command timeout and retry (~4 s each). A batch taken ahead of
+its tick waits less: only until its claim must start to land by the tick
+(at least `MIN_LEASE_PATIENCE_S`), so the one batch a stall catches is not
+sent late for it."""
+MIN_LEASE_PATIENCE_S = 0.1
+FIRST_CLAIMER_SHARE = 0.25
+"""Without leases, an instance that won at least this share of its recent
+leases claims a batch at once; one that won less claims it at its tick,
+after the instances that usually win it (see `ClaimPipeline._run_batch`)."""
+MAX_WON = 100_000
+"""Leases won for ticks handed back unclaimed, remembered at most."""
+
+
+def next_lease_share(current: float, won: int, asked: int) -> float:
+    """The running share of the leases this instance asked for that it won,
+    after one more batch."""
+    return current if asked == 0 else 0.8 * current + 0.2 * (won / asked)
+
+
+class Leases:
+    def __init__(
+        self,
+        *,
+        coordinator: Coordinator,
+        health: HealthMonitor,
+        metrics: Metrics,
+        lease_ttl_s: float,
+    ) -> None:
+        self._coordinator = coordinator
+        self._health = health
+        self._metrics = metrics
+        self._lease_ttl_s = lease_ttl_s
+        self.down = False
+        """Whether the last batch went on without leases (the coordinator
+        did not answer): logged once at an outage's start and end."""
+        self.share = 1.0
+        """Recent share of the leases asked for that this instance won: with
+        no history, as much as any instance."""
+        self._won: dict[tuple[str, datetime], None] = {}
+        """Leases this instance won for ticks it then handed back unclaimed:
+        taken again, they are its own (a coordinator may refuse a lease
+        twice, even to its holder)."""
+
+    def keep(self, due: Sequence[DueTick]) -> None:
+        """Ticks won and handed back unclaimed: theirs when taken again."""
+        for d in due:
+            self._won[d.job.id, d.tick] = None
+        while len(self._won) > MAX_WON:
+            del self._won[next(iter(self._won))]
+
+    async def lease(self, due: list[DueTick], patience: float) -> tuple[list[DueTick], bool]:
+        """The ticks this instance won, and whether leases fenced them (False:
+        the coordinator did not answer within `patience`, or is taken for
+        down, so every tick goes on unleased)."""
+        if self._won:
+            # Ticks handed back unclaimed and taken again were leased already.
+            mine, rest = [], []
+            for d in due:
+                key = (d.job.id, d.tick)
+                if key in self._won:
+                    del self._won[key]
+                    mine.append(d)
+                else:
+                    rest.append(d)
+            if mine:
+                leased, fenced = await self.lease(rest, patience) if rest else ([], True)
+                return mine + leased, fenced
+        if not self._health.is_up(Dependency.COORDINATOR):
+            self._unavailable(due, "the coordinator is not answering its probe")
+            return due, False
+        try:
+            async with asyncio.timeout(patience):
+                won = await self._coordinator.try_lease_ticks(
+                    [(d.job.id, d.tick) for d in due], self._lease_ttl_s
+                )
+        except TRANSIENT as exc:
+            self._metrics.inc("cronsvc_coordinator_errors_total", op="lease")
+            failure = (
+                f"no answer to a lease within {patience:.2f} s"
+                if isinstance(exc, TimeoutError)
+                else type(exc).__name__
+            )
+            self._health.report(Dependency.COORDINATOR, failure)
+            self._unavailable(due, str(exc) or failure)
+            return due, False
+        if self.down:
+            self.down = False
+            log.info("leases_recovered")
+        leased = [d for d, ok in zip(due, won, strict=True) if ok]
+        self.share = next_lease_share(self.share, len(leased), len(due))
+        self._metrics.inc("cronsvc_lease_total", len(leased), result="won")
+        self._metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
+        return leased, True
+
+    def _unavailable(self, due: list[DueTick], error: str) -> None:
+        self._metrics.inc("cronsvc_lease_total", len(due), result="skipped")
+        if not self.down:  # once per outage
+            self.down = True
+            log.error("leases_unavailable", error=error, fallback="store claim")
