@@ -28,9 +28,8 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
-from cronsvc.jobsync import JobSync
+from cronsvc.jobsync import JobSync, SyncStore
 from cronsvc.metrics import Metrics
-from cronsvc.store import Store
 from cronsvc.ticks import DueTick, TickSink
 
 log = structlog.get_logger(__name__)
@@ -54,7 +53,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: SyncStore,
         runner: TickSink,
         clock: Clock,
         config: SchedulerConfig,
