@@ -24,7 +24,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -38,7 +38,7 @@ from cronsvc.jobindex import Entry, JobIndex, Plan
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.retry import TRANSIENT
-from cronsvc.store import ActiveSchedule, Store
+from cronsvc.store import ActiveSchedule, MissedRecords, ScheduleSource
 from cronsvc.ticks import DueTick, TickSink
 
 log = structlog.get_logger(__name__)
@@ -68,11 +68,16 @@ READ_RETRY_S = 1.0
 """After a failed read of due jobs, how long until they are read again."""
 
 
+class SyncStore(ScheduleSource, MissedRecords, Protocol):
+    """What the scheduler's store side uses of the store: it reads the
+    schedules and writes only MISSED records."""
+
+
 class JobSync:
     def __init__(
         self,
         *,
-        store: Store,
+        store: SyncStore,
         index: JobIndex,
         sink: TickSink,
         clock: Clock,

@@ -56,7 +56,7 @@ from cronsvc.coord import Coordinator
 from cronsvc.domain import Execution, InstanceInfo
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT
-from cronsvc.store import Store
+from cronsvc.store import Reaper
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ class LeaderDuties:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Reaper,
         coordinator: Coordinator,
         clock: Clock,
         metrics: Metrics,

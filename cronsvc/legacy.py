@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from yarl import URL
 
@@ -57,7 +57,7 @@ from cronsvc.errors import (
 )
 from cronsvc.ids import is_valid_id
 from cronsvc.netguard import TargetPolicy
-from cronsvc.store import JobQuery, Store
+from cronsvc.store import ExecutionRecords, JobQuery, JobStore
 
 JOBS_COLLECTION = "cronjobs"
 LOGS_COLLECTION = "executionlogs"
@@ -70,6 +70,11 @@ UNKNOWN_JOB_NAME = ""
 """The `jobName` of a log whose job the old database no longer holds."""
 _PLACEHOLDER_SCHEDULE = "* * * * *"
 _LOG_BATCH = 500
+
+
+class ImportTarget(JobStore, ExecutionRecords, Protocol):
+    """What an import uses of the store: it writes jobs and finished
+    execution records, and reads back which are there already."""
 
 
 class Outcome(enum.StrEnum):
@@ -435,7 +440,7 @@ Documents = Callable[[str], AsyncIterator[Mapping[str, Any]]]
 
 async def import_legacy(
     documents: Documents,
-    store: Store,
+    store: ImportTarget,
     settings: Settings,
     *,
     max_jobs: int,
@@ -506,7 +511,7 @@ async def import_legacy(
 
 
 async def _import_logs(
-    store: Store,
+    store: ImportTarget,
     batch: list[LogPlan],
     report: Report,
     job_names: Mapping[str, str],
@@ -528,7 +533,7 @@ async def _import_logs(
         report.add_log(plan)
 
 
-async def _execution_stored(store: Store, execution_id: str) -> bool:
+async def _execution_stored(store: ImportTarget, execution_id: str) -> bool:
     try:
         await store.get_execution(execution_id)
     except ExecutionNotFound:
@@ -536,7 +541,7 @@ async def _execution_stored(store: Store, execution_id: str) -> bool:
     return True
 
 
-async def _stored_jobs(store: Store) -> tuple[set[str], set[str]]:
+async def _stored_jobs(store: ImportTarget) -> tuple[set[str], set[str]]:
     """The ids and names of the jobs the store holds."""
     ids: set[str] = set()
     names: set[str] = set()

@@ -20,7 +20,7 @@ from cronsvc.clock import Clock
 from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT, backoff_delay
-from cronsvc.store import Store
+from cronsvc.store import ResultSink
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ while it builds rows, and the burst's requests would wait for it (BENCHMARKS.md,
 
 class ResultWriter:
     def __init__(
-        self, *, store: Store, clock: Clock, metrics: Metrics, max_pending: int = 100_000
+        self, *, store: ResultSink, clock: Clock, metrics: Metrics, max_pending: int = 100_000
     ) -> None:
         self._store = store
         self._clock = clock

@@ -29,9 +29,8 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
-from cronsvc.jobsync import JobSync
+from cronsvc.jobsync import JobSync, SyncStore
 from cronsvc.metrics import Metrics
-from cronsvc.store import Store
 from cronsvc.ticks import HandBack, TickSink
 
 log = structlog.get_logger(__name__)
@@ -55,7 +54,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: SyncStore,
         sink: TickSink,
         handback: HandBack,
         clock: Clock,

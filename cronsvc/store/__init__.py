@@ -1,6 +1,12 @@
 """The store: jobs and execution logs, the source of truth.
 
 Every backend implements `Store`; `open_store(url)` picks one by URL scheme.
+`Store` is made of roles, so that each part of the service is typed by the
+least it uses: `JobStore` (the API's jobs and their schedule history),
+`ScheduleSource` (what a scheduler reads), `ExecutionLedger` (tick claims,
+missed records, results and the execution records, each a role of its own:
+`TickClaims`, `MissedRecords`, `ResultSink`, `ExecutionRecords`) and `Reaper`
+(the leader's duties).
 The contract below is what `tests/test_store_contract.py` checks against each
 backend, unchanged.
 
@@ -167,7 +173,10 @@ class FinishReport:
     status stored; the record was left as it is."""
 
 
-class Store(Protocol):
+class JobStore(Protocol):
+    """Jobs and their schedule history: what the API creates, reads, changes
+    and deletes, and what a webhook's target may ask of its job (pause, defer)."""
+
     async def create_job(self, job: Job) -> Job:
         """Insert a new job as given (`previous_secret` too), with its first
         schedule revision, in force from its `last_tick` (its schedule starts
@@ -229,6 +238,29 @@ class Store(Protocol):
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]: ...
 
+    async def count_jobs(self) -> int:
+        """How many jobs exist, active or paused. Exact, and a read only:
+        the API checks it against `limits.max_jobs` before a create."""
+        ...
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        """The job's schedule revisions as they took effect, oldest first:
+        one made by `create_job` (`effective_from` = its `last_tick` then), then one
+        for each `update_job` that changed the cron expression, the time zone
+        or `is_active` (pause and resume included; `effective_from` = its
+        `now`, `version` = the version it made). Other updates add none. At
+        most the latest `MAX_SCHEDULE_REVISIONS`: when older ones were dropped,
+        or the job was imported, the first one returned took effect after
+        `created_at` (what the job owed before it is not known). A job stored
+        before the history existed has one revision, its current schedule
+        from `created_at`. Raises `JobNotFound`."""
+        ...
+
+
+class ScheduleSource(Protocol):
+    """What a scheduler reads of the active jobs: their schedules, versions
+    and, when a tick falls due, the jobs themselves."""
+
     async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
         """Every job with `is_active`, or only those of `job_ids`; in no
         particular order."""
@@ -254,16 +286,15 @@ class Store(Protocol):
         calls go in between and no page holds more than `limit` jobs."""
         ...
 
-    async def count_jobs(self) -> int:
-        """How many jobs exist, active or paused. Exact, and a read only:
-        the API checks it against `limits.max_jobs` before a create."""
-        ...
-
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         """The version of each of these jobs that exists and is active; jobs
         gone or paused are left out. A read only: cheap enough for the
         scheduler to check, at a tick, claims it made ahead of the tick."""
         ...
+
+
+class TickClaims(Protocol):
+    """The run path's writes: a tick's record claimed, then marked sent."""
 
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         """Check each job and insert each tick's execution record; one result
@@ -295,6 +326,19 @@ class Store(Protocol):
         """
         ...
 
+    async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
+        """Record that the webhooks of these executions are being sent by
+        `instance_id`, so a reaper marks them LOST rather than handing them
+        to another instance. Returns the ids marked: those still RUNNING and
+        held by `instance_id`. An id missing from the answer was adopted by
+        another instance (see `adopt_unsent`) and must not be sent.
+        Idempotent."""
+        ...
+
+
+class MissedRecords(Protocol):
+    """Where ticks that will not fire are recorded (misfire policy)."""
+
     async def record_missed(
         self,
         job: Job,
@@ -312,18 +356,9 @@ class Store(Protocol):
         Returns how many records were inserted. The store makes their ids."""
         ...
 
-    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
-        """The job's schedule revisions as they took effect, oldest first:
-        one made by `create_job` (`effective_from` = its `last_tick` then), then one
-        for each `update_job` that changed the cron expression, the time zone
-        or `is_active` (pause and resume included; `effective_from` = its
-        `now`, `version` = the version it made). Other updates add none. At
-        most the latest `MAX_SCHEDULE_REVISIONS`: when older ones were dropped,
-        or the job was imported, the first one returned took effect after
-        `created_at` (what the job owed before it is not known). A job stored
-        before the history existed has one revision, its current schedule
-        from `created_at`. Raises `JobNotFound`."""
-        ...
+
+class ResultSink(Protocol):
+    """Where finished runs are written."""
 
     async def finish_executions(self, executions: Sequence[Execution]) -> FinishReport:
         """Overwrite each RUNNING execution with its final state (its
@@ -342,6 +377,21 @@ class Store(Protocol):
         status is not final."""
         ...
 
+
+class ExecutionRecords(Protocol):
+    """The execution logs as records: read, listed, deleted, and imported
+    from elsewhere."""
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        """Raises `ExecutionNotFound` (also for ids that are not well formed)."""
+        ...
+
+    async def delete_execution(self, execution_id: str) -> None:
+        """Raises `ExecutionNotFound`."""
+        ...
+
+    async def list_executions(self, query: ExecutionQuery) -> Page[Execution]: ...
+
     async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
         """Insert finished executions recorded elsewhere (by the service cronsvc
         replaces), each as given, its id included: history, not runs.
@@ -356,24 +406,14 @@ class Store(Protocol):
         nothing, if any status is not final or any id is not well formed."""
         ...
 
-    async def get_execution(self, execution_id: str) -> Execution:
-        """Raises `ExecutionNotFound` (also for ids that are not well formed)."""
-        ...
 
-    async def delete_execution(self, execution_id: str) -> None:
-        """Raises `ExecutionNotFound`."""
-        ...
+class ExecutionLedger(TickClaims, MissedRecords, ResultSink, ExecutionRecords, Protocol):
+    """Every execution record of every tick: claimed, missed, finished, read."""
 
-    async def list_executions(self, query: ExecutionQuery) -> Page[Execution]: ...
 
-    async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
-        """Record that the webhooks of these executions are being sent by
-        `instance_id`, so a reaper marks them LOST rather than handing them
-        to another instance. Returns the ids marked: those still RUNNING and
-        held by `instance_id`. An id missing from the answer was adopted by
-        another instance (see `adopt_unsent`) and must not be sent.
-        Idempotent."""
-        ...
+class Reaper(Protocol):
+    """The leader's duties on the records of instances that are gone, and on
+    records past their retention."""
 
     async def adopt_unsent(
         self, *, live_instances: Collection[str], instance_id: str
@@ -400,6 +440,10 @@ class Store(Protocol):
         """Delete final execution records with `scheduled_at` < `older_than`.
         Returns how many were deleted."""
         ...
+
+
+class Store(JobStore, ScheduleSource, ExecutionLedger, Reaper, Protocol):
+    """A backend: every role, and the store's own life."""
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers (also after

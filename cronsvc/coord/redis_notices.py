@@ -1,0 +1,195 @@
+"""Notices through Redis pub/sub: job changes on `{p}:job-changes`, each
+"<sender token> <job id>", and cancels on `{p}:cancels`, each "<sender
+token> <execution id>,<execution id>,...". A sender skips its own echo (it
+has told itself already). One connection listens to both channels.
+
+The listener never gives up: it logs `coordinator_unavailable` once,
+resubscribes with backoff, logs `coordinator_recovered` once, and then calls
+every job-change subscriber with `RESYNC` (`"*"`), because notices published
+during the outage are gone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aredis
+import redis.exceptions as rexc
+import structlog
+from redis.asyncio.client import PubSub
+
+from cronsvc.coord import RESYNC, CancelCallback, JobChangeCallback
+from cronsvc.coord.redis_link import RedisLink
+from cronsvc.retry import backoff_delay
+
+log = structlog.get_logger(__name__)
+
+_KEEPALIVE_S = 5.0
+"""The listener pings a pub/sub connection silent for this long and gives it
+up (reconnecting) after twice this long, so a dead peer is noticed even when
+no RST ever arrives."""
+_RECONNECT_BASE_S = 0.1
+_RECONNECT_CAP_S = 2.0
+
+
+class RedisNotices:
+    """The coordinator's notices, published and listened to."""
+
+    def __init__(self, link: RedisLink, token: str) -> None:
+        self._link = link
+        self._token = token
+        """This coordinator's: what its own notices are told apart by."""
+        self._channel = f"{link.prefix}:job-changes"
+        self._cancel_channel = f"{link.prefix}:cancels"
+        self._callbacks: list[JobChangeCallback] = []
+        self._cancel_callbacks: list[CancelCallback] = []
+        self._listener: asyncio.Task[None] | None = None
+
+    def listen(self, pubsub: PubSub) -> None:
+        """Deliver the notices of `pubsub` (made by `subscribe`) from now on,
+        reconnecting through the link's `sub_client` when it fails."""
+        self._listener = asyncio.create_task(self._listen(pubsub), name="coordinator-notices")
+        self._listener.add_done_callback(self._listener_done)
+
+    async def aclose(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait([listener])
+
+    # Job changes
+
+    async def publish_job_change(self, job_id: str) -> None:
+        # This instance hears of its own changes at once, Redis or not; the
+        # message carries our token so the listener skips its echo.
+        self._dispatch(job_id)
+        with self._link.translate("publish_job_change"):
+            await self._link.redis.publish(self._channel, f"{self._token} {job_id}")
+
+    def subscribe_job_changes(self, callback: JobChangeCallback) -> None:
+        self._callbacks.append(callback)
+
+    def _dispatch(self, job_id: str) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(job_id)
+            except Exception:
+                # One broken subscriber must not cut the others off.
+                log.exception("job_change_callback_failed", job_id=job_id)
+
+    # Cancels
+
+    async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
+        ids = [i for i in execution_ids if i]
+        if not ids:
+            return
+        # As for job changes: this instance acts at once, and skips the echo.
+        self._dispatch_cancel(ids)
+        with self._link.translate("publish_cancel"):
+            await self._link.redis.publish(self._cancel_channel, f"{self._token} {','.join(ids)}")
+
+    def subscribe_cancels(self, callback: CancelCallback) -> None:
+        self._cancel_callbacks.append(callback)
+
+    def _dispatch_cancel(self, execution_ids: list[str]) -> None:
+        for callback in list(self._cancel_callbacks):
+            try:
+                callback(execution_ids)
+            except Exception:
+                log.exception("cancel_callback_failed", execution_ids=execution_ids[:20])
+
+    # The listener both kinds of notice share
+
+    async def subscribe(self, client: aredis.Redis) -> PubSub:
+        """A pub/sub connection subscribed to both notice channels, confirmed."""
+        pubsub = client.pubsub()
+        channels = (self._channel, self._cancel_channel)
+        confirmed: set[str] = set()
+        link = self._link
+        try:
+            async with asyncio.timeout(link.connect_timeout_s + link.command_timeout_s):
+                await pubsub.subscribe(*channels)
+                while True:
+                    message = await pubsub.get_message(timeout=link.command_timeout_s)
+                    if message is not None and message["type"] == "subscribe":
+                        confirmed.add(str(message["channel"]))
+                        if confirmed.issuperset(channels):
+                            return pubsub
+        except BaseException:
+            await close_quietly(pubsub)
+            raise
+
+    async def _listen(self, pubsub: PubSub | None) -> None:
+        down_since = 0.0
+        attempt = 0
+        try:
+            while True:
+                if pubsub is None:
+                    attempt += 1
+                    await asyncio.sleep(backoff_delay(attempt, _RECONNECT_BASE_S, _RECONNECT_CAP_S))
+                    assert self._link.sub_client is not None
+                    try:
+                        pubsub = await self.subscribe(self._link.sub_client)
+                    except (rexc.RedisError, OSError) as exc:
+                        log.debug(
+                            "coordinator_reconnect_failed",
+                            url=self._link.safe_url,
+                            attempt=attempt,
+                            error=self._link.scrub(str(exc)),
+                        )
+                        continue
+                    log.info(
+                        "coordinator_recovered",
+                        url=self._link.safe_url,
+                        down_s=round(time.monotonic() - down_since, 3),
+                    )
+                    self._dispatch(RESYNC)
+                try:
+                    await self._pump(pubsub)
+                except (rexc.RedisError, OSError) as exc:
+                    log.warning(
+                        "coordinator_unavailable",
+                        url=self._link.safe_url,
+                        error=f"{type(exc).__name__}: {self._link.scrub(str(exc))}",
+                    )
+                    down_since, attempt = time.monotonic(), 0
+                    await close_quietly(pubsub)
+                    pubsub = None
+        finally:
+            if pubsub is not None:
+                await close_quietly(pubsub)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Deliver notices until the connection fails (raises)."""
+        last_heard = last_ping = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                if message["type"] == "message":
+                    sender, _, payload = str(message["data"]).rpartition(" ")
+                    if sender == self._token:
+                        continue
+                    if str(message["channel"]) == self._cancel_channel:
+                        self._dispatch_cancel([i for i in payload.split(",") if i])
+                    else:
+                        self._dispatch(payload)
+            elif now - last_heard > 2 * _KEEPALIVE_S:
+                raise rexc.TimeoutError(f"no answer on the notice connection for {_KEEPALIVE_S}s")
+            elif now - last_heard > _KEEPALIVE_S and now - last_ping > _KEEPALIVE_S:
+                await pubsub.ping()
+                last_ping = now
+
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "coordinator_listener_crashed", url=self._link.safe_url, exc_info=task.exception()
+            )
+
+
+async def close_quietly(pubsub: PubSub) -> None:
+    with contextlib.suppress(rexc.RedisError, OSError):
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py

@@ -1,0 +1,114 @@
+"""What every part of `MongoStore` stands on: its collections, the guard each
+public call runs in, and the two writes that more than one role makes
+(inserting records whose keys may be taken, moving `last_tick` forward), and
+which errors mean what.
+
+The parts (`mongo_jobs`, `mongo_schedules`, `mongo_claims`, `mongo_ledger`,
+`mongo_reaper`) are mixins over `MongoPart`, and `MongoStore` (`mongo`)
+inherits them all: a call costs what it did when they were one class, with no
+object or hop between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient, UpdateMany
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from cronsvc.errors import StoreUnavailable
+from cronsvc.store.mongo_docs import Doc
+
+_DUPLICATE_KEY = 11000
+JOB_NAME_INDEX = "name_unique"
+
+
+class MongoPart:
+    """The state the parts of `MongoStore` share."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], database: AsyncDatabase[Doc], url: str):
+        self._client = client
+        self._jobs: AsyncCollection[Doc] = database["jobs"]
+        self._executions: AsyncCollection[Doc] = database["executions"]
+        self._url = url
+        """The URL with its secrets masked: the only form this object keeps."""
+        self._closed = False
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Every public call runs in here: refused once closed, and errors of
+        an unreachable server become `StoreUnavailable`; others pass unchanged."""
+        if self._closed:
+            raise StoreUnavailable(f"the store on {self._url} is closed")
+        try:
+            yield
+        except PyMongoError as e:
+            if self._closed or is_unavailable(e):  # closed under a call: InvalidOperation
+                raise StoreUnavailable(f"mongodb store {self._url}: {e}") from e
+            raise
+
+    async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
+        """Move each job's `last_tick` forward (never back) to the given tick:
+        `$max` by another name, as one update per distinct tick (a batch's jobs
+        mostly share one), all in one round trip."""
+        by_tick: dict[int, list[str]] = {}
+        for job_id, ms in last_ticks.items():
+            by_tick.setdefault(ms, []).append(job_id)
+        if by_tick:
+            await self._jobs.bulk_write(
+                [
+                    UpdateMany(
+                        {"_id": {"$in": job_ids}, "last_tick": {"$lt": ms}},
+                        {"$set": {"last_tick": ms}},
+                    )
+                    for ms, job_ids in by_tick.items()
+                ],
+                ordered=False,
+            )
+
+    async def _insert_new(self, documents: list[Doc]) -> list[int]:
+        """Insert every record whose unique keys are free; answer the indexes
+        (into `documents`) of those that were not, being taken."""
+        try:
+            await self._executions.insert_many(documents, ordered=False)
+        except BulkWriteError as e:
+            errors: list[Mapping[str, Any]] = e.details.get("writeErrors", [])
+            if e.details.get("writeConcernErrors") or any(
+                error.get("code") != _DUPLICATE_KEY for error in errors
+            ):
+                raise
+            return [error["index"] for error in errors]
+        return []
+
+
+def is_unavailable(error: PyMongoError) -> bool:
+    """Errors of a server that cannot serve us right now (network, timeouts,
+    elections, shutdown), as opposed to a request that is wrong."""
+    # ConnectionFailure covers AutoReconnect, NetworkTimeout, NotPrimaryError
+    # and ServerSelectionTimeoutError.
+    if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    return error.has_error_label("RetryableWriteError") or error.has_error_label(
+        "TransientTransactionError"
+    )
+
+
+def is_name_conflict(error: DuplicateKeyError) -> bool:
+    details = error.details or {}
+    key_pattern = details.get("keyPattern")
+    if isinstance(key_pattern, Mapping):
+        return "name" in key_pattern
+    message = str(details.get("errmsg", error))
+    # MongoDB names the index; nx-27017 names its own ("idx_jobs_name").
+    return JOB_NAME_INDEX in message or "idx_jobs_name" in message

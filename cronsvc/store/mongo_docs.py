@@ -1,0 +1,264 @@
+"""How the MongoDB store keeps jobs and executions as documents, and reads
+them back: the codec every part of `MongoStore` shares.
+
+Documents. A job is ``{_id, name, cron_expression, timezone, webhook_url,
+http_method, headers: [[name, value], ...], body_json, timeout_seconds,
+retry: {max_attempts, backoff_seconds, max_backoff_seconds},
+concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
+tags: [...], version, created_at, updated_at, last_tick, last_run_at,
+last_status, paused_reason, deferred_until, previous_secret,
+previous_secret_expires_at, schedule_history: [{version, effective_from,
+cron_expression, timezone, is_active}, ...]}`` (the previous secret's fields
+absent or None when the job has no replaced secret; `paused_reason` and
+`deferred_until` absent in documents written before they existed). The
+schedule history lives in the job document so that the one update that
+changes a job also records the revision; it is left out of every job read
+but `schedule_history`'s own, and a document written before it existed reads
+as one revision from `created_at`. Headers are pairs, not a subdocument: they
+keep their order, and a header name may hold ``.`` or start with ``$``.
+`body_json` is the body as JSON text (None for no body), so a str stays apart
+from a JSON document.
+An execution is ``{_id, job_id, job_name, trigger, scheduled_at, slot,
+status, instance_id, executed_at, finished_at, finished_date, duration_ms,
+attempts, response_status, response_body, response_truncated,
+error: {type, message} | None, attempt_log: [{attempt, started_at,
+duration_ms, response_status, error, retry_after_ms}, ...]}`` (`attempt_log`
+absent on records written before it existed: no attempts).
+
+Instants are int64 Unix milliseconds, not BSON dates, so every comparison the
+store makes on the server is exact on every server it meets: nx-27017, the
+wire-protocol server the tests run on, compares BSON dates to the second and
+turns a date written by ``$set`` or ``$max`` into a string. The one BSON date
+is `finished_date`, `finished_at` again for the optional TTL index
+(``open(url, retention_days=...)``); it is only ever written, never read or
+compared, and RUNNING records lack it, so they never expire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    HttpMethod,
+    Job,
+    JobSpec,
+    MisfirePolicy,
+    PreviousSecret,
+    Trigger,
+)
+from cronsvc.store.common import (
+    attempt_documents,
+    attempts_from_documents,
+    from_unix_ms,
+    json_text,
+    opt_from_unix_ms,
+    opt_unix_ms,
+    shared_headers,
+    shared_retry,
+    shared_text,
+    unix_ms,
+)
+
+Doc = dict[str, Any]
+
+RUNNING = ExecutionStatus.RUNNING.value
+# What schedule revisions are made of; the history itself is read only with these.
+REVISION_FIELDS = {
+    "version": 1,
+    "created_at": 1,
+    "cron_expression": 1,
+    "timezone": 1,
+    "is_active": 1,
+    "schedule_history": 1,
+}
+WITHOUT_HISTORY = {"schedule_history": 0}
+
+
+def bson_date(instant: datetime | None) -> datetime | None:
+    return None if instant is None else from_unix_ms(unix_ms(instant))
+
+
+def spec_fields(spec: JobSpec) -> Doc:
+    """The fields of a job document that its spec sets."""
+    return {
+        "name": spec.name,
+        "cron_expression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "webhook_url": spec.webhook_url,
+        "http_method": spec.http_method.value,
+        "headers": [[name, value] for name, value in spec.headers.items()],
+        "body_json": None if spec.body is None else json_text(spec.body),
+        "timeout_seconds": float(spec.timeout_seconds),
+        "retry": {
+            "max_attempts": int(spec.retry.max_attempts),
+            "backoff_seconds": float(spec.retry.backoff_seconds),
+            "max_backoff_seconds": float(spec.retry.max_backoff_seconds),
+        },
+        "concurrency_policy": spec.concurrency_policy.value,
+        "misfire_policy": spec.misfire_policy.value,
+        "misfire_grace_seconds": int(spec.misfire_grace_seconds),
+        "is_active": bool(spec.is_active),
+        "secret": spec.secret,
+        "tags": list(spec.tags),
+    }
+
+
+def previous_secret_fields(previous: PreviousSecret | None) -> Doc:
+    return {
+        "previous_secret": None if previous is None else previous.secret,
+        "previous_secret_expires_at": None if previous is None else unix_ms(previous.expires_at),
+    }
+
+
+def job_document(job: Job) -> Doc:
+    spec = spec_fields(job.spec)
+    return {
+        "_id": job.id,
+        **spec,
+        "version": job.version,
+        "created_at": unix_ms(job.created_at),
+        "updated_at": unix_ms(job.updated_at),
+        "last_tick": unix_ms(job.last_tick),
+        "last_run_at": opt_unix_ms(job.last_run_at),
+        "last_status": None if job.last_status is None else job.last_status.value,
+        "paused_reason": job.paused_reason,
+        "deferred_until": opt_unix_ms(job.deferred_until),
+        **previous_secret_fields(job.previous_secret),
+        "schedule_history": [revision_document(job.version, job.last_tick, spec)],
+    }
+
+
+def schedule_fields(document: Mapping[str, Any]) -> tuple[str, str, bool]:
+    return (document["cron_expression"], document["timezone"], bool(document["is_active"]))
+
+
+def revision_document(version: int, effective_from: datetime, fields: Mapping[str, Any]) -> Doc:
+    cron_expression, timezone, is_active = schedule_fields(fields)
+    return {
+        "version": version,
+        "effective_from": unix_ms(effective_from),
+        "cron_expression": cron_expression,
+        "timezone": timezone,
+        "is_active": is_active,
+    }
+
+
+def history_documents(document: Mapping[str, Any]) -> list[Doc]:
+    """A job document's schedule history (read with `REVISION_FIELDS`). A
+    job written before the history existed gets one revision: its schedule
+    as it is now, in force since it was created (earlier changes are not
+    known)."""
+    history = document.get("schedule_history")
+    if history:
+        return [dict(revision) for revision in history]
+    created = from_unix_ms(document["created_at"])
+    return [revision_document(document["version"], created, document)]
+
+
+def job_from_document(document: Doc) -> Job:
+    # Scalars are converted: nx-27017 reads a bool written by `$set` back as 0 or 1.
+    retry = document["retry"]
+    body_json = document["body_json"]
+    last_status = document["last_status"]
+    previous_secret = document.get("previous_secret")
+    spec = JobSpec(
+        name=document["name"],
+        cron_expression=shared_text(document["cron_expression"]),
+        timezone=shared_text(document["timezone"]),
+        webhook_url=document["webhook_url"],
+        http_method=HttpMethod(document["http_method"]),
+        headers=shared_headers(dict(document["headers"])),
+        body=None if body_json is None else json.loads(body_json),
+        timeout_seconds=float(document["timeout_seconds"]),
+        retry=shared_retry(
+            int(retry["max_attempts"]),
+            float(retry["backoff_seconds"]),
+            float(retry["max_backoff_seconds"]),
+        ),
+        concurrency_policy=ConcurrencyPolicy(document["concurrency_policy"]),
+        misfire_policy=MisfirePolicy(document["misfire_policy"]),
+        misfire_grace_seconds=int(document["misfire_grace_seconds"]),
+        is_active=bool(document["is_active"]),
+        secret=document["secret"],
+        tags=tuple(document["tags"]),
+    )
+    return Job(
+        id=document["_id"],
+        spec=spec,
+        version=document["version"],
+        created_at=from_unix_ms(document["created_at"]),
+        updated_at=from_unix_ms(document["updated_at"]),
+        last_tick=from_unix_ms(document["last_tick"]),
+        last_run_at=opt_from_unix_ms(document["last_run_at"]),
+        last_status=None if last_status is None else ExecutionStatus(last_status),
+        # Absent in documents written before these fields existed.
+        paused_reason=document.get("paused_reason"),
+        deferred_until=opt_from_unix_ms(document.get("deferred_until")),
+        previous_secret=None
+        if previous_secret is None
+        else PreviousSecret(
+            secret=previous_secret,
+            expires_at=from_unix_ms(int(document["previous_secret_expires_at"])),
+        ),
+    )
+
+
+def final_fields(execution: Execution) -> Doc:
+    """The fields of an execution document that finishing it sets."""
+    e = execution
+    return {
+        "status": e.status.value,
+        "instance_id": e.instance_id,
+        "executed_at": opt_unix_ms(e.executed_at),
+        "finished_at": opt_unix_ms(e.finished_at),
+        "finished_date": bson_date(e.finished_at),
+        "duration_ms": e.duration_ms,
+        "attempts": e.attempts,
+        "response_status": e.response_status,
+        "response_body": e.response_body,
+        "response_truncated": bool(e.response_truncated),
+        "error": None if e.error is None else {"type": e.error.type, "message": e.error.message},
+        "attempt_log": attempt_documents(e.attempt_log),
+    }
+
+
+def execution_document(execution: Execution, *, slot: str) -> Doc:
+    e = execution
+    return {
+        "_id": e.id,
+        "job_id": e.job_id,
+        "job_name": e.job_name,
+        "trigger": e.trigger.value,
+        "scheduled_at": unix_ms(e.scheduled_at),
+        "slot": slot,
+        **final_fields(e),
+    }
+
+
+def execution_from_document(document: Doc) -> Execution:
+    error = document["error"]
+    return Execution(
+        id=document["_id"],
+        job_id=document["job_id"],
+        job_name=document["job_name"],
+        trigger=Trigger(document["trigger"]),
+        scheduled_at=from_unix_ms(document["scheduled_at"]),
+        status=ExecutionStatus(document["status"]),
+        instance_id=document["instance_id"],
+        executed_at=opt_from_unix_ms(document["executed_at"]),
+        finished_at=opt_from_unix_ms(document["finished_at"]),
+        duration_ms=document["duration_ms"],
+        attempts=document["attempts"],
+        response_status=document["response_status"],
+        response_body=document["response_body"],
+        response_truncated=bool(document["response_truncated"]),
+        error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
+        attempt_log=attempts_from_documents(document.get("attempt_log")),
+    )

@@ -1,0 +1,249 @@
+"""The jobs of the MongoDB store (`JobStore`): create, read, change, pause,
+defer, delete, list, count, and each job's schedule history.
+
+`update_job` reads the job, then writes it back (spec, version and, when the
+schedule changed, the whole trimmed history with ``$set``: nx-27017 mangles
+``$push`` with ``$slice``) on condition that it is still at the version read,
+reading again if another write came in between.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from cronsvc.domain import Job, JobSpec, PreviousSecret, ScheduleRevision
+from cronsvc.errors import DuplicateJobName, JobNotFound, StoreUnavailable, VersionConflict
+from cronsvc.ids import is_valid_id
+from cronsvc.store import KEEP, MAX_SCHEDULE_REVISIONS, JobQuery, Keep, Page
+from cronsvc.store.common import (
+    check_limit,
+    decode_job_cursor,
+    encode_cursor,
+    from_unix_ms,
+    prefix_upper_bound,
+    unix_ms,
+)
+from cronsvc.store.mongo_base import MongoPart, is_name_conflict
+from cronsvc.store.mongo_docs import (
+    REVISION_FIELDS,
+    WITHOUT_HISTORY,
+    Doc,
+    history_documents,
+    job_document,
+    job_from_document,
+    previous_secret_fields,
+    revision_document,
+    schedule_fields,
+    spec_fields,
+)
+
+_UPDATE_ATTEMPTS = 5
+
+
+class MongoJobs(MongoPart):
+    """`JobStore` on MongoDB."""
+
+    async def create_job(self, job: Job) -> Job:
+        with self._calling():
+            if not is_valid_id(job.id):
+                raise ValueError(f"job id {job.id!r} is not well formed")
+            document = job_document(job)
+            try:
+                await self._jobs.insert_one(document)
+            except DuplicateKeyError as e:
+                if is_name_conflict(e):
+                    raise DuplicateJobName(job.spec.name) from None
+                raise
+            return job_from_document(document)
+
+    async def get_job(self, job_id: str) -> Job:
+        with self._calling():
+            document = None
+            if is_valid_id(job_id):
+                document = await self._jobs.find_one({"_id": job_id}, WITHOUT_HISTORY)
+            if document is None:
+                raise JobNotFound(job_id)
+            return job_from_document(document)
+
+    async def update_job(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        now: datetime,
+        expected_version: int | None = None,
+        restart_schedule: bool = False,
+        previous_secret: PreviousSecret | Keep | None = KEEP,
+    ) -> Job:
+        with self._calling():
+            if not is_valid_id(job_id):
+                raise JobNotFound(job_id)
+            for _ in range(_UPDATE_ATTEMPTS):
+                updated = await self._update_job_once(
+                    job_id, spec, now, expected_version, restart_schedule, previous_secret
+                )
+                if updated is not None:
+                    return updated
+            raise StoreUnavailable(
+                f"mongodb store {self._url}: job {job_id!r} kept changing; not updated"
+            )
+
+    async def _update_job_once(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        now: datetime,
+        expected_version: int | None,
+        restart_schedule: bool,
+        previous_secret: PreviousSecret | Keep | None,
+    ) -> Job | None:
+        """Read the job, then write it back only if it is still at the version
+        read, in one document update (the schedule history with it). None if
+        another write came in between and the caller may try again."""
+        current = await self._jobs.find_one({"_id": job_id}, REVISION_FIELDS)
+        if current is None:
+            raise JobNotFound(job_id)
+        version = current["version"]
+        if expected_version is not None and version != expected_version:
+            raise VersionConflict(job_id, expected_version, version)
+        changes: Doc = {
+            **spec_fields(spec),
+            "updated_at": unix_ms(now),
+            "paused_reason": None,
+            "deferred_until": None,
+        }
+        if restart_schedule:
+            changes["last_tick"] = unix_ms(now)
+        if not isinstance(previous_secret, Keep):
+            changes.update(previous_secret_fields(previous_secret))
+        if schedule_fields(current) != schedule_fields(changes):
+            revisions = history_documents(current)
+            revisions.append(revision_document(version + 1, now, changes))
+            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
+        try:
+            updated = await self._jobs.find_one_and_update(
+                {"_id": job_id, "version": version},
+                {"$set": changes, "$inc": {"version": 1}},
+                projection=WITHOUT_HISTORY,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            raise DuplicateJobName(spec.name) from None
+        if updated is not None:
+            return job_from_document(updated)
+        latest = await self._jobs.find_one({"_id": job_id}, {"version": 1})
+        if latest is None:
+            raise JobNotFound(job_id)
+        if latest["version"] != version:
+            if expected_version is not None:
+                raise VersionConflict(job_id, expected_version, latest["version"])
+            return None  # changed in between: read it again
+        # The job matched, yet nothing was written: nx-27017 answers a
+        # unique-index violation in findAndModify with "no document".
+        taken = {"name": spec.name, "_id": {"$ne": job_id}}
+        if await self._jobs.find_one(taken, {"_id": 1}) is not None:
+            raise DuplicateJobName(spec.name)
+        raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
+
+    async def pause_job(
+        self, job_id: str, *, expected_version: int, reason: str, now: datetime
+    ) -> Job | None:
+        with self._calling():
+            if not is_valid_id(job_id):
+                return None
+            current = await self._jobs.find_one({"_id": job_id}, REVISION_FIELDS)
+            if current is None or current["version"] != expected_version:
+                return None
+            if not current["is_active"]:
+                return None
+            changes: Doc = {
+                "is_active": False,
+                "paused_reason": reason,
+                "updated_at": unix_ms(now),
+            }
+            # Paused is a change of schedule: the ledger owes no ticks from now on.
+            revisions = history_documents(current)
+            revisions.append(
+                revision_document(expected_version + 1, now, {**current, "is_active": False})
+            )
+            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
+            updated = await self._jobs.find_one_and_update(
+                {"_id": job_id, "version": expected_version, "is_active": True},
+                {"$set": changes, "$inc": {"version": 1}},
+                projection=WITHOUT_HISTORY,
+                return_document=ReturnDocument.AFTER,
+            )
+            return None if updated is None else job_from_document(updated)
+
+    async def defer_job(self, job_id: str, until: datetime) -> None:
+        with self._calling():
+            if not is_valid_id(job_id):
+                return
+            # $max on a missing or null field sets it.
+            await self._jobs.update_one(
+                {"_id": job_id}, {"$max": {"deferred_until": unix_ms(until)}}
+            )
+
+    async def delete_job(self, job_id: str) -> None:
+        with self._calling():
+            if not is_valid_id(job_id):
+                raise JobNotFound(job_id)
+            deleted = await self._jobs.delete_one({"_id": job_id})
+            if deleted.deleted_count == 0:
+                raise JobNotFound(job_id)
+
+    async def list_jobs(self, query: JobQuery) -> Page[Job]:
+        with self._calling():
+            check_limit(query.limit)
+            selector: Doc = {}
+            if query.is_active is not None:
+                selector["is_active"] = query.is_active
+            if query.tag is not None:
+                # `$in`, not equality: nx-27017 matches no array element by
+                # equality once the field has an index.
+                selector["tags"] = {"$in": [query.tag]}
+            if query.name_prefix:
+                # A range on the unique name index: case-sensitive and literal.
+                name_range: Doc = {"$gte": query.name_prefix}
+                upper = prefix_upper_bound(query.name_prefix)
+                if upper is not None:
+                    name_range["$lt"] = upper
+                selector["name"] = name_range
+            if query.cursor is not None:
+                selector["_id"] = {"$lt": decode_job_cursor(query.cursor)}
+            found = (
+                self._jobs.find(selector, WITHOUT_HISTORY)
+                .sort("_id", DESCENDING)
+                .limit(query.limit + 1)
+            )
+            documents = await found.to_list()
+            items = [job_from_document(document) for document in documents[: query.limit]]
+            next_cursor = None
+            if len(documents) > query.limit:
+                next_cursor = encode_cursor(["j", items[-1].id])
+            return Page(items=items, next_cursor=next_cursor)
+
+    async def count_jobs(self) -> int:
+        with self._calling():
+            return await self._jobs.count_documents({})
+
+    async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
+        with self._calling():
+            document = None
+            if is_valid_id(job_id):
+                document = await self._jobs.find_one({"_id": job_id}, REVISION_FIELDS)
+            if document is None:
+                raise JobNotFound(job_id)
+            return [
+                ScheduleRevision(
+                    version=int(revision["version"]),
+                    effective_from=from_unix_ms(revision["effective_from"]),
+                    cron_expression=revision["cron_expression"],
+                    timezone=revision["timezone"],
+                    is_active=bool(revision["is_active"]),
+                )
+                for revision in history_documents(document)
+            ]
