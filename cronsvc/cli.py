@@ -9,7 +9,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +223,6 @@ async def _run_import(config: Config, args: argparse.Namespace) -> Report:
 def _printable(config: Config) -> dict[str, object]:
     """The resolved configuration, API tokens masked: their count shows, never
     their text."""
-    printable = asdict(config)
+    printable = config.model_dump()
     printable["server"]["api_tokens"] = ["<redacted>"] * len(config.server.api_tokens)
     return printable

@@ -4,7 +4,6 @@ fresh SQLite store; Redis, MongoDB and a browser through the plugins below."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -56,11 +55,12 @@ def config(tmp_path: Path) -> Config:
     more than a burst of requests would otherwise pass or fail with the
     machine's speed. The limiter's own tests set it (`make_client(limits=...)`)."""
     base = load_config(None, environ={})
-    return dataclasses.replace(
-        base,
-        store=StoreConfig(url=f"sqlite:///{tmp_path}/cronsvc.db"),
-        webhook=dataclasses.replace(base.webhook, allow_private_targets=True),
-        limits=dataclasses.replace(base.limits, rate_limit_per_s=0),
+    return base.model_copy(
+        update={
+            "store": StoreConfig(url=f"sqlite:///{tmp_path}/cronsvc.db"),
+            "webhook": base.webhook.model_copy(update={"allow_private_targets": True}),
+            "limits": base.limits.model_copy(update={"rate_limit_per_s": 0.0}),
+        }
     )
 
 
@@ -86,13 +86,13 @@ async def client(config: Config) -> AsyncIterator[Client]:
 @pytest.fixture
 async def make_client(config: Config) -> AsyncIterator[MakeClient]:
     """Like `client`, with sections of the configuration replaced, e.g.
-    `await make_client(limits=dataclasses.replace(config.limits, max_jobs=2))`
+    `await make_client(limits=config.limits.model_copy(update={"max_jobs": 2}))`
     (a whole new section brings back that section's defaults, the rate limit
     among them), and an optional clock."""
     async with AsyncExitStack() as stack:
 
         async def make(*, clock: Clock | None = None, **sections: Any) -> Client:
-            app = build_app(dataclasses.replace(config, **sections), clock=clock)
+            app = build_app(config.model_copy(update=sections), clock=clock)
             test_client = TestClient(TestServer(app, host="127.0.0.1"))
             return await serving(await stack.enter_async_context(test_client))
 

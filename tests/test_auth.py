@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def with_tokens(config: Config, tokens: list[str] = TOKENS) -> dict[str, Any]:
-    return {"server": dataclasses.replace(config.server, api_tokens=tokens)}
+    return {"server": config.server.model_copy(update={"api_tokens": tokens})}
 
 
 @pytest.fixture

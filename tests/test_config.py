@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from cronsvc.config import Config, load_config
+from cronsvc.config import Config, SchedulerConfig, ServerConfig, environment_names, load_config
 from cronsvc.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +52,13 @@ def test_the_ssrf_guard_is_shut_by_default() -> None:
 def test_example_file_documents_every_key_with_its_default() -> None:
     example = tomllib.loads((ROOT / "config.example.toml").read_text())
     defaults = Config()
-    for section in dataclasses.fields(Config):
-        documented = example[section.name]
-        values = dataclasses.asdict(getattr(defaults, section.name))
-        assert set(documented) == set(values), section.name
+    for section in Config.model_fields:
+        documented = example[section]
+        values = getattr(defaults, section).model_dump()
+        assert set(documented) == set(values), section
         for key, value in values.items():
-            assert documented[key] == value, f"{section.name}.{key}"
-    assert set(example) == {f.name for f in dataclasses.fields(Config)}
+            assert documented[key] == value, f"{section}.{key}"
+    assert set(example) == set(Config.model_fields)
     assert load_config(ROOT / "config.example.toml", environ={}) == defaults
 
 
@@ -260,3 +261,109 @@ def test_limits_are_read(tmp_path: Path) -> None:
     path.write_text("[limits]\nmax_jobs = 5\nrate_limit_per_s = 0\nrate_limit_burst = 1\n")
     limits = load_config(path, environ={"CRONSVC_LIMITS_MAX_JOBS": "7"}).limits
     assert (limits.max_jobs, limits.rate_limit_per_s, limits.rate_limit_burst) == (7, 0.0, 1)
+
+
+BOUNDS = [
+    # key, just inside, just outside (as the environment writes them)
+    ("server.port", "0", "-1"),
+    ("server.port", "65535", "65536"),
+    ("server.shutdown_grace_s", "0", "-0.001"),
+    ("scheduler.resync_interval_s", "0.001", "0"),
+    ("scheduler.min_interval_s", "0.001", "0"),
+    ("scheduler.max_catchup", "1", "0"),
+    ("scheduler.max_missed_records", "1", "0"),
+    ("scheduler.lease_ttl_s", "0.001", "0"),
+    ("scheduler.claim_ahead_s", "0", "-0.001"),
+    ("scheduler.claim_ahead_s", "5", "5.001"),
+    ("scheduler.heartbeat_interval_s", "0.001", "0"),
+    ("webhook.timeout_s", "0.001", "0"),
+    ("webhook.max_concurrency", "1", "0"),
+    ("webhook.max_response_bytes", "1", "0"),
+    ("webhook.max_defer_s", "0", "-0.001"),
+    ("webhook.secret_rotation_grace_s", "0", "-0.001"),
+    ("retention.execution_logs_days", "0.001", "0"),
+    ("limits.max_jobs", "1", "0"),
+    ("limits.rate_limit_per_s", "0", "-0.001"),
+    ("limits.rate_limit_burst", "1", "0"),
+]
+
+
+def variable(key: str) -> str:
+    return "CRONSVC_" + key.replace(".", "_").upper()
+
+
+@pytest.mark.parametrize(("key", "inside", "outside"), BOUNDS)
+def test_each_bound_takes_the_value_just_inside_and_refuses_the_one_just_outside(
+    key: str, inside: str, outside: str
+) -> None:
+    section, name = key.split(".")
+    config = load_config(None, environ={variable(key): inside})
+    assert getattr(getattr(config, section), name) == json.loads(inside)
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={variable(key): outside})
+    assert str(caught.value).startswith(f"{key}: must be ")
+    assert str(caught.value).endswith(f", got {json.loads(outside)}")
+
+
+def test_every_declared_bound_has_its_rows_in_the_table() -> None:
+    bounded = {
+        f"{section}.{key}"
+        for section, field in Config.model_fields.items()
+        for key, declared in field.annotation.model_fields.items()  # type: ignore[union-attr]
+        if declared.metadata
+    }
+    assert bounded == {key for key, _, _ in BOUNDS}
+
+
+@pytest.mark.parametrize(
+    ("key", "outside", "words"),
+    [
+        ("server.port", "70000", "must be from 0 to 65535, got 70000"),
+        ("scheduler.claim_ahead_s", "6", "must be from 0 to 5, got 6"),
+        ("scheduler.max_catchup", "0", "must be at least 1, got 0"),
+        ("webhook.timeout_s", "0", "must be greater than 0, got 0"),
+        ("webhook.max_defer_s", "-1", "must be 0 or more, got -1"),
+        ("server.event_loop", "trio", "must be one of auto, asyncio, uvloop"),
+        ("logging.format", "xml", "must be one of json, console"),
+        ("server.port", "80.5", "expected an integer, got 80.5"),
+        ("server.port", "true", "expected an integer, got True"),
+        ("webhook.timeout_s", '"3"', "expected a number, got '3'"),
+        ("coordination.key_prefix", "two words", "must be a non-empty word without spaces"),
+    ],
+)
+def test_a_refusal_says_what_the_key_takes(key: str, outside: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={variable(key): outside})
+    assert str(caught.value).startswith(f"{key}: {words}")
+
+
+def test_a_number_key_written_as_an_integer_is_a_float() -> None:
+    config = load_config(None, environ={"CRONSVC_WEBHOOK_TIMEOUT_S": "3"})
+    assert isinstance(config.webhook.timeout_s, float)
+    assert isinstance(load_config(None, environ={}).scheduler.claim_ahead_s, float)
+
+
+def test_the_log_level_is_read_in_any_case() -> None:
+    config = load_config(None, environ={"CRONSVC_LOGGING_LEVEL": "WARNING"})
+    assert config.logging.level == "warning"
+
+
+def test_every_key_has_its_environment_variable() -> None:
+    names = environment_names()
+    keys = {
+        f"{section}.{key}"
+        for section, field in Config.model_fields.items()
+        for key in field.annotation.model_fields  # type: ignore[union-attr]
+    }
+    assert names == {variable(key) for key in keys}
+    assert {"CRONSVC_SCHEDULER_CLAIM_AHEAD_S", "CRONSVC_SERVER_API_TOKENS_FILE"} <= names
+
+
+def test_a_section_built_in_code_is_checked_as_a_loaded_one_and_stays_frozen() -> None:
+    with pytest.raises(ValidationError):
+        SchedulerConfig(claim_ahead_s=6)
+    with pytest.raises(ValidationError) as caught:
+        ServerConfig(api_tokens=[LONG, "short-secret"])
+    assert "short-secret" not in str(caught.value)
+    with pytest.raises(ValidationError):
+        load_config(None, environ={}).scheduler.max_catchup = 2  # type: ignore[misc]

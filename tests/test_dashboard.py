@@ -5,7 +5,6 @@ webhook receiver on 127.0.0.1, does what a person does with it."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import tomllib
 from collections.abc import AsyncIterator
@@ -650,8 +649,8 @@ async def guarded(config: Config) -> AsyncIterator[tuple[Client, list[str | None
         response: web.StreamResponse = await handler(request)
         return response
 
-    tokens = dataclasses.replace(config.server, api_tokens=[TOKEN])
-    app = build_app(dataclasses.replace(config, server=tokens))
+    tokens = config.server.model_copy(update={"api_tokens": [TOKEN]})
+    app = build_app(config.model_copy(update={"server": tokens}))
     app.middlewares.insert(0, record)  # outermost: sees refused calls too
     async with TestClient(TestServer(app, host="127.0.0.1")) as guarded_client:
         yield guarded_client, seen

@@ -3,7 +3,6 @@ which fetches nothing from any other host."""
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 import tomllib
@@ -76,7 +75,7 @@ async def test_only_the_shipped_assets_are_served(client: Client) -> None:
 async def test_a_trailing_slash_redirects_to_the_page_whose_relative_links_work(
     make_client: MakeClient, config: Config
 ) -> None:
-    client = await make_client(server=dataclasses.replace(config.server, api_tokens=[TOKEN]))
+    client = await make_client(server=config.server.model_copy(update={"api_tokens": [TOKEN]}))
     for method in ("GET", "HEAD"):
         moved = await client.request(method, "/docs/", allow_redirects=False)
         assert moved.status in (301, 308), method  # and no token needed, as for the page
@@ -90,7 +89,7 @@ async def test_a_trailing_slash_redirects_to_the_page_whose_relative_links_work(
 async def test_with_tokens_the_page_loads_without_one_and_the_document_needs_one(
     make_client: MakeClient, config: Config
 ) -> None:
-    client = await make_client(server=dataclasses.replace(config.server, api_tokens=[TOKEN]))
+    client = await make_client(server=config.server.model_copy(update={"api_tokens": [TOKEN]}))
     for path in ("/docs", "/docs/docs.js", "/docs/docs.css"):
         assert (await client.get(path)).status == 200, path
     assert (await client.get("/openapi.json")).status == 401

@@ -113,8 +113,8 @@ async def test_failure_is_recorded_with_status_and_error(
 
 @pytest.fixture
 async def small_capture_client(config: Config) -> AsyncIterator[Client]:
-    small = dataclasses.replace(
-        config, webhook=dataclasses.replace(config.webhook, max_response_bytes=10)
+    small = config.model_copy(
+        update={"webhook": config.webhook.model_copy(update={"max_response_bytes": 10})}
     )
     async with TestClient(TestServer(build_app(small), host="127.0.0.1")) as test_client:
         yield test_client
@@ -266,8 +266,8 @@ async def test_a_removed_secret_signs_on_through_its_grace(
 @pytest.fixture
 async def no_grace_client(config: Config) -> AsyncIterator[Client]:
     """Replaced secrets stop signing at once."""
-    no_grace = dataclasses.replace(
-        config, webhook=dataclasses.replace(config.webhook, secret_rotation_grace_s=0)
+    no_grace = config.model_copy(
+        update={"webhook": config.webhook.model_copy(update={"secret_rotation_grace_s": 0})}
     )
     async with TestClient(TestServer(build_app(no_grace), host="127.0.0.1")) as test_client:
         yield test_client
@@ -506,8 +506,8 @@ async def test_metrics_move_with_real_fires(
 @pytest.fixture
 async def claim_ahead_client(config: Config) -> AsyncIterator[Client]:
     """Ticks claimed 3 s before they fall due, so changes land between claim and tick."""
-    ahead = dataclasses.replace(
-        config, scheduler=dataclasses.replace(config.scheduler, claim_ahead_s=3.0)
+    ahead = config.model_copy(
+        update={"scheduler": config.scheduler.model_copy(update={"claim_ahead_s": 3.0})}
     )
     async with TestClient(TestServer(build_app(ahead), host="127.0.0.1")) as test_client:
         yield test_client
@@ -552,8 +552,8 @@ async def test_a_job_whose_target_the_guard_refuses_fails_at_once_and_reaches_no
     """Written while private targets were allowed, run after they no longer are."""
     async with TestClient(TestServer(build_app(config), host="127.0.0.1")) as opened:
         job = await create(opened, receiver.url, isActive=False, retry={"maxAttempts": 3})
-    shut = dataclasses.replace(
-        config, webhook=dataclasses.replace(config.webhook, allow_private_targets=False)
+    shut = config.model_copy(
+        update={"webhook": config.webhook.model_copy(update={"allow_private_targets": False})}
     )
     async with TestClient(TestServer(build_app(shut), host="127.0.0.1")) as client:
         response = await client.post(f"/api/cron/{job['id']}/trigger")
@@ -611,7 +611,7 @@ async def test_changes_that_sent_no_notice_are_picked_up_by_the_resync(
     and paused straight in the store, with no notice, are in force within a
     resync interval."""
     client = await make_client(
-        scheduler=dataclasses.replace(config.scheduler, resync_interval_s=1.0)
+        scheduler=config.scheduler.model_copy(update={"resync_interval_s": 1.0})
     )
     store = client.server.app[STORE]
     held = await create(client, receiver.url, name="held by the scheduler")
@@ -647,7 +647,7 @@ async def test_ticks_keep_firing_while_a_resync_reads_the_store(
     """A resync reads in the background: a slow read (held here for 3 s,
     as a million jobs would take) does not hold the ticks back."""
     client = await make_client(
-        scheduler=dataclasses.replace(config.scheduler, resync_interval_s=1.0)
+        scheduler=config.scheduler.model_copy(update={"resync_interval_s": 1.0})
     )
     store = client.server.app[STORE]
     await create(client, receiver.url)

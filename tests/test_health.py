@@ -4,7 +4,6 @@ makes of it: a stalled store is unreadiness, a stalled Redis a degradation."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,7 +191,7 @@ async def test_claims_the_store_refuses_are_counted_and_the_ticks_waiting_on_it_
     client = await make_client(
         store=StoreConfig(url=f"{server.url}/claims"),
         # Runs still retrying their claims when the test ends are not waited for long.
-        server=dataclasses.replace(config.server, shutdown_grace_s=1),
+        server=config.server.model_copy(update={"shutdown_grace_s": 1.0}),
     )
     job = {"name": "every second", "cronExpression": "* * * * * *", "webhookUrl": receiver.url}
     assert (await client.post("/api/cron", json=job)).status == 201

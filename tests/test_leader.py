@@ -4,7 +4,6 @@ given up (as far as this instance is concerned) before the lease can end."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +68,7 @@ async def test_the_leader_keeps_renewing_while_the_store_stalls(
         client = await make_client(
             store=StoreConfig(url=f"{nx.url}/leader"),
             coordination=CoordinationConfig(url=redis_server.url, key_prefix="leader"),
-            scheduler=dataclasses.replace(config.scheduler, heartbeat_interval_s=1.0),
+            scheduler=config.scheduler.model_copy(update={"heartbeat_interval_s": 1.0}),
         )
 
         async def leader() -> tuple[str | None, float]:

@@ -379,11 +379,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def import_config(config: Config) -> Config:
     """The test service's configuration with the SSRF guard shut but for the
     receivers on 127.0.0.1: a private address is refused, as in production."""
-    return dataclasses.replace(
-        config,
-        webhook=dataclasses.replace(
-            config.webhook, allow_private_targets=False, allowed_cidrs=["127.0.0.1/32"]
-        ),
+    return config.model_copy(
+        update={
+            "webhook": config.webhook.model_copy(
+                update={"allow_private_targets": False, "allowed_cidrs": ["127.0.0.1/32"]}
+            )
+        }
     )
 
 
@@ -623,7 +624,7 @@ async def test_a_job_imported_paused_resumes_only_once_what_paused_it_is_fixed(
 async def test_with_legacy_ids_answers_carry_id_and_writes_take_mongoose_fields(
     make_client: MakeClient, config: Config, receiver: Receiver
 ) -> None:
-    client = await make_client(api=dataclasses.replace(config.api, legacy_ids=True))
+    client = await make_client(api=config.api.model_copy(update={"legacy_ids": True}))
     document = {
         "_id": "65a1b2c3d4e5f60718293a4b",
         "__v": 0,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 from cronsvc.api.openapi import (
@@ -146,7 +145,7 @@ async def test_the_server_asks_for_a_token_exactly_where_the_document_says(
     """Every documented operation, called without a token on a service with
     tokens: 401 unless the document marks it `security: []`."""
     secured = await make_client(
-        server=dataclasses.replace(config.server, api_tokens=[TOKEN]),
+        server=config.server.model_copy(update={"api_tokens": [TOKEN]}),
     )
     document = await (
         await secured.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -223,7 +222,7 @@ async def test_the_preview_query_takes_what_its_body_takes(client: Client) -> No
 async def test_readiness_answers_match_the_documented_schema_with_and_without_a_token(
     make_client: MakeClient, config: Config
 ) -> None:
-    secured = await make_client(server=dataclasses.replace(config.server, api_tokens=[TOKEN]))
+    secured = await make_client(server=config.server.model_copy(update={"api_tokens": [TOKEN]}))
     with_token = {"Authorization": f"Bearer {TOKEN}"}
     document = await (await secured.get("/openapi.json", headers=with_token)).json()
     schema = document["components"]["schemas"]["ReadinessOut"]

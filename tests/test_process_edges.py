@@ -5,7 +5,6 @@ be listened on. Each ends with stderr still one JSON document per line."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import json
 import os
@@ -230,7 +229,9 @@ def test_an_address_not_on_this_host_stops_start_up_with_one_line_naming_the_hos
 async def test_a_failed_listen_closes_what_start_up_opened_and_releases_the_lock(
     config: Config, held_port: int
 ) -> None:
-    config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=held_port))
+    config = config.model_copy(
+        update={"server": config.server.model_copy(update={"port": held_port})}
+    )
     before = asyncio.all_tasks()
 
     with pytest.raises(CannotListen, match="address already in use"):

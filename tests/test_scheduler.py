@@ -7,7 +7,6 @@ written by an earlier process would be."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -55,8 +54,8 @@ async def start(config: Config) -> AsyncIterator[Callable[..., Awaitable[Client]
     async with AsyncExitStack() as stack:
 
         async def start(seed: Seed, **scheduler_settings: Any) -> Client:
-            settings = dataclasses.replace(config.scheduler, **scheduler_settings)
-            app = build_app(dataclasses.replace(config, scheduler=settings))
+            settings = config.scheduler.model_copy(update=scheduler_settings)
+            app = build_app(config.model_copy(update={"scheduler": settings}))
 
             async def seeding(app: web.Application) -> AsyncIterator[None]:
                 await seed(app[STORE])

@@ -9,7 +9,6 @@ SIGSTOP or killed and started again on the same port and data."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,7 +77,7 @@ async def outage_settles_every_tick(
 ) -> list[dict[str, Any]]:
     client = await make_client(
         store=StoreConfig(url=f"{server.url}/outage"),
-        server=dataclasses.replace(config.server, shutdown_grace_s=1),
+        server=config.server.model_copy(update={"shutdown_grace_s": 1.0}),
     )
     ids = {}
     for policy in ("fire_once", "skip"):
