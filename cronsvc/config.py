@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from cronsvc.dispatch import HTTP_CLIENTS
 from cronsvc.errors import ConfigError
 from cronsvc.netguard import parse_cidr
 from cronsvc.urls import StoreBackend, coordination_backend, sqlite_path, store_backend
@@ -82,6 +83,11 @@ class WebhookConfig:
     max_defer_s: float = 3600.0
     """The longest a target's Retry-After may hold back a job's next ticks."""
     secret_rotation_grace_s: float = 86400.0
+    http_client: str = "wire"
+    """The HTTP client webhooks travel on: "wire" (cronsvc.wire, pooled
+    connections of its own) or "aiohttp" (aiohttp's ClientSession)."""
+    max_connections_per_host: int = 0
+    """Connections open to one host at most; 0: as many as max_concurrency."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,6 +359,10 @@ def _check_webhook(webhook: WebhookConfig) -> None:
             raise ConfigError(f"webhook.allowed_cidrs: {exc}") from None
     if webhook.secret_rotation_grace_s < 0:
         raise ConfigError("webhook.secret_rotation_grace_s: must not be negative")
+    if webhook.http_client not in HTTP_CLIENTS:
+        raise ConfigError(f"webhook.http_client: must be one of {', '.join(HTTP_CLIENTS)}")
+    if webhook.max_connections_per_host < 0:
+        raise ConfigError("webhook.max_connections_per_host: must be 0 (no limit) or more")
 
 
 def _check_logging(logging: LoggingConfig) -> None:
