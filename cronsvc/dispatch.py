@@ -10,14 +10,17 @@ first request on the wire (`prepare` ahead of the tick, `send_first` at it)
 and only then starts the tasks that `deliver` them: those read the answers
 and carry on with any retries.
 
-Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections, which go
+Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections (or, with
+`http_client="aiohttp"`, `cronsvc.aioclient`'s aiohttp session), which go
 only where the SSRF guard (`cronsvc.netguard`) allows: a target it refuses
 is a FAILURE of type `target_not_allowed`, never retried.
 
 Once a response's status line has arrived, the status alone decides the
 outcome; the body is captured best-effort, up to `max_response_bytes`, and a
 body that is longer (or cannot be read to its end in time) is cut off and
-flagged as truncated rather than failing the delivery.
+flagged as truncated rather than failing the delivery. A peer that hangs
+up inside the body, though, is a FAILURE (`connection_error`, the status
+kept): it may have died while handling the call.
 
 Every attempt carries the Standard Webhooks headers: `webhook-id` (the
 execution id, the same on every retry of a tick), `webhook-timestamp` (this
@@ -40,12 +43,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 import structlog
 from aiohttp.abc import AbstractResolver
 
 from cronsvc import __version__
+from cronsvc.aioclient import AioClient
 from cronsvc.clock import Clock
 from cronsvc.domain import (
     HEADER_NAME,
@@ -67,12 +71,14 @@ from cronsvc.netguard import GuardedResolver, TargetPolicy
 from cronsvc.retry import backoff_delay
 from cronsvc.signing import signature_header
 from cronsvc.wire import (
+    CutShort,
     HttpClient,
     InvalidTarget,
+    Pending,
     ProtocolError,
     Response,
-    Sent,
     Target,
+    Transport,
     parse_target,
 )
 
@@ -83,6 +89,8 @@ _BOOKKEEPING_WAIT_S = 0.5
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 """A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
 _SIGNATURE_HEADER = "webhook-signature"
+HTTP_CLIENTS = ("wire", "aiohttp")
+"""The HTTP clients a dispatcher can send through (`webhook.http_client`)."""
 
 
 class _UnsendableHeader(ValueError):
@@ -167,7 +175,7 @@ class FirstSend(NamedTuple):
     target: Target
     data: bytes
     deadline: float
-    sent: Sent
+    sent: Pending
 
 
 class _Slots:
@@ -248,10 +256,13 @@ def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float 
 
 
 class Dispatcher:
-    """Delivers webhooks through one pool of connections (`cronsvc.wire`).
+    """Delivers webhooks through one pool of connections (`cronsvc.wire`, or
+    aiohttp's client with `http_client="aiohttp"`).
 
     At most `max_concurrency` deliveries run at once (further callers wait for
-    a slot); at most as many connections are kept idle. Use as `async with
+    a slot); at most as many connections are kept idle. With
+    `max_connections_per_host`, at most that many connections are open to
+    one host (0: as many as `max_concurrency`). Use as `async with
     Dispatcher(...) as dispatcher:` or call `start` and `aclose`.
 
     `target_policy` says which addresses may be connected to (by default only
@@ -270,9 +281,15 @@ class Dispatcher:
         target_policy: TargetPolicy | None = None,
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        http_client: str = "wire",
+        max_connections_per_host: int = 0,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+        if http_client not in HTTP_CLIENTS:
+            raise ValueError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}")
+        if max_connections_per_host < 0:
+            raise ValueError("max_connections_per_host must not be negative")
         if max_response_bytes < 0:
             raise ValueError(f"max_response_bytes must not be negative, not {max_response_bytes}")
         self._max_concurrency = max_concurrency
@@ -282,10 +299,12 @@ class Dispatcher:
         self._target_policy = target_policy or TargetPolicy()
         self._name_resolver = resolver
         self._ssl_context = ssl_context
+        self._http_client = http_client
+        self._max_per_host = max_connections_per_host
         self._guard: GuardedResolver | None = None
         self._slots = _Slots(max_concurrency)
         self._in_flight = 0
-        self._client: HttpClient | None = None
+        self._client: Transport[Any] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -296,9 +315,20 @@ class Dispatcher:
         if self._client is not None:
             raise RuntimeError("Dispatcher already started")
         self._guard = GuardedResolver(self._target_policy, self._name_resolver)
-        self._client = HttpClient(
-            guard=self._guard, max_idle=self._max_concurrency, ssl_context=self._ssl_context
-        )
+        if self._http_client == "aiohttp":
+            self._client = AioClient(
+                guard=self._guard,
+                max_connections=self._max_concurrency,
+                ssl_context=self._ssl_context,
+                max_per_host=self._max_per_host,
+            )
+        else:
+            self._client = HttpClient(
+                guard=self._guard,
+                max_idle=self._max_concurrency,
+                ssl_context=self._ssl_context,
+                max_per_host=self._max_per_host,
+            )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -501,7 +531,11 @@ class Dispatcher:
         return Prepared(target, data, timestamp)
 
     async def _attempt(
-        self, client: HttpClient, request: WebhookRequest, attempt: int, first: FirstSend | None
+        self,
+        client: Transport[Any],
+        request: WebhookRequest,
+        attempt: int,
+        first: FirstSend | None,
     ) -> tuple[_Outcome, float]:
         """One HTTP exchange; returns its outcome and when it was sent."""
         clock = self._clock
@@ -548,6 +582,8 @@ class Dispatcher:
             )
         except ProtocolError as exc:
             outcome = _failed("invalid_response", _short(exc, "the answer is not HTTP/1.x"))
+        except CutShort as exc:
+            outcome = _cut_short(exc)
         except OSError as exc:  # refused, reset, unreachable, TLS, closed early
             outcome = _failed("connection_error", _connection_problem(exc))
         except Exception as exc:  # one bad request must not escape deliver
@@ -670,6 +706,18 @@ def _judge(response: Response, text: str, truncated: bool, clock: Clock) -> _Out
 
 def _failed(kind: str, message: str) -> _Outcome:
     return _Outcome(error=ErrorInfo(type=kind, message=message))
+
+
+def _cut_short(exc: CutShort) -> _Outcome:
+    """The peer hung up inside the body: the status and what came of the
+    body are kept, and the attempt failed (retried as a connection error)."""
+    response = exc.response
+    return _Outcome(
+        status=response.status,
+        body=_decode(response.body, complete=False),
+        truncated=True,
+        error=ErrorInfo(type="connection_error", message=str(exc)),
+    )
 
 
 def _parse_retry_after(value: str | None, clock: Clock) -> float | None:

@@ -7,8 +7,9 @@ cloud metadata addresses, and `allowed_networks` open the ranges they name
 
 Enforcement is on the address actually connected to, not on the URL's text:
 `GuardedResolver` judges every address a name resolves to and the webhook
-client (`cronsvc.wire`) connects to exactly those; hosts that are IP
-literals it judges itself, before connecting. Nothing is cached: a DNS
+client (`cronsvc.wire`, or aiohttp's in `cronsvc.aioclient`, through its
+resolver hook with no DNS cache) connects to exactly those; hosts that are
+IP literals it judges itself, before connecting. Nothing is cached: a DNS
 answer that changes between two connections (rebinding) is judged afresh
 each time.
 
@@ -221,6 +222,8 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         answer = [entry.copy() for entry in await self._inner.resolve(host, port, family)]
+        if not answer:  # as aiohttp's resolvers say it, so its client reports it too
+            raise OSError(f"{host} resolved to no address")
         for entry in answer:
             self.policy.check(entry["host"], host=host)
             entry["flags"] = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV

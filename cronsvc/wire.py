@@ -12,12 +12,20 @@ a new connection opens) and `request(..., sent=...)` reads the answer later,
 so a burst's requests all leave before any of their tasks runs.
 
 It speaks what webhook receivers answer: http and https (certificates
-verified against the system's trust store), bodies framed by Content-Length,
-chunked or the connection's end, gzip and deflate content codings, 1xx
-answers skipped. A reused connection the peer closed before answering is
-retried once on a new one, for idempotent methods only (as aiohttp does).
-Not here, on purpose: proxies (the guard must judge the peer actually
-connected to), redirects (never followed), cookies, HTTP/2, pipelining.
+verified against the system's trust store, the server name without a
+trailing dot), bodies framed by Content-Length, chunked or the connection's
+end, gzip and deflate (zlib-wrapped or raw) content codings, 1xx answers
+skipped. A name with several addresses is connected to as RFC 8305 says
+(Happy Eyeballs: the next address is tried after 250 ms without waiting for
+the first to fail), so one address that never answers cannot spend the
+whole timeout. A reused connection the peer closed before answering is
+retried once on a new one, for idempotent methods only (as aiohttp does);
+an answer whose body the peer cuts short is `CutShort`. Not here, on
+purpose: proxies (the guard must judge the peer actually connected to),
+redirects (never followed), cookies, HTTP/2, pipelining.
+
+`Transport` is what the dispatcher asks of a client: `HttpClient` here, or
+`cronsvc.aioclient.AioClient` on aiohttp's `ClientSession`.
 """
 
 from __future__ import annotations
@@ -27,21 +35,26 @@ import re
 import socket
 import ssl
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, cast
+from typing import NamedTuple, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 from yarl import URL
 
 from cronsvc.errors import TargetNotAllowed
-from cronsvc.netguard import GuardedResolver, literal_address
+from cronsvc.netguard import GuardedResolver, TargetPolicy, literal_address
 
 MAX_HEAD_BYTES = 64 * 1024
 """Status line and headers of an answer, at most."""
 IDLE_TIMEOUT_S = 15.0
 """An idle pooled connection is closed after this long (aiohttp's keep-alive default)."""
+HAPPY_EYEBALLS_DELAY_S = 0.25
+"""RFC 8305's Connection Attempt Delay (its recommended value, and aiohttp's):
+how long one address may go unanswered before the next is tried beside it."""
 _READ_HIGH_WATER = 256 * 1024
 """Buffered bytes past which the socket is not read until they are consumed."""
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
@@ -67,17 +80,38 @@ class Disconnected(ConnectionError):
     """The peer closed the connection before its answer was complete."""
 
 
+class CutShort(Disconnected):
+    """The peer closed the connection after the answer's head, before the end
+    its framing announced (Content-Length, or the last chunk): the status
+    came, the answer did not. `response` holds what was read of it."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        label = f"HTTP {response.status} {response.reason}".rstrip()
+        super().__init__(
+            f"{label}, then the server closed the connection before the answer's body ended"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a URL's requests go: parsed once per URL and reused."""
 
     tls: bool
     host: str
-    """What to connect to: a name, or an address (IPv6 without brackets)."""
+    """What to connect to: a name (a trailing dot kept: it says the name is
+    fully qualified), or an address (IPv6 without brackets)."""
     port: int
     host_header: str
+    """The Host header: the name without a trailing dot, as certificates and
+    virtual hosts know it, and the port unless it is the scheme's."""
     request_target: str
     """Path and query, percent-encoded as the URL had them."""
+    server_name: str
+    """The TLS server name (SNI and the certificate check): the host without
+    a trailing dot."""
+    url: str
+    """The URL as given, for clients that take one."""
 
     @property
     def pool_key(self) -> _PoolKey:
@@ -104,7 +138,8 @@ def parse_target(url: str) -> Target:
     problem = _host_problem(url, host)
     if problem is not None:
         raise InvalidTarget(problem)
-    name = f"[{host}]" if ":" in host else host
+    server_name = host if ":" in host else host.removesuffix(".")
+    name = f"[{host}]" if ":" in host else server_name
     host_header = name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
     return Target(
         tls=scheme == "https",
@@ -112,6 +147,8 @@ def parse_target(url: str) -> Target:
         port=port,
         host_header=host_header,
         request_target=parsed.raw_path_qs or "/",
+        server_name=server_name,
+        url=url,
     )
 
 
@@ -204,10 +241,47 @@ class Sent:
         connection.close()
 
 
+class Pending(Protocol):
+    """A request a `Transport` started sending; its answer is still to be read."""
+
+    def cancel(self) -> None:
+        """Let the request go unanswered: its connection is closed."""
+
+
+PendingT = TypeVar("PendingT", bound=Pending)
+
+
+class Transport(Protocol[PendingT]):
+    """What the dispatcher asks of an HTTP client; `HttpClient` documents
+    each method. `data` is the request as it goes on the wire (request line,
+    headers, body): a client that does not write bytes itself reads the
+    parts back from it."""
+
+    def send(self, target: Target, data: bytes, *, deadline: float) -> PendingT: ...
+
+    async def request(
+        self,
+        method: str,
+        target: Target,
+        data: bytes,
+        *,
+        deadline: float,
+        max_body: int,
+        sent: PendingT | None = None,
+    ) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection; the reading side of the exchange."""
 
-    def __init__(self, key: _PoolKey, lost: set[_Connection]) -> None:
+    def __init__(
+        self,
+        key: _PoolKey,
+        lost: set[_Connection],
+        gone: Callable[[_Connection], None] | None = None,
+    ) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -216,6 +290,9 @@ class _Connection(asyncio.Protocol):
         self.expired = False
         self.idle_since = 0.0
         self._lost = lost
+        self.gone = gone
+        """Called once the connection has ended, when its host's connections
+        are counted (a per-host limit); set once it is open."""
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -237,6 +314,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._lost.add(self)
+        if self.gone is not None:
+            self.gone(self)
         self._wake()
 
     def _wake(self) -> None:
@@ -284,7 +363,9 @@ class _Connection(asyncio.Protocol):
 
 class HttpClient:
     """Sends requests over pooled connections; at most `max_idle` are kept
-    idle in all, each for up to `IDLE_TIMEOUT_S`.
+    idle in all, each for up to `IDLE_TIMEOUT_S`. With `max_per_host`, at
+    most that many connections are open to one host (scheme, host, port)
+    at once, idle ones included; a request past it waits for one of them.
 
     Names are resolved through `guard`, which refuses an answer holding any
     address its policy refuses, and the connection goes to exactly the
@@ -298,6 +379,7 @@ class HttpClient:
         guard: GuardedResolver,
         max_idle: int,
         ssl_context: ssl.SSLContext | None = None,
+        max_per_host: int = 0,
     ) -> None:
         self._guard = guard
         self._max_idle = max_idle
@@ -307,6 +389,7 @@ class HttpClient:
         self._open: set[_Connection] = set()
         self._lost: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._hosts = _HostLimit(max_per_host) if max_per_host else None
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
@@ -331,8 +414,11 @@ class HttpClient:
 
     async def _open_and_write(self, target: Target, data: bytes, deadline: float) -> _Exchange:
         async with asyncio.timeout_at(deadline):
-            connection = await self._connect(target)
-        return connection, self._write(connection, data, deadline), False
+            if self._hosts is None:
+                connection, reused = await self._connect(target), False
+            else:
+                connection, reused = await self._within_limit(self._hosts, target, fresh=False)
+        return connection, self._write(connection, data, deadline), reused
 
     @staticmethod
     def _write(connection: _Connection, data: bytes, deadline: float) -> asyncio.TimerHandle:
@@ -365,7 +451,8 @@ class HttpClient:
         `sent`: `data` is on its way already (`send`, by the same deadline).
 
         Raises `TargetNotAllowed`, `TimeoutError` (before the answer's head),
-        `OSError` (`Disconnected` among them) and `ProtocolError`.
+        `OSError` (`Disconnected` among them; `CutShort` when the peer hangs
+        up inside the body) and `ProtocolError`.
         """
         for fresh in (False, True):
             if sent is not None:
@@ -394,15 +481,21 @@ class HttpClient:
         self, connection: _Connection, method: str, head: _Head, max_body: int
     ) -> Response:
         sink = _Sink(head.headers.get("content-encoding", ""), max_body)
+        cut_short = False
         try:
             try:
                 complete = await _read_body(connection, method, head, sink)
+            except Disconnected:
+                complete, cut_short = False, True
             except (TimeoutError, OSError, ProtocolError, zlib.error):
                 complete = False  # what was read so far stands, cut off
         except BaseException:
             connection.close()
             raise
         body, complete = sink.result(complete)
+        if cut_short:
+            connection.close()
+            raise CutShort(Response(head.status, head.reason, head.headers, body, False))
         if complete and head.keep_alive and connection.reusable:
             self._release(connection)
         else:
@@ -423,7 +516,35 @@ class HttpClient:
         if not fresh and (connection := self._reuse(target)) is not None:
             return connection, True
         async with asyncio.timeout_at(deadline):
-            return await self._connect(target), False
+            if self._hosts is None:
+                return await self._connect(target), False
+            return await self._within_limit(self._hosts, target, fresh=fresh)
+
+    async def _within_limit(
+        self, hosts: _HostLimit, target: Target, *, fresh: bool
+    ) -> tuple[_Connection, bool]:
+        """A connection to `target` within its host's limit: an idle one
+        (unless `fresh`), else a new one once the host has room; and whether
+        it was reused. A `fresh` one at the limit closes an idle one to make
+        room."""
+        key = target.pool_key
+        while True:
+            if (idle := self._reuse(target)) is not None:
+                if not fresh:
+                    return idle, True
+                idle.close()  # its end makes room, below
+            elif hosts.try_take(key):
+                try:
+                    connection = await self._connect(target)
+                except BaseException:
+                    hosts.give(key)
+                    raise
+                if connection.closed:  # ended before it could be counted
+                    hosts.give(key)
+                else:
+                    connection.gone = hosts.gone
+                return connection, False
+            await hosts.wait(key)
 
     def _reuse(self, target: Target) -> _Connection | None:
         """An idle connection to `target` still fit to carry a request, or None."""
@@ -438,42 +559,51 @@ class HttpClient:
 
     async def _connect(self, target: Target) -> _Connection:
         addresses = await self._resolve(target)
+        if not addresses:
+            raise OSError(f"{target.host} resolved to no address")
         loop = asyncio.get_running_loop()
         tls: ssl.SSLContext | None = None
         if target.tls:
             tls = self._ssl or _default_ssl_context()
-        failure = OSError(f"{target.host} resolved to no address")
-        for family, address in addresses:
-            connection = _Connection(target.pool_key, self._lost)
+        server_name = target.server_name if tls is not None else None
+        connection = _Connection(target.pool_key, self._lost)
+        if len(addresses) == 1:
+            family, address = addresses[0]
+            await loop.create_connection(
+                lambda: connection,
+                address,
+                target.port,
+                family=family,
+                ssl=tls,
+                server_hostname=server_name,
+            )
+        else:
+            sock = await aiohappyeyeballs.start_connection(
+                [_addr_info(family, address, target.port) for family, address in addresses],
+                happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S,
+                interleave=1,
+            )
             try:
                 await loop.create_connection(
-                    lambda c=connection: c,
-                    address,
-                    target.port,
-                    family=family,
-                    ssl=tls,
-                    server_hostname=target.host if tls is not None else None,
+                    lambda: connection, sock=sock, ssl=tls, server_hostname=server_name
                 )
-            except OSError as exc:
-                failure = exc
-                continue
-            self._open.add(connection)
-            return connection
-        raise failure
+            except BaseException:
+                sock.close()
+                raise
+        self._open.add(connection)
+        return connection
 
     async def _resolve(self, target: Target) -> list[tuple[int, str]]:
         """The addresses to try, each judged by the guard's policy."""
-        host = target.host
-        literal = literal_address(host)
+        literal = judge_literal(self._guard.policy, target.host)
         if literal is not None:
-            self._guard.policy.check(literal, host=host)
-            return [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
-        if ":" in host or host.replace(".", "").isdigit():
-            raise TargetNotAllowed(host, host, "not a valid IP address")
-        answer = await self._guard.resolve(host, target.port, socket.AF_UNSPEC)
+            return [literal]
+        answer = await self._guard.resolve(target.host, target.port, socket.AF_UNSPEC)
         return [(entry["family"], entry["host"]) for entry in answer]
 
     def _release(self, connection: _Connection) -> None:
+        if self._hosts is not None:
+            self._hosts.wake(connection.key)  # a request waiting for room takes it
         connection.idle_since = asyncio.get_running_loop().time()
         self._idle.setdefault(connection.key, []).append(connection)
         self._idle_order[connection] = None
@@ -528,6 +658,82 @@ class HttpClient:
         idle.remove(connection)
         if not idle:
             del self._idle[connection.key]
+
+
+def judge_literal(policy: TargetPolicy, host: str) -> tuple[int, str] | None:
+    """The address family and address an address-literal host names, once
+    `policy` allows it (else `TargetNotAllowed`); None for a name, which the
+    guard judges when it is resolved. A host that looks like an address but
+    is none is refused: no resolver ever sees it."""
+    literal = literal_address(host)
+    if literal is not None:
+        policy.check(literal, host=host)
+        return (socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))
+    if ":" in host or host.replace(".", "").isdigit():
+        raise TargetNotAllowed(host, host, "not a valid IP address")
+    return None
+
+
+class _HostLimit:
+    """The connections open to each host, against a limit, and the requests
+    waiting for room or for an idle connection of theirs, first come first
+    served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[_PoolKey, int] = {}
+        self._waiters: dict[_PoolKey, deque[asyncio.Future[None]]] = {}
+
+    def try_take(self, key: _PoolKey) -> bool:
+        count = self._open.get(key, 0)
+        if count >= self.limit:
+            return False
+        self._open[key] = count + 1
+        return True
+
+    def give(self, key: _PoolKey) -> None:
+        """A connection of `key` ended, or was never made: room for another."""
+        count = self._open[key] - 1
+        if count:
+            self._open[key] = count
+        else:
+            del self._open[key]
+        self.wake(key)
+
+    def gone(self, connection: _Connection) -> None:
+        self.give(connection.key)
+
+    def wake(self, key: _PoolKey) -> None:
+        """Let the first request waiting on `key` look again."""
+        waiters = self._waiters.get(key)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if waiters is not None and not waiters:
+            del self._waiters[key]
+
+    async def wait(self, key: _PoolKey) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, deque()).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.wake(key)  # woken just as it was cancelled: pass it on
+            else:
+                waiters = self._waiters.get(key)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[key]
+            raise
+
+
+def _addr_info(family: int, address: str, port: int) -> aiohappyeyeballs.AddrInfoType:
+    sockaddr = (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
+    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
 
 
 @lru_cache(maxsize=1)
@@ -606,11 +812,13 @@ class _Sink:
         self.limit = limit
         self.data = bytearray()
         coding = content_coding.strip().lower()
-        self._decoder = None
+        self._decoder: zlib._Decompress | None = None
+        self._deflate = False
+        self._held = b""
         if coding in ("gzip", "x-gzip"):
             self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         elif coding == "deflate":
-            self._decoder = zlib.decompressobj()
+            self._deflate = True  # which kind, the first bytes tell
 
     @property
     def full(self) -> bool:
@@ -618,6 +826,13 @@ class _Sink:
 
     def add(self, chunk: bytes) -> None:
         room = self.limit + 1 - len(self.data)
+        if self._deflate:
+            chunk = self._held + chunk
+            if len(chunk) < 2:
+                self._held = chunk
+                return
+            self._deflate = False
+            self._decoder = zlib.decompressobj(_deflate_wbits(chunk))
         if self._decoder is not None:
             chunk = self._decoder.decompress(chunk, room)
         self.data += chunk[:room]
@@ -625,6 +840,16 @@ class _Sink:
     def result(self, complete: bool) -> tuple[bytes, bool]:
         complete = complete and not self.full
         return bytes(self.data[: self.limit]), complete
+
+
+def _deflate_wbits(first: bytes) -> int:
+    """`deflate` is a zlib stream (RFC 9110), but servers also send a raw
+    DEFLATE one (as browsers and aiohttp accept): a zlib header is a
+    compression method of 8 and a check that makes the first two bytes a
+    multiple of 31."""
+    if first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0:
+        return zlib.MAX_WBITS
+    return -zlib.MAX_WBITS
 
 
 async def _read_exactly(connection: _Connection, sink: _Sink, length: int) -> bool:

@@ -18,7 +18,15 @@ from cronsvc.clock import Clock
 from cronsvc.config import Config, StoreConfig, load_config
 from cronsvc.service import build_app
 from cronsvc.store import Store, open_store
-from tests.fakes import Handler, Receiver, StartReceiver, free_port
+from tests.fakes import (
+    Handler,
+    RawServer,
+    Receiver,
+    Script,
+    StartRawServer,
+    StartReceiver,
+    free_port,
+)
 from tests.helpers_api import Client, MakeClient
 from tests.processes import CronsvcProcess, write_config
 
@@ -46,6 +54,23 @@ async def start_receiver() -> AsyncIterator[StartReceiver]:
 @pytest.fixture
 async def receiver(start_receiver: StartReceiver) -> Receiver:
     return await start_receiver()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[StartRawServer]:
+    """Start misbehaving HTTP servers (`RawServer`), all stopped at teardown:
+    `await raw_server(script)` runs `script(reader, writer, n)` for its n-th
+    connection."""
+    servers: list[RawServer] = []
+
+    async def start(script: Script) -> RawServer:
+        server = await RawServer.start(script)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Stand-ins the tests share: clocks a test moves by hand, a webhook receiver
 that is a real aiohttp server on port 0, a name resolver with scripted
 answers, a proxy that partitions a connection, and the small helpers more
-than one test module needs (a free port, a metric's sample, a command's run).
+than one test module needs (a free port, a metric's sample, a command's run),
+and a raw TCP server for answers no HTTP framework would send.
 
 Each fake says what it fakes. The fixtures that start them are in
 `conftest.py`; nothing here is a fixture.
@@ -233,6 +234,62 @@ class Receiver:
 
 StartReceiver = Callable[..., Awaitable[Receiver]]
 """The `start_receiver` fixture: `await start_receiver(handler=None, *, host=...)`."""
+
+
+# --- a misbehaving HTTP server -------------------------------------------------------
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+"""What a `RawServer` does with its n-th connection (n from 1)."""
+
+
+@dataclass
+class RawServer:
+    """A TCP server on 127.0.0.1 port 0 that runs a script per connection, for
+    answers no HTTP server framework would send. `url` is its /hook."""
+
+    url: str = ""
+    connections: int = 0
+    server: asyncio.Server | None = None
+
+    @classmethod
+    async def start(cls, script: Script) -> RawServer:
+        state = cls()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            state.connections += 1
+            try:
+                await script(reader, writer, state.connections)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        state.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        state.url = f"http://127.0.0.1:{state.server.sockets[0].getsockname()[1]}/hook"
+        return state
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+StartRawServer = Callable[[Script], Awaitable[RawServer]]
+"""The `raw_server` fixture: `await raw_server(script)`."""
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and Content-Length body; b"" at the end of the stream."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
 
 
 # --- a name resolver, a partition ----------------------------------------------------

@@ -119,6 +119,12 @@ def test_allowed_cidrs_come_from_the_environment_as_json_or_comma_separated(text
     assert config.webhook.allow_private_targets is True
 
 
+def test_the_webhook_http_client_is_wire_unless_aiohttp_is_chosen() -> None:
+    assert load_config(None, environ={}).webhook.http_client == "wire"
+    chosen = load_config(None, environ={"CRONSVC_WEBHOOK_HTTP_CLIENT": "aiohttp"})
+    assert chosen.webhook.http_client == "aiohttp"
+
+
 def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
     config = load_config(None, environ={"CRONSVC_WEBHOOK_ALLOWED_CIDRS": ""})
     assert config.webhook.allowed_cidrs == []
@@ -136,6 +142,9 @@ def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
         ("[scheduler]\nmax_catchup = 1.5\n", {}, "scheduler.max_catchup"),
         ("[webhook]\nmax_concurrency = true\n", {}, "webhook.max_concurrency"),
         ("[webhook]\nsecret_rotation_grace_s = -1\n", {}, "webhook.secret_rotation_grace_s"),
+        ("[webhook]\nhttp_client = 'httpx'\n", {}, "webhook.http_client"),
+        ("", {"CRONSVC_WEBHOOK_HTTP_CLIENT": "curl"}, "webhook.http_client"),
+        ("[webhook]\nmax_connections_per_host = -1\n", {}, "webhook.max_connections_per_host"),
         ("[logging]\nlevel = 'loud'\n", {}, "logging.level"),
         ("", {"CRONSVC_SERVER_PORT": "eighty"}, "server.port"),
         ("", {"CRONSVC_WEBHOOK_TIMEOUT_S": "-1"}, "webhook.timeout_s"),
@@ -280,6 +289,7 @@ BOUNDS = [
     ("webhook.max_concurrency", "1", "0"),
     ("webhook.max_response_bytes", "1", "0"),
     ("webhook.max_defer_s", "0", "-0.001"),
+    ("webhook.max_connections_per_host", "0", "-1"),
     ("webhook.secret_rotation_grace_s", "0", "-0.001"),
     ("retention.execution_logs_days", "0.001", "0"),
     ("limits.max_jobs", "1", "0"),

@@ -10,7 +10,6 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 
 import pytest
 import trustme
@@ -28,59 +27,8 @@ from cronsvc.wire import (
     Target,
     parse_target,
 )
-from tests.fakes import ScriptedResolver, free_port
+from tests.fakes import Script, ScriptedResolver, StartRawServer, free_port, read_request
 from tests.helpers_dispatch import OPEN, webhook
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
-
-
-@dataclass
-class RawServer:
-    url: str
-    connections: int = 0
-    requests: list[bytes] = field(default_factory=list)
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """One request's head and Content-Length body; b"" at the end of the stream."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return b""
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + await reader.readexactly(length)
-
-
-@pytest.fixture
-async def raw_server() -> AsyncIterator[Callable[[Script], Awaitable[RawServer]]]:
-    """Servers that run `script(reader, writer, n)` for their n-th connection."""
-    servers: list[asyncio.Server] = []
-
-    async def start(script: Script) -> RawServer:
-        state = RawServer(url="")
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            state.connections += 1
-            try:
-                await script(reader, writer, state.connections)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(server)
-        state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-        return state
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.fixture
@@ -185,7 +133,7 @@ async def test_a_gzip_coded_body_is_decoded(client: HttpClient) -> None:
 
 
 async def test_a_body_framed_by_the_close_is_read_and_the_connection_not_reused(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     async def close_framed(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
@@ -204,9 +152,7 @@ async def test_a_body_framed_by_the_close_is_read_and_the_connection_not_reused(
     assert server.connections == 2
 
 
-async def test_interim_answers_are_skipped(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
-) -> None:
+async def test_interim_answers_are_skipped(client: HttpClient, raw_server: StartRawServer) -> None:
     async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
         writer.write(
@@ -239,9 +185,7 @@ async def test_a_head_answer_has_no_body_whatever_its_length_says(client: HttpCl
     assert after.body == b"x" * 100
 
 
-async def test_connection_close_ends_reuse(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
-) -> None:
+async def test_connection_close_ends_reuse(client: HttpClient, raw_server: StartRawServer) -> None:
     async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
@@ -270,7 +214,7 @@ async def test_connection_close_ends_reuse(
     ],
 )
 async def test_an_answer_that_is_not_http_1_is_a_protocol_error(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]], answer: bytes
+    client: HttpClient, raw_server: StartRawServer, answer: bytes
 ) -> None:
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
@@ -285,7 +229,7 @@ async def test_an_answer_that_is_not_http_1_is_a_protocol_error(
 
 
 async def test_a_bad_chunk_cuts_the_body_off_but_the_status_stands(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     async def bad_chunk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
@@ -301,7 +245,7 @@ async def test_a_bad_chunk_cuts_the_body_off_but_the_status_stands(
 
 
 async def test_a_malformed_answer_fails_the_delivery_as_invalid_response_without_retry(
-    raw_server: Callable[[Script], Awaitable[RawServer]],
+    raw_server: StartRawServer,
 ) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
@@ -387,7 +331,7 @@ async def test_a_request_sent_where_nothing_listens_fails_when_its_answer_is_ask
 
 
 async def test_an_idempotent_request_sent_at_once_on_a_dropped_connection_goes_again(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     server = await raw_server(drops_second_request())
     await send(client, server.url, method="GET")
@@ -419,7 +363,7 @@ def drops_second_request() -> Script:
 
 
 async def test_an_idempotent_request_on_a_dropped_connection_goes_again_on_a_new_one(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     server = await raw_server(drops_second_request())
     await send(client, server.url, method="GET")
@@ -431,7 +375,7 @@ async def test_an_idempotent_request_on_a_dropped_connection_goes_again_on_a_new
 
 
 async def test_the_second_try_goes_on_a_new_connection_not_another_idle_one(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     async def slow_then_drop(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
@@ -453,7 +397,7 @@ async def test_the_second_try_goes_on_a_new_connection_not_another_idle_one(
 
 
 async def test_a_post_on_a_dropped_connection_is_not_sent_again(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     server = await raw_server(drops_second_request())
     await send(client, server.url)
@@ -464,7 +408,7 @@ async def test_a_post_on_a_dropped_connection_is_not_sent_again(
 
 
 async def test_a_connection_the_peer_closed_while_idle_is_not_used(
-    client: HttpClient, raw_server: Callable[[Script], Awaitable[RawServer]]
+    client: HttpClient, raw_server: StartRawServer
 ) -> None:
     async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
@@ -482,7 +426,7 @@ async def test_a_connection_the_peer_closed_while_idle_is_not_used(
 
 
 async def test_idle_connections_past_the_limit_are_closed(
-    raw_server: Callable[[Script], Awaitable[RawServer]],
+    raw_server: StartRawServer,
 ) -> None:
     closed = asyncio.Event()
 
