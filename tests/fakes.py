@@ -411,3 +411,16 @@ class Run:
     @property
     def lines(self) -> list[str]:
         return self.out.splitlines()
+
+
+def drops_second_request() -> Script:
+    """Answers a connection's first request, keeps it, and closes it unanswered
+    at its second: the server shut a kept connection as a request came."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+
+    return script

@@ -28,10 +28,10 @@ from cronsvc.domain import ExecutionStatus, HttpMethod
 from cronsvc.netguard import TargetPolicy
 from tests.fakes import (
     HOLD_LIMIT_S,
-    Script,
     ScriptedResolver,
     StartRawServer,
     StartReceiver,
+    drops_second_request,
     read_request,
 )
 from tests.helpers_dispatch import OPEN, webhook
@@ -349,19 +349,6 @@ async def test_an_answer_the_peer_cuts_short_fails_the_call_at_once(
     assert "closed the connection before the answer's body ended" in result.error.message
     assert result.response_status == 200
     assert result.response_truncated is True
-
-
-def drops_second_request() -> Script:
-    """Answers a connection's first request, keeps it, and closes it unanswered
-    at its second: the server shut a kept connection as a request came."""
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await read_request(reader)
-
-    return script
 
 
 async def test_an_idempotent_call_on_a_dropped_kept_connection_goes_again_on_a_new_one(

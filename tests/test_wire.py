@@ -27,7 +27,13 @@ from cronsvc.wire import (
     Target,
     parse_target,
 )
-from tests.fakes import Script, ScriptedResolver, StartRawServer, free_port, read_request
+from tests.fakes import (
+    ScriptedResolver,
+    StartRawServer,
+    drops_second_request,
+    free_port,
+    read_request,
+)
 from tests.helpers_dispatch import OPEN, webhook
 
 
@@ -348,18 +354,6 @@ async def test_an_idempotent_request_sent_at_once_on_a_dropped_connection_goes_a
 
 
 # --- kept-alive connections the peer drops ------------------------------------------
-
-
-def drops_second_request() -> Script:
-    """Answers a connection's first request and closes it, unanswered, at its second."""
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await read_request(reader)
-
-    return script
 
 
 async def test_an_idempotent_request_on_a_dropped_connection_goes_again_on_a_new_one(
