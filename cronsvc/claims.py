@@ -28,7 +28,13 @@ from cronsvc.domain import ExecutionStatus, Job, Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
-from cronsvc.leases import FIRST_CLAIMER_SHARE, LEASE_PATIENCE_S, MIN_LEASE_PATIENCE_S, Leases
+from cronsvc.leases import (
+    FIRST_CLAIMER_SHARE,
+    LEASE_PATIENCE_S,
+    MIN_LEASE_PATIENCE_S,
+    Leases,
+    LostLeases,
+)
 from cronsvc.marks import Claimed, DispatchMarks
 from cronsvc.metrics import Metrics
 from cronsvc.records import CLAIMED_LATE, missed_late, past_grace
@@ -115,6 +121,7 @@ class ClaimPipeline:
         metrics: Metrics,
         instance_id: str,
         lease_ttl_s: float,
+        lost_leases: LostLeases | None = None,
         initial_claim_s: float = 0.005,
     ) -> None:
         self._store = store
@@ -125,7 +132,11 @@ class ClaimPipeline:
         self._metrics = metrics
         self._instance_id = instance_id
         self._leases = Leases(
-            coordinator=coordinator, health=health, metrics=metrics, lease_ttl_s=lease_ttl_s
+            coordinator=coordinator,
+            health=health,
+            metrics=metrics,
+            lease_ttl_s=lease_ttl_s,
+            lost=lost_leases,
         )
         self._unanswered = UnansweredClaims(
             store=store,

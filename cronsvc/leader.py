@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -77,6 +77,7 @@ class LeaderDuties:
         retention_days: float,
         reap_grace: bool,
         on_adopted: Callable[[list[Execution]], None],
+        claim_orphans: Callable[[], Awaitable[list[Execution]]] | None = None,
     ) -> None:
         self._store = store
         self._coordinator = coordinator
@@ -85,6 +86,10 @@ class LeaderDuties:
         self._instance_id = instance_id
         self._started_at = started_at
         self._on_adopted = on_adopted
+        self._claim_orphans = claim_orphans
+        self._last_live: set[str] | None = None
+        """The live instances at the last duties, or None since this
+        instance took the lead (it cannot know who left before)."""
         self._period = heartbeat_interval_s / 2
         self._ttl = heartbeat_interval_s * 1.5
         self._reap_grace_s = self._ttl if reap_grace else 0.0
@@ -235,6 +240,7 @@ class LeaderDuties:
             log.info("leadership_changed", leader=token is not None, token=token)
         gained = token is not None and token != self._token
         if gained:
+            self._last_live = None
             self._lead_from = began if self._may_reap() else began + self._reap_grace_s
         self._token = token
         self._lead_until = began + self._ttl - self._period
@@ -256,6 +262,13 @@ class LeaderDuties:
         if adopted:
             self._metrics.inc("cronsvc_ticks_adopted_total", len(adopted))
             log.warning("unsent_ticks_adopted", count=len(adopted))
+        someone_left = self._last_live is None or not live >= self._last_live
+        if self._claim_orphans is not None and someone_left:
+            # Ticks whose lease a departed instance won and never claimed
+            # (none when nobody left: `orphans`).
+            adopted += await self._claim_orphans()
+        self._last_live = live
+        if adopted:
             self._on_adopted(adopted)
         if not self.is_leader:  # the store held the duties past the lease
             return

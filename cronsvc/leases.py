@@ -12,11 +12,13 @@ again.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
 
+from cronsvc.clock import Clock
 from cronsvc.coord import Coordinator
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.metrics import Metrics
@@ -56,8 +58,10 @@ class Leases:
         health: HealthMonitor,
         metrics: Metrics,
         lease_ttl_s: float,
+        lost: LostLeases | None = None,
     ) -> None:
         self._coordinator = coordinator
+        self._lost = lost
         self._health = health
         self._metrics = metrics
         self._lease_ttl_s = lease_ttl_s
@@ -80,7 +84,8 @@ class Leases:
             del self._won[next(iter(self._won))]
 
     async def lease(self, due: list[DueTick], patience: float) -> tuple[list[DueTick], bool]:
-        """The ticks this instance won, and whether leases fenced them (False:
+        """The ticks this instance won (and those lost that it claims all
+        the same: `LostLeases.lost`), and whether leases fenced them (False:
         the coordinator did not answer within `patience`, or is taken for
         down, so every tick goes on unleased)."""
         if self._won:
@@ -121,6 +126,8 @@ class Leases:
         self.share = next_lease_share(self.share, len(leased), len(due))
         self._metrics.inc("cronsvc_lease_total", len(leased), result="won")
         self._metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
+        if self._lost is not None and len(leased) < len(due):
+            leased += self._lost.lost([d for d, ok in zip(due, won, strict=True) if not ok])
         return leased, True
 
     def _unavailable(self, due: list[DueTick], error: str) -> None:
@@ -128,3 +135,51 @@ class Leases:
         if not self.down:  # once per outage
             self.down = True
             log.error("leases_unavailable", error=error, fallback="store claim")
+
+
+class LostLeases:
+    """The ticks whose leases this instance lost in the last `keep_s`
+    seconds, batch by batch, for the leader to claim if their winner leaves
+    (`cronsvc.orphans`)."""
+
+    def __init__(self, *, clock: Clock, keep_s: float) -> None:
+        self._clock = clock
+        self._keep_s = keep_s
+        self._batches: deque[tuple[float, Sequence[DueTick]]] = deque()
+        self._claim_until = 0.0
+
+    def lost(self, lost: Sequence[DueTick]) -> Sequence[DueTick]:
+        """Remember `lost` (ticks due together whose leases this instance
+        lost); what to claim all the same, as if won: ticks that an instance
+        which left may have leased (see `claim_until`)."""
+        if lost and lost[0].tick.timestamp() <= self._claim_until:
+            return lost
+        self.remember(lost)
+        return ()
+
+    def claim_until(self, instant_s: float) -> None:
+        """An instance has left: it may have leased ticks up to `instant_s`
+        (its claim lead ahead), which this instance has not asked for yet.
+        The store's claim alone fences those: when this instance loses their
+        leases, it claims them all the same."""
+        self._claim_until = max(self._claim_until, instant_s)
+
+    def remember(self, lost: Sequence[DueTick]) -> None:
+        if not lost:
+            return
+        self._batches.append((lost[0].tick.timestamp(), lost))
+        oldest = self._clock.time() - self._keep_s
+        while self._batches[0][0] < oldest:
+            self._batches.popleft()
+
+    def take(self) -> list[DueTick]:
+        """Every tick remembered and still recent, forgotten here."""
+        oldest = self._clock.time() - self._keep_s
+        taken = [d for at, batch in self._batches if at >= oldest for d in batch]
+        self._batches.clear()
+        return taken
+
+    def give_back(self, due: Sequence[DueTick]) -> None:
+        """Ticks taken whose claim failed: remembered again, to be taken at
+        the leader's next try."""
+        self._batches.appendleft((min((d.tick.timestamp() for d in due), default=0.0), due))

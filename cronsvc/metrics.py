@@ -100,6 +100,9 @@ COUNTERS: dict[str, CounterSpec] = {
     "cronsvc_ticks_adopted_total": CounterSpec(
         help="Ticks claimed by an instance that stopped before sending them"
     ),
+    "cronsvc_ticks_orphaned_total": CounterSpec(
+        help="Ticks whose lease an instance that left won, claimed by the leader"
+    ),
     "cronsvc_ticks_missed_unrecorded_total": CounterSpec(
         help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)"
     ),

@@ -38,10 +38,12 @@ from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
+from cronsvc.leases import LostLeases
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.notices import Notices
 from cronsvc.openfiles import ensure_open_files
+from cronsvc.orphans import OrphanClaims, keep_lost_s
 from cronsvc.results import ResultWriter
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
@@ -193,6 +195,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         retention_days=config.retention.execution_logs_days,
         reap_grace=coordination_backend(config.coordination.url) is not CoordinationBackend.LOCAL,
         on_adopted=run_path.adoption.adopt,
+        claim_orphans=run_path.orphans.claim,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(run_path.deliveries.cancel_replaced)
@@ -252,6 +255,9 @@ class RunPath:
     """The leader hands it the unsent ticks of instances gone."""
     jobs: JobService
     """What the API asks of the run path."""
+    orphans: OrphanClaims
+    """The leader claims through it the ticks whose lease a departed
+    instance won and never claimed."""
 
 
 def _run_path(
@@ -277,6 +283,7 @@ def _run_path(
         clock=clock,
         metrics=metrics,
     )
+    lost_leases = LostLeases(clock=clock, keep_s=keep_lost_s(config.scheduler.heartbeat_interval_s))
     return RunPath(
         claims=ClaimPipeline(
             store=store,
@@ -288,6 +295,7 @@ def _run_path(
             metrics=metrics,
             instance_id=services.instance_id,
             lease_ttl_s=config.scheduler.lease_ttl_s,
+            lost_leases=lost_leases,
             initial_claim_s=_usual_claim_s(config.store.url),
         ),
         deliveries=deliveries,
@@ -305,6 +313,13 @@ def _run_path(
             notices=notices,
             deliveries=deliveries,
             clock=clock,
+            instance_id=services.instance_id,
+        ),
+        orphans=OrphanClaims(
+            store=store,
+            lost=lost_leases,
+            clock=clock,
+            metrics=metrics,
             instance_id=services.instance_id,
         ),
     )

@@ -9,14 +9,16 @@ import json
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from cronsvc.domain import InstanceInfo
 from tests.fakes import Receiver, free_port
+from tests.fixtures_redis import Opener
 from tests.processes import CronsvcProcess, all_logs
 
 pytestmark = pytest.mark.e2e
@@ -236,13 +238,11 @@ async def _kill_one_and_check(
     expected = {(j["id"], t) for j in jobs for t in range(killed_at + 1, end + 1)}
     # Only a tick the victim had sent when it died (at most one per job) may
     # be missing, and then it is recorded LOST, never dropped quietly.
-    lost = {
-        (e["cronJobId"], int(parse(e["scheduledAt"])))
-        for j in jobs
-        for e in await all_logs(cluster[0].url, j["id"])
-        if e["status"] == "LOST"
-    }
-    assert expected - set(arrivals) <= lost
+    logs = [e for j in jobs for e in await all_logs(cluster[0].url, j["id"])]
+    lost = {(e["cronJobId"], int(parse(e["scheduledAt"]))) for e in logs if e["status"] == "LOST"}
+    missing = expected - set(arrivals)
+    records = [e for e in logs if (e["cronJobId"], int(parse(e["scheduledAt"]))) in missing]
+    assert missing <= lost, (killed_at, end, records)
     assert len(lost) <= len(jobs)
     # It died holding claims it had not sent (about three per job): the
     # survivors adopted them, and each reached the receiver once, above.
@@ -253,6 +253,50 @@ async def _kill_one_and_check(
         if '"tick_adopted"' in line
     ]
     assert len({(a["job_id"], a["tick"]) for a in adopted}) >= len(jobs)
+
+
+async def test_ticks_leased_by_an_instance_that_died_before_claiming_them_still_fire_once(
+    cluster: list[CronsvcProcess],
+    receiver: Receiver,
+    open_redis: Opener,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    job = await call(
+        "POST",
+        f"{cluster[0].url}/api/cron",
+        json={
+            "name": "every second",
+            "cronExpression": "* * * * * *",
+            "webhookUrl": receiver.url,
+            "misfirePolicy": "fire_all",  # ticks sent late are sent, not coalesced
+        },
+    )
+    await receiver.wait_for(1)
+    # An instance announces itself, wins the leases of three ticks ahead of
+    # the others, and dies before it claims them in the store.
+    ghost = await open_redis(redis_url, redis_prefix)
+    now = datetime.now(UTC)
+    await ghost.heartbeat(
+        InstanceInfo(id="ghost", host="ghost", version="0", started_at=now, last_heartbeat=now),
+        ttl_s=HEARTBEAT_S * 1.5,
+    )
+    first = int(now.timestamp()) + 3
+    ticks = [datetime.fromtimestamp(t, UTC) for t in range(first, first + 3)]
+    assert await ghost.try_lease_ticks([(job["id"], t) for t in ticks], 120) == [True] * 3
+
+    async with asyncio.timeout(30):  # a generous bound; the handover is measured in chaos
+        while True:
+            if {t.timestamp() for t in ticks} <= {
+                parse(r.json()["scheduledAt"]) for r in receiver.requests
+            }:
+                break
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1)
+    counts = Counter(r.json()["scheduledAt"] for r in receiver.requests)
+    assert max(counts.values()) == 1
+    logs = await all_logs(cluster[0].url, job["id"])
+    assert Counter(e["scheduledAt"] for e in logs).most_common(1)[0][1] == 1
 
 
 async def test_redis_losing_its_keys_lets_no_tick_fire_twice(

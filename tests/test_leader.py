@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,14 @@ import pytest
 from cronsvc.config import Config, CoordinationConfig, StoreConfig
 from cronsvc.coord import Coordinator
 from cronsvc.coord.local import LocalCoordinator
-from cronsvc.domain import Execution, ExecutionStatus
+from cronsvc.domain import Execution, ExecutionStatus, Trigger
+from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.leader import LeaderDuties
+from cronsvc.leases import Leases, LostLeases
 from cronsvc.metrics import Metrics
-from cronsvc.store import Store
+from cronsvc.orphans import OrphanClaims
+from cronsvc.store import ExecutionQuery, Store
+from cronsvc.ticks import DueTick
 from tests.fakes import FreezingProxy, SteppedClock, sample
 from tests.fixtures_mongo import start_nx_27017
 from tests.fixtures_redis import Opener, RedisServer
@@ -104,17 +109,28 @@ class Instance:
         self.coordinator = coordinator
         self.clock = SteppedClock()
         self.adopted: list[Execution] = []
+        self.metrics = Metrics()
+        probes = {Dependency.COORDINATOR: coordinator.ping}
+        health = HealthMonitor(probes=probes, metrics=self.metrics)
+        lost = LostLeases(clock=self.clock, keep_s=10**9)  # the test's ticks are in the past
+        self.leases = Leases(
+            coordinator=coordinator, health=health, metrics=self.metrics, lease_ttl_s=60, lost=lost
+        )
+        orphans = OrphanClaims(
+            store=store, lost=lost, clock=self.clock, metrics=self.metrics, instance_id=instance_id
+        )
         self.leader = LeaderDuties(
             store=store,
             coordinator=coordinator,
             clock=self.clock,
-            metrics=Metrics(),
+            metrics=self.metrics,
             instance_id=instance_id,
             started_at=self.clock.now(),
             heartbeat_interval_s=HEARTBEAT_S,
             retention_days=36500,  # the test's ticks are in 2026
             reap_grace=True,
             on_adopted=self.adopted.extend,
+            claim_orphans=orphans.claim,
         )
 
     async def settle(self) -> None:
@@ -153,6 +169,40 @@ async def test_an_instance_announced_for_long_takes_a_dead_leaders_work_over_at_
     assert [e.id for e in b.adopted] == [unsent.id]
     assert await status(store, sent) is ExecutionStatus.LOST
     assert await status(store, running) is ExecutionStatus.RUNNING
+
+
+async def test_ticks_an_instance_leased_and_left_unclaimed_are_claimed_once_it_is_gone(
+    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    a = Instance("a", store, await open_redis(redis_url, redis_prefix))
+    b = Instance("b", store, await open_redis(redis_url, redis_prefix))
+    await a.settle()
+    await b.settle()
+    await a.leader.duties()  # it took the lead: it has claimed what it had lost before
+    job = await create(store)
+    # Minutes ahead: later than any tick an instance that left may have leased.
+    t1 = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
+    t2 = t1 + timedelta(minutes=1)
+    due = [DueTick(job, t1, Trigger.SCHEDULE), DueTick(job, t2, Trigger.SCHEDULE)]
+    assert await b.leases.lease(due, 0.5) == (due, True)
+    assert await a.leases.lease(due, 0.5) == ([], True)
+    # b claims the first tick; it dies before its claim of the second lands.
+    first = await claimed(store, job, t1, instance_id="b", dispatched=False)
+
+    await a.leader.duties()  # nobody left: nothing is claimed for b
+    assert a.adopted == []
+    await b.die()
+    await a.leader.duties()
+
+    # The first through its record (b's, adopted), the second claimed anew.
+    assert [(e.scheduled_at, e.instance_id, e.status) for e in a.adopted] == [
+        (t1, "a", ExecutionStatus.RUNNING),
+        (t2, "a", ExecutionStatus.RUNNING),
+    ]
+    assert a.adopted[0].id == first.id
+    records = (await store.list_executions(ExecutionQuery(job_id=job.id))).items
+    assert sorted(e.id for e in records) == sorted(e.id for e in a.adopted)
+    assert a.metrics.get("cronsvc_ticks_orphaned_total") == 1
 
 
 async def test_after_redis_lost_its_data_no_leader_takes_a_live_instance_for_dead(
