@@ -5,8 +5,8 @@ instant.
 Pure bookkeeping, no I/O: time comes in as arguments (the instant, the claim
 lead, the read lead) and decisions go out as values (`Taken`); the caller
 reads the store, logs, counts and hands ticks on (`cronsvc.jobsync`,
-`cronsvc.scheduler`). Jobs alike share a `Plan` (`cronsvc.plans`); what one
-job taken owes, however long overdue, is `cronsvc.dueticks`'.
+`cronsvc.scheduler`). Jobs alike share a `Plan` (`cronsvc.plans`);
+`cronsvc.dueticks` works out what one job taken owes, however long overdue.
 
 A job's entry is whole (`Entry.job` set) while its next tick is within
 `KEEP_WHOLE_S`, else slim (schedule and policies only, `Plan`). A slim entry

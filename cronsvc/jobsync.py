@@ -1,5 +1,5 @@
 """The scheduler's store side: what feeds the job index from the store (the
-MISSED records it decides on are `cronsvc.missed`'s).
+MISSED records the index decides on are written by `cronsvc.missed`).
 
 - The first sync reads every active job's schedule page by page (slim), the
   next page read while one is applied, the loop free between slices.
