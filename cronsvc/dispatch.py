@@ -5,10 +5,11 @@ raises for a problem with that one request (bad URL, refused connection, a
 receiver that hangs or answers 500): the problem is recorded in the result.
 It lets `asyncio.CancelledError` through untouched.
 
-For a burst of executions fired together, the runner first puts each one's
-first request on the wire (`prepare` ahead of the tick, `send_first` at it)
-and only then starts the tasks that `deliver` them: those read the answers
-and carry on with any retries.
+For a burst of executions fired together, the run path's deliveries
+(`cronsvc.deliveries`, for the claim pipeline) first put each one's first
+request on the wire (`prepare` ahead of the tick, `send_first` at it) and
+only then start the tasks that `deliver` them: those read the answers and
+carry on with any retries.
 
 Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections (or, with
 `http_client="aiohttp"`, `cronsvc.aioclient`'s aiohttp session), which go
@@ -99,7 +100,7 @@ class _UnsendableHeader(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookRequest:
-    """One execution's webhook call, as the scheduler hands it over."""
+    """One execution's webhook call, as the run path hands it over (`cronsvc.deliveries`)."""
 
     execution_id: str
     job_id: str

@@ -1,5 +1,5 @@
-"""The scheduler's store side: what feeds the job index and what it decides
-to write.
+"""The scheduler's store side: what feeds the job index from the store (the
+MISSED records the index decides on are written by `cronsvc.missed`).
 
 - The first sync reads every active job's schedule page by page (slim), the
   next page read while one is applied, the loop free between slices.
@@ -9,7 +9,6 @@ to write.
   page read before them (`touched`).
 - Slim jobs falling due are read whole just ahead of their tick (the read
   lead follows how long such reads take).
-- Ticks the index found missed are written MISSED.
 
 Where a job resumes is always derived from the store's `last_tick` (the last
 tick dealt with), so a reloaded job can neither skip a tick nor fire an old
@@ -24,22 +23,21 @@ import contextlib
 import itertools
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
-from cronsvc.domain import Job, Trigger
+from cronsvc.domain import Job
 from cronsvc.errors import CronSvcError
-from cronsvc.health import Dependency, HealthMonitor
-from cronsvc.instants import rfc3339
-from cronsvc.jobindex import Entry, JobIndex, Plan
+from cronsvc.jobheap import Entry
+from cronsvc.jobindex import JobIndex
 from cronsvc.metrics import Metrics
-from cronsvc.misfire import MIN_GRACE_S
+from cronsvc.plans import Plan
 from cronsvc.retry import TRANSIENT
-from cronsvc.store import ActiveSchedule, MissedRecords, ScheduleSource
-from cronsvc.ticks import DueTick, TickSink
+from cronsvc.store import ActiveSchedule, ScheduleSource
+from cronsvc.ticks import TickSink
 
 log = structlog.get_logger(__name__)
 
@@ -68,23 +66,16 @@ READ_RETRY_S = 1.0
 """After a failed read of due jobs, how long until they are read again."""
 
 
-class SyncStore(ScheduleSource, MissedRecords, Protocol):
-    """What the scheduler's store side uses of the store: it reads the
-    schedules and writes only MISSED records."""
-
-
 class JobSync:
     def __init__(
         self,
         *,
-        store: SyncStore,
+        store: ScheduleSource,
         index: JobIndex,
         sink: TickSink,
         clock: Clock,
         config: SchedulerConfig,
         metrics: Metrics,
-        health: HealthMonitor,
-        instance_id: str,
         wake: asyncio.Event,
     ) -> None:
         self._store = store
@@ -93,8 +84,6 @@ class JobSync:
         self._clock = clock
         self._config = config
         self._metrics = metrics
-        self._health = health
-        self._instance_id = instance_id
         self._wake = wake
         """The scheduler's loop's: set when there is news for it."""
         self.changed: set[str] = set()
@@ -117,7 +106,7 @@ class JobSync:
         self._wake.set()
 
     async def drain(self) -> None:
-        """Wait for the reads and writes under way."""
+        """Wait for the reads under way."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -309,42 +298,6 @@ class JobSync:
                 ):
                     self.note_changed(job_id)
             self._wake.set()
-
-    def record_missed(self, job: Job, ticks: list[datetime]) -> None:
-        """Write the ticks MISSED, in the background."""
-        self._spawn(self._record_missed(job, ticks))
-
-    async def _record_missed(self, job: Job, ticks: list[datetime]) -> None:
-        spec = job.spec
-        grace = max(spec.misfire_grace_seconds, MIN_GRACE_S)
-        reason = (
-            "overdue when the scheduler reached it and not fired "
-            f"(misfirePolicy {spec.misfire_policy.value}, misfireGraceSeconds {grace:g})"
-        )
-        try:
-            count = await self._store.record_missed(
-                job, ticks, instance_id=self._instance_id, now=self._clock.now(), reason=reason
-            )
-        except TRANSIENT as exc:
-            # Taken again, from the first of them, once the store answers.
-            self._health.report(Dependency.STORE, type(exc).__name__)
-            self._index.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
-            self._wake.set()
-            self._metrics.inc("cronsvc_store_errors_total", op="record_missed")
-            log.warning(
-                "missed_ticks_held", job_id=job.id, count=len(ticks), error=str(exc) or None
-            )
-            return
-        if not count:  # every tick had a record already (another instance wrote them)
-            return
-        self._metrics.inc("cronsvc_executions_total", count, status="MISSED")
-        log.warning(
-            "ticks_missed",
-            job_id=job.id,
-            count=count,
-            first=rfc3339(ticks[0]),
-            last=rfc3339(ticks[-1]),
-        )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -3,10 +3,11 @@ notice, or a resync; hand the due ticks on.
 
 The loop never polls on a fixed period. Its parts: the job index
 (`cronsvc.jobindex`: the heap, what is due, what was missed; pure), the store
-side (`cronsvc.jobsync`: first sync, resync, notices, reads ahead of a tick,
-MISSED records), where due ticks go (`cronsvc.ticks.TickSink`, the claim
-pipeline) and what comes back from there (`cronsvc.ticks.HandBack`: ticks
-the store did not take, jobs found changed). A full resync every
+side (`cronsvc.jobsync`: first sync, resync, notices, reads ahead of a
+tick), the MISSED records it writes (`cronsvc.missed`), where due ticks go
+(`cronsvc.ticks.TickSink`, the claim pipeline) and what comes back from
+there (`cronsvc.ticks.HandBack`: ticks the store did not take, jobs found
+changed). A full resync every
 `resync_interval_s` repairs any lost notice.
 
 Most jobs are held slim: id, version, schedule and the policies the loop
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -29,8 +31,10 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
-from cronsvc.jobsync import JobSync, SyncStore
+from cronsvc.jobsync import JobSync
 from cronsvc.metrics import Metrics
+from cronsvc.missed import MissedRecorder
+from cronsvc.store import MissedRecords, ScheduleSource
 from cronsvc.ticks import HandBack, TickSink
 
 log = structlog.get_logger(__name__)
@@ -50,11 +54,16 @@ HOLD_CHECK_S = 0.2
 answers again."""
 
 
+class SchedulerStore(ScheduleSource, MissedRecords, Protocol):
+    """What the scheduler uses of the store: it reads the schedules and
+    writes only MISSED records."""
+
+
 class Scheduler:
     def __init__(
         self,
         *,
-        store: SyncStore,
+        store: SchedulerStore,
         sink: TickSink,
         handback: HandBack,
         clock: Clock,
@@ -83,6 +92,13 @@ class Scheduler:
             sink=sink,
             clock=clock,
             config=config,
+            metrics=metrics,
+            wake=self._wake,
+        )
+        self._missed = MissedRecorder(
+            store=store,
+            index=index,
+            clock=clock,
             metrics=metrics,
             health=health,
             instance_id=instance_id,
@@ -156,6 +172,7 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._resyncing
         await self._sync.drain()
+        await self._missed.drain()
 
     def _tend_resync(self) -> None:
         """Start a resync when one is due, in the background (the loop keeps
@@ -213,7 +230,7 @@ class Scheduler:
             ahead_batch_size=AHEAD_BATCH_SIZE,
         )
         for job, ticks in taken.missed:
-            self._sync.record_missed(job, ticks)
+            self._missed.record(job, ticks)
         for batch in taken.batches:
             self._sink.fire(batch)
         for skipped in taken.unrecorded:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -21,13 +21,18 @@ from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
-from cronsvc.store import Store
+from cronsvc.store import ExecutionRecords, JobStore
+
+
+class ApiStore(JobStore, ExecutionRecords, Protocol):
+    """What the API uses of the store: the jobs, and the execution records it
+    lists, shows and deletes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiContext:
     config: Config
-    store: Store
+    store: ApiStore
     coordinator: Coordinator
     jobs: JobService
     """Job-change notices and runs now."""

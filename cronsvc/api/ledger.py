@@ -13,7 +13,7 @@ from cronsvc.api.schemas import ledger_to_wire, parse_instant
 from cronsvc.domain import Execution
 from cronsvc.errors import FieldError, TooManyTicks, ValidationFailed
 from cronsvc.ledger import build_ledger, owed_ticks
-from cronsvc.store import ExecutionQuery, Store
+from cronsvc.store import ExecutionQuery, ExecutionRecords
 
 routes = web.RouteTableDef()
 
@@ -59,7 +59,9 @@ def _query_instant(request: web.Request, name: str) -> datetime | None:
     return None if text is None else parse_instant(name, text)
 
 
-async def _records(store: Store, job_id: str, since: datetime, until: datetime) -> list[Execution]:
+async def _records(
+    store: ExecutionRecords, job_id: str, since: datetime, until: datetime
+) -> list[Execution]:
     records: list[Execution] = []
     cursor = None
     while True:

@@ -288,8 +288,9 @@ class ScheduleSource(Protocol):
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         """The version of each of these jobs that exists and is active; jobs
-        gone or paused are left out. A read only: cheap enough for the
-        scheduler to check, at a tick, claims it made ahead of the tick."""
+        gone or paused are left out. A read only: cheap enough for the claim
+        pipeline to check, at a tick, claims it made ahead of the tick
+        (`cronsvc.marks`)."""
         ...
 
 

@@ -18,9 +18,10 @@ still running.
 
 Where this is weaker than SQLite's one transaction: between the read of the
 jobs and the insert, a job can be updated, paused or deleted, and a claim for
-its old version is then still written. The runner closes that window for
-ticks claimed ahead of time: it re-reads `current_versions` at the tick and
-does not fire a claim whose job changed. Likewise two claims of one `forbid`
+its old version is then still written. The claim pipeline's dispatched
+marks (`cronsvc.marks`) close that window for ticks claimed ahead of time:
+they re-read `current_versions` at the tick and do not fire a claim whose
+job changed. Likewise two claims of one `forbid`
 or `replace` job racing from two instances for *different* ticks can both be
 CLAIMED, neither seeing the other; and a claimer that dies between its insert
 and the replacing write leaves the superseded run RUNNING until it ends by
