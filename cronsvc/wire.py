@@ -23,9 +23,6 @@ retried once on a new one, for idempotent methods only (as aiohttp does);
 an answer whose body the peer cuts short is `CutShort`. Not here, on
 purpose: proxies (the guard must judge the peer actually connected to),
 redirects (never followed), cookies, HTTP/2, pipelining.
-
-`Transport` is what the dispatcher asks of a client: `HttpClient` here, or
-`cronsvc.aioclient.AioClient` on aiohttp's `ClientSession`.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, Protocol, TypeVar, cast
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import aiohappyeyeballs
@@ -239,38 +236,6 @@ class Sent:
         connection, timer, _ = exchange
         timer.cancel()
         connection.close()
-
-
-class Pending(Protocol):
-    """A request a `Transport` started sending; its answer is still to be read."""
-
-    def cancel(self) -> None:
-        """Let the request go unanswered: its connection is closed."""
-
-
-PendingT = TypeVar("PendingT", bound=Pending)
-
-
-class Transport(Protocol[PendingT]):
-    """What the dispatcher asks of an HTTP client; `HttpClient` documents
-    each method. `data` is the request as it goes on the wire (request line,
-    headers, body): a client that does not write bytes itself reads the
-    parts back from it."""
-
-    def send(self, target: Target, data: bytes, *, deadline: float) -> PendingT: ...
-
-    async def request(
-        self,
-        method: str,
-        target: Target,
-        data: bytes,
-        *,
-        deadline: float,
-        max_body: int,
-        sent: PendingT | None = None,
-    ) -> Response: ...
-
-    async def aclose(self) -> None: ...
 
 
 class _Connection(asyncio.Protocol):
