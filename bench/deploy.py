@@ -55,10 +55,9 @@ def config_text(
     key_prefix: str = "cronsvc",
     log_level: str = "warning",
     scheduler: str = "",
-    http_client: str = "wire",
 ) -> str:
     """A service configuration for benchmarks: defaults, except that webhooks
-    may reach the receiver on 127.0.0.1 (through `http_client`), the API has
+    may reach the receiver on 127.0.0.1, the API has
     no rate limit (jobs are created as fast as it answers) and holds
     `max_jobs`."""
     return (
@@ -66,7 +65,7 @@ def config_text(
         f'[store]\nurl = "{store_url}"\n'
         f'[coordination]\nurl = "{coordination_url}"\nkey_prefix = "{key_prefix}"\n'
         f"[scheduler]\n{scheduler}"
-        f'[webhook]\nallow_private_targets = true\nhttp_client = "{http_client}"\n'
+        "[webhook]\nallow_private_targets = true\n"
         f"[limits]\nrate_limit_per_s = 0\nmax_jobs = {max_jobs}\n"
         f'[logging]\nlevel = "{log_level}"\n'
     )
@@ -189,10 +188,9 @@ async def single(
     log_path: Path | None = None,
     scheduler: str = "",
     wait: bool = True,
-    http_client: str = "wire",
 ) -> AsyncIterator[Deployment]:
     """One `cronsvc serve` on a SQLite file (`store_path`, else a new one in
-    `workdir`), its webhooks sent through `http_client`; with `wait=False`
+    `workdir`); with `wait=False`
     it is yielded as soon as it is spawned."""
     port = free_port()
     db = store_path or workdir / "cronsvc.db"
@@ -204,7 +202,6 @@ async def single(
             max_jobs=max_jobs,
             log_level=log_level,
             scheduler=scheduler,
-            http_client=http_client,
         )
     )
     instance = CronsvcProcess(
@@ -228,10 +225,9 @@ async def cluster(
     log_level: str = "warning",
     schedulers: Sequence[str] = (),
     first_leads: bool = False,
-    http_client: str = "wire",
 ) -> AsyncIterator[Deployment]:
-    """`instances` processes of `cronsvc serve` sharing Redis and MongoDB,
-    their webhooks sent through `http_client`. Instance n gets
+    """`instances` processes of `cronsvc serve` sharing Redis and MongoDB.
+    Instance n gets
     `schedulers[n]` (if there is one) in its [scheduler] table; with
     `first_leads` the first instance is started (and holds the leader lease)
     before the others start."""
@@ -270,7 +266,6 @@ async def cluster(
                     key_prefix=prefix,
                     log_level=log_level,
                     scheduler=schedulers[n] if n < len(schedulers) else "",
-                    http_client=http_client,
                 )
             )
             processes.append(

@@ -24,9 +24,6 @@ jobs could be created while the others fired.
     python -m bench.run --saturate --jobs 250 --max-jobs 8000 --seconds 10
 
 `--pin` (single runs): the receiver and the service on different CPUs.
-`--http-client aiohttp`: the service sends its webhooks through aiohttp's
-`ClientSession` instead of its own client (`webhook.http_client`), so the two
-can be compared run against run.
 
 Every step is bounded in jobs and time; everything listens on loopback.
 """
@@ -52,7 +49,6 @@ from bench.pinning import pin_apart
 from bench.receiver import receiving, run_event_loop
 from bench.report import emit, environment, progress
 from bench.window import measure_window
-from cronsvc.dispatch import HTTP_CLIENTS
 
 MAX_JOBS = 20000
 MAX_SECONDS = 600
@@ -74,7 +70,6 @@ def deployment(
     service_log: Path | None = None,
     redis_url: str | None = None,
     mongo_url: str | None = None,
-    http_client: str = "wire",
 ) -> AbstractAsyncContextManager[Deployment]:
     if mode == "single":
         return deploy.single(
@@ -82,14 +77,12 @@ def deployment(
             max_jobs=max_jobs,
             log_level="debug" if service_log else "warning",
             log_path=service_log,
-            http_client=http_client,
         )
     return deploy.cluster(
         workdir,
         max_jobs=max_jobs,
         redis_url=redis_url,
         mongo_url=mongo_url,
-        http_client=http_client,
     )
 
 
@@ -107,7 +100,6 @@ async def run_once(
     redis_url: str | None = None,
     mongo_url: str | None = None,
     pin: bool = False,
-    http_client: str = "wire",
 ) -> dict[str, Any]:
     """One run of cronsvc, then (with `ceiling`) of the bare client; `pin`:
     the receiver and the service on different CPUs (`bench.pinning`)."""
@@ -116,7 +108,6 @@ async def run_once(
         "shape": shape,
         "jobs": jobs,
         "seconds": seconds,
-        "http_client": http_client,
     }
     cadences = shape_cadences(shape, jobs, start_s=int(time.time()))
     async with (
@@ -128,7 +119,6 @@ async def run_once(
             service_log=service_log,
             redis_url=redis_url,
             mongo_url=mongo_url,
-            http_client=http_client,
         ) as service,
         aiohttp.ClientSession() as session,
     ):
@@ -190,7 +180,6 @@ async def saturate(
     p99_bound_ms: float,
     budget_s: float,
     workdir: Path,
-    http_client: str = "wire",
 ) -> dict[str, Any]:
     """Add jobs step by step to one service until it falls behind."""
     steps: list[dict[str, Any]] = []
@@ -199,7 +188,7 @@ async def saturate(
     verdict = f"reached --max-jobs {max_jobs} in bound"
     async with (
         receiving() as receiver,
-        deployment(mode, workdir, max_jobs=max_jobs, http_client=http_client) as service,
+        deployment(mode, workdir, max_jobs=max_jobs) as service,
         aiohttp.ClientSession() as session,
     ):
         created: dict[str, Cadence] = {}
@@ -264,7 +253,6 @@ async def saturate(
     return {
         "mode": mode,
         "shape": shape,
-        "http_client": http_client,
         "p99_bound_ms": p99_bound_ms,
         "verdict": verdict,
         "highest_jobs_in_bound": best and best["jobs"],
@@ -302,12 +290,6 @@ def main() -> int:
     )
     parser.add_argument("--service-log", type=Path, help="single: keep the debug log here")
     parser.add_argument(
-        "--http-client",
-        choices=HTTP_CLIENTS,
-        default="wire",
-        help="the service's webhook client (webhook.http_client)",
-    )
-    parser.add_argument(
         "--pin",
         action="store_true",
         help="single: the receiver on the last CPU, the service on the others",
@@ -340,7 +322,6 @@ def main() -> int:
                     p99_bound_ms=args.p99_bound_ms,
                     budget_s=args.budget_s,
                     workdir=Path(tmp),
-                    http_client=args.http_client,
                 )
             )
             ok = result["highest_jobs_in_bound"] is not None
@@ -356,7 +337,6 @@ def main() -> int:
                     receiver_kind=args.receiver,
                     service_log=args.service_log,
                     pin=args.pin,
-                    http_client=args.http_client,
                 )
             )
             ok = correct(result["cronsvc"])

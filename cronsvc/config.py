@@ -136,9 +136,6 @@ class WebhookConfig(_Section):
     max_defer_s: float = Field(default=3600.0, ge=0)
     """The longest a target's Retry-After may hold back a job's next ticks."""
     secret_rotation_grace_s: float = Field(default=86400.0, ge=0)
-    http_client: Literal["wire", "aiohttp"] = "wire"
-    """The HTTP client webhooks travel on: "wire" (cronsvc.wire, pooled
-    connections of its own) or "aiohttp" (aiohttp's ClientSession)."""
     max_connections_per_host: int = Field(default=0, ge=0)
     """Connections open to one host at most; 0: as many as max_concurrency."""
 

@@ -11,8 +11,7 @@ request on the wire (`prepare` ahead of the tick, `send_first` at it) and
 only then start the tasks that `deliver` them: those read the answers and
 carry on with any retries.
 
-Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections (or, with
-`http_client="aiohttp"`, `cronsvc.aioclient`'s aiohttp session), which go
+Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections, which go
 only where the SSRF guard (`cronsvc.netguard`) allows: a target it refuses
 is a FAILURE of type `target_not_allowed`, never retried.
 
@@ -44,13 +43,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import NamedTuple, Self
 
 import structlog
 from aiohttp.abc import AbstractResolver
 
 from cronsvc import __version__
-from cronsvc.aioclient import AioClient
 from cronsvc.clock import Clock
 from cronsvc.domain import (
     HEADER_NAME,
@@ -75,11 +73,10 @@ from cronsvc.wire import (
     CutShort,
     HttpClient,
     InvalidTarget,
-    Pending,
     ProtocolError,
     Response,
+    Sent,
     Target,
-    Transport,
     parse_target,
 )
 
@@ -90,8 +87,6 @@ _BOOKKEEPING_WAIT_S = 0.5
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 """A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
 _SIGNATURE_HEADER = "webhook-signature"
-HTTP_CLIENTS = ("wire", "aiohttp")
-"""The HTTP clients a dispatcher can send through (`webhook.http_client`)."""
 
 
 class _UnsendableHeader(ValueError):
@@ -176,7 +171,7 @@ class FirstSend(NamedTuple):
     target: Target
     data: bytes
     deadline: float
-    sent: Pending
+    sent: Sent
 
 
 class _Slots:
@@ -257,8 +252,7 @@ def _retry_delay(outcome: _Outcome, attempt: int, policy: RetryPolicy) -> float 
 
 
 class Dispatcher:
-    """Delivers webhooks through one pool of connections (`cronsvc.wire`, or
-    aiohttp's client with `http_client="aiohttp"`).
+    """Delivers webhooks through one pool of connections (`cronsvc.wire`).
 
     At most `max_concurrency` deliveries run at once (further callers wait for
     a slot); at most as many connections are kept idle. With
@@ -282,13 +276,10 @@ class Dispatcher:
         target_policy: TargetPolicy | None = None,
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        http_client: str = "wire",
         max_connections_per_host: int = 0,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
-        if http_client not in HTTP_CLIENTS:
-            raise ValueError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}")
         if max_connections_per_host < 0:
             raise ValueError("max_connections_per_host must not be negative")
         if max_response_bytes < 0:
@@ -300,12 +291,11 @@ class Dispatcher:
         self._target_policy = target_policy or TargetPolicy()
         self._name_resolver = resolver
         self._ssl_context = ssl_context
-        self._http_client = http_client
         self._max_per_host = max_connections_per_host
         self._guard: GuardedResolver | None = None
         self._slots = _Slots(max_concurrency)
         self._in_flight = 0
-        self._client: Transport[Any] | None = None
+        self._client: HttpClient | None = None
 
     @property
     def in_flight(self) -> int:
@@ -316,20 +306,12 @@ class Dispatcher:
         if self._client is not None:
             raise RuntimeError("Dispatcher already started")
         self._guard = GuardedResolver(self._target_policy, self._name_resolver)
-        if self._http_client == "aiohttp":
-            self._client = AioClient(
-                guard=self._guard,
-                max_connections=self._max_concurrency,
-                ssl_context=self._ssl_context,
-                max_per_host=self._max_per_host,
-            )
-        else:
-            self._client = HttpClient(
-                guard=self._guard,
-                max_idle=self._max_concurrency,
-                ssl_context=self._ssl_context,
-                max_per_host=self._max_per_host,
-            )
+        self._client = HttpClient(
+            guard=self._guard,
+            max_idle=self._max_concurrency,
+            ssl_context=self._ssl_context,
+            max_per_host=self._max_per_host,
+        )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -533,7 +515,7 @@ class Dispatcher:
 
     async def _attempt(
         self,
-        client: Transport[Any],
+        client: HttpClient,
         request: WebhookRequest,
         attempt: int,
         first: FirstSend | None,

@@ -7,9 +7,8 @@ cloud metadata addresses, and `allowed_networks` open the ranges they name
 
 Enforcement is on the address actually connected to, not on the URL's text:
 `GuardedResolver` judges every address a name resolves to and the webhook
-client (`cronsvc.wire`, or aiohttp's in `cronsvc.aioclient`, through its
-resolver hook with no DNS cache) connects to exactly those; hosts that are
-IP literals it judges itself, before connecting. Nothing is cached: a DNS
+client (`cronsvc.wire`) connects to exactly those; hosts that are IP
+literals it judges itself, before connecting. Nothing is cached: a DNS
 answer that changes between two connections (rebinding) is judged afresh
 each time.
 

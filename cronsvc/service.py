@@ -146,7 +146,6 @@ async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         max_response_bytes=webhook.max_response_bytes,
         clock=services.clock,
         target_policy=_target_policy(services.config),
-        http_client=webhook.http_client,
         max_connections_per_host=webhook.max_connections_per_host,
     )
     await dispatcher.start()

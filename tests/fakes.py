@@ -2,7 +2,8 @@
 that is a real aiohttp server on port 0, a name resolver with scripted
 answers, a proxy that partitions a connection, and the small helpers more
 than one test module needs (a free port, a metric's sample, a command's run),
-and a raw TCP server for answers no HTTP framework would send.
+a raw TCP server for answers no HTTP framework would send, and a transport
+that records what a protocol asks of it.
 
 Each fake says what it fakes. The fixtures that start them are in
 `conftest.py`; nothing here is a fixture.
@@ -424,3 +425,30 @@ def drops_second_request() -> Script:
         await read_request(reader)
 
     return script
+
+
+# --- a transport without a socket ------------------------------------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    """Stands in for asyncio's transport under a protocol fed by hand: it
+    records whether reading is paused and whether it was closed; closing it
+    ends the protocol's connection, as a real one does."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.paused = False
+        self.closed = False
+        protocol.connection_made(self)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.protocol.connection_lost(None)

@@ -119,10 +119,15 @@ def test_allowed_cidrs_come_from_the_environment_as_json_or_comma_separated(text
     assert config.webhook.allow_private_targets is True
 
 
-def test_the_webhook_http_client_is_wire_unless_aiohttp_is_chosen() -> None:
-    assert load_config(None, environ={}).webhook.http_client == "wire"
-    chosen = load_config(None, environ={"CRONSVC_WEBHOOK_HTTP_CLIENT": "aiohttp"})
-    assert chosen.webhook.http_client == "aiohttp"
+def test_a_config_that_still_chooses_a_webhook_http_client_is_refused(tmp_path: Path) -> None:
+    """webhook.http_client chose aiohttp's client once; it is gone, and a file
+    that still sets the key fails at start-up naming it."""
+    path = tmp_path / "cronsvc.toml"
+    path.write_text('[webhook]\nhttp_client = "aiohttp"\n')
+
+    with pytest.raises(ConfigError, match=r"webhook\.http_client: unknown configuration key"):
+        load_config(path, environ={})
+    assert "CRONSVC_WEBHOOK_HTTP_CLIENT" not in environment_names()
 
 
 def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
@@ -143,7 +148,6 @@ def test_an_empty_allowed_cidrs_variable_is_an_empty_list() -> None:
         ("[webhook]\nmax_concurrency = true\n", {}, "webhook.max_concurrency"),
         ("[webhook]\nsecret_rotation_grace_s = -1\n", {}, "webhook.secret_rotation_grace_s"),
         ("[webhook]\nhttp_client = 'httpx'\n", {}, "webhook.http_client"),
-        ("", {"CRONSVC_WEBHOOK_HTTP_CLIENT": "curl"}, "webhook.http_client"),
         ("[webhook]\nmax_connections_per_host = -1\n", {}, "webhook.max_connections_per_host"),
         ("[logging]\nlevel = 'loud'\n", {}, "logging.level"),
         ("", {"CRONSVC_SERVER_PORT": "eighty"}, "server.port"),

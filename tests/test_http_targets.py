@@ -1,6 +1,5 @@
-"""What real webhook targets do, against both HTTP clients the dispatcher can
-send through (`webhook.http_client`: "wire" and "aiohttp"): a name whose
-first address never answers, compressed and chunked answers, a host written
+"""What real webhook targets do, through the dispatcher's HTTP client: a
+name whose first address never answers, compressed and chunked answers, a host written
 with a trailing dot, a per-host connection limit, `Connection: close`, and
 answers the peer cuts short. Real servers on loopback: aiohttp servers where
 a framework would answer so, raw ones (`RawServer`) where it would not."""
@@ -23,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from cronsvc.clock import SystemClock
-from cronsvc.dispatch import HTTP_CLIENTS, DeliveryResult, Dispatcher
+from cronsvc.dispatch import DeliveryResult, Dispatcher
 from cronsvc.domain import ExecutionStatus, HttpMethod
 from cronsvc.netguard import TargetPolicy
 from tests.fakes import (
@@ -39,9 +38,9 @@ from tests.helpers_dispatch import OPEN, webhook
 MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
 
 
-@pytest.fixture(params=HTTP_CLIENTS)
-async def make_dispatcher(request: pytest.FixtureRequest) -> AsyncIterator[MakeDispatcher]:
-    """Dispatchers on the client of the test's parameter, closed at teardown."""
+@pytest.fixture
+async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
+    """Dispatchers, closed at teardown."""
     async with AsyncExitStack() as stack:
 
         async def make(
@@ -59,7 +58,6 @@ async def make_dispatcher(request: pytest.FixtureRequest) -> AsyncIterator[MakeD
                 target_policy=target_policy,
                 resolver=resolver,
                 ssl_context=ssl_context,
-                http_client=request.param,
                 max_connections_per_host=max_connections_per_host,
             )
             return await stack.enter_async_context(dispatcher)
@@ -71,7 +69,7 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
-# --- the SSRF guard, whichever client --------------------------------------------------
+# --- the SSRF guard ------------------------------------------------------------------
 
 
 async def test_the_ssrf_guard_judges_address_literals_and_what_names_resolve_to(
