@@ -236,8 +236,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     3: (
         # How many jobs there are, kept by triggers: every create checks it
-        # against limits.max_jobs, and COUNT(*) costs O(N) (19.5 ms at 1M jobs,
-        # python -m bench.scale --jobs 1000000 ...).
+        # against limits.max_jobs, and COUNT(*) costs O(N) (BENCHMARKS.md).
         *_JOB_COUNT,
         "INSERT INTO job_count (id, n) SELECT 1, COUNT(*) FROM jobs",
     ),
@@ -425,9 +424,8 @@ CHECKPOINT_EVERY_S = 2.0
 """The write-ahead log is copied into the database file at most this often,
 after a write of results, which no tick waits for. Left to SQLite's own
 trigger (every 1000 pages), the copy and its fsync fell on whichever write
-crossed the line, at times the dispatched mark just before a tick (measured
-with `bench.run --jobs 100`, a trace in the service: every 15 s or so a mark
-took 15 ms rather than 1, and that tick's webhooks left 10-20 ms late)."""
+crossed the line, at times the dispatched mark just before a tick, and that
+tick's webhooks left late (BENCHMARKS.md)."""
 WAL_AUTOCHECKPOINT_PAGES = 20_000
 """SQLite's own trigger, a backstop should results stop being written."""
 
@@ -926,7 +924,7 @@ def _do_active_versions(db: sqlite3.Connection) -> dict[str, int]:
 
 def _do_active_schedules(db: sqlite3.Connection, after: str, limit: int) -> list[ActiveSchedule]:
     # A million rows go through here at start-up: values are looked up, not
-    # built (measured: Enum() per row was a third of the read's CPU).
+    # built (an Enum() per row was a large share of the read's CPU).
     instants: dict[int, datetime] = {}
     concurrency, misfire, make = _CONCURRENCY_POLICIES, _MISFIRE_POLICIES, ActiveSchedule
     return [
