@@ -13,6 +13,7 @@ from aiohttp import web
 from cronsvc.api.app import create_app
 from cronsvc.api.context import json_response
 from cronsvc.api.openapi import Undocumented, build_document
+from cronsvc.api.problems import ProblemOut, problem
 from cronsvc.api.schemas import (
     ExecutionOut,
     JobOut,
@@ -32,6 +33,7 @@ from cronsvc.domain import (
     JobSpec,
     Trigger,
 )
+from cronsvc.errors import FieldError
 from tests.fakes import Receiver
 from tests.helpers_api import Client, MakeClient
 
@@ -321,6 +323,32 @@ def test_an_execution_is_answered_byte_for_byte_as_it_always_was() -> None:
     assert body(triggered) == f'{{"executionId":"{"e" * 24}",{fields}}}'
     ExecutionOut.model_validate(legacy)
     TriggeredOut.model_validate(triggered)
+    listed = ExecutionOut.json_list([ExecutionOut.from_domain(execution())] * 2)
+    assert listed.decode() == f"[{{{fields}}},{{{fields}}}]"
+    assert ExecutionOut.json_list([]) == b"[]"
+
+
+def test_a_problem_is_written_by_the_model_that_documents_it() -> None:
+    invalid = problem(400, "bad", errors=[FieldError("name", "is required")])
+    assert invalid.text == (
+        '{"type": "about:blank", "title": "Bad Request", "status": 400, "detail": "bad", '
+        '"errors": [{"field": "name", "message": "is required"}]}'
+    )
+    limited = problem(409, "full", type="urn:x", title="Full", limit=2)
+    assert limited.text == (
+        '{"type": "urn:x", "title": "Full", "status": 409, "detail": "full", "limit": 2}'
+    )
+    assert problem(404, "").text == '{"type": "about:blank", "title": "Not Found", "status": 404}'
+    for answer in (invalid, limited):
+        ProblemOut.model_validate_json(answer.text or "")
+    document = build_document(create_app())
+    ref = {"$ref": "#/components/schemas/ProblemOut"}
+    for _, _, operation in operations(document):
+        errors = operation["responses"]["500"]["content"]
+        assert errors == {"application/problem+json": {"schema": ref}}
+        for response in operation["responses"].values():
+            problems = response.get("content", {}).get("application/problem+json")
+            assert problems in (None, {"schema": ref})
 
 
 def test_a_job_answer_leaves_out_what_it_does_not_carry_and_keeps_its_numbers() -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
 from cronsvc.api.operations import ANY_OBJECT, Operation, Schema, declared
-from cronsvc.api.schemas import ProblemOut
+from cronsvc.api.problems import ProblemOut
 
 routes = web.RouteTableDef()
 

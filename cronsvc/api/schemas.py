@@ -21,10 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     Strict,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
+    model_serializer,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
@@ -321,7 +324,7 @@ def _field_error(error: Any) -> FieldError:
 
 Instant = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
 """An instant as answered (`cronsvc.instants.rfc3339`): 2026-01-01T00:00:00.000Z."""
-Number = Annotated[float, PlainSerializer(lambda number: number, return_type=Any)]
+Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
 """A number as the domain holds it: a whole one stays whole (10, not 10.0)."""
 
 
@@ -332,24 +335,20 @@ def _absent_not_null(schema: dict[str, Any]) -> None:
 
 class _Out(BaseModel):
     """An answer, and its schema in /openapi.json; tests validate real answers
-    against these models. Built from the domain with `of`, written with `wire`."""
+    against these models. Built from the domain with `of`, written with `wire`,
+    or `wire_list` and `json_list` for many."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", validate_by_name=True)
 
     @classmethod
     def of(cls, **fields: Any) -> Self:
-        """An answer of trusted `fields`, unvalidated, as `model_construct` makes
-        one; without its walk over every field in Python, which costs more than
-        writing the answer, and lists of thousands are answered. A field is
-        written when it was given (so `_id`, a generated `secret` and the
-        readiness details are absent, not null, when left out), in the order
-        given."""
-        answer = cls.__new__(cls)
-        object.__setattr__(answer, "__dict__", fields)
-        object.__setattr__(answer, "__pydantic_fields_set__", set(fields))
-        object.__setattr__(answer, "__pydantic_extra__", None)
-        object.__setattr__(answer, "__pydantic_private__", None)
-        return answer
+        """An answer of `fields` (snake_case; nested answers as models or
+        dicts), checked against its own schema in one pass of pydantic's core,
+        which costs less than `model_construct`'s walk over every field in
+        Python: lists of thousands are answered. A field is written only when
+        given, so `_id`, a generated `secret` and the readiness details are
+        absent, not null, when left out."""
+        return cls.model_validate(fields)
 
     def wire(self) -> dict[str, Any]:
         """The answer as JSON values, camelCase."""
@@ -357,13 +356,18 @@ class _Out(BaseModel):
 
     @classmethod
     def wire_list(cls, answers: Iterable[Self]) -> list[Any]:
-        """Answers as one JSON array, in one dump rather than one per answer:
-        lists of thousands are answered."""
-        adapter = _list_of(cls)
-        dumped: list[Any] = adapter.dump_python(
+        """Answers as JSON values, in one dump rather than one per answer."""
+        dumped: list[Any] = _list_of(cls).dump_python(
             list(answers), mode="json", by_alias=True, exclude_unset=True
         )
         return dumped
+
+    @classmethod
+    def json_list(cls, answers: Iterable[Self]) -> bytes:
+        """Answers as one JSON array, written by pydantic's core: the bytes
+        `json.dumps` would write (compact, UTF-8) for answers without floats,
+        whose exponents it writes unpadded (1e-7, not 1e-07)."""
+        return _list_of(cls).dump_json(list(answers), by_alias=True, exclude_unset=True)
 
 
 @functools.cache
@@ -495,19 +499,20 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
 
 def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
     """The writable fields of a job, as a client would send them (secret kept
-    out: it is write-only): a job answer given only those."""
-    return JobOut.of(**_spec_fields(spec)).wire()
+    out: it is write-only): a job answer given only those, and so built with
+    `model_construct`, whose fields are not checked as an answer's are."""
+    return JobOut.model_construct(**_spec_fields(spec)).wire()
 
 
 class ErrorOut(_Out):
     type: str
     message: str
 
-    @classmethod
-    def from_domain(cls, error: ErrorInfo | None) -> Self | None:
-        if error is None:
-            return None
-        return cls.of(type=error.type, message=error.message)
+
+def _error(error: ErrorInfo | None) -> dict[str, str] | None:
+    """An `ErrorOut`'s fields: nested answers are given as dicts, checked with
+    the answer that holds them."""
+    return None if error is None else {"type": error.type, "message": error.message}
 
 
 class AttemptOut(_Out):
@@ -553,7 +558,7 @@ class ExecutionOut(_Out):
 
     @classmethod
     def from_domain(cls, execution: Execution, *, legacy_ids: bool = False, **more: Any) -> Self:
-        """The record as answered; `more` fields are written ahead of its own."""
+        """The record as answered, with the `more` fields of a subclass."""
         e = execution
         return cls.of(
             **more,
@@ -571,16 +576,16 @@ class ExecutionOut(_Out):
             response_status=e.response_status,
             response_body=e.response_body,
             response_truncated=e.response_truncated,
-            error=ErrorOut.from_domain(e.error),
+            error=_error(e.error),
             attempt_log=[
-                AttemptOut.of(
-                    attempt=a.attempt,
-                    started_at=a.started_at,
-                    duration_ms=a.duration_ms,
-                    response_status=a.response_status,
-                    error=ErrorOut.from_domain(a.error),
-                    retry_after_ms=a.retry_after_ms,
-                )
+                {
+                    "attempt": a.attempt,
+                    "started_at": a.started_at,
+                    "duration_ms": a.duration_ms,
+                    "response_status": a.response_status,
+                    "error": _error(a.error),
+                    "retry_after_ms": a.retry_after_ms,
+                }
                 for a in e.attempt_log
             ],
             instance_id=e.instance_id,
@@ -595,6 +600,12 @@ class TriggeredOut(ExecutionOut):
     @classmethod
     def started(cls, execution: Execution, *, legacy_ids: bool) -> Self:
         return cls.from_domain(execution, legacy_ids=legacy_ids, execution_id=execution.id)
+
+    @model_serializer(mode="wrap")
+    def _execution_id_first(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`executionId` leads, as it always has, though declared last."""
+        answer: dict[str, Any] = write(self)
+        return {"executionId": answer.pop("executionId"), **answer}
 
 
 class InstantOut(_Out):
@@ -773,22 +784,6 @@ class ClusterOut(_Out):
                 for i in sorted(instances, key=lambda i: i.id)
             ],
         )
-
-
-class FieldErrorOut(_Out):
-    field: str
-    message: str
-
-
-class ProblemOut(BaseModel):
-    """An error answer: an RFC 9457 problem document."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[FieldErrorOut] | None = None
 
 
 def parse_instant(field: str, text: str) -> datetime:
