@@ -323,7 +323,7 @@ def test_an_execution_is_answered_byte_for_byte_as_it_always_was() -> None:
     assert body(triggered) == f'{{"executionId":"{"e" * 24}",{fields}}}'
     ExecutionOut.model_validate(legacy)
     TriggeredOut.model_validate(triggered)
-    listed = ExecutionOut.json_list([ExecutionOut.from_domain(execution())] * 2)
+    listed = ExecutionOut.json_list([ExecutionOut.fields(execution())] * 2)
     assert listed.decode() == f"[{{{fields}}},{{{fields}}}]"
     assert ExecutionOut.json_list([]) == b"[]"
 

@@ -57,9 +57,10 @@ def _query(request: web.Request, job_id: str | None) -> ExecutionQuery:
 async def _list(request: web.Request, job_id: str | None) -> web.Response:
     api = ctx(request)
     page = await api.store.list_executions(_query(request, job_id))
+    legacy = api.config.api.legacy_ids
     # Pages of hundreds: written to JSON bytes in one pass, not via json.dumps.
     return web.Response(
-        body=ExecutionOut.json_list(_out(api, e) for e in page.items),
+        body=ExecutionOut.json_list(ExecutionOut.fields(e, legacy_ids=legacy) for e in page.items),
         content_type="application/json",
         charset="utf-8",
         headers=next_link(request, page.next_cursor),
