@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cronsvc.api.context import CONTEXT
-from cronsvc.api.schemas import job_to_wire
+from cronsvc.api.schemas import JobOut
 from cronsvc.config import LimitsConfig, WebhookConfig
 from cronsvc.domain import Job, JobSpec, PreviousSecret
 from cronsvc.ids import new_id
@@ -187,10 +187,11 @@ def test_previous_secret_expiry_is_shown_only_while_it_still_signs() -> None:
     )
     just_before = expires - timedelta(milliseconds=1)
 
-    assert job_to_wire(job, None, now=just_before)["previousSecretExpiresAt"] == (
-        "2026-01-02T00:00:00.000Z"
-    )
-    assert job_to_wire(job, None, now=expires)["previousSecretExpiresAt"] is None
+    def answered(now: datetime) -> object:
+        return JobOut.from_domain(job, None, now=now).wire()["previousSecretExpiresAt"]
+
+    assert answered(just_before) == "2026-01-02T00:00:00.000Z"
+    assert answered(expires) is None
 
 
 async def test_setting_the_secret_to_null_keeps_the_old_one_signing_for_the_grace(

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronsvc.api.openapi import (
+import pytest
+from aiohttp import web
+
+from cronsvc.api.app import create_app
+from cronsvc.api.context import json_response
+from cronsvc.api.openapi import Undocumented, build_document
+from cronsvc.api.problems import ProblemOut, problem
+from cronsvc.api.schemas import (
     ExecutionOut,
     JobOut,
     LedgerOut,
@@ -15,6 +24,16 @@ from cronsvc.api.openapi import (
     TriggeredOut,
 )
 from cronsvc.config import Config
+from cronsvc.domain import (
+    AttemptRecord,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    Job,
+    JobSpec,
+    Trigger,
+)
+from cronsvc.errors import FieldError
 from tests.fakes import Receiver
 from tests.helpers_api import Client, MakeClient
 
@@ -237,3 +256,120 @@ async def test_readiness_answers_match_the_documented_schema_with_and_without_a_
             assert content["schema"] == {"$ref": "#/components/schemas/ReadinessOut"}
         for headers in ({}, with_token):
             ReadinessOut.model_validate(await (await secured.get(path, headers=headers)).json())
+
+
+def test_a_route_without_a_declared_operation_fails_the_document() -> None:
+    app = create_app()
+    assert "/api/cron/{id}/ledger" in build_document(app)["paths"]
+
+    async def undeclared(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/undeclared", undeclared)
+    with pytest.raises(Undocumented, match="GET /undeclared"):
+        build_document(app)
+
+
+TICK = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def execution() -> Execution:
+    return Execution(
+        id="e" * 24,
+        job_id="j" * 24,
+        job_name="nightly",
+        trigger=Trigger.MANUAL,
+        scheduled_at=TICK,
+        status=ExecutionStatus.FAILURE,
+        instance_id="i-1",
+        executed_at=TICK,
+        finished_at=TICK + timedelta(seconds=1),
+        duration_ms=1000,
+        attempts=1,
+        response_status=500,
+        response_body="désolé",
+        error=ErrorInfo(type="http_status", message="500"),
+        attempt_log=(
+            AttemptRecord(
+                attempt=1,
+                started_at=TICK,
+                duration_ms=1000,
+                response_status=500,
+                error=ErrorInfo(type="http_status", message="500"),
+            ),
+        ),
+    )
+
+
+def body(answer: Any) -> str:
+    return json_response(answer).text or ""
+
+
+def test_an_execution_is_answered_byte_for_byte_as_it_always_was() -> None:
+    error = '{"type":"http_status","message":"500"}'
+    fields = (
+        f'"id":"{"e" * 24}","cronJobId":"{"j" * 24}","jobName":"nightly","trigger":"manual",'
+        '"scheduledAt":"2026-01-02T03:04:05.678Z","executedAt":"2026-01-02T03:04:05.678Z",'
+        '"finishedAt":"2026-01-02T03:04:06.678Z","durationMs":1000,"status":"FAILURE",'
+        '"attempts":1,"responseStatus":500,"responseBody":"désolé","responseTruncated":false,'
+        f'"error":{error},"attemptLog":[{{"attempt":1,"startedAt":"2026-01-02T03:04:05.678Z",'
+        f'"durationMs":1000,"responseStatus":500,"error":{error},"retryAfterMs":null}}],'
+        '"instanceId":"i-1"'
+    )
+    assert body(ExecutionOut.from_domain(execution()).wire()) == "{" + fields + "}"
+    legacy = ExecutionOut.from_domain(execution(), legacy_ids=True).wire()
+    assert body(legacy) == f'{{"_id":"{"e" * 24}",{fields}}}'
+    triggered = TriggeredOut.started(execution(), legacy_ids=False).wire()
+    assert body(triggered) == f'{{"executionId":"{"e" * 24}",{fields}}}'
+    ExecutionOut.model_validate(legacy)
+    TriggeredOut.model_validate(triggered)
+    listed = ExecutionOut.json_list([ExecutionOut.fields(execution())] * 2)
+    assert listed.decode() == f"[{{{fields}}},{{{fields}}}]"
+    assert ExecutionOut.json_list([]) == b"[]"
+
+
+def test_a_problem_is_written_by_the_model_that_documents_it() -> None:
+    invalid = problem(400, "bad", errors=[FieldError("name", "is required")])
+    assert invalid.text == (
+        '{"type": "about:blank", "title": "Bad Request", "status": 400, "detail": "bad", '
+        '"errors": [{"field": "name", "message": "is required"}]}'
+    )
+    limited = problem(409, "full", type="urn:x", title="Full", limit=2)
+    assert limited.text == (
+        '{"type": "urn:x", "title": "Full", "status": 409, "detail": "full", "limit": 2}'
+    )
+    assert problem(404, "").text == '{"type": "about:blank", "title": "Not Found", "status": 404}'
+    for answer in (invalid, limited):
+        ProblemOut.model_validate_json(answer.text or "")
+    document = build_document(create_app())
+    ref = {"$ref": "#/components/schemas/ProblemOut"}
+    for _, _, operation in operations(document):
+        errors = operation["responses"]["500"]["content"]
+        assert errors == {"application/problem+json": {"schema": ref}}
+        for response in operation["responses"].values():
+            problems = response.get("content", {}).get("application/problem+json")
+            assert problems in (None, {"schema": ref})
+
+
+def test_a_job_answer_leaves_out_what_it_does_not_carry_and_keeps_its_numbers() -> None:
+    spec = JobSpec(
+        name="j",
+        cron_expression="@daily",
+        webhook_url="https://e.org/",
+        body={"big": 10**30, "small": 1e-05, "list": [1.5, None]},
+        timeout_seconds=10,
+        headers={"X-A": "b"},
+        tags=("t",),
+    )
+    job = Job(id="0" * 24, spec=spec, created_at=TICK, updated_at=TICK, last_tick=TICK)
+    wire = JobOut.from_domain(job, None, now=TICK).wire()
+    assert "_id" not in wire and "secret" not in wire
+    assert list(wire)[:3] == ["id", "name", "cronExpression"]
+    assert list(wire)[-3:] == ["version", "pausedReason", "deferredUntil"]
+    assert '"timeoutSeconds":10,' in body(wire)
+    assert '"body":{"big":1000000000000000000000000000000,"small":1e-05,' in body(wire)
+    generated = JobOut.from_domain(job, TICK, now=TICK, secret="s", legacy_ids=True).wire()
+    keys = list(generated)
+    assert (keys[0], keys[-1]) == ("_id", "secret")
+    assert generated["nextRunAt"] == "2026-01-02T03:04:05.678Z"
+    JobOut.model_validate(json.loads(body(generated)))

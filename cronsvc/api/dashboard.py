@@ -19,6 +19,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from cronsvc.api.operations import TEXT, Operation
+
 routes = web.RouteTableDef()
 
 PACKAGE = "cronsvc.api"
@@ -34,6 +36,8 @@ ASSETS = {
 }
 """Every file the dashboard serves, by name, with its content type; any other
 name is a 404, so no path reaches outside this list."""
+_FILES = sorted(set(ASSETS) - {"index.html"})
+"""What /dashboard/{asset} serves: the page itself is served at /."""
 PUBLIC_ROUTES = frozenset({"/", "/dashboard/{asset}"})
 """Route templates that GET and HEAD reach without an API token."""
 
@@ -76,11 +80,26 @@ def _serve(request: web.Request, name: str) -> web.Response:
 
 
 @routes.get("/")
+@Operation(
+    "The web dashboard (a static page; it calls this API like any client)",
+    tag="dashboard",
+    answer=TEXT,
+    media_types=["text/html"],
+)
 async def index(request: web.Request) -> web.Response:
     return _serve(request, "index.html")
 
 
 @routes.get("/dashboard/{asset}")
+@Operation(
+    "The dashboard's scripts and style sheet (revalidated with their ETag)",
+    tag="dashboard",
+    answer=TEXT,
+    media_types=sorted({ASSETS[name] for name in _FILES}),
+    params=[{"name": "asset", "in": "path", "required": True, "schema": {"enum": _FILES}}],
+    errors=(404,),
+    error_text={404: "no such asset"},
+)
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["asset"]
     if name not in ASSETS or name == "index.html":

@@ -14,6 +14,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from cronsvc.api.operations import TEXT, Operation
+
 routes = web.RouteTableDef()
 
 ASSETS = {"docs.js": "text/javascript", "docs.css": "text/css"}
@@ -35,6 +37,12 @@ def _read(name: str) -> str:
 
 
 @routes.get("/docs")
+@Operation(
+    "This document, rendered for people (HTML)",
+    tag="documentation",
+    answer=TEXT,
+    media_types=["text/html"],
+)
 async def docs_page(request: web.Request) -> web.Response:
     return web.Response(
         text=_read("docs.html"), content_type="text/html", charset="utf-8", headers=_HEADERS
@@ -42,6 +50,17 @@ async def docs_page(request: web.Request) -> web.Response:
 
 
 @routes.get("/docs/")
+@Operation(
+    "Redirects to /docs, whose relative links work from there only",
+    tag="documentation",
+    status=308,
+    headers={
+        "Location": {
+            "description": "../docs (relative, so a proxy's path prefix is kept)",
+            "schema": {"type": "string"},
+        }
+    },
+)
 async def docs_slash(request: web.Request) -> web.Response:
     """To the page: its links are relative (so it works under a proxy's path
     prefix), and from /docs/ they would miss. The Location is relative for
@@ -50,6 +69,15 @@ async def docs_slash(request: web.Request) -> web.Response:
 
 
 @routes.get("/docs/{asset}")
+@Operation(
+    "The script and style sheet of /docs",
+    tag="documentation",
+    answer=TEXT,
+    media_types=sorted(set(ASSETS.values())),
+    params=[{"name": "asset", "in": "path", "required": True, "schema": {"enum": list(ASSETS)}}],
+    errors=(404,),
+    error_text={404: "no such asset"},
+)
 async def docs_asset(request: web.Request) -> web.Response:
     name = request.match_info["asset"]
     content_type = ASSETS.get(name)

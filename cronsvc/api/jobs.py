@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
@@ -33,18 +32,20 @@ from cronsvc.api.context import (
     query_text,
     read_json_object,
 )
+from cronsvc.api.operations import ID, LINK, PAGE, Operation, query_of
+from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import (
     GENERATE_SECRET,
     LEGACY_ID_FIELDS,
     READ_ONLY_FIELDS,
     JobIn,
+    JobOut,
+    NextRunsOut,
     PreviewIn,
-    execution_to_wire,
-    instant,
-    job_to_wire,
+    ScheduleOut,
+    TriggeredOut,
     spec_to_wire,
     validate,
-    with_legacy_id,
 )
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import Job, JobSpec, PreviousSecret
@@ -70,6 +71,13 @@ UPDATE_DEADLINE_S = 5.0
 """How long a write without a `version` (PATCH, pause, resume) that loses a
 race to another write keeps applying itself again to the job as it now is,
 before it gives up with 409."""
+_UNVERSIONED_409 = (
+    "other writes to the job kept winning for "
+    f"{UPDATE_DEADLINE_S:g} s (a write without a version applies itself again to the job "
+    "as it then is until then)"
+)
+_WRITE = (400, 413, 415, 503)
+_READ = (404, 503)
 _RETRY_BASE_S = 0.005
 _RETRY_CAP_S = 0.1
 _DIGITS = re.compile(r"[0-9]{1,9}")
@@ -155,10 +163,21 @@ def _next_run(api: ApiContext, job: Job) -> datetime | None:
 def _job_response(
     api: ApiContext, job: Job, *, status: int = 200, secret: str | None = None, **headers: str
 ) -> web.Response:
-    wire = job_to_wire(job, _next_run(api, job), now=api.clock.now(), secret=secret)
-    return json_response(
-        with_legacy_id(wire, api.config.api.legacy_ids), status=status, headers=headers or None
-    )
+    answer = _job_out(api, job, _next_run(api, job), secret=secret)
+    return json_response(answer.wire(), status=status, headers=headers or None)
+
+
+def _job_out(
+    api: ApiContext,
+    job: Job,
+    next_run_at: datetime | None,
+    *,
+    now: datetime | None = None,
+    secret: str | None = None,
+) -> JobOut:
+    now = now or api.clock.now()
+    legacy_ids = api.config.api.legacy_ids
+    return JobOut.from_domain(job, next_run_at, now=now, secret=secret, legacy_ids=legacy_ids)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +225,17 @@ def _with(spec: JobSpec, **changes: Any) -> JobSpec:
 
 
 @routes.post("/api/cron")
+@Operation(
+    "Create a job",
+    tag="jobs",
+    status=201,
+    answer=JobOut,
+    body=JobIn,
+    errors=(*_WRITE, 409),
+    error_text={
+        409: f"duplicate name; or limits.max_jobs reached (type {JOB_LIMIT_TYPE}, with the limit)"
+    },
+)
 async def create_job(request: web.Request) -> web.Response:
     """Create a job; 409 once the store holds `limits.max_jobs`. Instances of
     a cluster each check the shared count, so together they may pass the limit
@@ -227,6 +257,20 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/cron")
+@Operation(
+    "List jobs, newest first",
+    tag="jobs",
+    answer=JobOut,
+    many=True,
+    headers=LINK,
+    params=[
+        {"name": "isActive", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "tag", "in": "query", "schema": {"type": "string"}},
+        {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "name prefix"},
+        *PAGE,
+    ],
+    errors=(400, 503),
+)
 async def list_jobs(request: web.Request) -> web.Response:
     api = ctx(request)
     query = JobQuery(
@@ -237,17 +281,15 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit=query_limit(request),
     )
     page = await api.store.list_jobs(query)
-    now, legacy_ids = api.clock.now(), api.config.api.legacy_ids
+    now = api.clock.now()
     return json_response(
-        [
-            with_legacy_id(job_to_wire(job, _next_run(api, job), now=now), legacy_ids)
-            for job in page.items
-        ],
+        JobOut.wire_list(_job_out(api, job, _next_run(api, job), now=now) for job in page.items),
         headers=next_link(request, page.next_cursor),
     )
 
 
 @routes.get("/api/cron/{id}")
+@Operation("Read a job", tag="jobs", answer=JobOut, params=[ID], errors=_READ)
 async def get_job(request: web.Request) -> web.Response:
     api = ctx(request)
     return _job_response(api, await api.store.get_job(request.match_info["id"]))
@@ -293,6 +335,14 @@ def _retired_secret(
 
 
 @routes.put("/api/cron/{id}")
+@Operation(
+    "Replace a job (secret kept unless sent; see JobIn.secret for rotation)",
+    tag="jobs",
+    answer=JobOut,
+    body=JobIn,
+    params=[ID],
+    errors=(*_WRITE, 404, 409),
+)
 async def replace_job(request: web.Request) -> web.Response:
     """Full replacement. A `secret` left out keeps the stored one (it is never
     returned, so a client that GETs, edits and PUTs must not lose it);
@@ -306,6 +356,15 @@ async def replace_job(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/cron/{id}")
+@Operation(
+    "Change some fields (JSON merge patch)",
+    tag="jobs",
+    answer=JobOut,
+    body={"type": "object", "description": "a partial JobIn"},
+    params=[ID],
+    errors=(*_WRITE, 404, 409),
+    error_text={409: f"duplicate name or stale version; {_UNVERSIONED_409}"},
+)
 async def patch_job(request: web.Request) -> web.Response:
     """Partial update as a JSON merge patch (RFC 7396): objects merge, null
     removes a field (so it takes its default)."""
@@ -359,17 +418,40 @@ async def _before_retry(api: ApiContext, attempt: int) -> None:
 
 
 @routes.post("/api/cron/{id}/pause")
+@Operation(
+    "Stop firing",
+    tag="jobs",
+    answer=JobOut,
+    params=[ID],
+    errors=(*_READ, 409),
+    error_text={409: _UNVERSIONED_409},
+)
 async def pause_job(request: web.Request) -> web.Response:
     return await _set_active(request, False)
 
 
 @routes.post("/api/cron/{id}/resume")
+@Operation(
+    "Fire again from now on",
+    tag="jobs",
+    answer=JobOut,
+    params=[ID],
+    errors=(400, *_READ, 409),
+    error_text={
+        400: "the job's cronExpression or webhookUrl would be refused if written now "
+        "(an imported job paused for it, say): change it first",
+        409: _UNVERSIONED_409,
+    },
+)
 async def resume_job(request: web.Request) -> web.Response:
     """Resume firing from now on; ticks that fell while paused are not owed."""
     return await _set_active(request, True)
 
 
 @routes.delete("/api/cron/{id}")
+@Operation(
+    "Delete a job; answers with it as it was", tag="jobs", answer=JobOut, params=[ID], errors=_READ
+)
 async def delete_job(request: web.Request) -> web.Response:
     """Delete and answer with the job as it was (200, so clients that read a
     body from the answer keep working). Its execution logs stay."""
@@ -377,43 +459,77 @@ async def delete_job(request: web.Request) -> web.Response:
     job = await api.store.get_job(request.match_info["id"])
     await api.store.delete_job(job.id)
     await _announce(api, job.id)
-    wire = job_to_wire(job, None, now=api.clock.now())
-    return json_response(with_legacy_id(wire, api.config.api.legacy_ids))
+    return json_response(_job_out(api, job, None).wire())
 
 
 @routes.post("/api/cron/{id}/trigger")
+@Operation(
+    "Run now (trigger manual)",
+    tag="jobs",
+    status=202,
+    answer=TriggeredOut,
+    params=[ID],
+    errors=_READ,
+)
 async def trigger_job(request: web.Request) -> web.Response:
     """Run now (trigger `manual`), paused or not. 202 with the execution."""
     api = ctx(request)
     execution = await api.jobs.trigger_now(request.match_info["id"])
+    answer = TriggeredOut.started(execution, legacy_ids=api.config.api.legacy_ids)
     return json_response(
-        {
-            "executionId": execution.id,
-            **with_legacy_id(execution_to_wire(execution), api.config.api.legacy_ids),
-        },
+        answer.wire(),
         status=202,
         headers={"Location": f"/api/execution-logs/{execution.id}"},
     )
 
 
 @routes.get("/api/cron/{id}/next")
+@Operation(
+    "The next fire instants",
+    tag="schedules",
+    answer=NextRunsOut,
+    params=[
+        ID,
+        {
+            "name": "count",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        },
+    ],
+    errors=(400, *_READ),
+)
 async def next_runs(request: web.Request) -> web.Response:
     api = ctx(request)
     job = await api.store.get_job(request.match_info["id"])
     count = _count(request.query.get("count", "5"))
     schedule = _schedule(api, job.spec.cron_expression, job.spec.timezone)
     after = max(api.clock.now(), job.last_tick)
-    return json_response(
-        _instants(schedule, after, count) | {"cronJobId": job.id, "isActive": job.spec.is_active}
+    answer = NextRunsOut.listing(
+        schedule, after, count, cron_job_id=job.id, is_active=job.spec.is_active
     )
+    return json_response(answer.wire())
 
 
 @routes.post("/api/schedule/preview")
+@Operation(
+    "Preview any expression",
+    tag="schedules",
+    answer=ScheduleOut,
+    body=PreviewIn,
+    errors=(400, 413, 415),
+)
 async def preview_post(request: web.Request) -> web.Response:
     return _preview(ctx(request), await read_json_object(request))
 
 
 @routes.get("/api/schedule/preview")
+@Operation(
+    "Preview any expression (query string)",
+    tag="schedules",
+    answer=ScheduleOut,
+    params=query_of(PreviewIn),
+    errors=(400,),
+)
 async def preview_get(request: web.Request) -> web.Response:
     """As POST, from a query string: `count` is read from its digits (anything
     else is left for validation to refuse)."""
@@ -429,7 +545,8 @@ def _preview(api: ApiContext, data: dict[str, Any]) -> web.Response:
     model = validate(PreviewIn, data)
     schedule = _schedule(api, model.cron_expression, model.timezone)
     try:
-        return json_response(_instants(schedule, model.after or api.clock.now(), model.count))
+        answer = ScheduleOut.listing(schedule, model.after or api.clock.now(), model.count)
+        return json_response(answer.wire())
     except BeforeCalendar:
         message = f"falls before year 1 on the clocks of {model.timezone}"
         raise ValidationFailed([FieldError("after", message)]) from None
@@ -443,19 +560,6 @@ def _count(text: str) -> int:
     if not 1 <= count <= 100:
         raise ValidationFailed([FieldError("count", "must be an integer from 1 to 100")])
     return count
-
-
-def _instants(schedule: CronSchedule, after: datetime, count: int) -> dict[str, Any]:
-    zone = ZoneInfo(schedule.timezone)
-    return {
-        "cronExpression": schedule.expression,
-        "timezone": schedule.timezone,
-        "after": instant(after),
-        "instants": [
-            {"utc": instant(t), "local": t.astimezone(zone).isoformat()}
-            for t in schedule.next_n(after, count)
-        ],
-    }
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from cronsvc.api.context import ctx, json_response, query_text
-from cronsvc.api.schemas import ledger_to_wire, parse_instant
+from cronsvc.api.operations import ID, INSTANT, Operation
+from cronsvc.api.schemas import LedgerOut, parse_instant
 from cronsvc.domain import Execution
 from cronsvc.errors import FieldError, TooManyTicks, ValidationFailed
 from cronsvc.ledger import build_ledger, owed_ticks
@@ -26,6 +27,28 @@ _FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
 
 
 @routes.get("/api/cron/{id}/ledger")
+@Operation(
+    "Every tick the job owed in a range, with the record that settled it",
+    tag="jobs",
+    answer=LedgerOut,
+    params=[
+        ID,
+        {
+            "name": "since",
+            "in": "query",
+            "schema": INSTANT,
+            "description": "inclusive; default: an hour before until",
+        },
+        {
+            "name": "until",
+            "in": "query",
+            "schema": INSTANT,
+            "description": "exclusive; default and latest: now. At most 31 days "
+            "after since, and at most 1000 owed ticks between them",
+        },
+    ],
+    errors=(400, 404, 503),
+)
 async def job_ledger(request: web.Request) -> web.Response:
     """`since` (inclusive) defaults to an hour before `until` (exclusive),
     which defaults to now; ticks after now are not listed."""
@@ -51,7 +74,7 @@ async def job_ledger(request: web.Request) -> web.Response:
     ledger = build_ledger(
         owed, records, history=history, created_at=job.created_at, since=since, until=until
     )
-    return json_response(ledger_to_wire(job.id, ledger))
+    return json_response(LedgerOut.from_domain(job.id, ledger).wire())
 
 
 def _query_instant(request: web.Request, name: str) -> datetime | None:

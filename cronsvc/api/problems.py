@@ -1,4 +1,6 @@
-"""RFC 9457 problem documents, and the one middleware that maps errors to them."""
+"""RFC 9457 problem documents: the model that writes them and that
+/openapi.json documents every error answer with, and the one middleware that
+maps errors to them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from cronsvc.api.context import CONTEXT
 from cronsvc.errors import (
@@ -39,6 +42,23 @@ REJECTED = "cronsvc_api_rejected_total"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class FieldErrorOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str
+    message: str
+
+
+# Every error answer, as written and as documented. Members beyond these are
+# the problem type's own (`limit`, `requestId`); null ones are left out.
+class ProblemOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldErrorOut] | None = None
+
+
 def problem(
     status: int,
     detail: str | None = None,
@@ -52,16 +72,19 @@ def problem(
     """A problem document. Its title is the status's phrase ("Not Found"), as
     RFC 9457 asks of type about:blank, whichever path answers; a type of its
     own brings a title of its own."""
-    if title is None:
-        title = HTTPStatus(status).phrase
-    body: dict[str, Any] = {"type": type, "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    body.update(extra)
+    body = ProblemOut(
+        type=type,
+        title=HTTPStatus(status).phrase if title is None else title,
+        status=status,
+        detail=detail or None,
+        errors=[FieldErrorOut(field=e.field, message=e.message) for e in errors] or None,
+        **extra,
+    )
     return web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers
+        status=status,
+        text=json.dumps(body.model_dump(exclude_none=True)),
+        content_type=PROBLEM_TYPE,
+        headers=headers,
     )
 
 

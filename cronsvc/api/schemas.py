@@ -1,4 +1,5 @@
-"""Wire models: validation of what clients send, and the JSON they get back.
+"""Wire models: validation of what clients send, and the JSON they get back,
+written by the same models that /openapi.json documents.
 
 camelCase on the wire, snake_case in Python. Field names follow the Node.js
 service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
@@ -7,33 +8,53 @@ service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
 
 from __future__ import annotations
 
+import functools
 import json
+import types
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 from yarl import URL
 
+from cronsvc.cron import CronSchedule
 from cronsvc.domain import (
     HEADER_NAME,
     HEADER_VALUE_CONTROL,
     MAX_ATTEMPTS,
     RESERVED_HEADERS,
-    AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
+    ExecutionStatus,
     HttpMethod,
+    InstanceInfo,
     Job,
     JobSpec,
     JsonValue,
     MisfirePolicy,
     RetryPolicy,
+    Trigger,
 )
 from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
 from cronsvc.instants import NoOffset, parse_rfc3339, rfc3339
-from cronsvc.ledger import Ledger
+from cronsvc.ledger import EntryKind, Ledger
 from cronsvc.signing import parse_secret
 from cronsvc.wire import InvalidTarget, parse_target
 
@@ -82,11 +103,6 @@ job is still at that version."""
 LEGACY_ID_FIELDS = frozenset({"_id", "__v"})
 """The Mongoose document fields a write may carry, and that are ignored,
 under `api.legacy_ids`."""
-
-
-def with_legacy_id(wire: dict[str, Any], legacy_ids: bool) -> dict[str, Any]:
-    """A job or execution log as answered, with `_id` = `id` under `api.legacy_ids`."""
-    return {"_id": wire["id"], **wire} if legacy_ids else wire
 
 
 class _Wire(BaseModel):
@@ -304,126 +320,477 @@ def _field_error(error: Any) -> FieldError:
     return FieldError(loc, message.removeprefix("Value error, "))
 
 
-def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
-    """The writable fields of a job, as a client would send them (secret kept
-    out: it is write-only)."""
+# -- answers -------------------------------------------------------------------------
+
+Instant = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
+"""An instant as answered (`cronsvc.instants.rfc3339`): 2026-01-01T00:00:00.000Z."""
+Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
+"""A number as the domain holds it: a whole one stays whole (10, not 10.0)."""
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """For a field left out of the body when it has no value: no null default."""
+    schema.pop("default", None)
+
+
+class _Out(BaseModel):
+    """An answer, and its schema in /openapi.json; tests validate real answers
+    against these models. Built from the domain with `of`, written with `wire`,
+    or `wire_list` and `json_list` for many."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", validate_by_name=True)
+
+    @classmethod
+    def of(cls, **fields: Any) -> Self:
+        """An answer of `fields` (snake_case; nested answers as models or
+        dicts), checked against its own schema in one pass of pydantic's core,
+        which costs less than `model_construct`'s walk over every field in
+        Python: lists of thousands are answered. A field is written only when
+        given, so `_id`, a generated `secret` and the readiness details are
+        absent, not null, when left out."""
+        return cls.model_validate(fields)
+
+    def wire(self) -> dict[str, Any]:
+        """The answer as JSON values, camelCase."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    @classmethod
+    def wire_list(cls, answers: Iterable[Self]) -> list[Any]:
+        """Answers as JSON values, in one dump rather than one per answer."""
+        dumped: list[Any] = _list_of(cls).dump_python(
+            list(answers), mode="json", by_alias=True, exclude_unset=True
+        )
+        return dumped
+
+    @classmethod
+    def json_list(cls, answers: Iterable[dict[str, Any]]) -> bytes:
+        """Answers of the `fields` `of` takes, as one JSON array: checked in one
+        pass and written in one pass by pydantic's core, in the bytes
+        `json.dumps` would write (compact, UTF-8) for answers without floats,
+        whose exponents it writes unpadded (1e-7, not 1e-07)."""
+        adapter = _list_of(cls)
+        checked = adapter.validate_python(list(answers))
+        return adapter.dump_json(checked, by_alias=True, exclude_unset=True)
+
+
+@functools.cache
+def _list_of(model: type[_Out]) -> TypeAdapter[list[Any]]:
+    of_model: Any = types.GenericAlias(list, (model,))
+    return TypeAdapter(of_model)
+
+
+_LEGACY_ID: Any = Field(
+    default=None,
+    alias="_id",
+    description="equal to `id`; only with `api.legacy_ids = true`, for clients of the "
+    "Node.js service",
+    json_schema_extra=_absent_not_null,
+)
+
+
+def _legacy_id(id: str, legacy_ids: bool) -> dict[str, Any]:
+    """`_id`, given first, under `api.legacy_ids`."""
+    return {"legacy_id": id} if legacy_ids else {}
+
+
+class RetryOut(_Out):
+    max_attempts: int
+    backoff_seconds: Number
+    max_backoff_seconds: Number
+
+
+class JobOut(_Out):
+    legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
+    id: str
+    name: str
+    cron_expression: str
+    timezone: str
+    webhook_url: str
+    http_method: str
+    headers: dict[str, str]
+    body: JsonValue | None
+    timeout_seconds: Number
+    retry: RetryOut
+    concurrency_policy: ConcurrencyPolicy
+    misfire_policy: MisfirePolicy
+    misfire_grace_seconds: int
+    is_active: bool
+    tags: list[str]
+    has_secret: bool = Field(description="whether requests are signed with a current secret")
+    previous_secret_expires_at: Instant | None = Field(
+        description="until when the secret the job replaced still signs beside the current "
+        "one; null when there is none (or it has expired)"
+    )
+    created_at: Instant
+    updated_at: Instant
+    next_run_at: Instant | None
+    last_run_at: Instant | None
+    last_status: ExecutionStatus | None
+    version: int
+    paused_reason: str | None = Field(
+        description="Why cronsvc paused the job itself (its target answered 410 Gone), or "
+        'why `cronsvc import-legacy` imported it paused ("imported paused: ...": a '
+        "schedule or target cronsvc refuses); null when a person paused it or it is "
+        "active. Cleared by any update."
+    )
+    deferred_until: Instant | None = Field(
+        description="Scheduled ticks before this instant are recorded SKIPPED "
+        "(error.type deferred): the target answered 429 or 503 with Retry-After. "
+        "Cleared by any update."
+    )
+    secret: str | None = Field(
+        default=None,
+        description='only in the answer to the write that sent "generate": the secret made '
+        "then, shown this once",
+    )
+
+    @classmethod
+    def from_domain(
+        cls,
+        job: Job,
+        next_run_at: datetime | None,
+        *,
+        now: datetime,
+        secret: str | None = None,
+        legacy_ids: bool = False,
+    ) -> Self:
+        """The job as answered. `secret` is given only to the answer of the write
+        that generated it; `previousSecretExpiresAt` is null once it has passed."""
+        previous = job.previous_secret
+        return cls.of(
+            **_legacy_id(job.id, legacy_ids),
+            id=job.id,
+            **_spec_fields(job.spec),
+            has_secret=job.spec.secret is not None,
+            previous_secret_expires_at=(
+                previous.expires_at if previous and previous.in_force(now) else None
+            ),
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            next_run_at=next_run_at,
+            last_run_at=job.last_run_at,
+            last_status=job.last_status,
+            version=job.version,
+            paused_reason=job.paused_reason,
+            deferred_until=job.deferred_until,
+            **({} if secret is None else {"secret": secret}),
+        )
+
+
+def _spec_fields(spec: JobSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
-        "cronExpression": spec.cron_expression,
+        "cron_expression": spec.cron_expression,
         "timezone": spec.timezone,
-        "webhookUrl": spec.webhook_url,
-        "httpMethod": spec.http_method.value,
+        "webhook_url": spec.webhook_url,
+        "http_method": spec.http_method.value,
         "headers": dict(spec.headers),
         "body": spec.body,
-        "timeoutSeconds": spec.timeout_seconds,
-        "retry": {
-            "maxAttempts": spec.retry.max_attempts,
-            "backoffSeconds": spec.retry.backoff_seconds,
-            "maxBackoffSeconds": spec.retry.max_backoff_seconds,
-        },
-        "concurrencyPolicy": spec.concurrency_policy.value,
-        "misfirePolicy": spec.misfire_policy.value,
-        "misfireGraceSeconds": spec.misfire_grace_seconds,
-        "isActive": spec.is_active,
+        "timeout_seconds": spec.timeout_seconds,
+        "retry": RetryOut.of(
+            max_attempts=spec.retry.max_attempts,
+            backoff_seconds=spec.retry.backoff_seconds,
+            max_backoff_seconds=spec.retry.max_backoff_seconds,
+        ),
+        "concurrency_policy": spec.concurrency_policy,
+        "misfire_policy": spec.misfire_policy,
+        "misfire_grace_seconds": spec.misfire_grace_seconds,
+        "is_active": spec.is_active,
         "tags": list(spec.tags),
     }
 
 
-def job_to_wire(
-    job: Job, next_run_at: datetime | None, *, now: datetime, secret: str | None = None
-) -> dict[str, Any]:
-    """The job as answered. `secret` is given only to the answer of the write
-    that generated it; `previousSecretExpiresAt` is null once it has passed."""
-    previous = job.previous_secret
-    wire = {
-        "id": job.id,
-        **spec_to_wire(job.spec),
-        "hasSecret": job.spec.secret is not None,
-        "previousSecretExpiresAt": (
-            instant(previous.expires_at) if previous and previous.in_force(now) else None
-        ),
-        "createdAt": instant(job.created_at),
-        "updatedAt": instant(job.updated_at),
-        "nextRunAt": instant(next_run_at),
-        "lastRunAt": instant(job.last_run_at),
-        "lastStatus": job.last_status.value if job.last_status else None,
-        "version": job.version,
-        "pausedReason": job.paused_reason,
-        "deferredUntil": instant(job.deferred_until),
-    }
-    if secret is not None:
-        wire["secret"] = secret
-    return wire
+def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
+    """The writable fields of a job, as a client would send them (secret kept
+    out: it is write-only): a job answer given only those, and so built with
+    `model_construct`, whose fields are not checked as an answer's are."""
+    return JobOut.model_construct(**_spec_fields(spec)).wire()
 
 
-def execution_to_wire(execution: Execution) -> dict[str, Any]:
-    return {
-        "id": execution.id,
-        "cronJobId": execution.job_id,
-        "jobName": execution.job_name,
-        "trigger": execution.trigger.value,
-        "scheduledAt": instant(execution.scheduled_at),
-        "executedAt": instant(execution.executed_at),
-        "finishedAt": instant(execution.finished_at),
-        "durationMs": execution.duration_ms,
-        "status": execution.status.value,
-        "attempts": execution.attempts,
-        "responseStatus": execution.response_status,
-        "responseBody": execution.response_body,
-        "responseTruncated": execution.response_truncated,
-        "error": _error(execution.error),
-        "attemptLog": [_attempt(a) for a in execution.attempt_log],
-        "instanceId": execution.instance_id,
-    }
-
-
-def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
-    return {
-        "attempt": attempt.attempt,
-        "startedAt": instant(attempt.started_at),
-        "durationMs": attempt.duration_ms,
-        "responseStatus": attempt.response_status,
-        "error": _error(attempt.error),
-        "retryAfterMs": attempt.retry_after_ms,
-    }
-
-
-def ledger_to_wire(job_id: str, ledger: Ledger) -> dict[str, Any]:
-    summary = ledger.summary
-    return {
-        "cronJobId": job_id,
-        "since": instant(ledger.since),
-        "until": instant(ledger.until),
-        "complete": ledger.complete,
-        "knownFrom": instant(ledger.known_from),
-        "entries": [
-            {
-                "scheduledAt": instant(entry.scheduled_at),
-                "kind": entry.kind.value,
-                "status": entry.execution.status.value if entry.execution else None,
-                "executionId": entry.execution.id if entry.execution else None,
-                "trigger": entry.execution.trigger.value if entry.execution else None,
-            }
-            for entry in ledger.entries
-        ],
-        "summary": {
-            "ticks": summary.ticks,
-            "byStatus": {status.value: count for status, count in summary.by_status.items()},
-            "gaps": summary.gaps,
-            "manual": summary.manual,
-            "unscheduled": summary.unscheduled,
-            "unknown": summary.unknown,
-        },
-    }
+class ErrorOut(_Out):
+    type: str
+    message: str
 
 
 def _error(error: ErrorInfo | None) -> dict[str, str] | None:
+    """An `ErrorOut`'s fields: nested answers are given as dicts, checked with
+    the answer that holds them."""
     return None if error is None else {"type": error.type, "message": error.message}
 
 
-def instant(value: datetime | None) -> str | None:
-    """`cronsvc.instants.rfc3339`, null for none: 2026-01-01T00:00:00.000Z."""
-    return None if value is None else rfc3339(value)
+class AttemptOut(_Out):
+    """One HTTP attempt of the webhook call."""
+
+    attempt: int = Field(ge=1, description="1-based")
+    started_at: Instant
+    duration_ms: int
+    response_status: int | None
+    error: ErrorOut | None
+    retry_after_ms: int | None = Field(
+        description="the wait after this attempt before the next (backoff, or the receiver's "
+        "Retry-After capped at retry.maxBackoffSeconds); null when none followed"
+    )
+
+
+class ExecutionOut(_Out):
+    legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
+    id: str
+    cron_job_id: str
+    job_name: str
+    trigger: Trigger
+    scheduled_at: Instant
+    executed_at: Instant | None
+    finished_at: Instant | None
+    duration_ms: int | None
+    status: ExecutionStatus
+    attempts: int
+    response_status: int | None
+    response_body: str | None
+    response_truncated: bool
+    error: ErrorOut | None
+    attempt_log: list[AttemptOut] = Field(
+        max_length=MAX_ATTEMPTS,
+        description="every HTTP attempt, in order; empty while RUNNING and for records of "
+        "no finished call (SKIPPED, MISSED, LOST, or cut off by a shutdown) and for "
+        "imported ones",
+    )
+    instance_id: str = Field(
+        description='the instance that ran it; "legacy" for a log `cronsvc import-legacy` '
+        'brought over (its error, if any, then has type "legacy")'
+    )
+
+    @classmethod
+    def from_domain(cls, execution: Execution, *, legacy_ids: bool = False, **more: Any) -> Self:
+        """The record as answered, with the `more` fields of a subclass."""
+        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids), **more)
+
+    @staticmethod
+    def fields(execution: Execution, *, legacy_ids: bool = False) -> dict[str, Any]:
+        """The fields `of` takes for the record (what `json_list` takes)."""
+        e = execution
+        return dict(
+            **_legacy_id(e.id, legacy_ids),
+            id=e.id,
+            cron_job_id=e.job_id,
+            job_name=e.job_name,
+            trigger=e.trigger,
+            scheduled_at=e.scheduled_at,
+            executed_at=e.executed_at,
+            finished_at=e.finished_at,
+            duration_ms=e.duration_ms,
+            status=e.status,
+            attempts=e.attempts,
+            response_status=e.response_status,
+            response_body=e.response_body,
+            response_truncated=e.response_truncated,
+            error=_error(e.error),
+            attempt_log=[
+                {
+                    "attempt": a.attempt,
+                    "started_at": a.started_at,
+                    "duration_ms": a.duration_ms,
+                    "response_status": a.response_status,
+                    "error": _error(a.error),
+                    "retry_after_ms": a.retry_after_ms,
+                }
+                for a in e.attempt_log
+            ],
+            instance_id=e.instance_id,
+        )
+
+
+class TriggeredOut(ExecutionOut):
+    """The execution a manual trigger started; `executionId` repeats its `id`."""
+
+    execution_id: str
+
+    @classmethod
+    def started(cls, execution: Execution, *, legacy_ids: bool) -> Self:
+        return cls.from_domain(execution, legacy_ids=legacy_ids, execution_id=execution.id)
+
+    @model_serializer(mode="wrap")
+    def _execution_id_first(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`executionId` leads, as it always has, though declared last."""
+        answer: dict[str, Any] = write(self)
+        return {"executionId": answer.pop("executionId"), **answer}
+
+
+class InstantOut(_Out):
+    utc: Instant
+    local: str
+
+
+class ScheduleOut(_Out):
+    cron_expression: str
+    timezone: str
+    after: Instant
+    instants: list[InstantOut]
+
+    @classmethod
+    def listing(cls, schedule: CronSchedule, after: datetime, count: int, **more: Any) -> Self:
+        """The next `count` fires after `after` (fewer when the calendar ends first)."""
+        zone = ZoneInfo(schedule.timezone)
+        return cls.of(
+            cron_expression=schedule.expression,
+            timezone=schedule.timezone,
+            after=after,
+            instants=[
+                InstantOut.of(utc=t, local=t.astimezone(zone).isoformat())
+                for t in schedule.next_n(after, count)
+            ],
+            **more,
+        )
+
+
+class NextRunsOut(ScheduleOut):
+    cron_job_id: str
+    is_active: bool
+
+
+class LedgerEntryOut(_Out):
+    scheduled_at: Instant
+    kind: Annotated[
+        EntryKind,
+        Field(
+            description="tick: an owed tick and its record; gap: an owed tick with no "
+            "record; manual: a manual run; unscheduled: a record at an instant no "
+            "schedule in force owed (one since changed, say); unknown: a record from "
+            "before the kept schedule history"
+        ),
+    ]
+    status: ExecutionStatus | None
+    execution_id: str | None
+    trigger: Trigger | None
+
+
+class LedgerSummaryOut(_Out):
+    ticks: int
+    by_status: dict[str, int]
+    gaps: int
+    manual: int
+    unscheduled: int
+    unknown: int
+
+
+class LedgerOut(_Out):
+    cron_job_id: str
+    since: Instant
+    until: Instant
+    complete: Annotated[
+        bool,
+        Field(description="false when the range reaches back before the kept schedule history"),
+    ]
+    known_from: Annotated[
+        Instant | None,
+        Field(
+            description="when the schedule history was trimmed: the instant from which "
+            "owed ticks are known; null when the whole history is kept"
+        ),
+    ]
+    entries: list[LedgerEntryOut]
+    summary: LedgerSummaryOut
+
+    @classmethod
+    def from_domain(cls, job_id: str, ledger: Ledger) -> Self:
+        summary = ledger.summary
+        return cls.of(
+            cron_job_id=job_id,
+            since=ledger.since,
+            until=ledger.until,
+            complete=ledger.complete,
+            known_from=ledger.known_from,
+            entries=[
+                LedgerEntryOut.of(
+                    scheduled_at=entry.scheduled_at,
+                    kind=entry.kind,
+                    status=entry.execution.status if entry.execution else None,
+                    execution_id=entry.execution.id if entry.execution else None,
+                    trigger=entry.execution.trigger if entry.execution else None,
+                )
+                for entry in ledger.entries
+            ],
+            summary=LedgerSummaryOut.of(
+                ticks=summary.ticks,
+                by_status={status.value: count for status, count in summary.by_status.items()},
+                gaps=summary.gaps,
+                manual=summary.manual,
+                unscheduled=summary.unscheduled,
+                unknown=summary.unknown,
+            ),
+        )
+
+
+NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
+
+
+def _token_only(description: str) -> Any:
+    """A field sent only to a request with a token: absent otherwise, never null."""
+    return Field(
+        default=None,
+        description=f"{description}; {NEEDS_A_TOKEN}",
+        json_schema_extra=_absent_not_null,
+    )
+
+
+class ReadinessChecksOut(_Out):
+    store: str = Field(
+        description='"ok", or "unavailable: <error type>" (or "unavailable: no answer '
+        'within <n> s") once the background probe has failed twice in a row; then 503'
+    )
+    coordinator: str = Field(
+        description='"ok", or "unavailable: ..." as for the store; then the instance is '
+        "degraded, not unready (200)"
+    )
+    scheduler: str = Field(description='"ok", or "starting" until every job is loaded (503)')
+
+
+class ReadinessOut(_Out):
+    """What /readyz and /api/health-check answer: 200 while the API can serve
+    (`ok`, or `degraded` with the parts that are not answering), 503 when the
+    store does not answer or the scheduler is still loading (`unavailable`)."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    checks: ReadinessChecksOut
+    degraded: list[Literal["coordinator"]] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="present while degraded: the parts not answering (firing goes on, "
+        "fenced by the store)",
+        json_schema_extra=_absent_not_null,
+    )
+    instance_id: str | SkipJsonSchema[None] = _token_only("the instance that answered")
+    version: str | SkipJsonSchema[None] = _token_only("its cronsvc version")
+    started_at: Instant | SkipJsonSchema[None] = _token_only("when it started")
+
+
+class InstanceOut(_Out):
+    id: str
+    host: str
+    version: str
+    started_at: Instant
+    last_heartbeat: Instant
+    is_leader: bool
+
+
+class ClusterOut(_Out):
+    leader: str | None = Field(description="the instance holding the leader lease, if any")
+    instances: list[InstanceOut] = Field(description="the live instances, by id")
+
+    @classmethod
+    def from_domain(cls, leader: str | None, instances: Iterable[InstanceInfo]) -> Self:
+        return cls.of(
+            leader=leader,
+            instances=[
+                InstanceOut.of(
+                    id=i.id,
+                    host=i.host,
+                    version=i.version,
+                    started_at=i.started_at,
+                    last_heartbeat=i.last_heartbeat,
+                    is_leader=i.id == leader,
+                )
+                for i in sorted(instances, key=lambda i: i.id)
+            ],
+        )
 
 
 def parse_instant(field: str, text: str) -> datetime:
