@@ -1,6 +1,7 @@
 """The `cronsvc` command: `serve` runs the service, `check-config` validates,
 `import-legacy` brings the Node.js service's data over (`cronsvc.legacy`);
-`jobs`, `logs`, `next` and `cluster` talk to a running one (`cronsvc.commands`)."""
+`jobs`, `logs`, `next`, `cluster`, `apply` and `export` talk to a running one
+(`cronsvc.commands`, `cronsvc.apply`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The client commands of `cronsvc`: `jobs`, `logs`, `next` and `cluster`,
-each one or a few calls to the HTTP API (`cronsvc.client`).
+each one or a few calls to the HTTP API (`cronsvc.client`); `apply` and
+`export` are registered here and live in `cronsvc.apply`.
 
 People get aligned tables; `--json` prints the API's answer as one JSON
 document (one record per line under `logs --follow`, which never ends).
@@ -80,7 +81,8 @@ def add_client_options(parser: argparse.ArgumentParser, *, webhook_url: bool = F
 
 
 def add_commands(commands: Subparsers) -> None:
-    """Add `jobs`, `logs`, `next` and `cluster` to the `cronsvc` parser."""
+    """Add `jobs`, `logs`, `next`, `cluster`, `apply` and `export` to the
+    `cronsvc` parser."""
     jobs = commands.add_parser(
         "jobs", help="list, show, create, change, pause, run and delete jobs"
     )
@@ -153,6 +155,47 @@ def add_commands(commands: Subparsers) -> None:
     upcoming.add_argument("--after", metavar="TIME", help="start after this RFC 3339 instant")
 
     _command(commands, "cluster", _cluster, "the live instances and the leader")
+    _add_jobs_as_code(commands)
+
+
+def _add_jobs_as_code(commands: Subparsers) -> None:
+    apply = _command(
+        commands, "apply", _apply, "make the service's jobs match a file (TOML or JSON)"
+    )
+    apply.add_argument("file", metavar="FILE", help="a .toml or .json file of jobs")
+    apply.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the jobs of --selector that the file does not name",
+    )
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, write nothing; exit 2 if anything would change, else 0",
+    )
+    export = _command(commands, "export", _export, "write the service's jobs as a file apply reads")
+    export.add_argument(
+        "--format",
+        choices=("toml", "json"),
+        help="the file's format (default: -o's extension, else json with --json, else toml)",
+    )
+    export.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
+    apply.add_argument(
+        "--selector", metavar="tag=NAME", help="with --prune: the jobs pruning may delete"
+    )
+    export.add_argument("--selector", metavar="tag=NAME", help="only the jobs with this tag")
+
+
+def _apply(client: Client, args: argparse.Namespace) -> int:
+    from cronsvc.apply import run_apply  # brings in the API's models: only when used
+
+    return run_apply(client, args)
+
+
+def _export(client: Client, args: argparse.Namespace) -> int:
+    from cronsvc.apply import run_export
+
+    return run_export(client, args)
 
 
 def _command(
