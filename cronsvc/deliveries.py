@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from cronsvc.clock import Clock
-from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend, Prepared, WebhookRequest
+from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend
 from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
 from cronsvc.feedback import TargetFeedback
 from cronsvc.instants import rfc3339
@@ -32,6 +32,7 @@ from cronsvc.notices import Notices
 from cronsvc.records import SHUTDOWN, ended
 from cronsvc.results import ResultWriter
 from cronsvc.store import ClaimResult
+from cronsvc.webhook_request import Prepared, WebhookRequest
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractResolver
 
 from cronsvc import __version__
 from cronsvc.clock import Clock, SystemClock
-from cronsvc.dispatch import DeliveryResult, Dispatcher, _Slots
+from cronsvc.dispatch import DeliveryResult, Dispatcher
 from cronsvc.domain import ExecutionStatus, HttpMethod, PreviousSecret, RetryPolicy, Trigger
 from cronsvc.netguard import TargetPolicy
 from tests.fakes import (
@@ -1030,20 +1030,6 @@ async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
     assert (first.status, last.status) == (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS)
     assert [seen.headers["webhook-id"] for seen in receiver.requests] == ["a", "c"]
     assert dispatcher.in_flight == 0
-
-
-async def test_a_waiter_cancelled_and_passed_over_before_it_resumes_leaves_no_trace() -> None:
-    slots = _Slots(1)
-    assert slots.try_take()
-    waiter = asyncio.create_task(slots.take())
-    await asyncio.sleep(0)  # waiting for the one slot
-    waiter.cancel()
-    slots.give()  # passes over the cancelled waiter, which has not resumed yet
-
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert slots.waiting == 0
-    assert slots.try_take(), "the slot is free"
 
 
 # --- a burst's first requests, sent before their tasks run -------------------------
