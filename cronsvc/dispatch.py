@@ -5,11 +5,9 @@ raises for a problem with that one request (bad URL, refused connection, a
 receiver that hangs or answers 500): the problem is recorded in the result.
 It lets `asyncio.CancelledError` through untouched.
 
-For a burst of executions fired together, the run path's deliveries
-(`cronsvc.deliveries`, for the claim pipeline) first put each one's first
-request on the wire (`prepare` ahead of the tick, `send_first` at it) and
-only then start the tasks that `deliver` them: those read the answers and
-carry on with any retries.
+For a burst fired together, the run path's deliveries (`cronsvc.deliveries`)
+put each one's first request on the wire (`cronsvc.outgoing`) before they
+start the tasks that read the answers and carry on with any retries.
 
 Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections, which go
 only where the SSRF guard (`cronsvc.netguard`) allows: a target it refuses
@@ -40,6 +38,7 @@ from cronsvc.clock import Clock
 from cronsvc.domain import MAX_ATTEMPTS, AttemptRecord, ErrorInfo, ExecutionStatus
 from cronsvc.errors import TargetNotAllowed
 from cronsvc.netguard import GuardedResolver, TargetPolicy
+from cronsvc.outgoing import Outgoing
 from cronsvc.slots import Slots
 from cronsvc.verdicts import Outcome, failed, judge, problem, retry_delay
 from cronsvc.webhook_request import Prepared, WebhookRequest, make_ahead, make_request
@@ -174,6 +173,12 @@ class Dispatcher:
         """A delivery's first request made ahead, for `send_first` in the
         second that holds `at` (Unix seconds); see `make_ahead`."""
         return make_ahead(request, at, self._user_agent, self._clock)
+
+    def outgoing(self, request: WebhookRequest, at: float | None = None) -> Outgoing:
+        """The delivery of `request` as the run path holds it, to send now or
+        at `at` (Unix seconds): its first request is then made now. The
+        tokens `prepare` and `send_first` make stay inside it."""
+        return Outgoing(self, request, None if at is None else self.prepare(request, at))
 
     def send_first(
         self, request: WebhookRequest, prepared: Prepared | None = None

@@ -1106,6 +1106,44 @@ async def test_an_abandoned_first_send_frees_its_slot(
     assert result.status is ExecutionStatus.SUCCESS
 
 
+async def test_an_outgoing_delivery_made_ahead_is_sent_first_then_read(
+    start_receiver: StartReceiver, dispatcher: Dispatcher
+) -> None:
+    receiver = await start_receiver(answer(200, "fine"))
+    outgoing = dispatcher.outgoing(webhook(receiver.url, execution_id="ahead"), time.time())
+
+    outgoing.send_first()
+
+    assert dispatcher.in_flight == 1
+    await receiver.wait_for(1, within_s=5)  # arrives before its result is awaited
+    result = await outgoing.result()
+    assert (result.status, result.attempts, result.response_body) == (
+        ExecutionStatus.SUCCESS,
+        1,
+        "fine",
+    )
+    assert dispatcher.in_flight == 0
+
+
+async def test_an_abandoned_outgoing_delivery_frees_its_slot_and_one_unsent_needs_nothing(
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await start_receiver(answer(200))
+    unsent = dispatcher.outgoing(webhook(receiver.url, execution_id="unsent"))
+    unsent.abandon()
+    replaced = dispatcher.outgoing(webhook(receiver.url, execution_id="replaced"))
+    replaced.send_first()
+    assert dispatcher.in_flight == 1
+
+    replaced.abandon()
+
+    assert dispatcher.in_flight == 0
+    async with asyncio.timeout(5):  # with the one slot still taken, this would wait forever
+        result = await dispatcher.outgoing(webhook(receiver.url, execution_id="next")).result()
+    assert result.status is ExecutionStatus.SUCCESS
+
+
 async def test_a_request_made_ahead_goes_out_as_made_within_its_second(
     start_receiver: StartReceiver, dispatcher: Dispatcher
 ) -> None:
