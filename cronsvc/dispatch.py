@@ -370,12 +370,14 @@ async def _after_queued_sends(slots: Slots) -> None:
     this one is bookkeeping; done at once, each queued request of a burst
     larger than the pool would go out only after an earlier one's
     bookkeeping (BENCHMARKS.md, "Why the constants are what they are").
-    Waits at most
-    `_BOOKKEEPING_WAIT_S`, so a pool that stays full still records.
+    Waits at most `_BOOKKEEPING_WAIT_S`, so a pool that stays full still
+    records.
 
     A cancellation (a stop cutting the runs short) ends the wait but not
     the delivery: its answer is in, and is recorded as it was, not as
-    cut off by the stop."""
+    cut off by the stop. The one cancellation absorbed is taken back with
+    `Task.uncancel()`, as asyncio asks of code that does not propagate
+    one; a second is not this wait's, and goes through."""
     if not slots.waiting:
         return
     try:
