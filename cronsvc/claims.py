@@ -256,10 +256,10 @@ class ClaimPipeline:
         self._deliveries.replaced(results)
         claimed = self._claimed(leased, results)
         # Their first requests are made now, so at the tick they only go out.
-        ready = {e.id: self._deliveries.prepare(d.job, e, fire_at) for d, e in claimed}
+        ready = self._deliveries.ready([(d.job, e) for d, e in claimed], fire_at)
         if claimed and ahead:
             claimed = await self._marks.wait_for_tick(claimed, fire_at)
-        self._deliveries.start_all([ready[e.id] for _, e in claimed])
+        self._deliveries.start_all(ready, [e for _, e in claimed])
 
     async def _claim(
         self, leased: list[DueTick], claims: list[TickClaim]

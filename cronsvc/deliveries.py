@@ -23,15 +23,17 @@ from typing import Any
 import structlog
 
 from cronsvc.clock import Clock
-from cronsvc.dispatch import DeliveryResult, Dispatcher, FirstSend, Prepared, WebhookRequest
+from cronsvc.dispatch import DeliveryResult, Dispatcher
 from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
 from cronsvc.feedback import TargetFeedback
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.notices import Notices
+from cronsvc.outgoing import Outgoing
 from cronsvc.records import SHUTDOWN, ended
 from cronsvc.results import ResultWriter
 from cronsvc.store import ClaimResult
+from cronsvc.webhook_request import WebhookRequest
 
 log = structlog.get_logger(__name__)
 
@@ -39,9 +41,24 @@ MAX_REMEMBERED_CANCELS = 10_000
 """Cancel notices are remembered (by execution id) up to this many, so a
 notice that arrives before its delivery has started still stops it."""
 
-Run = tuple[Job, Execution, WebhookRequest, Prepared | None]
-"""A claimed execution to send: its job, its request, and the request's
-first bytes if they were prepared ahead of the tick (`Dispatcher.prepare`)."""
+Run = tuple[Job, Execution, Outgoing]
+"""A claimed execution to send: its job, and its webhook's delivery, the
+first request made ahead where it could be (`Dispatcher.outgoing`)."""
+
+
+class Ready:
+    """Claimed runs made ready to go out at one instant (`Deliveries.ready`),
+    for `Deliveries.start_all`. Opaque to its holder; one left unsent holds
+    nothing that needs giving back."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self, runs: dict[str, Run]) -> None:
+        self._runs = runs
+        """Execution id -> its run."""
+
+    def runs(self, executions: Sequence[Execution]) -> list[Run]:
+        return [self._runs[execution.id] for execution in executions]
 
 
 class Deliveries:
@@ -131,51 +148,61 @@ class Deliveries:
         self.cancel_replaced(ids)
         self.spawn(self._notices.runs_replaced(ids))
 
-    def prepare(self, job: Job, execution: Execution, at: float) -> Run:
-        """A claimed execution to send at `at` (Unix seconds), its first
-        request made now, so that then it only goes out."""
-        request = webhook_request(job, execution)
-        return (job, execution, request, self._dispatcher.prepare(request, at))
+    def ready(self, claimed: Sequence[tuple[Job, Execution]], at: float) -> Ready:
+        """Claimed executions to send at `at` (Unix seconds), their first
+        requests made now, so that then they only go out."""
+        return Ready(
+            {
+                execution.id: (job, execution, self._outgoing(job, execution, at))
+                for job, execution in claimed
+            }
+        )
 
     def start(self, job: Job, execution: Execution) -> None:
         """Send one claimed execution's webhook now."""
-        self.start_all([(job, execution, webhook_request(job, execution), None)])
+        self._start([(job, execution, self._outgoing(job, execution))])
 
-    def start_all(self, runs: Sequence[Run]) -> None:
-        """Send claimed executions' webhooks. Their first requests go out
-        now, one after another, where they can (`Dispatcher.send_first`);
-        the rest of each delivery runs in a task of its own, started after:
-        a burst's requests then leave together, not one per task turn."""
+    def start_all(self, ready: Ready, executions: Sequence[Execution]) -> None:
+        """Send these of the executions made `ready`, in this order; the
+        others are dropped, unsent."""
+        self._start(ready.runs(executions))
+
+    def _start(self, runs: Sequence[Run]) -> None:
+        """Their first requests go out now, one after another, where they
+        can (`Outgoing.send_first`); the rest of each delivery runs in a task
+        of its own, started after: a burst's requests then leave together,
+        not one per task turn."""
         started = []
-        for job, execution, request, prepared in runs:
+        for job, execution, outgoing in runs:
             if execution.id in self._cancelled:
                 self._aborted(execution)  # replaced before it was sent
                 continue
-            first = self._dispatcher.send_first(request, prepared)
-            started.append((job, execution, request, first))
-        for job, execution, request, first in started:
-            self.spawn(self.deliver(job, execution, request, first))
+            outgoing.send_first()
+            started.append((job, execution, outgoing))
+        for job, execution, outgoing in started:
+            self.spawn(self.deliver(job, execution, outgoing))
 
     async def send_now(self, job: Job, execution: Execution) -> None:
         """Send one claimed execution's webhook in the calling task."""
-        request = webhook_request(job, execution)
-        await self.deliver(job, execution, request, self._dispatcher.send_first(request))
+        outgoing = self._outgoing(job, execution)
+        outgoing.send_first()
+        await self.deliver(job, execution, outgoing)
 
-    async def deliver(
-        self, job: Job, execution: Execution, request: WebhookRequest, first: FirstSend | None
-    ) -> None:
-        """Send a webhook whose first request went out (`first`) or is to go
-        out now (None), and record its result."""
+    def _outgoing(self, job: Job, execution: Execution, at: float | None = None) -> Outgoing:
+        return self._dispatcher.outgoing(webhook_request(job, execution), at)
+
+    async def deliver(self, job: Job, execution: Execution, outgoing: Outgoing) -> None:
+        """Send a webhook whose first request went out or is to go out now
+        (`outgoing`), and record its result."""
         if execution.id in self._cancelled:  # replaced before its task began
-            if first is not None:
-                self._dispatcher.abandon(first)
+            outgoing.abandon()
             self._aborted(execution)
             return
         task = asyncio.current_task()
         assert task is not None
         self._deliveries[execution.id] = task
         try:
-            await self._send(job, execution, request, first)
+            await self._send(job, execution, outgoing)
         finally:
             self._deliveries.pop(execution.id, None)
 
@@ -185,11 +212,9 @@ class Deliveries:
             "run_aborted", job_id=execution.job_id, execution_id=execution.id, reason="replaced"
         )
 
-    async def _send(
-        self, job: Job, execution: Execution, request: WebhookRequest, first: FirstSend | None
-    ) -> None:
+    async def _send(self, job: Job, execution: Execution, outgoing: Outgoing) -> None:
         try:
-            result = await self._dispatcher.deliver(request, first)
+            result = await outgoing.result()
         except asyncio.CancelledError:
             if execution.id in self._cancelled:
                 self._aborted(execution)  # the store holds its record already

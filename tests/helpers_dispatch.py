@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cronsvc.dispatch import WebhookRequest
 from cronsvc.domain import HttpMethod, RetryPolicy, Trigger
 from cronsvc.netguard import TargetPolicy
+from cronsvc.webhook_request import WebhookRequest
 
 SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 OPEN = TargetPolicy(allow_private=True)

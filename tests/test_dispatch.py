@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractResolver
 
 from cronsvc import __version__
 from cronsvc.clock import Clock, SystemClock
-from cronsvc.dispatch import DeliveryResult, Dispatcher, _Slots
+from cronsvc.dispatch import DeliveryResult, Dispatcher
 from cronsvc.domain import ExecutionStatus, HttpMethod, PreviousSecret, RetryPolicy, Trigger
 from cronsvc.netguard import TargetPolicy
 from tests.fakes import (
@@ -1032,20 +1032,6 @@ async def test_a_waiter_cancelled_for_a_slot_leaves_the_slot_to_the_next(
     assert dispatcher.in_flight == 0
 
 
-async def test_a_waiter_cancelled_and_passed_over_before_it_resumes_leaves_no_trace() -> None:
-    slots = _Slots(1)
-    assert slots.try_take()
-    waiter = asyncio.create_task(slots.take())
-    await asyncio.sleep(0)  # waiting for the one slot
-    waiter.cancel()
-    slots.give()  # passes over the cancelled waiter, which has not resumed yet
-
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert slots.waiting == 0
-    assert slots.try_take(), "the slot is free"
-
-
 # --- a burst's first requests, sent before their tasks run -------------------------
 
 
@@ -1117,6 +1103,44 @@ async def test_an_abandoned_first_send_frees_its_slot(
     assert dispatcher.in_flight == 0
     async with asyncio.timeout(5):  # with the one slot still taken, this would wait forever
         result = await dispatcher.deliver(webhook(receiver.url, execution_id="next"))
+    assert result.status is ExecutionStatus.SUCCESS
+
+
+async def test_an_outgoing_delivery_made_ahead_is_sent_first_then_read(
+    start_receiver: StartReceiver, dispatcher: Dispatcher
+) -> None:
+    receiver = await start_receiver(answer(200, "fine"))
+    outgoing = dispatcher.outgoing(webhook(receiver.url, execution_id="ahead"), time.time())
+
+    outgoing.send_first()
+
+    assert dispatcher.in_flight == 1
+    await receiver.wait_for(1, within_s=5)  # arrives before its result is awaited
+    result = await outgoing.result()
+    assert (result.status, result.attempts, result.response_body) == (
+        ExecutionStatus.SUCCESS,
+        1,
+        "fine",
+    )
+    assert dispatcher.in_flight == 0
+
+
+async def test_an_abandoned_outgoing_delivery_frees_its_slot_and_one_unsent_needs_nothing(
+    start_receiver: StartReceiver, make_dispatcher: MakeDispatcher
+) -> None:
+    dispatcher = await make_dispatcher(max_concurrency=1)
+    receiver = await start_receiver(answer(200))
+    unsent = dispatcher.outgoing(webhook(receiver.url, execution_id="unsent"))
+    unsent.abandon()
+    replaced = dispatcher.outgoing(webhook(receiver.url, execution_id="replaced"))
+    replaced.send_first()
+    assert dispatcher.in_flight == 1
+
+    replaced.abandon()
+
+    assert dispatcher.in_flight == 0
+    async with asyncio.timeout(5):  # with the one slot still taken, this would wait forever
+        result = await dispatcher.outgoing(webhook(receiver.url, execution_id="next")).result()
     assert result.status is ExecutionStatus.SUCCESS
 
 

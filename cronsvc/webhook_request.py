@@ -1,0 +1,193 @@
+"""A webhook call as the run path hands it over (`WebhookRequest`), and the
+bytes one attempt of it sends: request line, headers, body.
+
+Every attempt carries the Standard Webhooks headers: `webhook-id` (the
+execution id, the same on every retry of a tick), `webhook-timestamp` (this
+attempt's Unix seconds) and, for a job with a secret, `webhook-signature`,
+made afresh per attempt since the timestamp is signed. A secret the job
+replaced signs too, after the new one, until its grace period ends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from cronsvc.clock import Clock
+from cronsvc.domain import (
+    HEADER_NAME,
+    HEADER_VALUE_CONTROL,
+    RESERVED_HEADERS,
+    HttpMethod,
+    JsonValue,
+    PreviousSecret,
+    RetryPolicy,
+    Trigger,
+)
+from cronsvc.instants import rfc3339
+from cronsvc.signing import signature_header
+from cronsvc.wire import Target, parse_target
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
+"""A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
+
+
+class UnsendableHeader(ValueError):
+    """A stored header no request may carry (the API refuses it now)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookRequest:
+    """One execution's webhook call, as the run path hands it over (`cronsvc.deliveries`)."""
+
+    execution_id: str
+    job_id: str
+    job_name: str
+    scheduled_at: datetime
+    trigger: Trigger
+    url: str
+    method: HttpMethod
+    # Headers often carry credentials (Authorization, API keys): kept out of repr.
+    headers: Mapping[str, str] = field(repr=False)
+    body: JsonValue | None
+    """None: the default JSON document; a str is sent as is; anything else as JSON."""
+    timeout_s: float
+    retry: RetryPolicy
+    secret: str | None = field(default=None, repr=False)
+    previous_secret: PreviousSecret | None = field(default=None, repr=False)
+    """The secret `secret` replaced: it signs too while it is in force."""
+
+
+class Prepared(NamedTuple):
+    """An attempt's request, made: where it goes and its bytes."""
+
+    target: Target
+    data: bytes
+    timestamp: int
+    """Its `webhook-timestamp`: good for a send within that second."""
+
+
+def make_request(
+    request: WebhookRequest, attempt: int, timestamp: int, user_agent: str, clock: Clock
+) -> Prepared:
+    """Where an attempt goes and its message, stamped `timestamp`. Raises
+    `InvalidTarget`, `InvalidSecret` or `UnsendableHeader` for a request
+    that cannot be made."""
+    target = parse_target(request.url)
+    body, content_type = encode_body(request, attempt)
+    data = _message(request, target, body, content_type, timestamp, user_agent, clock)
+    return Prepared(target, data, timestamp)
+
+
+def make_ahead(
+    request: WebhookRequest, at: float, user_agent: str, clock: Clock
+) -> Prepared | None:
+    """A first request made ahead of its send in the second that holds `at`
+    (Unix seconds). None when it is better made at the send: it cannot be
+    made (the send meets the same problem and records it), or a replaced
+    secret stops signing before that second ends."""
+    previous = request.previous_secret
+    if (
+        previous is not None
+        and previous.in_force(clock.now())
+        and not previous.in_force(datetime.fromtimestamp(int(at) + 1, UTC))
+    ):
+        return None
+    try:
+        return make_request(request, 1, int(at), user_agent, clock)
+    except Exception:
+        return None
+
+
+def _message(
+    request: WebhookRequest,
+    target: Target,
+    body: bytes | None,
+    content_type: str,
+    timestamp: int,
+    user_agent: str,
+    clock: Clock,
+) -> bytes:
+    """The request as it goes on the wire: request line, headers, body.
+
+    Raises `UnsendableHeader` for a header that would break the message
+    (the API refuses those; a stored one is refused here, before anything
+    is sent). A stored header the dispatcher sets itself is left out."""
+    lines = [
+        f"{request.method.value} {target.request_target} HTTP/1.1",
+        f"Host: {target.host_header}",
+    ]
+    given = {name.lower() for name in request.headers}
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or (body is None and lowered == "content-type"):
+            continue
+        if not HEADER_NAME.fullmatch(name):
+            raise UnsendableHeader(f"the header name {name[:100]!r} is not a token")
+        if HEADER_VALUE_CONTROL.search(value):
+            raise UnsendableHeader(f"the header {name[:100]!r} holds a control character")
+        lines.append(f"{name}: {value}")
+    if "accept" not in given:
+        lines.append("Accept: */*")
+    if "accept-encoding" not in given:
+        lines.append("Accept-Encoding: gzip, deflate")
+    if body is not None and "content-type" not in given:
+        lines.append(f"Content-Type: {content_type}")
+    lines.append(f"User-Agent: {user_agent}")
+    lines.append(f"webhook-id: {request.execution_id}")
+    lines.append(f"webhook-timestamp: {timestamp}")
+    signature = _signature(request, body or b"", timestamp, clock)
+    if signature is not None:
+        lines.append(f"webhook-signature: {signature}")
+    if body is not None:  # None exactly when the method carries no body
+        lines.append(f"Content-Length: {len(body)}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return head if body is None else head + body
+
+
+def _signature(request: WebhookRequest, body: bytes, timestamp: int, clock: Clock) -> str | None:
+    """`webhook-signature` for a job with a secret: the current secret's
+    signature, then, while it is in force, the replaced secret's. Raises
+    `InvalidSecret` for a secret that is not a whsec_ secret."""
+    in_use: list[str] = []
+    if request.secret is not None:
+        in_use.append(request.secret)
+    previous = request.previous_secret
+    if (
+        previous is not None
+        and previous.secret != request.secret
+        and previous.in_force(clock.now())
+    ):
+        in_use.append(previous.secret)
+    if not in_use:
+        return None
+    return signature_header(in_use, request.execution_id, timestamp, body)
+
+
+def encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, str]:
+    """The bytes to send (None for none) and the Content-Type they call for."""
+    if not request.method.carries_body:
+        return None, ""
+    body = request.body
+    if body is None:
+        # What json.dumps makes of the same document, built directly: this
+        # runs for every fire of most jobs.
+        text = (
+            f'{{"jobId":{_json_string(request.job_id)},'
+            f'"jobName":{_json_string(request.job_name)},'
+            f'"executionId":{_json_string(request.execution_id)},'
+            f'"scheduledAt":"{rfc3339(request.scheduled_at)}",'
+            f'"trigger":"{request.trigger.value}","attempt":{attempt}}}'
+        )
+        return text.encode(), "application/json"
+    if isinstance(body, str):
+        try:
+            json.loads(body)
+        except (ValueError, RecursionError):  # not JSON, or too deep to tell
+            return body.encode(), "text/plain; charset=utf-8"
+        return body.encode(), "application/json"
+    encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return encoded.encode(), "application/json"
