@@ -106,6 +106,18 @@ def new_claim(
     )
 
 
+def claims_of(
+    due: Sequence[DueTick], *, clock: Clock, instance_id: str, dispatched: bool
+) -> list[TickClaim]:
+    """A claim of each due tick (see `new_claim`)."""
+    return [
+        new_claim(
+            d.job, d.tick, d.trigger, clock=clock, instance_id=instance_id, dispatched=dispatched
+        )
+        for d in due
+    ]
+
+
 class ClaimPipeline:
     """Runs due ticks: the scheduler's `TickSink`."""
 
@@ -221,17 +233,9 @@ class ClaimPipeline:
         # Claimed ahead of the tick, a record says "not sent yet" until just
         # before the send: if this instance dies in between, another adopts it.
         ahead = fire_at > self._clock.time()
-        claims = [
-            new_claim(
-                d.job,
-                d.tick,
-                d.trigger,
-                clock=self._clock,
-                instance_id=self._instance_id,
-                dispatched=not ahead,
-            )
-            for d in leased
-        ]
+        claims = claims_of(
+            leased, clock=self._clock, instance_id=self._instance_id, dispatched=not ahead
+        )
         answer = await self._claim(leased, claims)
         if answer is None:
             return

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import structlog
 
-from cronsvc.claims import MAX_CLAIM_LEAD_S, new_claim
+from cronsvc.claims import MAX_CLAIM_LEAD_S, claims_of
 from cronsvc.clock import Clock
 from cronsvc.domain import Execution
 from cronsvc.leases import LostLeases
@@ -72,17 +72,9 @@ class OrphanClaims:
         won: list[Execution] = []
         for start in range(0, len(due), CLAIM_BATCH):
             chunk = due[start : start + CLAIM_BATCH]
-            claims = [
-                new_claim(
-                    d.job,
-                    d.tick,
-                    d.trigger,
-                    clock=self._clock,
-                    instance_id=self._instance_id,
-                    dispatched=False,
-                )
-                for d in chunk
-            ]
+            claims = claims_of(
+                chunk, clock=self._clock, instance_id=self._instance_id, dispatched=False
+            )
             try:
                 results = await self._store.claim_ticks(claims)
             except BaseException:
