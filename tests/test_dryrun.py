@@ -381,3 +381,22 @@ async def test_dry_run_false_writes(fixed: Client) -> None:
     written = await response.json()
     assert written["version"] == job["version"] + 1
     assert parse(written["nextRunAt"]) == at(21, 3)
+
+
+async def test_the_openapi_document_declares_the_dry_run(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    dry_run = {"$ref": "#/components/schemas/DryRunOut"}
+    for path, method in [("/api/cron/{id}", "put"), ("/api/cron/{id}", "patch")]:
+        operation = document["paths"][path][method]
+        assert {"dryRun", "fires"} <= {p["name"] for p in operation["parameters"]}
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema == {"oneOf": [{"$ref": "#/components/schemas/JobOut"}, dry_run]}
+    create = document["paths"]["/api/cron"]["post"]
+    assert {"dryRun", "fires"} <= {p["name"] for p in create["parameters"]}
+    assert create["responses"]["200"]["content"]["application/json"]["schema"] == dry_run
+    assert create["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobOut"
+    }
+    schemas = document["components"]["schemas"]
+    assert "id" not in schemas["DryRunJobOut"]["required"]
+    assert {"dryRun", "job", "changes", "fires"} <= set(schemas["DryRunOut"]["properties"])
