@@ -12,7 +12,9 @@ from cronsvc.api.context import CONTEXT
 from cronsvc.api.schemas import DryRunOut
 from cronsvc.config import Config, WebhookConfig
 from cronsvc.cron import parse_schedule
+from cronsvc.domain import Job, JobSpec
 from cronsvc.dryrun import Change, Move, changes, compare, fires, plan_fires
+from cronsvc.ids import new_id
 from tests.fakes import FakeClock, Receiver
 from tests.helpers_api import Client, MakeClient, parse, problem
 
@@ -400,3 +402,20 @@ async def test_the_openapi_document_declares_the_dry_run(client: Client) -> None
     schemas = document["components"]["schemas"]
     assert "id" not in schemas["DryRunJobOut"]["required"]
     assert {"dryRun", "job", "changes", "fires"} <= set(schemas["DryRunOut"]["properties"])
+
+
+async def test_a_stored_schedule_that_no_longer_parses_has_no_fires_before(
+    fixed: Client, clock: FakeClock
+) -> None:
+    """A job stored before today's rules (an import, say): its dry run shows
+    the fires the write would bring, none before."""
+    store = fixed.app[CONTEXT].store
+    now = clock.now()
+    spec = JobSpec(name="old", cron_expression="61 * * * *", webhook_url="https://e.org/")
+    job = await store.create_job(
+        Job(id=new_id(), spec=spec, created_at=now, updated_at=now, last_tick=now)
+    )
+    url = f"/api/cron/{job.id}?dryRun=true&fires=2"
+    answer = await dry_run(await fixed.patch(url, json={"cronExpression": "0 2 * * *"}))
+    assert answer["fires"]["before"] == []
+    assert answer["fires"]["appeared"] == ["2026-03-21T02:00:00.000Z", "2026-03-22T02:00:00.000Z"]
