@@ -13,6 +13,10 @@ failed or was refused (a conflict among them) or the API could not be
 reached, 2 a bad file, a name that is not unique, a usage error (with
 `--dry-run`: something would change, as `diff` does).
 
+Under `--dry-run`, each create and each update that changes when a job
+fires also shows its next fires before and after, as the service's dry run
+of that very write (`?dryRun=true`) compares them.
+
 Secrets are never printed: the plan names the fields that change and shows
 values only for the fields that cannot hold one (not the URL, headers, body
 or secret).
@@ -42,6 +46,7 @@ from cronsvc.jobfile import (
     format_of,
     read_jobs,
 )
+from cronsvc.tables import when
 
 SHOWN: Final = frozenset(
     {
@@ -211,7 +216,7 @@ def run_apply(client: Client, args: argparse.Namespace) -> int:
     plan = make_plan(wanted, current, prune_tag=tag)
     _check_schedules(client, plan, args.file)
     if args.dry_run:
-        _print_plan(args, plan)
+        _print_plan(args, plan, _fires_of(client, plan))
         return 2 if plan.steps else 0
     outcome = carry_out(client, plan)
     _print_outcome(args, plan, outcome)
@@ -244,6 +249,44 @@ def _check_schedules(client: Client, plan: Plan, source: str) -> None:
             faults.append(f"job {step.name!r}: {str(exc).partition(': ')[2]}")
     if faults:
         raise UsageError(f"{source}: " + "; ".join(faults) + " (nothing written)")
+
+
+_SCHEDULE_FIELDS: Final = frozenset({"cronExpression", "timezone", "isActive"})
+
+
+def _fires_of(client: Client, plan: Plan) -> dict[str, Any]:
+    """For each create, and each update that changes when the job fires, by
+    name: the `fires` of the write's dry run (`?dryRun=true`), or a string
+    saying why the service would refuse it."""
+    found: dict[str, Any] = {}
+    for step in plan.steps:
+        if step.action == "delete" or (
+            step.action == "update" and not {c.field for c in step.changes} & _SCHEDULE_FIELDS
+        ):
+            continue
+        method, path = "POST", "/api/cron"
+        if step.job_id is not None:
+            method, path = "PUT", f"/api/cron/{quote(step.job_id, safe='')}"
+        try:
+            answer = client.request(method, path, query={"dryRun": True}, body=dict(step.document))
+        except ApiUnreachable:
+            raise
+        except ApiError as exc:
+            found[step.name] = f"not shown: {exc}"
+        else:
+            found[step.name] = answer.data["fires"]
+    return found
+
+
+def _fires_text(fires: Any) -> str:
+    if isinstance(fires, str):
+        return f"  fires: {fires}"
+    before, after = fires["before"], fires["after"]
+    first = (
+        f"{when(before[0]['utc']) if before else '-'} → {when(after[0]['utc']) if after else '-'}"
+    )
+    counts = (len(fires["moved"]), len(fires["appeared"]), len(fires["disappeared"]))
+    return "  fires: {} moved, {} new, {} gone; next {}".format(*counts, first)
 
 
 def carry_out(client: Client, plan: Plan) -> Outcome:
@@ -292,18 +335,21 @@ def _failure(step: Step, exc: ApiError) -> str:
 _PAST: Final = {"create": "created", "update": "updated", "delete": "deleted"}
 
 
-def _print_plan(args: argparse.Namespace, plan: Plan) -> None:
+def _print_plan(args: argparse.Namespace, plan: Plan, fires: Mapping[str, Any]) -> None:
+    """The plan; under each step that changes when a job fires, its next
+    fires before and after as the service's dry run of the write compares
+    them (in JSON, that comparison as the API answers it)."""
     if getattr(args, "json", False):
-        _print_json(
-            {
-                "dryRun": True,
-                "steps": [s.to_json() for s in plan.steps],
-                "unchanged": len(plan.unchanged),
-            }
-        )
+        steps = [
+            {**s.to_json(), **({"fires": fires[s.name]} if s.name in fires else {})}
+            for s in plan.steps
+        ]
+        _print_json({"dryRun": True, "steps": steps, "unchanged": len(plan.unchanged)})
         return
     for step in plan.steps:
         print(f"{step.action} {step.text()}")
+        if step.name in fires:
+            print(_fires_text(fires[step.name]))
     counts = ", ".join(f"{plan.count(a)} to {a}" for a in _PAST)
     print(f"plan: {counts}, {len(plan.unchanged)} unchanged")
 

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from cronsvc.client import ApiError, Client
 from cronsvc.instants import rfc3339_seconds
-from cronsvc.tables import ago, aligned, cell, duration, key_values, when
+from cronsvc.tables import ago, aligned, cell, dry_run_lines, duration, key_values, when
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 10.0
@@ -106,6 +106,7 @@ def add_commands(commands: Subparsers) -> None:
 
     create = _command(actions, "create", _jobs_create, "create a job", webhook_url=True)
     _job_options(create)
+    _dry_run_option(create, "created")
     update = _command(
         actions,
         "update",
@@ -115,6 +116,7 @@ def add_commands(commands: Subparsers) -> None:
     )
     update.add_argument("id")
     _job_options(update)
+    _dry_run_option(update, "changed")
 
     delete = _command(actions, "delete", _jobs_delete, "delete a job (its logs stay)")
     delete.add_argument("id")
@@ -246,6 +248,15 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _dry_run_option(parser: argparse.ArgumentParser, done: str) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"show the fields that would change and the next fires before and after; "
+        f"nothing is {done} (exit 0 if the service would take it)",
+    )
+
+
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
@@ -373,6 +384,9 @@ def _jobs_get(client: Client, args: argparse.Namespace) -> int:
 
 def _jobs_create(client: Client, args: argparse.Namespace) -> int:
     document = _job_document(args)
+    if args.dry_run:
+        answer = client.request("POST", "/api/cron", query={"dryRun": True}, body=document)
+        return _dry_run_report(args, answer.data, "create")
     job = client.post("/api/cron", document)
     return _report(args, job, f"created job {_label(job)}, next run {when(job.get('nextRunAt'))}")
 
@@ -381,8 +395,23 @@ def _jobs_update(client: Client, args: argparse.Namespace) -> int:
     patch = _job_document(args)
     if not patch:
         raise UsageError("nothing to change: give a job field (see cronsvc jobs update --help)")
+    if args.dry_run:
+        path = _job_path(args.id)
+        answer = client.request("PATCH", path, query={"dryRun": True}, body=patch)
+        return _dry_run_report(args, answer.data, "update")
     job = client.patch(_job_path(args.id), patch)
     return _report(args, job, f"updated job {_label(job)}")
+
+
+def _dry_run_report(args: argparse.Namespace, answer: Any, what: str) -> int:
+    if _wants_json(args):
+        _print_json(answer)
+        return 0
+    job = answer.get("job", {})
+    label = _label(job) if "id" in job else repr(job.get("name"))
+    print(f"dry run: {what} job {label}")
+    _print_lines(dry_run_lines(answer))
+    return 0
 
 
 def _jobs_delete(client: Client, args: argparse.Namespace) -> int:

@@ -92,3 +92,53 @@ def _span(seconds: float) -> str:
     if whole < 86400:
         return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def dry_run_lines(answer: Mapping[str, Any]) -> list[str]:
+    """A dry run's answer (`?dryRun=true`) for people: the fields that change
+    (a secret only as changed), then the next fires before and after side by
+    side, each UTC and local, `DST` where the zone's offset changed, and
+    whether it moved, is new or is gone."""
+    lines = ["changes:"]
+    rows = [["  FIELD", "BEFORE", "AFTER"]]
+    for change in answer.get("changes", []):
+        if change.get("redacted"):
+            rows.append([f"  {change['field']}", "(not shown)", "(changes)"])
+        else:
+            before = cell(change["before"]) if "before" in change else "(none)"
+            rows.append([f"  {change['field']}", before, cell(change.get("after"))])
+    lines += aligned(rows) if len(rows) > 1 else ["  (none)"]
+    fires = answer.get("fires", {})
+    moved_from = {m["after"]: m["before"] for m in fires.get("moved", [])}
+    moved_to = {m["before"]: m["after"] for m in fires.get("moved", [])}
+    marks_before = {**dict.fromkeys(fires.get("disappeared", []), "gone"), **moved_to}
+    marks_after = {**dict.fromkeys(fires.get("appeared", []), "new"), **moved_from}
+    before, after = fires.get("before", []), fires.get("after", [])
+    lines.append("next fires:")
+    rows = [["  BEFORE (UTC)", "LOCAL", "", "AFTER (UTC)", "LOCAL", ""]]
+    for i in range(max(len(before), len(after))):
+        rows.append(
+            [
+                *_fire_cells(before[i] if i < len(before) else None, marks_before, "  "),
+                *_fire_cells(after[i] if i < len(after) else None, marks_after, ""),
+            ]
+        )
+    lines += aligned(rows) if len(rows) > 1 else ["  (none)"]
+    counts = {k: len(fires.get(k, [])) for k in ("moved", "appeared", "disappeared")}
+    lines.append(
+        f"{counts['moved']} moved, {counts['appeared']} new, {counts['disappeared']} gone "
+        "(nothing written)"
+    )
+    return lines
+
+
+def _fire_cells(fire: Mapping[str, Any] | None, marks: Mapping[str, str], indent: str) -> list[str]:
+    """A fire's cells: UTC, local, and `new`, `gone` or `moved` (the marks
+    of a moved fire are the instant it moved from or to)."""
+    if fire is None:
+        return [f"{indent}-", "", ""]
+    mark = marks.get(fire["utc"], "")
+    if mark not in ("", "new", "gone"):
+        mark = "moved"
+    local = fire["local"] + (" DST" if fire.get("dstChange") else "")
+    return [f"{indent}{when(fire['utc'])}", local, mark]

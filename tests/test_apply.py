@@ -144,13 +144,20 @@ async def test_dry_run_prints_the_plan_writes_nothing_and_exits_2_until_nothing_
     as_json = await cli("apply", "--dry-run", "--json", path)
 
     assert plan.code == 2, plan
-    assert plan.lines == [
+    # A create changes when a job fires: its next fires, all new, are shown under it.
+    lines = plan.lines
+    fires = lines.pop(2)
+    assert fires.startswith("  fires: 0 moved, 10 new, 0 gone; next - → "), fires
+    assert lines == [
         f"update held ({held['id']}): webhookUrl, headers, body",
         "create new",
         "plan: 1 to create, 1 to update, 0 to delete, 0 unchanged",
     ]
     assert as_json.code == 2
-    assert as_json.json() == {
+    answer = as_json.json()
+    created_fires = answer["steps"][1].pop("fires")
+    assert created_fires["before"] == [] and len(created_fires["appeared"]) == 10
+    assert answer == {
         "dryRun": True,
         "steps": [
             {
@@ -182,6 +189,40 @@ async def test_dry_run_prints_the_plan_writes_nothing_and_exits_2_until_nothing_
     )
 
 
+async def test_dry_run_shows_the_fires_of_each_changed_schedule_through_the_services_dry_run(
+    cli: Cli, client: Client, tmp_path: Path
+) -> None:
+    moved = await create(client, job("moved", cronExpression="0 2 * * *"))
+    await create(client, job("paused", cronExpression="0 2 * * *"))
+    await create(client, job("renamed headers", cronExpression="0 2 * * *"))
+    path = write(
+        tmp_path / "jobs.json",
+        [
+            job("moved", cronExpression="0 14 * * *"),
+            job("paused", cronExpression="0 2 * * *", isActive=False),
+            job("renamed headers", cronExpression="0 2 * * *", headers={"X-A": "b"}),
+        ],
+    )
+
+    plan = await cli("apply", "--dry-run", path)
+
+    assert plan.code == 2, plan
+    assert plan.lines[0] == (
+        f'update moved ({moved["id"]}): cronExpression ("0 2 * * *" → "0 14 * * *")'
+    )
+    assert plan.lines[1].startswith("  fires: 10 moved, 0 new, 0 gone; next "), plan.lines
+    assert plan.lines[3].startswith("  fires: 0 moved, 0 new, 10 gone; next "), plan.lines
+    assert plan.lines[3].endswith(" → -")
+    # A change that leaves the schedule alone shows no fires.
+    assert plan.lines[4].startswith("update renamed headers")
+    assert plan.lines[5].startswith("plan: ")
+    assert versions(await jobs_by_name(client)) == {
+        "moved": 1,
+        "paused": 1,
+        "renamed headers": 1,
+    }
+
+
 async def test_an_edit_made_after_the_read_is_reported_as_a_conflict_not_overwritten(
     cli: Cli, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,6 +252,30 @@ async def test_an_edit_made_after_the_read_is_reported_as_a_conflict_not_overwri
     assert run.err == (
         f"cronsvc: conflict: contested ({target['id']}) was changed on the service after it "
         "was read; not overwritten (apply again to compare with the new version)\n"
+    )
+    contested = (await jobs_by_name(client))["contested"]
+    assert (contested["cronExpression"], contested["version"]) == ("0 4 * * *", 2)
+
+
+async def test_a_dry_run_the_service_refuses_is_shown_under_its_step(
+    cli: Cli, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = await create(client, job("contested"))
+    path = write(tmp_path / "jobs.json", [job("contested", cronExpression="0 3 * * *")])
+
+    class EditedMeanwhile(ApiClient):
+        """Someone changes the job right after apply has read the jobs."""
+
+        def pages(self, path: str, query: Query | None = None) -> Iterator[list[Any]]:
+            yield from super().pages(path, query)
+            self.patch(f"/api/cron/{target['id']}", {"cronExpression": "0 4 * * *"})
+
+    monkeypatch.setattr(commands, "Client", EditedMeanwhile)
+    plan = await cli("apply", "--dry-run", path)
+
+    assert plan.code == 2, plan
+    assert plan.lines[1] == (
+        f"  fires: not shown: 409 Conflict: version: job '{target['id']}' is at version 2, not 1"
     )
     contested = (await jobs_by_name(client))["contested"]
     assert (contested["cronExpression"], contested["version"]) == ("0 4 * * *", 2)

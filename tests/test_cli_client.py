@@ -306,6 +306,47 @@ async def test_bad_expression_exits_1_with_one_line_naming_the_field(
     assert await api_get(client, "/api/cron") == []
 
 
+async def test_update_dry_run_prints_changes_and_fires_and_writes_nothing(
+    cli: Cli, client: Client
+) -> None:
+    job = await create(client, cronExpression="0 2 * * *")
+    run = await cli(
+        "jobs", "update", job["id"], "--schedule", "0 14 * * *", "--tz", "Europe/Berlin",
+        "--dry-run",
+    )  # fmt: skip
+    assert run.code == 0, run
+    assert run.lines[0] == f"dry run: update job {job['id']} (report)"
+    changes = run.lines[run.lines.index("changes:") + 1 : run.lines.index("next fires:")]
+    assert [line.split()[0] for line in changes] == ["FIELD", "cronExpression", "timezone"]
+    assert "whsec_" not in run.out
+    fires = run.lines[run.lines.index("next fires:") + 2 : -1]
+    assert len(fires) == 10
+    assert all(line.split()[2] == "moved" and line.split()[-1] == "moved" for line in fires)
+    assert run.lines[-1] == "10 moved, 0 new, 0 gone (nothing written)"
+    assert await api_get(client, f"/api/cron/{job['id']}") == job
+
+
+async def test_create_dry_run_writes_nothing_and_json_is_the_api_answer(
+    cli: Cli, client: Client
+) -> None:
+    args = ["jobs", "create", "--name", "n", "--schedule", "0 * * * *", "--url", "https://x.org/"]
+    run = await cli(*args, "--dry-run")
+    assert run.code == 0, run
+    assert run.lines[0] == "dry run: create job 'n'"
+    assert run.lines[-1] == "0 moved, 10 new, 0 gone (nothing written)"
+    run = await cli("--json", *args, "--dry-run", "--paused")
+    answer = json.loads(run.out)
+    assert answer["dryRun"] is True and answer["fires"]["after"] == []
+    assert await api_get(client, "/api/cron") == []
+
+
+async def test_a_refused_dry_run_exits_1_like_the_write(cli: Cli, client: Client) -> None:
+    job = await create(client)
+    run = await cli("jobs", "update", job["id"], "--schedule", "61 * * * *", "--dry-run")
+    line = one_line_error(run)
+    assert line.startswith("cronsvc: 400 Bad Request: cronExpression: "), line
+
+
 @pytest.mark.parametrize(
     "command",
     [

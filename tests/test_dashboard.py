@@ -367,6 +367,55 @@ async def test_edit_run_now_and_delete_after_confirming(
     screen.clean()
 
 
+async def test_previewing_an_edit_shows_the_moved_fires_and_saves_nothing_until_save(
+    client: Client, screen: Screen
+) -> None:
+    job = await create_job(client, name="monthly", cronExpression="0 12 1 * *")
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}/edit")
+    await page.get_by_label("Cron expression").fill("0 15 1 * *")
+    await page.get_by_label("Time zone").fill("Europe/Berlin")
+    await page.get_by_role("button", name="Preview changes").click()
+    panel = page.locator("#dry-run")
+    await expect(panel.locator("#dry-run-changes li")).to_have_count(2)
+    await expect(panel.locator("#dry-run-changes")).to_contain_text("cronExpression")
+    await expect(panel.locator("#dry-run-changes")).to_contain_text("Europe/Berlin")
+    await expect(panel.locator("#dry-run-fires tbody tr")).to_have_count(10)
+    # 15:00 in Berlin is 14:00 or 13:00 UTC, never 12:00: every fire moves.
+    await expect(panel.locator(".fire-moved")).to_have_count(20)
+    assert await panel.locator(".fire-new, .fire-gone").count() == 0
+    # Berlin's offset never holds for more than seven months: ten monthly fires cross a change.
+    assert await panel.locator("td.fire.dst").count() >= 1
+    await expect(panel.locator("td.fire.dst .dst-badge").first).to_have_text("DST")
+    await expect(panel.locator("#dry-run-summary")).to_contain_text("10 moved, 0 new, 0 gone")
+    await screen.shot("12-dry-run.png")
+    stored = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert stored == job
+
+    await page.get_by_label("Cron expression").fill("0 16 1 * *")
+    await expect(panel).to_be_hidden()  # a preview of other values than the form's is dropped
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#job-facts")).to_contain_text("Europe/Berlin")
+    stored = await (await client.get(f"/api/cron/{job['id']}")).json()
+    assert (stored["cronExpression"], stored["version"]) == ("0 16 1 * *", 2)
+    screen.clean()
+
+
+async def test_a_refused_preview_shows_the_field_error_and_saves_nothing(
+    client: Client, screen: Screen
+) -> None:
+    job = await create_job(client, name="monthly")
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}/edit")
+    await expect(page.get_by_label("Name", exact=True)).to_have_value("monthly")
+    await page.get_by_label("Webhook URL").fill("ftp://example.org/")
+    await page.get_by_role("button", name="Preview changes").click()
+    await expect(page.locator("#f-url-error")).to_be_visible()
+    await expect(page.locator("#dry-run")).to_be_hidden()
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+    screen.clean()
+
+
 async def test_editing_keeps_a_replace_policy_and_a_target_pause_says_why(
     client: Client, receiver: Receiver, screen: Screen
 ) -> None:

@@ -1,6 +1,10 @@
 """/api/cron: create, read, change, pause, resume, trigger and delete jobs;
 /api/schedule/preview.
 
+A create, replace or patch with `?dryRun=true` is checked as the write
+would be (the same problems, 404 and 409) and answers what it would do
+(`DryRunOut`): nothing is written and no instance is told.
+
 Secrets: a write may set a job's `secret` to a whsec_ secret or to
 "generate", which makes one and returns it in that answer only. When the
 secret changes (to another, to a generated one, or to null) the old one
@@ -23,6 +27,7 @@ from aiohttp import web
 from yarl import URL
 
 from cronsvc.api.context import (
+    MAX_LIMIT,
     ApiContext,
     ctx,
     json_response,
@@ -32,12 +37,15 @@ from cronsvc.api.context import (
     query_text,
     read_json_object,
 )
-from cronsvc.api.operations import ID, LINK, PAGE, Operation, query_of
+from cronsvc.api.operations import ID, LINK, PAGE, Operation, Schema, query_of
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import (
     GENERATE_SECRET,
     LEGACY_ID_FIELDS,
     READ_ONLY_FIELDS,
+    ChangeOut,
+    DryRunOut,
+    FiresOut,
     JobIn,
     JobOut,
     NextRunsOut,
@@ -49,9 +57,11 @@ from cronsvc.api.schemas import (
 )
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import Job, JobSpec, PreviousSecret
+from cronsvc.dryrun import changes, plan_fires
 from cronsvc.errors import (
     BeforeCalendar,
     CronSvcError,
+    DuplicateJobName,
     FieldError,
     InvalidCronExpression,
     InvalidTimezone,
@@ -81,6 +91,23 @@ _READ = (404, 503)
 _RETRY_BASE_S = 0.005
 _RETRY_CAP_S = 0.1
 _DIGITS = re.compile(r"[0-9]{1,9}")
+DRY_RUN_FIRES = 10
+"""How many next fires a dry run lists before and after, unless `fires` says."""
+_DRY_RUN: list[Schema] = [
+    {
+        "name": "dryRun",
+        "in": "query",
+        "schema": {"type": "boolean", "default": False},
+        "description": "true (or 1): check the write as it would be made and answer what it "
+        "would do (DryRunOut, 200), writing nothing and telling no instance",
+    },
+    {
+        "name": "fires",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": DRY_RUN_FIRES},
+        "description": "with dryRun: how many next fires to list before and after",
+    },
+]
 
 
 def _schedule(api: ApiContext, expression: str, timezone: str) -> CronSchedule:
@@ -230,7 +257,9 @@ def _with(spec: JobSpec, **changes: Any) -> JobSpec:
     tag="jobs",
     status=201,
     answer=JobOut,
+    other_answer=(200, "the dry run (dryRun=true): nothing created", DryRunOut),
     body=JobIn,
+    params=_DRY_RUN,
     errors=(*_WRITE, 409),
     error_text={
         409: f"duplicate name; or limits.max_jobs reached (type {JOB_LIMIT_TYPE}, with the limit)"
@@ -241,7 +270,12 @@ async def create_job(request: web.Request) -> web.Response:
     a cluster each check the shared count, so together they may pass the limit
     by the creates that race on other instances, never by more."""
     api = ctx(request)
+    fire_count = _dry_run_fires(request)
     parsed = _parse_job(api, await read_json_object(request))
+    if fire_count is not None:
+        if await api.store.count_jobs() >= api.config.limits.max_jobs:
+            raise JobLimitReached(api.config.limits.max_jobs)
+        return await _dry_run(api, None, parsed, fire_count)
     async with api.create_lock:
         if await api.store.count_jobs() >= api.config.limits.max_jobs:
             raise JobLimitReached(api.config.limits.max_jobs)
@@ -296,25 +330,122 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def _write(api: ApiContext, current: Job, spec: JobSpec, precondition: int | None) -> Job:
-    if precondition is not None and precondition != current.version:
-        raise VersionConflict(current.id, precondition, current.version)
-    old = current.spec
-    restart = (
-        old.cron_expression != spec.cron_expression
-        or old.timezone != spec.timezone
-        or (spec.is_active and not old.is_active)
-    )
+    _check_version(current, precondition)
     now = api.clock.now()
     job = await api.store.update_job(
         current.id,
         spec,
         now=now,
         expected_version=current.version,
-        restart_schedule=restart,
+        restart_schedule=_restarts(current.spec, spec),
         previous_secret=_retired_secret(api, current, spec.secret, now),
     )
     await _announce(api, job.id)
     return job
+
+
+def _check_version(current: Job, precondition: int | None) -> None:
+    if precondition is not None and precondition != current.version:
+        raise VersionConflict(current.id, precondition, current.version)
+
+
+def _restarts(old: JobSpec, new: JobSpec) -> bool:
+    """Whether a write from `old` to `new` runs the schedule from now on."""
+    return (
+        old.cron_expression != new.cron_expression
+        or old.timezone != new.timezone
+        or (new.is_active and not old.is_active)
+    )
+
+
+def _dry_run_fires(request: web.Request) -> int | None:
+    """None for a write; for its dry run, how many fires to list."""
+    if not query_bool(request, "dryRun"):
+        return None
+    return _count(request.query.get("fires", str(DRY_RUN_FIRES)), name="fires")
+
+
+async def _dry_run(
+    api: ApiContext, current: Job | None, parsed: _Parsed, count: int
+) -> web.Response:
+    """What writing `parsed` over `current` (None: creating it) would do,
+    refused as the write would be: a stale version, a name taken."""
+    if current is not None:
+        _check_version(current, parsed.version)
+    await _check_name_free(api, parsed.spec.name, current.id if current else None)
+    now = api.clock.now()
+    job = _would_be(api, current, parsed.spec, now)
+    plan = plan_fires(
+        _firing(current),
+        _runs_from(api, current or job),
+        _firing(job),
+        _runs_from(api, job),
+        count,
+    )
+    answer = _job_out(api, job, _next_run(api, job), now=now).wire()
+    if current is None:
+        answer.pop("id")
+        answer.pop("_id", None)
+    before = None if current is None else spec_to_wire(current.spec)
+    found = changes(
+        before,
+        spec_to_wire(job.spec),
+        secret_before=current.spec.secret if current else None,
+        secret_after=job.spec.secret,
+    )
+    return json_response(
+        DryRunOut.of(
+            dry_run=True,
+            job=answer,
+            changes=[ChangeOut.from_change(c) for c in found],
+            fires=FiresOut.from_plan(plan),
+        ).wire()
+    )
+
+
+async def _check_name_free(api: ApiContext, name: str, job_id: str | None) -> None:
+    """Raise `DuplicateJobName` as the store would if another job has `name`."""
+    cursor = None
+    while True:
+        query = JobQuery(name_prefix=name, cursor=cursor, limit=MAX_LIMIT)
+        page = await api.store.list_jobs(query)
+        if any(job.spec.name == name and job.id != job_id for job in page.items):
+            raise DuplicateJobName(name)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def _would_be(api: ApiContext, current: Job | None, spec: JobSpec, now: datetime) -> Job:
+    """The job as the store would hold it after the write (see `update_job`)."""
+    if current is None:
+        return Job(id="", spec=spec, created_at=now, updated_at=now, version=1, last_tick=now)
+    retired = _retired_secret(api, current, spec.secret, now)
+    return dataclasses.replace(
+        current,
+        spec=spec,
+        version=current.version + 1,
+        updated_at=now,
+        last_tick=now if _restarts(current.spec, spec) else current.last_tick,
+        paused_reason=None,
+        deferred_until=None,
+        previous_secret=current.previous_secret if isinstance(retired, Keep) else retired,
+    )
+
+
+def _firing(job: Job | None) -> CronSchedule | None:
+    """The schedule `job` fires on; None if it does not fire (absent, paused,
+    or a schedule kept from before today's rules that no longer parses)."""
+    if job is None or not job.spec.is_active:
+        return None
+    try:
+        return parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    except CronSvcError:
+        return None
+
+
+def _runs_from(api: ApiContext, job: Job) -> datetime:
+    return max(api.clock.now(), job.last_tick)
 
 
 def _retired_secret(
@@ -339,8 +470,9 @@ def _retired_secret(
     "Replace a job (secret kept unless sent; see JobIn.secret for rotation)",
     tag="jobs",
     answer=JobOut,
+    other_answer=(200, "or its dry run (dryRun=true): nothing written", DryRunOut),
     body=JobIn,
-    params=[ID],
+    params=[ID, *_DRY_RUN],
     errors=(*_WRITE, 404, 409),
 )
 async def replace_job(request: web.Request) -> web.Response:
@@ -348,9 +480,12 @@ async def replace_job(request: web.Request) -> web.Response:
     returned, so a client that GETs, edits and PUTs must not lose it);
     `"secret": null` removes it."""
     api = ctx(request)
+    fire_count = _dry_run_fires(request)
     data = await read_json_object(request)
     current = await api.store.get_job(request.match_info["id"])
     parsed = _parse_job(api, data, keep_secret=current.spec.secret)
+    if fire_count is not None:
+        return await _dry_run(api, current, parsed, fire_count)
     job = await _write(api, current, parsed.spec, parsed.version)
     return _job_response(api, job, secret=parsed.generated_secret)
 
@@ -361,7 +496,8 @@ async def replace_job(request: web.Request) -> web.Response:
     tag="jobs",
     answer=JobOut,
     body={"type": "object", "description": "a partial JobIn"},
-    params=[ID],
+    other_answer=(200, "or its dry run (dryRun=true): nothing written", DryRunOut),
+    params=[ID, *_DRY_RUN],
     errors=(*_WRITE, 404, 409),
     error_text={409: f"duplicate name or stale version; {_UNVERSIONED_409}"},
 )
@@ -369,6 +505,7 @@ async def patch_job(request: web.Request) -> web.Response:
     """Partial update as a JSON merge patch (RFC 7396): objects merge, null
     removes a field (so it takes its default)."""
     api = ctx(request)
+    fire_count = _dry_run_fires(request)
     patch = {k: v for k, v in (await read_json_object(request)).items() if k not in _ignored(api)}
     deadline = api.clock.monotonic() + UPDATE_DEADLINE_S
     for attempt in itertools.count(1):
@@ -378,6 +515,8 @@ async def patch_job(request: web.Request) -> web.Response:
         merged = _merge_patch(spec_to_wire(current.spec), patch)
         keep = None if "secret" in patch else current.spec.secret
         parsed = _parse_job(api, merged, keep_secret=keep)
+        if fire_count is not None:
+            return await _dry_run(api, current, parsed, fire_count)
         try:
             job = await _write(api, current, parsed.spec, parsed.version)
             return _job_response(api, job, secret=parsed.generated_secret)
@@ -552,13 +691,13 @@ def _preview(api: ApiContext, data: dict[str, Any]) -> web.Response:
         raise ValidationFailed([FieldError("after", message)]) from None
 
 
-def _count(text: str) -> int:
+def _count(text: str, *, name: str = "count") -> int:
     try:
         count = int(text)
     except ValueError:
         count = 0
     if not 1 <= count <= 100:
-        raise ValidationFailed([FieldError("count", "must be an integer from 1 to 100")])
+        raise ValidationFailed([FieldError(name, "must be an integer from 1 to 100")])
     return count
 
 

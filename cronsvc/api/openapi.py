@@ -96,6 +96,8 @@ def _operation(op: Operation, path: str, method: str) -> Schema:
             "description": text,
             "content": {"application/json": {"schema": answer}},
         }
+    if op.other_answer is not None:
+        _add_answer(responses, *op.other_answer)
     for status in (*op.errors, 500):
         responses[str(status)] = _error(status, op.error_text.get(status, _ERROR_TEXT[status]))
     operation: Schema = {"tags": [op.tag], "summary": op.summary}
@@ -114,6 +116,18 @@ def _operation(op: Operation, path: str, method: str) -> Schema:
         body = {"content": {"application/json": {"schema": _schema(op.body)}}}
         operation["requestBody"] = {"required": True, **body}
     return operation
+
+
+def _add_answer(responses: Schema, status: int, text: str, model: type[BaseModel]) -> None:
+    """`model` as the answer of `status`, beside the one already there, if any."""
+    response = responses.get(str(status))
+    if response is None or "content" not in response:
+        content = {"application/json": {"schema": _ref(model)}}
+        responses[str(status)] = {"description": text, "content": content}
+        return
+    response["description"] = f"{response['description']}; {text}"
+    for media in response["content"].values():
+        media["schema"] = {"oneOf": [media["schema"], _ref(model)]}
 
 
 def _declarations(app: web.Application) -> list[tuple[str, str, Operation]]:
@@ -138,6 +152,8 @@ def build_document(app: web.Application) -> dict[str, Any]:
     for path, method, op in _declarations(app):
         paths.setdefault(path, {})[method] = _operation(op, path, method)
         models |= {m for m in (op.answer, op.body) if isinstance(m, type)}
+        if op.other_answer is not None:
+            models.add(op.other_answer[2])
     schemas: dict[str, Any] = {}
     for model in sorted(models, key=lambda m: m.__name__):
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")

@@ -37,6 +37,10 @@ class Operation:
     """Whether the answer is a JSON array of `answer`."""
     also: Mapping[int, str] = field(default_factory=dict)
     """Other statuses answered with the same body, and what they mean."""
+    other_answer: tuple[int, str, type[BaseModel]] | None = None
+    """A status answered with another model (what a query parameter asks
+    for, a dry run say), and what it means: beside `answer` (`oneOf`) when
+    the status is the same."""
     media_types: Sequence[str] = ("application/json",)
     """What the answer is served as (several when it depends on what is asked for)."""
     headers: Mapping[str, Schema] = field(default_factory=dict)

@@ -52,6 +52,7 @@ from cronsvc.domain import (
     RetryPolicy,
     Trigger,
 )
+from cronsvc.dryrun import Change, Fire, FirePlan
 from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
 from cronsvc.instants import NoOffset, parse_rfc3339, rfc3339
 from cronsvc.ledger import EntryKind, Ledger
@@ -645,6 +646,95 @@ class ScheduleOut(_Out):
 class NextRunsOut(ScheduleOut):
     cron_job_id: str
     is_active: bool
+
+
+class DryRunJobOut(JobOut):
+    id: str = Field(
+        default="",
+        description="absent in the dry run of a create: an id is made only when the job is",
+        json_schema_extra=_absent_not_null,
+    )
+
+
+class ChangeOut(_Out):
+    field: str = Field(description="the field's name, as in a job")
+    before: JsonValue | None = Field(
+        default=None,
+        description="its value now; absent for a create and for `secret`",
+        json_schema_extra=_absent_not_null,
+    )
+    after: JsonValue | None = Field(
+        default=None,
+        description="its value after the write; absent for `secret`",
+        json_schema_extra=_absent_not_null,
+    )
+    redacted: bool | None = Field(
+        default=None,
+        description="true for `secret`: that it changes is shown, never its values",
+        json_schema_extra=_absent_not_null,
+    )
+
+    @classmethod
+    def from_change(cls, change: Change) -> Self:
+        if change.redacted:
+            return cls.of(field=change.field, redacted=True)
+        before = {"before": change.before} if change.has_before else {}
+        return cls.of(field=change.field, **before, after=change.after)
+
+
+class FireOut(_Out):
+    utc: Instant
+    local: str = Field(description="on the clocks of the job's time zone, with its offset")
+    dst_change: bool = Field(
+        description="the zone's offset differs from the previous fire's (for the first, "
+        "from now): a daylight-saving change falls before this fire"
+    )
+
+    @classmethod
+    def from_fire(cls, fire: Fire) -> Self:
+        return cls.of(utc=fire.utc, local=fire.local.isoformat(), dst_change=fire.dst_change)
+
+
+class MoveOut(_Out):
+    before: Instant
+    after: Instant
+    by_seconds: int = Field(description="how far it moves; negative for earlier")
+
+
+class FiresOut(_Out):
+    before: list[FireOut] = Field(description="the next fires as the job is (none for a create)")
+    after: list[FireOut] = Field(description="the next fires after the write")
+    moved: list[MoveOut] = Field(
+        description="fires of `before` replaced by one of `after`: between two fires both "
+        "listings keep, the ones only `before` has are paired in order with the ones only "
+        "`after` has"
+    )
+    appeared: list[Instant] = Field(description="fires only `after` has, left unpaired")
+    disappeared: list[Instant] = Field(description="fires only `before` has, left unpaired")
+
+    @classmethod
+    def from_plan(cls, plan: FirePlan) -> Self:
+        comparison = plan.comparison
+        return cls.of(
+            before=[FireOut.from_fire(f) for f in plan.before],
+            after=[FireOut.from_fire(f) for f in plan.after],
+            moved=[
+                MoveOut.of(before=m.before, after=m.after, by_seconds=int(m.by.total_seconds()))
+                for m in comparison.moved
+            ],
+            appeared=comparison.appeared,
+            disappeared=comparison.disappeared,
+        )
+
+
+class DryRunOut(_Out):
+    """What a write would do, written nowhere: `?dryRun=true` on a create,
+    replace or patch."""
+
+    dry_run: Literal[True] = True
+    job: DryRunJobOut = Field(description="the job as the write would leave it")
+    changes: list[ChangeOut] = Field(description="the fields the write changes")
+    fires: FiresOut
 
 
 class LedgerEntryOut(_Out):

@@ -244,6 +244,57 @@ function instants(data) {
   return h("ol", { class: "instants" }, items);
 }
 
+// A dry run's answer (`?dryRun=true`): the fields the write changes (a secret
+// only as changed) and the next fires before and after, side by side, each
+// marked moved, new or gone, and DST where the zone's offset changed.
+function dryRunView(data) {
+  const changes = data.changes.map((change) => h("li", { class: "change" },
+    h("code", {}, change.field), ": ",
+    change.redacted ? "changes (not shown)"
+      : "before" in change
+        ? [h("span", { class: "before" }, shown(change.before)), " → ", h("span", { class: "after" }, shown(change.after))]
+        : h("span", { class: "after" }, shown(change.after))));
+  const { fires } = data;
+  const marks = (moved, single, word) => {
+    const found = new Map(single.map((instant) => [instant, word]));
+    moved.forEach((instant) => found.set(instant, "moved"));
+    return found;
+  };
+  const beforeMarks = marks(fires.moved.map((m) => m.before), fires.disappeared, "gone");
+  const afterMarks = marks(fires.moved.map((m) => m.after), fires.appeared, "new");
+  const cells = (fire, found) => {
+    if (!fire) return [h("td", { class: "muted" }, "–"), h("td", {})];
+    const local = splitLocal(fire.local);
+    const mark = found.get(fire.utc);
+    return [
+      h("td", { class: fire.dstChange ? "fire dst" : "fire" },
+        h("span", { class: "local" }, local.text),
+        h("span", { class: "offset muted" }, local.offset ? ` UTC${local.offset}` : ""),
+        fire.dstChange ? h("span", { class: "badge dst-badge" }, "DST") : null,
+        h("div", { class: "muted small" }, utc(fire.utc))),
+      h("td", {}, mark ? h("span", { class: `badge fire-${mark}` }, mark) : ""),
+    ];
+  };
+  const rows = [];
+  for (let i = 0; i < Math.max(fires.before.length, fires.after.length); i++) {
+    rows.push(h("tr", {}, cells(fires.before[i], beforeMarks), cells(fires.after[i], afterMarks)));
+  }
+  const summary = `${fires.moved.length} moved, ${fires.appeared.length} new, ${fires.disappeared.length} gone`;
+  return [
+    h("h2", {}, "What saving would change"),
+    changes.length ? h("ul", { id: "dry-run-changes" }, changes) : h("p", { class: "muted", id: "dry-run-changes" }, "No field changes."),
+    h("table", { class: "grid", id: "dry-run-fires" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Fires now"), h("th", {}), h("th", {}, "Fires after saving"), h("th", {}))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: "4" }, "No fires either way.")))),
+    h("p", { class: "muted small", id: "dry-run-summary" }, `${summary}. Nothing is saved until you press Save.`),
+  ];
+}
+
+function shown(value) {
+  if (value === null || value === undefined || value === "") return "–";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
 // -- jobs ----------------------------------------------------------------------
 
 const jobsFilter = { name: "", tag: "", active: "", pages: [] };
@@ -1010,6 +1061,8 @@ function buildForm(view, life, job) {
   const preview = h("div", { class: "preview", id: "preview", "aria-live": "polite" });
   const formError = h("div", { class: "form-error", id: "form-error", hidden: true });
   const save = h("button", { type: "submit", class: "primary", id: "job-save" }, editing ? "Save" : "Create job");
+  const previewChanges = h("button", { type: "button", id: "job-dry-run" }, "Preview changes");
+  const dryRun = h("section", { class: "panel dry-run", id: "dry-run", "aria-live": "polite", hidden: true });
 
   const form = h("form", { id: "job-form", novalidate: true },
     h("div", { class: "form-grid" },
@@ -1043,7 +1096,8 @@ function buildForm(view, life, job) {
             : null)),
       h("aside", { class: "panel" }, h("h2", {}, "Next five fires"), preview)),
     formError,
-    h("div", { class: "actions" }, save,
+    dryRun,
+    h("div", { class: "actions" }, previewChanges, save,
       h("a", { class: "button", href: editing ? `#/jobs/${job.id}` : "#/" }, "Cancel")),
   );
   view.append(h("h1", {}, editing ? `Edit ${job.name}` : "New job"), form);
@@ -1193,6 +1247,42 @@ function buildForm(view, life, job) {
     else if (removeSecret.checked) wire.secret = null;
     return { wire, errors };
   }
+
+  // -- dry run: what saving would change, asked of the API, nothing written
+  let dryRunCall = null;
+  previewChanges.addEventListener("click", async () => {
+    clearErrors();
+    const { wire, errors } = collect();
+    if (errors.length) {
+      showErrors(errors);
+      return;
+    }
+    dryRunCall?.abort();
+    dryRunCall = new AbortController();
+    const signal = dryRunCall.signal;
+    previewChanges.disabled = true;
+    try {
+      const { data } = editing
+        ? await api.put(`/api/cron/${job.id}?dryRun=true`, { ...wire, version: job.version }, { signal })
+        : await api.post("/api/cron?dryRun=true", wire, { signal });
+      if (!life.alive) return;
+      dryRun.replaceChildren(...dryRunView(data));
+      dryRun.hidden = false;
+    } catch (error) {
+      if (!life.alive || isAbort(error)) return;
+      dryRun.hidden = true;
+      showErrors(error instanceof ApiError ? error.fieldErrors : [], errorText(error));
+    } finally {
+      previewChanges.disabled = false;
+    }
+  });
+  // A preview of other values than the form's would mislead: drop it on any edit.
+  form.addEventListener("input", () => {
+    dryRunCall?.abort();
+    dryRun.hidden = true;
+    dryRun.replaceChildren();
+  });
+  life.signal.addEventListener("abort", () => dryRunCall?.abort());
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
