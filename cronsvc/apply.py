@@ -39,6 +39,7 @@ from urllib.parse import quote
 from cronsvc.client import ApiError, ApiUnreachable, Client
 from cronsvc.commands import UsageError
 from cronsvc.jobfile import (
+    SPEC_FIELDS,
     JobFileError,
     differing,
     dump,
@@ -48,21 +49,7 @@ from cronsvc.jobfile import (
 )
 from cronsvc.tables import when
 
-SHOWN: Final = frozenset(
-    {
-        "name",
-        "cronExpression",
-        "timezone",
-        "httpMethod",
-        "timeoutSeconds",
-        "retry",
-        "concurrencyPolicy",
-        "misfirePolicy",
-        "misfireGraceSeconds",
-        "isActive",
-        "tags",
-    }
-)
+SHOWN: Final = frozenset(SPEC_FIELDS) - {"webhookUrl", "headers", "body"}
 """Fields whose values a plan shows; the others (webhook URL, headers, body,
 secret) may carry a credential and are only named."""
 

@@ -1,13 +1,25 @@
 """What the dispatcher and HTTP client tests build with: a webhook request to
-any URL, and the SSRF policy that lets them reach receivers on loopback."""
+any URL, the SSRF policy that lets them reach receivers on loopback, and the
+run path's deliveries on a real dispatcher."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from cronsvc.clock import SystemClock
+from cronsvc.deliveries import Deliveries
+from cronsvc.dispatch import Dispatcher
 from cronsvc.domain import HttpMethod, RetryPolicy, Trigger
+from cronsvc.feedback import TargetFeedback
+from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
+from cronsvc.notices import Notices
+from cronsvc.results import ResultWriter
+from cronsvc.store import Store
+from cronsvc.ticks import HandBack
 from cronsvc.webhook_request import WebhookRequest
 
 SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -32,3 +44,37 @@ def webhook(url: str, **changes: Any) -> WebhookRequest:
     }
     fields.update(changes)
     return WebhookRequest(**fields)
+
+
+@asynccontextmanager
+async def run_path_deliveries(
+    store: Store, notices: Notices, metrics: Metrics
+) -> AsyncIterator[tuple[Deliveries, Dispatcher]]:
+    """The run path's deliveries on a real dispatcher (open to loopback),
+    writing results to `store`; drained and closed on the way out."""
+    clock = SystemClock()
+    dispatcher = Dispatcher(
+        max_concurrency=8, max_response_bytes=1024, clock=clock, target_policy=OPEN
+    )
+    await dispatcher.start()
+    feedback = TargetFeedback(
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        notices=notices,
+        handback=HandBack(),
+        max_defer_s=60.0,
+    )
+    deliveries = Deliveries(
+        dispatcher=dispatcher,
+        results=ResultWriter(store=store, clock=clock, metrics=metrics),
+        feedback=feedback,
+        notices=notices,
+        clock=clock,
+        metrics=metrics,
+    )
+    try:
+        yield deliveries, dispatcher
+    finally:
+        await deliveries.drain(5.0)
+        await dispatcher.aclose()

@@ -11,19 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from cronsvc.clock import SystemClock
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.deliveries import Deliveries
 from cronsvc.dispatch import Dispatcher
 from cronsvc.domain import Execution, Job
-from cronsvc.feedback import TargetFeedback
 from cronsvc.metrics import Metrics
 from cronsvc.notices import Notices
-from cronsvc.results import ResultWriter
 from cronsvc.store import Store
-from cronsvc.ticks import HandBack
 from tests.fakes import Receiver
-from tests.helpers_dispatch import OPEN
+from tests.helpers_dispatch import run_path_deliveries
 from tests.helpers_store import claimed, create
 
 
@@ -36,31 +32,10 @@ class Sending:
 
 @pytest.fixture
 async def sending(store: Store) -> AsyncIterator[Sending]:
-    clock, metrics = SystemClock(), Metrics()
+    metrics = Metrics()
     notices = Notices(coordinator=LocalCoordinator(lock_path=None), metrics=metrics)
-    dispatcher = Dispatcher(
-        max_concurrency=8, max_response_bytes=1024, clock=clock, target_policy=OPEN
-    )
-    await dispatcher.start()
-    feedback = TargetFeedback(
-        store=store,
-        clock=clock,
-        metrics=metrics,
-        notices=notices,
-        handback=HandBack(),
-        max_defer_s=60.0,
-    )
-    deliveries = Deliveries(
-        dispatcher=dispatcher,
-        results=ResultWriter(store=store, clock=clock, metrics=metrics),
-        feedback=feedback,
-        notices=notices,
-        clock=clock,
-        metrics=metrics,
-    )
-    yield Sending(deliveries=deliveries, dispatcher=dispatcher, metrics=metrics)
-    await deliveries.drain(5.0)
-    await dispatcher.aclose()
+    async with run_path_deliveries(store, notices, metrics) as (deliveries, dispatcher):
+        yield Sending(deliveries=deliveries, dispatcher=dispatcher, metrics=metrics)
 
 
 async def claimed_runs(store: Store, receiver: Receiver, count: int) -> list[tuple[Job, Execution]]:

@@ -15,18 +15,14 @@ import pytest
 from cronsvc.clock import SystemClock
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.deliveries import Deliveries
-from cronsvc.dispatch import Dispatcher
 from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, Job, Trigger
 from cronsvc.errors import JobNotFound
-from cronsvc.feedback import TargetFeedback
 from cronsvc.jobservice import MANUAL_CLAIM_TRIES, JobService
 from cronsvc.metrics import Metrics
 from cronsvc.notices import Notices
-from cronsvc.results import ResultWriter
 from cronsvc.store import ExecutionQuery, Store
-from cronsvc.ticks import HandBack
 from tests.fakes import Receiver
-from tests.helpers_dispatch import OPEN
+from tests.helpers_dispatch import run_path_deliveries
 from tests.helpers_store import create, make_spec, tick_claim
 
 
@@ -43,32 +39,11 @@ async def running(store: Store, receiver: Receiver) -> AsyncIterator[Running]:
     """The service and its deliveries; `receiver` outlives the runs sent to it."""
     clock, metrics = SystemClock(), Metrics()
     notices = Notices(coordinator=LocalCoordinator(lock_path=None), metrics=metrics)
-    dispatcher = Dispatcher(
-        max_concurrency=8, max_response_bytes=1024, clock=clock, target_policy=OPEN
-    )
-    await dispatcher.start()
-    feedback = TargetFeedback(
-        store=store,
-        clock=clock,
-        metrics=metrics,
-        notices=notices,
-        handback=HandBack(),
-        max_defer_s=60.0,
-    )
-    deliveries = Deliveries(
-        dispatcher=dispatcher,
-        results=ResultWriter(store=store, clock=clock, metrics=metrics),
-        feedback=feedback,
-        notices=notices,
-        clock=clock,
-        metrics=metrics,
-    )
-    jobs = JobService(
-        store=store, notices=notices, deliveries=deliveries, clock=clock, instance_id="here"
-    )
-    yield Running(jobs=jobs, deliveries=deliveries, metrics=metrics, store=store)
-    await deliveries.drain(5.0)
-    await dispatcher.aclose()
+    async with run_path_deliveries(store, notices, metrics) as (deliveries, _):
+        jobs = JobService(
+            store=store, notices=notices, deliveries=deliveries, clock=clock, instance_id="here"
+        )
+        yield Running(jobs=jobs, deliveries=deliveries, metrics=metrics, store=store)
 
 
 def changed_after_each_read(store: Store, times: int) -> list[int]:
