@@ -14,8 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from cronsvc.api.context import CONTEXT
-from cronsvc.clock import Clock
+from cronsvc.clock import Clock, SystemClock
 from cronsvc.config import Config, StoreConfig, load_config
+from cronsvc.dispatch import Dispatcher
 from cronsvc.service import build_app
 from cronsvc.store import Store, open_store
 from tests.fakes import (
@@ -28,6 +29,7 @@ from tests.fakes import (
     free_port,
 )
 from tests.helpers_api import Client, MakeClient
+from tests.helpers_dispatch import OPEN, MakeDispatcher
 from tests.processes import CronsvcProcess, write_config
 
 # Real Redis and MongoDB wire-protocol servers on free loopback ports; a real Chromium.
@@ -143,3 +145,23 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await open_store(f"sqlite:///{tmp_path}/store.db", retention_days=30)
     yield opened
     await opened.aclose()
+
+
+@pytest.fixture
+async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
+    """Started dispatchers, closed at teardown: 8 slots, answers up to 64 KiB,
+    the system clock and the guard open to loopback unless the keywords (any
+    of `Dispatcher`'s) say otherwise."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**options: Any) -> Dispatcher:
+            settings: dict[str, Any] = {
+                "max_concurrency": 8,
+                "max_response_bytes": 65536,
+                "clock": SystemClock(),
+                "target_policy": OPEN,
+            }
+            settings.update((k, v) for k, v in options.items() if v is not None)
+            return await stack.enter_async_context(Dispatcher(**settings))
+
+        yield make

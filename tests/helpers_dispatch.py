@@ -4,7 +4,7 @@ run path's deliveries on a real dispatcher."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,8 @@ from cronsvc.webhook_request import WebhookRequest
 SCHEDULED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 OPEN = TargetPolicy(allow_private=True)
 """The receivers in tests listen on loopback addresses: most tests open the SSRF guard."""
+MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
+"""The `make_dispatcher` fixture (tests/conftest.py): keywords go to `Dispatcher`."""
 
 
 def webhook(url: str, **changes: Any) -> WebhookRequest:

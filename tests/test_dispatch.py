@@ -6,8 +6,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from cronsvc import __version__
-from cronsvc.clock import Clock, SystemClock
+from cronsvc.clock import SystemClock
 from cronsvc.dispatch import DeliveryResult, Dispatcher
 from cronsvc.domain import ExecutionStatus, HttpMethod, PreviousSecret, RetryPolicy, Trigger
 from cronsvc.netguard import TargetPolicy
@@ -30,34 +28,8 @@ from tests.fakes import (
     StartReceiver,
     free_port,
 )
-from tests.helpers_dispatch import OPEN, SCHEDULED_AT, webhook
+from tests.helpers_dispatch import SCHEDULED_AT, MakeDispatcher, webhook
 from tests.standard_webhooks import new_secret, signatures, verifies
-
-MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
-
-
-@pytest.fixture
-async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
-    async with AsyncExitStack() as stack:
-
-        async def make(
-            *,
-            clock: Clock | None = None,
-            max_concurrency: int = 8,
-            max_response_bytes: int = 65536,
-            target_policy: TargetPolicy = OPEN,
-            resolver: AbstractResolver | None = None,
-        ) -> Dispatcher:
-            dispatcher = Dispatcher(
-                max_concurrency=max_concurrency,
-                max_response_bytes=max_response_bytes,
-                clock=clock or SystemClock(),
-                target_policy=target_policy,
-                resolver=resolver,
-            )
-            return await stack.enter_async_context(dispatcher)
-
-        yield make
 
 
 @pytest.fixture

@@ -13,16 +13,13 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trustme
 from aiohttp import web
-from aiohttp.abc import AbstractResolver
 
-from cronsvc.clock import SystemClock
-from cronsvc.dispatch import DeliveryResult, Dispatcher
+from cronsvc.dispatch import DeliveryResult
 from cronsvc.domain import ExecutionStatus, HttpMethod
 from cronsvc.netguard import TargetPolicy
 from tests.fakes import (
@@ -33,36 +30,7 @@ from tests.fakes import (
     drops_second_request,
     read_request,
 )
-from tests.helpers_dispatch import OPEN, webhook
-
-MakeDispatcher = Callable[..., Awaitable[Dispatcher]]
-
-
-@pytest.fixture
-async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
-    """Dispatchers, closed at teardown."""
-    async with AsyncExitStack() as stack:
-
-        async def make(
-            *,
-            resolver: AbstractResolver | None = None,
-            ssl_context: ssl.SSLContext | None = None,
-            max_concurrency: int = 8,
-            max_connections_per_host: int = 0,
-            target_policy: TargetPolicy = OPEN,
-        ) -> Dispatcher:
-            dispatcher = Dispatcher(
-                max_concurrency=max_concurrency,
-                max_response_bytes=65536,
-                clock=SystemClock(),
-                target_policy=target_policy,
-                resolver=resolver,
-                ssl_context=ssl_context,
-                max_connections_per_host=max_connections_per_host,
-            )
-            return await stack.enter_async_context(dispatcher)
-
-        yield make
+from tests.helpers_dispatch import MakeDispatcher, webhook
 
 
 def port_of(url: str) -> int:
