@@ -440,7 +440,12 @@ async def test_after_more_overdue_ticks_than_are_recorded_the_latest_one_still_f
     restarted = parse(ready["startedAt"]).timestamp()  # ticks before it are catch-ups
     await receiver.wait_for(len(receiver.requests) + 2)
     await api("POST", f"{service.url}/api/cron/{job['id']}/pause")
-    logs = await all_logs(service.url, job["id"])
+    async with asyncio.timeout(10):  # results are written behind the sends
+        while True:
+            logs = await all_logs(service.url, job["id"])
+            if all(e["status"] != "RUNNING" for e in logs):
+                break
+            await asyncio.sleep(0.1)
     catchups = [e for e in logs if e["trigger"] == "catchup"]
     assert len(catchups) == 1 and catchups[0]["status"] == "SUCCESS"
     # The catch-up is the newest overdue tick, not the oldest one kept.
