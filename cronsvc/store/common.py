@@ -30,7 +30,7 @@ from cronsvc.domain import (
     Trigger,
 )
 from cronsvc.errors import InvalidCursor
-from cronsvc.ids import is_valid_id
+from cronsvc.ids import is_valid_id, new_id
 from cronsvc.instants import rfc3339
 from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
 
@@ -67,6 +67,24 @@ def check_importable(executions: Iterable[Execution]) -> None:
             raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
         if not is_valid_id(execution.id) or not is_valid_id(execution.job_id):
             raise ValueError(f"execution {execution.id!r} has an id that is not well formed")
+
+
+def missed_tick_record(
+    job: Job, tick: datetime, *, instance_id: str, now: datetime, reason: str
+) -> Execution:
+    """The MISSED record of a scheduled tick that was never claimed (the
+    same on both backends)."""
+    return Execution(
+        id=new_id(),
+        job_id=job.id,
+        job_name=job.spec.name,
+        trigger=Trigger.SCHEDULE,
+        scheduled_at=tick,
+        status=ExecutionStatus.MISSED,
+        instance_id=instance_id,
+        finished_at=now,
+        error=ErrorInfo(type="missed", message=reason),
+    )
 
 
 def tick_slot(execution: Execution) -> str:

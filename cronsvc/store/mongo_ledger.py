@@ -13,9 +13,9 @@ from datetime import datetime
 
 from pymongo import DESCENDING, UpdateOne
 
-from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
+from cronsvc.domain import Execution, ExecutionStatus, Job
 from cronsvc.errors import ExecutionNotFound
-from cronsvc.ids import is_valid_id, new_id
+from cronsvc.ids import is_valid_id
 from cronsvc.store import ExecutionQuery, FinishReport, Page
 from cronsvc.store.common import (
     TICK_SLOT,
@@ -23,6 +23,7 @@ from cronsvc.store.common import (
     check_limit,
     decode_execution_cursor,
     encode_cursor,
+    missed_tick_record,
     tick_slot,
     unix_ms,
 )
@@ -56,17 +57,7 @@ class MongoLedger(MongoPart):
                 return 0  # gone, changed or paused: these ticks are not owed
             documents = [
                 execution_document(
-                    Execution(
-                        id=new_id(),
-                        job_id=job.id,
-                        job_name=job.spec.name,
-                        trigger=Trigger.SCHEDULE,
-                        scheduled_at=tick,
-                        status=ExecutionStatus.MISSED,
-                        instance_id=instance_id,
-                        finished_at=now,
-                        error=ErrorInfo(type="missed", message=reason),
-                    ),
+                    missed_tick_record(job, tick, instance_id=instance_id, now=now, reason=reason),
                     slot=TICK_SLOT,
                 )
                 for tick in ticks

@@ -56,7 +56,7 @@ from cronsvc.errors import (
     StoreUnavailable,
     VersionConflict,
 )
-from cronsvc.ids import is_valid_id, new_id
+from cronsvc.ids import is_valid_id
 from cronsvc.store import (
     KEEP,
     MAX_SCHEDULE_REVISIONS,
@@ -89,6 +89,7 @@ from cronsvc.store.common import (
     from_unix_ms,
     inserted_dispatched,
     json_text,
+    missed_tick_record,
     opt_from_unix_ms,
     opt_unix_ms,
     prefix_upper_bound,
@@ -1017,17 +1018,7 @@ def _do_record_missed(
         return 0
     rows = [
         _execution_row(
-            Execution(
-                id=new_id(),
-                job_id=job.id,
-                job_name=job.spec.name,
-                trigger=Trigger.SCHEDULE,
-                scheduled_at=tick,
-                status=ExecutionStatus.MISSED,
-                instance_id=instance_id,
-                finished_at=now,
-                error=ErrorInfo(type="missed", message=reason),
-            ),
+            missed_tick_record(job, tick, instance_id=instance_id, now=now, reason=reason),
             slot=TICK_SLOT,
         )
         for tick in ticks
