@@ -30,7 +30,7 @@ from cronsvc.errors import ConfigError
 from cronsvc.netguard import parse_cidr
 from cronsvc.urls import StoreBackend, coordination_backend, sqlite_path, store_backend
 
-_SECRET_KEYS = frozenset({"server.api_tokens"})
+_SECRET_KEYS = frozenset({"server.api_tokens", "alerts.secret"})
 """Keys whose values no error message quotes."""
 MIN_TOKEN_LENGTH = 16
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -147,6 +147,23 @@ class WebhookConfig(_Section):
         return cidrs
 
 
+class AlertsConfig(_Section):
+    url: str = ""
+    """Where jobs that set no `alerts` of their own send theirs; empty: they send none."""
+    after: int = Field(default=1, ge=1)
+    on_recovery: bool = True
+    format: Literal["standard", "slack"] = "standard"
+    secret: str = Field(default="", repr=False)
+    """Signs alerts of jobs that have no secret of their own; empty: unsigned."""
+    dashboard_url: str = ""
+    """The dashboard's address as people reach it, for the link in each alert;
+    empty: the server's own host and port."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    max_pending: int = Field(default=10000, ge=1)
+    """Alerts waiting to be sent at most; more are counted and dropped."""
+
+
 class RetentionConfig(_Section):
     execution_logs_days: float = Field(default=30.0, gt=0)
 
@@ -177,6 +194,7 @@ class Config(BaseModel):
     coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

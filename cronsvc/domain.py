@@ -106,6 +106,43 @@ class RetryPolicy:
     max_backoff_seconds: float = 60.0
 
 
+class AlertFormat(enum.StrEnum):
+    """How an alert's document is written."""
+
+    STANDARD = "standard"
+    """cronsvc's JSON document (see `cronsvc.alerts`)."""
+    SLACK = "slack"
+    """`{"text": ...}`: what a Slack (or Mattermost, or Teams) incoming
+    webhook takes."""
+
+
+ALERTING_STATUSES = frozenset(
+    {ExecutionStatus.FAILURE, ExecutionStatus.MISSED, ExecutionStatus.LOST}
+)
+"""The run outcomes that count towards a job's alert."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertPolicy:
+    """Where and when a job's failures, and its recovery, are told.
+
+    A job without one follows the service's `[alerts]` default (none unless
+    its `url` is set); `enabled=False` turns alerts off for the job even
+    then."""
+
+    enabled: bool = True
+    url: str | None = None
+    """Required when `enabled`."""
+    after: int = 1
+    """Consecutive runs ending FAILURE, MISSED or LOST before the job alerts."""
+    on_recovery: bool = True
+    """Also tell, once, when an alerting job's run succeeds again."""
+    format: AlertFormat = AlertFormat.STANDARD
+    secret: str | None = field(default=None, repr=False)
+    """Signs the alert (Standard Webhooks); None: the job's own secret, else
+    the service's alert secret, else unsigned."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """Everything a user sets on a job."""
@@ -126,6 +163,8 @@ class JobSpec:
     is_active: bool = True
     secret: str | None = field(default=None, repr=False)
     tags: tuple[str, ...] = ()
+    alerts: AlertPolicy | None = None
+    """None: the service's default alert policy applies."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
