@@ -104,7 +104,7 @@ from cronsvc.store.common import (
     watched_jobs,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
@@ -162,7 +162,8 @@ _SCHEMA = (
         paused_reason TEXT,
         deferred_until INTEGER,
         previous_secret TEXT,
-        previous_secret_expires_at INTEGER
+        previous_secret_expires_at INTEGER,
+        alerts TEXT
     )""",
     "CREATE INDEX jobs_by_active ON jobs (is_active, id)",
     """CREATE TABLE job_tags (
@@ -241,6 +242,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         *_JOB_COUNT,
         "INSERT INTO job_count (id, n) SELECT 1, COUNT(*) FROM jobs",
     ),
+    # A job's own alert policy as JSON; NULL: the service's default.
+    4: ("ALTER TABLE jobs ADD COLUMN alerts TEXT",),
 }
 """Statements that bring a store written by an older cronsvc up to date: the
 entry at key n takes schema version n to n + 1. A fresh store is made from
