@@ -126,9 +126,10 @@ URL_DESCRIPTION = (
 )
 
 
-def http_url(value: str) -> str:
+def http_url(value: str, *, credentials: str = "use headers instead") -> str:
     """`value` if cronsvc can call it (a webhook, an alert); ValueError saying
-    why not. Its host is judged by the SSRF guard separately."""
+    why not, a URL with credentials with the `credentials` advice. Its host
+    is judged by the SSRF guard separately."""
     try:
         url = URL(value)
     except (ValueError, TypeError):
@@ -138,7 +139,7 @@ def http_url(value: str) -> str:
     if not url.host:
         raise ValueError("must name a host")
     if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials; use headers instead")
+        raise ValueError(f"must not carry credentials; {credentials}")
     try:
         parse_target(value)  # as the dispatcher will: its host and port
     except InvalidTarget as exc:
@@ -217,7 +218,9 @@ class AlertsIn(_Wire):
             if info.data.get("enabled") is True:
                 raise ValueError("is required when alerts are enabled")
             return value
-        return http_url(value)
+        # Alerts are sent without a job's headers: a receiver that needs a
+        # token takes it in the URL's path or query, as chat webhooks do.
+        return http_url(value, credentials="put a token in the path or query instead")
 
     @field_validator("secret")
     @classmethod
