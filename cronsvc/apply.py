@@ -49,9 +49,9 @@ from cronsvc.jobfile import (
 )
 from cronsvc.tables import when
 
-SHOWN: Final = frozenset(SPEC_FIELDS) - {"webhookUrl", "headers", "body"}
+SHOWN: Final = frozenset(SPEC_FIELDS) - {"webhookUrl", "headers", "body", "alerts"}
 """Fields whose values a plan shows; the others (webhook URL, headers, body,
-secret) may carry a credential and are only named."""
+alerts with their URL, secrets) may carry a credential and are only named."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,8 +149,13 @@ def make_plan(
 
 def _update(doc: Mapping[str, Any], job: Mapping[str, Any]) -> Step | None:
     fields = differing(doc, job)
-    secret = "secret" in doc and (doc["secret"] is None) == bool(job.get("hasSecret"))
-    if not fields and not secret:
+    secret = _secret_changes(doc, job)
+    alerts = doc.get("alerts")
+    held_alerts = job.get("alerts")
+    alert_secret = isinstance(alerts, dict) and _secret_changes(
+        alerts, held_alerts if isinstance(held_alerts, dict) else {}
+    )
+    if not fields and not secret and not alert_secret:
         return None
     changes = [
         Change(field=f, before=before, after=after) if f in SHOWN else Change(field=f)
@@ -160,11 +165,22 @@ def _update(doc: Mapping[str, Any], job: Mapping[str, Any]) -> Step | None:
     if secret:  # set it where there is none, or remove it; a secret held is kept
         changes.append(Change(field="secret"))
         body["secret"] = doc["secret"]
+    if isinstance(alerts, dict) and not alert_secret:  # the same for the alerts' own
+        body["alerts"] = {k: v for k, v in alerts.items() if k != "secret"}
+    elif alert_secret:
+        changes.append(Change(field="alerts.secret"))
     body.setdefault("timeoutSeconds", job.get("timeoutSeconds"))
     body["version"] = job["version"]
     return Step(
         action="update", name=doc["name"], job_id=job["id"], changes=tuple(changes), document=body
     )
+
+
+def _secret_changes(wanted: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
+    """Whether a file's `secret` changes what the service holds: it is never
+    answered, so only one set where there is none, or a null where there is
+    one, counts; a secret held is kept, whatever the file says."""
+    return "secret" in wanted and (wanted["secret"] is None) == bool(held.get("hasSecret"))
 
 
 # -- running --------------------------------------------------------------------

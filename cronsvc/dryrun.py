@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from cronsvc.cron import CronSchedule
 
 SECRET_FIELD = "secret"
+ALERT_SECRET_FIELD = "alerts.secret"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,10 +42,13 @@ def changes(
     *,
     secret_before: str | None,
     secret_after: str | None,
+    alert_secret_before: str | None = None,
+    alert_secret_after: str | None = None,
 ) -> list[Change]:
     """The fields of `after` (a job's writable fields, as sent on the wire)
     that differ from `before` (None for a create), in `after`'s order, and
-    the secret last if it changes (a create that sets one changes it)."""
+    the secret, then the alert policy's secret, last if they change (a create
+    that sets one changes it)."""
     found: list[Change] = []
     keys = list(after) + [k for k in (before or {}) if k not in after]
     for key in keys:
@@ -55,6 +59,8 @@ def changes(
             found.append(Change(field=key, before=before.get(key), after=new))
     if secret_before != secret_after:
         found.append(Change(field=SECRET_FIELD, has_before=before is not None, redacted=True))
+    if alert_secret_before != alert_secret_after:
+        found.append(Change(field=ALERT_SECRET_FIELD, has_before=before is not None, redacted=True))
     return found
 
 

@@ -40,6 +40,7 @@ SPEC_FIELDS: Final = (
     "misfireGraceSeconds",
     "isActive",
     "tags",
+    "alerts",
 )
 """A job's writable fields, as the API answers them (`spec_to_wire`), in the
 order files are written in."""
@@ -47,6 +48,7 @@ FILE_FIELDS: Final = frozenset({*SPEC_FIELDS, "secret"})
 SERVICE_FIELDS: Final = READ_ONLY_FIELDS | {"version"}
 FORMATS: Final = ("toml", "json")
 
+_TABLES: Final = ("headers", "retry", "alerts")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _INT64 = range(-(2**63), 2**63)
 
@@ -136,8 +138,9 @@ def normal(job: Mapping[str, Any]) -> dict[str, Any]:
     the one spelling compared: header names in lower case, tags sorted.
     Raises `ValidationFailed` for a job the API would refuse now."""
     model = validate(JobIn, {k: job[k] for k in SPEC_FIELDS if k in job})
+    # Secrets are never answered, so never compared (see `cronsvc.apply`).
     wire: dict[str, Any] = model.model_dump(
-        mode="json", by_alias=True, exclude={"secret", "version"}
+        mode="json", by_alias=True, exclude={"secret": True, "version": True, "alerts": {"secret"}}
     )
     wire["cronExpression"] = wire["cronExpression"].strip()
     wire["headers"] = {name.lower(): value for name, value in sorted(wire["headers"].items())}
@@ -176,13 +179,20 @@ _DEFAULTS: Final = _defaults()
 
 def exported(job: Mapping[str, Any]) -> dict[str, Any]:
     """A job as answered, as a file holds it: its writable fields, without
-    its secret and without the fields still at their default (`timeoutSeconds`,
-    whose default is the service's, is always kept)."""
-    return {
+    its secrets and without the fields still at their default (`timeoutSeconds`,
+    whose default is the service's, is always kept). Its alert policy keeps
+    the fields it answers a value for, `hasSecret` aside."""
+    fields = {
         field: job[field]
         for field in SPEC_FIELDS
         if field in job and (field not in _DEFAULTS or job[field] != _DEFAULTS[field])
     }
+    alerts = fields.get("alerts")
+    if isinstance(alerts, dict):
+        fields["alerts"] = {
+            k: v for k, v in alerts.items() if k != "hasSecret" and k != "secret" and v is not None
+        }
+    return fields
 
 
 def dump(jobs: Sequence[Mapping[str, Any]], kind: str) -> str:
@@ -192,14 +202,14 @@ def dump(jobs: Sequence[Mapping[str, Any]], kind: str) -> str:
 
 
 def dump_toml(jobs: Iterable[Mapping[str, Any]]) -> str:
-    """Jobs as `[[jobs]]` tables: plain fields first, then `headers` and
-    `retry` as sub-tables; a body as a value (inline tables for objects).
+    """Jobs as `[[jobs]]` tables: plain fields first, then `headers`,
+    `retry` and `alerts` as sub-tables; a body as a value (inline tables for objects).
     Raises `JobFileError` for what TOML cannot hold (a null)."""
     lines: list[str] = []
     for job in jobs:
         where = f"job {job.get('name')!r}"
         lines += ["[[jobs]]" if not lines else "\n[[jobs]]"]
-        tables = {k: v for k, v in job.items() if k in ("headers", "retry") and v}
+        tables = {k: v for k, v in job.items() if k in _TABLES and v}
         for key, value in job.items():
             if key not in tables and value is not None:
                 lines.append(f"{_key(key)} = {_value(value, f'{where}: {key}')}")

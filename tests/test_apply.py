@@ -325,8 +325,11 @@ ALL_KINDS = [
         concurrencyPolicy="forbid",
         misfireGraceSeconds=5,
         secret=SECRET,
+        alerts={"url": HOOK + "/alerts", "after": 2, "format": "slack", "secret": SECRET},
     ),
-    job("paused", isActive=False, tags=["team-a"], body="plain text body"),
+    job(
+        "paused", isActive=False, tags=["team-a"], body="plain text body", alerts={"enabled": False}
+    ),
     job("plain", tags=["team-b"]),
 ]
 
@@ -354,7 +357,8 @@ async def test_export_then_apply_changes_nothing(
     run = await cli("apply", str(path))
     assert run.code == 0, run
     assert await jobs_by_name(client) == before
-    assert before["full"]["hasSecret"] is True
+    assert before["full"]["hasSecret"] is True and before["full"]["alerts"]["hasSecret"] is True
+    assert before["paused"]["alerts"]["enabled"] is False
 
     to_stdout = await cli("export", "--format", kind, "--selector", "tag=team-a")
     assert to_stdout.code == 0, to_stdout
@@ -476,6 +480,36 @@ def test_a_secret_in_the_file_is_set_where_there_is_none_and_a_held_one_kept() -
     assert plan.steps[1].document["secret"] is None
     assert SECRET not in plan.steps[0].text() and SECRET not in repr(plan.steps[0])
     assert plan.unchanged == ("b", "d")
+
+
+def test_an_alert_secret_in_the_file_is_set_where_there_is_none_and_a_held_one_kept() -> None:
+    alerts = {"url": HOOK, "secret": SECRET}
+    held = {"enabled": True, "url": HOOK, "after": 1, "onRecovery": True, "format": "standard"}
+    wanted = [
+        job("a", alerts=alerts),
+        job("b", alerts=alerts),
+        job("c", alerts={"url": HOOK, "secret": None}),
+        job("d", alerts={"url": HOOK, "after": 5, "secret": SECRET}),
+    ]
+    current = [
+        answered("a", "ja", alerts={**held, "hasSecret": False}),
+        answered("b", "jb", alerts={**held, "hasSecret": True}),
+        answered("c", "jc", alerts={**held, "hasSecret": True}),
+        answered("d", "jd", alerts={**held, "hasSecret": True}),
+    ]
+
+    plan = make_plan(wanted, current)
+
+    assert [(s.name, s.changes) for s in plan.steps] == [
+        ("a", (Change(field="alerts.secret"),)),
+        ("c", (Change(field="alerts.secret"),)),
+        ("d", (Change(field="alerts"),)),
+    ]
+    a, c, d = (step.document["alerts"] for step in plan.steps)
+    assert a["secret"] == SECRET and c["secret"] is None
+    assert "secret" not in d, "a secret held is kept: the write leaves it out"
+    assert all(SECRET not in step.text() + json.dumps(step.to_json()) for step in plan.steps)
+    assert plan.unchanged == ("b",)
 
 
 def test_the_values_of_fields_that_may_hold_a_credential_are_never_shown() -> None:

@@ -260,6 +260,28 @@ async def test_create_takes_a_whole_job_from_a_file_and_options_override_it(
     assert created.json()["name"] == "stdin" and created.json()["body"] == "plain text"
 
 
+async def test_alerts_are_set_from_a_file_and_their_secret_never_printed(
+    cli: Cli, client: Client, tmp_path: Path
+) -> None:
+    secret = "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"
+    alerts = {"url": "https://alerts.example.org/", "after": 2, "secret": secret}
+    document = {"name": "alerting", "cronExpression": YEARLY, "webhookUrl": "https://e.org/"}
+    (tmp_path / "job.json").write_text(json.dumps({**document, "alerts": alerts}))
+    created = await cli("jobs", "create", "--from-file", str(tmp_path / "job.json"), "--json")
+    job = created.json()
+    assert job["alerts"]["after"] == 2 and job["alerts"]["hasSecret"] is True
+
+    (tmp_path / "patch.json").write_text(json.dumps({"alerts": {"after": 4, "secret": None}}))
+    patch = ["jobs", "update", job["id"], "--from-file", str(tmp_path / "patch.json")]
+    shown = await cli(*patch, "--dry-run")
+    assert shown.code == 0, shown
+    assert "alerts.secret" in shown.out and "(not shown)" in shown.out
+    assert secret.removeprefix("whsec_") not in shown.out + created.out
+    updated = await cli(*patch, "--json")
+    assert updated.json()["alerts"]["after"] == 4
+    assert updated.json()["alerts"]["hasSecret"] is False
+
+
 async def test_list_shows_a_page_and_all_follows_the_link_header(cli: Cli, client: Client) -> None:
     for name in ("one", "two", "three"):
         await create(client, name=name)

@@ -737,3 +737,69 @@ async def test_the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab(
     await expect(other.locator("#token-dialog")).to_be_visible()
     await other.close()
     screen.clean()
+
+
+async def test_create_a_job_with_alerts_through_the_form_and_see_its_policy(
+    client: Client, screen: Screen
+) -> None:
+    page = screen.page
+    await screen.open("#/jobs/new")
+    await page.get_by_label("Name", exact=True).fill("alerting")
+    await page.get_by_label("Cron expression").fill(YEARLY)
+    await page.get_by_label("Webhook URL").fill("https://example.org/hook")
+    await expect(page.get_by_label("Alert URL")).to_be_hidden()  # the default, until asked
+    await page.get_by_label("Alerts", exact=True).select_option("own")
+    await page.get_by_label("Alert URL").fill("https://alerts.example.org/hook")
+    await page.get_by_label("Alert after failed runs").fill("3")
+    await page.get_by_label("Alert on recovery").uncheck()
+    await page.get_by_label("Alert format").select_option("slack")
+    secret = "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"
+    await page.get_by_label("Alert secret").fill(secret)
+    await screen.shot("14-create-with-alerts.png")
+    await page.get_by_role("button", name="Create job").click()
+
+    facts = page.locator("#job-alerts")
+    await expect(facts).to_contain_text("slack alert to https://alerts.example.org/hook")
+    await expect(facts).to_contain_text("3 runs in a row")
+    await expect(facts).to_contain_text("signed with its own secret")
+    await expect(page.locator("#job-alert-state")).to_be_empty()
+    assert secret.removeprefix("whsec_") not in await page.content()
+    job_id = page.url.rsplit("/", 1)[1]
+    stored = await (await client.get(f"/api/cron/{job_id}")).json()
+    assert stored["alerts"] == {
+        "enabled": True,
+        "url": "https://alerts.example.org/hook",
+        "after": 3,
+        "onRecovery": False,
+        "format": "slack",
+        "hasSecret": True,
+    }
+
+    # Edited and saved without touching the secret: kept; then turned off.
+    await page.locator("#job-edit").click()
+    await expect(page.get_by_label("Alert URL")).to_have_value("https://alerts.example.org/hook")
+    await page.get_by_label("Alert after failed runs").fill("5")
+    await page.get_by_role("button", name="Save").click()
+    await expect(facts).to_contain_text("5 runs in a row")
+    await expect(facts).to_contain_text("signed with its own secret")
+    await page.locator("#job-edit").click()
+    await page.get_by_label("Alerts", exact=True).select_option("off")
+    await page.get_by_role("button", name="Save").click()
+    await expect(facts).to_have_text("off for this job")
+    stored = await (await client.get(f"/api/cron/{job_id}")).json()
+    assert stored["alerts"]["enabled"] is False
+    screen.clean()
+
+
+async def test_an_alert_url_the_api_refuses_is_shown_at_its_field(
+    client: Client, screen: Screen
+) -> None:
+    job = await create_job(client, name="refused")
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}/edit")
+    await expect(page.get_by_label("Name", exact=True)).to_have_value("refused")
+    await page.get_by_label("Alerts", exact=True).select_option("own")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#f-alerts-url-error")).to_contain_text("is required")
+    assert await (await client.get(f"/api/cron/{job['id']}")).json() == job
+    screen.clean()

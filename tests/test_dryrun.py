@@ -77,6 +77,25 @@ def test_a_secret_is_shown_only_as_changed(old: str | None, new: str | None, cha
     assert all(c.before is None and c.after is None for c in found)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "changed"),
+    [("whsec_a", "whsec_b", True), ("whsec_a", None, True), ("whsec_a", "whsec_a", False)],
+)
+def test_an_alert_secret_is_shown_only_as_changed_after_the_secret(
+    old: str | None, new: str | None, changed: bool
+) -> None:
+    found = changes(
+        {"name": "a"},
+        {"name": "a"},
+        secret_before=None,
+        secret_after="whsec_s",
+        alert_secret_before=old,
+        alert_secret_after=new,
+    )
+    alert = [Change(field="alerts.secret", redacted=True)] if changed else []
+    assert found == [Change(field="secret", redacted=True), *alert]
+
+
 # -- pure: fires and their comparison ------------------------------------------
 
 

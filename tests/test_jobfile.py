@@ -147,6 +147,24 @@ def test_export_keeps_the_writable_fields_off_their_defaults_and_no_secret() -> 
     assert exported(job) == {**BASE, "timeoutSeconds": 10.0, "isActive": False, "tags": ["t"]}
 
 
+def test_export_keeps_an_alert_policy_without_its_secret_or_what_it_has_none_of() -> None:
+    alerts = {
+        "enabled": False,
+        "url": None,
+        "after": 1,
+        "onRecovery": True,
+        "format": "standard",
+        "hasSecret": True,
+    }
+    assert exported(answered(alerts=alerts))["alerts"] == {
+        "enabled": False,
+        "after": 1,
+        "onRecovery": True,
+        "format": "standard",
+    }
+    assert "alerts" not in exported(answered(alerts=None))
+
+
 ODD = 'quote " backslash \\ tab \t newline \n del \x7f bell \x07 é 🕑'
 
 
@@ -170,6 +188,7 @@ ODD = 'quote " backslash \\ tab \t newline \n del \x7f bell \x07 é 🕑'
         {**BASE, "body": ODD},
         {**BASE, "body": [1, -2, 1e300, 9007199254740993]},
         {**BASE, "headers": {}, "body": {}},
+        {**BASE, "alerts": {"url": HOOK, "after": 3, "format": "slack", "onRecovery": False}},
     ],
 )
 def test_toml_written_reads_back_the_same(job: dict[str, Any]) -> None:

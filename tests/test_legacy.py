@@ -631,6 +631,7 @@ async def test_with_legacy_ids_answers_carry_id_and_writes_take_mongoose_fields(
         "name": "old-client",
         "cronExpression": "0 0 1 1 *",
         "webhookUrl": receiver.url,
+        "alerts": {"url": receiver.url, "secret": "whsec_" + "QUFB" * 8},
     }
 
     created = await client.post("/api/cron", json=document)
@@ -642,6 +643,8 @@ async def test_with_legacy_ids_answers_carry_id_and_writes_take_mongoose_fields(
     replaced = await client.put(path, json=edited)
     assert replaced.status == 200, await replaced.text()
     assert (await replaced.json())["_id"] == job["id"]
+    # Sent back as answered, alerts and all: its write-only secret is kept.
+    assert (await replaced.json())["alerts"]["hasSecret"] is True
     patched = await client.patch(path, json={"_id": "x", "__v": 1, "name": "again"})
     assert patched.status == 200, await patched.text()
     [listed] = await (await client.get("/api/cron")).json()

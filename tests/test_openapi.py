@@ -36,6 +36,7 @@ from cronsvc.domain import (
 from cronsvc.errors import FieldError
 from tests.fakes import Receiver
 from tests.helpers_api import Client, MakeClient
+from tests.standard_webhooks import new_secret
 
 TOKEN = "openapi-test-token-0123456789"
 HEALTH = {"/healthz", "/readyz", "/api/health-check"}
@@ -121,8 +122,25 @@ async def test_real_responses_match_the_documented_schemas(
     assert [e["kind"] for e in ledger["entries"]] == ["manual"]
     preview = await client.post("/api/schedule/preview", json={"cronExpression": "@daily"})
     ScheduleOut.model_validate(await preview.json())
+    alerts = {"url": receiver.url, "secret": new_secret(), "format": "slack"}
+    alerting = await client.patch(f"/api/cron/{job['id']}", json={"alerts": alerts})
+    JobOut.model_validate(await alerting.json())
     for item in await (await client.get("/api/cron")).json():
         JobOut.model_validate(item)
+
+
+async def test_the_alerts_field_is_documented_write_only_secret_and_all(client: Client) -> None:
+    schemas = (await (await client.get("/openapi.json")).json())["components"]["schemas"]
+    alerts_in = schemas["AlertsIn"]["properties"]
+    alerts_out = schemas["AlertsOut"]
+    assert set(alerts_in) == {"enabled", "url", "after", "onRecovery", "format", "secret"}
+    assert alerts_in["after"]["minimum"] == 1 and alerts_in["after"]["maximum"] == 1000
+    assert alerts_in["format"]["$ref"].endswith("/AlertFormat")
+    assert schemas["AlertFormat"]["enum"] == ["standard", "slack"]
+    assert "secret" not in alerts_out["properties"] and "hasSecret" in alerts_out["required"]
+    for model in ("JobIn", "JobOut"):
+        [*kinds] = schemas[model]["properties"]["alerts"]["anyOf"]
+        assert {"type": "null"} in kinds and len(kinds) == 2, model
 
 
 async def test_the_auth_scheme_is_bearer_and_required_unless_an_operation_opts_out(

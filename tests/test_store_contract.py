@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from cronsvc.domain import (
+    AlertFormat,
+    AlertPolicy,
     AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
@@ -214,6 +216,40 @@ async def test_job_with_defaults_round_trips(store: Store) -> None:
     assert got.last_run_at is None
     assert got.last_status is None
     assert got.previous_secret is None
+
+
+ALERTS = AlertPolicy(
+    url="https://alerts.example.com/hook?team=ops",
+    after=3,
+    on_recovery=False,
+    format=AlertFormat.SLACK,
+    secret="whsec_" + "A" * 32,
+)
+
+
+@pytest.mark.parametrize(
+    "alerts", [ALERTS, AlertPolicy(enabled=False)], ids=["own-policy", "turned-off"]
+)
+async def test_a_jobs_alert_policy_round_trips_through_create_update_and_every_read(
+    store: Store, alerts: AlertPolicy
+) -> None:
+    job = await store.create_job(make_job("alerting", alerts=alerts))
+    plain = await store.create_job(make_job("plain"))
+
+    got = await store.get_job(job.id)
+    listed = {j.id: j for j in await all_jobs(store)}
+    active = {j.id: j for j in await store.active_jobs()}
+    assert got.spec.alerts == listed[job.id].spec.alerts == active[job.id].spec.alerts == alerts
+    assert got.spec.alerts is not None and got.spec.alerts.secret == alerts.secret
+    assert type(got.spec.alerts.format) is AlertFormat
+    assert listed[plain.id].spec.alerts is None
+
+    changed = dataclasses.replace(alerts, after=alerts.after + 1)
+    updated = await store.update_job(job.id, make_spec("alerting", alerts=changed), now=at(1))
+    assert updated.spec.alerts == (await store.get_job(job.id)).spec.alerts == changed
+    removed = await store.update_job(job.id, make_spec("alerting"), now=at(2))
+    assert removed.spec.alerts is None
+    assert (await store.get_job(job.id)).spec.alerts is None
 
 
 @pytest.mark.parametrize(

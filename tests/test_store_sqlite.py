@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from cronsvc.domain import (
+    AlertPolicy,
     AttemptRecord,
     ErrorInfo,
     ExecutionStatus,
@@ -234,6 +235,28 @@ async def test_a_version_3_database_is_upgraded_to_count_its_jobs_without_a_scan
     finally:
         await store.aclose()
     assert schema_version(db_path) == SCHEMA_VERSION
+
+
+async def test_a_version_4_database_is_upgraded_and_its_jobs_follow_the_default_alert_policy(
+    db_path: Path,
+) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job())
+    await store.aclose()
+    roll_back_to(db_path, 4)
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        assert schema_version(db_path) == SCHEMA_VERSION
+        old = await store.get_job(job.id)
+        assert old.spec.alerts is None and old.spec == job.spec
+        # What the new column holds is written and read back.
+        alerts = AlertPolicy(url="https://alerts.example.com/", after=2, secret="whsec_x")
+        spec = dataclasses.replace(job.spec, alerts=alerts)
+        await store.update_job(job.id, spec, now=at(3))
+        assert (await store.get_job(job.id)).spec.alerts == alerts
+    finally:
+        await store.aclose()
 
 
 async def test_a_version_2_database_is_upgraded_and_its_jobs_get_their_schedule_as_history(

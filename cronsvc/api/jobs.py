@@ -11,6 +11,10 @@ secret changes (to another, to a generated one, or to null) the old one
 stays on the job as its previous secret, signing beside the new one for
 `webhook.secret_rotation_grace_s`, so receivers can switch without refusing
 calls. Setting null therefore stops signatures only once that grace is over.
+
+A job's `alerts` policy has a secret of its own, write-only too, kept when a
+write that keeps `alerts` leaves `alerts.secret` out; a new one takes over at
+once (there is no grace period, as there is for the job's secret).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from cronsvc.api.schemas import (
     validate,
 )
 from cronsvc.cron import CronSchedule, parse_schedule
-from cronsvc.domain import Job, JobSpec, PreviousSecret
+from cronsvc.domain import AlertPolicy, Job, JobSpec, PreviousSecret
 from cronsvc.dryrun import changes, plan_fires
 from cronsvc.errors import (
     BeforeCalendar,
@@ -91,6 +95,7 @@ _READ = (404, 503)
 _RETRY_BASE_S = 0.005
 _RETRY_CAP_S = 0.1
 _DIGITS = re.compile(r"[0-9]{1,9}")
+ALERTS_URL = "alerts.url"
 DRY_RUN_FIRES = 10
 """How many next fires a dry run lists before and after, unless `fires` says."""
 _DRY_RUN: list[Schema] = [
@@ -140,10 +145,11 @@ def _schedule_errors(
     return []
 
 
-def _target_errors(api: ApiContext, url: object) -> list[FieldError]:
-    """A webhookUrl whose host is an IP literal or `localhost` the SSRF guard
-    would refuse, reported now rather than at every fire. Names are judged
-    when the webhook is called: DNS can change in between."""
+def _target_errors(api: ApiContext, url: object, field: str = "webhookUrl") -> list[FieldError]:
+    """A URL cronsvc calls (`field`: the webhookUrl, or alerts.url) whose host
+    is an IP literal or `localhost` the SSRF guard would refuse, reported now
+    rather than at every call. Names are judged when the URL is called: DNS
+    can change in between."""
     if not isinstance(url, str):
         return []
     try:
@@ -155,14 +161,28 @@ def _target_errors(api: ApiContext, url: object) -> list[FieldError]:
     try:
         api.target_policy.check_host(host)
     except TargetNotAllowed as exc:
-        return [FieldError("webhookUrl", str(exc))]
+        return [FieldError(field, str(exc))]
     return []
 
 
-def _check_runnable(api: ApiContext, spec: JobSpec) -> None:
+def _alert_target_errors(
+    api: ApiContext, alerts: object, reported: frozenset[str] = frozenset()
+) -> list[FieldError]:
+    """`_target_errors` of a job's alerts.url (as sent, or as parsed), unless
+    it was reported already."""
+    if isinstance(alerts, AlertPolicy):
+        url: object = alerts.url
+    elif isinstance(alerts, dict):
+        url = alerts.get("url")
+    else:
+        return []
+    return [] if ALERTS_URL in reported else _target_errors(api, url, ALERTS_URL)
+
+
+def _check_runnable(api: ApiContext, spec: JobSpec, more: list[FieldError] | None = None) -> None:
     """Raise `ValidationFailed` if the job's schedule or target would be
-    refused were it written now."""
-    errors = _target_errors(api, spec.webhook_url)
+    refused were it written now, with the `more` errors found besides."""
+    errors = [*_target_errors(api, spec.webhook_url), *(more or [])]
     try:
         _schedule(api, spec.cron_expression, spec.timezone)
     except ValidationFailed as bad:
@@ -216,28 +236,43 @@ class _Parsed:
     """The secret made for "generate", to answer once."""
 
 
-def _parse_job(api: ApiContext, data: dict[str, Any], *, keep_secret: str | None = None) -> _Parsed:
+def _parse_job(
+    api: ApiContext,
+    data: dict[str, Any],
+    *,
+    keep_secret: str | None = None,
+    keep_alert_secret: str | None = None,
+) -> _Parsed:
     """Validate a whole job document. A `secret` left out is `keep_secret`;
-    "generate" is replaced by a new secret."""
+    "generate" is replaced by a new secret. An `alerts.secret` left out of
+    the `alerts` sent is `keep_alert_secret`."""
     payload = {k: v for k, v in data.items() if k not in _ignored(api)}
     try:
         model = validate(JobIn, payload)
     except ValidationFailed as failed:
         # Report a bad schedule or target along with the other fields, not on the next try.
-        reported = {e.field for e in failed.errors}
+        reported = frozenset(e.field for e in failed.errors)
         target = [] if "webhookUrl" in reported else _target_errors(api, payload.get("webhookUrl"))
+        alert_target = _alert_target_errors(api, payload.get("alerts"), reported)
         raise ValidationFailed(
-            [*failed.errors, *_schedule_errors(api, payload, failed), *target]
+            [*failed.errors, *_schedule_errors(api, payload, failed), *target, *alert_target]
         ) from None
     spec = model.to_spec(default_timeout_s=api.config.webhook.timeout_s)
-    _check_runnable(api, spec)
+    _check_runnable(api, spec, _alert_target_errors(api, spec.alerts))
     generated = None
     if "secret" not in payload:
         spec = _with(spec, secret=keep_secret)
     elif spec.secret == GENERATE_SECRET:
         generated = generate_secret()
         spec = _with(spec, secret=generated)
+    alerts = payload.get("alerts")
+    if spec.alerts is not None and isinstance(alerts, dict) and "secret" not in alerts:
+        spec = _with(spec, alerts=dataclasses.replace(spec.alerts, secret=keep_alert_secret))
     return _Parsed(spec=spec, version=model.version, generated_secret=generated)
+
+
+def _alert_secret(spec: JobSpec) -> str | None:
+    return None if spec.alerts is None else spec.alerts.secret
 
 
 def _ignored(api: ApiContext) -> frozenset[str]:
@@ -392,6 +427,8 @@ async def _dry_run(
         spec_to_wire(job.spec),
         secret_before=current.spec.secret if current else None,
         secret_after=job.spec.secret,
+        alert_secret_before=_alert_secret(current.spec) if current else None,
+        alert_secret_after=_alert_secret(job.spec),
     )
     return json_response(
         DryRunOut.of(
@@ -483,7 +520,12 @@ async def replace_job(request: web.Request) -> web.Response:
     fire_count = _dry_run_fires(request)
     data = await read_json_object(request)
     current = await api.store.get_job(request.match_info["id"])
-    parsed = _parse_job(api, data, keep_secret=current.spec.secret)
+    parsed = _parse_job(
+        api,
+        data,
+        keep_secret=current.spec.secret,
+        keep_alert_secret=_alert_secret(current.spec),
+    )
     if fire_count is not None:
         return await _dry_run(api, current, parsed, fire_count)
     job = await _write(api, current, parsed.spec, parsed.version)
@@ -514,7 +556,11 @@ async def patch_job(request: web.Request) -> web.Response:
         # `"secret": null` in the patch removes the key, which must not keep it.
         merged = _merge_patch(spec_to_wire(current.spec), patch)
         keep = None if "secret" in patch else current.spec.secret
-        parsed = _parse_job(api, merged, keep_secret=keep)
+        # So is the alert secret, unless the patch names it (null removes it).
+        sent = patch.get("alerts")
+        named = isinstance(sent, dict) and "secret" in sent
+        keep_alert = None if named else _alert_secret(current.spec)
+        parsed = _parse_job(api, merged, keep_secret=keep, keep_alert_secret=keep_alert)
         if fire_count is not None:
             return await _dry_run(api, current, parsed, fire_count)
         try:

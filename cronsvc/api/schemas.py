@@ -25,9 +25,11 @@ from pydantic import (
     Strict,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
@@ -39,6 +41,8 @@ from cronsvc.domain import (
     HEADER_VALUE_CONTROL,
     MAX_ATTEMPTS,
     RESERVED_HEADERS,
+    AlertFormat,
+    AlertPolicy,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -115,10 +119,123 @@ class _Wire(BaseModel):
     )
 
 
+URL_DESCRIPTION = (
+    "http or https, without credentials; its host a name DNS can hold (labels of 1-63 "
+    "letters, digits, '-' or '_'; 253 characters in all), an IPv4 address or a bracketed "
+    "IPv6 one; its port 1-65535"
+)
+
+
+def http_url(value: str, *, credentials: str = "use headers instead") -> str:
+    """`value` if cronsvc can call it (a webhook, an alert); ValueError saying
+    why not, a URL with credentials with the `credentials` advice. Its host
+    is judged by the SSRF guard separately."""
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        raise ValueError("is not a valid URL") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not url.host:
+        raise ValueError("must name a host")
+    if url.user is not None or url.password is not None:
+        raise ValueError(f"must not carry credentials; {credentials}")
+    try:
+        parse_target(value)  # as the dispatcher will: its host and port
+    except InvalidTarget as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def whsec_secret(value: str) -> str:
+    """`value` if it is a whsec_ secret; ValueError saying what is wrong
+    (never quoting it)."""
+    try:
+        parse_secret(value)
+    except InvalidSecret as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 class RetryIn(_Wire):
     max_attempts: Annotated[int, Strict(), Field(ge=1, le=MAX_ATTEMPTS)] = 1
     backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=3600)] = 1.0
     max_backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 60.0
+
+
+ALERTS_DESCRIPTION = (
+    'The job\'s own alert policy (README, "Alerts"): where to tell, after how many runs '
+    "in a row that end FAILURE, MISSED or LOST, and once when it succeeds again. Null or "
+    "absent: the service's default (`[alerts]` in the configuration) applies; "
+    '{"enabled": false}: no alerts for this job, default or not. A PUT replaces it whole, '
+    "a PATCH merges into it. `hasSecret`, as answered, may be sent back and is ignored."
+)
+ALERT_SECRET_DESCRIPTION = (
+    "Write-only: signs the job's alerts (Standard Webhooks headers), a `whsec_` secret "
+    "as the job's own `secret` is; answers show only `hasSecret`. Null: the job's own "
+    "secret signs them, else `[alerts] secret`, else they go unsigned. Left out of a PUT "
+    "or PATCH that keeps `alerts`, the stored one is kept."
+)
+
+
+class AlertsIn(_Wire):
+    """A job's own alert policy as a client writes it (`JobIn.alerts`)."""
+
+    enabled: Annotated[bool, Strict()] = True
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        validate_default=True,
+        description=f"where alerts are sent (POST); required when enabled. {URL_DESCRIPTION}",
+    )
+    after: Annotated[int, Strict(), Field(ge=1, le=1000)] = Field(
+        default=1, description="runs in a row ending FAILURE, MISSED or LOST before it alerts"
+    )
+    on_recovery: Annotated[bool, Strict()] = Field(
+        default=True, description="also tell, once, when a run succeeds again after an alert"
+    )
+    format: AlertFormat = Field(
+        default=AlertFormat.STANDARD,
+        description='"standard": cronsvc\'s JSON document; "slack": `{"text": ...}`, '
+        "what Slack's (and Mattermost's) incoming webhooks take",
+    )
+    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, description=ALERT_SECRET_DESCRIPTION
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _answer_sent_back(cls, data: Any) -> Any:
+        """A policy as answered carries `hasSecret`: a client that GETs, edits
+        and PUTs sends it back, as it does the job's read-only fields."""
+        if isinstance(data, dict) and "hasSecret" in data:
+            return {k: v for k, v in data.items() if k != "hasSecret"}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url_when_enabled(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("enabled") is True:
+                raise ValueError("is required when alerts are enabled")
+            return value
+        # Alerts are sent without a job's headers: a receiver that needs a
+        # token takes it in the URL's path or query, as chat webhooks do.
+        return http_url(value, credentials="put a token in the path or query instead")
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec_secret(cls, value: str | None) -> str | None:
+        return None if value is None else whsec_secret(value)
+
+    def to_policy(self) -> AlertPolicy:
+        return AlertPolicy(
+            enabled=self.enabled,
+            url=self.url,
+            after=self.after,
+            on_recovery=self.on_recovery,
+            format=self.format,
+            secret=self.secret,
+        )
 
 
 class JobIn(_Wire):
@@ -131,9 +248,7 @@ class JobIn(_Wire):
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
-        description="http or https, without credentials; its host a name DNS can hold "
-        "(labels of 1-63 letters, digits, '-' or '_'; 253 characters in all), an IPv4 "
-        "address or a bracketed IPv6 one; its port 1-65535"
+        description=URL_DESCRIPTION
     )
     http_method: HttpMethod = HttpMethod.POST
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
@@ -161,6 +276,7 @@ class JobIn(_Wire):
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
     ] = Field(default_factory=list)
+    alerts: AlertsIn | None = Field(default=None, description=ALERTS_DESCRIPTION)
     version: Annotated[int, Strict(), Field(ge=1)] | None = None
 
     @field_validator("name")
@@ -180,21 +296,7 @@ class JobIn(_Wire):
     @field_validator("webhook_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = URL(value)
-        except (ValueError, TypeError):
-            raise ValueError("is not a valid URL") from None
-        if url.scheme not in ("http", "https"):
-            raise ValueError("must be an http:// or https:// URL")
-        if not url.host:
-            raise ValueError("must name a host")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not carry credentials; use headers instead")
-        try:
-            parse_target(value)  # as the dispatcher will: its host and port
-        except InvalidTarget as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -234,10 +336,9 @@ class JobIn(_Wire):
         if value is None or value == GENERATE_SECRET:
             return value
         try:
-            parse_secret(value)
-        except InvalidSecret as exc:
+            return whsec_secret(value)
+        except ValueError as exc:
             raise ValueError(f'{exc} (or send "{GENERATE_SECRET}")') from None
-        return value
 
     @field_validator("tags")
     @classmethod
@@ -267,6 +368,7 @@ class JobIn(_Wire):
             is_active=self.is_active,
             secret=self.secret,
             tags=tuple(self.tags),
+            alerts=None if self.alerts is None else self.alerts.to_policy(),
         )
 
 
@@ -400,6 +502,31 @@ class RetryOut(_Out):
     max_backoff_seconds: Number
 
 
+class AlertsOut(_Out):
+    """A job's own alert policy as answered: its secret never, only whether
+    it has one."""
+
+    enabled: bool
+    url: str | None
+    after: int
+    on_recovery: bool
+    format: AlertFormat
+    has_secret: bool = Field(description="whether the policy has a secret of its own")
+
+    @classmethod
+    def from_domain(cls, policy: AlertPolicy | None) -> Self | None:
+        if policy is None:
+            return None
+        return cls.of(
+            enabled=policy.enabled,
+            url=policy.url,
+            after=policy.after,
+            on_recovery=policy.on_recovery,
+            format=policy.format,
+            has_secret=policy.secret is not None,
+        )
+
+
 class JobOut(_Out):
     legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
     id: str
@@ -417,6 +544,10 @@ class JobOut(_Out):
     misfire_grace_seconds: int
     is_active: bool
     tags: list[str]
+    alerts: AlertsOut | None = Field(
+        description="the job's own alert policy; null: the service's default ([alerts]) "
+        "applies, if it sets a url"
+    )
     has_secret: bool = Field(description="whether requests are signed with a current secret")
     previous_secret_expires_at: Instant | None = Field(
         description="until when the secret the job replaced still signs beside the current "
@@ -498,6 +629,7 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
         "misfire_grace_seconds": spec.misfire_grace_seconds,
         "is_active": spec.is_active,
         "tags": list(spec.tags),
+        "alerts": AlertsOut.from_domain(spec.alerts),
     }
 
 
@@ -660,17 +792,18 @@ class ChangeOut(_Out):
     field: str = Field(description="the field's name, as in a job")
     before: JsonValue | None = Field(
         default=None,
-        description="its value now; absent for a create and for `secret`",
+        description="its value now; absent for a create and for `secret` and `alerts.secret`",
         json_schema_extra=_absent_not_null,
     )
     after: JsonValue | None = Field(
         default=None,
-        description="its value after the write; absent for `secret`",
+        description="its value after the write; absent for `secret` and `alerts.secret`",
         json_schema_extra=_absent_not_null,
     )
     redacted: bool | None = Field(
         default=None,
-        description="true for `secret`: that it changes is shown, never its values",
+        description="true for `secret` and `alerts.secret`: that it changes is shown, never "
+        "its values",
         json_schema_extra=_absent_not_null,
     )
 

@@ -1,5 +1,5 @@
 """What the store backends share: instants as exact Unix milliseconds, JSON
-text, attempt logs as plain documents, name-prefix bounds, the opaque page
+text, attempt logs and alert policies as plain documents, name-prefix bounds, the opaque page
 cursors, the tick claim decision and the words of the records it writes,
 when an update makes a schedule revision, and the parts that jobs read in
 bulk share."""
@@ -18,6 +18,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from cronsvc.domain import (
+    AlertFormat,
+    AlertPolicy,
     AttemptRecord,
     ConcurrencyPolicy,
     ErrorInfo,
@@ -168,6 +170,37 @@ def attempts_from_documents(
             retry_after_ms=d.get("retry_after_ms"),
         )
         for d in documents or ()
+    )
+
+
+def alerts_document(policy: AlertPolicy | None) -> dict[str, Any] | None:
+    """A job's own alert policy as stored (None: it has none, the service's
+    default applies); the secret is kept, as the job's own is."""
+    if policy is None:
+        return None
+    return {
+        "enabled": bool(policy.enabled),
+        "url": policy.url,
+        "after": int(policy.after),
+        "on_recovery": bool(policy.on_recovery),
+        "format": policy.format.value,
+        "secret": policy.secret,
+    }
+
+
+def alerts_from_document(document: Mapping[str, Any] | None) -> AlertPolicy | None:
+    """The policy `alerts_document` stored; None (also a job written before
+    alerts existed) is none."""
+    if document is None:
+        return None
+    # Scalars are converted: nx-27017 reads a bool written by `$set` back as 0 or 1.
+    return AlertPolicy(
+        enabled=bool(document["enabled"]),
+        url=document.get("url"),
+        after=int(document["after"]),
+        on_recovery=bool(document["on_recovery"]),
+        format=AlertFormat(document["format"]),
+        secret=document.get("secret"),
     )
 
 

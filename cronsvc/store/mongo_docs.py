@@ -5,12 +5,15 @@ Documents. A job is ``{_id, name, cron_expression, timezone, webhook_url,
 http_method, headers: [[name, value], ...], body_json, timeout_seconds,
 retry: {max_attempts, backoff_seconds, max_backoff_seconds},
 concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
-tags: [...], version, created_at, updated_at, last_tick, last_run_at,
+tags: [...], alerts: {enabled, url, after, on_recovery, format, secret} | None,
+version, created_at, updated_at, last_tick, last_run_at,
 last_status, paused_reason, deferred_until, previous_secret,
 previous_secret_expires_at, schedule_history: [{version, effective_from,
 cron_expression, timezone, is_active}, ...]}`` (the previous secret's fields
 absent or None when the job has no replaced secret; `paused_reason` and
-`deferred_until` absent in documents written before they existed). The
+`deferred_until` absent in documents written before they existed; `alerts`
+None, or absent in documents written before it existed, when the job has no
+alert policy of its own). The
 schedule history lives in the job document so that the one update that
 changes a job also records the revision; it is left out of every job read
 but `schedule_history`'s own, and a document written before it existed reads
@@ -54,6 +57,8 @@ from cronsvc.domain import (
     Trigger,
 )
 from cronsvc.store.common import (
+    alerts_document,
+    alerts_from_document,
     attempt_documents,
     attempts_from_documents,
     from_unix_ms,
@@ -107,6 +112,7 @@ def spec_fields(spec: JobSpec) -> Doc:
         "is_active": bool(spec.is_active),
         "secret": spec.secret,
         "tags": list(spec.tags),
+        "alerts": alerts_document(spec.alerts),
     }
 
 
@@ -188,6 +194,7 @@ def job_from_document(document: Doc) -> Job:
         is_active=bool(document["is_active"]),
         secret=document["secret"],
         tags=tuple(document["tags"]),
+        alerts=alerts_from_document(document.get("alerts")),
     )
     return Job(
         id=document["_id"],

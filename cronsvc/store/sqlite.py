@@ -3,7 +3,8 @@
 Instants are stored as integer Unix milliseconds. Spec scalars are columns;
 `headers`, `body` and `tags` are JSON text (a JSON `body` keeps a str apart
 from a JSON document: `"{}"` is the string, `{}` the object; NULL is None).
-An execution's `attempt_log` is JSON text too (NULL: no attempts).
+An execution's `attempt_log` is JSON text too (NULL: no attempts), and so
+is a job's own `alerts` policy (NULL: none, the service's default applies).
 Tags are also kept in `job_tags`, indexed, for the tag filter.
 
 Threading: the stdlib `sqlite3` connection lives on one dedicated worker
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
 from cronsvc.domain import (
+    AlertPolicy,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -76,6 +78,8 @@ from cronsvc.store.common import (
     ClaimDecision,
     ClaimJob,
     StoredClaims,
+    alerts_document,
+    alerts_from_document,
     attempt_documents,
     attempts_from_documents,
     cached_instant,
@@ -279,6 +283,7 @@ _JOB_COLUMNS = (
     "deferred_until",
     "previous_secret",
     "previous_secret_expires_at",
+    "alerts",
 )
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
@@ -1223,7 +1228,13 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         opt_unix_ms(job.deferred_until),
         None if job.previous_secret is None else job.previous_secret.secret,
         None if job.previous_secret is None else unix_ms(job.previous_secret.expires_at),
+        _alerts_text(spec.alerts),
     )
+
+
+def _alerts_text(policy: AlertPolicy | None) -> str | None:
+    document = alerts_document(policy)
+    return None if document is None else json_text(document)
 
 
 def _job_from_row(row: _Row) -> Job:
@@ -1243,6 +1254,7 @@ def _job_from_row(row: _Row) -> Job:
         is_active=bool(row[15]),
         secret=row[16],
         tags=tuple(json.loads(row[17])),
+        alerts=None if row[28] is None else alerts_from_document(json.loads(row[28])),
     )
     return Job(
         id=row[0],

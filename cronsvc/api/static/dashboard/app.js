@@ -576,6 +576,10 @@ function jobView(view, id) {
       ["Overlap", OVERLAP[job.concurrencyPolicy] ?? job.concurrencyPolicy],
       ["Missed ticks", `${job.misfirePolicy} within ${job.misfireGraceSeconds} s`],
       ["Signed", job.hasSecret ? "yes" : "no"],
+      // The policy, then the job's alert state (alerting or not), which the
+      // alert engine's part of the view puts in #job-alert-state.
+      ["Alerts", h("span", {}, h("span", { id: "job-alerts" }, alertPolicy(job.alerts)), " ",
+        h("span", { id: "job-alert-state" }))],
       ["Changed", h("span", {}, since(job.updatedAt), ` (version ${job.version})`)],
     ];
     // What the webhook's target asked for: a 410 paused it, a Retry-After holds it back.
@@ -933,6 +937,18 @@ function ledgerPanel(id, life) {
   };
 }
 
+// A job's own alert policy in words; null: the service's default applies.
+function alertPolicy(alerts) {
+  if (!alerts) return "service default";
+  if (!alerts.enabled) return "off for this job";
+  const runs = alerts.after === 1 ? "a run ends" : `${alerts.after} runs in a row end`;
+  return h("span", {},
+    `${alerts.format} alert to `, h("span", { class: "url" }, alerts.url),
+    ` when ${runs} FAILURE, MISSED or LOST`,
+    alerts.onRecovery ? ", and on recovery" : "",
+    alerts.hasSecret ? " (signed with its own secret)" : "");
+}
+
 // -- create and edit -----------------------------------------------------------
 
 // Wire field -> the form control that edits it (nested fields too: "retry.maxAttempts").
@@ -954,6 +970,13 @@ const FIELDS = {
   misfirePolicy: "f-misfire",
   misfireGraceSeconds: "f-grace",
   secret: "f-secret",
+  alerts: "f-alerts",
+  "alerts.enabled": "f-alerts",
+  "alerts.url": "f-alerts-url",
+  "alerts.after": "f-alerts-after",
+  "alerts.onRecovery": "f-alerts-recovery",
+  "alerts.format": "f-alerts-format",
+  "alerts.secret": "f-alerts-secret",
 };
 
 function control(field) {
@@ -1004,6 +1027,60 @@ function zoneNames() {
   } catch {
     return ["UTC"];
   }
+}
+
+// The form's Alerts fieldset: the service's default, the job's own policy, or
+// none. `collect` writes what it says as JobIn's `alerts`; the secret, as the
+// job's own, is write-only: left empty, the stored one is kept.
+function alertFields(input, alerts) {
+  const mode = h("select", { id: "f-alerts" },
+    option("default", "Use the service default", !alerts ? "default" : ""),
+    option("own", "Alert as set here", alerts?.enabled ? "own" : ""),
+    option("off", "No alerts for this job", alerts && !alerts.enabled ? "off" : ""));
+  const url = input("f-alerts-url", { type: "url", value: alerts?.url ?? "",
+    placeholder: "https://hooks.slack.com/services/…" });
+  const after = input("f-alerts-after", { type: "number", min: "1", max: "1000",
+    value: String(alerts?.after ?? 1) });
+  const recovery = input("f-alerts-recovery", { type: "checkbox", checked: alerts?.onRecovery ?? true });
+  const format = h("select", { id: "f-alerts-format" },
+    option("standard", "standard: cronsvc's JSON document", alerts?.format ?? "standard"),
+    option("slack", "slack: {\"text\": …}, for Slack-style incoming webhooks", alerts?.format ?? "standard"));
+  const secret = input("f-alerts-secret", { type: "password", autocomplete: "new-password",
+    placeholder: alerts?.hasSecret ? "unchanged" : "none: the job's secret signs them" });
+  const removeSecret = input("f-alerts-remove-secret", { type: "checkbox" });
+  const own = h("div", { class: "fields", id: "f-alerts-own" },
+    field("Alert URL", url),
+    field("Alert after failed runs", after, { hint: "runs in a row ending FAILURE, MISSED or LOST" }),
+    check("Alert on recovery", recovery),
+    field("Alert format", format),
+    field("Alert secret", secret, { hint: "write-only; whsec_…; signs the alerts" }),
+    alerts?.hasSecret ? check("Remove the alert secret", removeSecret) : null);
+  const show = () => {
+    own.hidden = mode.value !== "own";
+  };
+  mode.addEventListener("change", show);
+  show();
+  const fieldset = h("fieldset", { class: "alerts", id: "f-alerts-fieldset" },
+    h("legend", {}, "Alerts"),
+    field("Alerts", mode, { hint: "tell someone when runs keep failing, and when they succeed again" }),
+    own);
+
+  function collect(given, number) {
+    if (mode.value === "default") return null;
+    if (mode.value === "off") return { enabled: false };
+    const wire = {
+      enabled: true,
+      url: given(url.value.trim()),
+      onRecovery: recovery.checked,
+      format: format.value,
+    };
+    const runs = number(after);
+    if (runs !== undefined) wire.after = runs;
+    if (secret.value) wire.secret = secret.value;
+    else if (removeSecret.checked) wire.secret = null;
+    return wire;
+  }
+  return { fieldset, collect };
 }
 
 function buildForm(view, life, job) {
@@ -1057,6 +1134,7 @@ function buildForm(view, life, job) {
   const secret = input("f-secret", { type: "password", autocomplete: "new-password",
     placeholder: editing && job.hasSecret ? "unchanged" : "none" });
   const removeSecret = input("f-remove-secret", { type: "checkbox" });
+  const alerts = alertFields(input, editing ? job.alerts : null);
   const words = h("p", { class: "words", id: "expression-words" });
   const preview = h("div", { class: "preview", id: "preview", "aria-live": "polite" });
   const formError = h("div", { class: "form-error", id: "form-error", hidden: true });
@@ -1093,7 +1171,8 @@ function buildForm(view, life, job) {
           field("Signing secret", secret, { hint: "write-only; when set, requests are signed" }),
           editing && job.hasSecret
             ? check("Remove the secret", removeSecret)
-            : null)),
+            : null),
+        alerts.fieldset),
       h("aside", { class: "panel" }, h("h2", {}, "Next five fires"), preview)),
     formError,
     dryRun,
@@ -1245,6 +1324,7 @@ function buildForm(view, life, job) {
     set(wire.retry, "maxBackoffSeconds", number(maxBackoff));
     if (secret.value) wire.secret = secret.value;
     else if (removeSecret.checked) wire.secret = null;
+    wire.alerts = alerts.collect(given, number);
     return { wire, errors };
   }
 
