@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from cronsvc.alerts import AlertStep, Outcome
 from cronsvc.domain import (
+    AlertPolicy,
     AttemptRecord,
     ErrorInfo,
     ExecutionStatus,
@@ -231,6 +233,24 @@ async def test_a_version_3_database_is_upgraded_to_count_its_jobs_without_a_scan
         await store.create_job(make_job("another"))
         await store.create_job(make_job("and another"))
         assert await store.count_jobs() == 4
+    finally:
+        await store.aclose()
+    assert schema_version(db_path) == SCHEMA_VERSION
+
+
+async def test_a_version_5_database_is_upgraded_to_keep_alert_states(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job("job"))
+    await store.aclose()
+    roll_back_to(db_path, 5)
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        policy = AlertPolicy(url="https://alerts.example/hook")
+        outcome = Outcome(job_id=job.id, status=ExecutionStatus.FAILURE, scheduled_at=at(1))
+        step = AlertStep(job_id=job.id, policy=policy, outcomes=(outcome,))
+        (change,) = await store.apply_alert_outcomes([step], at(1))
+        assert (await store.alert_states([job.id]))[job.id] == change.after
     finally:
         await store.aclose()
     assert schema_version(db_path) == SCHEMA_VERSION
