@@ -62,6 +62,13 @@ class Outcome:
     finished_at: datetime | None = None
     execution_id: str | None = None
     error: ErrorInfo | None = None
+    run_status: ExecutionStatus | None = None
+    """For a signal: the status of the run it came with, if known."""
+
+    @property
+    def last_run_status(self) -> ExecutionStatus | None:
+        """The run's status, as an alert tells it."""
+        return self.status if isinstance(self.status, ExecutionStatus) else self.run_status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
