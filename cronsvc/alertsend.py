@@ -121,6 +121,9 @@ class AlertSender:
             alert = await self._queue.get()
             try:
                 await self.deliver(alert)
+            except asyncio.CancelledError:  # stopped while sending it
+                self._dropped([alert], "shutdown")
+                raise
             except Exception:  # a bug in one alert must not stop the others
                 self._metrics.inc("cronsvc_alerts_total", outcome="failed")
                 log.exception("alert_crashed", job_id=alert.change.job_id)
