@@ -209,15 +209,16 @@ def effective_policy(spec: JobSpec, default: AlertsConfig) -> AlertPolicy | None
     # replaced by cronsvc.alertpolicy
     own = spec.alerts
     if own is not None:
-        return own if own.enabled and own.url else None
+        return own if own.enabled else None
     if not default.url:
         return None
+    # The default's secret is not copied: the sender signs with the job's
+    # secret before `[alerts] secret`.
     return AlertPolicy(
         url=default.url,
         after=default.after,
         on_recovery=default.on_recovery,
         format=AlertFormat(default.format),
-        secret=default.secret or None,
     )
 
 
