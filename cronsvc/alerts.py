@@ -106,11 +106,14 @@ class AlertChange:
     after: AlertState
     outcome: Outcome
     policy: AlertPolicy
+    number: int = 1
+    """Its place among the changes of one stored version (a fold can effect several)."""
 
     @property
     def alert_id(self) -> str:
-        """The alert's `webhook-id`: the same on every retry of its delivery."""
-        return f"alert_{self.job_id}_{self.after.version}"
+        """The alert's `webhook-id`: the same on every retry of its delivery,
+        and on no other alert."""
+        return f"alert_{self.job_id}_{self.after.version}_{self.number}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,8 +199,9 @@ def apply_outcomes(
             after=replace(after, version=version),
             outcome=outcome,
             policy=step.policy,
+            number=number,
         )
-        for kind, before, after, outcome in kinds
+        for number, (kind, before, after, outcome) in enumerate(kinds, start=1)
     ]
     return final, changes
 

@@ -106,8 +106,11 @@ class AlertWatch:
                 self._add(job, run_outcome(execution))
 
     def dropped(self, executions: Iterable[Execution]) -> None:
-        """These results will never be written: their ticks go unrecorded."""
+        """These results will never be written: their ticks go unrecorded
+        (for the jobs `expect` found alerts might apply to)."""
         for execution in executions:
+            if execution.id not in self._expected:
+                continue
             outcome = Outcome(
                 job_id=execution.job_id,
                 status=Signal.UNRECORDED,
@@ -116,7 +119,7 @@ class AlertWatch:
                 run_status=execution.status,
                 error=execution.error,
             )
-            self._add(self._expected.pop(execution.id, None), outcome)
+            self._add(self._expected.pop(execution.id), outcome)
 
     def unrecorded(self, job_id: str, tick: datetime | None) -> None:
         """Ticks of this job were left without a record."""

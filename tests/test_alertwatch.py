@@ -162,7 +162,9 @@ async def test_unrecorded_ticks_alert_once_until_a_run_is_recorded(
 ) -> None:
     job = await create(store)
     watch = watching(url=receiver.url, after=5).watch
-    watch.dropped([run(job, 1, ExecutionStatus.FAILURE)])
+    unwritten = run(job, 1, ExecutionStatus.FAILURE)
+    watch.expect(unwritten, None)
+    watch.dropped([unwritten])
     watch.unrecorded(job.id, None)
     await settled(store, job, unrecorded=True)
     watch.unrecorded(job.id, None)
