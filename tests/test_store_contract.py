@@ -2316,3 +2316,22 @@ async def test_conflicting_alert_outcomes_report_exactly_one_change(store: Store
     # older success is left out, and nothing changes.
     assert kinds in ([], [AlertKind.FAILING, AlertKind.RECOVERED])
     assert len({change.after.version for changed in rounds for change in changed}) == len(kinds)
+
+
+async def test_steps_of_one_job_in_one_call_are_applied_in_order(store: Store) -> None:
+    job, other = await create(store), await create(store, "other")
+    changes = await store.apply_alert_outcomes(
+        [
+            _step(job, _failure(job, 1)),
+            _step(other, _failure(other, 1)),
+            _step(job, _success(job, 2)),
+        ],
+        at(2),
+    )
+    assert [(c.job_id, c.kind) for c in changes] == [
+        (job.id, AlertKind.FAILING),
+        (other.id, AlertKind.FAILING),
+        (job.id, AlertKind.RECOVERED),
+    ]
+    assert len({c.alert_id for c in changes}) == 3
+    assert not (await store.alert_states([job.id]))[job.id].alerting
