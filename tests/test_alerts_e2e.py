@@ -185,3 +185,28 @@ async def test_three_instances_tell_each_state_change_once(
         assert len({r.headers["webhook-id"] for r in alerts.requests}) == 2
     finally:
         await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
+
+
+async def test_a_run_its_killed_process_left_is_marked_lost_and_alerts(
+    start_service: Callable[..., Any], start_receiver: Callable[..., Any]
+) -> None:
+    stuck: Receiver = await start_receiver()
+    stuck.before_reply = stuck.hold  # answers nothing while the process lives
+    alerts: Receiver = await start_receiver()
+    service = await start_service(alert_env(alerts))
+    job = await call(
+        "POST",
+        f"{service.url}/api/cron",
+        json={"name": "stuck", "cronExpression": "0 0 1 1 *", "webhookUrl": stuck.url},
+    )
+    execution = await call("POST", f"{service.url}/api/cron/{job['id']}/trigger")
+    await stuck.wait_for(1)
+    await service.stop(signal.SIGKILL)
+    await service.start()  # its leader marks the run LOST at start-up
+
+    (request,) = await alerts.wait_for(1, within_s=30)
+    document = json.loads(request.body)
+    assert document["type"] == "job.failing"
+    assert document["lastRun"]["executionId"] == execution["id"]
+    assert document["lastRun"]["status"] == "LOST"
+    assert document["lastRun"]["error"]["type"] == "lost"
