@@ -218,7 +218,9 @@ class AlertWatch:
         try:
             jobs = await self._jobs(batch)
             steps = self._steps(batch, jobs)
-            changes = await self._store.apply_alert_outcomes(steps, self._clock.now())
+            changes = (
+                await self._store.apply_alert_outcomes(steps, self._clock.now()) if steps else []
+            )
         except TRANSIENT as exc:
             self._failures += 1
             self._metrics.inc("cronsvc_store_errors_total", op="alert_states")
