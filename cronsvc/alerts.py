@@ -22,15 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from cronsvc.config import AlertsConfig
-from cronsvc.domain import (
-    ALERTING_STATUSES,
-    AlertFormat,
-    AlertPolicy,
-    ErrorInfo,
-    ExecutionStatus,
-    JobSpec,
-)
+from cronsvc.domain import ALERTING_STATUSES, AlertPolicy, ErrorInfo, ExecutionStatus
 
 
 class Signal(enum.StrEnum):
@@ -204,26 +196,6 @@ def apply_outcomes(
         for number, (kind, before, after, outcome) in enumerate(kinds, start=1)
     ]
     return final, changes
-
-
-def effective_policy(spec: JobSpec, default: AlertsConfig) -> AlertPolicy | None:
-    """The policy a job's alerts follow: its own if set and enabled; none if
-    it turned them off; else the service's `[alerts]` default, if that names
-    a url."""
-    # replaced by cronsvc.alertpolicy
-    own = spec.alerts
-    if own is not None:
-        return own if own.enabled else None
-    if not default.url:
-        return None
-    # The default's secret is not copied: the sender signs with the job's
-    # secret before `[alerts] secret`.
-    return AlertPolicy(
-        url=default.url,
-        after=default.after,
-        on_recovery=default.on_recovery,
-        format=AlertFormat(default.format),
-    )
 
 
 def in_tick_order(outcomes: Iterable[Outcome]) -> list[Outcome]:

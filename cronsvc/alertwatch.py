@@ -28,11 +28,11 @@ from typing import Protocol
 
 import structlog
 
-from cronsvc.alerts import AlertStep, Outcome, Signal, effective_policy, in_tick_order
+from cronsvc.alerts import AlertStep, Outcome, Signal, in_tick_order
 from cronsvc.alertsend import Alert, AlertSender
 from cronsvc.clock import Clock
 from cronsvc.config import AlertsConfig
-from cronsvc.domain import AlertPolicy, Execution, ExecutionStatus, Job
+from cronsvc.domain import AlertFormat, AlertPolicy, Execution, ExecutionStatus, Job, JobSpec
 from cronsvc.errors import JobNotFound
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT, backoff_delay
@@ -266,6 +266,26 @@ class AlertWatch:
                 AlertStep(job_id=job_id, policy=policy, outcomes=tuple(in_tick_order(outcomes)))
             )
         return steps
+
+
+def effective_policy(spec: JobSpec, default: AlertsConfig) -> AlertPolicy | None:
+    """The policy a job's alerts follow: its own if set and enabled; none if
+    it turned them off; else the service's `[alerts]` default, if that names
+    a url."""
+    # replaced by cronsvc.alertpolicy
+    own = spec.alerts
+    if own is not None:
+        return own if own.enabled else None
+    if not default.url:
+        return None
+    # The default's secret is not copied: the sender signs with the job's
+    # secret before `[alerts] secret`.
+    return AlertPolicy(
+        url=default.url,
+        after=default.after,
+        on_recovery=default.on_recovery,
+        format=AlertFormat(default.format),
+    )
 
 
 def run_outcome(execution: Execution) -> Outcome:

@@ -15,10 +15,10 @@ from cronsvc.alerts import (
     Outcome,
     Signal,
     apply_outcomes,
-    effective_policy,
     in_tick_order,
     transition,
 )
+from cronsvc.alertwatch import effective_policy
 from cronsvc.config import AlertsConfig
 from cronsvc.domain import AlertFormat, AlertPolicy, ExecutionStatus
 from tests.helpers_store import make_spec

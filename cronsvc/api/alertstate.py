@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cronsvc.alerts import NO_STATE, effective_policy
+from cronsvc.alerts import NO_STATE
+from cronsvc.alertwatch import effective_policy
 from cronsvc.api.context import ApiContext
 from cronsvc.api.schemas import AlertStateOut
 from cronsvc.domain import Job
