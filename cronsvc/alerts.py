@@ -8,11 +8,12 @@ statuses alert too: the job was paused by its target's 410 Gone
 ("paused"), and a tick of the job could not be recorded ("unrecorded"; once
 until the job's next recorded run).
 
-Outcomes are applied in tick order: one whose tick is older than the last
-applied is left out, so results of neighbouring ticks that reach the store
-out of order (from several instances, or a LOST marking that comes late)
-cannot make a job flap. Both store backends fold outcomes with
-`apply_outcomes`; the store makes each fold atomic (see `AlertStates`).
+Results of neighbouring ticks reach the store out of order (from several
+instances, or a LOST marking that comes late). An outcome older than the
+last one applied cannot make a job flap: an older success changes nothing,
+and an older failure only adds to an unbroken run of failures. Both store
+backends fold outcomes with `apply_outcomes`; the store makes each fold
+atomic (see `AlertStates`).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class AlertState:
     last_status: ExecutionStatus | None = None
     last_error: ErrorInfo | None = None
     last_at: datetime | None = None
-    """The tick of the latest outcome applied: older ones are left out, as is
-    this one again (same tick, same `last_execution_id`)."""
+    """The tick of the latest outcome applied (see the module's docstring);
+    this one again (same tick, same `last_execution_id`) is left out."""
     last_finished_at: datetime | None = None
     last_execution_id: str | None = None
     unrecorded: bool = False
@@ -133,26 +134,31 @@ def transition(
         return replace(state, unrecorded=True), AlertKind.UNRECORDED
     if status not in ALERTING_STATUSES and status is not ExecutionStatus.SUCCESS:
         return state, None  # SKIPPED (and RUNNING, never final) change nothing
-    if _applied_before(state, outcome):
-        return state, None
+    tick, last = outcome.scheduled_at, state.last_at
+    if tick is not None and last is not None and tick <= last:
+        if tick == last and outcome.execution_id == state.last_execution_id:
+            return state, None  # this very outcome, applied again
+        if status is ExecutionStatus.SUCCESS or state.last_status not in ALERTING_STATUSES:
+            return state, None  # an older tick cannot undo or break what came after it
+        # A failure that reached the store after a later one: it belongs to
+        # the same run of failures, and counts, as long as it is unbroken.
+        return _failed(state, outcome.count, policy, now)
     recorded = replace(_noted(state, outcome), unrecorded=False)
     if status is ExecutionStatus.SUCCESS:
         if not state.alerting:
             return replace(recorded, streak=0), None
         after = replace(recorded, streak=0, alerting=False, changed_at=now)
         return after, AlertKind.RECOVERED if policy.on_recovery else None
-    streak = state.streak + outcome.count
+    return _failed(recorded, outcome.count, policy, now)
+
+
+def _failed(
+    state: AlertState, count: int, policy: AlertPolicy, now: datetime
+) -> tuple[AlertState, AlertKind | None]:
+    streak = state.streak + count
     if state.alerting or streak < policy.after:
-        return replace(recorded, streak=streak), None
-    return replace(recorded, streak=streak, alerting=True, changed_at=now), AlertKind.FAILING
-
-
-def _applied_before(state: AlertState, outcome: Outcome) -> bool:
-    """Whether an outcome of a later tick, or this very one, was applied already."""
-    tick, last = outcome.scheduled_at, state.last_at
-    if tick is None or last is None:
-        return False
-    return tick < last or (tick == last and outcome.execution_id == state.last_execution_id)
+        return replace(state, streak=streak), None
+    return replace(state, streak=streak, alerting=True, changed_at=now), AlertKind.FAILING
 
 
 def _noted(state: AlertState, outcome: Outcome) -> AlertState:

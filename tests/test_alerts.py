@@ -83,10 +83,20 @@ def test_a_batch_of_missed_ticks_counts_each_towards_the_streak() -> None:
     assert state.streak == 3
 
 
-def test_an_older_tick_than_one_applied_changes_nothing() -> None:
+def test_an_older_success_or_the_same_outcome_again_changes_nothing() -> None:
     state, _ = transition(NO_STATE, outcome(F, 5), POLICY, T0)
     assert transition(state, outcome(S, 4), POLICY, T0) == (state, None)
     assert transition(state, outcome(F, 5), POLICY, T0) == (state, None)
+
+
+def test_an_older_failure_counts_only_towards_an_unbroken_run_of_failures() -> None:
+    policy = AlertPolicy(url="https://a.example/", after=3)
+    failed, _ = transition(NO_STATE, outcome(F, 5), policy, T0)
+    older, kind = transition(failed, outcome(L, 4), policy, T0)
+    assert (older.streak, older.last_at, kind) == (2, failed.last_at, None)
+    assert transition(older, outcome(F, 3), policy, T0)[1] is AlertKind.FAILING
+    succeeded, _ = transition(failed, outcome(S, 6), policy, T0)
+    assert transition(succeeded, outcome(F, 4), policy, T0) == (succeeded, None)
 
 
 def test_a_skipped_run_leaves_the_state_itself() -> None:

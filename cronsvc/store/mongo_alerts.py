@@ -9,9 +9,9 @@ A call costs a few round trips whatever the number of jobs: the states are
 read together, and the conditional writes, one per job, go out together.
 The losers go round again.
 
-A retry after a lost answer can apply a step twice; the order check in
-`cronsvc.alerts.transition` leaves out an outcome already applied (its
-tick is not newer), signals aside.
+A retry after a lost answer can apply a step again; `cronsvc.alerts.transition`
+leaves out its latest outcome (same tick, same execution), not its earlier
+ones nor signals: they may count twice.
 """
 
 from __future__ import annotations
