@@ -316,7 +316,9 @@ class ClaimPipeline:
                 assert result.execution is not None
                 self._unanswered.answered(result.execution.id)
                 if past_grace(d, now):
-                    self._deliveries.finish(missed_late(result.execution, d, now, CLAIMED_LATE))
+                    self._deliveries.finish(
+                        missed_late(result.execution, d, now, CLAIMED_LATE), d.job
+                    )
                 else:
                     claimed.append((d, result.execution))
             elif result.outcome is ClaimOutcome.STALE:

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
 from cronsvc.dispatch import DeliveryResult, Dispatcher
 from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
@@ -71,8 +72,10 @@ class Deliveries:
         notices: Notices,
         clock: Clock,
         metrics: Metrics,
+        alerts: AlertWatch | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._alerts = alerts
         self._results = results
         self._feedback = feedback
         self._notices = notices
@@ -219,12 +222,12 @@ class Deliveries:
             if execution.id in self._cancelled:
                 self._aborted(execution)  # the store holds its record already
             else:
-                self.finish(ended(execution, self._clock.now(), "shutdown", SHUTDOWN))
+                self.finish(ended(execution, self._clock.now(), "shutdown", SHUTDOWN), job)
             raise
         finished = _finished(execution, result)
         if result.status is ExecutionStatus.FAILURE:
             finished = await self._feedback.heed(job, finished, result)
-        self.finish(finished)
+        self.finish(finished, job)
         lag_s = result.first_sent_at - execution.scheduled_at.timestamp()
         if execution.trigger is not Trigger.MANUAL:
             self._metrics.fire_lag.observe(max(0.0, lag_s))
@@ -244,9 +247,13 @@ class Deliveries:
             response_status=result.response_status,
         )
 
-    def finish(self, execution: Execution) -> None:
-        """Count an execution's final record and write it (behind, in batches)."""
+    def finish(self, execution: Execution, job: Job | None = None) -> None:
+        """Count an execution's final record and write it (behind, in
+        batches); its job's alerts hear of it once it is written (`job`:
+        saves reading the job, where it is at hand)."""
         self.count(execution.status)
+        if self._alerts is not None:
+            self._alerts.expect(execution, job)
         self._results.submit(execution)
 
     def count(self, status: ExecutionStatus) -> None:

@@ -110,7 +110,7 @@ class AlertFormat(enum.StrEnum):
     """How an alert's document is written."""
 
     STANDARD = "standard"
-    """cronsvc's JSON document (see `cronsvc.alerts`)."""
+    """cronsvc's JSON document (see `cronsvc.alertdoc`)."""
     SLACK = "slack"
     """`{"text": ...}`: what a Slack (or Mattermost, or Teams) incoming
     webhook takes."""

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
 from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult
@@ -38,8 +39,10 @@ class TargetFeedback:
         notices: Notices,
         handback: HandBack,
         max_defer_s: float,
+        alerts: AlertWatch | None = None,
     ) -> None:
         self._store = store
+        self._alerts = alerts
         self._clock = clock
         self._metrics = metrics
         self._notices = notices
@@ -72,10 +75,13 @@ class TargetFeedback:
         await self._notices.job_changed(job.id)
         self._metrics.inc("cronsvc_jobs_paused_by_target_total")
         log.warning("job_paused_by_target", job_id=job.id, reason=reason)
-        return dataclasses.replace(
+        recorded = dataclasses.replace(
             execution,
             error=ErrorInfo(type="target_gone", message="HTTP 410 Gone: the job was paused"),
         )
+        if self._alerts is not None:
+            self._alerts.paused(job, recorded)
+        return recorded
 
     async def _defer(
         self, job: Job, execution: Execution, retry_after_s: float, now: datetime

@@ -78,7 +78,9 @@ class LeaderDuties:
         reap_grace: bool,
         on_adopted: Callable[[list[Execution]], None],
         claim_orphans: Callable[[], Awaitable[list[Execution]]] | None = None,
+        on_lost: Callable[[list[Execution]], None] | None = None,
     ) -> None:
+        self._on_lost = on_lost
         self._store = store
         self._coordinator = coordinator
         self._clock = clock
@@ -278,6 +280,8 @@ class LeaderDuties:
             reason="the instance running it stopped before recording a result",
         )
         if lost:
+            if self._on_lost is not None:
+                self._on_lost(lost)
             self._metrics.inc("cronsvc_executions_total", len(lost), status="LOST")
             log.warning(
                 "runs_lost", count=len(lost), instances=sorted({e.instance_id for e in lost})

@@ -79,7 +79,7 @@ class DispatchMarks:
                 self._metrics.inc("cronsvc_claims_taken_over_total")
                 log.warning("claim_taken_over", job_id=d.job.id, tick=rfc3339(d.tick))
             elif past_grace(d, now):  # this instance was held up (paused) since the claim
-                self._deliveries.finish(missed_late(execution, d, now, HELD_UP))
+                self._deliveries.finish(missed_late(execution, d, now, HELD_UP), d.job)
             elif versions.get(d.job.id) == d.job.version:
                 unchanged.append((d, execution))
             else:

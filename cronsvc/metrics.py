@@ -103,6 +103,11 @@ COUNTERS: dict[str, CounterSpec] = {
     "cronsvc_ticks_orphaned_total": CounterSpec(
         help="Ticks whose lease an instance that left won, claimed by the leader"
     ),
+    "cronsvc_alerts_total": CounterSpec(
+        help="Alert deliveries by outcome (retried: each retry; dropped: never sent)",
+        labels=("outcome",),
+        shown=(("sent",), ("retried",), ("failed",), ("dropped",)),
+    ),
     "cronsvc_ticks_missed_unrecorded_total": CounterSpec(
         help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)"
     ),

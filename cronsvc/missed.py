@@ -12,6 +12,7 @@ from datetime import datetime
 
 import structlog
 
+from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
 from cronsvc.domain import Job, Trigger
 from cronsvc.health import Dependency, HealthMonitor
@@ -37,8 +38,10 @@ class MissedRecorder:
         health: HealthMonitor,
         instance_id: str,
         wake: asyncio.Event,
+        alerts: AlertWatch | None = None,
     ) -> None:
         self._store = store
+        self._alerts = alerts
         self._index = index
         self._clock = clock
         self._metrics = metrics
@@ -83,6 +86,8 @@ class MissedRecorder:
         if not count:  # every tick had a record already (another instance wrote them)
             return
         self._metrics.inc("cronsvc_executions_total", count, status="MISSED")
+        if self._alerts is not None:
+            self._alerts.missed(job, ticks, count)
         log.warning(
             "ticks_missed",
             job_id=job.id,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -20,7 +22,7 @@ from cronsvc.clock import Clock
 from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT, backoff_delay
-from cronsvc.store import ResultSink
+from cronsvc.store import FinishReport, ResultSink
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +38,26 @@ while it builds rows, and the burst's requests would wait for it (BENCHMARKS.md,
 "Why the constants are what they are")."""
 
 
+class ResultObserver(Protocol):
+    """Told what became of each result (`cronsvc.alertwatch.AlertWatch`)."""
+
+    def written(self, batch: Sequence[Execution], report: FinishReport) -> None: ...
+
+    def dropped(self, executions: Iterable[Execution]) -> None: ...
+
+
 class ResultWriter:
     def __init__(
-        self, *, store: ResultSink, clock: Clock, metrics: Metrics, max_pending: int = 100_000
+        self,
+        *,
+        store: ResultSink,
+        clock: Clock,
+        metrics: Metrics,
+        max_pending: int = 100_000,
+        observer: ResultObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._clock = clock
         self._metrics = metrics
         self._max_pending = max_pending
@@ -67,6 +84,8 @@ class ResultWriter:
                 self._dropped([execution], "buffer_full")
             else:
                 self._metrics.inc("cronsvc_log_writes_dropped_total", reason="buffer_full")
+                if self._observer is not None:
+                    self._observer.dropped([execution])
             self._overflow += 1
             return
         if self._overflow:
@@ -132,6 +151,8 @@ class ResultWriter:
             log.info("results_resumed", after_failures=self._failures)
             self._failures = 0
         del self._pending[: len(batch)]
+        if self._observer is not None:
+            self._observer.written(batch, report)
         for execution_id in report.missing:
             log.warning("execution_log_deleted_while_running", execution_id=execution_id)
         if report.already_final:
@@ -163,6 +184,8 @@ class ResultWriter:
 
     def _dropped(self, executions: list[Execution], reason: str) -> None:
         self._metrics.inc("cronsvc_log_writes_dropped_total", len(executions), reason=reason)
+        if self._observer is not None:
+            self._observer.dropped(executions)
         log.error(
             "execution_results_dropped",
             count=len(executions),

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import structlog
 
+from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
@@ -72,8 +73,10 @@ class Scheduler:
         health: HealthMonitor,
         instance_id: str,
         started_at: datetime,
+        alerts: AlertWatch | None = None,
     ) -> None:
         self._health = health
+        self._alerts = alerts
         self._sink = sink
         self._clock = clock
         self._config = config
@@ -103,6 +106,7 @@ class Scheduler:
             health=health,
             instance_id=instance_id,
             wake=self._wake,
+            alerts=alerts,
         )
         self._resync_due = False
         self._resyncing: asyncio.Task[float] | None = None
@@ -238,6 +242,8 @@ class Scheduler:
                 "cronsvc_ticks_missed_unrecorded_total",
                 skipped.count,
             )
+            if self._alerts is not None:
+                self._alerts.unrecorded(skipped.job_id, None)
             if skipped.jumped:
                 log.warning(
                     "missed_ticks_unrecorded",

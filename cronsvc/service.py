@@ -23,6 +23,8 @@ from aiohttp import web
 
 from cronsvc import gcpolicy
 from cronsvc.adoption import Adoption
+from cronsvc.alertsend import AlertSender
+from cronsvc.alertwatch import AlertWatch
 from cronsvc.api.app import create_app
 from cronsvc.api.auth import ACCESS, Access
 from cronsvc.api.context import CONTEXT, ApiContext
@@ -58,6 +60,10 @@ from cronsvc.urls import (
 )
 
 log = structlog.get_logger(__name__)
+
+ALERTS_GRACE_S = 5.0
+"""At shutdown: how long alert outcomes may wait for the store, and then
+queued alerts for their receivers; what is left is counted dropped."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,11 +173,12 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
         metrics=metrics,
     )
-    results = ResultWriter(store=store, clock=clock, metrics=metrics)
+    sender, watch = _alerts(app)
+    results = ResultWriter(store=store, clock=clock, metrics=metrics, observer=watch)
     # What the run path hands back to the scheduler (held ticks, stale jobs)
     # goes through this, made before both.
     handback = HandBack()
-    run_path = _run_path(app, health=health, results=results, handback=handback)
+    run_path = _run_path(app, health=health, results=results, handback=handback, alerts=watch)
     scheduler = Scheduler(
         store=store,
         sink=run_path.claims,
@@ -182,6 +189,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         health=health,
         instance_id=services.instance_id,
         started_at=started_at,
+        alerts=watch,
     )
     leader = LeaderDuties(
         store=store,
@@ -195,6 +203,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         reap_grace=coordination_backend(config.coordination.url) is not CoordinationBackend.LOCAL,
         on_adopted=run_path.adoption.adopt,
         claim_orphans=run_path.orphans.claim,
+        on_lost=watch.lost,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(run_path.deliveries.cancel_replaced)
@@ -217,11 +226,23 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         started_at=started_at,
     )
 
+    async def write_results() -> None:
+        await results.run(give_up_after_s=shutdown_write_s)
+        watch.stop()  # the last results are written: their outcomes are in
+
+    async def alert() -> None:
+        sending = asyncio.create_task(sender.run(), name="alert-sender")
+        try:
+            await watch.run(give_up_after_s=ALERTS_GRACE_S)
+        finally:
+            await sender.aclose(sending, ALERTS_GRACE_S)
+
     async def supervise() -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="scheduler")
             group.create_task(leader.run(), name="leader")
-            group.create_task(results.run(give_up_after_s=shutdown_write_s), name="results")
+            group.create_task(write_results(), name="results")
+            group.create_task(alert(), name="alerts")
             group.create_task(health.run(), name="health")
 
     engine = asyncio.create_task(supervise(), name="engine")
@@ -235,7 +256,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     if not engine.done():
         # The loops stop at their next turn; one waiting on a store that
         # does not answer is cancelled once the grace is over.
-        await asyncio.wait({engine}, timeout=shutdown_write_s + 5.0)
+        await asyncio.wait({engine}, timeout=shutdown_write_s + 2 * ALERTS_GRACE_S + 5.0)
         if not engine.done():
             log.warning("engine_stop_overdue", waited_s=shutdown_write_s + 5.0)
             engine.cancel()
@@ -259,8 +280,34 @@ class RunPath:
     instance won and never claimed."""
 
 
+def _alerts(app: web.Application) -> tuple[AlertSender, AlertWatch]:
+    services = app[SERVICES]
+    config = services.config
+    sender = AlertSender(
+        config=config.alerts,
+        dashboard_url=config.alerts.dashboard_url
+        or f"http://{config.server.host}:{config.server.port}",
+        target_policy=_target_policy(config),
+        clock=services.clock,
+        metrics=services.metrics,
+    )
+    watch = AlertWatch(
+        store=app[STORE],
+        sender=sender,
+        config=config.alerts,
+        clock=services.clock,
+        metrics=services.metrics,
+    )
+    return sender, watch
+
+
 def _run_path(
-    app: web.Application, *, health: HealthMonitor, results: ResultWriter, handback: HandBack
+    app: web.Application,
+    *,
+    health: HealthMonitor,
+    results: ResultWriter,
+    handback: HandBack,
+    alerts: AlertWatch,
 ) -> RunPath:
     services = app[SERVICES]
     config, clock, metrics = services.config, services.clock, services.metrics
@@ -273,6 +320,7 @@ def _run_path(
         notices=notices,
         handback=handback,
         max_defer_s=config.webhook.max_defer_s,
+        alerts=alerts,
     )
     deliveries = Deliveries(
         dispatcher=app[DISPATCHER],
@@ -281,6 +329,7 @@ def _run_path(
         notices=notices,
         clock=clock,
         metrics=metrics,
+        alerts=alerts,
     )
     lost_leases = LostLeases(clock=clock, keep_s=keep_lost_s(config.scheduler.heartbeat_interval_s))
     return RunPath(

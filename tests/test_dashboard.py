@@ -441,6 +441,29 @@ async def test_editing_keeps_a_replace_policy_and_a_target_pause_says_why(
     screen.clean()
 
 
+@pytest.mark.timeout(120)
+async def test_the_job_view_shows_the_jobs_alert_state(
+    make_client: Any, config: Config, start_receiver: Any, browser: BrowserContext
+) -> None:
+    target: Receiver = await start_receiver()
+    alerts: Receiver = await start_receiver()
+    client = await make_client(alerts=config.alerts.model_copy(update={"url": alerts.url}))
+    screen = await tab(browser, str(client.make_url("")).rstrip("/"))
+    job = await create_job(client, name="alerting", webhookUrl=target.url)
+    page = screen.page
+    await screen.open(f"#/jobs/{job['id']}")
+    await expect(page.locator("#job-alert-state")).to_contain_text("not alerting")
+
+    target.status = 500
+    await page.get_by_role("button", name="Run now").click()
+    await alerts.wait_for(1, within_s=FIRE_WAIT_MS / 1000)
+    await page.locator("#history").get_by_role("button", name="Refresh").click()
+    await expect(page.locator("#job-alert-state")).to_contain_text(
+        "alerting: 1 failed run in a row", timeout=FIRE_WAIT_MS
+    )
+    screen.clean()
+
+
 async def settled_runs(client: Client, job_id: str, within_s: float = 10.0) -> list[dict[str, Any]]:
     """The job's execution records, oldest tick first, once none is RUNNING
     (results are written behind)."""
@@ -762,7 +785,7 @@ async def test_create_a_job_with_alerts_through_the_form_and_see_its_policy(
     await expect(facts).to_contain_text("slack alert to https://alerts.example.org/hook")
     await expect(facts).to_contain_text("3 runs in a row")
     await expect(facts).to_contain_text("signed with its own secret")
-    await expect(page.locator("#job-alert-state")).to_be_empty()
+    await expect(page.locator("#job-alert-state")).to_contain_text("not alerting")
     assert secret.removeprefix("whsec_") not in await page.content()
     job_id = page.url.rsplit("/", 1)[1]
     stored = await (await client.get(f"/api/cron/{job_id}")).json()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from cronsvc.domain import Execution, ExecutionStatus, Job, JobSpec, Trigger
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
 from cronsvc.results import ResultWriter
-from cronsvc.store import ClaimOutcome, TickClaim
+from cronsvc.store import ClaimOutcome, FinishReport, TickClaim
 from cronsvc.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -146,3 +146,39 @@ async def test_results_for_runs_already_final_are_counted_and_logged_once_per_ba
     for execution, record in zip(executions, lost, strict=True):
         assert await store.get_execution(execution.id) == record
     assert await store.get_execution(fresh[0].id) == succeeded(fresh[0])
+
+
+@dataclasses.dataclass
+class Told:
+    """A `ResultObserver` that keeps what it is told."""
+
+    batches: list[tuple[list[str], FinishReport]] = dataclasses.field(default_factory=list)
+    unwritten: list[str] = dataclasses.field(default_factory=list)
+
+    def written(self, batch: Sequence[Execution], report: FinishReport) -> None:
+        self.batches.append(([e.id for e in batch], report))
+
+    def dropped(self, executions: Iterable[Execution]) -> None:
+        self.unwritten.extend(e.id for e in executions)
+
+
+async def test_the_observer_hears_of_each_batch_written_and_each_result_dropped(
+    store: SQLiteStore,
+) -> None:
+    executions = await running(store, 4)
+    lost = await store.mark_lost(live_instances=[], now=T0 + timedelta(hours=1), reason="dead")
+    fresh = await running(store, 3, name="fresh")
+    told = Told()
+    writer = ResultWriter(
+        store=store, clock=SystemClock(), metrics=Metrics(), max_pending=6, observer=told
+    )
+    for execution in [*executions, *fresh]:  # the last one does not fit
+        writer.submit(succeeded(execution))
+    task = asyncio.create_task(writer.run())
+    writer.stop()
+    await asyncio.wait_for(task, 10)
+
+    assert told.unwritten == [fresh[2].id]
+    (ids, report), *_ = told.batches
+    assert ids == [e.id for e in [*executions, *fresh[:2]]]
+    assert {execution_id for execution_id, _ in report.already_final} == {e.id for e in lost}

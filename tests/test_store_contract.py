@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cronsvc.alerts import AlertKind, AlertStep, Outcome
 from cronsvc.domain import (
     AlertFormat,
     AlertPolicy,
@@ -2221,3 +2222,151 @@ async def test_current_versions_lists_only_jobs_that_exist_and_are_active(store:
     assert versions == {active.id: updated.version}
     assert updated.version == active.version + 1
     assert await store.current_versions([]) == {}
+
+
+# Alert states
+
+
+def _failure(
+    job: Job, minutes: float, status: ExecutionStatus = ExecutionStatus.FAILURE
+) -> Outcome:
+    return Outcome(
+        job_id=job.id,
+        status=status,
+        scheduled_at=at(minutes),
+        finished_at=at(minutes),
+        execution_id=new_id(),
+        error=ErrorInfo(type="http_status", message="HTTP 500"),
+    )
+
+
+def _success(job: Job, minutes: float) -> Outcome:
+    return Outcome(
+        job_id=job.id,
+        status=ExecutionStatus.SUCCESS,
+        scheduled_at=at(minutes),
+        finished_at=at(minutes),
+        execution_id=new_id(),
+    )
+
+
+def _step(job: Job, *outcomes: Outcome, after: int = 1) -> AlertStep:
+    policy = AlertPolicy(url="https://alerts.example/hook", after=after)
+    return AlertStep(job_id=job.id, policy=policy, outcomes=outcomes)
+
+
+async def test_alert_outcomes_effect_failing_once_and_recovered_once(store: Store) -> None:
+    job = await create(store)
+    first = await store.apply_alert_outcomes([_step(job, _failure(job, 1), after=2)], at(1))
+    assert first == []
+    changes = await store.apply_alert_outcomes(
+        [_step(job, _failure(job, 2), _failure(job, 3), after=2)], at(3)
+    )
+    assert [change.kind for change in changes] == [AlertKind.FAILING]
+    assert changes[0].after.streak == 2
+    assert await store.apply_alert_outcomes([_step(job, _failure(job, 4), after=2)], at(4)) == []
+    recovered = await store.apply_alert_outcomes([_step(job, _success(job, 5), after=2)], at(5))
+    assert [change.kind for change in recovered] == [AlertKind.RECOVERED]
+
+    state = (await store.alert_states([job.id]))[job.id]
+    assert not state.alerting
+    assert state.streak == 0
+    assert state.changed_at == at(5)
+    assert state.last_status is ExecutionStatus.SUCCESS
+    assert state.version == recovered[0].after.version
+
+
+async def test_alert_state_round_trips_its_last_run(store: Store) -> None:
+    job = await create(store)
+    outcome = _failure(job, 7, ExecutionStatus.LOST)
+    (change,) = await store.apply_alert_outcomes([_step(job, outcome)], at(8))
+
+    state = (await store.alert_states([job.id, new_id()]))[job.id]
+    assert state == change.after
+    assert state.alerting
+    assert state.last_status is ExecutionStatus.LOST
+    assert state.last_error == outcome.error
+    assert state.last_at == outcome.scheduled_at
+    assert state.last_execution_id == outcome.execution_id
+    assert state.changed_at == at(8)
+
+
+async def test_an_outcome_applied_again_changes_nothing(store: Store) -> None:
+    job = await create(store)
+    outcome = _failure(job, 1)
+    await store.apply_alert_outcomes([_step(job, outcome, after=3)], at(1))
+    await store.apply_alert_outcomes([_step(job, outcome, after=3)], at(1))
+    assert (await store.alert_states([job.id]))[job.id].streak == 1
+
+
+async def test_alert_outcomes_of_a_job_that_is_gone_are_left_out(store: Store) -> None:
+    job = await create(store)
+    await store.delete_job(job.id)
+    assert await store.apply_alert_outcomes([_step(job, _failure(job, 1))], at(1)) == []
+    assert await store.alert_states([job.id]) == {}
+
+
+async def test_deleting_a_job_deletes_its_alert_state(store: Store) -> None:
+    job = await create(store)
+    await store.apply_alert_outcomes([_step(job, _failure(job, 1))], at(1))
+    await store.delete_job(job.id)
+    assert await store.alert_states([job.id]) == {}
+    again = await create(store, "another")
+    assert await store.alert_states([again.id]) == {}
+
+
+async def test_concurrent_alert_outcomes_effect_each_change_exactly_once(store: Store) -> None:
+    jobs = [await create(store, f"job {n}") for n in range(5)]
+    # Two instances record failing runs of the same jobs at once: each
+    # job turns failing once, told by one of them.
+    rounds = await asyncio.gather(
+        *(
+            store.apply_alert_outcomes(
+                [_step(job, _failure(job, minute), after=1) for job in jobs], at(minute)
+            )
+            for minute in (1, 2, 3, 4)
+        )
+    )
+    changes = [change for changed in rounds for change in changed]
+    assert sorted(change.job_id for change in changes) == sorted(job.id for job in jobs)
+    assert {change.kind for change in changes} == {AlertKind.FAILING}
+
+
+async def test_conflicting_alert_outcomes_report_exactly_one_change(store: Store) -> None:
+    job = await create(store)
+    await store.apply_alert_outcomes([_step(job, _failure(job, 1))], at(1))
+    # One caller recovers the job, the other brings a later failure: the
+    # stored state is the fold of both in some order, and each change is
+    # reported by the caller that effected it, once.
+    success, failure = _success(job, 2), _failure(job, 3)
+    rounds = await asyncio.gather(
+        store.apply_alert_outcomes([_step(job, success)], at(2)),
+        store.apply_alert_outcomes([_step(job, failure)], at(3)),
+    )
+    kinds = sorted(change.kind for changed in rounds for change in changed)
+    state = (await store.alert_states([job.id]))[job.id]
+    assert state.last_at == at(3)
+    assert state.alerting
+    # Success first: recovered, then failing again; failure first: the
+    # older success is left out, and nothing changes.
+    assert kinds in ([], [AlertKind.FAILING, AlertKind.RECOVERED])
+    assert len({change.after.version for changed in rounds for change in changed}) == len(kinds)
+
+
+async def test_steps_of_one_job_in_one_call_are_applied_in_order(store: Store) -> None:
+    job, other = await create(store), await create(store, "other")
+    changes = await store.apply_alert_outcomes(
+        [
+            _step(job, _failure(job, 1)),
+            _step(other, _failure(other, 1)),
+            _step(job, _success(job, 2)),
+        ],
+        at(2),
+    )
+    assert [(c.job_id, c.kind) for c in changes] == [
+        (job.id, AlertKind.FAILING),
+        (other.id, AlertKind.FAILING),
+        (job.id, AlertKind.RECOVERED),
+    ]
+    assert len({c.alert_id for c in changes}) == 3
+    assert not (await store.alert_states([job.id]))[job.id].alerting

@@ -13,6 +13,7 @@ import inspect
 import pytest
 
 from cronsvc.store import (
+    AlertStates,
     ExecutionLedger,
     ExecutionRecords,
     JobStore,
@@ -24,6 +25,7 @@ from cronsvc.store import (
     TickClaims,
 )
 from cronsvc.store.mongo import MongoStore
+from cronsvc.store.mongo_alerts import MongoAlerts
 from cronsvc.store.mongo_claims import MongoClaims
 from cronsvc.store.mongo_jobs import MongoJobs
 from cronsvc.store.mongo_ledger import MongoLedger
@@ -40,6 +42,7 @@ BASIC_ROLES: tuple[type, ...] = (
     ResultSink,
     ExecutionRecords,
     Reaper,
+    AlertStates,
 )
 ROLES: tuple[type, ...] = (*BASIC_ROLES, ExecutionLedger, Store)
 
@@ -99,8 +102,9 @@ def test_each_backend_implements_every_role(backend: type, role: type) -> None:
         (MongoClaims, (TickClaims,)),
         (MongoLedger, (MissedRecords, ResultSink, ExecutionRecords)),
         (MongoReaper, (Reaper,)),
+        (MongoAlerts, (AlertStates,)),
     ],
-    ids=["jobs", "schedules", "claims", "ledger", "reaper"],
+    ids=["jobs", "schedules", "claims", "ledger", "reaper", "alerts"],
 )
 def test_each_part_of_the_mongodb_store_implements_its_roles(
     part: type, roles: tuple[type, ...]

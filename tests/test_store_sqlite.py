@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cronsvc.alerts import AlertStep, Outcome
 from cronsvc.domain import (
     AlertPolicy,
     AttemptRecord,
@@ -257,6 +258,24 @@ async def test_a_version_4_database_is_upgraded_and_its_jobs_follow_the_default_
         assert (await store.get_job(job.id)).spec.alerts == alerts
     finally:
         await store.aclose()
+
+
+async def test_a_version_5_database_is_upgraded_to_keep_alert_states(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    job = await store.create_job(make_job("job"))
+    await store.aclose()
+    roll_back_to(db_path, 5)
+
+    store = await SQLiteStore.open(db_path)
+    try:
+        policy = AlertPolicy(url="https://alerts.example/hook")
+        outcome = Outcome(job_id=job.id, status=ExecutionStatus.FAILURE, scheduled_at=at(1))
+        step = AlertStep(job_id=job.id, policy=policy, outcomes=(outcome,))
+        (change,) = await store.apply_alert_outcomes([step], at(1))
+        assert (await store.alert_states([job.id]))[job.id] == change.after
+    finally:
+        await store.aclose()
+    assert schema_version(db_path) == SCHEMA_VERSION
 
 
 async def test_a_version_2_database_is_upgraded_and_its_jobs_get_their_schedule_as_history(

@@ -21,12 +21,12 @@ from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
-from cronsvc.store import ExecutionRecords, JobStore
+from cronsvc.store import AlertStates, ExecutionRecords, JobStore
 
 
-class ApiStore(JobStore, ExecutionRecords, Protocol):
-    """What the API uses of the store: the jobs, and the execution records it
-    lists, shows and deletes."""
+class ApiStore(JobStore, ExecutionRecords, AlertStates, Protocol):
+    """What the API uses of the store: the jobs, the execution records it
+    lists, shows and deletes, and the jobs' alert states it shows."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

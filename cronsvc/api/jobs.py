@@ -30,6 +30,7 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from cronsvc.api.alertstate import alert_states
 from cronsvc.api.context import (
     MAX_LIMIT,
     ApiContext,
@@ -44,9 +45,12 @@ from cronsvc.api.context import (
 from cronsvc.api.operations import ID, LINK, PAGE, Operation, Schema, query_of
 from cronsvc.api.problems import JOB_LIMIT_TYPE
 from cronsvc.api.schemas import (
+    ABSENT,
     GENERATE_SECRET,
     LEGACY_ID_FIELDS,
     READ_ONLY_FIELDS,
+    Absent,
+    AlertStateOut,
     ChangeOut,
     DryRunOut,
     FiresOut,
@@ -207,10 +211,11 @@ def _next_run(api: ApiContext, job: Job) -> datetime | None:
     return schedule.next_after(max(api.clock.now(), job.last_tick))
 
 
-def _job_response(
+async def _job_response(
     api: ApiContext, job: Job, *, status: int = 200, secret: str | None = None, **headers: str
 ) -> web.Response:
-    answer = _job_out(api, job, _next_run(api, job), secret=secret)
+    alerts = await alert_states(api, [job])
+    answer = _job_out(api, job, _next_run(api, job), secret=secret, alert_state=alerts[job.id])
     return json_response(answer.wire(), status=status, headers=headers or None)
 
 
@@ -221,10 +226,13 @@ def _job_out(
     *,
     now: datetime | None = None,
     secret: str | None = None,
+    alert_state: AlertStateOut | Absent | None = ABSENT,
 ) -> JobOut:
     now = now or api.clock.now()
     legacy_ids = api.config.api.legacy_ids
-    return JobOut.from_domain(job, next_run_at, now=now, secret=secret, legacy_ids=legacy_ids)
+    return JobOut.from_domain(
+        job, next_run_at, now=now, secret=secret, legacy_ids=legacy_ids, alert_state=alert_state
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,7 +328,7 @@ async def create_job(request: web.Request) -> web.Response:
         )
         job = await api.store.create_job(job)
     await _announce(api, job.id)
-    return _job_response(
+    return await _job_response(
         api, job, status=201, secret=parsed.generated_secret, Location=f"/api/cron/{job.id}"
     )
 
@@ -351,8 +359,12 @@ async def list_jobs(request: web.Request) -> web.Response:
     )
     page = await api.store.list_jobs(query)
     now = api.clock.now()
+    alerts = await alert_states(api, page.items)
     return json_response(
-        JobOut.wire_list(_job_out(api, job, _next_run(api, job), now=now) for job in page.items),
+        JobOut.wire_list(
+            _job_out(api, job, _next_run(api, job), now=now, alert_state=alerts[job.id])
+            for job in page.items
+        ),
         headers=next_link(request, page.next_cursor),
     )
 
@@ -361,7 +373,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 @Operation("Read a job", tag="jobs", answer=JobOut, params=[ID], errors=_READ)
 async def get_job(request: web.Request) -> web.Response:
     api = ctx(request)
-    return _job_response(api, await api.store.get_job(request.match_info["id"]))
+    return await _job_response(api, await api.store.get_job(request.match_info["id"]))
 
 
 async def _write(api: ApiContext, current: Job, spec: JobSpec, precondition: int | None) -> Job:
@@ -529,7 +541,7 @@ async def replace_job(request: web.Request) -> web.Response:
     if fire_count is not None:
         return await _dry_run(api, current, parsed, fire_count)
     job = await _write(api, current, parsed.spec, parsed.version)
-    return _job_response(api, job, secret=parsed.generated_secret)
+    return await _job_response(api, job, secret=parsed.generated_secret)
 
 
 @routes.patch("/api/cron/{id}")
@@ -565,7 +577,7 @@ async def patch_job(request: web.Request) -> web.Response:
             return await _dry_run(api, current, parsed, fire_count)
         try:
             job = await _write(api, current, parsed.spec, parsed.version)
-            return _job_response(api, job, secret=parsed.generated_secret)
+            return await _job_response(api, job, secret=parsed.generated_secret)
         except VersionConflict:
             if parsed.version is not None or api.clock.monotonic() >= deadline:
                 raise
@@ -582,11 +594,11 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
     for attempt in itertools.count(1):
         current = await api.store.get_job(request.match_info["id"])
         if current.spec.is_active == active:
-            return _job_response(api, current)
+            return await _job_response(api, current)
         if active:
             _check_runnable(api, current.spec)
         try:
-            return _job_response(
+            return await _job_response(
                 api, await _write(api, current, _with(current.spec, is_active=active), None)
             )
         except VersionConflict:
@@ -644,7 +656,7 @@ async def delete_job(request: web.Request) -> web.Response:
     job = await api.store.get_job(request.match_info["id"])
     await api.store.delete_job(job.id)
     await _announce(api, job.id)
-    return json_response(_job_out(api, job, None).wire())
+    return json_response(_job_out(api, job, None, alert_state=None).wire())
 
 
 @routes.post("/api/cron/{id}/trigger")

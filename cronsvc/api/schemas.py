@@ -8,12 +8,13 @@ service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import types
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -99,6 +100,7 @@ READ_ONLY_FIELDS = frozenset(
         "pausedReason",
         "deferredUntil",
         "previousSecretExpiresAt",
+        "alertState",
     }
 )
 """Fields a client may send back unchanged (GET, edit, PUT); they are ignored.
@@ -527,6 +529,28 @@ class AlertsOut(_Out):
         )
 
 
+class Absent(enum.Enum):
+    ABSENT = "absent"
+
+
+ABSENT: Final = Absent.ABSENT
+"""As an answer's optional field: left out of the answer, not null."""
+
+
+class AlertStateOut(_Out):
+    alerting: bool = Field(
+        description="whether the job is failing as its alert policy counts it "
+        "(`after` consecutive runs ended FAILURE, MISSED or LOST, and none succeeded since)"
+    )
+    consecutive_failures: int = Field(
+        description="runs that ended FAILURE, MISSED or LOST in a row, up to the latest"
+    )
+    since: Instant | None = Field(
+        description="when `alerting` last changed (the job began failing, or recovered); "
+        "null if it never has"
+    )
+
+
 class JobOut(_Out):
     legacy_id: str | SkipJsonSchema[None] = _LEGACY_ID
     id: str
@@ -575,6 +599,12 @@ class JobOut(_Out):
         description='only in the answer to the write that sent "generate": the secret made '
         "then, shown this once",
     )
+    alert_state: AlertStateOut | None = Field(
+        default=None,
+        description="the job's failure alerts: null when none apply to it (no `alerts` "
+        "of its own and no `[alerts] url`, or its alerts are turned off); left out of "
+        "a dry run's and a delete's answer",
+    )
 
     @classmethod
     def from_domain(
@@ -585,6 +615,7 @@ class JobOut(_Out):
         now: datetime,
         secret: str | None = None,
         legacy_ids: bool = False,
+        alert_state: AlertStateOut | Absent | None = ABSENT,
     ) -> Self:
         """The job as answered. `secret` is given only to the answer of the write
         that generated it; `previousSecretExpiresAt` is null once it has passed."""
@@ -606,6 +637,7 @@ class JobOut(_Out):
             paused_reason=job.paused_reason,
             deferred_until=job.deferred_until,
             **({} if secret is None else {"secret": secret}),
+            **({} if alert_state is ABSENT else {"alert_state": alert_state}),
         )
 
 

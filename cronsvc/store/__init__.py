@@ -5,8 +5,8 @@ Every backend implements `Store`; `open_store(url)` picks one by URL scheme.
 least it uses: `JobStore` (the API's jobs and their schedule history),
 `ScheduleSource` (what a scheduler reads), `ExecutionLedger` (tick claims,
 missed records, results and the execution records, each a role of its own:
-`TickClaims`, `MissedRecords`, `ResultSink`, `ExecutionRecords`) and `Reaper`
-(the leader's duties).
+`TickClaims`, `MissedRecords`, `ResultSink`, `ExecutionRecords`), `Reaper`
+(the leader's duties) and `AlertStates` (each job's alert state).
 The contract below is what `tests/test_store_contract.py` checks against each
 backend, unchanged.
 
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
+from cronsvc.alerts import AlertChange, AlertState, AlertStep
 from cronsvc.domain import (
     ConcurrencyPolicy,
     Execution,
@@ -233,7 +234,8 @@ class JobStore(Protocol):
         ...
 
     async def delete_job(self, job_id: str) -> None:
-        """Delete the job; its execution logs stay. Raises `JobNotFound`."""
+        """Delete the job and its alert state; its execution logs stay.
+        Raises `JobNotFound`."""
         ...
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]: ...
@@ -443,7 +445,35 @@ class Reaper(Protocol):
         ...
 
 
-class Store(JobStore, ScheduleSource, ExecutionLedger, Reaper, Protocol):
+MAX_ALERT_CONFLICTS = 20
+"""How often a backend without transactions re-reads a job's alert state
+that another writer changed under it, before the call gives up on it."""
+
+
+class AlertStates(Protocol):
+    """Each job's alert state (`cronsvc.alerts`): folded from its run
+    outcomes, changed by compare-and-set, so that of any number of callers
+    (instances of a cluster) exactly one effects each change, and only it
+    sends the alert."""
+
+    async def apply_alert_outcomes(
+        self, steps: Sequence[AlertStep], now: datetime
+    ) -> list[AlertChange]:
+        """Fold each step's outcomes into its job's stored state with
+        `cronsvc.alerts.apply_outcomes` and store the result, atomically per
+        job: a state another caller changed meanwhile is read again and the
+        outcomes folded into it afresh (at most `MAX_ALERT_CONFLICTS` times;
+        then the step is left out, logged). Returns the changes this call
+        effected, in step order. A job that no longer exists is left out
+        (its state is deleted with it)."""
+        ...
+
+    async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
+        """The stored states of these jobs; a job with none is left out."""
+        ...
+
+
+class Store(JobStore, ScheduleSource, ExecutionLedger, Reaper, AlertStates, Protocol):
     """A backend: every role, and the store's own life."""
 
     async def ping(self) -> None:

@@ -6,8 +6,9 @@ asyncio client.
 of the store, each in a module of its own and each a mixin over the shared
 `MongoPart` (store/mongo_base.py): `mongo_jobs` (`JobStore`),
 `mongo_schedules` (`ScheduleSource`), `mongo_claims` (`TickClaims`),
-`mongo_ledger` (MISSED records, results and execution records) and
-`mongo_reaper` (`Reaper`). The documents they read and write, and why
+`mongo_ledger` (MISSED records, results and execution records),
+`mongo_reaper` (`Reaper`) and `mongo_alerts` (`AlertStates`, in the
+collection `alert_states`). The documents they read and write, and why
 instants are Unix milliseconds, are in `mongo_docs`.
 
 Indexes (made at start-up; creating an existing one is a no-op): jobs by
@@ -34,6 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from cronsvc.errors import ConfigError, StoreUnavailable
+from cronsvc.store.mongo_alerts import MongoAlerts
 from cronsvc.store.mongo_base import JOB_NAME_INDEX, is_unavailable
 from cronsvc.store.mongo_claims import MongoClaims
 from cronsvc.store.mongo_docs import RUNNING, Doc
@@ -56,7 +58,7 @@ _INDEX_OPTIONS_CONFLICT = frozenset({85, 86})  # IndexOptionsConflict, IndexKeyS
 _TTL_INDEX = "executions_ttl"
 
 
-class MongoStore(MongoJobs, MongoSchedules, MongoClaims, MongoLedger, MongoReaper):
+class MongoStore(MongoJobs, MongoSchedules, MongoClaims, MongoLedger, MongoReaper, MongoAlerts):
     """`Store` on MongoDB; open with `await MongoStore.open(url)`."""
 
     @classmethod

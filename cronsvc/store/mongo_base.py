@@ -41,6 +41,7 @@ class MongoPart:
         self._client = client
         self._jobs: AsyncCollection[Doc] = database["jobs"]
         self._executions: AsyncCollection[Doc] = database["executions"]
+        self._alert_states: AsyncCollection[Doc] = database["alert_states"]
         self._url = url
         """The URL with its secrets masked: the only form this object keeps."""
         self._closed = False

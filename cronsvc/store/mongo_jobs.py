@@ -192,6 +192,8 @@ class MongoJobs(MongoPart):
             if not is_valid_id(job_id):
                 raise JobNotFound(job_id)
             deleted = await self._jobs.delete_one({"_id": job_id})
+            # Also when the job was gone already: a retry after a lost answer.
+            await self._alert_states.delete_one({"_id": job_id})
             if deleted.deleted_count == 0:
                 raise JobNotFound(job_id)
 

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
+from cronsvc.alerts import AlertChange, AlertState, AlertStep
 from cronsvc.domain import (
     AlertPolicy,
     ConcurrencyPolicy,
@@ -107,8 +108,9 @@ from cronsvc.store.common import (
     unix_ms,
     watched_jobs,
 )
+from cronsvc.store.sqlite_alerts import CREATE_ALERT_STATES, apply_in_transaction, read_states
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
@@ -211,6 +213,8 @@ _SCHEMA = (
     # The job count (version 4): see MIGRATIONS[3].
     *_JOB_COUNT,
     "INSERT INTO job_count (id, n) VALUES (1, 0)",
+    # Alert states (version 6): see MIGRATIONS[5].
+    CREATE_ALERT_STATES,
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -248,6 +252,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # A job's own alert policy as JSON; NULL: the service's default.
     4: ("ALTER TABLE jobs ADD COLUMN alerts TEXT",),
+    # Each job's alert state (cronsvc.alerts); a job without a row has never alerted.
+    5: (CREATE_ALERT_STATES,),
 }
 """Statements that bring a store written by an older cronsvc up to date: the
 entry at key n takes schema version n to n + 1. A fresh store is made from
@@ -643,6 +649,15 @@ class SQLiteStore:
             if count < _PRUNE_BATCH:
                 return deleted
 
+    async def apply_alert_outcomes(
+        self, steps: Sequence[AlertStep], now: datetime
+    ) -> list[AlertChange]:
+        return await self._run(_do_apply_alert_outcomes, list(steps), now)
+
+    async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
+        ids = list(job_ids)
+        return await self._run(read_states, ids) if ids else {}
+
     async def ping(self) -> None:
         await self._run(_do_ping)
 
@@ -797,6 +812,13 @@ def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
         if taken is None:
             raise
         raise DuplicateJobName(taken[0]) from None
+
+
+def _do_apply_alert_outcomes(
+    db: sqlite3.Connection, steps: list[AlertStep], now: datetime
+) -> list[AlertChange]:
+    with _transaction(db):
+        return apply_in_transaction(db, steps, now)
 
 
 def _do_get_job(db: sqlite3.Connection, job_id: str) -> Job:

@@ -440,6 +440,19 @@ function jobsView(view) {
 
 // -- one job -------------------------------------------------------------------
 
+// A job's alert state in words: failing (since when), or fine, or no alerts.
+function alertState(state) {
+  if (!state) return h("span", { class: "muted" }, "no alerts");
+  const runs = state.consecutiveFailures;
+  if (state.alerting) {
+    return h("span", {}, badge("FAILURE"), ` alerting: ${runs} failed run${runs === 1 ? "" : "s"} in a row`,
+      state.since ? h("span", { class: "muted" }, " · since ", since(state.since)) : "");
+  }
+  const streak = runs ? ` (${runs} failed run${runs === 1 ? "" : "s"} in a row)` : "";
+  return h("span", {}, `not alerting${streak}`,
+    state.since ? h("span", { class: "muted" }, " · recovered ", since(state.since)) : "");
+}
+
 function jobView(view, id) {
   const life = lifecycle();
   let job = null;
@@ -576,10 +589,9 @@ function jobView(view, id) {
       ["Overlap", OVERLAP[job.concurrencyPolicy] ?? job.concurrencyPolicy],
       ["Missed ticks", `${job.misfirePolicy} within ${job.misfireGraceSeconds} s`],
       ["Signed", job.hasSecret ? "yes" : "no"],
-      // The policy, then the job's alert state (alerting or not), which the
-      // alert engine's part of the view puts in #job-alert-state.
-      ["Alerts", h("span", {}, h("span", { id: "job-alerts" }, alertPolicy(job.alerts)), " ",
-        h("span", { id: "job-alert-state" }))],
+      // The policy, then where the job stands under it (alerting or not).
+      ["Alerts", h("span", {}, h("span", { id: "job-alerts" }, alertPolicy(job.alerts)), " · ",
+        h("span", { id: "job-alert-state" }, alertState(job.alertState)))],
       ["Changed", h("span", {}, since(job.updatedAt), ` (version ${job.version})`)],
     ];
     // What the webhook's target asked for: a 410 paused it, a Retry-After holds it back.
