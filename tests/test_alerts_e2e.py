@@ -152,6 +152,56 @@ async def test_a_job_its_target_pauses_with_410_alerts_paused_once(
     assert len(alerts.requests) == 1
 
 
+async def test_a_jobs_own_alert_policy_set_through_the_api_wins_over_the_default(
+    start_service: Callable[..., Any], start_receiver: Callable[..., Any]
+) -> None:
+    target: Receiver = await start_receiver()
+    default: Receiver = await start_receiver()
+    own: Receiver = await start_receiver()
+    service = await start_service(alert_env(default))
+    target.status = 500
+    secret = new_secret()
+    policy = {"url": own.url, "after": 2, "format": "slack", "secret": secret}
+    mine = await call(
+        "POST",
+        f"{service.url}/api/cron",
+        json={
+            "name": "mine",
+            "cronExpression": "* * * * * *",
+            "webhookUrl": target.url,
+            "alerts": policy,
+        },
+    )
+    quiet = await call(
+        "POST",
+        f"{service.url}/api/cron",
+        json={
+            "name": "quiet",
+            "cronExpression": "* * * * * *",
+            "webhookUrl": target.url,
+            "alerts": {"enabled": False},
+        },
+    )
+    assert mine["alerts"]["hasSecret"] is True and "secret" not in mine["alerts"]
+    assert quiet["alertState"] is None
+
+    (request,) = await own.wait_for(1, within_s=30)
+    assert "cronsvc: job 'mine' is failing after 2 failed runs" in json.loads(request.body)["text"]
+    assert verifies(secret, request.headers, request.body)
+    # Both jobs keep failing; the default's receiver hears of neither: one
+    # has its own policy, the other turned alerts off.
+    await until(lambda: _failures_at_least(service.url, mine["id"], 4), within_s=30)
+    await until(lambda: _executions_at_least(service.url, quiet["id"], 4), within_s=30)
+    assert default.requests == []
+    assert len(own.requests) == 1
+    assert (await job_state(service.url, quiet["id"]))["alertState"] is None
+
+
+async def _executions_at_least(base: str, job_id: str, count: int) -> bool:
+    logs = await call("GET", f"{base}/api/execution-logs/job/{job_id}?limit=500")
+    return len(logs) >= count
+
+
 async def test_three_instances_tell_each_state_change_once(
     tmp_path: Path,
     redis_url: str,
