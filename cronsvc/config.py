@@ -28,7 +28,9 @@ from pydantic_core import ErrorDetails
 
 from cronsvc.errors import ConfigError
 from cronsvc.netguard import parse_cidr
+from cronsvc.signing import whsec_secret
 from cronsvc.urls import StoreBackend, coordination_backend, sqlite_path, store_backend
+from cronsvc.wire_targets import http_url
 
 _SECRET_KEYS = frozenset({"server.api_tokens", "alerts.secret"})
 """Keys whose values no error message quotes."""
@@ -162,6 +164,18 @@ class AlertsConfig(_Section):
     max_attempts: int = Field(default=5, ge=1, le=20)
     max_pending: int = Field(default=10000, ge=1)
     """Alerts waiting to be sent at most; more are counted and dropped."""
+
+    @field_validator("url", "dashboard_url")
+    @classmethod
+    def _callable(cls, url: str) -> str:
+        # Checked as a job's alerts.url is, so a typo stops the start, not
+        # every alert later; the SSRF guard still judges the host when sending.
+        return http_url(url) if url else url
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, secret: str) -> str:
+        return whsec_secret(secret) if secret else secret
 
 
 class RetentionConfig(_Section):

@@ -73,3 +73,13 @@ def signature_header(
 ) -> str:
     """The `webhook-signature` value: one signature per secret, space-separated."""
     return " ".join(signature(secret, msg_id, timestamp, body) for secret in secrets_in_use)
+
+
+def whsec_secret(value: str) -> str:
+    """`value` if it is a whsec_ secret; ValueError saying what is wrong
+    (never quoting it)."""
+    try:
+        parse_secret(value)
+    except InvalidSecret as exc:
+        raise ValueError(str(exc)) from None
+    return value

@@ -111,3 +111,24 @@ def _host_problem(url: str, host: str) -> str | None:
                 "letters, digits, '-' and '_' between dots"
             )
     return None
+
+
+def http_url(value: str, *, credentials: str = "use headers instead") -> str:
+    """`value` if cronsvc can call it (a webhook, an alert); ValueError saying
+    why not, a URL with credentials with the `credentials` advice. Its host
+    is judged by the SSRF guard separately."""
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        raise ValueError("is not a valid URL") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not url.host:
+        raise ValueError("must name a host")
+    if url.user is not None or url.password is not None:
+        raise ValueError(f"must not carry credentials; {credentials}")
+    try:
+        parse_target(value)  # as the dispatcher will: its host and port
+    except InvalidTarget as exc:
+        raise ValueError(str(exc)) from None
+    return value

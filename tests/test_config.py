@@ -348,12 +348,27 @@ def test_every_declared_bound_has_its_rows_in_the_table() -> None:
         ("server.port", "true", "expected an integer, got True"),
         ("webhook.timeout_s", '"3"', "expected a number, got '3'"),
         ("coordination.key_prefix", "two words", "must be a non-empty word without spaces"),
+        ("alerts.url", "hooks.example.com/x", "must be an http:// or https:// URL"),
+        ("alerts.url", "https://bot:pw@hooks.example.com/", "must not carry credentials"),
+        ("alerts.url", "https://hooks.example.com:99999/", "is not a valid URL"),
+        ("alerts.dashboard_url", "cron.example.com", "must be an http:// or https:// URL"),
+        ("alerts.secret", "hunter2", "must start with 'whsec_'"),
     ],
 )
 def test_a_refusal_says_what_the_key_takes(key: str, outside: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, environ={variable(key): outside})
     assert str(caught.value).startswith(f"{key}: {words}")
+
+
+def test_a_refused_alert_secret_or_url_is_never_quoted() -> None:
+    for key, value in (
+        ("alerts.secret", "hunter2"),
+        ("alerts.url", "https://bot:hunter2@x.example/"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, environ={variable(key): value})
+        assert "hunter2" not in str(caught.value)
 
 
 def test_a_number_key_written_as_an_integer_is_a_float() -> None:

@@ -34,7 +34,6 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
-from yarl import URL
 
 from cronsvc.cron import CronSchedule
 from cronsvc.domain import (
@@ -58,11 +57,11 @@ from cronsvc.domain import (
     Trigger,
 )
 from cronsvc.dryrun import Change, Fire, FirePlan
-from cronsvc.errors import FieldError, InvalidSecret, ValidationFailed
+from cronsvc.errors import FieldError, ValidationFailed
 from cronsvc.instants import NoOffset, parse_rfc3339, rfc3339
 from cronsvc.ledger import EntryKind, Ledger
-from cronsvc.signing import parse_secret
-from cronsvc.wire import InvalidTarget, parse_target
+from cronsvc.signing import whsec_secret
+from cronsvc.wire_targets import http_url
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413)."""
@@ -126,37 +125,6 @@ URL_DESCRIPTION = (
     "letters, digits, '-' or '_'; 253 characters in all), an IPv4 address or a bracketed "
     "IPv6 one; its port 1-65535"
 )
-
-
-def http_url(value: str, *, credentials: str = "use headers instead") -> str:
-    """`value` if cronsvc can call it (a webhook, an alert); ValueError saying
-    why not, a URL with credentials with the `credentials` advice. Its host
-    is judged by the SSRF guard separately."""
-    try:
-        url = URL(value)
-    except (ValueError, TypeError):
-        raise ValueError("is not a valid URL") from None
-    if url.scheme not in ("http", "https"):
-        raise ValueError("must be an http:// or https:// URL")
-    if not url.host:
-        raise ValueError("must name a host")
-    if url.user is not None or url.password is not None:
-        raise ValueError(f"must not carry credentials; {credentials}")
-    try:
-        parse_target(value)  # as the dispatcher will: its host and port
-    except InvalidTarget as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-def whsec_secret(value: str) -> str:
-    """`value` if it is a whsec_ secret; ValueError saying what is wrong
-    (never quoting it)."""
-    try:
-        parse_secret(value)
-    except InvalidSecret as exc:
-        raise ValueError(str(exc)) from None
-    return value
 
 
 class RetryIn(_Wire):
