@@ -12,24 +12,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.fakes import Receiver, free_port
 from tests.processes import CronsvcProcess, write_config
 from tests.standard_webhooks import new_secret, verifies
-from tests.test_cluster import cluster_processes
+from tests.test_cluster import call, cluster_processes
 
 pytestmark = pytest.mark.e2e
-
-
-async def call(method: str, url: str, **kwargs: Any) -> Any:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, url, **kwargs) as response,
-    ):
-        assert response.status < 300, await response.text()
-        return await response.json()
 
 
 async def until(check: Callable[[], Any], within_s: float = 30.0, every_s: float = 0.1) -> Any:
