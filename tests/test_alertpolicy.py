@@ -11,7 +11,11 @@ from tests.helpers_store import make_spec
 
 OWN = AlertPolicy(url="https://own.example.com/", after=4, format=AlertFormat.SLACK, secret="s")
 DEFAULT = AlertsConfig(
-    url="https://default.example.com/", after=2, on_recovery=False, format="slack", secret="d"
+    url="https://default.example.com/",
+    after=2,
+    on_recovery=False,
+    format="slack",
+    secret="whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
 )
 AS_POLICY = AlertPolicy(
     url="https://default.example.com/", after=2, on_recovery=False, format=AlertFormat.SLACK
