@@ -20,7 +20,6 @@ decides which instance effects a change; only that one sends its alert.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -34,9 +33,10 @@ from cronsvc.alertsend import Alert, AlertSender
 from cronsvc.clock import Clock
 from cronsvc.config import AlertsConfig
 from cronsvc.domain import AlertPolicy, Execution, ExecutionStatus, Job
+from cronsvc.drain import Drain
 from cronsvc.errors import JobNotFound
 from cronsvc.metrics import Metrics
-from cronsvc.retry import TRANSIENT, backoff_delay
+from cronsvc.retry import TRANSIENT
 from cronsvc.store import AlertStates, FinishReport
 
 log = structlog.get_logger(__name__)
@@ -74,10 +74,13 @@ class AlertWatch:
         self._expected: dict[str, Job | None] = {}
         """Execution id -> its job (None: to be read), for runs whose results
         are on their way to the store."""
-        self._pending: list[Pending] = []
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._failures = 0
+        self._drain = Drain[Pending](
+            clock=clock,
+            flush=self._apply,
+            give_up=self._gave_up,
+            linger=lambda: clock.sleep(LINGER_S),
+            batch=500,
+        )
         self._overflow = 0
 
     # -- What the service tells it ------------------------------------------
@@ -165,14 +168,13 @@ class AlertWatch:
         )
 
     def _add(self, job: Job | None, outcome: Outcome) -> None:
-        if len(self._pending) >= self._max:
+        if len(self._drain.items) >= self._max:
             self._overflowed(outcome.job_id)
             return
         if self._overflow:
             log.error("alert_outcomes_dropped_overflow_ended", count=self._overflow)
             self._overflow = 0
-        self._pending.append((job, outcome))
-        self._wake.set()
+        self._drain.put((job, outcome))
 
     def _overflowed(self, job_id: str) -> None:
         self._metrics.inc("cronsvc_alerts_total", outcome="dropped")
@@ -184,35 +186,16 @@ class AlertWatch:
 
     def stop(self) -> None:
         """Apply what is pending, then end `run`."""
-        self._stopping = True
-        self._wake.set()
+        self._drain.stop()
 
     async def run(self, give_up_after_s: float = 5.0) -> None:
         """Apply outcomes until stopped; after `stop`, keep trying for at most
         `give_up_after_s`, then count what is left as dropped."""
-        deadline: float | None = None
-        while True:
-            await self._wake.wait()
-            if not self._stopping:
-                await self._clock.sleep(LINGER_S)
-            self._wake.clear()
-            if self._stopping and deadline is None:
-                deadline = self._clock.monotonic() + give_up_after_s
-            while self._pending:
-                if deadline is not None and self._clock.monotonic() > deadline:
-                    self._metrics.inc("cronsvc_alerts_total", len(self._pending), outcome="dropped")
-                    log.error("alert_outcomes_dropped", reason="shutdown", count=len(self._pending))
-                    self._pending = []
-                    break
-                if not await self._apply(self._pending[:500]):
-                    delay = backoff_delay(self._failures, 0.2, 5.0)
-                    if deadline is not None:
-                        delay = min(delay, max(0.0, deadline - self._clock.monotonic()))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
-                    self._wake.clear()
-            if self._stopping and not self._pending:
-                return
+        await self._drain.run(give_up_after_s)
+
+    def _gave_up(self, left: list[Pending]) -> None:
+        self._metrics.inc("cronsvc_alerts_total", len(left), outcome="dropped")
+        log.error("alert_outcomes_dropped", reason="shutdown", count=len(left))
 
     async def _apply(self, batch: list[Pending]) -> bool:
         """Apply a batch; False (the batch kept) when the store did not answer."""
@@ -223,13 +206,10 @@ class AlertWatch:
                 await self._store.apply_alert_outcomes(steps, self._clock.now()) if steps else []
             )
         except TRANSIENT as exc:
-            self._failures += 1
             self._metrics.inc("cronsvc_store_errors_total", op="alert_states")
-            if self._failures == 1:
-                log.error("alert_outcomes_delayed", pending=len(self._pending), error=str(exc))
+            if not self._drain.failures:
+                log.error("alert_outcomes_delayed", pending=len(self._drain.items), error=str(exc))
             return False
-        self._failures = 0
-        del self._pending[: len(batch)]
         for change in changes:
             job = jobs[change.job_id]
             self._sender.send(

@@ -10,9 +10,7 @@ claim): the record keeps what it says.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -20,8 +18,9 @@ import structlog
 
 from cronsvc.clock import Clock
 from cronsvc.domain import Execution, ExecutionStatus
+from cronsvc.drain import Drain
 from cronsvc.metrics import Metrics
-from cronsvc.retry import TRANSIENT, backoff_delay
+from cronsvc.retry import TRANSIENT
 from cronsvc.store import FinishReport, ResultSink
 
 log = structlog.get_logger(__name__)
@@ -61,23 +60,26 @@ class ResultWriter:
         self._clock = clock
         self._metrics = metrics
         self._max_pending = max_pending
-        self._pending: list[Execution] = []
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._failures = 0
+        self._drain = Drain[Execution](
+            clock=clock,
+            flush=self._write_batch,
+            give_up=lambda left: self._dropped(left, "shutdown"),
+            linger=self._linger,
+            batch=MAX_BATCH,
+        )
         self._overflow = 0
         metrics.gauge(
             "cronsvc_results_pending",
             "Execution results not yet written",
-            lambda: len(self._pending),
+            lambda: len(self._drain.items),
         )
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._drain.items)
 
     def submit(self, execution: Execution) -> None:
-        if len(self._pending) >= self._max_pending:
+        if len(self._drain.items) >= self._max_pending:
             # Counted one by one, logged once when an overflow begins and once
             # when it ends: a line per drop would cost the CPU that is short.
             if not self._overflow:
@@ -91,66 +93,39 @@ class ResultWriter:
         if self._overflow:
             log.error("execution_results_dropped_overflow_ended", count=self._overflow)
             self._overflow = 0
-        self._pending.append(execution)
-        self._wake.set()
+        self._drain.put(execution)
 
     def stop(self) -> None:
         """Write what is pending, then end `run` (see `give_up_after_s`)."""
-        self._stopping = True
-        self._wake.set()
+        self._drain.stop()
 
     async def run(self, give_up_after_s: float = 10.0) -> None:
         """Write batches until stopped; after `stop`, keep trying for at most
         `give_up_after_s`, then count what is left as dropped."""
-        deadline: float | None = None
-        while True:
-            await self._wake.wait()
-            if not self._stopping:
-                await self._linger()
-            self._wake.clear()
-            if self._stopping and deadline is None:
-                deadline = self._clock.monotonic() + give_up_after_s
-            while self._pending:
-                if deadline is not None and self._clock.monotonic() > deadline:
-                    self._dropped(self._pending, "shutdown")
-                    self._pending = []
-                    break
-                if not await self._write_batch():
-                    delay = backoff_delay(self._failures, 0.2, 5.0)
-                    if deadline is not None:
-                        delay = min(delay, max(0.0, deadline - self._clock.monotonic()))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
-                    self._wake.clear()
-            if self._stopping and not self._pending:
-                return
+        await self._drain.run(give_up_after_s)
 
     async def _linger(self) -> None:
         waited = 0.0
-        while waited < MAX_LINGER_S and not self._stopping:
+        while waited < MAX_LINGER_S and not self._drain.stopping:
             # Only this task takes results out of the buffer: its length
             # grows exactly when results come in.
-            seen = len(self._pending)
+            seen = len(self._drain.items)
             await self._clock.sleep(LINGER_S)
             waited += LINGER_S
-            if len(self._pending) == seen:
+            if len(self._drain.items) == seen:
                 return
 
-    async def _write_batch(self) -> bool:
-        batch = self._pending[:MAX_BATCH]
+    async def _write_batch(self, batch: list[Execution]) -> bool:
         try:
             report = await self._store.finish_executions(batch)
         except TRANSIENT as exc:
-            self._failures += 1
             self._metrics.inc("cronsvc_store_errors_total", op="finish")
             self._metrics.inc("cronsvc_log_writes_delayed_total", len(batch))
-            if self._failures == 1:  # once per outage, not per attempt
-                log.error("results_delayed", pending=len(self._pending), error=str(exc))
+            if not self._drain.failures:  # once per outage, not per attempt
+                log.error("results_delayed", pending=len(self._drain.items), error=str(exc))
             return False
-        if self._failures:
-            log.info("results_resumed", after_failures=self._failures)
-            self._failures = 0
-        del self._pending[: len(batch)]
+        if self._drain.failures:
+            log.info("results_resumed", after_failures=self._drain.failures)
         if self._observer is not None:
             self._observer.written(batch, report)
         for execution_id in report.missing:

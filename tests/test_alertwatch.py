@@ -4,20 +4,22 @@ outcomes count, once each, and what reaches the receiver."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from cronsvc.alerts import AlertChange, AlertState, AlertStep
 from cronsvc.alertsend import AlertSender
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import SystemClock
 from cronsvc.config import AlertsConfig
 from cronsvc.domain import AlertPolicy, ErrorInfo, Execution, ExecutionStatus, Job, Trigger
+from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
@@ -88,13 +90,8 @@ def run(job: Job, second: int, status: ExecutionStatus) -> Execution:
 
 
 async def create_alerting(store: Store, name: str = "job", **policy: Any) -> Job:
-    """A stored job, held with an alert policy of its own. (Until the stores
-    keep `alerts`, on branch alertpolicy, the policy lives in the job the
-    test holds; paths that read the job use the service's default policy.)"""
-    job = await create(store, name)
-    return dataclasses.replace(
-        job, spec=dataclasses.replace(job.spec, alerts=AlertPolicy(**policy))
-    )
+    """A stored job with an alert policy of its own."""
+    return await create(store, name, alerts=AlertPolicy(**policy))
 
 
 async def written(watch: AlertWatch, job: Job, *runs: Execution) -> None:
@@ -236,3 +233,62 @@ async def test_outcomes_beyond_the_buffer_are_counted_dropped(
     job = await create(store)
     watch.lost([run(job, n, ExecutionStatus.LOST) for n in range(5)])
     assert metrics.get("cronsvc_alerts_total", outcome="dropped") == 3
+
+
+class Faltering:
+    """The real store behind a link that refuses the first `refusals` alert
+    state writes."""
+
+    def __init__(self, store: Store, refusals: int) -> None:
+        self._store = store
+        self.refusals = refusals
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._store.get_job(job_id)
+
+    async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
+        return await self._store.alert_states(job_ids)
+
+    async def apply_alert_outcomes(
+        self, steps: Sequence[AlertStep], now: datetime
+    ) -> list[AlertChange]:
+        if self.refusals:
+            self.refusals -= 1
+            raise StoreUnavailable("the store is not answering")
+        return await self._store.apply_alert_outcomes(steps, now)
+
+
+async def test_outcomes_wait_out_a_store_outage_and_still_alert(
+    store: Store, receiver: Receiver
+) -> None:
+    config = AlertsConfig(url=receiver.url)
+    metrics = Metrics()
+    sender = AlertSender(
+        config=config,
+        dashboard_url="http://cron.example",
+        target_policy=TargetPolicy.from_settings(allow_private=True, allowed_cidrs=[]),
+        clock=SystemClock(),
+        metrics=metrics,
+    )
+    watch = AlertWatch(
+        store=Faltering(store, refusals=2),
+        sender=sender,
+        config=config,
+        clock=SystemClock(),
+        metrics=metrics,
+    )
+    job = await create(store)
+    with capture_logs() as logs:
+        watching = asyncio.create_task(watch.run())
+        sending = asyncio.create_task(sender.run())
+        await written(watch, job, run(job, 1, ExecutionStatus.FAILURE))
+        (request,) = await receiver.wait_for(1, within_s=20)
+        watch.stop()
+        await asyncio.wait_for(watching, 10)
+        await sender.aclose(sending, 1.0)
+
+    assert json.loads(request.body)["type"] == "job.failing"
+    assert metrics.get("cronsvc_store_errors_total", op="alert_states") == 2
+    assert [e["event"] for e in logs if e["event"] == "alert_outcomes_delayed"] == [
+        "alert_outcomes_delayed"
+    ]

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from cronsvc.clock import SystemClock
 from cronsvc.domain import Execution, ExecutionStatus, Job, JobSpec, Trigger
+from cronsvc.errors import StoreUnavailable
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
 from cronsvc.results import ResultWriter
@@ -182,3 +183,66 @@ async def test_the_observer_hears_of_each_batch_written_and_each_result_dropped(
     (ids, report), *_ = told.batches
     assert ids == [e.id for e in [*executions, *fresh[:2]]]
     assert {execution_id for execution_id, _ in report.already_final} == {e.id for e in lost}
+
+
+class Faltering:
+    """The real store behind a link that refuses the first `refusals` writes."""
+
+    def __init__(self, store: SQLiteStore, refusals: int) -> None:
+        self._store = store
+        self.refusals = refusals
+
+    async def finish_executions(self, executions: Sequence[Execution]) -> FinishReport:
+        if self.refusals:
+            self.refusals -= 1
+            raise StoreUnavailable("the store is not answering")
+        return await self._store.finish_executions(executions)
+
+
+async def test_results_wait_out_a_store_outage_counted_and_logged_once(
+    store: SQLiteStore,
+) -> None:
+    executions = await running(store, 3)
+    metrics = Metrics()
+    writer = ResultWriter(store=Faltering(store, refusals=2), clock=SystemClock(), metrics=metrics)
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(writer.run())
+        for execution in executions:
+            writer.submit(succeeded(execution))
+        writer.stop()
+        await asyncio.wait_for(task, 20)
+
+    for execution in executions:
+        assert await store.get_execution(execution.id) == succeeded(execution)
+    assert metrics.get("cronsvc_store_errors_total", op="finish") == 2
+    assert metrics.get("cronsvc_log_writes_delayed_total") == 2 * len(executions)
+    assert [e["event"] for e in logs if e["event"].startswith("results_")] == [
+        "results_delayed",
+        "results_resumed",
+    ]
+    assert next(e for e in logs if e["event"] == "results_resumed")["after_failures"] == 2
+
+
+async def test_results_still_unwritten_when_shutdown_gives_up_are_counted_dropped(
+    store: SQLiteStore,
+) -> None:
+    executions = await running(store, 4)
+    metrics = Metrics()
+    writer = ResultWriter(
+        store=Faltering(store, refusals=10_000), clock=SystemClock(), metrics=metrics
+    )
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(writer.run(give_up_after_s=0.3))
+        for execution in executions:
+            writer.submit(succeeded(execution))
+        writer.stop()
+        await asyncio.wait_for(task, 10)
+
+    assert writer.pending == 0
+    assert metrics.get("cronsvc_log_writes_dropped_total", reason="shutdown") == 4
+    (dropped,) = [e for e in logs if e["event"] == "execution_results_dropped"]
+    assert dropped["reason"] == "shutdown" and dropped["count"] == 4
+    for execution in executions:
+        assert (await store.get_execution(execution.id)).status is ExecutionStatus.RUNNING
