@@ -24,6 +24,8 @@ jobs could be created while the others fired.
     python -m bench.run --saturate --jobs 250 --max-jobs 8000 --seconds 10
 
 `--pin` (single runs): the receiver and the service on different CPUs.
+`--instances N` (cluster runs, default 3): with 1, the cost of Redis and
+MongoDB per fire without the race for leases.
 
 Every step is bounded in jobs and time; everything listens on loopback.
 """
@@ -70,6 +72,7 @@ def deployment(
     service_log: Path | None = None,
     redis_url: str | None = None,
     mongo_url: str | None = None,
+    instances: int = 3,
 ) -> AbstractAsyncContextManager[Deployment]:
     if mode == "single":
         return deploy.single(
@@ -81,6 +84,7 @@ def deployment(
     return deploy.cluster(
         workdir,
         max_jobs=max_jobs,
+        instances=instances,
         redis_url=redis_url,
         mongo_url=mongo_url,
     )
@@ -100,15 +104,19 @@ async def run_once(
     redis_url: str | None = None,
     mongo_url: str | None = None,
     pin: bool = False,
+    instances: int = 3,
 ) -> dict[str, Any]:
     """One run of cronsvc, then (with `ceiling`) of the bare client; `pin`:
-    the receiver and the service on different CPUs (`bench.pinning`)."""
+    the receiver and the service on different CPUs (`bench.pinning`);
+    `instances`: how many processes a cluster has."""
     result: dict[str, Any] = {
         "mode": mode,
         "shape": shape,
         "jobs": jobs,
         "seconds": seconds,
     }
+    if mode == "cluster":
+        result["instances"] = instances
     cadences = shape_cadences(shape, jobs, start_s=int(time.time()))
     async with (
         receiving(receiver_kind) as receiver,
@@ -119,6 +127,7 @@ async def run_once(
             service_log=service_log,
             redis_url=redis_url,
             mongo_url=mongo_url,
+            instances=instances,
         ) as service,
         aiohttp.ClientSession() as session,
     ):
@@ -290,6 +299,13 @@ def main() -> int:
     )
     parser.add_argument("--service-log", type=Path, help="single: keep the debug log here")
     parser.add_argument(
+        "--instances",
+        type=int,
+        default=3,
+        help="cluster: how many instances share Redis and MongoDB (1..5; 1 measures the "
+        "shared backends' cost without the race)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="single: the receiver on the last CPU, the service on the others",
@@ -306,6 +322,8 @@ def main() -> int:
         parser.error(f"--jobs (and --max-jobs) 1..{MAX_JOBS}, --seconds 1..{MAX_SECONDS}")
     if args.factor <= 1 or not 1 <= args.budget_s <= 3600:
         parser.error("--factor over 1, --budget-s 1..3600")
+    if not 1 <= args.instances <= 5 or (args.instances != 3 and args.mode != "cluster"):
+        parser.error("--instances: 1..5, cluster runs only")
     if args.pin and (args.mode != "single" or args.saturate):
         parser.error("--pin: single runs only (a cluster's five processes share the CPUs)")
     env = environment()
@@ -337,6 +355,7 @@ def main() -> int:
                     receiver_kind=args.receiver,
                     service_log=args.service_log,
                     pin=args.pin,
+                    instances=args.instances,
                 )
             )
             ok = correct(result["cronsvc"])

@@ -117,6 +117,27 @@ async def test_cluster_run_fires_every_expected_tick_once_across_three_instances
 
 
 @pytest.mark.e2e
+async def test_a_one_instance_cluster_run_fires_every_tick_on_the_shared_backends(
+    tmp_path: Path, redis_url: str, mongo_url: str
+) -> None:
+    result = await run_once(
+        mode="cluster",
+        shape="every-second",
+        jobs=4,
+        seconds=3,
+        workdir=tmp_path,
+        ceiling=False,
+        redis_url=redis_url,
+        mongo_url=mongo_url,
+        instances=1,
+    )
+    service = result["cronsvc"]
+    assert correct(service), service
+    assert result["instances"] == 1 and service["expected_fires"] == 12
+    assert "cronsvc" in service["processes"] and "cronsvc-1" not in service["processes"]
+
+
+@pytest.mark.e2e
 async def test_scale_run_serves_a_seeded_store_and_fires_its_hot_jobs(tmp_path: Path) -> None:
     result = await scale_run(
         Population(jobs=2000, hot=5), window=3, api_requests=10, workdir=tmp_path
