@@ -13,8 +13,9 @@ A retry after a lost answer can apply a step again; `cronsvc.alerts.transition`
 leaves out its latest outcome (same tick, same execution), not its earlier
 ones nor signals: they may count twice. And if the lost write was the one
 that effected a change, the retry finds it made and its alert is not sent.
-On a replica set pymongo's retryable writes resend such a write so that it
-applies once; a standalone server has no such guard.
+On a replica set pymongo's retryable writes resend such a write once, and
+the server answers it without applying it twice; a standalone server has
+no such guard.
 """
 
 from __future__ import annotations
