@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from cronsvc.domain import ALERTING_STATUSES, AlertPolicy, ErrorInfo, ExecutionStatus
+from cronsvc.ids import new_id
 
 
 class Signal(enum.StrEnum):
@@ -57,6 +58,8 @@ class Outcome:
     error: ErrorInfo | None = None
     run_status: ExecutionStatus | None = None
     """For a signal: the status of the run it came with, if known."""
+    token: str = field(default_factory=new_id, compare=False)
+    """This outcome and no other: tells a retried fold what its lost write applied."""
 
     @property
     def last_run_status(self) -> ExecutionStatus | None:
@@ -84,6 +87,11 @@ class AlertState:
     """An "unrecorded" alert was told, and no run was recorded since."""
     version: int = 0
     """Bumped by every change the store makes; 0: never stored."""
+    applied: tuple[str, ...] = field(default=(), compare=False)
+    """The tokens of the outcomes the write of this version applied ..."""
+    previous: AlertState | None = field(default=None, compare=False)
+    """... and the state it started from (its own `applied` and `previous`
+    left out): a writer whose answer was lost finds its write here."""
 
 
 NO_STATE = AlertState()
@@ -177,7 +185,26 @@ def apply_outcomes(
 ) -> tuple[AlertState, list[AlertChange]]:
     """Fold a job's outcomes into its state: the new state (its version
     bumped once if anything changed; `state` itself if nothing did) and the
-    alerts to send, each with the version it will be stored at."""
+    alerts to send, each with the version it will be stored at.
+
+    A step retried after its write landed but the answer was lost (the
+    store's latest write applied outcomes all in this step) counts them
+    once: it folds only the others, and answers the lost write's alerts
+    again, with the same ids, for they were never sent."""
+    replayed: list[AlertChange] = []
+    outcomes = step.outcomes
+    done = set(state.applied)
+    if done and state.previous is not None and done <= {o.token for o in outcomes}:
+        landed = tuple(o for o in outcomes if o.token in done)
+        _, replayed = _fold(state.previous, replace(step, outcomes=landed), now)
+        outcomes = tuple(o for o in outcomes if o.token not in done)
+    new, changes = _fold(state, replace(step, outcomes=outcomes), now)
+    return new, replayed + changes
+
+
+def _fold(
+    state: AlertState, step: AlertStep, now: datetime
+) -> tuple[AlertState, list[AlertChange]]:
     current = state
     kinds: list[tuple[AlertKind, AlertState, AlertState, Outcome]] = []
     for outcome in step.outcomes:
@@ -188,7 +215,12 @@ def apply_outcomes(
     if current is state:
         return state, []
     version = state.version + 1
-    final = replace(current, version=version)
+    final = replace(
+        current,
+        version=version,
+        applied=tuple(outcome.token for outcome in step.outcomes),
+        previous=replace(state, applied=(), previous=None),
+    )
     changes = [
         AlertChange(
             job_id=step.job_id,

@@ -122,3 +122,33 @@ def test_apply_outcomes_that_change_nothing_return_the_state_itself() -> None:
 def test_outcomes_are_put_in_tick_order_signals_staying_after_their_run() -> None:
     late, early, signal = outcome(F, 9), outcome(S, 3), Outcome(job_id="j", status=P)
     assert in_tick_order([late, signal, early]) == [early, late, signal]
+
+
+def test_a_step_retried_after_its_write_landed_counts_once_and_tells_its_alerts_again() -> None:
+    policy = AlertPolicy(url="https://alerts.example/hook", after=2)
+    step = AlertStep(job_id="j", policy=policy, outcomes=(outcome(F, 1), outcome(F, 2)))
+    landed, sent = apply_outcomes(NO_STATE, step, T0)
+    assert [change.kind for change in sent] == [AlertKind.FAILING]
+
+    # The write landed, its answer was lost: the same outcomes come again,
+    # with one gathered since.
+    retried = AlertStep(job_id="j", policy=policy, outcomes=(*step.outcomes, outcome(F, 3)))
+    after, told = apply_outcomes(landed, retried, T0)
+    assert [change.alert_id for change in told] == [change.alert_id for change in sent]
+    assert after.streak == 3 and after.version == landed.version + 1
+
+    # The same outcomes alone: nothing to write, the alert told again.
+    same, told_again = apply_outcomes(landed, step, T0)
+    assert same is landed
+    assert [change.alert_id for change in told_again] == [change.alert_id for change in sent]
+
+
+def test_outcomes_another_writer_applied_do_not_pass_for_a_retry() -> None:
+    policy = AlertPolicy(url="https://alerts.example/hook", after=2)
+    first = AlertStep(job_id="j", policy=policy, outcomes=(outcome(F, 1),))
+    stored, _ = apply_outcomes(NO_STATE, first, T0)
+    # Another instance's outcome for a later tick: a fold of its own.
+    other = AlertStep(job_id="j", policy=policy, outcomes=(outcome(F, 2),))
+    after, told = apply_outcomes(stored, other, T0)
+    assert after.streak == 2 and [change.kind for change in told] == [AlertKind.FAILING]
+    assert told[0].after.version == stored.version + 1

@@ -2299,6 +2299,23 @@ async def test_an_outcome_applied_again_changes_nothing(store: Store) -> None:
     assert (await store.alert_states([job.id]))[job.id].streak == 1
 
 
+async def test_a_step_applied_again_after_a_lost_answer_counts_once_and_tells_again(
+    store: Store,
+) -> None:
+    job = await create(store)
+    step = _step(job, _failure(job, 1), _failure(job, 2), after=2)
+    (sent,) = await store.apply_alert_outcomes([step], at(2))
+    stored = (await store.alert_states([job.id]))[job.id]
+
+    # The write above landed; say its answer was lost and the batch, grown
+    # by one outcome, is applied again.
+    retried = _step(job, *step.outcomes, _failure(job, 3), after=2)
+    (told,) = await store.apply_alert_outcomes([retried], at(3))
+    assert told.alert_id == sent.alert_id and told.kind is AlertKind.FAILING
+    state = (await store.alert_states([job.id]))[job.id]
+    assert state.streak == 3 and state.version == stored.version + 1
+
+
 async def test_alert_outcomes_of_a_job_that_is_gone_are_left_out(store: Store) -> None:
     job = await create(store)
     await store.delete_job(job.id)

@@ -26,12 +26,17 @@ def state_document(state: AlertState) -> dict[str, Any]:
         "last_finished_at": opt_unix_ms(state.last_finished_at),
         "last_execution_id": state.last_execution_id,
         "unrecorded": state.unrecorded,
+        "applied": list(state.applied),
+        "previous": None
+        if state.previous is None
+        else {**state_document(state.previous), "version": state.previous.version},
     }
 
 
 def state_from_document(document: dict[str, Any], version: int) -> AlertState:
     error = document.get("last_error")
     status = document.get("last_status")
+    previous = document.get("previous")
     return AlertState(
         alerting=bool(document.get("alerting")),
         streak=int(document.get("streak") or 0),
@@ -45,4 +50,6 @@ def state_from_document(document: dict[str, Any], version: int) -> AlertState:
         last_execution_id=document.get("last_execution_id"),
         unrecorded=bool(document.get("unrecorded")),
         version=version,
+        applied=tuple(document.get("applied") or ()),
+        previous=None if previous is None else state_from_document(previous, previous["version"]),
     )

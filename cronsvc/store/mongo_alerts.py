@@ -9,13 +9,11 @@ A call costs a few round trips whatever the number of jobs: the states are
 read together, and the conditional writes, one per job, go out together.
 The losers go round again.
 
-A retry after a lost answer can apply a step again; `cronsvc.alerts.transition`
-leaves out its latest outcome (same tick, same execution), not its earlier
-ones nor signals: they may count twice. And if the lost write was the one
-that effected a change, the retry finds it made and its alert is not sent.
-On a replica set pymongo's retryable writes resend such a write once, and
-the server answers it without applying it twice; a standalone server has
-no such guard.
+A retry after a lost answer applies its step again. The state keeps what
+its latest write applied (`AlertState.applied`, `previous`), so the retry
+counts those outcomes once and tells that write's alerts again with the
+same ids (`cronsvc.alerts.apply_outcomes`); if another writer changed the
+state in between, its outcomes may count twice.
 """
 
 from __future__ import annotations
@@ -75,6 +73,8 @@ class MongoAlerts(MongoPart):
             state = NO_STATE if doc is None else state_from_document(doc["state"], doc["version"])
             new, changes = apply_outcomes(state, step, now)
             if new is state:
+                if changes:  # a lost write's alerts, told again
+                    effected[n] = changes
                 continue
             claimed.add(step.job_id)
             writes.append((n, step, changes, state, new))

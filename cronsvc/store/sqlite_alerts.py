@@ -39,10 +39,9 @@ def apply_in_transaction(
         row = db.execute(_GET_STATE, (step.job_id,)).fetchone()
         state = NO_STATE if row is None else state_from_document(json.loads(row[1]), row[0])
         new, effected = apply_outcomes(state, step, now)
-        if new is state:
-            continue
-        db.execute(_PUT_STATE, (step.job_id, new.version, json_text(state_document(new))))
-        changes.extend(effected)
+        if new is not state:
+            db.execute(_PUT_STATE, (step.job_id, new.version, json_text(state_document(new))))
+        changes.extend(effected)  # with no write: a lost write's alerts, told again
     return changes
 
 
