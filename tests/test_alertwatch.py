@@ -37,6 +37,18 @@ class Watching:
     metrics: Metrics
 
 
+def loopback_sender(config: AlertsConfig, metrics: Metrics) -> AlertSender:
+    """A sender allowed to reach the loopback receivers, retrying at once."""
+    return AlertSender(
+        config=config,
+        dashboard_url="http://cron.example",
+        target_policy=TargetPolicy.from_settings(allow_private=True, allowed_cidrs=[]),
+        clock=SystemClock(),
+        metrics=metrics,
+        backoff_s=0.01,
+    )
+
+
 @pytest.fixture
 async def watching(store: Store) -> AsyncIterator[Any]:
     """Start a watch (and its sender) with the given `[alerts]` keys; both
@@ -46,14 +58,7 @@ async def watching(store: Store) -> AsyncIterator[Any]:
     def start(**alerts: Any) -> Watching:
         config = AlertsConfig(**alerts)
         metrics = Metrics()
-        sender = AlertSender(
-            config=config,
-            dashboard_url="http://cron.example",
-            target_policy=TargetPolicy.from_settings(allow_private=True, allowed_cidrs=[]),
-            clock=SystemClock(),
-            metrics=metrics,
-            backoff_s=0.01,
-        )
+        sender = loopback_sender(config, metrics)
         watch = AlertWatch(
             store=store, sender=sender, config=config, clock=SystemClock(), metrics=metrics
         )
@@ -263,13 +268,7 @@ async def test_outcomes_wait_out_a_store_outage_and_still_alert(
 ) -> None:
     config = AlertsConfig(url=receiver.url)
     metrics = Metrics()
-    sender = AlertSender(
-        config=config,
-        dashboard_url="http://cron.example",
-        target_policy=TargetPolicy.from_settings(allow_private=True, allowed_cidrs=[]),
-        clock=SystemClock(),
-        metrics=metrics,
-    )
+    sender = loopback_sender(config, metrics)
     watch = AlertWatch(
         store=Faltering(store, refusals=2),
         sender=sender,
