@@ -225,12 +225,14 @@ async def cluster(
     log_level: str = "warning",
     schedulers: Sequence[str] = (),
     first_leads: bool = False,
+    profile_dir: Path | None = None,
 ) -> AsyncIterator[Deployment]:
     """`instances` processes of `cronsvc serve` sharing Redis and MongoDB.
     Instance n gets
     `schedulers[n]` (if there is one) in its [scheduler] table; with
     `first_leads` the first instance is started (and holds the leader lease)
-    before the others start."""
+    before the others start; with `profile_dir` each runs under cProfile and
+    writes `cronsvc-N.prof` there when stopped."""
     async with AsyncExitStack() as stack:
         helpers: dict[str, int] = {}
         prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -269,7 +271,12 @@ async def cluster(
                 )
             )
             processes.append(
-                CronsvcProcess(config_path=config, port=port, log_path=workdir / f"cronsvc-{n}.log")
+                CronsvcProcess(
+                    config_path=config,
+                    port=port,
+                    log_path=workdir / f"cronsvc-{n}.log",
+                    profile_path=profile_dir / f"cronsvc-{n}.prof" if profile_dir else None,
+                )
             )
         stack.push_async_callback(_stop_all, processes)
         if first_leads:

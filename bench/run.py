@@ -26,6 +26,9 @@ jobs could be created while the others fired.
 `--pin` (single runs): the receiver and the service on different CPUs.
 `--instances N` (cluster runs, default 3): with 1, the cost of Redis and
 MongoDB per fire without the race for leases.
+`--profile DIR` (cluster runs): each instance under cProfile, which sees
+only the event loop's thread (all of a cluster instance's work; a single
+process's SQLite store works in a thread of its own, hence cluster only).
 
 Every step is bounded in jobs and time; everything listens on loopback.
 """
@@ -73,6 +76,7 @@ def deployment(
     redis_url: str | None = None,
     mongo_url: str | None = None,
     instances: int = 3,
+    profile_dir: Path | None = None,
 ) -> AbstractAsyncContextManager[Deployment]:
     if mode == "single":
         return deploy.single(
@@ -87,6 +91,7 @@ def deployment(
         instances=instances,
         redis_url=redis_url,
         mongo_url=mongo_url,
+        profile_dir=profile_dir,
     )
 
 
@@ -105,6 +110,7 @@ async def run_once(
     mongo_url: str | None = None,
     pin: bool = False,
     instances: int = 3,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One run of cronsvc, then (with `ceiling`) of the bare client; `pin`:
     the receiver and the service on different CPUs (`bench.pinning`);
@@ -128,6 +134,7 @@ async def run_once(
             redis_url=redis_url,
             mongo_url=mongo_url,
             instances=instances,
+            profile_dir=profile_dir,
         ) as service,
         aiohttp.ClientSession() as session,
     ):
@@ -306,6 +313,13 @@ def main() -> int:
         "shared backends' cost without the race)",
     )
     parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="cluster: run each instance under cProfile, its profile written to "
+        "DIR/cronsvc-N.prof when stopped (CPU figures then include the profiler)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="single: the receiver on the last CPU, the service on the others",
@@ -324,6 +338,10 @@ def main() -> int:
         parser.error("--factor over 1, --budget-s 1..3600")
     if not 1 <= args.instances <= 5 or (args.instances != 3 and args.mode != "cluster"):
         parser.error("--instances: 1..5, cluster runs only")
+    if args.profile and (args.mode != "cluster" or args.saturate):
+        parser.error("--profile: cluster runs only")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.pin and (args.mode != "single" or args.saturate):
         parser.error("--pin: single runs only (a cluster's five processes share the CPUs)")
     env = environment()
@@ -356,6 +374,7 @@ def main() -> int:
                     service_log=args.service_log,
                     pin=args.pin,
                     instances=args.instances,
+                    profile_dir=args.profile,
                 )
             )
             ok = correct(result["cronsvc"])

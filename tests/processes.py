@@ -22,6 +22,9 @@ class CronsvcProcess:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    profile_path: Path | None = None
+    """When set, the process runs under cProfile and writes its profile here
+    when it exits (a clean stop: SIGTERM)."""
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -30,8 +33,10 @@ class CronsvcProcess:
 
     async def start(self, *, wait: bool = True) -> None:
         log = self._open_log()
+        profiler = ["-m", "cProfile", "-o", str(self.profile_path)] if self.profile_path else []
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
+            *profiler,
             "-m",
             "cronsvc",
             "serve",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pstats
 import socket
 import subprocess
 import time
@@ -122,6 +123,30 @@ async def test_cluster_run_fires_every_expected_tick_once_across_its_instances(
     assert correct(service), service
     assert result["instances"] == instances and service["expected_fires"] == 18
     assert {name for name in service["processes"] if name.startswith("cronsvc")} == names
+
+
+@pytest.mark.e2e
+async def test_a_profiled_cluster_run_leaves_each_instances_profile(
+    tmp_path: Path, redis_url: str, mongo_url: str
+) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    result = await run_once(
+        mode="cluster",
+        shape="every-second",
+        jobs=2,
+        seconds=2,
+        workdir=tmp_path,
+        ceiling=False,
+        redis_url=redis_url,
+        mongo_url=mongo_url,
+        instances=1,
+        profile_dir=profiles,
+    )
+    assert correct(result["cronsvc"]), result["cronsvc"]
+    stats = pstats.Stats(str(profiles / "cronsvc-0.prof"))
+    profiled = {path for path, _, _ in stats.stats}  # type: ignore[attr-defined]
+    assert any(path.endswith("cronsvc/claims.py") for path in profiled)
 
 
 @pytest.mark.e2e
