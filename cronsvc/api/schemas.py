@@ -68,7 +68,6 @@ encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
 
 OUT_OF_RANGE = "is out of range: in UTC it falls outside the years 1 to 9999"
-"""What an instant whose offset carries it past either end of the calendar gets."""
 
 GENERATE_SECRET = "generate"
 """Sent as a job's `secret`: the service makes one and answers it once."""
@@ -94,8 +93,7 @@ READ_ONLY_FIELDS = frozenset(
 job is still at that version."""
 
 LEGACY_ID_FIELDS = frozenset({"_id", "__v"})
-"""The Mongoose document fields a write may carry, and that are ignored,
-under `api.legacy_ids`."""
+"""Mongoose's document fields: a write may carry them under `api.legacy_ids`; ignored."""
 
 
 class _Wire(BaseModel):
@@ -307,22 +305,14 @@ class JobIn(_Wire):
 
     def to_spec(self, *, default_timeout_s: float) -> JobSpec:
         return JobSpec(
-            name=self.name,
-            cron_expression=self.cron_expression.strip(),
-            timezone=self.timezone,
-            webhook_url=self.webhook_url,
-            http_method=self.http_method,
-            headers=dict(self.headers),
-            body=self.body,
-            timeout_seconds=self.timeout_seconds or default_timeout_s,
-            retry=RetryPolicy(**self.retry.model_dump()),
-            concurrency_policy=self.concurrency_policy,
-            misfire_policy=self.misfire_policy,
-            misfire_grace_seconds=self.misfire_grace_seconds,
-            is_active=self.is_active,
-            secret=self.secret,
-            tags=tuple(self.tags),
-            alerts=None if self.alerts is None else self.alerts.to_policy(),
+            **self.model_dump(exclude={"retry", "alerts", "version"})
+            | {
+                "cron_expression": self.cron_expression.strip(),
+                "timeout_seconds": self.timeout_seconds or default_timeout_s,
+                "retry": RetryPolicy(**self.retry.model_dump()),
+                "tags": tuple(self.tags),
+                "alerts": None if self.alerts is None else self.alerts.to_policy(),
+            }
         )
 
 
@@ -357,14 +347,13 @@ def validate(model: type[_Wire], data: Any) -> Any:
         raise ValidationFailed([_field_error(e) for e in exc.errors()]) from None
 
 
+_FIELD_ERRORS = {"extra_forbidden": "unknown field", "missing": "is required"}
+
+
 def _field_error(error: Any) -> FieldError:
     loc = ".".join(str(part) for part in error["loc"]) or "body"
-    if error["type"] == "extra_forbidden":
-        return FieldError(loc, "unknown field")
-    if error["type"] == "missing":
-        return FieldError(loc, "is required")
-    message = str(error["msg"])
-    return FieldError(loc, message.removeprefix("Value error, "))
+    message = _FIELD_ERRORS.get(error["type"]) or str(error["msg"]).removeprefix("Value error, ")
+    return FieldError(loc, message)
 
 
 # -- answers -------------------------------------------------------------------------
@@ -551,8 +540,7 @@ class JobOut(_Out):
         legacy_ids: bool = False,
         alert_state: AlertStateOut | Absent | None = ABSENT,
     ) -> Self:
-        """The job as answered. `secret` is given only to the answer of the write
-        that generated it; `previousSecretExpiresAt` is null once it has passed."""
+        """`secret` is given only to the answer of the write that generated it."""
         previous = job.previous_secret
         return cls.of(
             **_legacy_id(job.id, legacy_ids),
@@ -596,9 +584,8 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
 
 
 def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
-    """The writable fields of a job, as a client would send them (secret kept
-    out: it is write-only): a job answer given only those, and so built with
-    `model_construct`, whose fields are not checked as an answer's are."""
+    """The writable fields of a job as a client would send them, the write-only
+    secret aside: built with `model_construct`, as they alone fail an answer's check."""
     return JobOut.model_construct(**_spec_fields(spec)).wire()
 
 
