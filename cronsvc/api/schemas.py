@@ -811,15 +811,12 @@ class DryRunOut(_Out):
 
 class LedgerEntryOut(_Out):
     scheduled_at: Instant
-    kind: Annotated[
-        EntryKind,
-        Field(
-            description="tick: an owed tick and its record; gap: an owed tick with no "
-            "record; manual: a manual run; unscheduled: a record at an instant no "
-            "schedule in force owed (one since changed, say); unknown: a record from "
-            "before the kept schedule history"
-        ),
-    ]
+    kind: EntryKind = Field(
+        description="tick: an owed tick and its record; gap: an owed tick with no "
+        "record; manual: a manual run; unscheduled: a record at an instant no "
+        "schedule in force owed (one since changed, say); unknown: a record from "
+        "before the kept schedule history"
+    )
     status: ExecutionStatus | None
     execution_id: str | None
     trigger: Trigger | None
@@ -838,17 +835,13 @@ class LedgerOut(_Out):
     cron_job_id: str
     since: Instant
     until: Instant
-    complete: Annotated[
-        bool,
-        Field(description="false when the range reaches back before the kept schedule history"),
-    ]
-    known_from: Annotated[
-        Instant | None,
-        Field(
-            description="when the schedule history was trimmed: the instant from which "
-            "owed ticks are known; null when the whole history is kept"
-        ),
-    ]
+    complete: bool = Field(
+        description="false when the range reaches back before the kept schedule history"
+    )
+    known_from: Instant | None = Field(
+        description="when the schedule history was trimmed: the instant from which "
+        "owed ticks are known; null when the whole history is kept"
+    )
     entries: list[LedgerEntryOut]
     summary: LedgerSummaryOut
 
