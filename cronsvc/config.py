@@ -284,7 +284,7 @@ def _from_env(key: str, annotation: Any, text: str) -> Any:
         try:
             items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
         except json.JSONDecodeError:
-            raise ConfigError(f"{key}: expected a JSON array or a comma-separated list") from None
+            items = None
         if not isinstance(items, list):
             raise ConfigError(f"{key}: expected a JSON array or a comma-separated list")
         items = [i.strip() if isinstance(i, str) else i for i in items]

@@ -1,11 +1,7 @@
-"""When the garbage collector runs in a serving process.
-
-Nearly all a process makes lives as long as it does, and a burst of fires
-makes objects that die by reference count: left to its defaults, the
-collector walks the long-lived objects again and again, inside the bursts,
-stalling the event loop. BENCHMARKS.md, "Why the constants are what they
-are", has the figures.
-"""
+"""When the garbage collector runs in a serving process. Nearly all a process
+makes lives as long as it does, and a burst of fires makes objects that die by
+reference count: by default the collector walks the long-lived ones over and
+over inside the bursts, stalling the event loop (BENCHMARKS.md has the figures)."""
 
 from __future__ import annotations
 
