@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -138,7 +139,9 @@ class AlertsIn(_Wire):
         description='"standard": cronsvc\'s JSON document; "slack": `{"text": ...}`, '
         "what Slack's (and Mattermost's) incoming webhooks take",
     )
-    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+    secret: (
+        Annotated[str, Field(min_length=1, max_length=512), AfterValidator(whsec_secret)] | None
+    ) = Field(
         default=None,
         description="Write-only: signs the job's alerts (Standard Webhooks headers), a "
         "`whsec_` secret as the job's own `secret` is; answers show only `hasSecret`. Null: the "
@@ -166,11 +169,6 @@ class AlertsIn(_Wire):
         # token takes it in the URL's path or query, as chat webhooks do.
         return http_url(value, credentials="put a token in the path or query instead")
 
-    @field_validator("secret")
-    @classmethod
-    def _whsec_secret(cls, value: str | None) -> str | None:
-        return None if value is None else whsec_secret(value)
-
     def to_policy(self) -> AlertPolicy:
         return AlertPolicy(**self.model_dump())
 
@@ -184,8 +182,8 @@ class JobIn(_Wire):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
-        description=URL_DESCRIPTION
+    webhook_url: Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(http_url)] = (
+        Field(description=URL_DESCRIPTION)
     )
     http_method: HttpMethod = HttpMethod.POST
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
@@ -244,11 +242,6 @@ class JobIn(_Wire):
     @classmethod
     def _method_upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return http_url(value)
 
     @field_validator("headers")
     @classmethod
