@@ -31,9 +31,6 @@ _COORDINATION_PREFIXES: Final[dict[str, CoordinationBackend]] = {
     "rediss://": CoordinationBackend.REDIS,
     "unix://": CoordinationBackend.REDIS,
 }
-_LOCAL = "local"
-"""The in-process coordinator: the whole URL, not a prefix."""
-
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -48,7 +45,7 @@ def store_backend(url: str) -> StoreBackend:
 
 
 def coordination_backend(url: str) -> CoordinationBackend:
-    if url == _LOCAL:
+    if url == "local":  # the whole URL, not a prefix
         return CoordinationBackend.LOCAL
     for prefix, backend in _COORDINATION_PREFIXES.items():
         if url.startswith(prefix):
