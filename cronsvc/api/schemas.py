@@ -440,9 +440,14 @@ class AlertsOut(_Out):
     def from_domain(cls, policy: AlertPolicy | None) -> Self | None:
         if policy is None:
             return None
-        fields = dataclasses.asdict(policy)
-        has_secret = fields.pop("secret") is not None
-        return cls.of(**fields, has_secret=has_secret)
+        return cls.of(
+            enabled=policy.enabled,
+            url=policy.url,
+            after=policy.after,
+            on_recovery=policy.on_recovery,
+            format=policy.format,
+            has_secret=policy.secret is not None,
+        )
 
 
 class Absent(enum.Enum):
@@ -566,7 +571,11 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
         "headers": dict(spec.headers),
         "body": spec.body,
         "timeout_seconds": spec.timeout_seconds,
-        "retry": RetryOut.model_validate(spec.retry, from_attributes=True),
+        "retry": RetryOut.of(
+            max_attempts=spec.retry.max_attempts,
+            backoff_seconds=spec.retry.backoff_seconds,
+            max_backoff_seconds=spec.retry.max_backoff_seconds,
+        ),
         "concurrency_policy": spec.concurrency_policy,
         "misfire_policy": spec.misfire_policy,
         "misfire_grace_seconds": spec.misfire_grace_seconds,
