@@ -1,6 +1,7 @@
 """Backend URLs: which backend serves which URL, the file a SQLite URL names,
 and URLs fit to print. The configuration checks URLs with these and `open_store`
-and `open_coordinator` pick their backend with them, so the two agree."""
+and `open_coordinator` pick their backend with them, so the two agree. A leaf:
+it imports nothing of cronsvc but its errors."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """What each route declares for /openapi.json, on its handler, so a route is
 documented where it is written. A leaf: the handler modules import it, and it
-imports none of them.
-"""
+imports none of them."""
 
 from __future__ import annotations
 
