@@ -1,14 +1,8 @@
-"""Configuration: TOML file, every key optional, each overridable from the
-environment as ``CRONSVC_<SECTION>_<KEY>``.
-
-Each section is a frozen pydantic model, and each key one field on it: its
-type, default and bounds are declared there once. The file's values and the
-environment's (read from text by the field's type) go through the same
-validation, strict as TOML is typed: `true` is not a number, `1.5` not an
-integer. `load_config` raises `ConfigError` with one line naming the key at
-fault, and never quotes a token. `config.example.toml` documents every key;
-keep the two in step.
-"""
+"""Configuration: a TOML file, every key optional and overridable from the
+environment as ``CRONSVC_<SECTION>_<KEY>``, both validated by one frozen model
+per section, strict as TOML is typed. `load_config` raises a `ConfigError` of one
+line naming the key at fault, never quoting a token. `config.example.toml`
+documents every key; keep the two in step."""
 
 from __future__ import annotations
 
@@ -21,7 +15,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -57,7 +50,6 @@ class ServerConfig(_Section):
     """One token per line; blank lines and `#` comments are ignored. Read once,
     by `load_config`."""
     allow_unauthenticated: bool = False
-    """Serve without tokens on a host that is not loopback (refused otherwise)."""
 
     @field_validator("api_tokens")
     @classmethod
@@ -83,9 +75,6 @@ class ServerConfig(_Section):
 
 class ApiConfig(_Section):
     legacy_ids: bool = False
-    """As the Node.js service's Mongoose documents did: job and execution log
-    answers also carry `_id` (equal to `id`), and job writes accept `_id` and
-    `__v` (ignored)."""
 
 
 class StoreConfig(_Section):
@@ -132,14 +121,10 @@ class WebhookConfig(_Section):
     max_concurrency: int = Field(default=1024, gt=0)
     max_response_bytes: int = Field(default=65536, gt=0)
     allow_private_targets: bool = False
-    """Let webhooks reach loopback, private and other non-global addresses."""
     allowed_cidrs: list[str] = Field(default_factory=list)
-    """Networks webhooks may reach even though they are not globally routable."""
     max_defer_s: float = Field(default=3600.0, ge=0)
-    """The longest a target's Retry-After may hold back a job's next ticks."""
     secret_rotation_grace_s: float = Field(default=86400.0, ge=0)
     max_connections_per_host: int = Field(default=0, ge=0)
-    """Connections open to one host at most; 0: as many as max_concurrency."""
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -151,19 +136,14 @@ class WebhookConfig(_Section):
 
 class AlertsConfig(_Section):
     url: str = ""
-    """Where jobs that set no `alerts` of their own send theirs; empty: they send none."""
     after: int = Field(default=1, ge=1)
     on_recovery: bool = True
     format: Literal["standard", "slack"] = "standard"
     secret: str = Field(default="", repr=False)
-    """Signs alerts of jobs that have no secret of their own; empty: unsigned."""
     dashboard_url: str = ""
-    """The dashboard's address as people reach it, for the link in each alert;
-    empty: the server's own host and port."""
     timeout_s: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     max_pending: int = Field(default=10000, ge=1)
-    """Alerts waiting to be sent at most; more are counted and dropped."""
 
     @field_validator("url", "dashboard_url")
     @classmethod
@@ -185,7 +165,6 @@ class RetentionConfig(_Section):
 class LimitsConfig(_Section):
     max_jobs: int = Field(default=10000, ge=1)
     rate_limit_per_s: float = Field(default=50.0, ge=0)
-    """Requests per second per API token (per client address without tokens); 0: no limit."""
     rate_limit_burst: int = Field(default=100, ge=1)
 
 
@@ -215,7 +194,6 @@ class Config(BaseModel):
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read `path` (if given), then apply ``CRONSVC_<SECTION>_<KEY>`` overrides."""
     raw: dict[str, Any] = {} if path is None else _read_file(path)
     env = os.environ if environ is None else environ
     for section, model in _sections():
@@ -236,7 +214,6 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 
 
 def environment_names() -> set[str]:
-    """Every CRONSVC_<SECTION>_<KEY> variable that sets a configuration key."""
     return {
         _environment_name(section, key)
         for section, model in _sections()
@@ -255,7 +232,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _token_fault(token: str) -> str | None:
-    """What makes `token` unfit as an API token, in words that never quote it."""
+    """In words that never quote the token."""
     if len(token) < MIN_TOKEN_LENGTH:
         return f"is shorter than {MIN_TOKEN_LENGTH} characters"
     if not _TOKEN_CHARS.match(token):
@@ -289,8 +266,7 @@ def _environment_name(section: str, key: str) -> str:
 
 
 def _from_env(key: str, annotation: Any, text: str) -> Any:
-    """The value `text` stands for, by the key's type; the model then checks it
-    as it checks a file's."""
+    """`text` read by the key's type; the model then checks it as it checks a file's."""
     if annotation is bool:
         lowered = text.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -308,7 +284,7 @@ def _from_env(key: str, annotation: Any, text: str) -> Any:
         try:
             items = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
         except json.JSONDecodeError:
-            raise ConfigError(f"{key}: expected a JSON array or a comma-separated list") from None
+            items = None
         if not isinstance(items, list):
             raise ConfigError(f"{key}: expected a JSON array or a comma-separated list")
         items = [i.strip() if isinstance(i, str) else i for i in items]
@@ -323,13 +299,11 @@ _EXPECTED: dict[Any, str] = {
     str: "a string",
     list: "a list of strings",
 }
-"""What a key of each type expects, as its error message says it."""
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than_equal"})
 
 
 def _fault(error: ErrorDetails, raw: dict[str, Any]) -> str:
-    """The one line that names the key behind `error`, in the words of the
-    field's declaration; never a secret key's value."""
+    """The line naming the key behind `error`; never a secret key's value."""
     section, *rest = (str(part) for part in error["loc"])
     kind = error["type"]
     if not rest:
@@ -354,22 +328,19 @@ def _fault(error: ErrorDetails, raw: dict[str, Any]) -> str:
 
 
 def _raised(key: str, error: ErrorDetails) -> str:
-    """The message of a validator's ValueError: as it is when it is a
-    `ConfigError` (which names its key itself), else after the key."""
+    """A validator's message, after the key unless a `ConfigError` names it itself."""
     cause = error.get("ctx", {}).get("error")
     return str(cause) if isinstance(cause, ConfigError) else f"{key}: {cause}"
 
 
 def _bounds(field: FieldInfo) -> str:
     """A field's declared bounds in words: "from 0 to 5", "at least 1"."""
-    bounds: dict[str, object] = {}
-    for limit in field.metadata:
-        if isinstance(limit, annotated_types.Gt):
-            bounds["gt"] = limit.gt
-        elif isinstance(limit, annotated_types.Ge):
-            bounds["ge"] = limit.ge
-        elif isinstance(limit, annotated_types.Le):
-            bounds["le"] = limit.le
+    bounds = {
+        name: getattr(limit, name)
+        for limit in field.metadata
+        for name in ("gt", "ge", "le")
+        if hasattr(limit, name)
+    }
     if "ge" in bounds and "le" in bounds:
         return f"from {bounds['ge']} to {bounds['le']}"
     if "gt" in bounds:
@@ -380,8 +351,8 @@ def _bounds(field: FieldInfo) -> str:
 
 
 def _with_file_tokens(server: ServerConfig) -> ServerConfig:
-    """`server` with the tokens of its `api_tokens_file` added to `api_tokens`.
-    No message ever quotes a token: they name its line instead."""
+    """`server` with the tokens of its `api_tokens_file` added. Messages name a
+    token's line, never the token."""
     key, path = "server.api_tokens_file", Path(server.api_tokens_file)
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,10 +1,7 @@
 """Backend URLs: which backend serves which URL, the file a SQLite URL names,
-and URLs made fit to print.
-
-The configuration checks a URL with these functions when it loads, and
-`open_store` and `open_coordinator` pick their backend with them, so the two
-agree by construction. A leaf: it imports nothing of cronsvc but its errors.
-"""
+and URLs fit to print. The configuration checks URLs with these and `open_store`
+and `open_coordinator` pick their backend with them, so the two agree. A leaf:
+it imports nothing of cronsvc but its errors."""
 
 from __future__ import annotations
 
@@ -35,15 +32,10 @@ _COORDINATION_PREFIXES: Final[dict[str, CoordinationBackend]] = {
     "rediss://": CoordinationBackend.REDIS,
     "unix://": CoordinationBackend.REDIS,
 }
-_LOCAL = "local"
-"""The in-process coordinator: the whole URL, not a prefix."""
-
 _SQLITE_PREFIX = "sqlite:///"
 
 
 def store_backend(url: str) -> StoreBackend:
-    """The backend that serves store URL `url`; raises `ConfigError` naming
-    `store.url` when none does."""
     for prefix, backend in _STORE_PREFIXES.items():
         if url.startswith(prefix):
             return backend
@@ -54,9 +46,7 @@ def store_backend(url: str) -> StoreBackend:
 
 
 def coordination_backend(url: str) -> CoordinationBackend:
-    """The backend that serves coordination URL `url`; raises `ConfigError`
-    naming `coordination.url` when none does."""
-    if url == _LOCAL:
+    if url == "local":  # the whole URL, not a prefix
         return CoordinationBackend.LOCAL
     for prefix, backend in _COORDINATION_PREFIXES.items():
         if url.startswith(prefix):
@@ -68,8 +58,7 @@ def coordination_backend(url: str) -> CoordinationBackend:
 
 
 def sqlite_path(url: str) -> Path:
-    """The file a `sqlite:///path` URL names (`sqlite:///./x.db` is relative,
-    `sqlite:////abs/x.db` absolute)."""
+    """`sqlite:///./x.db` is relative, `sqlite:////abs/x.db` absolute."""
     if not url.startswith(_SQLITE_PREFIX) or len(url) == len(_SQLITE_PREFIX):
         raise ConfigError(f"store.url: {url!r} is not a sqlite:///PATH URL")
     return Path(url[len(_SQLITE_PREFIX) :])
@@ -79,8 +68,7 @@ _SECRET_OPTIONS = ("password", "token", "secret", "authmechanismproperties")
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password, and any query option that may hold a secret,
-    masked: fit for messages, logs and reprs."""
+    """`url` with its password, and any query option that may hold a secret, masked."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         return url if "@" not in url and "password" not in url.lower() else "<not a URL>"

@@ -1,12 +1,6 @@
-"""GET /openapi.json: an OpenAPI 3.1 document built from the application's
-routes and the wire models.
-
-Each route's operation is declared on its handler (`cronsvc.api.operations`);
-its bodies and answers are the pydantic models in `cronsvc.api.schemas` that
-validate requests and write the answers, so the document cannot drift from
-the code: a route without a declaration fails the document, and tests check
-real answers against the models.
-"""
+"""GET /openapi.json, built from the routes' declarations (`cronsvc.api.operations`)
+and the pydantic models that validate requests and write answers, so the document
+cannot drift from the code: a route without a declaration fails it."""
 
 from __future__ import annotations
 
@@ -130,26 +124,17 @@ def _add_answer(responses: Schema, status: int, text: str, model: type[BaseModel
         media["schema"] = {"oneOf": [media["schema"], _ref(model)]}
 
 
-def _declarations(app: web.Application) -> list[tuple[str, str, Operation]]:
-    """Every route of `app` (HEAD aside: aiohttp adds one to each GET) with
-    the operation its handler declares."""
-    found = []
+def build_document(app: web.Application) -> dict[str, Any]:
+    paths: dict[str, Schema] = {}
+    models: set[type[BaseModel]] = {ProblemOut}
     for route in app.router.routes():
-        if route.method == "HEAD":
+        if route.method == "HEAD":  # aiohttp adds one to each GET
             continue
         path = route.resource.canonical if route.resource is not None else ""
         op = declared(route.handler)
         if op is None:
             raise Undocumented(f"{route.method} {path} declares no operation")
-        found.append((path, route.method.lower(), op))
-    return found
-
-
-def build_document(app: web.Application) -> dict[str, Any]:
-    """The document for the routes of `app`."""
-    paths: dict[str, Schema] = {}
-    models: set[type[BaseModel]] = {ProblemOut}
-    for path, method, op in _declarations(app):
+        method = route.method.lower()
         paths.setdefault(path, {})[method] = _operation(op, path, method)
         models |= {m for m in (op.answer, op.body) if isinstance(m, type)}
         if op.other_answer is not None:

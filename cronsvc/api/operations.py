@@ -1,11 +1,6 @@
-"""What each route declares for /openapi.json, on its handler: summary,
-parameters, request body, answer and error statuses.
-
-`cronsvc.api.openapi` walks the application's routes and reads these, so
-a route is documented where it is written, and one without a declaration
-cannot be served a document. Leaf module: the handler modules import it,
-and it imports none of them.
-"""
+"""What each route declares for /openapi.json, on its handler, so a route is
+documented where it is written. A leaf: the handler modules import it, and it
+imports none of them."""
 
 from __future__ import annotations
 
@@ -17,7 +12,6 @@ from aiohttp import web
 from pydantic import BaseModel
 
 Schema = dict[str, Any]
-"""A piece of an OpenAPI document, as JSON."""
 _Handler = TypeVar("_Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 
 
@@ -61,7 +55,6 @@ _DECLARED: dict[Callable[..., Any], Operation] = {}
 
 
 def declared(handler: Callable[..., Any]) -> Operation | None:
-    """The operation `handler` was declared as, if it was."""
     return _DECLARED.get(handler)
 
 

@@ -1,13 +1,10 @@
-"""Wire models: validation of what clients send, and the JSON they get back,
-written by the same models that /openapi.json documents.
-
-camelCase on the wire, snake_case in Python. Field names follow the Node.js
-service cronsvc replaces (`name`, `cronExpression`, `webhookUrl`, `isActive`,
-`cronJobId`, ...), so its clients keep working.
-"""
+"""Wire models: what clients send is validated, and the JSON they get back
+written, by the models /openapi.json documents. camelCase on the wire; names
+follow the Node.js service cronsvc replaces, so its clients keep working."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import json
@@ -18,6 +15,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -71,21 +69,10 @@ encoding can be longer than the request's (`1E5` is sent as `100000.0`)."""
 MAX_HEADERS = 50
 
 OUT_OF_RANGE = "is out of range: in UTC it falls outside the years 1 to 9999"
-"""What an instant whose offset carries it past either end of the calendar gets."""
 
 GENERATE_SECRET = "generate"
 """Sent as a job's `secret`: the service makes one and answers it once."""
 
-SECRET_DESCRIPTION = (
-    "Write-only signing secret: `whsec_` + base64 of 24-64 random bytes, or "
-    '"generate" to have the service make one (returned once, in the `secret` field of '
-    "that answer; every other answer shows only `hasSecret`). With a secret, each "
-    "request carries `webhook-signature` (Standard Webhooks). When the secret changes "
-    '(a new one, "generate", or null), the old one keeps signing beside the new one '
-    "(space-separated, new first) until `previousSecretExpiresAt`, "
-    "`webhook.secret_rotation_grace_s` later; null therefore stops signing only after "
-    "that grace. Left out of a PUT or PATCH, the stored secret is kept."
-)
 
 READ_ONLY_FIELDS = frozenset(
     {
@@ -107,8 +94,7 @@ READ_ONLY_FIELDS = frozenset(
 job is still at that version."""
 
 LEGACY_ID_FIELDS = frozenset({"_id", "__v"})
-"""The Mongoose document fields a write may carry, and that are ignored,
-under `api.legacy_ids`."""
+"""Mongoose's document fields: a write may carry them under `api.legacy_ids`; ignored."""
 
 
 class _Wire(BaseModel):
@@ -133,21 +119,6 @@ class RetryIn(_Wire):
     max_backoff_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 60.0
 
 
-ALERTS_DESCRIPTION = (
-    'The job\'s own alert policy (README, "Alerts"): where to tell, after how many runs '
-    "in a row that end FAILURE, MISSED or LOST, and once when it succeeds again. Null or "
-    "absent: the service's default (`[alerts]` in the configuration) applies; "
-    '{"enabled": false}: no alerts for this job, default or not. A PUT replaces it whole, '
-    "a PATCH merges into it. `hasSecret`, as answered, may be sent back and is ignored."
-)
-ALERT_SECRET_DESCRIPTION = (
-    "Write-only: signs the job's alerts (Standard Webhooks headers), a `whsec_` secret "
-    "as the job's own `secret` is; answers show only `hasSecret`. Null: the job's own "
-    "secret signs them, else `[alerts] secret`, else they go unsigned. Left out of a PUT "
-    "or PATCH that keeps `alerts`, the stored one is kept."
-)
-
-
 class AlertsIn(_Wire):
     """A job's own alert policy as a client writes it (`JobIn.alerts`)."""
 
@@ -168,8 +139,14 @@ class AlertsIn(_Wire):
         description='"standard": cronsvc\'s JSON document; "slack": `{"text": ...}`, '
         "what Slack's (and Mattermost's) incoming webhooks take",
     )
-    secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
-        default=None, description=ALERT_SECRET_DESCRIPTION
+    secret: (
+        Annotated[str, Field(min_length=1, max_length=512), AfterValidator(whsec_secret)] | None
+    ) = Field(
+        default=None,
+        description="Write-only: signs the job's alerts (Standard Webhooks headers), a "
+        "`whsec_` secret as the job's own `secret` is; answers show only `hasSecret`. Null: the "
+        "job's own secret signs them, else `[alerts] secret`, else they go unsigned. Left out of "
+        "a PUT or PATCH that keeps `alerts`, the stored one is kept.",
     )
 
     @model_validator(mode="before")
@@ -192,20 +169,8 @@ class AlertsIn(_Wire):
         # token takes it in the URL's path or query, as chat webhooks do.
         return http_url(value, credentials="put a token in the path or query instead")
 
-    @field_validator("secret")
-    @classmethod
-    def _whsec_secret(cls, value: str | None) -> str | None:
-        return None if value is None else whsec_secret(value)
-
     def to_policy(self) -> AlertPolicy:
-        return AlertPolicy(
-            enabled=self.enabled,
-            url=self.url,
-            after=self.after,
-            on_recovery=self.on_recovery,
-            format=self.format,
-            secret=self.secret,
-        )
+        return AlertPolicy(**self.model_dump())
 
 
 class JobIn(_Wire):
@@ -217,8 +182,8 @@ class JobIn(_Wire):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
-        description=URL_DESCRIPTION
+    webhook_url: Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(http_url)] = (
+        Field(description=URL_DESCRIPTION)
     )
     http_method: HttpMethod = HttpMethod.POST
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
@@ -241,12 +206,27 @@ class JobIn(_Wire):
     misfire_grace_seconds: Annotated[int, Strict(), Field(ge=0, le=86400)] = 60
     is_active: Annotated[bool, Strict()] = True
     secret: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
-        default=None, description=SECRET_DESCRIPTION
+        default=None,
+        description="Write-only signing secret: `whsec_` + base64 of 24-64 random bytes, or "
+        '"generate" to have the service make one (returned once, in the `secret` field of '
+        "that answer; every other answer shows only `hasSecret`). With a secret, each "
+        "request carries `webhook-signature` (Standard Webhooks). When the secret changes "
+        '(a new one, "generate", or null), the old one keeps signing beside the new one '
+        "(space-separated, new first) until `previousSecretExpiresAt`, "
+        "`webhook.secret_rotation_grace_s` later; null therefore stops signing only after "
+        "that grace. Left out of a PUT or PATCH, the stored secret is kept.",
     )
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=20)
     ] = Field(default_factory=list)
-    alerts: AlertsIn | None = Field(default=None, description=ALERTS_DESCRIPTION)
+    alerts: AlertsIn | None = Field(
+        default=None,
+        description='The job\'s own alert policy (README, "Alerts"): where to tell, after '
+        "how many runs in a row that end FAILURE, MISSED or LOST, and once when it succeeds "
+        "again. Null or absent: the service's default (`[alerts]` in the configuration) applies; "
+        '{"enabled": false}: no alerts for this job, default or not. A PUT replaces it whole, '
+        "a PATCH merges into it. `hasSecret`, as answered, may be sent back and is ignored.",
+    )
     version: Annotated[int, Strict(), Field(ge=1)] | None = None
 
     @field_validator("name")
@@ -262,11 +242,6 @@ class JobIn(_Wire):
     @classmethod
     def _method_upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -290,8 +265,12 @@ class JobIn(_Wire):
     def _body_fits(cls, value: JsonValue | None) -> JsonValue | None:
         if value is None:
             return value
+        # Measured as the webhook sends it: text as UTF-8, anything else as compact JSON.
+        text = value
         try:
-            size = len(webhook_body(value))
+            if not isinstance(text, str):
+                text = json.dumps(text, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            size = len(text.encode())
         except ValueError:  # NaN, Infinity, a lone surrogate: no webhook could carry it
             raise ValueError(
                 "must be text or JSON without NaN, Infinity or lone surrogates"
@@ -319,48 +298,26 @@ class JobIn(_Wire):
 
     def to_spec(self, *, default_timeout_s: float) -> JobSpec:
         return JobSpec(
-            name=self.name,
-            cron_expression=self.cron_expression.strip(),
-            timezone=self.timezone,
-            webhook_url=self.webhook_url,
-            http_method=self.http_method,
-            headers=dict(self.headers),
-            body=self.body,
-            timeout_seconds=self.timeout_seconds or default_timeout_s,
-            retry=RetryPolicy(
-                max_attempts=self.retry.max_attempts,
-                backoff_seconds=self.retry.backoff_seconds,
-                max_backoff_seconds=self.retry.max_backoff_seconds,
-            ),
-            concurrency_policy=self.concurrency_policy,
-            misfire_policy=self.misfire_policy,
-            misfire_grace_seconds=self.misfire_grace_seconds,
-            is_active=self.is_active,
-            secret=self.secret,
-            tags=tuple(self.tags),
-            alerts=None if self.alerts is None else self.alerts.to_policy(),
+            **self.model_dump(exclude={"retry", "alerts", "version"})
+            | {
+                "cron_expression": self.cron_expression.strip(),
+                "timeout_seconds": self.timeout_seconds or default_timeout_s,
+                "retry": RetryPolicy(**self.retry.model_dump()),
+                "tags": tuple(self.tags),
+                "alerts": None if self.alerts is None else self.alerts.to_policy(),
+            }
         )
-
-
-def webhook_body(body: JsonValue) -> bytes:
-    """A job's body as `cronsvc.dispatch` sends it: text as UTF-8, anything
-    else as compact JSON. Raises ValueError for what cannot be sent."""
-    if isinstance(body, str):
-        return body.encode()
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-PREVIEW_AFTER = (
-    "the instant to list fires after (default: now), with an offset or Z; fewer fires "
-    "than `count`, or none, are listed when year 9999 ends first"
-)
 
 
 class PreviewIn(_Wire):
     cron_expression: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     count: Annotated[int, Strict(), Field(ge=1, le=100)] = 5
-    after: datetime | None = Field(default=None, description=PREVIEW_AFTER)
+    after: datetime | None = Field(
+        default=None,
+        description="the instant to list fires after (default: now), with an offset or Z; "
+        "fewer fires than `count`, or none, are listed when year 9999 ends first",
+    )
 
     @field_validator("after")
     @classmethod
@@ -383,14 +340,13 @@ def validate(model: type[_Wire], data: Any) -> Any:
         raise ValidationFailed([_field_error(e) for e in exc.errors()]) from None
 
 
+_FIELD_ERRORS = {"extra_forbidden": "unknown field", "missing": "is required"}
+
+
 def _field_error(error: Any) -> FieldError:
     loc = ".".join(str(part) for part in error["loc"]) or "body"
-    if error["type"] == "extra_forbidden":
-        return FieldError(loc, "unknown field")
-    if error["type"] == "missing":
-        return FieldError(loc, "is required")
-    message = str(error["msg"])
-    return FieldError(loc, message.removeprefix("Value error, "))
+    message = _FIELD_ERRORS.get(error["type"]) or str(error["msg"]).removeprefix("Value error, ")
+    return FieldError(loc, message)
 
 
 # -- answers -------------------------------------------------------------------------
@@ -402,29 +358,31 @@ Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
 
 
 def _absent_not_null(schema: dict[str, Any]) -> None:
-    """For a field left out of the body when it has no value: no null default."""
     schema.pop("default", None)
+
+
+def _absent(description: str, default: Any = None, **more: Any) -> Any:
+    """A field left out of the answer when it has no value: documented without a null default."""
+    return Field(
+        default=default, description=description, json_schema_extra=_absent_not_null, **more
+    )
 
 
 class _Out(BaseModel):
     """An answer, and its schema in /openapi.json; tests validate real answers
-    against these models. Built from the domain with `of`, written with `wire`,
-    or `wire_list` and `json_list` for many."""
+    against these models."""
 
     model_config = ConfigDict(alias_generator=to_camel, extra="forbid", validate_by_name=True)
 
     @classmethod
     def of(cls, **fields: Any) -> Self:
-        """An answer of `fields` (snake_case; nested answers as models or
-        dicts), checked against its own schema in one pass of pydantic's core,
-        which costs less than `model_construct`'s walk over every field in
-        Python: lists of thousands are answered. A field is written only when
-        given, so `_id`, a generated `secret` and the readiness details are
-        absent, not null, when left out."""
+        """An answer of `fields` (snake_case; nested answers as models or dicts),
+        checked in one pass of pydantic's core: cheaper than `model_construct`'s
+        walk in Python. A field is written only when given, so one left out is
+        absent, not null."""
         return cls.model_validate(fields)
 
     def wire(self) -> dict[str, Any]:
-        """The answer as JSON values, camelCase."""
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     @classmethod
@@ -437,10 +395,9 @@ class _Out(BaseModel):
 
     @classmethod
     def json_list(cls, answers: Iterable[dict[str, Any]]) -> bytes:
-        """Answers of the `fields` `of` takes, as one JSON array: checked in one
-        pass and written in one pass by pydantic's core, in the bytes
-        `json.dumps` would write (compact, UTF-8) for answers without floats,
-        whose exponents it writes unpadded (1e-7, not 1e-07)."""
+        """Answers of the `fields` `of` takes, as one JSON array: the bytes
+        `json.dumps` would write (compact, UTF-8), floats aside, whose exponents
+        are unpadded (1e-7, not 1e-07)."""
         adapter = _list_of(cls)
         checked = adapter.validate_python(list(answers))
         return adapter.dump_json(checked, by_alias=True, exclude_unset=True)
@@ -452,17 +409,13 @@ def _list_of(model: type[_Out]) -> TypeAdapter[list[Any]]:
     return TypeAdapter(of_model)
 
 
-_LEGACY_ID: Any = Field(
-    default=None,
+_LEGACY_ID: Any = _absent(
+    "equal to `id`; only with `api.legacy_ids = true`, for clients of the Node.js service",
     alias="_id",
-    description="equal to `id`; only with `api.legacy_ids = true`, for clients of the "
-    "Node.js service",
-    json_schema_extra=_absent_not_null,
 )
 
 
 def _legacy_id(id: str, legacy_ids: bool) -> dict[str, Any]:
-    """`_id`, given first, under `api.legacy_ids`."""
     return {"legacy_id": id} if legacy_ids else {}
 
 
@@ -585,8 +538,7 @@ class JobOut(_Out):
         legacy_ids: bool = False,
         alert_state: AlertStateOut | Absent | None = ABSENT,
     ) -> Self:
-        """The job as answered. `secret` is given only to the answer of the write
-        that generated it; `previousSecretExpiresAt` is null once it has passed."""
+        """`secret` is given only to the answer of the write that generated it."""
         previous = job.previous_secret
         return cls.of(
             **_legacy_id(job.id, legacy_ids),
@@ -634,9 +586,8 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
 
 
 def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
-    """The writable fields of a job, as a client would send them (secret kept
-    out: it is write-only): a job answer given only those, and so built with
-    `model_construct`, whose fields are not checked as an answer's are."""
+    """The writable fields of a job as a client would send them, the write-only
+    secret aside: built with `model_construct`, as they alone fail an answer's check."""
     return JobOut.model_construct(**_spec_fields(spec)).wire()
 
 
@@ -646,8 +597,7 @@ class ErrorOut(_Out):
 
 
 def _error(error: ErrorInfo | None) -> dict[str, str] | None:
-    """An `ErrorOut`'s fields: nested answers are given as dicts, checked with
-    the answer that holds them."""
+    """As a dict: checked with the answer that holds it."""
     return None if error is None else {"type": error.type, "message": error.message}
 
 
@@ -781,30 +731,21 @@ class NextRunsOut(ScheduleOut):
 
 
 class DryRunJobOut(JobOut):
-    id: str = Field(
-        default="",
-        description="absent in the dry run of a create: an id is made only when the job is",
-        json_schema_extra=_absent_not_null,
+    id: str = _absent(
+        "absent in the dry run of a create: an id is made only when the job is", default=""
     )
 
 
 class ChangeOut(_Out):
     field: str = Field(description="the field's name, as in a job")
-    before: JsonValue | None = Field(
-        default=None,
-        description="its value now; absent for a create and for `secret` and `alerts.secret`",
-        json_schema_extra=_absent_not_null,
+    before: JsonValue | None = _absent(
+        "its value now; absent for a create and for `secret` and `alerts.secret`"
     )
-    after: JsonValue | None = Field(
-        default=None,
-        description="its value after the write; absent for `secret` and `alerts.secret`",
-        json_schema_extra=_absent_not_null,
+    after: JsonValue | None = _absent(
+        "its value after the write; absent for `secret` and `alerts.secret`"
     )
-    redacted: bool | None = Field(
-        default=None,
-        description="true for `secret` and `alerts.secret`: that it changes is shown, never "
-        "its values",
-        json_schema_extra=_absent_not_null,
+    redacted: bool | None = _absent(
+        "true for `secret` and `alerts.secret`: that it changes is shown, never its values"
     )
 
     @classmethod
@@ -872,15 +813,12 @@ class DryRunOut(_Out):
 
 class LedgerEntryOut(_Out):
     scheduled_at: Instant
-    kind: Annotated[
-        EntryKind,
-        Field(
-            description="tick: an owed tick and its record; gap: an owed tick with no "
-            "record; manual: a manual run; unscheduled: a record at an instant no "
-            "schedule in force owed (one since changed, say); unknown: a record from "
-            "before the kept schedule history"
-        ),
-    ]
+    kind: EntryKind = Field(
+        description="tick: an owed tick and its record; gap: an owed tick with no "
+        "record; manual: a manual run; unscheduled: a record at an instant no "
+        "schedule in force owed (one since changed, say); unknown: a record from "
+        "before the kept schedule history"
+    )
     status: ExecutionStatus | None
     execution_id: str | None
     trigger: Trigger | None
@@ -899,23 +837,20 @@ class LedgerOut(_Out):
     cron_job_id: str
     since: Instant
     until: Instant
-    complete: Annotated[
-        bool,
-        Field(description="false when the range reaches back before the kept schedule history"),
-    ]
-    known_from: Annotated[
-        Instant | None,
-        Field(
-            description="when the schedule history was trimmed: the instant from which "
-            "owed ticks are known; null when the whole history is kept"
-        ),
-    ]
+    complete: bool = Field(
+        description="false when the range reaches back before the kept schedule history"
+    )
+    known_from: Instant | None = Field(
+        description="when the schedule history was trimmed: the instant from which "
+        "owed ticks are known; null when the whole history is kept"
+    )
     entries: list[LedgerEntryOut]
     summary: LedgerSummaryOut
 
     @classmethod
     def from_domain(cls, job_id: str, ledger: Ledger) -> Self:
         summary = ledger.summary
+        by_status = {status.value: count for status, count in summary.by_status.items()}
         return cls.of(
             cron_job_id=job_id,
             since=ledger.since,
@@ -932,14 +867,7 @@ class LedgerOut(_Out):
                 )
                 for entry in ledger.entries
             ],
-            summary=LedgerSummaryOut.of(
-                ticks=summary.ticks,
-                by_status={status.value: count for status, count in summary.by_status.items()},
-                gaps=summary.gaps,
-                manual=summary.manual,
-                unscheduled=summary.unscheduled,
-                unknown=summary.unknown,
-            ),
+            summary=LedgerSummaryOut.of(**(dataclasses.asdict(summary) | {"by_status": by_status})),
         )
 
 
@@ -947,12 +875,7 @@ NEEDS_A_TOKEN = "only with a valid token, or when the server has no tokens"
 
 
 def _token_only(description: str) -> Any:
-    """A field sent only to a request with a token: absent otherwise, never null."""
-    return Field(
-        default=None,
-        description=f"{description}; {NEEDS_A_TOKEN}",
-        json_schema_extra=_absent_not_null,
-    )
+    return _absent(f"{description}; {NEEDS_A_TOKEN}")
 
 
 class ReadinessChecksOut(_Out):
@@ -974,11 +897,8 @@ class ReadinessOut(_Out):
 
     status: Literal["ok", "degraded", "unavailable"]
     checks: ReadinessChecksOut
-    degraded: list[Literal["coordinator"]] | SkipJsonSchema[None] = Field(
-        default=None,
-        description="present while degraded: the parts not answering (firing goes on, "
-        "fenced by the store)",
-        json_schema_extra=_absent_not_null,
+    degraded: list[Literal["coordinator"]] | SkipJsonSchema[None] = _absent(
+        "present while degraded: the parts not answering (firing goes on, fenced by the store)"
     )
     instance_id: str | SkipJsonSchema[None] = _token_only("the instance that answered")
     version: str | SkipJsonSchema[None] = _token_only("its cronsvc version")
@@ -1003,14 +923,7 @@ class ClusterOut(_Out):
         return cls.of(
             leader=leader,
             instances=[
-                InstanceOut.of(
-                    id=i.id,
-                    host=i.host,
-                    version=i.version,
-                    started_at=i.started_at,
-                    last_heartbeat=i.last_heartbeat,
-                    is_leader=i.id == leader,
-                )
+                InstanceOut.of(**dataclasses.asdict(i), is_leader=i.id == leader)
                 for i in sorted(instances, key=lambda i: i.id)
             ],
         )
