@@ -25,7 +25,7 @@ from cronsvc.store.mongo_ledger import MongoLedger, MongoReaper
 from cronsvc.urls import redact_url
 
 _DEFAULT_DATABASE = "cronsvc"
-# Client options the URL may override. A call that cannot reach a server
+# Client options the URL may override (`_client_options`). A call that cannot reach a server
 # fails within a few seconds (StoreUnavailable) instead of hanging a tick.
 _CLIENT_DEFAULTS: Final[Mapping[str, Any]] = {
     "serverSelectionTimeoutMS": 5000,
@@ -115,12 +115,9 @@ async def _create_indexes(
             IndexModel([("tags", ASCENDING)], name="tags"),
         ]
     )
-    if retention_days is not None:
-        await _keep_ttl_index(database, max(1, round(retention_days * 86400)))
-
-
-async def _keep_ttl_index(database: AsyncDatabase[Doc], expire_after_s: int) -> None:
-    executions = database["executions"]
+    if retention_days is None:
+        return
+    expire_after_s = max(1, round(retention_days * 86400))
     index = IndexModel(
         [("finished_date", ASCENDING)], name=_TTL_INDEX, expireAfterSeconds=expire_after_s
     )
@@ -137,7 +134,6 @@ async def _keep_ttl_index(database: AsyncDatabase[Doc], expire_after_s: int) -> 
 
 
 def _client_options(url: str) -> dict[str, Any]:
-    """`_CLIENT_DEFAULTS` less the options the URL sets itself."""
     query = url.partition("?")[2]
     given = {name.lower() for name, _ in parse_qsl(query.replace(";", "&"))}
     return {name: value for name, value in _CLIENT_DEFAULTS.items() if name.lower() not in given}

@@ -28,8 +28,6 @@ JOB_NAME_INDEX = "name_unique"
 
 
 class MongoPart:
-    """The state the parts of `MongoStore` share."""
-
     def __init__(self, client: AsyncMongoClient[Doc], database: AsyncDatabase[Doc], url: str):
         self._client = client
         self._jobs: AsyncCollection[Doc] = database["jobs"]

@@ -57,8 +57,6 @@ _CLAIM_JOB_FIELDS = {
 
 
 class MongoClaims(MongoPart):
-    """`TickClaims` on MongoDB."""
-
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         with self._calling():
             if not claims:
@@ -151,8 +149,7 @@ class MongoClaims(MongoPart):
             if error.get("type") == "replaced" and error.get("message") == message:
                 ended.setdefault(position, []).append(document["_id"])
         for position, ids in ended.items():
-            order = {old_id: n for n, old_id in enumerate(replacing[position])}
-            ids.sort(key=order.__getitem__)
+            ids.sort(key=replacing[position].index)
             results[position] = dataclasses.replace(results[position], replaced=tuple(ids))
 
     async def _claim_context(

@@ -59,8 +59,6 @@ _SCHEDULE_FIELDS = {
 
 
 class MongoJobs(MongoPart):
-    """`JobStore` on MongoDB."""
-
     async def create_job(self, job: Job) -> Job:
         with self._calling():
             if not is_valid_id(job.id):
@@ -262,8 +260,6 @@ def _history_with(current: Doc, version: int, now: datetime, fields: Doc) -> lis
 
 
 class MongoSchedules(MongoPart):
-    """`ScheduleSource` on MongoDB."""
-
     async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
         with self._calling():
             selector: Doc = {"is_active": True}
@@ -279,14 +275,11 @@ class MongoSchedules(MongoPart):
             check_limit(limit)
         with self._calling():
             selector: Doc = {"is_active": True}
-            if limit is None:
-                found = self._jobs.find(selector, {"version": 1})
-            else:
-                if after is not None:
-                    selector["_id"] = {"$gt": after}
-                found = (
-                    self._jobs.find(selector, {"version": 1}).sort("_id", ASCENDING).limit(limit)
-                )
+            if limit is not None and after is not None:
+                selector["_id"] = {"$gt": after}
+            found = self._jobs.find(selector, {"version": 1})
+            if limit is not None:
+                found = found.sort("_id", ASCENDING).limit(limit)
             return {document["_id"]: document["version"] for document in await found.to_list()}
 
     async def active_schedules(

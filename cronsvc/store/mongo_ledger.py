@@ -39,8 +39,6 @@ _PRUNE_BATCH = 5000
 
 
 class MongoLedger(MongoPart):
-    """`MissedRecords`, `ResultSink` and `ExecutionRecords` on MongoDB."""
-
     async def record_missed(
         self,
         job: Job,
@@ -185,8 +183,6 @@ def _holds_final_state(document: Doc, execution: Execution) -> bool:
 
 
 class MongoReaper(MongoPart):
-    """`Reaper` on MongoDB."""
-
     async def adopt_unsent(
         self, *, live_instances: Collection[str], instance_id: str
     ) -> list[Execution]:
