@@ -27,10 +27,8 @@ from cronsvc.store import (
 from cronsvc.store.mongo import MongoStore
 from cronsvc.store.mongo_alerts import MongoAlerts
 from cronsvc.store.mongo_claims import MongoClaims
-from cronsvc.store.mongo_jobs import MongoJobs
-from cronsvc.store.mongo_ledger import MongoLedger
-from cronsvc.store.mongo_reaper import MongoReaper
-from cronsvc.store.mongo_schedules import MongoSchedules
+from cronsvc.store.mongo_jobs import MongoJobs, MongoSchedules
+from cronsvc.store.mongo_ledger import MongoLedger, MongoReaper
 from cronsvc.store.sqlite import SQLiteStore
 
 # The roles no other role is made of.

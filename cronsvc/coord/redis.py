@@ -1,25 +1,11 @@
-"""Redis coordination for a cluster of cronsvc processes (redis.asyncio).
-
-Keys, all under the configured prefix `{p}` (several clusters can share one
-Redis):
-
-- `{p}:tick:{job_id}:{tick_ms}`: a tick lease (redis_leases.py).
-- `{p}:leader`, `{p}:leader-token`: the leader lease and its fencing-token
-  counter (redis_leader.py).
-- `{p}:instance:{instance_id}`, `{p}:instances`: the instance registry
-  (redis_instances.py).
-- `{p}:job-changes`, `{p}:cancels`: the pub/sub channels of notices
-  (redis_notices.py).
-
-`RedisCoordinator` starts and closes the connection they share
-(redis_link.py) and hands each call to its part.
-
-Outages: every call raises `CoordinatorUnavailable` (a builtin
-`ConnectionError`) while Redis cannot be reached, after one quick reconnect
-attempt; callers retry or degrade. The notice listener never gives up: it logs
-`coordinator_unavailable` once, resubscribes with backoff, logs
-`coordinator_recovered` once, and then calls every subscriber with
-`RESYNC` (`"*"`), because notices published during the outage are gone.
+"""Redis coordination for a cluster (redis.asyncio). `RedisCoordinator` opens the
+connection its parts share (redis_link.py), owns the tick leases, and hands
+other calls to the leader lease (redis_leader.py), the instance registry
+(redis_instances.py) and the notices (redis_notices.py). Keys are under the
+prefix `{p}`; a tick lease is `{p}:tick:{job_id}:{tick_ms}`, holding the
+winner's token (``SET NX PX``), never deleted, only expired. While Redis cannot
+be reached every call raises `CoordinatorUnavailable` (a `ConnectionError`)
+after one quick reconnect attempt; callers retry or degrade.
 """
 
 from __future__ import annotations
@@ -27,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
@@ -36,22 +23,16 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from cronsvc.coord import CancelCallback, JobChangeCallback
 from cronsvc.coord.redis_instances import RedisInstances
 from cronsvc.coord.redis_leader import RedisLeadership
-from cronsvc.coord.redis_leases import RedisTickLeases
-from cronsvc.coord.redis_link import RedisLink
+from cronsvc.coord.redis_link import RedisLink, ttl_ms
 from cronsvc.coord.redis_notices import RedisNotices
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import CoordinatorUnavailable, StartupRefused
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
 
 class RedisCoordinator:
-    """Leases, notices, leadership and heartbeats in a shared Redis.
-
-    Tick leases are re-entrant per coordinator: a repeated call for a lease
-    this instance already holds reports True again, which makes a retry after a
-    lost reply safe. After the notice listener reconnects, each subscriber is
-    called with `RESYNC` ("*"): resync everything.
-    """
-
     def __init__(
         self,
         url: str,
@@ -66,9 +47,8 @@ class RedisCoordinator:
             connect_timeout_s=connect_timeout_s,
             command_timeout_s=command_timeout_s,
         )
-        token = secrets.token_hex(8)
-        self._leases = RedisTickLeases(link, token)
-        self._notices = RedisNotices(link, token)
+        self._token = secrets.token_hex(8)  # the value of the leases it wins
+        self._notices = RedisNotices(link, self._token)
         self._leadership = RedisLeadership(link)
         self._instances = RedisInstances(link)
 
@@ -130,7 +110,22 @@ class RedisCoordinator:
     async def try_lease_ticks(
         self, ticks: Sequence[tuple[str, datetime]], ttl_s: float
     ) -> list[bool]:
-        return await self._leases.try_lease_ticks(ticks, ttl_s)
+        if not ticks:
+            return []
+        link = self._link
+        lease_ms = ttl_ms(ttl_s)
+        keys = [link.key("tick", job_id, str((tick - _EPOCH) // _MS)) for job_id, tick in ticks]
+        with link.translate("try_lease_ticks"):
+            async with link.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    # The GET makes the answer right even when this pipeline is
+                    # a retry whose first attempt's SET did land.
+                    pipe.set(key, self._token, nx=True, px=lease_ms)
+                    pipe.get(key)
+                replies: list[Any] = await pipe.execute()
+        return [
+            replies[2 * i] is True or replies[2 * i + 1] == self._token for i in range(len(keys))
+        ]
 
     async def publish_job_change(self, job_id: str) -> None:
         await self._notices.publish_job_change(job_id)

@@ -1,7 +1,6 @@
-"""The instance registry in Redis: `{p}:instance:{instance_id}` holds an
-instance's announcement (JSON) with a TTL; `{p}:instances` is a sorted set of
-instance ids scored by the Unix ms at which their announcement expires
-(Redis's clock), so listing needs no SCAN."""
+"""The instance registry in Redis: `{p}:instance:{id}` holds an announcement
+(JSON) with a TTL; `{p}:instances` is a sorted set of ids scored by when theirs
+expires by Redis's clock (so skewed instances agree), so listing needs no SCAN."""
 
 from __future__ import annotations
 
@@ -19,12 +18,9 @@ _HEARTBEAT = """
 -- Announce an instance.
 -- KEYS[1] = {p}:instance:{id}, KEYS[2] = {p}:instances
 -- ARGV[1] = announcement JSON, ARGV[2] = TTL in ms, ARGV[3] = instance id.
--- Returns 1 when an earlier announcement was still there, else 0. One equal
--- to ARGV[1] (which carries a nonce of the call) is this very announcement,
--- set by an attempt whose reply was lost (a client retry): whether one was
--- there before that attempt is unknown, so 0.
--- The index score is the expiry by Redis's clock, so instances with skewed
--- clocks agree on who is live.
+-- Returns 1 when an earlier announcement was still there, else 0. One equal to
+-- ARGV[1] (which carries a nonce of the call) was set by a retried attempt of
+-- this call: whether one was there before it is unknown, so 0.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local was = redis.call('GET', KEYS[1])
@@ -47,15 +43,12 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms, '+inf')
 
 
 class RedisInstances:
-    """The coordinator's `heartbeat`, `forget_instance` and `live_instances`."""
-
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._heartbeat: AsyncScript | None = None
         self._live_ids: AsyncScript | None = None
 
     def attach(self, client: aredis.Redis) -> None:
-        """Register the scripts on the coordinator's client (at its start)."""
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._live_ids = client.register_script(_LIVE_IDS)
 
@@ -91,7 +84,6 @@ class RedisInstances:
 
 
 def _dump_instance(info: InstanceInfo, *, beat: str) -> str:
-    """`beat` tells one heartbeat call from another (and from its retries)."""
     return json.dumps(
         {
             "id": info.id,

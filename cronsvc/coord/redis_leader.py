@@ -1,7 +1,5 @@
 """The leader lease in Redis: `{p}:leader` holds `"{instance_id}:{fencing_token}"`
-with a TTL; `{p}:leader-token` is the fencing-token counter (see `_LEAD`).
-Taking, renewing and giving up the lease are Lua scripts, each one atomic
-step on the server."""
+with a TTL; `{p}:leader-token` counts the tokens. Each step is one Lua script."""
 
 from __future__ import annotations
 
@@ -10,8 +8,7 @@ from redis.commands.core import AsyncScript
 
 from cronsvc.coord.redis_link import RedisLink, started, ttl_ms
 
-# Ownership check shared by the leader scripts: the lease value `v` belongs to
-# instance `id` when it is exactly "{id}:{digits}".
+# The lease value `v` belongs to instance `id` when it is exactly "{id}:{digits}".
 _OWNS = """
 local function owns(v, id)
   if not v then return false end
@@ -23,12 +20,10 @@ end
 _LEAD = (
     _OWNS
     + """
--- Acquire or renew the leader lease.
 -- KEYS[1] = {p}:leader, KEYS[2] = {p}:leader-token
 -- ARGV[1] = instance id, ARGV[2] = TTL in ms,
 -- ARGV[3] = the value this process last set ("" when it holds no lease).
--- Returns the fencing token, or nil when another instance holds the lease or
--- a renewal (ARGV[3] set) finds the lease lost.
+-- Returns the fencing token, or nil (held by another, or a renewal found it lost).
 -- A new token is INCR of the counter, raised to Redis's clock in ms when
 -- that is larger, so tokens keep growing even if Redis loses its data.
 local v = redis.call('GET', KEYS[1])
@@ -57,7 +52,6 @@ return token
 _RESIGN = (
     _OWNS
     + """
--- Release the leader lease if this instance holds it.
 -- KEYS[1] = {p}:leader; ARGV[1] = instance id. Returns 1 if released, else 0.
 if owns(redis.call('GET', KEYS[1]), ARGV[1]) then
   return redis.call('DEL', KEYS[1])
@@ -68,17 +62,13 @@ return 0
 
 
 class RedisLeadership:
-    """The coordinator's `try_lead`, `resign` and `current_leader`."""
-
     def __init__(self, link: RedisLink) -> None:
         self._link = link
-        self._held: dict[str, str] = {}
-        """instance id -> the leader lease value it set, while it leads."""
+        self._held: dict[str, str] = {}  # instance id -> the lease value it set
         self._lead: AsyncScript | None = None
         self._resign: AsyncScript | None = None
 
     def attach(self, client: aredis.Redis) -> None:
-        """Register the scripts on the coordinator's client (at its start)."""
         self._lead = client.register_script(_LEAD)
         self._resign = client.register_script(_RESIGN)
 

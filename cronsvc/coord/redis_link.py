@@ -1,6 +1,5 @@
-"""The connection to Redis that every part of `RedisCoordinator` shares:
-its clients, its keys, the round trips counted, and the one translation of
-Redis's connection failures into `CoordinatorUnavailable`."""
+"""The connection every part of `RedisCoordinator` shares: clients, keys, round
+trips counted, and Redis's connection failures as `CoordinatorUnavailable`."""
 
 from __future__ import annotations
 
@@ -30,8 +29,7 @@ _UNSTARTED = "RedisCoordinator used before start() or after aclose()"
 
 
 class RedisLink:
-    """Redis as the parts of one coordinator reach it; `RedisCoordinator`
-    opens and closes its clients."""
+    """`RedisCoordinator` opens and closes its clients."""
 
     def __init__(
         self, url: str, *, key_prefix: str, connect_timeout_s: float, command_timeout_s: float
@@ -41,13 +39,10 @@ class RedisLink:
         self._secret = _password(url)
         self.prefix = key_prefix
         self.round_trips = 0
-        """Network exchanges with Redis since start (a pipeline is one)."""
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
-        self.client: aredis.Redis | None = None
-        """Commands; None before `start` and after `aclose` of the coordinator."""
-        self.sub_client: aredis.Redis | None = None
-        """The notice listener's connections."""
+        self.client: aredis.Redis | None = None  # None unless started
+        self.sub_client: aredis.Redis | None = None  # the notice listener's
 
     def make_client(self, retry: Retry) -> aredis.Redis:
         client: aredis.Redis = aredis.from_url(
@@ -71,8 +66,7 @@ class RedisLink:
 
     @contextlib.contextmanager
     def translate(self, op: str) -> Iterator[None]:
-        """Count one exchange with Redis; re-raise its connection failures as a
-        builtin ConnectionError."""
+        """Count one exchange; its connection failures become `CoordinatorUnavailable`."""
         self.round_trips += 1
         try:
             yield
@@ -87,8 +81,6 @@ class RedisLink:
 
 
 def started(script: AsyncScript | None) -> AsyncScript:
-    """A script registered by `start`, or RuntimeError before it or after
-    `aclose`."""
     if script is None:
         raise RuntimeError(_UNSTARTED)
     return script
@@ -99,7 +91,7 @@ def ttl_ms(ttl_s: float) -> int:
 
 
 def _password(url: str) -> str:
-    """The password `url` carries, or "" (to scrub it from error messages)."""
+    """To scrub from error messages."""
     parts = urlsplit(url)
     if parts.password:
         return unquote(parts.password)

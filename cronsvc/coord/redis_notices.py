@@ -1,12 +1,9 @@
-"""Notices through Redis pub/sub: job changes on `{p}:job-changes`, each
-"<sender token> <job id>", and cancels on `{p}:cancels`, each "<sender
-token> <execution id>,<execution id>,...". A sender skips its own echo (it
-has told itself already). One connection listens to both channels.
-
-The listener never gives up: it logs `coordinator_unavailable` once,
-resubscribes with backoff, logs `coordinator_recovered` once, and then calls
-every job-change subscriber with `RESYNC` (`"*"`), because notices published
-during the outage are gone."""
+"""Notices through Redis pub/sub, on one listening connection: job changes on
+`{p}:job-changes` ("<sender token> <job id>") and cancels on `{p}:cancels`
+("<sender token> <id>,<id>,..."). A sender tells itself at once and skips its
+echo. The listener never gives up: it logs `coordinator_unavailable` once,
+resubscribes with backoff, logs `coordinator_recovered`, then calls every
+job-change subscriber with `RESYNC`: notices sent during the outage are gone."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 import redis.exceptions as rexc
@@ -25,22 +23,19 @@ from cronsvc.coord.redis_link import RedisLink
 from cronsvc.retry import backoff_delay
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
+# A connection silent this long is pinged, twice this long given up: a dead
+# peer is noticed even when no RST ever arrives.
 _KEEPALIVE_S = 5.0
-"""The listener pings a pub/sub connection silent for this long and gives it
-up (reconnecting) after twice this long, so a dead peer is noticed even when
-no RST ever arrives."""
 _RECONNECT_BASE_S = 0.1
 _RECONNECT_CAP_S = 2.0
 
 
 class RedisNotices:
-    """The coordinator's notices, published and listened to."""
-
     def __init__(self, link: RedisLink, token: str) -> None:
         self._link = link
-        self._token = token
-        """This coordinator's: what its own notices are told apart by."""
+        self._token = token  # tells this coordinator's own notices apart
         self._channel = f"{link.prefix}:job-changes"
         self._cancel_channel = f"{link.prefix}:cancels"
         self._callbacks: list[JobChangeCallback] = []
@@ -48,8 +43,7 @@ class RedisNotices:
         self._listener: asyncio.Task[None] | None = None
 
     def listen(self, pubsub: PubSub) -> None:
-        """Deliver the notices of `pubsub` (made by `subscribe`) from now on,
-        reconnecting through the link's `sub_client` when it fails."""
+        """From now on, reconnecting through the link's `sub_client`."""
         self._listener = asyncio.create_task(self._listen(pubsub), name="coordinator-notices")
         self._listener.add_done_callback(self._listener_done)
 
@@ -59,12 +53,8 @@ class RedisNotices:
             listener.cancel()
             await asyncio.wait([listener])
 
-    # Job changes
-
     async def publish_job_change(self, job_id: str) -> None:
-        # This instance hears of its own changes at once, Redis or not; the
-        # message carries our token so the listener skips its echo.
-        self._dispatch(job_id)
+        self._dispatch(job_id)  # at once, Redis or not
         with self._link.translate("publish_job_change"):
             await self._link.redis.publish(self._channel, f"{self._token} {job_id}")
 
@@ -72,20 +62,12 @@ class RedisNotices:
         self._callbacks.append(callback)
 
     def _dispatch(self, job_id: str) -> None:
-        for callback in list(self._callbacks):
-            try:
-                callback(job_id)
-            except Exception:
-                # One broken subscriber must not cut the others off.
-                log.exception("job_change_callback_failed", job_id=job_id)
-
-    # Cancels
+        _tell(self._callbacks, job_id, "job_change_callback_failed", job_id=job_id)
 
     async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
         ids = [i for i in execution_ids if i]
         if not ids:
             return
-        # As for job changes: this instance acts at once, and skips the echo.
         self._dispatch_cancel(ids)
         with self._link.translate("publish_cancel"):
             await self._link.redis.publish(self._cancel_channel, f"{self._token} {','.join(ids)}")
@@ -93,17 +75,11 @@ class RedisNotices:
     def subscribe_cancels(self, callback: CancelCallback) -> None:
         self._cancel_callbacks.append(callback)
 
-    def _dispatch_cancel(self, execution_ids: list[str]) -> None:
-        for callback in list(self._cancel_callbacks):
-            try:
-                callback(execution_ids)
-            except Exception:
-                log.exception("cancel_callback_failed", execution_ids=execution_ids[:20])
-
-    # The listener both kinds of notice share
+    def _dispatch_cancel(self, ids: list[str]) -> None:
+        _tell(self._cancel_callbacks, ids, "cancel_callback_failed", execution_ids=ids[:20])
 
     async def subscribe(self, client: aredis.Redis) -> PubSub:
-        """A pub/sub connection subscribed to both notice channels, confirmed."""
+        """A pub/sub connection, its subscription to both channels confirmed."""
         pubsub = client.pubsub()
         channels = (self._channel, self._cancel_channel)
         confirmed: set[str] = set()
@@ -162,7 +138,7 @@ class RedisNotices:
                 await close_quietly(pubsub)
 
     async def _pump(self, pubsub: PubSub) -> None:
-        """Deliver notices until the connection fails (raises)."""
+        """Until the connection fails (raises)."""
         last_heard = last_ping = time.monotonic()
         while True:
             message = await pubsub.get_message(timeout=1.0)
@@ -188,6 +164,15 @@ class RedisNotices:
             log.error(
                 "coordinator_listener_crashed", url=self._link.safe_url, exc_info=task.exception()
             )
+
+
+def _tell(callbacks: Sequence[Callable[[T], None]], value: T, event: str, **fields: Any) -> None:
+    for callback in list(callbacks):
+        try:
+            callback(value)
+        except Exception:
+            # One broken subscriber must not cut the others off.
+            log.exception(event, **fields)
 
 
 async def close_quietly(pubsub: PubSub) -> None:

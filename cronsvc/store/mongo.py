@@ -1,26 +1,7 @@
-"""The MongoDB backend of `Store`: collections `jobs` and `executions` in the
-database the URL names (default ``cronsvc``), through pymongo's native
-asyncio client.
-
-`MongoStore` is the connection and the indexes (here) and one part per role
-of the store, each in a module of its own and each a mixin over the shared
-`MongoPart` (store/mongo_base.py): `mongo_jobs` (`JobStore`),
-`mongo_schedules` (`ScheduleSource`), `mongo_claims` (`TickClaims`),
-`mongo_ledger` (MISSED records, results and execution records),
-`mongo_reaper` (`Reaper`) and `mongo_alerts` (`AlertStates`, in the
-collection `alert_states`). The documents they read and write, and why
-instants are Unix milliseconds, are in `mongo_docs`.
-
-Indexes (made at start-up; creating an existing one is a no-op): jobs by
-unique `name`, by `is_active`, by `tags` (multikey); executions by the unique
-tick key (`job_id`, `scheduled_at`, `slot`), newest first overall, per job and
-per status (`scheduled_at` desc, `_id` desc), and RUNNING ones by `job_id` and
-by `instance_id` (partial indexes).
-
-Atomicity. No multi-document transactions (nx-27017 has none worth relying
-on): every write is atomic on its own document, and every multi-document
-call is written so that a retry after a lost answer is harmless.
-How each part keeps a retry harmless is in its module.
+"""The MongoDB backend of `Store` (pymongo's asyncio client): the connection and
+the indexes. Each role is a mixin over `MongoPart` in a module of its own.
+No multi-document transactions (nx-27017 has none worth relying on): each
+write is atomic on its document, and each multi-document call is safe to retry.
 """
 
 from __future__ import annotations
@@ -39,14 +20,12 @@ from cronsvc.store.mongo_alerts import MongoAlerts
 from cronsvc.store.mongo_base import JOB_NAME_INDEX, is_unavailable
 from cronsvc.store.mongo_claims import MongoClaims
 from cronsvc.store.mongo_docs import RUNNING, Doc
-from cronsvc.store.mongo_jobs import MongoJobs
-from cronsvc.store.mongo_ledger import MongoLedger
-from cronsvc.store.mongo_reaper import MongoReaper
-from cronsvc.store.mongo_schedules import MongoSchedules
+from cronsvc.store.mongo_jobs import MongoJobs, MongoSchedules
+from cronsvc.store.mongo_ledger import MongoLedger, MongoReaper
 from cronsvc.urls import redact_url
 
 _DEFAULT_DATABASE = "cronsvc"
-# Client options the URL may override. A call that cannot reach a server
+# Client options the URL may override (`_client_options`). A call that cannot reach a server
 # fails within a few seconds (StoreUnavailable) instead of hanging a tick.
 _CLIENT_DEFAULTS: Final[Mapping[str, Any]] = {
     "serverSelectionTimeoutMS": 5000,
@@ -63,10 +42,8 @@ class MongoStore(MongoJobs, MongoSchedules, MongoClaims, MongoLedger, MongoReape
 
     @classmethod
     async def open(cls, url: str, *, retention_days: float | None = None) -> MongoStore:
-        """Connect and create the indexes. With `retention_days`, also keep a
-        TTL index that lets the server delete final records that many days
-        after they finished (changing it on an existing index); without it an
-        existing TTL index is left as it is. `prune_executions` works either way."""
+        """With `retention_days`, keep a TTL index on final records (changing an
+        existing one's expiry); without, an existing TTL index is left alone."""
         if retention_days is not None and not retention_days > 0:
             raise ValueError(f"retention_days must be positive, not {retention_days!r}")
         safe_url = redact_url(url)
@@ -106,7 +83,8 @@ async def _create_indexes(
 ) -> None:
     # nx-27017 builds a compound index holding `_id` that makes every later
     # insert fail; there, the newest-first indexes end at `scheduled_at`.
-    tie: list[tuple[str, int]] = [] if _is_nx_27017(build_info) else [("_id", DESCENDING)]
+    nx_27017 = build_info.get("process") == "nx_27017"
+    tie: list[tuple[str, int]] = [] if nx_27017 else [("_id", DESCENDING)]
     newest = [("scheduled_at", DESCENDING), *tie]
     running = {"status": RUNNING}
     executions = database["executions"]
@@ -137,13 +115,9 @@ async def _create_indexes(
             IndexModel([("tags", ASCENDING)], name="tags"),
         ]
     )
-    if retention_days is not None:
-        await _keep_ttl_index(database, max(1, round(retention_days * 86400)))
-
-
-async def _keep_ttl_index(database: AsyncDatabase[Doc], expire_after_s: int) -> None:
-    """Create the TTL index, or change its expiry if it exists with another."""
-    executions = database["executions"]
+    if retention_days is None:
+        return
+    expire_after_s = max(1, round(retention_days * 86400))
     index = IndexModel(
         [("finished_date", ASCENDING)], name=_TTL_INDEX, expireAfterSeconds=expire_after_s
     )
@@ -159,12 +133,7 @@ async def _keep_ttl_index(database: AsyncDatabase[Doc], expire_after_s: int) -> 
         )
 
 
-def _is_nx_27017(build_info: Mapping[str, Any]) -> bool:
-    return build_info.get("process") == "nx_27017"
-
-
 def _client_options(url: str) -> dict[str, Any]:
-    """`_CLIENT_DEFAULTS` less the options the URL sets itself."""
     query = url.partition("?")[2]
     given = {name.lower() for name, _ in parse_qsl(query.replace(";", "&"))}
     return {name: value for name, value in _CLIENT_DEFAULTS.items() if name.lower() not in given}

@@ -1,27 +1,16 @@
-"""The MongoDB backend's alert states (`AlertStates`): one document per job
-in `alert_states` (`_id` the job id), changed by compare-and-set on its
-`version`: a state read, folded, and written only if no one changed it
-since (a first state is an insert the `_id` fences). A writer that loses
-reads again and folds its outcomes into the new state, so two instances
-recording runs of one job can never both effect one change.
-
-A call costs a few round trips whatever the number of jobs: the states are
-read together, and the conditional writes, one per job, go out together.
-The losers go round again.
-
-A retry after a lost answer applies its step again. The state keeps what
-its latest write applied (`AlertState.applied`, `previous`), so the retry
-counts those outcomes once and tells that write's alerts again with the
-same ids (`cronsvc.alerts.apply_outcomes`); if another writer changed the
-state in between, its outcomes may count twice.
+"""Alert states on MongoDB (`AlertStates`): one document per job in
+`alert_states`, changed by compare-and-set on its `version` (a first state is an
+insert the `_id` fences), so two instances can never both effect one change. A
+round's reads, and its writes, go out together; the losers go round again.
+A retry after a lost answer counts its outcomes once (the state keeps what its
+latest write applied), unless another writer changed the state in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
 
 import structlog
 from pymongo.errors import DuplicateKeyError
@@ -59,9 +48,9 @@ class MongoAlerts(MongoPart):
         now: datetime,
         effected: dict[int, list[AlertChange]],
     ) -> list[tuple[int, AlertStep]]:
-        """One round: fold and write every step (numbered in the call's
-        order); the steps whose writes lost."""
-        stored = await self._states_of([step.job_id for _, step in steps])
+        """One round over the steps (numbered in call order); those whose writes lost."""
+        ids = [step.job_id for _, step in steps]
+        stored = {doc["_id"]: doc async for doc in self._alert_states.find({"_id": {"$in": ids}})}
         lost: list[tuple[int, AlertStep]] = []
         writes: list[tuple[int, AlertStep, list[AlertChange], AlertState, AlertState]] = []
         claimed: set[str] = set()
@@ -78,7 +67,6 @@ class MongoAlerts(MongoPart):
                 continue
             claimed.add(step.job_id)
             writes.append((n, step, changes, state, new))
-        # Concurrently: a batch costs about one round trip, not one per job.
         won = await asyncio.gather(
             *(self._write(step.job_id, state, new) for _, step, _, state, new in writes)
         )
@@ -90,7 +78,6 @@ class MongoAlerts(MongoPart):
         return lost
 
     async def _write(self, job_id: str, state: AlertState, new: AlertState) -> bool:
-        """Store `new` if the stored state is still `state`; whether it was."""
         document = {"version": new.version, "state": state_document(new)}
         if state.version == 0:
             try:
@@ -102,9 +89,6 @@ class MongoAlerts(MongoPart):
             {"_id": job_id, "version": state.version}, {"$set": document}
         )
         return written.matched_count == 1
-
-    async def _states_of(self, job_ids: list[str]) -> dict[str, Mapping[str, Any]]:
-        return {doc["_id"]: doc async for doc in self._alert_states.find({"_id": {"$in": job_ids}})}
 
     async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
         with self._calling():

@@ -1,13 +1,6 @@
 """What every part of `MongoStore` stands on: its collections, the guard each
-public call runs in, and the two writes that more than one role makes
-(inserting records whose keys may be taken, moving `last_tick` forward), and
-which errors mean what.
-
-The parts (`mongo_jobs`, `mongo_schedules`, `mongo_claims`, `mongo_ledger`,
-`mongo_reaper`) are mixins over `MongoPart`, and `MongoStore` (`mongo`)
-inherits them all: a call costs what it did when they were one class, with no
-object or hop between.
-"""
+public call runs in, the writes more than one role makes, and which errors
+mean what. The parts are mixins, so a call costs no hop between objects."""
 
 from __future__ import annotations
 
@@ -35,8 +28,6 @@ JOB_NAME_INDEX = "name_unique"
 
 
 class MongoPart:
-    """The state the parts of `MongoStore` share."""
-
     def __init__(self, client: AsyncMongoClient[Doc], database: AsyncDatabase[Doc], url: str):
         self._client = client
         self._jobs: AsyncCollection[Doc] = database["jobs"]
@@ -48,8 +39,7 @@ class MongoPart:
 
     @contextmanager
     def _calling(self) -> Iterator[None]:
-        """Every public call runs in here: refused once closed, and errors of
-        an unreachable server become `StoreUnavailable`; others pass unchanged."""
+        """Refused once closed; an unreachable server's errors become `StoreUnavailable`."""
         if self._closed:
             raise StoreUnavailable(f"the store on {self._url} is closed")
         try:
@@ -60,8 +50,7 @@ class MongoPart:
             raise
 
     async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
-        """Move each job's `last_tick` forward (never back) to the given tick:
-        `$max` by another name, as one update per distinct tick (a batch's jobs
+        """`$max` on `last_tick` as one update per distinct tick (a batch's jobs
         mostly share one), all in one round trip."""
         by_tick: dict[int, list[str]] = {}
         for job_id, ms in last_ticks.items():
@@ -79,8 +68,7 @@ class MongoPart:
             )
 
     async def _insert_new(self, documents: list[Doc]) -> list[int]:
-        """Insert every record whose unique keys are free; answer the indexes
-        (into `documents`) of those that were not, being taken."""
+        """Insert every record whose unique keys are free; the indexes of the rest."""
         try:
             await self._executions.insert_many(documents, ordered=False)
         except BulkWriteError as e:
@@ -94,10 +82,7 @@ class MongoPart:
 
 
 def is_unavailable(error: PyMongoError) -> bool:
-    """Errors of a server that cannot serve us right now (network, timeouts,
-    elections, shutdown), as opposed to a request that is wrong."""
-    # ConnectionFailure covers AutoReconnect, NetworkTimeout, NotPrimaryError
-    # and ServerSelectionTimeoutError.
+    """A server that cannot serve us right now, as opposed to a wrong request."""
     if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
         return True
     return error.has_error_label("RetryableWriteError") or error.has_error_label(

@@ -1,32 +1,11 @@
-"""Tick claims on the MongoDB store (`TickClaims`): the claim path, and the
-mark that a claimed tick's webhook is being sent.
-
-`claim_ticks` reads the batch's jobs in one query, then (three queries sent
-together) the tick keys already taken, the records these very claims may have
-written on an earlier attempt, and the RUNNING executions of its `forbid`
-and `replace` jobs; `decide_claims` (store/common.py) decides each claim in
-order, later claims seeing earlier ones, as for the SQLite store; it inserts the
-RUNNING and SKIPPED records with one unordered ``insert_many``, a duplicate-key error on
-the unique tick key making that claim DUPLICATE; then, if `replace` claims
-won, one ``bulk_write`` ends the runs they supersede (each a conditional
-update on a record still RUNNING) and one query reads back which it ended;
-last, one ``bulk_write`` moves `last_tick` forward (``$max`` as one
-conditional update per distinct tick). A claim retried with its execution id
-after a lost answer gets its first answer again, not DUPLICATE, so the retry
-does not strand a RUNNING record; under `replace` it also ends again what is
-still running.
-
-Where this is weaker than SQLite's one transaction: between the read of the
-jobs and the insert, a job can be updated, paused or deleted, and a claim for
-its old version is then still written. The claim pipeline's dispatched
-marks (`cronsvc.marks`) close that window for ticks claimed ahead of time:
-they re-read `current_versions` at the tick and do not fire a claim whose
-job changed. Likewise two claims of one `forbid`
-or `replace` job racing from two instances for *different* ticks can both be
-CLAIMED, neither seeing the other; and a claimer that dies between its insert
-and the replacing write leaves the superseded run RUNNING until it ends by
-itself (or is marked LOST with its instance). The unique tick key fences the
-case that matters most: one tick is never claimed twice.
+"""Tick claims on the MongoDB store (`TickClaims`). `decide_claims` (common.py)
+decides as for SQLite; the unique tick key fences what matters most, one tick
+never claimed twice, and a claim retried after a lost answer gets its first
+answer again. Weaker than SQLite's one transaction: a job changed between the
+read and the insert still gets a claim for its old version (the dispatched
+marks re-read `current_versions`); two `forbid`/`replace` claims of one job for
+different ticks racing from two instances can both win; a claimer dying before
+its replacing write leaves the superseded run RUNNING until it ends or is LOST.
 """
 
 from __future__ import annotations
@@ -78,8 +57,6 @@ _CLAIM_JOB_FIELDS = {
 
 
 class MongoClaims(MongoPart):
-    """`TickClaims` on MongoDB."""
-
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         with self._calling():
             if not claims:
@@ -102,10 +79,8 @@ class MongoClaims(MongoPart):
         for position in decision.replacing:
             if results[position].replaced:  # named once their end is read back
                 results[position] = dataclasses.replace(results[position], replaced=())
-        # A claim that loses its key to a concurrent writer here is
-        # DUPLICATE. (A later claim of the batch may have been SKIPPED on
-        # its account: the tick was claimed elsewhere, so the skip stands;
-        # only the execution its message names is another one.)
+        # Lost its key to a concurrent writer: DUPLICATE. A later claim SKIPPED
+        # on its account stands (the tick was claimed elsewhere).
         lost = await self._insert_claimed(claims, checked, decision)
         for position in lost:
             results[position] = DUPLICATE
@@ -119,8 +94,7 @@ class MongoClaims(MongoPart):
     async def _insert_claimed(
         self, claims: list[TickClaim], checked: list[CheckedClaim | None], decision: ClaimDecision
     ) -> list[int]:
-        """Insert the records the decision made, in one unordered write;
-        answer the positions of those whose key another writer took first."""
+        """The positions of the records whose key another writer took first."""
         if not decision.inserts:
             return []
         documents: list[Doc] = []
@@ -140,11 +114,8 @@ class MongoClaims(MongoPart):
         replacing: Mapping[int, Sequence[str]],
         started: Mapping[str, int | None],
     ) -> None:
-        """End the runs that CLAIMED `replace` claims supersede, in one bulk
-        write after the claims' inserts, and put in each result the ids it
-        did end (read back: a run may have finished on its own meanwhile).
-        `started` has the `executed_at` of the runs read from the store; the
-        rest were claimed in this batch."""
+        """End the runs CLAIMED `replace` claims supersede; each result names those
+        it ended, read back (a run may have finished on its own meanwhile)."""
         claimed = {claim.execution_id: claim for claim in claims}
         updates: list[UpdateOne] = []
         wanted: dict[str, tuple[int, str]] = {}  # replaced id -> (position, message)
@@ -178,16 +149,14 @@ class MongoClaims(MongoPart):
             if error.get("type") == "replaced" and error.get("message") == message:
                 ended.setdefault(position, []).append(document["_id"])
         for position, ids in ended.items():
-            order = {old_id: n for n, old_id in enumerate(replacing[position])}
-            ids.sort(key=order.__getitem__)
+            ids.sort(key=replacing[position].index)
             results[position] = dataclasses.replace(results[position], replaced=tuple(ids))
 
     async def _claim_context(
         self, live: list[CheckedClaim]
     ) -> tuple[StoredClaims, dict[str, int | None]]:
-        """What the batch's decisions depend on, in up to three queries sent
-        together (not one `$or`: nx-27017 answers that by a full scan); and
-        when each RUNNING execution found started (`executed_at`, Unix ms)."""
+        """Up to three queries sent together (not one `$or`: nx-27017 answers that
+        by a full scan); and each RUNNING execution's `executed_at`."""
         by_id = {entry.claim.execution_id: entry for entry in live}
         queries: list[Doc] = [{"_id": {"$in": list(by_id)}}]
         ticks = [entry for entry in live if entry.slot == TICK_SLOT]

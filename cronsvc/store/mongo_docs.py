@@ -1,40 +1,14 @@
-"""How the MongoDB store keeps jobs and executions as documents, and reads
-them back: the codec every part of `MongoStore` shares.
+"""The codec every part of `MongoStore` shares: jobs and executions as documents.
 
-Documents. A job is ``{_id, name, cron_expression, timezone, webhook_url,
-http_method, headers: [[name, value], ...], body_json, timeout_seconds,
-retry: {max_attempts, backoff_seconds, max_backoff_seconds},
-concurrency_policy, misfire_policy, misfire_grace_seconds, is_active, secret,
-tags: [...], alerts: {enabled, url, after, on_recovery, format, secret} | None,
-version, created_at, updated_at, last_tick, last_run_at,
-last_status, paused_reason, deferred_until, previous_secret,
-previous_secret_expires_at, schedule_history: [{version, effective_from,
-cron_expression, timezone, is_active}, ...]}`` (the previous secret's fields
-absent or None when the job has no replaced secret; `paused_reason` and
-`deferred_until` absent in documents written before they existed; `alerts`
-None, or absent in documents written before it existed, when the job has no
-alert policy of its own). The
-schedule history lives in the job document so that the one update that
-changes a job also records the revision; it is left out of every job read
-but `schedule_history`'s own, and a document written before it existed reads
-as one revision from `created_at`. Headers are pairs, not a subdocument: they
-keep their order, and a header name may hold ``.`` or start with ``$``.
-`body_json` is the body as JSON text (None for no body), so a str stays apart
-from a JSON document.
-An execution is ``{_id, job_id, job_name, trigger, scheduled_at, slot,
-status, instance_id, executed_at, finished_at, finished_date, duration_ms,
-attempts, response_status, response_body, response_truncated,
-error: {type, message} | None, attempt_log: [{attempt, started_at,
-duration_ms, response_status, error, retry_after_ms}, ...]}`` (`attempt_log`
-absent on records written before it existed: no attempts).
-
-Instants are int64 Unix milliseconds, not BSON dates, so every comparison the
-store makes on the server is exact on every server it meets: nx-27017, the
-wire-protocol server the tests run on, compares BSON dates to the second and
-turns a date written by ``$set`` or ``$max`` into a string. The one BSON date
-is `finished_date`, `finished_at` again for the optional TTL index
-(``open(url, retention_days=...)``); it is only ever written, never read or
-compared, and RUNNING records lack it, so they never expire.
+Fields absent in documents written before they existed read as None (or no
+attempts). A job's schedule history lives in its document, so the one update
+that changes a job records the revision; it is left out of every other read.
+Headers are pairs, not a subdocument: they keep their order, and a name may
+hold ``.`` or start with ``$``. `body_json` is JSON text, so a str stays apart
+from a JSON document. Instants are int64 Unix ms, not BSON dates: nx-27017
+compares dates to the second and turns one written by ``$set`` into a string.
+The one BSON date, `finished_date`, is only written, for the optional TTL index;
+RUNNING records lack it, so they never expire.
 """
 
 from __future__ import annotations
@@ -74,7 +48,6 @@ from cronsvc.store.common import (
 Doc = dict[str, Any]
 
 RUNNING = ExecutionStatus.RUNNING.value
-# What schedule revisions are made of; the history itself is read only with these.
 REVISION_FIELDS = {
     "version": 1,
     "created_at": 1,
@@ -91,7 +64,6 @@ def bson_date(instant: datetime | None) -> datetime | None:
 
 
 def spec_fields(spec: JobSpec) -> Doc:
-    """The fields of a job document that its spec sets."""
     return {
         "name": spec.name,
         "cron_expression": spec.cron_expression,
@@ -157,10 +129,8 @@ def revision_document(version: int, effective_from: datetime, fields: Mapping[st
 
 
 def history_documents(document: Mapping[str, Any]) -> list[Doc]:
-    """A job document's schedule history (read with `REVISION_FIELDS`). A
-    job written before the history existed gets one revision: its schedule
-    as it is now, in force since it was created (earlier changes are not
-    known)."""
+    """Read with `REVISION_FIELDS`. A job older than the history has one revision:
+    its schedule now, since it was created."""
     history = document.get("schedule_history")
     if history:
         return [dict(revision) for revision in history]
@@ -205,7 +175,6 @@ def job_from_document(document: Doc) -> Job:
         last_tick=from_unix_ms(document["last_tick"]),
         last_run_at=opt_from_unix_ms(document["last_run_at"]),
         last_status=None if last_status is None else ExecutionStatus(last_status),
-        # Absent in documents written before these fields existed.
         paused_reason=document.get("paused_reason"),
         deferred_until=opt_from_unix_ms(document.get("deferred_until")),
         previous_secret=None
@@ -218,7 +187,6 @@ def job_from_document(document: Doc) -> Job:
 
 
 def final_fields(execution: Execution) -> Doc:
-    """The fields of an execution document that finishing it sets."""
     e = execution
     return {
         "status": e.status.value,

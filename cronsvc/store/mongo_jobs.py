@@ -1,24 +1,30 @@
-"""The jobs of the MongoDB store (`JobStore`): create, read, change, pause,
-defer, delete, list, count, and each job's schedule history.
-
-`update_job` reads the job, then writes it back (spec, version and, when the
-schedule changed, the whole trimmed history with ``$set``: nx-27017 mangles
-``$push`` with ``$slice``) on condition that it is still at the version read,
-reading again if another write came in between.
+"""The jobs collection of the MongoDB store: `JobStore`, and what a scheduler
+reads of it (`ScheduleSource`). A job update is a compare-and-set on its
+version, read again when another write came in between; the history is
+written whole with ``$set`` (nx-27017 mangles ``$push`` with ``$slice``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from cronsvc.domain import Job, JobSpec, PreviousSecret, ScheduleRevision
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    Job,
+    JobSpec,
+    MisfirePolicy,
+    PreviousSecret,
+    ScheduleRevision,
+)
 from cronsvc.errors import DuplicateJobName, JobNotFound, StoreUnavailable, VersionConflict
 from cronsvc.ids import is_valid_id
-from cronsvc.store import KEEP, MAX_SCHEDULE_REVISIONS, JobQuery, Keep, Page
+from cronsvc.store import KEEP, MAX_SCHEDULE_REVISIONS, ActiveSchedule, JobQuery, Keep, Page
 from cronsvc.store.common import (
+    cached_instant,
     check_limit,
     decode_job_cursor,
     encode_cursor,
@@ -41,11 +47,18 @@ from cronsvc.store.mongo_docs import (
 )
 
 _UPDATE_ATTEMPTS = 5
+_SCHEDULE_FIELDS = {
+    "version": 1,
+    "cron_expression": 1,
+    "timezone": 1,
+    "last_tick": 1,
+    "concurrency_policy": 1,
+    "misfire_policy": 1,
+    "misfire_grace_seconds": 1,
+}
 
 
 class MongoJobs(MongoPart):
-    """`JobStore` on MongoDB."""
-
     async def create_job(self, job: Job) -> Job:
         with self._calling():
             if not is_valid_id(job.id):
@@ -61,12 +74,7 @@ class MongoJobs(MongoPart):
 
     async def get_job(self, job_id: str) -> Job:
         with self._calling():
-            document = None
-            if is_valid_id(job_id):
-                document = await self._jobs.find_one({"_id": job_id}, WITHOUT_HISTORY)
-            if document is None:
-                raise JobNotFound(job_id)
-            return job_from_document(document)
+            return job_from_document(await self._find_job(job_id, WITHOUT_HISTORY))
 
     async def update_job(
         self,
@@ -100,12 +108,8 @@ class MongoJobs(MongoPart):
         restart_schedule: bool,
         previous_secret: PreviousSecret | Keep | None,
     ) -> Job | None:
-        """Read the job, then write it back only if it is still at the version
-        read, in one document update (the schedule history with it). None if
-        another write came in between and the caller may try again."""
-        current = await self._jobs.find_one({"_id": job_id}, REVISION_FIELDS)
-        if current is None:
-            raise JobNotFound(job_id)
+        """None if another write came in between and the caller may try again."""
+        current = await self._find_job(job_id, REVISION_FIELDS)
         version = current["version"]
         if expected_version is not None and version != expected_version:
             raise VersionConflict(job_id, expected_version, version)
@@ -120,9 +124,7 @@ class MongoJobs(MongoPart):
         if not isinstance(previous_secret, Keep):
             changes.update(previous_secret_fields(previous_secret))
         if schedule_fields(current) != schedule_fields(changes):
-            revisions = history_documents(current)
-            revisions.append(revision_document(version + 1, now, changes))
-            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
+            changes["schedule_history"] = _history_with(current, version + 1, now, changes)
         try:
             updated = await self._jobs.find_one_and_update(
                 {"_id": job_id, "version": version},
@@ -155,21 +157,17 @@ class MongoJobs(MongoPart):
             if not is_valid_id(job_id):
                 return None
             current = await self._jobs.find_one({"_id": job_id}, REVISION_FIELDS)
-            if current is None or current["version"] != expected_version:
-                return None
-            if not current["is_active"]:
+            if not (current and current["version"] == expected_version and current["is_active"]):
                 return None
             changes: Doc = {
                 "is_active": False,
                 "paused_reason": reason,
                 "updated_at": unix_ms(now),
+                # Paused is a change of schedule: the ledger owes no ticks from now on.
+                "schedule_history": _history_with(
+                    current, expected_version + 1, now, {**current, "is_active": False}
+                ),
             }
-            # Paused is a change of schedule: the ledger owes no ticks from now on.
-            revisions = history_documents(current)
-            revisions.append(
-                revision_document(expected_version + 1, now, {**current, "is_active": False})
-            )
-            changes["schedule_history"] = revisions[-MAX_SCHEDULE_REVISIONS:]
             updated = await self._jobs.find_one_and_update(
                 {"_id": job_id, "version": expected_version, "is_active": True},
                 {"$set": changes, "$inc": {"version": 1}},
@@ -228,17 +226,21 @@ class MongoJobs(MongoPart):
                 next_cursor = encode_cursor(["j", items[-1].id])
             return Page(items=items, next_cursor=next_cursor)
 
+    async def _find_job(self, job_id: str, projection: Doc) -> Doc:
+        document = None
+        if is_valid_id(job_id):
+            document = await self._jobs.find_one({"_id": job_id}, projection)
+        if document is None:
+            raise JobNotFound(job_id)
+        return document
+
     async def count_jobs(self) -> int:
         with self._calling():
             return await self._jobs.count_documents({})
 
     async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
         with self._calling():
-            document = None
-            if is_valid_id(job_id):
-                document = await self._jobs.find_one({"_id": job_id}, REVISION_FIELDS)
-            if document is None:
-                raise JobNotFound(job_id)
+            document = await self._find_job(job_id, REVISION_FIELDS)
             return [
                 ScheduleRevision(
                     version=int(revision["version"]),
@@ -249,3 +251,65 @@ class MongoJobs(MongoPart):
                 )
                 for revision in history_documents(document)
             ]
+
+
+def _history_with(current: Doc, version: int, now: datetime, fields: Doc) -> list[Doc]:
+    """`current`'s schedule history with a revision from `fields` added, trimmed."""
+    revisions = [*history_documents(current), revision_document(version, now, fields)]
+    return revisions[-MAX_SCHEDULE_REVISIONS:]
+
+
+class MongoSchedules(MongoPart):
+    async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
+        with self._calling():
+            selector: Doc = {"is_active": True}
+            if job_ids is not None:
+                selector["_id"] = {"$in": [i for i in job_ids if is_valid_id(i)]}
+            documents = await self._jobs.find(selector, WITHOUT_HISTORY).to_list()
+            return [job_from_document(document) for document in documents]
+
+    async def active_versions(
+        self, after: str | None = None, limit: int | None = None
+    ) -> dict[str, int]:
+        if limit is not None:
+            check_limit(limit)
+        with self._calling():
+            selector: Doc = {"is_active": True}
+            if limit is not None and after is not None:
+                selector["_id"] = {"$gt": after}
+            found = self._jobs.find(selector, {"version": 1})
+            if limit is not None:
+                found = found.sort("_id", ASCENDING).limit(limit)
+            return {document["_id"]: document["version"] for document in await found.to_list()}
+
+    async def active_schedules(
+        self, after: str | None = None, limit: int = 20_000
+    ) -> list[ActiveSchedule]:
+        check_limit(limit)
+        with self._calling():
+            selector: Doc = {"is_active": True}
+            if after is not None:
+                selector["_id"] = {"$gt": after}
+            found = self._jobs.find(selector, _SCHEDULE_FIELDS).sort("_id", ASCENDING).limit(limit)
+            instants: dict[int, datetime] = {}
+            return [
+                ActiveSchedule(
+                    d["_id"],
+                    d["version"],
+                    d["cron_expression"],
+                    d["timezone"],
+                    cached_instant(instants, d["last_tick"]),
+                    ConcurrencyPolicy(d["concurrency_policy"]),
+                    MisfirePolicy(d["misfire_policy"]),
+                    int(d["misfire_grace_seconds"]),
+                )
+                for d in await found.to_list()
+            ]
+
+    async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
+        with self._calling():
+            wanted = [job_id for job_id in job_ids if is_valid_id(job_id)]
+            if not wanted:
+                return {}
+            found = self._jobs.find({"_id": {"$in": wanted}, "is_active": True}, {"version": 1})
+            return {document["_id"]: document["version"] for document in await found.to_list()}

@@ -1,17 +1,15 @@
-"""The MongoDB store's execution records besides claims and reaping:
-MISSED records (`MissedRecords`), results (`ResultSink`), and reads, lists,
-deletes and imports (`ExecutionRecords`).
-
-`finish_executions` and `record_missed` write record by record, each atomic,
-and are idempotent, so a batch cut short is finished by its retry.
+"""The execution records of the MongoDB store besides claims: MISSED records,
+results, reads and imports (`MongoLedger`), and the leader's reaping
+(`MongoReaper`). `finish_executions` and `record_missed` write record by record,
+each atomic and idempotent, so a batch cut short is finished by its retry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING, ReturnDocument, UpdateOne
 
 from cronsvc.domain import Execution, ExecutionStatus, Job
 from cronsvc.errors import ExecutionNotFound
@@ -31,15 +29,16 @@ from cronsvc.store.mongo_base import MongoPart
 from cronsvc.store.mongo_docs import (
     RUNNING,
     Doc,
+    bson_date,
     execution_document,
     execution_from_document,
     final_fields,
 )
 
+_PRUNE_BATCH = 5000
+
 
 class MongoLedger(MongoPart):
-    """`MissedRecords`, `ResultSink` and `ExecutionRecords` on MongoDB."""
-
     async def record_missed(
         self,
         job: Job,
@@ -165,8 +164,7 @@ class MongoLedger(MongoPart):
 
 
 def _last_run_update(job_id: str, execution: Execution) -> UpdateOne:
-    """Set the job's last run from `execution`, unless a later-started run
-    already did (runs may finish out of order)."""
+    """Unless a later-started run already set it: runs may finish out of order."""
     status = execution.status.value
     if execution.executed_at is None:
         return UpdateOne({"_id": job_id}, {"$set": {"last_status": status}})
@@ -178,8 +176,83 @@ def _last_run_update(job_id: str, execution: Execution) -> UpdateOne:
 
 
 def _holds_final_state(document: Doc, execution: Execution) -> bool:
-    """Whether the stored record is `execution`'s final state (written by this
-    call, or by an identical earlier one)."""
+    """Written by this call, or by an identical earlier one."""
     wanted = final_fields(execution)
     del wanted["finished_date"]  # written, never read back
     return all(document.get(name) == value for name, value in wanted.items())
+
+
+class MongoReaper(MongoPart):
+    async def adopt_unsent(
+        self, *, live_instances: Collection[str], instance_id: str
+    ) -> list[Execution]:
+        with self._calling():
+            selector = {
+                "status": RUNNING,
+                "dispatched": False,
+                "instance_id": {"$nin": list(live_instances)},
+            }
+            found = self._executions.find(selector, {"_id": 1, "instance_id": 1})
+            adopted: list[Execution] = []
+            # One conditional update each: of two leaders, one takes a record.
+            for candidate in await found.to_list():
+                document = await self._executions.find_one_and_update(
+                    {**selector, "_id": candidate["_id"], "instance_id": candidate["instance_id"]},
+                    {"$set": {"instance_id": instance_id}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if document is not None:
+                    adopted.append(execution_from_document(document))
+            return sorted(adopted, key=_in_order)
+
+    async def mark_lost(
+        self, *, live_instances: Collection[str], now: datetime, reason: str
+    ) -> list[Execution]:
+        with self._calling():
+            selector = {
+                "status": RUNNING,
+                "dispatched": {"$ne": False},
+                "instance_id": {"$nin": list(live_instances)},
+            }
+            found = self._executions.find(selector, {"_id": 1})
+            ids = [document["_id"] for document in await found.to_list()]
+            if not ids:
+                return []
+            lost = {
+                "status": ExecutionStatus.LOST.value,
+                "finished_at": unix_ms(now),
+                "finished_date": bson_date(now),
+                "error": {"type": "lost", "message": reason},
+            }
+            await self._executions.update_many(
+                {"_id": {"$in": ids}, "status": RUNNING}, {"$set": lost}
+            )
+            # Read back what this call wrote; a record finished in between is not lost.
+            found = self._executions.find({"_id": {"$in": ids}})
+            marked = [
+                execution_from_document(document)
+                for document in await found.to_list()
+                if document["status"] == lost["status"]
+                and document["finished_at"] == lost["finished_at"]
+                and document["error"] == lost["error"]
+            ]
+            return sorted(marked, key=_in_order)
+
+    async def prune_executions(self, older_than: datetime) -> int:
+        # In batches, so no single delete holds a server (or nx-27017's lock) for long.
+        with self._calling():
+            selector = {"scheduled_at": {"$lt": unix_ms(older_than)}, "status": {"$ne": RUNNING}}
+            deleted = 0
+            while True:
+                found = self._executions.find(selector, {"_id": 1}).limit(_PRUNE_BATCH)
+                ids = [document["_id"] for document in await found.to_list()]
+                if not ids:
+                    return deleted
+                result = await self._executions.delete_many({**selector, "_id": {"$in": ids}})
+                deleted += result.deleted_count
+                if len(ids) < _PRUNE_BATCH:
+                    return deleted
+
+
+def _in_order(execution: Execution) -> tuple[datetime, str]:
+    return (execution.scheduled_at, execution.id)
