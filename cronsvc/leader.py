@@ -1,43 +1,25 @@
 """Instance heartbeats and the duties of whichever instance leads.
 
 Every instance announces itself twice per `heartbeat_interval_s`, for 1.5
-intervals; the leader lease lasts as long and is renewed at the same pace (a
-third of its lifetime), so a lost lease is noticed within one renewal. The
-leader deals with the RUNNING executions of instances that are no longer
-alive (within about two heartbeat intervals of a death, the leader's own
-included; see the README): a tick claimed ahead but never sent is adopted
-and handed to this instance's adoption (`cronsvc.adoption`), which sends it
-under the job's misfire policy; a run whose webhook went out is marked LOST, since nobody knows
-whether the target acted on it. The leader also prunes execution logs past
-retention. The firing path never waits on any of this.
+intervals; the leader lease lasts as long and is renewed at the same pace. The
+leader adopts the ticks dead instances claimed ahead but never sent (handed to
+`cronsvc.adoption`, which settles them under the job's misfire policy), marks
+LOST the runs whose webhook went out (nobody knows whether the target acted),
+and prunes execution logs past retention. The firing path never waits on it.
 
-Right after the coordinator lost its state (a Redis restart or FLUSHALL)
-live instances have not announced themselves again, and their runs must not
-be taken for lost. So the leader reaps only once its own announcements have
-been unbroken for one announcement lifetime (`reap_grace_s`): each heartbeat
-says whether the previous announcement was still there, and one that was
-missing, a heartbeat that failed, or this instance's first starts the wait
-afresh (every other instance's announcement went with ours, or may not have
-been renewed either). An instance that takes over from a dead leader has
-long been announcing itself and does the duties at once, woken as it gains
-the lease; one that has just started, or has just found the coordinator's
-state gone, waits. The duties also find this instance among the live ones
-or do nothing (state lost since its last heartbeat), and read them only
-between heartbeats, never while one's answer is on its way (a lock held
-across the coordinator calls alone). One process alone (`local`) needs no
-such wait.
+Right after the coordinator lost its state (a Redis restart or FLUSHALL) live
+instances have not announced themselves again, and their runs must not be
+taken for lost. So the leader reaps only once its own announcements have been
+unbroken for one announcement lifetime (`reap_grace_s`); a missing
+announcement, a failed heartbeat or this instance's first starts the wait
+afresh. An instance long announced that takes over from a dead leader does the
+duties at once. One process alone (`local`) needs no such wait.
 
-The store does not check the leader's fencing token: nothing the leader
-writes needs it. Adopting a record is a conditional write that one caller
-wins, marking LOST only touches records still RUNNING, and pruning deletes
-only what is past retention; a deposed leader that acts once more, in the
-moment before it notices, does what the new one would.
-
-Heartbeats and lease renewals run in a loop of their own, each round bounded
-by the renewal period, and the duties in another: a store that stalls the
-duties never holds up a renewal, and an instance that cannot renew stops
-counting itself leader (`is_leader`, the `cronsvc_is_leader` gauge) before
-its lease can expire, so two instances never both report leading.
+The store does not check the leader's fencing token: adopting is a conditional
+write one caller wins, marking LOST touches only RUNNING records and pruning
+only what is past retention, so a deposed leader acting once more does what the
+new one would. Renewals and duties run in loops of their own: a store that
+stalls the duties never holds up a renewal.
 """
 
 from __future__ import annotations
@@ -118,18 +100,12 @@ class LeaderDuties:
 
     @property
     def is_leader(self) -> bool:
-        """Holding the lease, as far as this instance can tell: a renewal that
-        began at t keeps the lease until t + ttl at the earliest, and this
-        instance stops counting itself leader one renewal period before
-        then, so a successor (which gets the lease only once it expired)
-        never overlaps it, however long its duties wait on the store.
-
-        A lease gained when the coordinator may just have lost its state
-        (this instance's own announcement was gone or could not be renewed,
-        or it has just started) may have been taken from a leader that still
-        counts itself leader until its own renewal fails: such a lease counts
-        only one announcement lifetime later, when that leader has surely
-        stopped (it stops one renewal period before its lease could end)."""
+        """Holding the lease, as far as this instance can tell. A renewal begun
+        at t holds it until t + ttl at the earliest; this instance stops one
+        renewal period before, so a successor never overlaps it. A lease gained
+        when the coordinator may have lost its state may have been taken from a
+        leader that still counts itself one: it counts one announcement
+        lifetime later, when that leader has surely stopped."""
         now = self._clock.monotonic()
         return self._token is not None and self._lead_from <= now < self._lead_until
 
@@ -144,8 +120,6 @@ class LeaderDuties:
         return since is not None and self._clock.monotonic() >= since + self._reap_grace_s
 
     async def run(self) -> None:
-        """Heartbeats and lease renewals on their own schedule, the duties on
-        theirs: a store that stalls the duties never holds up a renewal."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._keep_alive(), name="heartbeat")
             group.create_task(self._lead(), name="leader-duties")
@@ -178,9 +152,7 @@ class LeaderDuties:
         while not self._stop.is_set():
             if self.is_leader and self._may_reap():
                 try:
-                    # Bounded: a stalled store delays the duties a lease
-                    # lifetime at most, then they are tried afresh (and a
-                    # stop is seen).
+                    # A stalled store delays the duties a lease lifetime at most.
                     async with asyncio.timeout(self._ttl):
                         await self.duties()
                 except TRANSIENT as exc:
@@ -250,9 +222,7 @@ class LeaderDuties:
             self._wake_duties.set()
 
     async def duties(self) -> None:
-        """Adopt the unsent ticks and mark the lost runs of instances no
-        longer alive; prune execution logs past retention. Nothing, while
-        the live instances may not all have announced themselves."""
+        """Nothing while the live instances may not all have announced themselves."""
         now = self._clock.now()
         async with self._announcing:
             live = {info.id for info in await self._coordinator.live_instances()}
