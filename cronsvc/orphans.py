@@ -1,21 +1,15 @@
-"""Ticks whose lease another instance won, remembered for a while and
-claimed by the leader when an instance leaves the cluster.
+"""Ticks whose lease another instance won, remembered for a while and claimed
+by the leader when an instance leaves the cluster.
 
-A lease and the store's claim are two steps. An instance that wins a tick's
-lease and dies before its claim lands leaves a tick that the others may not
-claim (they lost the lease) and that nobody records. So every instance keeps
-the ticks whose leases it lost (`leases.LostLeases`) for longer than the leader
-takes to see an instance gone. When it sees one gone, the leader claims them
-all in the store (`OrphanClaims`). The store's unique claim keeps what was
-claimed already, by a live instance or by the dead one before it died:
-those answer DUPLICATE. The ticks it wins are handed to adoption, which
-sends each one or records it MISSED or SKIPPED under its job's misfire
-policy and current state, as for any tick claimed and never sent.
-
-The instance that left may also have leased ticks up to its claim lead
-ahead, which the leader has not asked for yet. For that long, the leader
-claims the ticks whose leases it loses as if it had won them, and the
-store's claim alone decides who fires them.
+A lease and the store's claim are two steps: an instance that wins a lease and
+dies before its claim lands leaves a tick the others may not claim and nobody
+records. So every instance keeps the ticks whose leases it lost
+(`leases.LostLeases`) longer than the leader takes to see an instance gone;
+the leader then claims them all (`OrphanClaims`). The store's unique claim
+keeps what was claimed already (DUPLICATE); the ticks won go to adoption, as
+any tick claimed and never sent. The instance that left may have leased ticks
+up to its claim lead ahead: for that long the leader claims the ticks whose
+leases it loses as if it had won them.
 """
 
 from __future__ import annotations
@@ -36,11 +30,9 @@ CLAIM_BATCH = 1000
 
 
 def keep_lost_s(heartbeat_interval_s: float) -> float:
-    """How long a lost lease is remembered: twice what a leader may take to
-    see its winner gone (the winner's announcement lasts 1.5 heartbeat
-    intervals; when the winner led, its lease lasts as long, and its
-    successor may wait one announcement lifetime more before it reaps),
-    after a lease taken up to the longest claim lead ahead."""
+    """Twice what a leader may take to see a lease's winner gone (its
+    announcement, its leader lease, then one more announcement lifetime of
+    reap grace: 1.5 heartbeat intervals each), after the longest claim lead."""
     return 2 * 3 * 1.5 * heartbeat_interval_s + MAX_CLAIM_LEAD_S
 
 
@@ -63,10 +55,7 @@ class OrphanClaims:
         self._instance_id = instance_id
 
     async def claim(self) -> list[Execution]:
-        """Claim every recent tick whose lease this instance lost; the
-        executions won, not yet sent (for adoption to settle)."""
-        # It may have leased ticks its claim lead ahead, which this instance
-        # has not asked for yet: they are claimed when their leases are lost.
+        """The executions won, not yet sent (for adoption to settle)."""
         self._lost.claim_until(self._clock.time() + MAX_CLAIM_LEAD_S)
         due = self._lost.take()
         won: list[Execution] = []
