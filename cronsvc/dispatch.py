@@ -12,7 +12,6 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import NamedTuple, Self
 
 import structlog
@@ -71,12 +70,10 @@ class FirstSend(NamedTuple):
 
 
 class Dispatcher:
-    """At most `max_concurrency` deliveries at once (more wait for a slot) and as
-    many idle connections; with `max_connections_per_host`, at most that many
-    connections open to one host. Only addresses `target_policy` allows are
-    connected to (by default globally routable ones), names resolved through
-    `resolver` behind the SSRF guard.
-    """
+    """At most `max_concurrency` deliveries at once (more wait for a slot), as many
+    idle connections, and `max_connections_per_host` (0: no limit of its own) per host.
+    Only addresses `target_policy` allows (by default globally routable ones) are
+    connected to, names resolved through `resolver` behind the SSRF guard."""
 
     def __init__(
         self,
@@ -137,12 +134,7 @@ class Dispatcher:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def prepare(self, request: WebhookRequest, at: float) -> Prepared | None:
