@@ -42,20 +42,11 @@ class Pool:
 
     async def open(self, target: Target, *, fresh: bool) -> tuple[Connection, bool]:
         """A new connection, or with a per-host limit, one that came free while
-        waiting for room (unless `fresh`); and whether it was reused."""
-        if self._hosts is None:
+        waiting for room (unless `fresh`: at the limit, it closes an idle one to
+        make room); and whether it was reused."""
+        hosts = self._hosts
+        if hosts is None:
             return await self._new(target), False
-        return await self._within_limit(self._hosts, target, fresh=fresh)
-
-    async def _new(self, target: Target) -> Connection:
-        connection = await self._connect(target, self._lost)
-        self._open.add(connection)
-        return connection
-
-    async def _within_limit(
-        self, hosts: _HostLimit, target: Target, *, fresh: bool
-    ) -> tuple[Connection, bool]:
-        """A `fresh` connection at the limit closes an idle one to make room."""
         key = target.pool_key
         while True:
             if (idle := self.reuse(target)) is not None:
@@ -74,6 +65,11 @@ class Pool:
                     connection.gone = hosts.gone
                 return connection, False
             await hosts.wait(key)
+
+    async def _new(self, target: Target) -> Connection:
+        connection = await self._connect(target, self._lost)
+        self._open.add(connection)
+        return connection
 
     def reuse(self, target: Target) -> Connection | None:
         """An idle connection to `target` still open, unused and not idle too long."""
