@@ -135,9 +135,7 @@ def _message(
 def _signature(request: WebhookRequest, body: bytes, timestamp: int, clock: Clock) -> str | None:
     """The current secret's signature, then, while it is in force, the replaced
     secret's. Raises `InvalidSecret`."""
-    in_use: list[str] = []
-    if request.secret is not None:
-        in_use.append(request.secret)
+    in_use = [] if request.secret is None else [request.secret]
     previous = request.previous_secret
     if (
         previous is not None
