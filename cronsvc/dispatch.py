@@ -189,8 +189,6 @@ class Dispatcher:
         started = first_sent_at = 0.0
         # Bounded here too, so a stored policy can never grow the attempt log past it.
         max_attempts = min(max(1, request.retry.max_attempts), MAX_ATTEMPTS)
-        attempt = 0
-        outcome = Outcome()
         attempt_log: list[AttemptRecord] = []
         for attempt in range(1, max_attempts + 1):
             if first is not None:  # its slot is taken already

@@ -1,7 +1,8 @@
-"""A small HTTP/1.1 client for webhook calls, and its public face: pooled keep-alive
-connections, opened only where the SSRF guard allows. Not aiohttp's client: its
-request path was a fire's largest CPU share, and it writes each body from a task,
-so a burst's first bytes left only once all were set up (BENCHMARKS.md).
+"""A small HTTP/1.1 client for webhook calls, the face of `wire_targets`, `wire_connect`,
+`wire_framing` and `wire_pool`: pooled keep-alive connections, opened only where
+the SSRF guard allows. Not aiohttp's client: its request path was a fire's largest
+CPU share, and it writes each body from a task, so a burst's first bytes left only
+once all were set up (BENCHMARKS.md).
 
 Not here, on purpose: proxies (the guard must judge the peer actually connected
 to), redirects (never followed), cookies, HTTP/2, pipelining.
