@@ -1,23 +1,8 @@
-"""The webhook dispatcher: every execution's webhook call, its retries and its record.
+"""The webhook call of every execution: its attempts, their retries and its record.
 
-`Dispatcher.deliver` turns a `WebhookRequest` into a `DeliveryResult` and never
-raises for a problem with that one request (bad URL, refused connection, a
-receiver that hangs or answers 500): the problem is recorded in the result.
-It lets `asyncio.CancelledError` through untouched.
-
-For a burst fired together, the run path's deliveries (`cronsvc.deliveries`)
-put each one's first request on the wire (`cronsvc.outgoing`) before they
-start the tasks that read the answers and carry on with any retries.
-
-Requests travel over `cronsvc.wire`'s pooled HTTP/1.1 connections, which go
-only where the SSRF guard (`cronsvc.netguard`) allows: a target it refuses
-is a FAILURE of type `target_not_allowed`, never retried.
-
-The body of an answer is captured best-effort, up to `max_response_bytes`,
-and a body that is longer (or cannot be read to its end in time) is cut off
-and flagged as truncated rather than failing the delivery. How an attempt's
-answer or problem is judged is `cronsvc.verdicts`; the message each attempt
-sends, with its Standard Webhooks headers, `cronsvc.webhook_request`.
+`Dispatcher.deliver` never raises for a problem with one request (bad URL,
+refused connection, a receiver that hangs or answers 500): the result records
+it. `asyncio.CancelledError` goes through untouched.
 """
 
 from __future__ import annotations
@@ -27,7 +12,6 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import NamedTuple, Self
 
 import structlog
@@ -57,21 +41,19 @@ class DeliveryResult:
     executed_at: datetime
     """When the first attempt started."""
     first_sent_at: float
-    """Unix seconds when the first attempt's request was handed to the socket
-    (or to the connection's set-up, when none was open)."""
+    """Unix seconds when the first request was handed to the socket (or to a
+    new connection's set-up)."""
     finished_at: datetime
     duration_ms: int
     """First attempt start to finish, on the monotonic clock."""
     response_status: int | None
     response_body: str | None
-    """The last attempt's response text, at most `max_response_bytes` bytes of it."""
+    """The last attempt's, at most `max_response_bytes` bytes of it."""
     response_truncated: bool
     error: ErrorInfo | None
     retry_after_s: float | None = None
-    """The last attempt failed with a 429 or 503 whose `Retry-After` asked
-    for this many seconds: the job's next ticks should wait as well."""
+    """The last attempt's 429 or 503 asked this wait: the job's next ticks wait too."""
     attempt_log: tuple[AttemptRecord, ...]
-    """One entry per attempt, in order (`attempts` of them)."""
 
 
 class FirstSend(NamedTuple):
@@ -88,19 +70,10 @@ class FirstSend(NamedTuple):
 
 
 class Dispatcher:
-    """Delivers webhooks through one pool of connections (`cronsvc.wire`).
-
-    At most `max_concurrency` deliveries run at once (further callers wait for
-    a slot); at most as many connections are kept idle. With
-    `max_connections_per_host`, at most that many connections are open to
-    one host (0: as many as `max_concurrency`). Use as `async with
-    Dispatcher(...) as dispatcher:` or call `start` and `aclose`.
-
-    `target_policy` says which addresses may be connected to (by default only
-    globally routable ones); host names are resolved through `resolver`
-    (aiohttp's default when None), behind the guard. https targets are
-    verified against `ssl_context` (the system's trust store when None).
-    """
+    """At most `max_concurrency` deliveries at once (more wait for a slot), as many
+    idle connections, and `max_connections_per_host` (0: no limit of its own) per host.
+    Only addresses `target_policy` allows (by default globally routable ones) are
+    connected to, names resolved through `resolver` behind the SSRF guard."""
 
     def __init__(
         self,
@@ -161,35 +134,25 @@ class Dispatcher:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def prepare(self, request: WebhookRequest, at: float) -> Prepared | None:
-        """A delivery's first request made ahead, for `send_first` in the
-        second that holds `at` (Unix seconds); see `make_ahead`."""
+        """A first request made ahead, for `send_first` in the second that holds `at`."""
         return make_ahead(request, at, self._user_agent, self._clock)
 
     def outgoing(self, request: WebhookRequest, at: float | None = None) -> Outgoing:
-        """The delivery of `request` as the run path holds it, to send now or
-        at `at` (Unix seconds): its first request is then made now. The
-        tokens `prepare` and `send_first` make stay inside it."""
+        """The delivery as the run path holds it, to send now or at `at` (Unix
+        seconds), its first request then made now."""
         return Outgoing(self, request, None if at is None else self.prepare(request, at))
 
     def send_first(
         self, request: WebhookRequest, prepared: Prepared | None = None
     ) -> FirstSend | None:
-        """Send a delivery's first request now, if a concurrency slot is free:
-        written at once on an idle connection, else as soon as a new one
-        opens (`HttpClient.send`), so a burst's requests all go out before
-        any of their tasks runs. `prepared`, made ahead by `prepare`, saves
-        making it now. What it returns goes to `deliver` (it holds a slot
-        until then) or `abandon`; None: nothing was sent, and `deliver`
-        sends as usual."""
+        """Send a delivery's first request now if a slot is free, so a burst's
+        requests all go out before any of their tasks runs. What it returns
+        holds the slot until `deliver` or `abandon`; None: nothing was sent,
+        and `deliver` sends as usual."""
         client = self._client
         if client is None or not self._slots.try_take():
             return None
@@ -210,8 +173,7 @@ class Dispatcher:
         return FirstSend(started_at, started, sent_at, target, data, deadline, sent)
 
     def abandon(self, first: FirstSend) -> None:
-        """Give up a delivery after its first request went out (its run was
-        replaced meanwhile): its answer is not read, its connection closed."""
+        """Give up a delivery whose first request went out: its connection is closed."""
         first.sent.cancel()
         self._in_flight -= 1
         self._slots.give()
@@ -219,19 +181,14 @@ class Dispatcher:
     async def deliver(
         self, request: WebhookRequest, first: FirstSend | None = None
     ) -> DeliveryResult:
-        """The delivery of `request`, all attempts; `first`: its first request
-        already went out (`send_first`)."""
+        """All attempts of `request`; `first`: what `send_first` sent of it."""
         client = self._client
         if client is None:
             raise RuntimeError("Dispatcher.start() has not been called")
         clock = self._clock
-        executed_at: datetime | None = None
-        started = 0.0
-        first_sent_at: float | None = None
+        started = first_sent_at = 0.0
         # Bounded here too, so a stored policy can never grow the attempt log past it.
         max_attempts = min(max(1, request.retry.max_attempts), MAX_ATTEMPTS)
-        attempt = 0
-        outcome = Outcome()
         attempt_log: list[AttemptRecord] = []
         for attempt in range(1, max_attempts + 1):
             if first is not None:  # its slot is taken already
@@ -242,15 +199,13 @@ class Dispatcher:
                 self._in_flight += 1
                 attempt_started_at, attempt_started = clock.now(), clock.monotonic()
             try:
-                if executed_at is None:  # the first attempt, once it has a slot
-                    executed_at, started = attempt_started_at, attempt_started
                 outcome, sent_at = await self._attempt(client, request, attempt, first)
                 first = None
             finally:
                 self._in_flight -= 1
                 self._slots.give()
-            if first_sent_at is None:
-                first_sent_at = sent_at
+            if attempt == 1:
+                started, first_sent_at = attempt_started, sent_at
             delay = retry_delay(outcome, attempt, request.retry)
             attempt_log.append(
                 AttemptRecord(
@@ -272,11 +227,10 @@ class Dispatcher:
                 delay_s=round(delay, 3),
             )
             await clock.sleep(delay)
-        assert first_sent_at is not None and executed_at is not None
         result = DeliveryResult(
             status=ExecutionStatus.SUCCESS if outcome.error is None else ExecutionStatus.FAILURE,
             attempts=attempt,
-            executed_at=executed_at,
+            executed_at=attempt_log[0].started_at,
             first_sent_at=first_sent_at,
             finished_at=clock.now(),
             duration_ms=round((clock.monotonic() - started) * 1000),
@@ -297,7 +251,7 @@ class Dispatcher:
         attempt: int,
         first: FirstSend | None,
     ) -> tuple[Outcome, float]:
-        """One HTTP exchange; returns its outcome and when it was sent."""
+        """One exchange: its outcome and when it was sent."""
         clock = self._clock
         started = clock.monotonic() if first is None else first.started
         sent_at = clock.time()
@@ -336,7 +290,6 @@ class Dispatcher:
 
 
 def _failure(exc: Exception, request: WebhookRequest, attempt: int) -> Outcome:
-    """What the problem `exc` makes of an attempt, logged where it calls for it."""
     outcome = problem(exc, request.timeout_s)
     if outcome is None:
         # Recorded in words (a run's error never names a Python exception);
@@ -366,18 +319,11 @@ def _failure(exc: Exception, request: WebhookRequest, attempt: int) -> Outcome:
 
 
 async def _after_queued_sends(slots: Slots) -> None:
-    """Let the deliveries waiting for a slot send first: what is left of
-    this one is bookkeeping; done at once, each queued request of a burst
-    larger than the pool would go out only after an earlier one's
-    bookkeeping (BENCHMARKS.md, "Why the constants are what they are").
-    Waits at most `_BOOKKEEPING_WAIT_S`, so a pool that stays full still
-    records.
-
-    A cancellation (a stop cutting the runs short) ends the wait but not
-    the delivery: its answer is in, and is recorded as it was, not as
-    cut off by the stop. The one cancellation absorbed is taken back with
-    `Task.uncancel()`, as asyncio asks of code that does not propagate
-    one; a second is not this wait's, and goes through."""
+    """Let the deliveries waiting for a slot send before this one's bookkeeping,
+    else a burst larger than the pool goes out one bookkeeping at a time
+    (BENCHMARKS.md); at most `_BOOKKEEPING_WAIT_S`, so a full pool still records.
+    A cancellation (a stop) ends the wait, not the delivery, whose answer is in:
+    it is taken back with `Task.uncancel()`; a second one goes through."""
     if not slots.waiting:
         return
     try:

@@ -1,16 +1,7 @@
-"""Concurrency slots for webhook deliveries: a semaphore the dispatcher can
-take without awaiting, and that says when nobody waits for it.
-
-asyncio.Semaphore offers neither: `acquire` is a coroutine, while a burst's
-first requests are written one after another from plain code, slot by slot,
-before any task runs (`Dispatcher.send_first`); and it does not tell how many
-wait, which a delivery needs in order to let queued ones send before its own
-bookkeeping. What it does guarantee, this keeps:
-
-- first come, first served: a free slot never goes past a waiter;
-- a waiter cancelled while it waits takes no slot; one cancelled just as it
-  was handed a slot passes the slot on, so no slot is ever lost;
-- every `give` frees one slot or hands it to the next waiter.
+"""Concurrency slots for webhook deliveries: unlike asyncio.Semaphore, taken without
+awaiting (a burst's first requests are written from plain code before any task
+runs) and telling who waits (so queued deliveries send before one's bookkeeping).
+Like it: first come first served, and a cancelled waiter never loses a slot.
 """
 
 from __future__ import annotations
@@ -20,15 +11,12 @@ from collections import deque
 
 
 class Slots:
-    """At most `size` holders at once; the rest wait their turn, first come
-    first served. A holder gives its slot back with `give`, once."""
+    """At most `size` holders at once; each gives its slot back with `give`, once."""
 
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._waiting = 0
-        """Callers in `take`, including those handed a slot that have not
-        resumed yet."""
+        self._waiting = 0  # in `take`, those handed a slot but not resumed included
         self._none_waiting = asyncio.Event()
         self._none_waiting.set()
 
@@ -37,14 +25,13 @@ class Slots:
         return self._waiting
 
     def try_take(self) -> bool:
-        """Take a slot if one is free and nobody waits for it; never waits."""
+        """Take a slot if one is free and nobody waits for it."""
         if self._free and not self._waiters:
             self._free -= 1
             return True
         return False
 
     async def take(self) -> None:
-        """Take a slot, waiting behind earlier callers for one to be given."""
         if self.try_take():
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -65,7 +52,6 @@ class Slots:
                 self._none_waiting.set()
 
     def give(self) -> None:
-        """Hand the slot to the first waiter, or free it."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -74,5 +60,4 @@ class Slots:
         self._free += 1
 
     async def none_waiting(self) -> None:
-        """Return once no caller waits in `take`."""
         await self._none_waiting.wait()

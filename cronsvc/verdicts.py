@@ -1,11 +1,6 @@
-"""What one webhook attempt came to: an answer judged by its status (and a
-429's or 503's `Retry-After`), a problem that stopped it put in words, and
-whether and when to try again.
-
-Once a response's status line has arrived, the status alone decides the
-outcome; the body is kept as far as it was read. A peer that hangs up
-inside the body, though, is a FAILURE (`connection_error`, the status kept):
-it may have died while handling the call.
+"""What one webhook attempt came to, and whether and when to try again. Once the
+status has come it alone decides, the body kept as far as it was read; but a peer
+that hangs up inside the body may have died handling the call: a FAILURE.
 """
 
 from __future__ import annotations
@@ -28,20 +23,18 @@ _MAX_LOCATION_CHARS = 500
 
 
 class Outcome(NamedTuple):
-    """What one attempt came to. (A tuple: made on every attempt, and a
-    frozen dataclass costs ~2.5x as much to build.)"""
+    """(A tuple: made on every attempt, and a frozen dataclass costs ~2.5x as much.)"""
 
     status: int | None = None
     body: str | None = None
     truncated: bool = False
     error: ErrorInfo | None = None
     retry_after: float | None = None
-    """Seconds the receiver asked us to wait (429/503 `Retry-After`)."""
+    """Seconds a 429's or 503's `Retry-After` asked us to wait."""
 
 
 def judge(response: Response, clock: Clock) -> Outcome:
-    """An answer's outcome: 2xx succeeds, a redirect is not followed, any
-    other status fails."""
+    """2xx succeeds; a redirect is not followed."""
     status = response.status
     text = decode(response.body, complete=response.complete)
     error: ErrorInfo | None = None
@@ -73,8 +66,7 @@ def failed(kind: str, message: str) -> Outcome:
 
 
 def problem(exc: Exception, timeout_s: float) -> Outcome | None:
-    """The outcome of an attempt that `exc` stopped; None for a problem
-    none of the expected kinds (the caller logs it)."""
+    """None for a problem of no expected kind (the caller logs it)."""
     if isinstance(exc, TargetNotAllowed):
         return failed("target_not_allowed", str(exc))
     if isinstance(exc, InvalidSecret):
@@ -88,9 +80,7 @@ def problem(exc: Exception, timeout_s: float) -> Outcome | None:
         return failed("timeout", f"timed out after {timeout_s:g} s without a response")
     if isinstance(exc, ProtocolError):
         return failed("invalid_response", short(exc, "the answer is not HTTP/1.x"))
-    if isinstance(exc, CutShort):
-        # The peer hung up inside the body: the status and what came of the
-        # body are kept, and the attempt failed (retried as a connection error).
+    if isinstance(exc, CutShort):  # retried as a connection error
         answer = exc.response
         return Outcome(
             status=answer.status,
@@ -98,19 +88,18 @@ def problem(exc: Exception, timeout_s: float) -> Outcome | None:
             truncated=True,
             error=ErrorInfo(type="connection_error", message=str(exc)),
         )
-    if isinstance(exc, OSError):  # refused, reset, unreachable, TLS, closed early
-        return failed("connection_error", connection_problem(exc))
+    if isinstance(exc, ssl.SSLError):
+        return failed("connection_error", f"TLS: {short(exc, 'the secure connection failed')}")
+    if isinstance(exc, OSError):  # refused, reset, unreachable, closed early
+        if str(exc) or exc.strerror is None:
+            return failed("connection_error", short(exc, "the connection failed"))
+        return failed("connection_error", exc.strerror)  # one that carries only an errno
     return None
 
 
 def retry_delay(outcome: Outcome, attempt: int, policy: RetryPolicy) -> float | None:
-    """Seconds to wait before attempt `attempt + 1`, or None to stop here.
-
-    Only transient failures are retried: connection errors, timeouts, 429 and
-    5xx (not a refused target, say: the guard would refuse it again). The
-    wait is exponential backoff with full jitter, unless the receiver named
-    one with `Retry-After`; either way at most `max_backoff_seconds`.
-    """
+    """Seconds to wait before attempt `attempt + 1`, or None to stop. Only transient
+    failures are retried (not a refused target: the guard would refuse it again)."""
     if outcome.error is None or attempt >= policy.max_attempts:
         return None
     transient = outcome.error.type in ("timeout", "connection_error") or (
@@ -153,18 +142,7 @@ def phrase(status: int) -> str:
         return ""
 
 
-def connection_problem(exc: OSError) -> str:
-    """What went wrong with the connection, in one line: the system's words
-    where the exception carries only an errno."""
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {short(exc, 'the secure connection failed')}"
-    if str(exc) or exc.strerror is None:
-        return short(exc, "the connection failed")
-    return exc.strerror
-
-
 def short(exc: BaseException, otherwise: str) -> str:
-    """An exception's own one-line message, never a traceback; `otherwise`
-    when it has none (never the exception's class name)."""
+    """An exception's own one-line message; `otherwise` (never its class name) if none."""
     text = " ".join(str(exc).split())
     return text[:500] if text else otherwise

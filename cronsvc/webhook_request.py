@@ -1,11 +1,6 @@
-"""A webhook call as the run path hands it over (`WebhookRequest`), and the
-bytes one attempt of it sends: request line, headers, body.
-
-Every attempt carries the Standard Webhooks headers: `webhook-id` (the
-execution id, the same on every retry of a tick), `webhook-timestamp` (this
-attempt's Unix seconds) and, for a job with a secret, `webhook-signature`,
-made afresh per attempt since the timestamp is signed. A secret the job
-replaced signs too, after the new one, until its grace period ends.
+"""A webhook call as the run path hands it over, and the bytes one attempt sends,
+with the Standard Webhooks headers: `webhook-id` is the execution's, the same on
+every retry; the signature is made afresh per attempt since its timestamp is signed.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ from cronsvc.signing import signature_header
 from cronsvc.wire import Target, parse_target
 
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
-"""A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one."""
 
 
 class UnsendableHeader(ValueError):
@@ -41,8 +35,6 @@ class UnsendableHeader(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookRequest:
-    """One execution's webhook call, as the run path hands it over (`cronsvc.deliveries`)."""
-
     execution_id: str
     job_id: str
     job_name: str
@@ -62,8 +54,6 @@ class WebhookRequest:
 
 
 class Prepared(NamedTuple):
-    """An attempt's request, made: where it goes and its bytes."""
-
     target: Target
     data: bytes
     timestamp: int
@@ -73,9 +63,7 @@ class Prepared(NamedTuple):
 def make_request(
     request: WebhookRequest, attempt: int, timestamp: int, user_agent: str, clock: Clock
 ) -> Prepared:
-    """Where an attempt goes and its message, stamped `timestamp`. Raises
-    `InvalidTarget`, `InvalidSecret` or `UnsendableHeader` for a request
-    that cannot be made."""
+    """Raises `InvalidTarget`, `InvalidSecret` or `UnsendableHeader`."""
     target = parse_target(request.url)
     body, content_type = encode_body(request, attempt)
     data = _message(request, target, body, content_type, timestamp, user_agent, clock)
@@ -85,9 +73,8 @@ def make_request(
 def make_ahead(
     request: WebhookRequest, at: float, user_agent: str, clock: Clock
 ) -> Prepared | None:
-    """A first request made ahead of its send in the second that holds `at`
-    (Unix seconds). None when it is better made at the send: it cannot be
-    made (the send meets the same problem and records it), or a replaced
+    """A first request made ahead of its send in the second that holds `at`. None when
+    it cannot be made (the send meets and records the same problem), or a replaced
     secret stops signing before that second ends."""
     previous = request.previous_secret
     if (
@@ -111,11 +98,8 @@ def _message(
     user_agent: str,
     clock: Clock,
 ) -> bytes:
-    """The request as it goes on the wire: request line, headers, body.
-
-    Raises `UnsendableHeader` for a header that would break the message
-    (the API refuses those; a stored one is refused here, before anything
-    is sent). A stored header the dispatcher sets itself is left out."""
+    """Raises `UnsendableHeader` for a stored header that would break the message (the
+    API refuses those now). One the dispatcher sets itself is left out."""
     lines = [
         f"{request.method.value} {target.request_target} HTTP/1.1",
         f"Host: {target.host_header}",
@@ -149,12 +133,9 @@ def _message(
 
 
 def _signature(request: WebhookRequest, body: bytes, timestamp: int, clock: Clock) -> str | None:
-    """`webhook-signature` for a job with a secret: the current secret's
-    signature, then, while it is in force, the replaced secret's. Raises
-    `InvalidSecret` for a secret that is not a whsec_ secret."""
-    in_use: list[str] = []
-    if request.secret is not None:
-        in_use.append(request.secret)
+    """The current secret's signature, then, while it is in force, the replaced
+    secret's. Raises `InvalidSecret`."""
+    in_use = [] if request.secret is None else [request.secret]
     previous = request.previous_secret
     if (
         previous is not None
@@ -168,7 +149,6 @@ def _signature(request: WebhookRequest, body: bytes, timestamp: int, clock: Cloc
 
 
 def encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, str]:
-    """The bytes to send (None for none) and the Content-Type they call for."""
     if not request.method.carries_body:
         return None, ""
     body = request.body

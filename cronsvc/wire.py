@@ -1,28 +1,11 @@
-"""A small HTTP/1.1 client for webhook calls: pooled keep-alive connections,
-opened only where the SSRF guard allows. This is its public face: the
-client, its answers and its errors. Its units: `wire_targets` (what a URL
-becomes), `wire_connect` (addresses judged by the guard, Happy Eyeballs,
-TLS), `wire_framing` (answers parsed by httptools as they arrive) and
-`wire_pool` (idle connections, the per-host limit).
+"""A small HTTP/1.1 client for webhook calls, the face of `wire_targets`, `wire_connect`,
+`wire_framing` and `wire_pool`: pooled keep-alive connections, opened only where
+the SSRF guard allows. Not aiohttp's client: its request path was a fire's largest
+CPU share, and it writes each body from a task, so a burst's first bytes left only
+once all were set up (BENCHMARKS.md).
 
-Why not aiohttp's client, which served here first: measured with `python -m
-bench.run`, its request path was the largest share of a fire's CPU (see
-BENCHMARKS.md), and it sets the body of each request writing from a task
-of its own, so a burst's first bytes reach the socket only once every
-request of the burst is set up. Here a request is one write of prepared
-bytes on a pooled connection, and the answer is parsed in C as its bytes
-arrive. `HttpClient.send` makes that write at once (or as soon as a new
-connection opens) and `request(..., sent=...)` reads the answer later, so a
-burst's requests all leave before any of their tasks runs.
-
-It speaks what webhook receivers answer: http and https, bodies framed by
-Content-Length, chunked or the connection's end, gzip and deflate
-(zlib-wrapped or raw) content codings, 1xx answers skipped. A reused
-connection the peer closed before answering is retried once on a new one,
-for idempotent methods only (as aiohttp does); an answer whose body the
-peer cuts short is `CutShort`. Not here, on purpose: proxies (the guard
-must judge the peer actually connected to), redirects (never followed),
-cookies, HTTP/2, pipelining.
+Not here, on purpose: proxies (the guard must judge the peer actually connected
+to), redirects (never followed), cookies, HTTP/2, pipelining.
 """
 
 from __future__ import annotations
@@ -32,15 +15,12 @@ import ssl
 from typing import NamedTuple
 
 from cronsvc.netguard import GuardedResolver
-from cronsvc.wire_connect import HAPPY_EYEBALLS_DELAY_S, Connector, judge_literal
-from cronsvc.wire_framing import MAX_HEAD_BYTES, Connection, Disconnected, ProtocolError
-from cronsvc.wire_pool import IDLE_TIMEOUT_S, Pool
+from cronsvc.wire_connect import Connector
+from cronsvc.wire_framing import Connection, Disconnected, ProtocolError
+from cronsvc.wire_pool import Pool
 from cronsvc.wire_targets import InvalidTarget, Target, parse_target
 
 __all__ = [
-    "HAPPY_EYEBALLS_DELAY_S",
-    "IDLE_TIMEOUT_S",
-    "MAX_HEAD_BYTES",
     "CutShort",
     "Disconnected",
     "HttpClient",
@@ -49,7 +29,6 @@ __all__ = [
     "Response",
     "Sent",
     "Target",
-    "judge_literal",
     "parse_target",
 ]
 
@@ -57,9 +36,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
 
 class CutShort(Disconnected):
-    """The peer closed the connection after the answer's head, before the end
-    its framing announced (Content-Length, or the last chunk): the status
-    came, the answer did not. `response` holds what was read of it."""
+    """The peer closed the connection inside a framed body; `response` holds what came."""
 
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -70,18 +47,16 @@ class CutShort(Disconnected):
 
 
 class Response(NamedTuple):
-    """An answer. (A tuple: one is built per request, and a frozen dataclass
-    takes much longer to build.)"""
+    """An answer. (A tuple: built per request, and a frozen dataclass is much slower.)"""
 
     status: int
     reason: str
     headers: dict[str, str]
     """Lower-case names; a repeated header's values joined with ", "."""
     body: bytes
-    """At most the `max_body` asked for, decoded from its content coding."""
+    """Decoded from its content coding; at most `max_body` bytes."""
     complete: bool
-    """False when the body was cut off: longer than `max_body`, or not read
-    to its end before the deadline or a disconnect."""
+    """False when the body was cut off: too long, or the deadline or a disconnect came."""
 
 
 _Exchange = tuple["Connection", asyncio.TimerHandle, bool]
@@ -90,8 +65,7 @@ whether the connection was reused."""
 
 
 class Sent:
-    """A request `HttpClient.send` started: written, or to be written once
-    its connection opens; its answer is still to be read."""
+    """A request `HttpClient.send` started, written or to be once its connection opens."""
 
     __slots__ = ("_opening", "_written")
 
@@ -100,8 +74,6 @@ class Sent:
         self._opening = opening
 
     async def connected(self) -> _Exchange:
-        """Raises what opening the connection raised (`HttpClient.request`'s
-        errors)."""
         if self._opening is None:
             assert self._written is not None
             return self._written
@@ -112,7 +84,7 @@ class Sent:
             raise
 
     def cancel(self) -> None:
-        """Let the request go unanswered: its connection is closed."""
+        """Let the request go unanswered; its connection is closed."""
         opening = self._opening
         if opening is None:
             exchange = self._written
@@ -130,16 +102,9 @@ class Sent:
 
 
 class HttpClient:
-    """Sends requests over pooled connections; at most `max_idle` are kept
-    idle in all, each for up to `IDLE_TIMEOUT_S`. With `max_per_host`, at
-    most that many connections are open to one host (scheme, host, port)
-    at once, idle ones included; a request past it waits for one of them.
-
-    Names are resolved through `guard`, which refuses an answer holding any
-    address its policy refuses, and the connection goes to exactly the
-    addresses it judged; an address-literal host is judged here before any
-    connection is made.
-    """
+    """At most `max_idle` connections kept idle; with `max_per_host`, at most that many
+    open to one host, idle ones included. Connections go to exactly the addresses
+    `guard` judged."""
 
     def __init__(
         self,
@@ -157,11 +122,8 @@ class HttpClient:
         await asyncio.sleep(0)  # let the transports finish closing
 
     def send(self, target: Target, data: bytes, *, deadline: float) -> Sent:
-        """Start sending `data` (request line, headers and body, ready to go):
-        written before this returns on an idle connection to `target`, else
-        as soon as a new one opens (in a task of its own, so a burst's new
-        connections open together). `request(..., sent=...)` reads the
-        answer; `Sent.cancel` lets it go."""
+        """Write `data` now on an idle connection, else once a new one opens (in a task,
+        so a burst's connections open together); `request(..., sent=...)` reads the answer."""
         connection = self._pool.reuse(target)
         if connection is None:
             return Sent(None, asyncio.create_task(self._open_and_write(target, data, deadline)))
@@ -182,14 +144,12 @@ class HttpClient:
         max_body: int,
         sent: Sent | None = None,
     ) -> Response:
-        """Send `data` (request line, headers and body, ready to go) and read
-        the answer, all by `deadline` (the loop's clock) except the body: a
-        body still arriving then is returned cut off (`complete` False).
-        `sent`: `data` is on its way already (`send`, by the same deadline).
+        """Send `data` (unless `sent` did) and read the answer by `deadline` (the loop's
+        clock); a body still arriving then is returned cut off. A reused connection
+        the peer closed first is retried once on a new one, for idempotent methods.
 
-        Raises `TargetNotAllowed`, `TimeoutError` (before the answer's head),
-        `OSError` (`Disconnected` among them; `CutShort` when the peer hangs
-        up inside the body) and `ProtocolError`.
+        Raises `TargetNotAllowed`, `TimeoutError` (before the answer's head), `OSError`
+        (`Disconnected`; `CutShort` inside the body) and `ProtocolError`.
         """
         for fresh in (False, True):
             if sent is not None:
@@ -215,12 +175,11 @@ class HttpClient:
         raise Disconnected("the server closed the connection before its answer ended")
 
     async def _finish(self, connection: Connection) -> Response:
+        cut_short = False
         try:
-            try:
-                await connection.read_body()
-                cut_short = False
-            except Disconnected:
-                cut_short = True
+            await connection.read_body()
+        except Disconnected:
+            cut_short = True
         except BaseException:
             connection.close()
             raise
@@ -242,8 +201,7 @@ class HttpClient:
     async def _acquire(
         self, target: Target, deadline: float, *, fresh: bool = False
     ) -> tuple[Connection, bool]:
-        """An idle connection to `target` (unless `fresh`), else a new one;
-        and whether it was reused."""
+        """An idle connection (unless `fresh`), else a new one; and whether it was reused."""
         if not fresh and (connection := self._pool.reuse(target)) is not None:
             return connection, True
         async with asyncio.timeout_at(deadline):
@@ -251,10 +209,8 @@ class HttpClient:
 
 
 def _write(connection: Connection, data: bytes, deadline: float) -> asyncio.TimerHandle:
-    """Write a request (its method read off its first bytes, for a HEAD
-    answer has no body); the returned timer ends the wait for its answer at
-    `deadline`. (One timer per exchange: two asyncio.timeout blocks per
-    request were a visible share of a burst's CPU.)"""
+    """Write a request (a HEAD's answer has no body); the timer ends the wait for its
+    answer at `deadline`. (Two asyncio.timeout blocks per request cost a burst's CPU.)"""
     connection.begin(head_only=data.startswith(b"HEAD "))
     timer = asyncio.get_running_loop().call_at(deadline, connection.expire)
     assert connection.transport is not None

@@ -1,17 +1,7 @@
-"""The webhook client's answers as they arrive: one connection's asyncio
-protocol, which hands every received segment to httptools' response parser
-(llhttp, in C) and builds the answer from its callbacks, and the sink the
-body goes to, decoded from its content coding and capped.
-
-The parser does the byte work: status line, headers, Content-Length and
-chunked framing, bodies that 1xx, 204 and 304 answers lack. What is left in
-Python runs once per answer or per header: the status, the headers in a
-dict, whether the connection is kept, and whether the answer ended where
-its framing said. Two things llhttp cannot be told through httptools are
-done here: an answer to HEAD has no body whatever its head says (the
-parser is stopped at the head's end and replaced), and a body framed by the
-connection's end is complete when the peer closes (httptools cannot tell
-the parser the input ended).
+"""The webhook client's answers as they arrive: one connection's protocol, feeding
+httptools' parser (llhttp, in C), and the sink the body goes to, decoded and capped.
+Done here because httptools cannot tell llhttp: a HEAD answer has no body, and a
+body framed by the connection's end is complete when the peer closes.
 """
 
 from __future__ import annotations
@@ -26,10 +16,8 @@ import httptools
 from cronsvc.wire_targets import PoolKey
 
 MAX_HEAD_BYTES = 64 * 1024
-"""Status line and headers of an answer, at most."""
 _READ_HIGH_WATER = 256 * 1024
-"""Body bytes held, before the answer is asked for, past which the socket
-is not read until they are taken."""
+"""Body bytes held before the answer is asked for, past which reading pauses."""
 
 
 class ProtocolError(Exception):
@@ -41,49 +29,47 @@ class Disconnected(ConnectionError):
 
 
 class _Stop(Exception):
-    """Raised in a parser callback to end `feed_data` where the answer ended
-    for this client; the connection's state says why."""
+    """Ends `feed_data` from a callback; the connection's state says why."""
 
 
 class Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection, and the answer to the request last
-    written on it (`begin`), read as its bytes arrive."""
+    """One connection, and the answer to the request last written on it (`begin`)."""
 
     def __init__(self, key: PoolKey, lost: set[Connection]) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.eof = False
-        self.expired = False
         self.stray = False
         """Bytes came that no request asked for: never reused."""
         self.idle_since = 0.0
         self._lost = lost
         self.gone: Callable[[Connection], None] | None = None
-        """Called once the connection has ended, when its host's connections
-        are counted (a per-host limit); set once it is open."""
+        """Called once it has ended, when its host's connections are counted."""
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
-        # The answer being read.
         self.status = 0
+        self.keep_alive = False
+        self.begin(head_only=False)
+        self.finished = True  # no answer is expected until `begin`
+        self._early: list[bytes] = []
+        self._early_bytes = 0
+
+    def begin(self, head_only: bool) -> None:
+        """A request was written: its answer is read from now on."""
+        self._head_only = head_only
         self.reason = ""
         self.headers: dict[str, str] = {}
-        self.keep_alive = False
-        self.head_done = False
-        self.finished = True
-        """Nothing more is read for this answer (none is expected until `begin`)."""
+        self.head_done = self.expired = False
+        self.finished = False
+        """Nothing more is read for this answer."""
         self.complete = False
         """The answer reached the end its framing announced."""
         self.failure: Exception | None = None
         self.sink: Sink | None = None
-        self._head_only = False
         self._received = 0
         self._limit = -1
-        self._early: list[bytes] = []
-        self._early_bytes = 0
-
-    # --- asyncio's side --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -120,8 +106,6 @@ class Connection(asyncio.Protocol):
         if self.gone is not None:
             self.gone(self)
         self._wake()
-
-    # --- the parser's callbacks, once per answer (or header) --------------------------
 
     def on_message_begin(self) -> None:
         if self.finished:  # a second answer, to no request
@@ -196,31 +180,15 @@ class Connection(asyncio.Protocol):
         raise _Stop
 
     def _broken(self, exc: Exception) -> None:
-        """The answer cannot be read on: before its head, `failure` is what
-        the request raises; inside its body, the body is cut off there."""
+        """Before the head, `failure` is what the request raises; inside the body, it is cut off."""
         if self.failure is None:
             failure = exc if isinstance(exc, ProtocolError) else None
             self.failure = failure or ProtocolError(f"not an HTTP/1.x answer: {exc}")
         self.finished = True
 
-    # --- the request's side -------------------------------------------------------------
-
-    def begin(self, head_only: bool) -> None:
-        """A request was written: its answer is read from now on
-        (`head_only`: the request was HEAD, whose answer has no body)."""
-        self._head_only = head_only
-        self.reason = ""
-        self.headers = {}
-        self.head_done = self.finished = self.complete = self.expired = False
-        self.failure = None
-        self.sink = None
-        self._received = 0
-        self._limit = -1
-
     async def read_head(self, max_body: int) -> None:
-        """Wait for the answer's head; its body is kept up to `max_body`.
-        Raises `ProtocolError`, `TimeoutError` once the exchange's deadline
-        has passed, and `Disconnected`."""
+        """Wait for the answer's head; its body is kept up to `max_body`. Raises
+        `ProtocolError`, `TimeoutError` and `Disconnected`."""
         self._limit = max_body
         while not self.head_done:
             if self.failure is not None:
@@ -234,8 +202,7 @@ class Connection(asyncio.Protocol):
             self._take_early()
 
     async def read_body(self) -> None:
-        """Wait for the body's end: `complete` says whether it came, else it
-        was cut off (too long, the deadline, a broken framing). Raises
+        """Wait for the body's end (`complete`: it came, not cut off). Raises
         `Disconnected` when the peer closed inside a framed body."""
         while not self.finished:
             if self.expired:
@@ -248,7 +215,6 @@ class Connection(asyncio.Protocol):
             await self._wait()
 
     def _take_early(self) -> None:
-        """The sink, and the body bytes that came before it."""
         sink = self.sink = Sink(self.headers.get("content-encoding", ""), self._limit)
         early, self._early, self._early_bytes = self._early, [], 0
         try:
@@ -268,7 +234,6 @@ class Connection(asyncio.Protocol):
         return not (self.closed or self.eof or self.stray)
 
     def expire(self) -> None:
-        """The exchange's deadline has passed: the wait for bytes ends."""
         self.expired = True
         self._wake()
 
@@ -290,8 +255,7 @@ class Connection(asyncio.Protocol):
 
 
 class Sink:
-    """Collects decoded body bytes, up to one past the limit (to learn that
-    more would follow)."""
+    """Decoded body bytes, up to one past the limit (to learn that more would follow)."""
 
     __slots__ = ("_decoder", "_deflate", "_held", "data", "limit")
 
@@ -300,12 +264,10 @@ class Sink:
         self.data = bytearray()
         coding = content_coding.strip().lower()
         self._decoder: zlib._Decompress | None = None
-        self._deflate = False
-        self._held = b""
         if coding in ("gzip", "x-gzip"):
             self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        elif coding == "deflate":
-            self._deflate = True  # which kind, the first bytes tell
+        self._deflate = coding == "deflate"  # which kind, the first bytes tell
+        self._held = b""
 
     @property
     def full(self) -> bool:
@@ -325,12 +287,10 @@ class Sink:
         self.data += chunk[:room]
 
     def result(self, complete: bool) -> tuple[bytes, bool]:
-        complete = complete and not self.full
-        return bytes(self.data[: self.limit]), complete
+        return bytes(self.data[: self.limit]), complete and not self.full
 
 
 def _framed_by_close(headers: dict[str, str]) -> bool:
-    """Whether a body ends with the connection: neither sized nor chunked last."""
     coding = headers.get("transfer-encoding")
     if coding is not None:
         return coding.lower().rsplit(",", 1)[-1].strip() != "chunked"
@@ -338,15 +298,12 @@ def _framed_by_close(headers: dict[str, str]) -> bool:
 
 
 def _head_size(reason: str, headers: dict[str, str]) -> int:
-    """About the bytes of a head: its headers' names and values, and the reason."""
     return len(reason) + sum(len(name) + len(value) for name, value in headers.items())
 
 
 def _deflate_wbits(first: bytes) -> int:
-    """`deflate` is a zlib stream (RFC 9110), but servers also send a raw
-    DEFLATE one (as browsers and aiohttp accept): a zlib header is a
-    compression method of 8 and a check that makes the first two bytes a
-    multiple of 31."""
+    """`deflate` is zlib (RFC 9110), but servers also send raw DEFLATE, which browsers
+    accept: a zlib header has method 8 and makes the first two bytes a multiple of 31."""
     if first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0:
         return zlib.MAX_WBITS
     return -zlib.MAX_WBITS

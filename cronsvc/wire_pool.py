@@ -1,12 +1,7 @@
-"""The webhook client's pool: connections kept idle for reuse, per host and
-in all, closed once idle too long or past the idle limit (oldest first),
-and with a per-host limit, the connections open to one host counted and
-the requests past it queued, first come first served.
-
-A connection goes back to the pool only after an answer read to its end
-on a connection the peer keeps (`wire.HttpClient` decides); it is reused
-only if it is still open, nothing came on it unasked, and it has been idle
-less than `IDLE_TIMEOUT_S`. The most recently idled one is reused first.
+"""The webhook client's pool: idle connections kept for reuse (most recently idled
+first) and closed once idle too long or past the idle limit (oldest first); with
+a per-host limit, the connections open to a host counted and the requests past it
+queued, first come first served.
 """
 
 from __future__ import annotations
@@ -26,9 +21,6 @@ Connect = Callable[[Target, set[Connection]], Awaitable[Connection]]
 
 
 class Pool:
-    """At most `max_idle` connections kept idle in all; with `max_per_host`,
-    at most that many open to one host at once, idle ones included."""
-
     def __init__(self, connect: Connect, *, max_idle: int, max_per_host: int) -> None:
         self._connect = connect
         self._max_idle = max_idle
@@ -49,25 +41,12 @@ class Pool:
         self._idle_order.clear()
 
     async def open(self, target: Target, *, fresh: bool) -> tuple[Connection, bool]:
-        """A new connection to `target`, or with a per-host limit, an idle
-        one that came free while waiting for room (unless `fresh`); and
-        whether it was reused."""
-        if self._hosts is None:
+        """A new connection, or with a per-host limit, one that came free while
+        waiting for room (unless `fresh`: at the limit, it closes an idle one to
+        make room); and whether it was reused."""
+        hosts = self._hosts
+        if hosts is None:
             return await self._new(target), False
-        return await self._within_limit(self._hosts, target, fresh=fresh)
-
-    async def _new(self, target: Target) -> Connection:
-        connection = await self._connect(target, self._lost)
-        self._open.add(connection)
-        return connection
-
-    async def _within_limit(
-        self, hosts: _HostLimit, target: Target, *, fresh: bool
-    ) -> tuple[Connection, bool]:
-        """A connection to `target` within its host's limit: an idle one
-        (unless `fresh`), else a new one once the host has room; and whether
-        it was reused. A `fresh` one at the limit closes an idle one to make
-        room."""
         key = target.pool_key
         while True:
             if (idle := self.reuse(target)) is not None:
@@ -87,8 +66,13 @@ class Pool:
                 return connection, False
             await hosts.wait(key)
 
+    async def _new(self, target: Target) -> Connection:
+        connection = await self._connect(target, self._lost)
+        self._open.add(connection)
+        return connection
+
     def reuse(self, target: Target) -> Connection | None:
-        """An idle connection to `target` still fit to carry a request, or None."""
+        """An idle connection to `target` still open, unused and not idle too long."""
         self._forget_lost()
         now = asyncio.get_running_loop().time()
         while (connection := self._take_idle(target.pool_key)) is not None:
@@ -98,7 +82,6 @@ class Pool:
         return None
 
     def release(self, connection: Connection) -> None:
-        """Keep `connection`, its answer read to the end, for reuse."""
         if self._hosts is not None:
             self._hosts.wake(connection.key)  # a request waiting for room takes it
         connection.idle_since = asyncio.get_running_loop().time()
@@ -112,7 +95,6 @@ class Pool:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._sweep)
 
     def _sweep(self) -> None:
-        """Close the connections idle past `IDLE_TIMEOUT_S` (oldest first)."""
         self._sweeper = None
         self._forget_lost()
         now = asyncio.get_running_loop().time()
@@ -126,8 +108,7 @@ class Pool:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2, self._sweep)
 
     def _forget_lost(self) -> None:
-        """Drop the connections that ended since the last look (the peer
-        closed them, most often while idle)."""
+        """Drop the connections that ended since (the peer closed them, mostly idle ones)."""
         if not self._lost:
             return
         for connection in self._lost:
@@ -137,7 +118,6 @@ class Pool:
         self._lost.clear()
 
     def _take_idle(self, key: PoolKey) -> Connection | None:
-        """The most recently idled connection for `key`, off the idle lists."""
         idle = self._idle.get(key)
         if not idle:
             return None
@@ -148,8 +128,7 @@ class Pool:
         return connection
 
     def _drop_idle(self, connection: Connection) -> None:
-        """Off the idle lists; a host's list goes with its last connection,
-        so hosts called once do not pile up."""
+        # A host's list goes with its last connection, so hosts called once do not pile up.
         del self._idle_order[connection]
         idle = self._idle[connection.key]
         idle.remove(connection)
@@ -158,9 +137,7 @@ class Pool:
 
 
 class _HostLimit:
-    """The connections open to each host, against a limit, and the requests
-    waiting for room or for an idle connection of theirs, first come first
-    served."""
+    """Connections open per host, and the requests waiting for room or an idle one."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -175,7 +152,6 @@ class _HostLimit:
         return True
 
     def give(self, key: PoolKey) -> None:
-        """A connection of `key` ended, or was never made: room for another."""
         count = self._open[key] - 1
         if count:
             self._open[key] = count
@@ -187,7 +163,6 @@ class _HostLimit:
         self.give(connection.key)
 
     def wake(self, key: PoolKey) -> None:
-        """Let the first request waiting on `key` look again."""
         waiters = self._waiters.get(key)
         while waiters:
             waiter = waiters.popleft()

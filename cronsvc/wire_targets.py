@@ -1,7 +1,5 @@
-"""Where a webhook URL's requests go: a URL parsed once into what to connect
-to, what the request line and the Host header say and which TLS name to
-check; a URL no request can be sent to is refused here, before anything
-is resolved or connected."""
+"""Where a webhook URL's requests go, parsed once; a URL no request can be sent to
+is refused here, before anything is resolved or connected."""
 
 from __future__ import annotations
 
@@ -27,8 +25,6 @@ class InvalidTarget(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a URL's requests go: parsed once per URL and reused."""
-
     tls: bool
     host: str
     """What to connect to: a name (a trailing dot kept: it says the name is
@@ -40,10 +36,7 @@ class Target:
     request_target: str
     """Path and query, percent-encoded as the URL had them."""
     server_name: str
-    """The TLS server name (SNI and the certificate check): the host without
-    a trailing dot."""
-    url: str
-    """The URL as given, for clients that take one."""
+    """For SNI and the certificate check: the host without a trailing dot."""
 
     @property
     def pool_key(self) -> PoolKey:
@@ -80,15 +73,12 @@ def parse_target(url: str) -> Target:
         host_header=host_header,
         request_target=parsed.raw_path_qs or "/",
         server_name=server_name,
-        url=url,
     )
 
 
 def _host_problem(url: str, host: str) -> str | None:
-    """Why no request can reach `host`, the raw host of `url` (IDNA-encoded,
-    an IPv6 address without its brackets), or None. A name must be one DNS
-    can hold: labels of 1 to 63 letters, digits, '-' or '_' (found in
-    service names), 253 characters in all."""
+    """Why no request can reach `host` (IDNA-encoded, an IPv6 address unbracketed), or
+    None. A name must be one DNS can hold; '_' is found in service names."""
     if ":" in host:
         return None  # an IPv6 address, which yarl has checked
     try:
@@ -114,9 +104,8 @@ def _host_problem(url: str, host: str) -> str | None:
 
 
 def http_url(value: str, *, credentials: str = "use headers instead") -> str:
-    """`value` if cronsvc can call it (a webhook, an alert); ValueError saying
-    why not, a URL with credentials with the `credentials` advice. Its host
-    is judged by the SSRF guard separately."""
+    """`value` if cronsvc can call it (a webhook, an alert), else ValueError saying why.
+    Its host is judged by the SSRF guard separately."""
     try:
         url = URL(value)
     except (ValueError, TypeError):
