@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
-from cronsvc.store.alert_docs import state_document, state_from_document
-from cronsvc.store.common import json_text
+from cronsvc.store.common import json_text, state_document, state_from_document
 
 CREATE_ALERT_STATES = """CREATE TABLE alert_states (
         job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
