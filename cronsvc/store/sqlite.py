@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
-from cronsvc.alerts import AlertChange, AlertState, AlertStep
+from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
 from cronsvc.domain import (
     AlertPolicy,
     ConcurrencyPolicy,
@@ -104,11 +104,12 @@ from cronsvc.store.common import (
     shared_headers,
     shared_retry,
     shared_text,
+    state_document,
+    state_from_document,
     tick_slot,
     unix_ms,
     watched_jobs,
 )
-from cronsvc.store.sqlite_alerts import CREATE_ALERT_STATES, apply_in_transaction, read_states
 
 SCHEMA_VERSION = 6
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
@@ -125,6 +126,13 @@ _CREATE_SCHEDULE_REVISIONS = """CREATE TABLE schedule_revisions (
         timezone TEXT NOT NULL,
         is_active INTEGER NOT NULL,
         PRIMARY KEY (job_id, version)
+    ) WITHOUT ROWID"""
+
+# Each job's alert state (cronsvc.alerts); a job without a row has never alerted.
+_CREATE_ALERT_STATES = """CREATE TABLE alert_states (
+        job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL
     ) WITHOUT ROWID"""
 
 _JOB_COUNT = (
@@ -214,7 +222,7 @@ _SCHEMA = (
     *_JOB_COUNT,
     "INSERT INTO job_count (id, n) VALUES (1, 0)",
     # Alert states (version 6): see MIGRATIONS[5].
-    CREATE_ALERT_STATES,
+    _CREATE_ALERT_STATES,
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -252,8 +260,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # A job's own alert policy as JSON; NULL: the service's default.
     4: ("ALTER TABLE jobs ADD COLUMN alerts TEXT",),
-    # Each job's alert state (cronsvc.alerts); a job without a row has never alerted.
-    5: (CREATE_ALERT_STATES,),
+    5: (_CREATE_ALERT_STATES,),
 }
 """Statements that bring a store written by an older cronsvc up to date: the
 entry at key n takes schema version n to n + 1. A fresh store is made from
@@ -418,6 +425,13 @@ _ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
 # In batches, so a large prune never holds the write lock for long.
 _PRUNE = """DELETE FROM executions WHERE rowid IN (
     SELECT rowid FROM executions WHERE scheduled_at < ? AND status != 'RUNNING' LIMIT ?)"""
+
+_JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = ?"
+_GET_ALERT_STATE = "SELECT version, state FROM alert_states WHERE job_id = ?"
+_PUT_ALERT_STATE = """INSERT INTO alert_states (job_id, version, state) VALUES (?1, ?2, ?3)
+    ON CONFLICT (job_id) DO UPDATE SET version = ?2, state = ?3"""
+_ALERT_STATES_IN = """SELECT job_id, version, state FROM alert_states
+    WHERE job_id IN (SELECT value FROM json_each(?))"""
 
 # Primary result codes that mean the database cannot serve us right now.
 _UNAVAILABLE_CODES = frozenset(
@@ -656,7 +670,7 @@ class SQLiteStore:
 
     async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
         ids = list(job_ids)
-        return await self._run(read_states, ids) if ids else {}
+        return await self._run(_do_alert_states, ids) if ids else {}
 
     async def ping(self) -> None:
         await self._run(_do_ping)
@@ -817,8 +831,28 @@ def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
 def _do_apply_alert_outcomes(
     db: sqlite3.Connection, steps: list[AlertStep], now: datetime
 ) -> list[AlertChange]:
+    # The write transaction makes this the only writer: no other caller can
+    # change a state between its read and its write.
+    changes: list[AlertChange] = []
     with _transaction(db):
-        return apply_in_transaction(db, steps, now)
+        for step in steps:
+            if db.execute(_JOB_EXISTS, (step.job_id,)).fetchone() is None:
+                continue
+            row = db.execute(_GET_ALERT_STATE, (step.job_id,)).fetchone()
+            state = NO_STATE if row is None else state_from_document(json.loads(row[1]), row[0])
+            new, effected = apply_outcomes(state, step, now)
+            if new is not state:
+                document = json_text(state_document(new))
+                db.execute(_PUT_ALERT_STATE, (step.job_id, new.version, document))
+            changes.extend(effected)  # with no write: a lost write's alerts, told again
+    return changes
+
+
+def _do_alert_states(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, AlertState]:
+    return {
+        job_id: state_from_document(json.loads(text), version)
+        for job_id, version, text in db.execute(_ALERT_STATES_IN, (json_text(job_ids),))
+    }
 
 
 def _do_get_job(db: sqlite3.Connection, job_id: str) -> Job:
