@@ -891,31 +891,34 @@ def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRe
 
 def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
     check_limit(query.limit)
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.is_active is not None:
-        clauses.append("is_active = ?")
-        params.append(int(query.is_active))
-    if query.tag is not None:
-        clauses.append("id IN (SELECT job_id FROM job_tags WHERE tag = ?)")
-        params.append(query.tag)
-    if query.name_prefix:
+    prefix = query.name_prefix or None
+    filters = {
+        "is_active = ?": None if query.is_active is None else int(query.is_active),
+        "id IN (SELECT job_id FROM job_tags WHERE tag = ?)": query.tag,
         # A range on the name index: case-sensitive, and no LIKE wildcards to escape.
-        clauses.append("name >= ?")
-        params.append(query.name_prefix)
-        upper = prefix_upper_bound(query.name_prefix)
-        if upper is not None:
-            clauses.append("name < ?")
-            params.append(upper)
-    if query.cursor is not None:
-        clauses.append("id < ?")
-        params.append(decode_job_cursor(query.cursor))
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    params.append(query.limit + 1)
-    rows = db.execute(f"{_SELECT_JOBS}{where} ORDER BY id DESC LIMIT ?", params).fetchall()
+        "name >= ?": prefix,
+        "name < ?": None if prefix is None else prefix_upper_bound(prefix),
+        "id < ?": None if query.cursor is None else decode_job_cursor(query.cursor),
+    }
+    rows = _page_rows(db, _SELECT_JOBS, filters, "id DESC", query.limit)
     items = [_job_from_row(row) for row in rows[: query.limit]]
     next_cursor = encode_cursor(["j", items[-1].id]) if len(rows) > query.limit else None
     return Page(items=items, next_cursor=next_cursor)
+
+
+def _page_rows(
+    db: sqlite3.Connection, select: str, filters: dict[str, Any], order: str, limit: int
+) -> list[Any]:
+    """The rows that match every filter whose value is not None (a tuple
+    gives several parameters), and one more than `limit` if there are: a
+    next page follows."""
+    kept = {clause: value for clause, value in filters.items() if value is not None}
+    where = f" WHERE {' AND '.join(kept)}" if kept else ""
+    params = [
+        p for value in kept.values() for p in (value if isinstance(value, tuple) else [value])
+    ]
+    sql = f"{select}{where} ORDER BY {order} LIMIT ?"
+    return db.execute(sql, [*params, limit + 1]).fetchall()
 
 
 def _do_pause_job(
@@ -1102,32 +1105,19 @@ def _do_get_execution(db: sqlite3.Connection, execution_id: str) -> Execution:
 
 def _do_list_executions(db: sqlite3.Connection, query: ExecutionQuery) -> Page[Execution]:
     check_limit(query.limit)
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.job_id is not None:
-        clauses.append("job_id = ?")
-        params.append(query.job_id)
-    if query.status is not None:
-        clauses.append("status = ?")
-        params.append(query.status.value)
-    if query.since is not None:
-        clauses.append("scheduled_at >= ?")
-        params.append(unix_ms(query.since))
-    if query.until is not None:
-        clauses.append("scheduled_at < ?")
-        params.append(unix_ms(query.until))
-    if query.cursor is not None:
-        clauses.append("(scheduled_at, id) < (?, ?)")
-        params.extend(decode_execution_cursor(query.cursor))
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    params.append(query.limit + 1)
-    sql = f"{_SELECT_EXECUTIONS}{where} ORDER BY scheduled_at DESC, id DESC LIMIT ?"
-    rows = db.execute(sql, params).fetchall()
+    cursor = None if query.cursor is None else decode_execution_cursor(query.cursor)
+    filters = {
+        "job_id = ?": query.job_id,
+        "status = ?": None if query.status is None else query.status.value,
+        "scheduled_at >= ?": opt_unix_ms(query.since),
+        "scheduled_at < ?": opt_unix_ms(query.until),
+        "(scheduled_at, id) < (?, ?)": cursor,
+    }
+    rows = _page_rows(db, _SELECT_EXECUTIONS, filters, "scheduled_at DESC, id DESC", query.limit)
     page = rows[: query.limit]
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = page[-1]
-        next_cursor = encode_cursor(["e", last[4], last[0]])
+    next_cursor = (
+        encode_cursor(["e", page[-1][4], page[-1][0]]) if len(rows) > query.limit else None
+    )
     return Page(items=[_execution_from_row(row) for row in page], next_cursor=next_cursor)
 
 
