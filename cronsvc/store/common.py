@@ -457,17 +457,6 @@ def _advance(last_ticks: dict[str, int], entry: CheckedClaim) -> None:
 class _Batch:
     """`decide_claims` at work; `StoredClaims` stays as read."""
 
-    __slots__ = (
-        "inserts",
-        "instants",
-        "last_ticks",
-        "replacing",
-        "results",
-        "running",
-        "stored",
-        "taken",
-    )
-
     def __init__(self, stored: StoredClaims) -> None:
         self.stored = stored
         self.taken = set(stored.taken)
@@ -522,28 +511,26 @@ class _Batch:
         # once, so the record equals what the store reads back.
         scheduled_at = cached_instant(self.instants, scheduled_ms)
         executed_at = cached_instant(self.instants, unix_ms(claim.executed_at))
-        if skip is not None:
-            result = _skipped(entry, scheduled_at, executed_at, skip)
-        else:
-            replaced = (
-                () if job.policy is ConcurrencyPolicy.ALLOW else self.start(position, entry, runs)
-            )
-            execution = Execution(
-                id=claim.execution_id,
-                job_id=claim.job_id,
-                job_name=job.name,
-                trigger=claim.trigger,
-                scheduled_at=scheduled_at,
-                status=ExecutionStatus.RUNNING,
-                instance_id=claim.instance_id,
-                executed_at=executed_at,
-            )
-            result = ClaimResult(
-                outcome=ClaimOutcome.CLAIMED, execution=execution, replaced=replaced
-            )
+        replaced: tuple[str, ...] = ()
+        if skip is None and job.policy is not ConcurrencyPolicy.ALLOW:
+            replaced = self.start(position, entry, runs)
+        # A SKIPPED record never runs: it is final when claimed.
+        execution = Execution(
+            id=claim.execution_id,
+            job_id=claim.job_id,
+            job_name=job.name,
+            trigger=claim.trigger,
+            scheduled_at=scheduled_at,
+            status=ExecutionStatus.RUNNING if skip is None else ExecutionStatus.SKIPPED,
+            instance_id=claim.instance_id,
+            executed_at=executed_at if skip is None else None,
+            finished_at=None if skip is None else executed_at,
+            error=skip,
+        )
+        outcome = ClaimOutcome.CLAIMED if skip is None else ClaimOutcome.SKIPPED
+        self.results.append(ClaimResult(outcome=outcome, execution=execution, replaced=replaced))
         self.inserts.append(position)
         _advance(self.last_ticks, entry)
-        self.results.append(result)
 
     def start(self, position: int, entry: CheckedClaim, runs: Sequence[str]) -> tuple[str, ...]:
         """A `forbid` or `replace` claim starts a run that later claims of its
@@ -555,24 +542,6 @@ class _Batch:
             return replaced
         self.running[job_id] = (*runs, own)
         return ()
-
-
-def _skipped(
-    entry: CheckedClaim, scheduled_at: datetime, executed_at: datetime, skip: ErrorInfo
-) -> ClaimResult:
-    claim = entry.claim
-    execution = Execution(
-        id=claim.execution_id,
-        job_id=claim.job_id,
-        job_name=entry.job.name,
-        trigger=claim.trigger,
-        scheduled_at=scheduled_at,
-        status=ExecutionStatus.SKIPPED,
-        instance_id=claim.instance_id,
-        finished_at=executed_at,
-        error=skip,
-    )
-    return ClaimResult(outcome=ClaimOutcome.SKIPPED, execution=execution)
 
 
 # Jobs read back in bulk (a scheduler holds every active one) share what
