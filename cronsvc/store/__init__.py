@@ -155,11 +155,9 @@ class JobStore(Protocol):
         """Insert a new job as given, with its first schedule revision in force
         from its `last_tick` (an imported job's may be after `created_at`).
         Raises `DuplicateJobName`."""
-        ...
 
     async def get_job(self, job_id: str) -> Job:
         """Raises `JobNotFound` (also for ids that are not well formed)."""
-        ...
 
     async def update_job(
         self,
@@ -182,7 +180,6 @@ class JobStore(Protocol):
         Raises `JobNotFound`, `DuplicateJobName`, or `VersionConflict` when
         `expected_version` is given and differs; a failed update writes nothing.
         """
-        ...
 
     async def pause_job(
         self, job_id: str, *, expected_version: int, reason: str, now: datetime
@@ -191,25 +188,21 @@ class JobStore(Protocol):
         = reason, `version` + 1, `updated_at` = now. Returns the job as
         updated, or None, writing nothing, if it is gone, paused or at another
         version (a user changed it since that webhook was sent)."""
-        ...
 
     async def defer_job(self, job_id: str, until: datetime) -> None:
         """Skip the job's scheduled ticks before `until` (its target asked to
         wait); never moves `deferred_until` back, nor changes the version. A
         missing job is ignored."""
-        ...
 
     async def delete_job(self, job_id: str) -> None:
         """Delete the job and its alert state; its execution logs stay.
         Raises `JobNotFound`."""
-        ...
 
     async def list_jobs(self, query: JobQuery) -> Page[Job]: ...
 
     async def count_jobs(self) -> int:
         """How many jobs exist, exactly: checked against `limits.max_jobs`
         before each create, so a read only."""
-        ...
 
     async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
         """The job's schedule revisions, oldest first: `create_job`'s, then
@@ -220,7 +213,6 @@ class JobStore(Protocol):
         `created_at` (what was owed before is not known). A job stored before
         the history existed has its current schedule from `created_at`.
         Raises `JobNotFound`."""
-        ...
 
 
 class ScheduleSource(Protocol):
@@ -228,7 +220,6 @@ class ScheduleSource(Protocol):
 
     async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
         """Every active job, or only those of `job_ids`; in no order."""
-        ...
 
     async def active_versions(
         self, after: str | None = None, limit: int | None = None
@@ -236,7 +227,6 @@ class ScheduleSource(Protocol):
         """The version of every active job, for a resync at a small part of
         the cost of reading them. With `limit` (`ValueError` below 1), a page
         as `active_schedules` reads one (the dict in ascending id order)."""
-        ...
 
     async def active_schedules(
         self, after: str | None = None, limit: int = 20_000
@@ -245,13 +235,11 @@ class ScheduleSource(Protocol):
         id is greater than `after` (all when None), in ascending id order.
         Read page by page, passing the last id back, so other calls go in
         between."""
-        ...
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         """The version of each of these jobs that exists and is active. A
         read only: cheap enough to check, at a tick, the claims made ahead of
         it (`cronsvc.marks`)."""
-        ...
 
 
 class TickClaims(Protocol):
@@ -279,14 +267,12 @@ class TickClaims(Protocol):
         ids are in `ClaimResult.replaced`; a later result for one of them is
         reported by `finish_executions` as already final.
         """
-        ...
 
     async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
         """Record that `instance_id` is sending these executions' webhooks, so
         a reaper marks them LOST rather than handing them on. Returns the ids
         marked: those still RUNNING and held by `instance_id`; any other was
         adopted elsewhere (`adopt_unsent`) and must not be sent. Idempotent."""
-        ...
 
 
 class MissedRecords(Protocol):
@@ -306,7 +292,6 @@ class MissedRecords(Protocol):
         tick without a record, and advance `last_tick` to the latest tick.
         Returns how many were inserted: 0, writing nothing, if the job is
         gone, paused or at another version (its ticks are then not owed)."""
-        ...
 
 
 class ResultSink(Protocol):
@@ -324,7 +309,6 @@ class ResultSink(Protocol):
         wins). Idempotent: a record already holding exactly this state counts
         as written. Ids with no record are in `FinishReport.missing`. Raises
         `ValueError`, writing nothing, if any status is not final."""
-        ...
 
 
 class ExecutionRecords(Protocol):
@@ -332,11 +316,9 @@ class ExecutionRecords(Protocol):
 
     async def get_execution(self, execution_id: str) -> Execution:
         """Raises `ExecutionNotFound` (also for ids that are not well formed)."""
-        ...
 
     async def delete_execution(self, execution_id: str) -> None:
         """Raises `ExecutionNotFound`."""
-        ...
 
     async def list_executions(self, query: ExecutionQuery) -> Page[Execution]: ...
 
@@ -348,7 +330,6 @@ class ExecutionRecords(Protocol):
         returns those ids, in order. The jobs are neither checked (a record
         may outlive its job) nor touched. Raises `ValueError`, writing
         nothing, if any status is not final or any id is not well formed."""
-        ...
 
 
 class ExecutionLedger(TickClaims, MissedRecords, ResultSink, ExecutionRecords, Protocol):
@@ -364,7 +345,6 @@ class Reaper(Protocol):
         """Hand to `instance_id` every RUNNING, never dispatched execution
         whose instance is not in `live_instances`. Atomic per execution: of
         concurrent callers, one adopts it. Returns the records as updated."""
-        ...
 
     async def mark_lost(
         self, *, live_instances: Collection[str], now: datetime, reason: str
@@ -373,12 +353,10 @@ class Reaper(Protocol):
         `live_instances` LOST (finished_at = now, error type "lost", message
         `reason`); a later result is reported as already final. Returns the
         records as updated."""
-        ...
 
     async def prune_executions(self, older_than: datetime) -> int:
         """Delete final records with `scheduled_at` < `older_than`; returns
         how many."""
-        ...
 
 
 MAX_ALERT_CONFLICTS = 20
@@ -398,11 +376,9 @@ class AlertStates(Protocol):
         meanwhile is read and folded afresh, at most `MAX_ALERT_CONFLICTS`
         times, then the step is left out, logged. Returns the changes this
         call effected, in step order. A job that is gone is left out."""
-        ...
 
     async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
         """The stored states of these jobs; a job with none is left out."""
-        ...
 
 
 class Store(JobStore, ScheduleSource, ExecutionLedger, Reaper, AlertStates, Protocol):
@@ -410,12 +386,10 @@ class Store(JobStore, ScheduleSource, ExecutionLedger, Reaper, AlertStates, Prot
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers."""
-        ...
 
     async def aclose(self) -> None:
         """Close; safe to call twice. Every call after it raises
         `StoreUnavailable`."""
-        ...
 
 
 async def open_store(url: str, *, retention_days: float | None = None) -> Store:
