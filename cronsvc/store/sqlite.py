@@ -275,9 +275,7 @@ _ACTIVE_VERSIONS_PAGE = f"{_ACTIVE_VERSIONS} AND id > ? ORDER BY id LIMIT ?"
 _ACTIVE_SCHEDULES = """SELECT id, version, cron_expression, timezone, last_tick,
     concurrency_policy, misfire_policy, misfire_grace_seconds
     FROM jobs WHERE is_active = 1 AND id > ? ORDER BY id LIMIT ?"""
-_CURRENT_VERSIONS = (
-    "SELECT id, version FROM jobs WHERE is_active = 1 AND id IN (SELECT value FROM json_each(?))"
-)
+_CURRENT_VERSIONS = f"{_ACTIVE_VERSIONS} AND id IN (SELECT value FROM json_each(?))"
 _INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
 )
@@ -476,15 +474,10 @@ class SQLiteStore:
         return await self._run(_do_create_job, job)
 
     async def seed_jobs(self, jobs: Sequence[Job]) -> None:
-        """Insert many new jobs in one transaction, each as `create_job`
-        inserts one (its tags and first schedule revision too), at a small
-        part of the cost of a call each: for filling a store (benchmarks,
-        tests). Not part of `Store`. Raises `ValueError` for an id that is
-        not well formed and `DuplicateJobName` for a name already taken (by a
-        stored job or another of `jobs`), inserting none of them."""
-        if not jobs:
-            self._check_open()
-            return
+        """`create_job` for many jobs in one transaction, to fill a store
+        (benchmarks, tests); not part of `Store`. Raises `ValueError` for an id
+        not well formed and `DuplicateJobName` for a name taken (by a stored
+        job or another of `jobs`), inserting none of them."""
         await self._run(_do_seed_jobs, list(jobs))
 
     async def get_job(self, job_id: str) -> Job:
@@ -587,9 +580,6 @@ class SQLiteStore:
 
     async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
         check_importable(executions)
-        if not executions:
-            self._check_open()
-            return []
         return await self._run(_do_import_executions, list(executions))
 
     async def get_execution(self, execution_id: str) -> Execution:
@@ -684,19 +674,17 @@ def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
             check_same_thread=False,  # made here, used by this worker thread only
             cached_statements=256,
         )
-    try:
-        with _unavailable_on_db_errors(path):
+        try:
             _prepare(db, path)
-    except BaseException:
-        db.close()
-        raise
+        except BaseException:
+            db.close()
+            raise
     return db
 
 
 def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only if it does not exist
-    (it holds webhook secrets; SQLite gives the -wal and -shm files the same
-    mode). An existing file is left as it is."""
+    """A new database file is readable by its owner only: it holds webhook
+    secrets (SQLite gives the -wal and -shm files the same mode)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
