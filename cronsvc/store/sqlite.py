@@ -754,14 +754,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
-    if not is_valid_id(job.id):
-        raise ValueError(f"job id {job.id!r} is not well formed")
-    row = _job_row(job)
-    with _transaction(db):
-        _write_job(db, _INSERT_JOB, row, job.spec.name)
-        db.executemany(_INSERT_TAG, _tag_rows(job))
-        db.execute(_INSERT_REVISION, _revision_row(job, job.last_tick))
-    return _job_from_row(row)
+    _do_seed_jobs(db, [job])
+    return _job_from_row(_job_row(job))
 
 
 def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
@@ -852,7 +846,12 @@ def _do_update_job(
             ),
         )
         row = _job_row(updated)
-        _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
+        try:
+            db.execute(_UPDATE_JOB, (*row[1:], row[0]))
+        except sqlite3.IntegrityError as e:
+            if "jobs.name" in str(e):
+                raise DuplicateJobName(spec.name) from None
+            raise
         if tuple(spec.tags) != current.spec.tags:
             db.execute(_DELETE_TAGS, (job_id,))
             db.executemany(_INSERT_TAG, _tag_rows(updated))
@@ -1118,15 +1117,6 @@ def _unavailable_on_db_errors(path: Path) -> Iterator[None]:
     except sqlite3.DatabaseError as e:
         if getattr(e, "sqlite_errorcode", 0) & 0xFF in _UNAVAILABLE_CODES:
             raise StoreUnavailable(f"sqlite store {path}: {e}") from e
-        raise
-
-
-def _write_job(db: sqlite3.Connection, sql: str, params: _Row, name: str) -> None:
-    try:
-        db.execute(sql, params)
-    except sqlite3.IntegrityError as e:
-        if "jobs.name" in str(e):
-            raise DuplicateJobName(name) from None
         raise
 
 
