@@ -234,6 +234,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 fresh store is made from `_SCHEMA`, which holds them all. Public so that a
 test can give a file the layout an older version wrote."""
 
+_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
 _JOB_COLUMNS = (
     "id",
     "name",
@@ -706,12 +707,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     db.execute("PRAGMA foreign_keys = ON")
     with _transaction(db):
-        tables = {
-            row[0]
-            for row in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-            )
-        }
+        tables = {row[0] for row in db.execute(_TABLES)}
         if "schema_version" not in tables:
             if tables:
                 raise StoreUnavailable(
@@ -742,7 +738,6 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
 
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction: committed if the block ends normally, else rolled back."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
