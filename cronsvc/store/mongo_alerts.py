@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
 from cronsvc.store import MAX_ALERT_CONFLICTS
-from cronsvc.store.alert_docs import state_document, state_from_document
+from cronsvc.store.common import state_document, state_from_document
 from cronsvc.store.mongo_base import MongoPart
 
 log = structlog.get_logger(__name__)

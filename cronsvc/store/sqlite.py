@@ -1,25 +1,14 @@
 """The SQLite backend of `Store`: one file, one connection, WAL journal.
 
-Instants are stored as integer Unix milliseconds. Spec scalars are columns;
-`headers`, `body` and `tags` are JSON text (a JSON `body` keeps a str apart
-from a JSON document: `"{}"` is the string, `{}` the object; NULL is None).
-An execution's `attempt_log` is JSON text too (NULL: no attempts), and so
-is a job's own `alerts` policy (NULL: none, the service's default applies).
-Tags are also kept in `job_tags`, indexed, for the tag filter.
+Instants are integer Unix milliseconds; `headers`, `body`, `tags`,
+`attempt_log` and `alerts` are JSON text (a JSON `body` keeps the string
+`"{}"` apart from the object `{}`). Tags are also in `job_tags`, indexed.
 
-Threading: the stdlib `sqlite3` connection lives on one dedicated worker
-thread (a single-worker executor). Each public method is one hop to it: a
-synchronous `_do_*` function that runs the whole call there, writes inside
-BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception). The single worker
-serialises the calls, so no lock is needed and no call sees another's
-uncommitted writes. `prune_executions` is the one exception: one hop per
-batch, so claims are not held up behind a long prune.
-
-Cancellation: cancelling the awaiting coroutine never cancels SQL half way.
-A call the worker has already started runs to completion (its transaction is
-committed or rolled back as a whole; the caller just never sees the result);
-a call still queued behind others is dropped before it starts. Either way a
-transaction is never half-applied.
+The connection lives on one worker thread; each public method is one hop to
+it, a `_do_*` function whose writes are one BEGIN IMMEDIATE transaction. The
+single worker serialises the calls, so no lock is needed. Cancelling a caller
+never cancels SQL half way: a started call runs to completion, a queued one is
+dropped. `prune_executions` hops once per batch, so claims are not held up.
 """
 
 from __future__ import annotations
@@ -37,9 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
-from cronsvc.alerts import AlertChange, AlertState, AlertStep
+from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
 from cronsvc.domain import (
-    AlertPolicy,
     ConcurrencyPolicy,
     ErrorInfo,
     Execution,
@@ -104,19 +92,18 @@ from cronsvc.store.common import (
     shared_headers,
     shared_retry,
     shared_text,
+    state_document,
+    state_from_document,
     tick_slot,
     unix_ms,
     watched_jobs,
 )
-from cronsvc.store.sqlite_alerts import CREATE_ALERT_STATES, apply_in_transaction, read_states
 
 SCHEMA_VERSION = 6
 _MIN_SQLITE = (3, 35, 0)  # RETURNING
 _BUSY_TIMEOUT_S = 5.0
 _PRUNE_BATCH = 5000
 
-# Each job's schedule as it took effect, one row per revision (see
-# `Store.schedule_history`); kept to the latest MAX_SCHEDULE_REVISIONS.
 _CREATE_SCHEDULE_REVISIONS = """CREATE TABLE schedule_revisions (
         job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
         version INTEGER NOT NULL,
@@ -125,6 +112,13 @@ _CREATE_SCHEDULE_REVISIONS = """CREATE TABLE schedule_revisions (
         timezone TEXT NOT NULL,
         is_active INTEGER NOT NULL,
         PRIMARY KEY (job_id, version)
+    ) WITHOUT ROWID"""
+
+# A job without a row has never alerted.
+_CREATE_ALERT_STATES = """CREATE TABLE alert_states (
+        job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL
     ) WITHOUT ROWID"""
 
 _JOB_COUNT = (
@@ -208,58 +202,39 @@ _SCHEMA = (
     "CREATE INDEX executions_running_by_job ON executions (job_id) WHERE status = 'RUNNING'",
     """CREATE INDEX executions_running_by_instance ON executions (instance_id)
         WHERE status = 'RUNNING'""",
-    # Schedule history (version 3): see MIGRATIONS[2].
     _CREATE_SCHEDULE_REVISIONS,
-    # The job count (version 4): see MIGRATIONS[3].
     *_JOB_COUNT,
     "INSERT INTO job_count (id, n) VALUES (1, 0)",
-    # Alert states (version 6): see MIGRATIONS[5].
-    CREATE_ALERT_STATES,
+    _CREATE_ALERT_STATES,
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # Whether a claimed tick's webhook went out. Runs recorded before this
-    # column existed count as sent: a reaper marks them LOST, never re-sends.
+    # Runs recorded before `dispatched` existed count as sent: a reaper marks
+    # them LOST, never re-sends.
     1: ("ALTER TABLE executions ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 1",),
     2: (
-        # What a job's target asked for: paused on a 410, ticks held back
-        # by a Retry-After.
         "ALTER TABLE jobs ADD COLUMN paused_reason TEXT",
         "ALTER TABLE jobs ADD COLUMN deferred_until INTEGER",
-        # -- Delivery: secret rotation and per-attempt records --------------
-        # The signing secret a job replaced and when it stops signing (Unix
-        # ms); NULL in both: none.
         "ALTER TABLE jobs ADD COLUMN previous_secret TEXT",
         "ALTER TABLE jobs ADD COLUMN previous_secret_expires_at INTEGER",
-        # Each webhook attempt as JSON; runs recorded before it: NULL, no attempts.
         "ALTER TABLE executions ADD COLUMN attempt_log TEXT",
-        # -- end of Delivery --------------------------------------------------
-        # --- Schedule history (the tick ledger) ---
-        # Jobs written before the history existed get one revision: their
-        # schedule as it is now, in force since they were created. Earlier
-        # changes are not known; the ledger takes this one as the whole story.
+        # Earlier changes of schedule are not known: the ledger takes the
+        # schedule as it is now, since the job was created, as the whole story.
         _CREATE_SCHEDULE_REVISIONS,
         """INSERT INTO schedule_revisions
             (job_id, version, effective_from, cron_expression, timezone, is_active)
             SELECT id, version, created_at, cron_expression, timezone, is_active FROM jobs""",
-        # --- end of schedule history ---
     ),
-    3: (
-        # How many jobs there are, kept by triggers: every create checks it
-        # against limits.max_jobs, and COUNT(*) costs O(N) (BENCHMARKS.md).
-        *_JOB_COUNT,
-        "INSERT INTO job_count (id, n) SELECT 1, COUNT(*) FROM jobs",
-    ),
-    # A job's own alert policy as JSON; NULL: the service's default.
+    # Kept by triggers: every create checks the count, and COUNT(*) costs O(N).
+    3: (*_JOB_COUNT, "INSERT INTO job_count (id, n) SELECT 1, COUNT(*) FROM jobs"),
     4: ("ALTER TABLE jobs ADD COLUMN alerts TEXT",),
-    # Each job's alert state (cronsvc.alerts); a job without a row has never alerted.
-    5: (CREATE_ALERT_STATES,),
+    5: (_CREATE_ALERT_STATES,),
 }
-"""Statements that bring a store written by an older cronsvc up to date: the
-entry at key n takes schema version n to n + 1. A fresh store is made from
-`_SCHEMA`, which already holds all of them. Public so that a test can give a
-file the layout an older version wrote."""
+"""The entry at key n takes an older store's schema version n to n + 1; a
+fresh store is made from `_SCHEMA`, which holds them all. Public so that a
+test can give a file the layout an older version wrote."""
 
+_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
 _JOB_COLUMNS = (
     "id",
     "name",
@@ -301,9 +276,7 @@ _ACTIVE_VERSIONS_PAGE = f"{_ACTIVE_VERSIONS} AND id > ? ORDER BY id LIMIT ?"
 _ACTIVE_SCHEDULES = """SELECT id, version, cron_expression, timezone, last_tick,
     concurrency_policy, misfire_policy, misfire_grace_seconds
     FROM jobs WHERE is_active = 1 AND id > ? ORDER BY id LIMIT ?"""
-_CURRENT_VERSIONS = (
-    "SELECT id, version FROM jobs WHERE is_active = 1 AND id IN (SELECT value FROM json_each(?))"
-)
+_CURRENT_VERSIONS = f"{_ACTIVE_VERSIONS} AND id IN (SELECT value FROM json_each(?))"
 _INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
 )
@@ -353,20 +326,15 @@ _EXECUTION_COLUMNS = (
 _RETURNED_EXECUTION = ", ".join(_EXECUTION_COLUMNS)
 _SELECT_EXECUTIONS = f"SELECT {_RETURNED_EXECUTION} FROM executions"
 _GET_EXECUTION = f"{_SELECT_EXECUTIONS} WHERE id = ?"
-_INSERT_EXECUTION_IF_NEW = (
-    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
-    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))}) "
-    "ON CONFLICT (job_id, scheduled_at, slot) DO NOTHING"
-)
-# Any unique key taken (the id, the tick key) leaves the record out.
-_IMPORT_EXECUTION = (
-    f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
-    f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))}) ON CONFLICT DO NOTHING"
-)
 _INSERT_EXECUTION = (
     f"INSERT INTO executions ({_RETURNED_EXECUTION}, slot, dispatched) "
     f"VALUES ({', '.join('?' * (len(_EXECUTION_COLUMNS) + 2))})"
 )
+_INSERT_EXECUTION_IF_NEW = (
+    f"{_INSERT_EXECUTION} ON CONFLICT (job_id, scheduled_at, slot) DO NOTHING"
+)
+# Any unique key taken (the id, the tick key) leaves the record out.
+_IMPORT_EXECUTION = f"{_INSERT_EXECUTION} ON CONFLICT DO NOTHING"
 # A claim batch reads what it needs in three statements (each argument a JSON
 # array), decides every claim in Python, then writes with three `executemany`.
 _CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy,
@@ -386,14 +354,15 @@ _TAKEN_KEYS = """SELECT e.job_id, e.scheduled_at, e.slot FROM json_each(?) AS k
     AND e.scheduled_at = json_extract(k.value, '$[1]')
     AND e.slot = json_extract(k.value, '$[2]')"""
 _MISSED_JOB = "SELECT version, is_active FROM jobs WHERE id = ?"
-_FINISH_EXECUTION = """UPDATE executions SET status = ?, instance_id = ?, executed_at = ?,
-    finished_at = ?, duration_ms = ?, attempts = ?, response_status = ?, response_body = ?,
-    response_truncated = ?, error_type = ?, error_message = ?, attempt_log = ?
-    WHERE id = ? AND status = 'RUNNING'"""
-# The columns `_FINISH_EXECUTION` sets, in its order.
-_FINISHED_STATE = """SELECT status, instance_id, executed_at, finished_at, duration_ms, attempts,
-    response_status, response_body, response_truncated, error_type, error_message, attempt_log
-    FROM executions WHERE id = ?"""
+_FINAL_STATE = slice(5, len(_EXECUTION_COLUMNS))
+"""The columns a result writes, from `status` on."""
+_FINISH_EXECUTION = (
+    f"UPDATE executions SET {', '.join(f'{c} = ?' for c in _EXECUTION_COLUMNS[_FINAL_STATE])} "
+    "WHERE id = ? AND status = 'RUNNING'"
+)
+_FINISHED_STATE = (
+    f"SELECT {', '.join(_EXECUTION_COLUMNS[_FINAL_STATE])} FROM executions WHERE id = ?"
+)
 _DELETE_EXECUTION = "DELETE FROM executions WHERE id = ?"
 _MARK_LOST = f"""UPDATE executions SET status = 'LOST', finished_at = ?, error_type = 'lost',
     error_message = ?
@@ -404,13 +373,10 @@ MARK_DISPATCHED = """UPDATE executions SET dispatched = 1
     WHERE rowid IN (SELECT e.rowid FROM json_each(?2) AS k CROSS JOIN executions AS e
         WHERE e.id = k.value AND e.instance_id = ?1 AND e.status = 'RUNNING')
     RETURNING id"""
-"""`mark_dispatched`'s statement (?1 = instance id, ?2 = JSON array of ids);
-public so that a test can check how SQLite plans it. Driven from the ids
-(CROSS JOIN fixes the order): left to itself the planner chose to walk every
-RUNNING record of the instance and test each, which grew with a backlog of
-unwritten results until marks held the store's worker for good (seen at 1500
-every-second jobs: 345k RUNNING records, every result write queued behind the
-marks). By id, a mark costs the same at any backlog."""
+"""Public so that a test can check how SQLite plans it. Driven from the ids
+(CROSS JOIN fixes the order), so a mark costs the same at any backlog: left
+to itself the planner walked every RUNNING record of the instance, which
+grew with unwritten results until marks held the worker for good."""
 _ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
     WHERE status = 'RUNNING' AND dispatched = 0
     AND instance_id NOT IN (SELECT value FROM json_each(?2))
@@ -418,6 +384,13 @@ _ADOPT_UNSENT = f"""UPDATE executions SET instance_id = ?1
 # In batches, so a large prune never holds the write lock for long.
 _PRUNE = """DELETE FROM executions WHERE rowid IN (
     SELECT rowid FROM executions WHERE scheduled_at < ? AND status != 'RUNNING' LIMIT ?)"""
+
+_JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = ?"
+_GET_ALERT_STATE = "SELECT version, state FROM alert_states WHERE job_id = ?"
+_PUT_ALERT_STATE = """INSERT INTO alert_states (job_id, version, state) VALUES (?1, ?2, ?3)
+    ON CONFLICT (job_id) DO UPDATE SET version = ?2, state = ?3"""
+_ALERT_STATES_IN = """SELECT job_id, version, state FROM alert_states
+    WHERE job_id IN (SELECT value FROM json_each(?))"""
 
 # Primary result codes that mean the database cannot serve us right now.
 _UNAVAILABLE_CODES = frozenset(
@@ -436,11 +409,9 @@ _UNAVAILABLE_CODES = frozenset(
 )
 
 CHECKPOINT_EVERY_S = 2.0
-"""The write-ahead log is copied into the database file at most this often,
-after a write of results, which no tick waits for. Left to SQLite's own
-trigger (every 1000 pages), the copy and its fsync fell on whichever write
-crossed the line, at times the dispatched mark just before a tick, and that
-tick's webhooks left late (BENCHMARKS.md)."""
+"""The write-ahead log is copied into the file at most this often, after a
+write of results, which no tick waits for; left to SQLite, the copy fell on
+whichever write crossed the line, at times a tick's mark (BENCHMARKS.md)."""
 WAL_AUTOCHECKPOINT_PAGES = 20_000
 """SQLite's own trigger, a backstop should results stop being written."""
 
@@ -504,15 +475,10 @@ class SQLiteStore:
         return await self._run(_do_create_job, job)
 
     async def seed_jobs(self, jobs: Sequence[Job]) -> None:
-        """Insert many new jobs in one transaction, each as `create_job`
-        inserts one (its tags and first schedule revision too), at a small
-        part of the cost of a call each: for filling a store (benchmarks,
-        tests). Not part of `Store`. Raises `ValueError` for an id that is
-        not well formed and `DuplicateJobName` for a name already taken (by a
-        stored job or another of `jobs`), inserting none of them."""
-        if not jobs:
-            self._check_open()
-            return
+        """`create_job` for many jobs in one transaction, to fill a store
+        (benchmarks, tests); not part of `Store`. Raises `ValueError` for an id
+        not well formed and `DuplicateJobName` for a name taken (by a stored
+        job or another of `jobs`), inserting none of them."""
         await self._run(_do_seed_jobs, list(jobs))
 
     async def get_job(self, job_id: str) -> Job:
@@ -540,10 +506,11 @@ class SQLiteStore:
         return await self._run(_do_pause_job, job_id, expected_version, reason, now)
 
     async def defer_job(self, job_id: str, until: datetime) -> None:
-        await self._run(_do_defer_job, job_id, unix_ms(until))
+        await self._run(_write, _DEFER_JOB, (unix_ms(until), job_id))
 
     async def delete_job(self, job_id: str) -> None:
-        await self._run(_do_delete_job, job_id)
+        if not await self._run(_delete, _DELETE_JOB, job_id):  # tags go by cascade
+            raise JobNotFound(job_id)
 
     async def schedule_history(self, job_id: str) -> list[ScheduleRevision]:
         return await self._run(_do_schedule_history, job_id)
@@ -553,16 +520,17 @@ class SQLiteStore:
 
     async def active_jobs(self, job_ids: Collection[str] | None = None) -> list[Job]:
         if job_ids is None:
-            return await self._run(_do_active_jobs)
-        return await self._run(_do_active_jobs_in, [i for i in job_ids if is_valid_id(i)])
+            return await self._run(_fetch_jobs, _ACTIVE_JOBS, ())
+        ids = json_text([i for i in job_ids if is_valid_id(i)])
+        return await self._run(_fetch_jobs, _ACTIVE_JOBS_IN, (ids,))
 
     async def active_versions(
         self, after: str | None = None, limit: int | None = None
     ) -> dict[str, int]:
         if limit is None:
-            return await self._run(_do_active_versions)
+            return await self._run(_fetch_dict, _ACTIVE_VERSIONS, ())
         check_limit(limit)
-        return await self._run(_do_active_versions_page, after or "", limit)
+        return await self._run(_fetch_dict, _ACTIVE_VERSIONS_PAGE, (after or "", limit))
 
     async def active_schedules(
         self, after: str | None = None, limit: int = 20_000
@@ -571,13 +539,15 @@ class SQLiteStore:
         return await self._run(_do_active_schedules, after or "", limit)
 
     async def count_jobs(self) -> int:
-        return await self._run(_do_count_jobs)
+        count: int = (await self._run(_fetch_all, _COUNT_JOBS, ()))[0][0]
+        return count
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         if not job_ids:
             self._check_open()
             return {}
-        return await self._run(_do_current_versions, [i for i in job_ids if is_valid_id(i)])
+        ids = json_text([i for i in job_ids if is_valid_id(i)])
+        return await self._run(_fetch_dict, _CURRENT_VERSIONS, (ids,))
 
     async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
         if not claims:
@@ -605,21 +575,20 @@ class SQLiteStore:
         report = await self._run(_do_finish_executions, list(executions))
         if time.monotonic() - self._checkpointed >= CHECKPOINT_EVERY_S:
             self._checkpointed = time.monotonic()
-            await self._run(_do_checkpoint)
+            # As far as no reader holds it back; the log starts over at the next write.
+            await self._run(_fetch_all, "PRAGMA wal_checkpoint(PASSIVE)", ())
         return report
 
     async def import_executions(self, executions: Sequence[Execution]) -> list[str]:
         check_importable(executions)
-        if not executions:
-            self._check_open()
-            return []
         return await self._run(_do_import_executions, list(executions))
 
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._run(_do_get_execution, execution_id)
 
     async def delete_execution(self, execution_id: str) -> None:
-        await self._run(_do_delete_execution, execution_id)
+        if not await self._run(_delete, _DELETE_EXECUTION, execution_id):
+            raise ExecutionNotFound(execution_id)
 
     async def list_executions(self, query: ExecutionQuery) -> Page[Execution]:
         return await self._run(_do_list_executions, query)
@@ -627,24 +596,31 @@ class SQLiteStore:
     async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
         if not execution_ids:
             return set()
-        return await self._run(_do_mark_dispatched, instance_id, json.dumps(list(execution_ids)))
+        ids = json.dumps(list(execution_ids))
+        rows = await self._run(_write_returning, MARK_DISPATCHED, (instance_id, ids))
+        return {row[0] for row in rows}
 
     async def adopt_unsent(
         self, *, live_instances: Collection[str], instance_id: str
     ) -> list[Execution]:
-        return await self._run(_do_adopt_unsent, instance_id, json.dumps(list(live_instances)))
+        live = json.dumps(list(live_instances))
+        rows = await self._run(_write_returning, _ADOPT_UNSENT, (instance_id, live))
+        executions = [_execution_from_row(row) for row in rows]
+        return sorted(executions, key=lambda execution: (execution.scheduled_at, execution.id))
 
     async def mark_lost(
         self, *, live_instances: Collection[str], now: datetime, reason: str
     ) -> list[Execution]:
-        return await self._run(_do_mark_lost, json.dumps(list(live_instances)), now, reason)
+        params = (unix_ms(now), reason, json.dumps(list(live_instances)))
+        rows = await self._run(_write_returning, _MARK_LOST, params)
+        return [_execution_from_row(row) for row in rows]
 
     async def prune_executions(self, older_than: datetime) -> int:
         # One hop per batch (not one for the lot), so other calls get in between.
         bound = unix_ms(older_than)
         deleted = 0
         while True:
-            count = await self._run(_do_prune_batch, bound)
+            count = await self._run(_write, _PRUNE, (bound, _PRUNE_BATCH))
             deleted += count
             if count < _PRUNE_BATCH:
                 return deleted
@@ -656,10 +632,10 @@ class SQLiteStore:
 
     async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
         ids = list(job_ids)
-        return await self._run(read_states, ids) if ids else {}
+        return await self._run(_do_alert_states, ids) if ids else {}
 
     async def ping(self) -> None:
-        await self._run(_do_ping)
+        await self._run(_fetch_all, "SELECT 1", ())
 
     async def aclose(self) -> None:
         if self._closed:
@@ -699,19 +675,17 @@ def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
             check_same_thread=False,  # made here, used by this worker thread only
             cached_statements=256,
         )
-    try:
-        with _unavailable_on_db_errors(path):
+        try:
             _prepare(db, path)
-    except BaseException:
-        db.close()
-        raise
+        except BaseException:
+            db.close()
+            raise
     return db
 
 
 def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only if it does not exist
-    (it holds webhook secrets; SQLite gives the -wal and -shm files the same
-    mode). An existing file is left as it is."""
+    """A new database file is readable by its owner only: it holds webhook
+    secrets (SQLite gives the -wal and -shm files the same mode)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -733,12 +707,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     db.execute("PRAGMA foreign_keys = ON")
     with _transaction(db):
-        tables = {
-            row[0]
-            for row in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-            )
-        }
+        tables = {row[0] for row in db.execute(_TABLES)}
         if "schema_version" not in tables:
             if tables:
                 raise StoreUnavailable(
@@ -769,7 +738,6 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
 
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction: committed if the block ends normally, else rolled back."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -781,14 +749,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
-    if not is_valid_id(job.id):
-        raise ValueError(f"job id {job.id!r} is not well formed")
-    row = _job_row(job)
-    with _transaction(db):
-        _write_job(db, _INSERT_JOB, row, job.spec.name)
-        db.executemany(_INSERT_TAG, _tag_rows(job))
-        db.execute(_INSERT_REVISION, _revision_row(job, job.last_tick))
-    return _job_from_row(row)
+    _do_seed_jobs(db, [job])
+    return _job_from_row(_job_row(job))
 
 
 def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
@@ -817,8 +779,28 @@ def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
 def _do_apply_alert_outcomes(
     db: sqlite3.Connection, steps: list[AlertStep], now: datetime
 ) -> list[AlertChange]:
+    # The write transaction makes this the only writer: no other caller can
+    # change a state between its read and its write.
+    changes: list[AlertChange] = []
     with _transaction(db):
-        return apply_in_transaction(db, steps, now)
+        for step in steps:
+            if db.execute(_JOB_EXISTS, (step.job_id,)).fetchone() is None:
+                continue
+            row = db.execute(_GET_ALERT_STATE, (step.job_id,)).fetchone()
+            state = NO_STATE if row is None else state_from_document(json.loads(row[1]), row[0])
+            new, effected = apply_outcomes(state, step, now)
+            if new is not state:
+                document = json_text(state_document(new))
+                db.execute(_PUT_ALERT_STATE, (step.job_id, new.version, document))
+            changes.extend(effected)  # with no write: a lost write's alerts, told again
+    return changes
+
+
+def _do_alert_states(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, AlertState]:
+    return {
+        job_id: state_from_document(json.loads(text), version)
+        for job_id, version, text in db.execute(_ALERT_STATES_IN, (json_text(job_ids),))
+    }
 
 
 def _do_get_job(db: sqlite3.Connection, job_id: str) -> Job:
@@ -859,7 +841,12 @@ def _do_update_job(
             ),
         )
         row = _job_row(updated)
-        _write_job(db, _UPDATE_JOB, (*row[1:], row[0]), spec.name)
+        try:
+            db.execute(_UPDATE_JOB, (*row[1:], row[0]))
+        except sqlite3.IntegrityError as e:
+            if "jobs.name" in str(e):
+                raise DuplicateJobName(spec.name) from None
+            raise
         if tuple(spec.tags) != current.spec.tags:
             db.execute(_DELETE_TAGS, (job_id,))
             db.executemany(_INSERT_TAG, _tag_rows(updated))
@@ -884,42 +871,36 @@ def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRe
     return revisions or [revision_of(job, job.created_at)]
 
 
-def _do_delete_job(db: sqlite3.Connection, job_id: str) -> None:
-    if not is_valid_id(job_id):
-        raise JobNotFound(job_id)
-    with _transaction(db):
-        deleted = db.execute(_DELETE_JOB, (job_id,)).rowcount  # tags go by cascade
-    if deleted == 0:
-        raise JobNotFound(job_id)
-
-
 def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
     check_limit(query.limit)
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.is_active is not None:
-        clauses.append("is_active = ?")
-        params.append(int(query.is_active))
-    if query.tag is not None:
-        clauses.append("id IN (SELECT job_id FROM job_tags WHERE tag = ?)")
-        params.append(query.tag)
-    if query.name_prefix:
+    prefix = query.name_prefix or None
+    filters = {
+        "is_active = ?": None if query.is_active is None else int(query.is_active),
+        "id IN (SELECT job_id FROM job_tags WHERE tag = ?)": query.tag,
         # A range on the name index: case-sensitive, and no LIKE wildcards to escape.
-        clauses.append("name >= ?")
-        params.append(query.name_prefix)
-        upper = prefix_upper_bound(query.name_prefix)
-        if upper is not None:
-            clauses.append("name < ?")
-            params.append(upper)
-    if query.cursor is not None:
-        clauses.append("id < ?")
-        params.append(decode_job_cursor(query.cursor))
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    params.append(query.limit + 1)
-    rows = db.execute(f"{_SELECT_JOBS}{where} ORDER BY id DESC LIMIT ?", params).fetchall()
+        "name >= ?": prefix,
+        "name < ?": None if prefix is None else prefix_upper_bound(prefix),
+        "id < ?": None if query.cursor is None else decode_job_cursor(query.cursor),
+    }
+    rows = _page_rows(db, _SELECT_JOBS, filters, "id DESC", query.limit)
     items = [_job_from_row(row) for row in rows[: query.limit]]
     next_cursor = encode_cursor(["j", items[-1].id]) if len(rows) > query.limit else None
     return Page(items=items, next_cursor=next_cursor)
+
+
+def _page_rows(
+    db: sqlite3.Connection, select: str, filters: dict[str, Any], order: str, limit: int
+) -> list[Any]:
+    """The rows that match every filter whose value is not None (a tuple
+    gives several parameters), and one more than `limit` if there are: a
+    next page follows."""
+    kept = {clause: value for clause, value in filters.items() if value is not None}
+    where = f" WHERE {' AND '.join(kept)}" if kept else ""
+    params = [
+        p for value in kept.values() for p in (value if isinstance(value, tuple) else [value])
+    ]
+    sql = f"{select}{where} ORDER BY {order} LIMIT ?"
+    return db.execute(sql, [*params, limit + 1]).fetchall()
 
 
 def _do_pause_job(
@@ -936,21 +917,31 @@ def _do_pause_job(
     return job
 
 
-def _do_defer_job(db: sqlite3.Connection, job_id: str, until_ms: int) -> None:
+def _fetch_all(db: sqlite3.Connection, sql: str, params: _Row) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
+
+def _fetch_dict(db: sqlite3.Connection, sql: str, params: _Row) -> dict[Any, Any]:
+    return dict(db.execute(sql, params).fetchall())
+
+
+def _fetch_jobs(db: sqlite3.Connection, sql: str, params: _Row) -> list[Job]:
+    return [_job_from_row(row) for row in db.execute(sql, params)]
+
+
+def _write(db: sqlite3.Connection, sql: str, params: _Row) -> int:
     with _transaction(db):
-        db.execute(_DEFER_JOB, (until_ms, job_id))
+        count: int = db.execute(sql, params).rowcount
+    return count
 
 
-def _do_active_jobs(db: sqlite3.Connection) -> list[Job]:
-    return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS)]
+def _write_returning(db: sqlite3.Connection, sql: str, params: _Row) -> list[Any]:
+    with _transaction(db):
+        return db.execute(sql, params).fetchall()
 
 
-def _do_active_jobs_in(db: sqlite3.Connection, job_ids: list[str]) -> list[Job]:
-    return [_job_from_row(row) for row in db.execute(_ACTIVE_JOBS_IN, (json_text(job_ids),))]
-
-
-def _do_active_versions(db: sqlite3.Connection) -> dict[str, int]:
-    return dict(db.execute(_ACTIVE_VERSIONS).fetchall())
+def _delete(db: sqlite3.Connection, sql: str, row_id: str) -> bool:
+    return is_valid_id(row_id) and _write(db, sql, (row_id,)) > 0
 
 
 def _do_active_schedules(db: sqlite3.Connection, after: str, limit: int) -> list[ActiveSchedule]:
@@ -971,19 +962,6 @@ def _do_active_schedules(db: sqlite3.Connection, after: str, limit: int) -> list
         )
         for row in db.execute(_ACTIVE_SCHEDULES, (after, limit))
     ]
-
-
-def _do_active_versions_page(db: sqlite3.Connection, after: str, limit: int) -> dict[str, int]:
-    return dict(db.execute(_ACTIVE_VERSIONS_PAGE, (after, limit)).fetchall())
-
-
-def _do_count_jobs(db: sqlite3.Connection) -> int:
-    count: int = db.execute(_COUNT_JOBS).fetchone()[0]
-    return count
-
-
-def _do_current_versions(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, int]:
-    return dict(db.execute(_CURRENT_VERSIONS, (json_text(job_ids),)).fetchall())
 
 
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
@@ -1075,7 +1053,7 @@ def _do_finish_executions(db: sqlite3.Connection, executions: list[Execution]) -
                 missing.append(execution.id)
                 continue
             row = _execution_row(execution, slot="")
-            final_state = row[5:17]
+            final_state = row[_FINAL_STATE]
             updated = db.execute(_FINISH_EXECUTION, (*final_state, execution.id))
             if updated.rowcount == 0:
                 stored = db.execute(_FINISHED_STATE, (execution.id,)).fetchone()
@@ -1099,12 +1077,6 @@ def _do_import_executions(db: sqlite3.Connection, executions: list[Execution]) -
     return left_out
 
 
-def _do_checkpoint(db: sqlite3.Connection) -> None:
-    """Copy the write-ahead log into the database file, as far as no reader
-    holds it back; the log starts over at the next write."""
-    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
 def _do_get_execution(db: sqlite3.Connection, execution_id: str) -> Execution:
     valid = is_valid_id(execution_id)
     row = db.execute(_GET_EXECUTION, (execution_id,)).fetchone() if valid else None
@@ -1113,72 +1085,22 @@ def _do_get_execution(db: sqlite3.Connection, execution_id: str) -> Execution:
     return _execution_from_row(row)
 
 
-def _do_delete_execution(db: sqlite3.Connection, execution_id: str) -> None:
-    if not is_valid_id(execution_id):
-        raise ExecutionNotFound(execution_id)
-    with _transaction(db):
-        deleted = db.execute(_DELETE_EXECUTION, (execution_id,)).rowcount
-    if deleted == 0:
-        raise ExecutionNotFound(execution_id)
-
-
 def _do_list_executions(db: sqlite3.Connection, query: ExecutionQuery) -> Page[Execution]:
     check_limit(query.limit)
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.job_id is not None:
-        clauses.append("job_id = ?")
-        params.append(query.job_id)
-    if query.status is not None:
-        clauses.append("status = ?")
-        params.append(query.status.value)
-    if query.since is not None:
-        clauses.append("scheduled_at >= ?")
-        params.append(unix_ms(query.since))
-    if query.until is not None:
-        clauses.append("scheduled_at < ?")
-        params.append(unix_ms(query.until))
-    if query.cursor is not None:
-        clauses.append("(scheduled_at, id) < (?, ?)")
-        params.extend(decode_execution_cursor(query.cursor))
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    params.append(query.limit + 1)
-    sql = f"{_SELECT_EXECUTIONS}{where} ORDER BY scheduled_at DESC, id DESC LIMIT ?"
-    rows = db.execute(sql, params).fetchall()
+    cursor = None if query.cursor is None else decode_execution_cursor(query.cursor)
+    filters = {
+        "job_id = ?": query.job_id,
+        "status = ?": None if query.status is None else query.status.value,
+        "scheduled_at >= ?": opt_unix_ms(query.since),
+        "scheduled_at < ?": opt_unix_ms(query.until),
+        "(scheduled_at, id) < (?, ?)": cursor,
+    }
+    rows = _page_rows(db, _SELECT_EXECUTIONS, filters, "scheduled_at DESC, id DESC", query.limit)
     page = rows[: query.limit]
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = page[-1]
-        next_cursor = encode_cursor(["e", last[4], last[0]])
+    next_cursor = (
+        encode_cursor(["e", page[-1][4], page[-1][0]]) if len(rows) > query.limit else None
+    )
     return Page(items=[_execution_from_row(row) for row in page], next_cursor=next_cursor)
-
-
-def _do_mark_lost(db: sqlite3.Connection, live: str, now: datetime, reason: str) -> list[Execution]:
-    with _transaction(db):
-        rows = db.execute(_MARK_LOST, (unix_ms(now), reason, live)).fetchall()
-    return [_execution_from_row(row) for row in rows]
-
-
-def _do_mark_dispatched(db: sqlite3.Connection, instance_id: str, ids: str) -> set[str]:
-    with _transaction(db):
-        return {row[0] for row in db.execute(MARK_DISPATCHED, (instance_id, ids)).fetchall()}
-
-
-def _do_adopt_unsent(db: sqlite3.Connection, instance_id: str, live: str) -> list[Execution]:
-    with _transaction(db):
-        rows = db.execute(_ADOPT_UNSENT, (instance_id, live)).fetchall()
-    executions = [_execution_from_row(row) for row in rows]
-    return sorted(executions, key=lambda execution: (execution.scheduled_at, execution.id))
-
-
-def _do_prune_batch(db: sqlite3.Connection, bound: int) -> int:
-    with _transaction(db):
-        deleted: int = db.execute(_PRUNE, (bound, _PRUNE_BATCH)).rowcount
-    return deleted
-
-
-def _do_ping(db: sqlite3.Connection) -> None:
-    db.execute("SELECT 1").fetchall()
 
 
 @contextmanager
@@ -1190,15 +1112,6 @@ def _unavailable_on_db_errors(path: Path) -> Iterator[None]:
     except sqlite3.DatabaseError as e:
         if getattr(e, "sqlite_errorcode", 0) & 0xFF in _UNAVAILABLE_CODES:
             raise StoreUnavailable(f"sqlite store {path}: {e}") from e
-        raise
-
-
-def _write_job(db: sqlite3.Connection, sql: str, params: _Row, name: str) -> None:
-    try:
-        db.execute(sql, params)
-    except sqlite3.IntegrityError as e:
-        if "jobs.name" in str(e):
-            raise DuplicateJobName(name) from None
         raise
 
 
@@ -1250,13 +1163,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         opt_unix_ms(job.deferred_until),
         None if job.previous_secret is None else job.previous_secret.secret,
         None if job.previous_secret is None else unix_ms(job.previous_secret.expires_at),
-        _alerts_text(spec.alerts),
+        None if spec.alerts is None else json_text(alerts_document(spec.alerts)),
     )
-
-
-def _alerts_text(policy: AlertPolicy | None) -> str | None:
-    document = alerts_document(policy)
-    return None if document is None else json_text(document)
 
 
 def _job_from_row(row: _Row) -> Job:
