@@ -30,17 +30,13 @@ log = structlog.get_logger(__name__)
 
 RESYNC_READ_BATCH = 500  # whole jobs read at once
 
-SYNC_PAGE = 20_000
-"""Schedules per page of the first sync: the store answers other calls between
-two pages."""
+SYNC_PAGE = 20_000  # the store answers other calls between two pages
 
 RESYNC_PAGE = 5000  # small: an API call queued behind a page must not wait long
 
 LOAD_SLICE = 2000  # jobs put on the heap between two turns of the event loop
 
-READ_LEAD_S = 1.0
-"""How long before a slim job's claim its whole record is read, at least;
-more when recent reads were slower."""
+READ_LEAD_S = 1.0  # how long before its claim a slim job is read whole, at least
 
 MAX_READ_LEAD_S = 10.0
 
@@ -163,9 +159,17 @@ class JobSync:
                 after = next(reversed(versions))
         except TRANSIENT as exc:
             self._resync_failed(exc)
-            return self._clock.monotonic() - started
-        if self._touched or seen != len(self._index.entries):
-            await self._drop_unseen(sync)
+        else:
+            if self._touched or seen != len(self._index.entries):
+                job_ids = list(self._index.entries)
+                for start in range(0, len(job_ids), SYNC_PAGE):
+                    self._index.drop_unseen(
+                        job_ids[start : start + SYNC_PAGE],
+                        sync=sync,
+                        changed=self.changed,
+                        touched=self._touched,
+                    )
+                    await asyncio.sleep(0)
         return self._clock.monotonic() - started
 
     def _resync_failed(self, exc: BaseException) -> None:
@@ -184,17 +188,6 @@ class JobSync:
                 ):
                     seen += 1
         return seen
-
-    async def _drop_unseen(self, sync: int) -> None:
-        job_ids = list(self._index.entries)
-        for start in range(0, len(job_ids), SYNC_PAGE):
-            self._index.drop_unseen(
-                job_ids[start : start + SYNC_PAGE],
-                sync=sync,
-                changed=self.changed,
-                touched=self._touched,
-            )
-            await asyncio.sleep(0)
 
     async def apply_changes(self) -> None:
         """One store read per batch, not per job: a burst of creations must not
