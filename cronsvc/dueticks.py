@@ -1,11 +1,7 @@
 """What one job taken from the index owes at an instant, however long it was
 overdue: the ticks to fire, those to record MISSED, and those left without a
-record (counted, and jumped over past a bound).
-
-The work is bounded: ticks past their grace are walked up to
-`max_missed_records`, the rest counted (at most `MAX_COUNTED`) and jumped
-over, never walked one by one. Which of the ticks left fire is the misfire
-policy's (`cronsvc.misfire`).
+record. Bounded work: ticks past their grace are walked up to
+`max_missed_records`, the rest counted (at most `MAX_COUNTED`) and jumped over.
 """
 
 from __future__ import annotations
@@ -19,18 +15,15 @@ from cronsvc.jobheap import Entry
 from cronsvc.misfire import MIN_GRACE_S, plan_due_ticks
 
 MAX_COUNTED = 1000
-"""Unrecorded missed ticks are counted one by one up to this many, then
-jumped over: a week-long outage of an every-second job must not stall the loop."""
+"""Unrecorded missed ticks counted one by one, then jumped over: a week-long
+outage of an every-second job must not stall the loop."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unrecorded:
-    """Missed ticks of a job left without a record."""
-
     job_id: str
     count: int
-    at_least: bool
-    """Counting stopped at `MAX_COUNTED`: there were more."""
+    at_least: bool  # counting stopped at `MAX_COUNTED`: there were more
     jumped: bool
     """Ticks past `max_missed_records` jumped over (True), or ticks within
     the grace beyond those a catch-up keeps (False)."""
@@ -46,10 +39,9 @@ def due_ticks(
     missed: list[tuple[Job, list[datetime]]],
     unrecorded: list[Unrecorded],
 ) -> list[tuple[datetime, Trigger]]:
-    """The due ticks of one job to fire, split by its misfire policy (the
-    ticks to record MISSED go to `missed`, those left without a record to
-    `unrecorded`); the entry moves on to its next tick after `now`. Ticks
-    due before `started_at` count as after a restart then."""
+    """The ticks to fire; those to record MISSED go to `missed`, those left
+    without a record to `unrecorded`. The entry moves on past `now`. Ticks due
+    before `started_at` count as after a restart then."""
     plan = entry.plan
     schedule = plan.schedule
     horizon = now - timedelta(seconds=max(plan.misfire_grace_seconds, MIN_GRACE_S))
@@ -97,8 +89,7 @@ def _skip_unrecorded(
     until: datetime,
     unrecorded: list[Unrecorded],
 ) -> datetime:
-    """Count the ticks from `tick` to before `until` (at most MAX_COUNTED),
-    and return the first tick at or after `until`."""
+    """The first tick at or after `until`, those before it counted."""
     counted = 0
     while tick < until and counted < MAX_COUNTED:
         counted += 1

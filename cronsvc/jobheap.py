@@ -1,10 +1,6 @@
-"""The job index's heap: every active job's entry, keyed by when to take its
-next tick, and the jobs held off it while the store does not answer.
-
-Heap items are `(wake, seq, job_id)` tuples; an item whose seq is not its
-entry's is stale, skipped when popped and dropped by compaction. An entry is
-off the heap (`seq` None) while its whole job is being read or while it is
-held. What goes on the heap and what is due is `cronsvc.jobindex`'s part.
+"""The job index's heap of `(wake, seq, job_id)` items, and the jobs held off
+it while the store does not answer. An item whose seq is not its entry's is
+stale: skipped when popped and dropped by compaction.
 """
 
 from __future__ import annotations
@@ -25,13 +21,9 @@ class Entry:
     plan: Plan
     version: int
     next_tick: datetime
-    job: Job | None
-    """The whole job, while held (see `jobindex.KEEP_WHOLE_S`); None while slim."""
-    seq: int | None = None
-    """The sequence number of this entry's heap item (other items of its
-    job are stale); None while it is off the heap (being read, or held)."""
-    synced: int = 0
-    """The store read (first sync or resync) that last saw this job."""
+    job: Job | None  # None while slim (see `jobindex.KEEP_WHOLE_S`)
+    seq: int | None = None  # None while off the heap (being read, or held)
+    synced: int = 0  # the store read (first sync or resync) that last saw this job
 
 
 class JobHeap:
@@ -40,13 +32,11 @@ class JobHeap:
         self.heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count(1)
         self.held: set[str] = set()
-        """Jobs off the heap until the store answers again (see `hold`)."""
         self._resumed: dict[str, datetime] = {}
         """Held jobs put back on the heap, and when: their ticks due before
         then are judged as after a restart at that instant."""
 
     def next_wake(self) -> float | None:
-        """When the head of the heap is to be taken (epoch seconds)."""
         return self.heap[0][0] if self.heap else None
 
     def drop(self, job_id: str) -> None:
@@ -63,12 +53,9 @@ class JobHeap:
         read_lead: float,
         wake: float | None = None,
     ) -> None:
-        """Key the heap by when to take the tick: ahead of it by the claim
-        lead, so its claim is written before the tick; at the tick itself for
-        `forbid` and `replace` jobs, whose claim must see whether the last
-        run ended (and, under `replace`, must not end it early). A slim job
-        comes off the heap earlier still, by the read lead, to have its whole
-        record read. `wake` overrides all that."""
+        """Ahead of the tick by the claim lead, so the claim is written before
+        it, except for `forbid` and `replace` jobs, whose claim must see whether
+        the last run ended; a slim job earlier still, to be read whole first."""
         if wake is None:
             wake = entry.next_tick.timestamp()
             if not entry.plan.claimed_at_the_tick:
@@ -79,11 +66,9 @@ class JobHeap:
         heapq.heappush(self.heap, (wake, seq, job_id))
 
     def put_back(self, job_id: str, entry: Entry, job: Job | None, *, claim_lead: float) -> bool:
-        """A slim entry handed out by `JobIndex.take_due` was read: `job` is its whole
-        record (None if the store no longer has it active). The entry goes
-        back on the heap, whole, to be taken as usual; one replaced meanwhile
-        is left to its replacement. False if the job is to be reloaded
-        instead (gone, paused or at another version than the entry's)."""
+        """`job` is the slim entry's whole record, None if no longer active; an
+        entry replaced meanwhile is left alone. False if the job is to be
+        reloaded instead (gone, paused or at another version)."""
         if self.entries.get(job_id) is not entry or entry.seq is not None:
             return True
         if job is None or job.version != entry.version:
@@ -93,16 +78,15 @@ class JobHeap:
         return True
 
     def requeue(self, unread: Iterable[tuple[str, Entry]], wake: float) -> None:
-        """Slim entries whose read failed: back on the heap, to be handed out
-        again at `wake` (those replaced meanwhile are left alone)."""
+        """Slim entries whose read failed, to be handed out again at `wake`."""
         for job_id, entry in unread:
             if self.entries.get(job_id) is entry and entry.seq is None:
                 self.push(job_id, entry, claim_lead=0.0, read_lead=0.0, wake=wake)
 
     def hold(self, due: Iterable[DueTick]) -> None:
         """Ticks the store did not take: their jobs go back to the earliest of
-        them and off the heap, until `resume_held`. A job changed since is
-        left alone (it is reloaded from the store's last tick)."""
+        them, off the heap until `resume_held`. A job changed since is left
+        alone (it is reloaded from the store's last tick)."""
         for d in due:
             entry = self.entries.get(d.job.id)
             if entry is None or entry.version != d.job.version:
@@ -113,8 +97,8 @@ class JobHeap:
             self.held.add(d.job.id)
 
     def hold_due(self, now_ts: float) -> None:
-        """While the store is down, jobs falling due wait off the heap (their
-        claims would only be handed back), each at its next tick."""
+        """While the store is down, jobs falling due wait off the heap: their
+        claims would only be handed back."""
         heap, entries = self.heap, self.entries
         while heap and heap[0][0] <= now_ts:
             _, seq, job_id = heapq.heappop(heap)
@@ -124,9 +108,8 @@ class JobHeap:
                 self.held.add(job_id)
 
     def resume_held(self, now: datetime, *, claim_lead: float, read_lead: float) -> int:
-        """The store answers again: put the held jobs back on the heap, their
-        overdue ticks to be judged as after a restart at `now`. Returns how
-        many were put back."""
+        """Overdue ticks of the jobs put back are judged as after a restart at
+        `now`. Returns how many were put back."""
         resumed = 0
         for job_id in self.held:
             entry = self.entries.get(job_id)
@@ -138,7 +121,6 @@ class JobHeap:
         return resumed
 
     def compact(self) -> None:
-        """Drop the stale items from the heap."""
         entries = self.entries
         self.heap = [
             item

@@ -1,17 +1,6 @@
-"""The scheduler's job index: every active job's next tick, on a min-heap
-keyed by when to take it (`cronsvc.jobheap`), and what is due at a given
-instant.
-
-Pure bookkeeping, no I/O: time comes in as arguments (the instant, the claim
-lead, the read lead) and decisions go out as values (`Taken`); the caller
-reads the store, logs, counts and hands ticks on (`cronsvc.jobsync`,
-`cronsvc.scheduler`). Jobs alike share a `Plan` (`cronsvc.plans`);
-`cronsvc.dueticks` works out what one job taken owes, however long overdue.
-
-A job's entry is whole (`Entry.job` set) while its next tick is within
-`KEEP_WHOLE_S`, else slim (schedule and policies only, `Plan`). A slim entry
-falling due is handed out to be read (`Taken.unread`) and stays off the heap
-until `put_back`.
+"""The scheduler's job index: every active job's next tick and what is due at
+an instant. Pure bookkeeping, no I/O: time comes in as arguments and decisions
+go out as values (`Taken`); the caller reads the store, logs and hands ticks on.
 """
 
 from __future__ import annotations
@@ -35,29 +24,23 @@ if TYPE_CHECKING:
 __all__ = ["KEEP_WHOLE_S", "MAX_COUNTED", "Entry", "JobIndex", "Plan", "Taken", "Unrecorded"]
 
 KEEP_WHOLE_S = 300.0
-"""A job whose next tick is at most this far off keeps its whole record on
-the heap; others let it go and have it read again ahead of their next tick."""
+"""A job whose next tick is further off holds only its schedule and policies,
+and is read whole again ahead of that tick: a million daily jobs cost a few
+hundred bytes each, and the every-minute ones are not read again per tick."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Taken:
-    """What `JobIndex.take_due` found."""
-
     batches: list[list[DueTick]]
-    """Ticks to hand on, batch by batch, in order."""
     missed: list[tuple[Job, list[datetime]]]
-    """Ticks to record MISSED, per job."""
     unread: list[tuple[str, Entry]]
     """Slim entries falling due: read their whole jobs, then `put_back`."""
     unrecorded: list[Unrecorded]
-    """Missed ticks left without a record (to count, and log those jumped)."""
 
 
 class JobIndex(JobHeap):
-    """What goes on the heap (whole jobs, slim pages of schedules, versions
-    compared) and what comes off it due; the heap itself, held jobs and
-    compaction are `JobHeap`'s, inherited so the tick path reaches them
-    without a call in between."""
+    """What goes on the heap and what comes off it due; `JobHeap` is
+    inherited so the tick path reaches the heap without a call in between."""
 
     def __init__(
         self,
@@ -76,9 +59,7 @@ class JobIndex(JobHeap):
     def load(
         self, job: Job, *, now_ts: float, claim_lead: float, read_lead: float, sync: int = 0
     ) -> None:
-        """Put a whole job on the heap, in place of any entry it had. It stays
-        whole only if its next tick is near. Raises `CronSvcError` (the job
-        then dropped) if it cannot be scheduled."""
+        """Raises `CronSvcError` (the job then dropped) if it cannot be scheduled."""
         try:
             plan = self._plans.plan(plan_key(job))
         except CronSvcError:
@@ -101,12 +82,9 @@ class JobIndex(JobHeap):
         read_lead: float,
         refused: list[tuple[str, CronSvcError]],
     ) -> int:
-        """Put jobs read as schedules on the heap, slim, unless the heap holds
-        them at that version or newer or a notice `touched` them. Jobs alike
-        whose last ticks are equal share their next tick through `known`
-        (kept by the caller across a page): one schedule computation each,
-        not one per job. Jobs that cannot be scheduled are dropped and added
-        to `refused`. Returns how many of the rows' jobs are on the heap."""
+        """Jobs alike whose last ticks are equal share their next tick through
+        `known` (kept across a page): one schedule computation, not one per
+        job. Returns how many of the rows' jobs are on the heap."""
         entries, heap, seqs = self.entries, self.heap, self._seq
         plans, make_plan = self._plans.known, self._plans.plan
         seen = 0
@@ -146,9 +124,8 @@ class JobIndex(JobHeap):
     def compare(
         self, versions: dict[str, int], *, sync: int, touched: set[str]
     ) -> tuple[int, list[str]]:
-        """Mark the jobs of a page of versions the heap holds as they are (or
-        newer). Returns how many those were, and the jobs to read whole: those
-        the heap lacks at that version, except those notices `touched`."""
+        """How many of the page's jobs the heap holds at that version or newer,
+        and those to read whole (except those notices `touched`)."""
         entries = self.entries
         seen = 0
         stale: list[str] = []
@@ -162,16 +139,14 @@ class JobIndex(JobHeap):
         return seen, stale
 
     def fresher(self, job: Job) -> bool:
-        """Whether `job` is newer than what the heap holds of it."""
         entry = self.entries.get(job.id)
         return entry is None or entry.version < job.version
 
     def drop_unseen(
         self, job_ids: Iterable[str], *, sync: int, changed: set[str], touched: set[str]
     ) -> None:
-        """Drop those of `job_ids` the read `sync` did not see (deleted or
-        paused without a notice), unless a notice has news of them: one
-        waiting (`changed`) or one applied since the read began (`touched`)."""
+        """Those `sync` did not see were deleted or paused without a notice,
+        unless a notice waiting (`changed`) or applied (`touched`) says more."""
         entries = self.entries
         for job_id in job_ids:
             entry = entries.get(job_id)
@@ -192,11 +167,8 @@ class JobIndex(JobHeap):
         batch_size: int,
         ahead_batch_size: int,
     ) -> Taken:
-        """Take every heap item due at `now_ts`: whole jobs' ticks split by
-        their misfire policy into batches (of `batch_size` ticks due now, of
-        `ahead_batch_size` taken ahead of their instant; one tick per batch),
-        slim jobs handed out to be read. Each job taken goes back on the heap
-        at its next tick."""
+        """Each batch holds ticks of one instant: at most `batch_size` due now,
+        or `ahead_batch_size` taken ahead of it."""
         now = datetime.fromtimestamp(now_ts, UTC)
         heap, entries, resumed = self.heap, self.entries, self._resumed
         started_at = self._started_at

@@ -1,19 +1,7 @@
-"""The scheduler's store side: what feeds the job index from the store (the
-MISSED records the index decides on are written by `cronsvc.missed`).
-
-- The first sync reads every active job's schedule page by page (slim), the
-  next page read while one is applied, the loop free between slices.
-- A resync compares versions page by page, reads whole the jobs the index
-  lacks and drops those no page held: it repairs lost notices.
-- Notices name jobs to reload; they are read in batches and win over any
-  page read before them (`touched`).
-- Slim jobs falling due are read whole just ahead of their tick (the read
-  lead follows how long such reads take).
-
-Where a job resumes is always derived from the store's `last_tick` (the last
-tick dealt with), so a reloaded job can neither skip a tick nor fire an old
-copy: the claim pipeline's claim carries the job version it saw, and the store
-refuses a claim made with an old version.
+"""The scheduler's store side: what feeds the job index from the store. A
+reloaded job always resumes from the store's `last_tick`, so it can neither
+skip a tick nor fire an old copy (the store refuses a claim made with an old
+job version).
 """
 
 from __future__ import annotations
@@ -21,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import structlog
 
@@ -41,29 +28,19 @@ from cronsvc.ticks import TickSink
 
 log = structlog.get_logger(__name__)
 
-RESYNC_READ_BATCH = 500
-"""Whole jobs read at once: those notices named, or those falling due."""
+RESYNC_READ_BATCH = 500  # whole jobs read at once
 
-SYNC_PAGE = 20_000
-"""Schedules read per store call by the first sync: the store answers other
-calls (API requests, claims) between two pages."""
+SYNC_PAGE = 20_000  # the store answers other calls between two pages
 
-RESYNC_PAGE = 5000
-"""Versions read per store call by a resync: small enough that an API call
-queued behind a page does not wait long for the store's worker."""
+RESYNC_PAGE = 5000  # small: an API call queued behind a page must not wait long
 
-LOAD_SLICE = 2000
-"""Jobs put on the heap between two turns of the event loop."""
+LOAD_SLICE = 2000  # jobs put on the heap between two turns of the event loop
 
-READ_LEAD_S = 1.0
-"""How long before a slim job's claim its whole record is read, at least;
-more when recent reads were slower (twice their length, at most
-`MAX_READ_LEAD_S`)."""
+READ_LEAD_S = 1.0  # how long before its claim a slim job is read whole, at least
 
 MAX_READ_LEAD_S = 10.0
 
-READ_RETRY_S = 1.0
-"""After a failed read of due jobs, how long until they are read again."""
+READ_RETRY_S = 1.0  # after a failed read of due jobs
 
 
 class JobSync:
@@ -85,14 +62,12 @@ class JobSync:
         self._config = config
         self._metrics = metrics
         self._wake = wake
-        """The scheduler's loop's: set when there is news for it."""
-        self.changed: set[str] = set()
-        """Jobs notices named, to reload."""
+        self.changed: set[str] = set()  # jobs notices named, to reload
         self._touched: set[str] = set()
-        """Jobs notices reloaded or dropped since the current resync began."""
+        """Jobs notices reloaded or dropped since the current resync began:
+        newer news than any page read before, so pages leave them alone."""
         self._syncs = itertools.count(1)
-        self._read_s = 0.01
-        """Recent length of a read of whole jobs falling due."""
+        self._read_s = 0.01  # recent length of a read of jobs falling due
         self._background: set[asyncio.Task[None]] = set()
 
     def claim_lead(self) -> float:
@@ -101,24 +76,16 @@ class JobSync:
     def read_lead(self) -> float:
         return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))
 
-    def note_changed(self, job_id: str) -> None:
-        self.changed.add(job_id)
-        self._wake.set()
-
     async def drain(self) -> None:
-        """Wait for the reads under way."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def first_sync(
         self, *, stopping: Callable[[], bool], between_slices: Callable[[], None]
     ) -> None:
-        """Every active job into the index, page by page, with the loop free
-        between slices (`between_slices` runs then): jobs already loaded
-        fire, the API answers, and notices are applied between pages (a
-        notice is newer news than a page, which then leaves that job alone).
-        The next page is read while one is applied. A page is retried until
-        the store answers: nothing can be scheduled before."""
+        """Every active job into the index, slim, the next page read while one
+        is applied. A page is retried until the store answers: nothing can be
+        scheduled before."""
         sync = next(self._syncs)
         after: str | None = None
         reading: asyncio.Task[list[ActiveSchedule]] | None = None
@@ -153,7 +120,6 @@ class JobSync:
     async def _apply_page(
         self, page: list[ActiveSchedule], sync: int, between_slices: Callable[[], None]
     ) -> None:
-        """Put the jobs of a page into the index, slim, a slice at a time."""
         claim_lead = self.claim_lead()
         read_lead = self.read_lead()
         known: dict[tuple[Plan, datetime], tuple[datetime, float]] = {}
@@ -172,16 +138,13 @@ class JobSync:
                 _unschedulable(job_id, exc)
             refused.clear()
             if start + LOAD_SLICE <= len(page):
-                # Many jobs at once (the first sync): let the API, health
-                # checks and the jobs already loaded have the loop meanwhile.
+                # Let the API and the jobs already loaded have the loop.
                 await asyncio.sleep(0)
                 between_slices()
 
     async def resync(self) -> float:
-        """Bring the index in line with the store, page by page: versions are
-        compared, jobs whose version the index lacks are read whole, jobs no
-        page held are dropped. A job a notice reloaded or dropped meanwhile
-        is left as the notice made it. Returns how long it took."""
+        """Repairs lost notices: reads whole the jobs the index lacks at their
+        version and drops those no page held. Returns how long it took."""
         started = self._clock.monotonic()
         self._touched.clear()
         sync = next(self._syncs)
@@ -196,9 +159,17 @@ class JobSync:
                 after = next(reversed(versions))
         except TRANSIENT as exc:
             self._resync_failed(exc)
-            return self._clock.monotonic() - started
-        if self._touched or seen != len(self._index.entries):
-            await self._drop_unseen(sync)
+        else:
+            if self._touched or seen != len(self._index.entries):
+                job_ids = list(self._index.entries)
+                for start in range(0, len(job_ids), SYNC_PAGE):
+                    self._index.drop_unseen(
+                        job_ids[start : start + SYNC_PAGE],
+                        sync=sync,
+                        changed=self.changed,
+                        touched=self._touched,
+                    )
+                    await asyncio.sleep(0)
         return self._clock.monotonic() - started
 
     def _resync_failed(self, exc: BaseException) -> None:
@@ -206,9 +177,7 @@ class JobSync:
         log.warning("resync_failed", error=str(exc))
 
     async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
-        """Mark the jobs of a page of versions the index holds as they are (or
-        newer) and read whole those it lacks, except those notices touched.
-        Returns how many of the page's jobs are then in the index."""
+        """How many of the page's jobs are then in the index."""
         seen, stale = self._index.compare(versions, sync=sync, touched=self._touched)
         for start in range(0, len(stale), RESYNC_READ_BATCH):
             for job in await self._store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
@@ -220,21 +189,9 @@ class JobSync:
                     seen += 1
         return seen
 
-    async def _drop_unseen(self, sync: int) -> None:
-        """Drop the jobs the resync `sync` did not see, a page at a time."""
-        job_ids = list(self._index.entries)
-        for start in range(0, len(job_ids), SYNC_PAGE):
-            self._index.drop_unseen(
-                job_ids[start : start + SYNC_PAGE],
-                sync=sync,
-                changed=self.changed,
-                touched=self._touched,
-            )
-            await asyncio.sleep(0)
-
     async def apply_changes(self) -> None:
-        """Reload the jobs notices named, in batches (one store read each, not
-        one per job: a burst of creations must not hold the tick loop)."""
+        """One store read per batch, not per job: a burst of creations must not
+        hold the tick loop."""
         changed, self.changed = list(self.changed), set()
         for start in range(0, len(changed), RESYNC_READ_BATCH):
             batch = changed[start : start + RESYNC_READ_BATCH]
@@ -255,8 +212,7 @@ class JobSync:
                     self._load(job)
 
     def _load(self, job: Job, sync: int = 0) -> bool:
-        """Put a whole job into the index (read because of a notice or a
-        resync); False if it cannot be scheduled."""
+        """False if the job cannot be scheduled."""
         try:
             self._index.load(
                 job,
@@ -271,13 +227,13 @@ class JobSync:
         return True
 
     def read_due(self, unread: list[tuple[str, Entry]]) -> None:
-        """Read, in the background, the whole jobs of slim entries whose tick
-        is near, and put them back into the index."""
-        self._spawn(self._read_due(unread))
+        task = asyncio.create_task(self._read_due(unread))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _read_due(self, unread: list[tuple[str, Entry]]) -> None:
         """A job gone, paused or at another version than the index's is
-        handled as a stale claim is: a reload, as if a notice had named it."""
+        reloaded, as if a notice had named it."""
         for start in range(0, len(unread), RESYNC_READ_BATCH):
             batch = unread[start : start + RESYNC_READ_BATCH]
             started = self._clock.monotonic()
@@ -296,13 +252,8 @@ class JobSync:
                 if not self._index.put_back(
                     job_id, entry, found.get(job_id), claim_lead=claim_lead
                 ):
-                    self.note_changed(job_id)
+                    self.changed.add(job_id)
             self._wake.set()
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
 
 def _unschedulable(job_id: str, exc: CronSvcError) -> None:

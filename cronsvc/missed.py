@@ -1,8 +1,6 @@
-"""Ticks the job index found missed, written MISSED in the background.
-
-A write the store refuses for now holds the job at the first of its ticks
-(`JobHeap.hold`): they are taken again, and judged again, once the store
-answers.
+"""Ticks the job index found missed, written MISSED in the background. A
+write the store refuses for now holds the job at the first of its ticks, to be
+taken and judged again once the store answers.
 """
 
 from __future__ import annotations
@@ -48,17 +46,14 @@ class MissedRecorder:
         self._health = health
         self._instance_id = instance_id
         self._wake = wake
-        """The scheduler's loop's: set when a job is held for the store."""
         self._writing: set[asyncio.Task[None]] = set()
 
     def record(self, job: Job, ticks: list[datetime]) -> None:
-        """Write the ticks MISSED, in the background."""
         task = asyncio.create_task(self._record(job, ticks))
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
 
     async def drain(self) -> None:
-        """Wait for the writes under way."""
         if self._writing:
             await asyncio.gather(*self._writing, return_exceptions=True)
 
@@ -74,7 +69,6 @@ class MissedRecorder:
                 job, ticks, instance_id=self._instance_id, now=self._clock.now(), reason=reason
             )
         except TRANSIENT as exc:
-            # Taken again, from the first of them, once the store answers.
             self._health.report(Dependency.STORE, type(exc).__name__)
             self._index.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
             self._wake.set()

@@ -1,10 +1,7 @@
-"""Notices to every instance that never fail their sender.
-
-What a notice tells is already in the store when it goes out: a job change
-(an instance that misses its notice picks the change up at its next resync)
-or runs replaced under `concurrencyPolicy` `replace` (an instance that misses
-it lets the old request run to its end, and the store ignores its result).
-So a notice that cannot go out is counted and logged, never raised.
+"""Notices to every instance that never fail their sender: what a notice
+tells is already in the store when it goes out (a job change is picked up at
+the next resync; a run replaced under `replace` has its result ignored), so one
+that cannot go out is counted and logged, never raised.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ class Notices:
         self._metrics = metrics
 
     async def job_changed(self, job_id: str) -> None:
-        """Tell every instance a job changed."""
         try:
             await self._coordinator.publish_job_change(job_id)
         except TRANSIENT as exc:
@@ -34,7 +30,6 @@ class Notices:
             log.warning("job_change_notice_failed", job_id=job_id, error=str(exc))
 
     async def runs_replaced(self, execution_ids: Sequence[str]) -> None:
-        """Ask every instance to abort the requests of these runs."""
         try:
             await self._coordinator.publish_cancel(execution_ids)
         except TRANSIENT as exc:

@@ -1,6 +1,6 @@
-"""What the job index needs of a job's schedule and policies (`Plan`), made
-once per kind and shared by every job alike (`PlanCache`): a million jobs on
-a few schedules hold a few plans, and most are found by one dict lookup."""
+"""What the job index needs of a job's schedule and policies, made once per
+kind and shared by jobs alike: a million jobs on a few schedules hold a few
+plans."""
 
 from __future__ import annotations
 
@@ -9,23 +9,19 @@ from dataclasses import dataclass
 from cronsvc.cron import CronSchedule, parse_schedule
 from cronsvc.domain import ConcurrencyPolicy, Job, MisfirePolicy
 
-CACHED_PLANS = 65_536
-"""Distinct (schedule, policies) kept for jobs to share, as `cron` keeps
-parsed schedules."""
+CACHED_PLANS = 65_536  # distinct (schedule, policies), as `cron` keeps parsed schedules
 
 _CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.REPLACE})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Plan:
-    """What the loop needs to take a job's ticks, shared by all jobs alike
-    (made once per kind: compared and hashed by identity, which is quick)."""
+    """Compared and hashed by identity, which is quick: made once per kind."""
 
     schedule: CronSchedule
     misfire_policy: MisfirePolicy
     misfire_grace_seconds: int
     claimed_at_the_tick: bool
-    """`forbid` and `replace` jobs are claimed at the tick, not ahead of it."""
 
 
 PlanKey = tuple[str, str, ConcurrencyPolicy, MisfirePolicy, int]
@@ -47,13 +43,10 @@ class PlanCache:
 
     def __init__(self, *, min_interval_s: float) -> None:
         self._min_interval_s = min_interval_s
-        self.known: dict[PlanKey, Plan] = {}
-        """The plans made so far: looked up here first, in bulk loads, to
-        spare a call per job."""
+        self.known: dict[PlanKey, Plan] = {}  # bulk loads look here first: no call per job
 
     def plan(self, key: PlanKey) -> Plan:
-        """The plan of jobs alike, made once. Raises `CronSvcError` for a
-        schedule the current settings refuse."""
+        """Raises `CronSvcError` for a schedule the current settings refuse."""
         plan = self.known.get(key)
         if plan is None:
             expression, zone, concurrency, misfire, grace = key

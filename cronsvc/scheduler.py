@@ -1,20 +1,7 @@
 """The tick loop: sleep until the head of the job index is due, a change
-notice, or a resync; hand the due ticks on.
-
-The loop never polls on a fixed period. Its parts: the job index
-(`cronsvc.jobindex`: the heap, what is due, what was missed; pure), the store
-side (`cronsvc.jobsync`: first sync, resync, notices, reads ahead of a
-tick), the MISSED records it writes (`cronsvc.missed`), where due ticks go
-(`cronsvc.ticks.TickSink`, the claim pipeline) and what comes back from
-there (`cronsvc.ticks.HandBack`: ticks the store did not take, jobs found
-changed). A full resync every
-`resync_interval_s` repairs any lost notice.
-
-Most jobs are held slim: id, version, schedule and the policies the loop
-needs (`ActiveSchedule`, read page by page). A whole job is read when one of
-its ticks is near, ahead of the claim by the read lead, and kept only while
-its next tick is within `KEEP_WHOLE_S`: a million daily jobs cost a few
-hundred bytes each, and the every-minute ones are not read again per tick.
+notice, or a resync; hand the due ticks on. It never polls on a fixed period;
+a full resync every `resync_interval_s` repairs any lost notice. Most jobs are
+held slim and read whole only when a tick is near (`cronsvc.jobsync`).
 """
 
 from __future__ import annotations
@@ -41,23 +28,18 @@ from cronsvc.ticks import HandBack, TickSink
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 256
-"""Ticks due now are leased and claimed in batches of this many, so the
-first webhooks go out while later claims are still being written."""
+"""Ticks due now go in batches this small so the first webhooks go out while
+later claims are still being written."""
 
 AHEAD_BATCH_SIZE = 2048
-"""Ticks taken ahead of their instant, whose claims are written before it,
-go in batches of up to this many: each batch is a lease, a claim and a
-dispatched mark, and the batches of one tick queue for the store one after
-another, so smaller batches left the last one's mark after the tick."""
+"""Ticks taken ahead of their instant: each batch is a lease, a claim and a
+mark queued one after another, so smaller batches left the last mark late."""
 
-HOLD_CHECK_S = 0.2
-"""While jobs are held for the store, how often the loop looks whether it
-answers again."""
+HOLD_CHECK_S = 0.2  # how often held jobs look whether the store answers again
 
 
 class SchedulerStore(ScheduleSource, MissedRecords, Protocol):
-    """What the scheduler uses of the store: it reads the schedules and
-    writes only MISSED records."""
+    """It reads the schedules and writes only MISSED records."""
 
 
 class Scheduler:
@@ -112,8 +94,7 @@ class Scheduler:
         self._resyncing: asyncio.Task[float] | None = None
         self._next_resync = 0.0
         self._stopping = False
-        self.ready = asyncio.Event()
-        """Set once the first sync from the store is done."""
+        self.ready = asyncio.Event()  # set once the first sync is done
         metrics.gauge(
             "cronsvc_active_jobs", "Jobs on this instance's heap", lambda: len(index.entries)
         )
@@ -122,8 +103,7 @@ class Scheduler:
         )
 
     def notify_job_changed(self, job_id: str) -> None:
-        """A job changed somewhere: reload it before the next tick is taken.
-        `RESYNC` asks for a full resync (notices may have been lost)."""
+        """`RESYNC` asks for a full resync (notices may have been lost)."""
         if job_id == RESYNC:
             self._resync_due = True
         else:
@@ -135,14 +115,9 @@ class Scheduler:
         self._wake.set()
 
     def _take_handed_back(self) -> None:
-        """What the run path handed back since the last turn. Ticks the store
-        did not take (it is unreachable): their jobs go back to the earliest
-        of them and off the heap until the store answers its probe again.
-        Then those ticks, and every tick that fell due meanwhile, are taken
-        as after a restart: fired late or recorded MISSED as each job's
-        misfire policy says. A tick claimed after all in between is fenced by
-        the store's unique claim. Jobs found changed are read again, as on a
-        notice."""
+        """Held ticks wait off the heap until the store answers, then are
+        judged as after a restart; one claimed after all in between is fenced
+        by the store's unique claim. Stale jobs are read again, as on a notice."""
         held, stale = self._handback.take()
         if held:
             self._index.hold(held)
@@ -179,8 +154,6 @@ class Scheduler:
         await self._missed.drain()
 
     def _tend_resync(self) -> None:
-        """Start a resync when one is due, in the background (the loop keeps
-        firing meanwhile), and plan the next once it is done."""
         if self._resyncing is None and (
             self._resync_due or self._clock.monotonic() >= self._next_resync
         ):
@@ -190,10 +163,12 @@ class Scheduler:
         if self._resyncing is not None and self._resyncing.done():
             took_s = self._resyncing.result()
             self._resyncing = None
-            self._next_resync = self._clock.monotonic() + self._resync_interval(took_s)
+            # A resync only repairs lost notices (a coordinator reconnect asks for
+            # one at once): it may take at most about 5% of the time.
+            interval = max(self._config.resync_interval_s, 20 * took_s)
+            self._next_resync = self._clock.monotonic() + interval
 
     def _timeout(self) -> float | None:
-        """How long to sleep, at most, before the loop has work again."""
         timeout: float | None = None
         if self._resyncing is None:
             timeout = self._next_resync - self._clock.monotonic()
@@ -205,15 +180,7 @@ class Scheduler:
             timeout = head if timeout is None else min(timeout, head)
         return timeout
 
-    def _resync_interval(self, took_s: float) -> float:
-        """The configured interval, or longer when a resync takes long: it
-        only repairs lost notices (a coordinator reconnect asks for one at
-        once), so it may take at most about 5% of the time."""
-        return max(self._config.resync_interval_s, 20 * took_s)
-
     def _resume_held(self) -> None:
-        """The store answers again: put the held jobs back on the heap, due
-        now, their overdue ticks to be judged as after a restart."""
         resumed = self._index.resume_held(
             self._clock.now(), claim_lead=self._sync.claim_lead(), read_lead=self._sync.read_lead()
         )
@@ -238,10 +205,7 @@ class Scheduler:
         for batch in taken.batches:
             self._sink.fire(batch)
         for skipped in taken.unrecorded:
-            self._metrics.inc(
-                "cronsvc_ticks_missed_unrecorded_total",
-                skipped.count,
-            )
+            self._metrics.inc("cronsvc_ticks_missed_unrecorded_total", skipped.count)
             if self._alerts is not None:
                 self._alerts.unrecorded(skipped.job_id, None)
             if skipped.jumped:
