@@ -17,14 +17,13 @@ import structlog
 
 from cronsvc.clock import Clock, sleep_until
 from cronsvc.cron import parse_schedule
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import ADOPTED_TOO_LATE, Deliveries, ended, has_tick, missed
 from cronsvc.domain import Execution, Job
 from cronsvc.errors import JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import plan_due_ticks
-from cronsvc.records import ADOPTED_TOO_LATE, ended, has_tick, missed
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import Store
 

@@ -14,7 +14,7 @@ import structlog
 
 from cronsvc.clock import Clock, sleep_until
 from cronsvc.coord import Coordinator
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import CLAIMED_LATE, Deliveries, missed_late, past_grace
 from cronsvc.domain import ExecutionStatus, Job, Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
@@ -28,7 +28,6 @@ from cronsvc.leases import (
 )
 from cronsvc.marks import Claimed, DispatchMarks
 from cronsvc.metrics import Metrics
-from cronsvc.records import CLAIMED_LATE, missed_late, past_grace
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
 from cronsvc.ticks import DueTick, HandBack

@@ -15,12 +15,19 @@ import asyncio
 import structlog
 
 from cronsvc.clock import Clock, sleep_until
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import (
+    HELD_UP,
+    SHUTDOWN_UNSENT,
+    Deliveries,
+    ended,
+    has_tick,
+    missed_late,
+    past_grace,
+)
 from cronsvc.domain import Execution, Job
 from cronsvc.errors import JobNotFound
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
-from cronsvc.records import HELD_UP, SHUTDOWN_UNSENT, ended, has_tick, missed_late, past_grace
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import Store
 from cronsvc.ticks import DueTick, HandBack

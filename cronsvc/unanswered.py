@@ -19,12 +19,11 @@ from dataclasses import dataclass
 import structlog
 
 from cronsvc.clock import Clock
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import UNANSWERED, Deliveries, missed
 from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
-from cronsvc.records import UNANSWERED, missed
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import Store, TickClaim
 from cronsvc.ticks import DueTick
