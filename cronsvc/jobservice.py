@@ -1,9 +1,6 @@
-"""What the API asks of the run path: tell every instance a job changed, and
-run a job now.
-
-The API writes jobs to the store itself; through this service it reaches
-the coordinator's notices and the deliveries, never the scheduler or the
-claim pipeline.
+"""What the API asks of the run path: announce a job's change, run a job now. The
+API writes jobs itself; through this it reaches the notices and the deliveries,
+never the scheduler or the claim pipeline.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from cronsvc.notices import Notices
 from cronsvc.store import ClaimOutcome, Store
 
 MANUAL_CLAIM_TRIES = 3
-"""Reads and claims of a job run now, while the job changes in between."""
 
 
 class JobService:
@@ -37,15 +33,13 @@ class JobService:
         self._instance_id = instance_id
 
     async def announce(self, job_id: str) -> None:
-        """Tell every instance a job changed. The change is already stored:
-        if the notice cannot go out, the other instances pick it up at their
-        next resync, so this never fails."""
+        """Never fails: a change whose notice cannot go out is picked up at the
+        other instances' next resync."""
         await self._notices.job_changed(job_id)
 
     async def trigger_now(self, job_id: str) -> Execution:
-        """Run a job now (trigger `manual`), even if it is paused. Returns the
-        execution as recorded when the run starts (RUNNING, or SKIPPED under
-        `forbid`). Raises `JobNotFound`."""
+        """Even if it is paused. The execution as recorded at the start (RUNNING,
+        or SKIPPED under `forbid`). Raises `JobNotFound`."""
         for _ in range(MANUAL_CLAIM_TRIES):
             job = await self._store.get_job(job_id)
             claim = new_claim(
