@@ -1,7 +1,8 @@
 """The scheduler's `TickSink`: a batch of ticks due at one instant leased, claimed,
 marked dispatched and sent at its instant. The scheduler decides *when*; it may
 hand a batch over ahead (`claim_lead`) so the claim is off the tick's critical
-path. Ticks the store does not take in time are handed back, never dropped.
+path. Ticks the store does not take in time are handed back, never dropped. The
+API's run-now makes its claim here too (`JobService`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import structlog
 from cronsvc.clock import Clock, sleep_until
 from cronsvc.coord import Coordinator
 from cronsvc.deliveries import CLAIMED_LATE, Deliveries, missed_late, past_grace
-from cronsvc.domain import ExecutionStatus, Job, Trigger
+from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
+from cronsvc.errors import JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
@@ -28,6 +30,7 @@ from cronsvc.leases import (
 )
 from cronsvc.marks import Claimed, DispatchMarks
 from cronsvc.metrics import Metrics
+from cronsvc.notices import Notices
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
 from cronsvc.ticks import DueTick, HandBack
@@ -292,3 +295,56 @@ class ClaimPipeline:
             log.error("ticks_held", count=len(due), reason="store_unavailable", error=error)
         self._held_ticks += len(due)
         self._handback.hold(due)
+
+
+MANUAL_CLAIM_TRIES = 3
+
+
+class JobService:
+    """What the API asks of the run path: it reaches the notices and the
+    deliveries through this, never the scheduler or the claim pipeline."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        notices: Notices,
+        deliveries: Deliveries,
+        clock: Clock,
+        instance_id: str,
+    ) -> None:
+        self._store = store
+        self._notices = notices
+        self._deliveries = deliveries
+        self._clock = clock
+        self._instance_id = instance_id
+
+    async def announce(self, job_id: str) -> None:
+        """Never fails: a change whose notice cannot go out is picked up at the
+        other instances' next resync."""
+        await self._notices.job_changed(job_id)
+
+    async def trigger_now(self, job_id: str) -> Execution:
+        """Even if it is paused. The execution as recorded at the start (RUNNING,
+        or SKIPPED under `forbid`). Raises `JobNotFound`."""
+        for _ in range(MANUAL_CLAIM_TRIES):
+            job = await self._store.get_job(job_id)
+            claim = new_claim(
+                job,
+                self._clock.now(),
+                Trigger.MANUAL,
+                clock=self._clock,
+                instance_id=self._instance_id,
+                dispatched=True,
+            )
+            (result,) = await self._store.claim_ticks([claim])
+            if result.outcome is ClaimOutcome.STALE:
+                continue  # changed between read and claim: read it again
+            assert result.execution is not None
+            if result.outcome is ClaimOutcome.CLAIMED:
+                self._deliveries.replaced([result])
+                self._deliveries.start(job, result.execution)
+            else:
+                self._deliveries.count(result.execution.status)
+            return result.execution
+        raise JobNotFound(job_id)
