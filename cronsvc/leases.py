@@ -91,11 +91,9 @@ class Leases:
                 )
         except TRANSIENT as exc:
             self._metrics.inc("cronsvc_coordinator_errors_total", op="lease")
-            failure = (
-                f"no answer to a lease within {patience:.2f} s"
-                if isinstance(exc, TimeoutError)
-                else type(exc).__name__
-            )
+            failure = type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                failure = f"no answer to a lease within {patience:.2f} s"
             self._health.report(Dependency.COORDINATOR, failure)
             self._unavailable(due, str(exc) or failure)
             return due, False
