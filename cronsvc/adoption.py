@@ -1,10 +1,6 @@
-"""Ticks another instance claimed ahead of their instant but never sent (it
-died or stopped first), taken over by this one.
-
-The leader hands them over (`LeaderDuties`, `Store.adopt_unsent`); each is
-sent now, late, or recorded MISSED or SKIPPED as its job's misfire policy
-and current state say. Whether the policy still fires a tick is a pure
-function (`still_owed`).
+"""Ticks another instance claimed ahead but never sent (it stopped first), handed
+over by the leader: sent late, or recorded MISSED or SKIPPED as the job's misfire
+policy and current state say.
 """
 
 from __future__ import annotations
@@ -17,27 +13,23 @@ import structlog
 
 from cronsvc.clock import Clock, sleep_until
 from cronsvc.cron import parse_schedule
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import ADOPTED_TOO_LATE, Deliveries, ended, has_tick, missed
 from cronsvc.domain import Execution, Job
 from cronsvc.errors import JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import plan_due_ticks
-from cronsvc.records import ADOPTED_TOO_LATE, ended, has_tick, missed
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import Store
 
 log = structlog.get_logger(__name__)
 
 ADOPT_ROUNDS = 20
-"""Rounds of attempts to settle adopted ticks, each after the store answers
-its probe again."""
 
 
 def still_owed(job: Job, tick: datetime, now: datetime, *, max_catchup: int) -> bool:
-    """Whether the misfire policy fires `tick` now, judged as a tick
-    overdue since before this instance took it over."""
+    """Judged as a tick overdue since before this instance took it over."""
     schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
     ticks = [tick]
     while len(ticks) <= max_catchup:
@@ -77,8 +69,7 @@ class Adoption:
         self._max_catchup = max_catchup
 
     def adopt(self, executions: Sequence[Execution]) -> None:
-        """Take over ticks another instance claimed ahead but never sent, in
-        the background, one task per tick."""
+        """One task per tick."""
         by_tick: dict[datetime, list[Execution]] = {}
         for execution in executions:
             by_tick.setdefault(execution.scheduled_at, []).append(execution)
@@ -86,14 +77,12 @@ class Adoption:
             self._deliveries.spawn(self._run_adopted(group))
 
     async def _run_adopted(self, executions: list[Execution]) -> None:
-        """Send one tick's adopted executions; a tick not yet due (its
-        claimer stopped right after claiming) is waited for."""
-        # Cancelled here, they stay RUNNING and unsent: adopted at the next start.
+        # Not due yet if its claimer stopped right after claiming. Cancelled
+        # here, they stay RUNNING and unsent: adopted at the next start.
         await sleep_until(self._clock, executions[0].scheduled_at.timestamp())
-        for attempt in range(1, ADOPT_ROUNDS + 1):
-            # Each round waits for the store to answer its probe first: an
-            # outage delays these runs (their misfire policy then judges
-            # them), it does not leave them RUNNING and unsent.
+        for _ in range(ADOPT_ROUNDS):
+            # An outage delays these runs (their misfire policy then judges
+            # them); it does not leave them RUNNING and unsent.
             await self._health.until_up(Dependency.STORE, self._clock)
             try:
                 await retry_transient(
@@ -105,11 +94,12 @@ class Adoption:
                 return
             except TRANSIENT as exc:
                 self._health.report(Dependency.STORE, type(exc).__name__)
-                if attempt == ADOPT_ROUNDS:
-                    # They stay RUNNING and unsent under this instance's id,
-                    # visible in the log; the start after this instance's
-                    # next stop adopts them.
-                    self._dropped(len(executions), exc)
+                error = str(exc)
+        # Left RUNNING and unsent under this instance's id: the start after its
+        # next stop adopts them.
+        count = len(executions)
+        self._metrics.inc("cronsvc_ticks_dropped_total", count, reason="store_unavailable")
+        log.error("adopted_ticks_unsent", count=count, reason="store_unavailable", error=error)
 
     async def _settle_adopted(self, executions: list[Execution]) -> None:
         """Every store call comes before any outcome is acted on, so a retry
@@ -143,8 +133,3 @@ class Adoption:
                     lag_ms=round((now - execution.scheduled_at).total_seconds() * 1000, 1),
                 )
                 self._deliveries.start(job, execution)
-
-    def _dropped(self, count: int, exc: BaseException) -> None:
-        """Ticks the store would not take: counted and logged, never quiet."""
-        self._metrics.inc("cronsvc_ticks_dropped_total", count, reason="store_unavailable")
-        log.error("adopted_ticks_unsent", count=count, reason="store_unavailable", error=str(exc))

@@ -1,16 +1,8 @@
-"""The claim pipeline: a batch of ticks due at one instant leased, claimed in
-the store, marked dispatched and sent at its instant. The scheduler's
-`TickSink`.
-
-It never decides *when* a tick falls due; the scheduler does, and may hand a
-batch over a little ahead of its tick (`claim_lead`) so the claims are
-written before the tick, not on its critical path. A claim is bounded
-(`CLAIM_PATIENCE_S`, retries included): ticks the store does not take in time
-are handed back (`HandBack.hold`) and taken again once it answers, never
-dropped. Its parts: the leases (`cronsvc.leases`), the lookups of claims
-whose answer never came (`cronsvc.unanswered`), the dispatched marks before
-the tick (`cronsvc.marks`), and the deliveries that send what was claimed
-(`cronsvc.deliveries`).
+"""The scheduler's `TickSink`: a batch of ticks due at one instant leased, claimed,
+marked dispatched and sent at its instant. The scheduler decides *when*; it may
+hand a batch over ahead (`claim_lead`) so the claim is off the tick's critical
+path. Ticks the store does not take in time are handed back, never dropped. The
+API's run-now makes its claim here too (`JobService`).
 """
 
 from __future__ import annotations
@@ -23,8 +15,9 @@ import structlog
 
 from cronsvc.clock import Clock, sleep_until
 from cronsvc.coord import Coordinator
-from cronsvc.deliveries import Deliveries
-from cronsvc.domain import ExecutionStatus, Job, Trigger
+from cronsvc.deliveries import CLAIMED_LATE, Deliveries, missed_late, past_grace
+from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
+from cronsvc.errors import JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
@@ -37,7 +30,7 @@ from cronsvc.leases import (
 )
 from cronsvc.marks import Claimed, DispatchMarks
 from cronsvc.metrics import Metrics
-from cronsvc.records import CLAIMED_LATE, missed_late, past_grace
+from cronsvc.notices import Notices
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
 from cronsvc.ticks import DueTick, HandBack
@@ -47,39 +40,28 @@ log = structlog.get_logger(__name__)
 
 MAX_CLAIM_LEAD_S = 5.0
 CLAIM_PATIENCE_S = 2.0
-"""How long a batch's claim may take, retries included, before its ticks
-are handed back to the scheduler to be taken again once the store answers
-(see `HandBack.hold`). A healthy store answers a batch in milliseconds; an
-unreachable one held each attempt for its server selection (5 s with
-MongoDB), and the batch for ~20 s."""
+"""A batch's claim, retries included, before its ticks are handed back: an
+unreachable store would hold each attempt for its server selection."""
 
 
 def claim_lead_s(configured_s: float, claim_s: float, mark_s: float) -> float:
-    """How long before its tick a batch is taken: at least `configured_s` (0
-    keeps every claim at the tick), more when the store is slow: room for a
-    lease wait that may end in the coordinator being taken for down
-    (`MIN_LEASE_PATIENCE_S`), then twice the claim's and the dispatched
-    mark's recent length, so both land by the tick (at most
-    `MAX_CLAIM_LEAD_S`)."""
+    """At least `configured_s` (0 keeps every claim at the tick); when the store is
+    slow, room for a lease wait and twice the claim's and the mark's recent
+    length, so both land by the tick."""
     if configured_s <= 0:
         return 0.0
     return min(MAX_CLAIM_LEAD_S, max(configured_s, MIN_LEASE_PATIENCE_S + 2 * (claim_s + mark_s)))
 
 
 def next_unfenced_estimate(current_s: float | None, sample_s: float) -> float:
-    """The running estimate of a claim made without leases, after one more
-    took `sample_s`. Every instance then claims every tick, so it is slower
-    than a leased one by about the number of instances; it follows each
-    batch at once (half weight) because it is used only while leases are
-    down, and a lead too short then sends a whole batch late."""
+    """Without leases every instance claims every tick, so such a claim is slower;
+    followed at half weight because a lead too short sends a whole batch late."""
     return sample_s if current_s is None else 0.5 * (current_s + sample_s)
 
 
 def next_claim_estimate(current_s: float, sample_s: float) -> float:
-    """The running estimate of a batch's lease and claim after one more
-    batch took `sample_s`. One slow batch moves it at most to a little over
-    double (a store that hiccups once must not push every claim seconds
-    ahead); a store that stays slow raises it batch by batch."""
+    """One slow batch moves it at most to a little over double (one hiccup must not
+    push every claim seconds ahead); a store that stays slow raises it batch by batch."""
     return 0.8 * current_s + 0.2 * min(sample_s, 2 * current_s + 0.05)
 
 
@@ -92,8 +74,7 @@ def new_claim(
     instance_id: str,
     dispatched: bool,
 ) -> TickClaim:
-    """A claim of `tick` for the job as read (its version fences it), with a
-    new execution id."""
+    """Fenced by the version of the job as read."""
     return TickClaim(
         job_id=job.id,
         expected_version=job.version,
@@ -109,7 +90,6 @@ def new_claim(
 def claims_of(
     due: Sequence[DueTick], *, clock: Clock, instance_id: str, dispatched: bool
 ) -> list[TickClaim]:
-    """A claim of each due tick (see `new_claim`)."""
     return [
         new_claim(
             d.job, d.tick, d.trigger, clock=clock, instance_id=instance_id, dispatched=dispatched
@@ -119,8 +99,6 @@ def claims_of(
 
 
 class ClaimPipeline:
-    """Runs due ticks: the scheduler's `TickSink`."""
-
     def __init__(
         self,
         *,
@@ -167,17 +145,12 @@ class ClaimPipeline:
             instance_id=instance_id,
         )
         self._claim_s = initial_claim_s
-        """Recent length of a batch's lease and claim; until measured, what
-        the store usually takes."""
+        """Recent length of a batch's lease and claim."""
         self._unfenced_s: float | None = None
-        """Recent length of a batch's claim made without leases (the
-        coordinator down): the claim lead follows it while leases are down."""
+        """Recent length of a claim made without leases."""
         self._held_ticks = 0
-        """Ticks handed back to the scheduler since the store last answered a
-        claim: non-zero during an outage (logged once at its start and end)."""
+        """Handed back since the store last answered: logged at an outage's start and end."""
         self._waiting_on_store = 0
-        """Ticks whose claim is under way: more than a burst's worth only
-        while the store is slow or unreachable."""
         metrics.gauge(
             "cronsvc_ticks_waiting_on_store",
             "Ticks whose claim is waiting on the store (retried while it is unreachable)",
@@ -185,21 +158,15 @@ class ClaimPipeline:
         )
 
     def claim_lead(self, configured_s: float) -> float:
-        """How long before its tick to take a tick (see `claim_lead_s`), from
-        the claims made without leases while the coordinator is down."""
         claim_s = self._claim_s
         if self._leases.down and self._unfenced_s is not None:
             claim_s = max(claim_s, self._unfenced_s)
         return claim_lead_s(configured_s, claim_s, self._marks.mark_s)
 
     def fire(self, due: Sequence[DueTick]) -> None:
-        """Start the runs of ticks that fell due together, in the background:
-        their leases and claims go out as one batch each."""
         self._deliveries.spawn(self._run_batch(list(due)))
 
     async def _run_batch(self, due: list[DueTick]) -> None:
-        """Lease and claim a batch of ticks due at one instant, then fire them
-        at that instant; what changed since the claim is checked at the tick."""
         started = self._clock.time()
         fire_at = max(d.tick for d in due).timestamp()
         if not self._health.is_up(Dependency.STORE):
@@ -213,22 +180,15 @@ class ClaimPipeline:
         if not leased:
             return
         if not fenced and self._leases.share < FIRST_CLAIMER_SHARE:
-            # Without leases every instance claims every tick, and the store
-            # answers the claims one after the other: sent together, the
-            # batch goes out late. The instances that usually win a batch's
-            # leases claim it at once; this one, which usually loses them,
-            # claims at the tick and wins only what they did not claim (one
-            # died, or is held up).
+            # Without leases the store answers every instance's claims one after
+            # another; the usual winners claim at once, this usual loser at the
+            # tick, winning only what they did not claim.
             await sleep_until(self._clock, fire_at)
         await self._claim_and_fire(leased, fire_at, started, fenced)
 
     async def _claim_and_fire(
         self, leased: list[DueTick], fire_at: float, started: float, fenced: bool
     ) -> None:
-        """Claim `leased` (ticks due at `fire_at`) and fire what was claimed at
-        `fire_at`; `started` is when the batch began, for the claim estimate;
-        `fenced`: whether leases kept the other instances from claiming the
-        same ticks."""
         claim_started = self._clock.time()
         # Claimed ahead of the tick, a record says "not sent yet" until just
         # before the send: if this instance dies in between, another adopts it.
@@ -240,12 +200,11 @@ class ClaimPipeline:
         if answer is None:
             return
         results, attempts = answer
-        self._store_answered()
+        if self._held_ticks:
+            log.info("ticks_taken_again", held=self._held_ticks)
+            self._held_ticks = 0
         if ahead and attempts == 1:
-            # A retried claim says nothing about how long a claim takes. One
-            # made without leases is measured apart: every instance then
-            # claims every tick, and the store answers more slowly, but only
-            # until the coordinator is back.
+            # A retried claim says nothing about how long a claim takes.
             now_s = self._clock.time()
             if fenced:
                 self._claim_s = next_claim_estimate(self._claim_s, now_s - started)
@@ -268,9 +227,7 @@ class ClaimPipeline:
     async def _claim(
         self, leased: list[DueTick], claims: list[TickClaim]
     ) -> tuple[list[ClaimResult], int] | None:
-        """The store's answers to `claims`, and how many attempts they took;
-        None when the store did not answer in time (the ticks are then
-        handed back)."""
+        """The answers and the attempts they took; None when the ticks were handed back."""
         attempts = 0
 
         async def claim() -> list[ClaimResult]:
@@ -290,14 +247,11 @@ class ClaimPipeline:
                     claim, what="claim_ticks", clock=self._clock, attempts=3, base_s=0.05
                 )
         except TRANSIENT as exc:
+            failure = type(exc).__name__
             if isinstance(exc, TimeoutError):
+                failure = f"no answer to a claim within {CLAIM_PATIENCE_S:g} s"
                 self._metrics.inc("cronsvc_store_errors_total", op="claim")
                 self._unanswered.remember(leased, claims)
-            failure = (
-                f"no answer to a claim within {CLAIM_PATIENCE_S:g} s"
-                if isinstance(exc, TimeoutError)
-                else type(exc).__name__
-            )
             self._health.report(Dependency.STORE, failure)
             self._leases.keep(leased)
             self._hold(leased, str(exc) or failure)
@@ -307,8 +261,7 @@ class ClaimPipeline:
         return results, attempts
 
     def _claimed(self, leased: list[DueTick], results: list[ClaimResult]) -> Claimed:
-        """The ticks claimed and still in their misfire grace; the others are
-        settled here (recorded, counted, or their jobs read again)."""
+        """Those still in their misfire grace; the others are settled here."""
         claimed: Claimed = []
         now = self._clock.now()
         for d, result in zip(leased, results, strict=True):
@@ -337,16 +290,61 @@ class ClaimPipeline:
         return claimed
 
     def _hold(self, due: Sequence[DueTick], error: str) -> None:
-        """Hand ticks the store did not take back to the scheduler, which
-        takes them again (under their jobs' misfire policies) once the store
-        answers: a tick is never dropped for an outage."""
         self._metrics.inc("cronsvc_ticks_held_total", len(due))
         if not self._held_ticks:  # once per outage
             log.error("ticks_held", count=len(due), reason="store_unavailable", error=error)
         self._held_ticks += len(due)
         self._handback.hold(due)
 
-    def _store_answered(self) -> None:
-        if self._held_ticks:
-            log.info("ticks_taken_again", held=self._held_ticks)
-            self._held_ticks = 0
+
+MANUAL_CLAIM_TRIES = 3
+
+
+class JobService:
+    """What the API asks of the run path: it reaches the notices and the
+    deliveries through this, never the scheduler or the claim pipeline."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        notices: Notices,
+        deliveries: Deliveries,
+        clock: Clock,
+        instance_id: str,
+    ) -> None:
+        self._store = store
+        self._notices = notices
+        self._deliveries = deliveries
+        self._clock = clock
+        self._instance_id = instance_id
+
+    async def announce(self, job_id: str) -> None:
+        """Never fails: a change whose notice cannot go out is picked up at the
+        other instances' next resync."""
+        await self._notices.job_changed(job_id)
+
+    async def trigger_now(self, job_id: str) -> Execution:
+        """Even if it is paused. The execution as recorded at the start (RUNNING,
+        or SKIPPED under `forbid`). Raises `JobNotFound`."""
+        for _ in range(MANUAL_CLAIM_TRIES):
+            job = await self._store.get_job(job_id)
+            claim = new_claim(
+                job,
+                self._clock.now(),
+                Trigger.MANUAL,
+                clock=self._clock,
+                instance_id=self._instance_id,
+                dispatched=True,
+            )
+            (result,) = await self._store.claim_ticks([claim])
+            if result.outcome is ClaimOutcome.STALE:
+                continue  # changed between read and claim: read it again
+            assert result.execution is not None
+            if result.outcome is ClaimOutcome.CLAIMED:
+                self._deliveries.replaced([result])
+                self._deliveries.start(job, result.execution)
+            else:
+                self._deliveries.count(result.execution.status)
+            return result.execution
+        raise JobNotFound(job_id)

@@ -1,16 +1,10 @@
-"""Claimed executions' webhooks sent and recorded: the tasks of the run path,
-cancels of replaced runs, and the record each delivery ends with.
+"""Claimed executions' webhooks sent and recorded, and the record a run ends with
+when no answer came (the same words wherever it is written). Every task of the run
+path is spawned here, so shutdown drains them all and a crash is counted.
 
-Every task of the run path (a batch's lease and claim, a delivery, an
-adoption, a cancel notice) is registered here, so that shutdown drains them
-all (`drain`) and a task that crashes is counted and logged.
-
-Under `concurrencyPolicy` `replace` the store's claim ends the job's running
-executions itself; their webhook requests are then aborted wherever they
-run, through a cancel notice to every instance (this one included). An
-instance that hears one cancels the delivery and writes nothing: the store
-already holds the final record. A notice that never arrives leaves the old
-request to run to its end; its result is then ignored by the store.
+Under `replace` the store's claim ends the old runs itself; a cancel notice aborts
+their requests wherever they run and nothing is written (the store holds the final
+record). A notice that never arrives leaves the old request to finish, ignored.
 """
 
 from __future__ import annotations
@@ -18,48 +12,47 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
+from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult, Dispatcher
-from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
+from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
+from cronsvc.errors import CronSvcError
 from cronsvc.feedback import TargetFeedback
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
+from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.notices import Notices
 from cronsvc.outgoing import Outgoing
-from cronsvc.records import SHUTDOWN, ended
 from cronsvc.results import ResultWriter
 from cronsvc.store import ClaimResult
+from cronsvc.ticks import DueTick
 from cronsvc.webhook_request import WebhookRequest
 
 log = structlog.get_logger(__name__)
 
+SHUTDOWN = "cronsvc stopped before the webhook answered"
+SHUTDOWN_UNSENT = "cronsvc stopped before its tick; the webhook was not sent"
+ADOPTED_TOO_LATE = (
+    "the instance that claimed this tick stopped before sending it, "
+    "and the job's misfire policy does not fire it this late"
+)
+UNANSWERED = "the store wrote its claim but its answer never came back, so the webhook was not sent"
+CLAIMED_LATE = "the store took its claim {late_s:.1f} s after the tick"
+HELD_UP = "this instance was held up {late_s:.1f} s past the tick between its claim and its send"
+
 MAX_REMEMBERED_CANCELS = 10_000
-"""Cancel notices are remembered (by execution id) up to this many, so a
-notice that arrives before its delivery has started still stops it."""
+"""Remembered so that a notice that arrives before its delivery started still stops it."""
 
 Run = tuple[Job, Execution, Outgoing]
-"""A claimed execution to send: its job, and its webhook's delivery, the
-first request made ahead where it could be (`Dispatcher.outgoing`)."""
-
-
-class Ready:
-    """Claimed runs made ready to go out at one instant (`Deliveries.ready`),
-    for `Deliveries.start_all`. Opaque to its holder; one left unsent holds
-    nothing that needs giving back."""
-
-    __slots__ = ("_runs",)
-
-    def __init__(self, runs: dict[str, Run]) -> None:
-        self._runs = runs
-        """Execution id -> its run."""
-
-    def runs(self, executions: Sequence[Execution]) -> list[Run]:
-        return [self._runs[execution.id] for execution in executions]
+Ready = dict[str, Run]
+"""By execution id, runs whose first requests were made ahead; one left unsent
+holds nothing that needs giving back."""
 
 
 class Deliveries:
@@ -83,16 +76,14 @@ class Deliveries:
         self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: dict[str, asyncio.Task[Any]] = {}
-        """Execution id -> the task sending its webhook, while it runs."""
         self._cancelled: dict[str, None] = {}
-        """Execution ids named by cancel notices, oldest first (bounded)."""
+        """Named by cancel notices, oldest first (bounded)."""
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
     def spawn(self, coro: asyncio._CoroutineLike[None]) -> asyncio.Task[None]:
-        """Run `coro` as a task of the run path (see the module's docstring)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -105,8 +96,7 @@ class Deliveries:
             log.error("run_crashed", exc_info=task.exception())
 
     async def drain(self, grace_s: float) -> None:
-        """Let runs in flight finish for up to `grace_s`, then cancel the rest
-        (each cancelled run is recorded as a FAILURE, never left RUNNING)."""
+        """A run cancelled after `grace_s` is recorded FAILURE, never left RUNNING."""
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
@@ -117,12 +107,10 @@ class Deliveries:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def running(self, execution_id: str) -> bool:
-        """Whether this execution's webhook is being sent here."""
         return execution_id in self._deliveries
 
     def cancel_replaced(self, execution_ids: Sequence[str]) -> None:
-        """A cancel notice: abort the deliveries of these executions if this
-        instance runs them (or is about to), writing no result for them."""
+        """A cancel notice: abort these deliveries if they run here (or are about to)."""
         for execution_id in execution_ids:
             self._cancelled[execution_id] = None
             task = self._deliveries.get(execution_id)
@@ -132,8 +120,6 @@ class Deliveries:
             del self._cancelled[next(iter(self._cancelled))]
 
     def replaced(self, results: Sequence[ClaimResult]) -> None:
-        """Have the runs that these claims ended (under `replace`) aborted,
-        here at once and elsewhere by a cancel notice."""
         ids = [execution_id for result in results for execution_id in result.replaced]
         if not ids:
             return
@@ -152,29 +138,22 @@ class Deliveries:
         self.spawn(self._notices.runs_replaced(ids))
 
     def ready(self, claimed: Sequence[tuple[Job, Execution]], at: float) -> Ready:
-        """Claimed executions to send at `at` (Unix seconds), their first
-        requests made now, so that then they only go out."""
-        return Ready(
-            {
-                execution.id: (job, execution, self._outgoing(job, execution, at))
-                for job, execution in claimed
-            }
-        )
+        """First requests made now for a send at `at` (Unix seconds)."""
+        return {
+            execution.id: (job, execution, self._outgoing(job, execution, at))
+            for job, execution in claimed
+        }
 
     def start(self, job: Job, execution: Execution) -> None:
-        """Send one claimed execution's webhook now."""
         self._start([(job, execution, self._outgoing(job, execution))])
 
     def start_all(self, ready: Ready, executions: Sequence[Execution]) -> None:
-        """Send these of the executions made `ready`, in this order; the
-        others are dropped, unsent."""
-        self._start(ready.runs(executions))
+        """Send these, in this order; the others made ready are dropped, unsent."""
+        self._start([ready[execution.id] for execution in executions])
 
     def _start(self, runs: Sequence[Run]) -> None:
-        """Their first requests go out now, one after another, where they
-        can (`Outgoing.send_first`); the rest of each delivery runs in a task
-        of its own, started after: a burst's requests then leave together,
-        not one per task turn."""
+        """All first requests go out before any delivery task starts: a burst's
+        requests then leave together, not one per task turn."""
         started = []
         for job, execution, outgoing in runs:
             if execution.id in self._cancelled:
@@ -186,7 +165,7 @@ class Deliveries:
             self.spawn(self.deliver(job, execution, outgoing))
 
     async def send_now(self, job: Job, execution: Execution) -> None:
-        """Send one claimed execution's webhook in the calling task."""
+        """In the calling task."""
         outgoing = self._outgoing(job, execution)
         outgoing.send_first()
         await self.deliver(job, execution, outgoing)
@@ -195,8 +174,6 @@ class Deliveries:
         return self._dispatcher.outgoing(webhook_request(job, execution), at)
 
     async def deliver(self, job: Job, execution: Execution, outgoing: Outgoing) -> None:
-        """Send a webhook whose first request went out or is to go out now
-        (`outgoing`), and record its result."""
         if execution.id in self._cancelled:  # replaced before its task began
             outgoing.abandon()
             self._aborted(execution)
@@ -235,22 +212,19 @@ class Deliveries:
             result.duration_ms / 1000
         )
         self._metrics.inc("cronsvc_webhook_attempts_total", result.attempts)
-        lag_ms = round(lag_s * 1000, 1)
         log.info(
             "tick_fired",
             job_id=job.id,
             tick=rfc3339(execution.scheduled_at),
             trigger=execution.trigger.value,
-            lag_ms=lag_ms,
+            lag_ms=round(lag_s * 1000, 1),
             status=result.status.value,
             attempts=result.attempts,
             response_status=result.response_status,
         )
 
     def finish(self, execution: Execution, job: Job | None = None) -> None:
-        """Count an execution's final record and write it (behind, in
-        batches); its job's alerts hear of it once it is written (`job`:
-        saves reading the job, where it is at hand)."""
+        """Written behind, in batches; `job`, where at hand, saves the alerts a read."""
         self.count(execution.status)
         if self._alerts is not None:
             self._alerts.expect(execution, job)
@@ -293,3 +267,59 @@ def _finished(execution: Execution, result: DeliveryResult) -> Execution:
         error=result.error,
         attempt_log=result.attempt_log,
     )
+
+
+def missed(execution: Execution, now: datetime, message: str) -> Execution:
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.MISSED,
+        executed_at=None,
+        finished_at=now,
+        error=ErrorInfo(type="missed", message=message),
+    )
+
+
+def ended(
+    execution: Execution, now: datetime, error_type: str, message: str, *, skipped: bool = False
+) -> Execution:
+    return dataclasses.replace(
+        execution,
+        status=ExecutionStatus.SKIPPED if skipped else ExecutionStatus.FAILURE,
+        executed_at=None if skipped else execution.executed_at,
+        finished_at=now,
+        duration_ms=None if skipped else _ms_between(execution.executed_at, now),
+        error=ErrorInfo(type=error_type, message=message),
+    )
+
+
+def past_grace(due: DueTick, now: datetime) -> bool:
+    """Recorded MISSED then, as a tick found overdue after a restart is, not fired late."""
+    if due.trigger is Trigger.MANUAL:
+        return False
+    grace = max(due.job.spec.misfire_grace_seconds, MIN_GRACE_S)
+    return (now - due.tick).total_seconds() > grace
+
+
+def missed_late(execution: Execution, due: DueTick, now: datetime, why: str) -> Execution:
+    late_s = (now - due.tick).total_seconds()
+    spec = due.job.spec
+    return missed(
+        execution,
+        now,
+        why.format(late_s=late_s) + ", past the job's misfire grace "
+        f"(misfirePolicy {spec.misfire_policy.value}, "
+        f"misfireGraceSeconds {max(spec.misfire_grace_seconds, MIN_GRACE_S):g}); "
+        "the webhook was not sent",
+    )
+
+
+def has_tick(job: Job, tick: datetime) -> bool:
+    try:
+        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
+    except CronSvcError:
+        return False
+    return schedule.next_after(tick - timedelta(seconds=1)) == tick
+
+
+def _ms_between(start: datetime | None, end: datetime) -> int | None:
+    return None if start is None else int((end - start).total_seconds() * 1000)

@@ -1,12 +1,7 @@
-"""A buffer that one background task empties in batches, as the result
-writer does with finished runs and the alert engine with run outcomes.
-
-What both need, kept in one place: wait for a batch to gather, hand it to
-the owner's `flush`, and while `flush` says the store did not take it, try
-again with backoff (woken early by new items). After `stop` the task keeps
-trying for a bounded time, then hands what is left to `give_up` so the
-owner counts and logs it: nothing is dropped quietly. Bounding the buffer,
-and what a full one does, is the owner's part.
+"""A buffer one background task empties in batches, for the result writer and the
+alert engine: a batch not taken is retried with backoff; after `stop`, what is left
+when trying ends goes to `give_up`, so nothing is dropped quietly. Bounding the
+buffer is the owner's part.
 """
 
 from __future__ import annotations
@@ -32,13 +27,12 @@ class Drain(Generic[T]):
         linger: Callable[[], Awaitable[None]],
         batch: int,
     ) -> None:
-        """`flush(batch)`: True once the batch is taken (it then leaves the
-        buffer), False to keep it and try again. `linger()`: waits for a
-        batch to gather after the first item of one arrives."""
+        """`flush(batch)`: False to keep the batch and try again. `linger()`: waits
+        for a batch to gather after its first item."""
         self.items: list[T] = []
-        """Waiting, oldest first; only the task takes items out."""
+        """Oldest first; only the task takes items out."""
         self.failures = 0
-        """`flush` calls in a row that did not take their batch."""
+        """In a row."""
         self.stopping = False
         self._clock = clock
         self._flush = flush
@@ -52,13 +46,11 @@ class Drain(Generic[T]):
         self._wake.set()
 
     def stop(self) -> None:
-        """Flush what is waiting, then end `run`."""
         self.stopping = True
         self._wake.set()
 
     async def run(self, give_up_after_s: float) -> None:
-        """Flush batches until stopped; after `stop`, keep trying for at most
-        `give_up_after_s`, then give up what is left."""
+        """After `stop`, tries for at most `give_up_after_s`."""
         deadline: float | None = None
         while True:
             await self._wake.wait()

@@ -1,9 +1,6 @@
-"""What a failing webhook target asks of its job: 410 Gone pauses the job,
-a Retry-After holds back its ticks.
-
-Heeded after the delivery's last attempt, before its record is written (the
-record of a 410 says the job was paused). A store that does not answer
-leaves the job as it is: the target's wish is logged, not retried.
+"""What a failing webhook target asks of its job: 410 Gone pauses it, a Retry-After
+holds back its ticks. Heeded before the record is written (a 410's says the job was
+paused); a store that does not answer leaves the job as it is, the wish logged.
 """
 
 from __future__ import annotations
@@ -50,10 +47,8 @@ class TargetFeedback:
         self._max_defer_s = max_defer_s
 
     async def heed(self, job: Job, execution: Execution, result: DeliveryResult) -> Execution:
-        """What a failing target asked for: 410 Gone pauses the job (unless
-        someone changed it since); a Retry-After on the last attempt's 429 or
-        503 holds back the job's ticks that would fall inside it. Returns the
-        execution to record."""
+        """The execution to record. A 410 pauses the job unless someone changed it
+        since; a Retry-After holds back only ticks that would fall inside it."""
         now = self._clock.now()
         try:
             if result.response_status == 410:

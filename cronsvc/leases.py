@@ -1,12 +1,7 @@
-"""The per-tick fire leases of a batch: which ticks this instance won.
-
-A lease (`Coordinator.try_lease_ticks`) keeps the other instances from
-claiming a tick in the store at all. While the coordinator is unreachable
-every tick goes on to the store's claim, the final fence against a
-duplicate: firing continues, at the cost of more claims that lose. A lease
-that fails or outwaits its patience reports the coordinator down; leases
-are then skipped, not tried and waited for, until the health probe hears it
-again.
+"""A batch's per-tick fire leases, which keep the other instances from claiming a
+tick at all. Without the coordinator every tick goes on to the store's claim, the
+final fence: firing continues at the cost of more lost claims, and leases are
+skipped, not waited for, until the health probe hears the coordinator again.
 """
 
 from __future__ import annotations
@@ -28,25 +23,17 @@ from cronsvc.ticks import DueTick
 log = structlog.get_logger(__name__)
 
 LEASE_PATIENCE_S = 0.5
-"""How long a batch waits for its leases at most before it goes on to the
-store's claim without them and reports the coordinator down. A healthy Redis
-answers a batch's pipeline in milliseconds; a stalled one would hold every
-batch for its command timeout and retry (~4 s each). A batch taken ahead of
-its tick waits less: only until its claim must start to land by the tick
-(at least `MIN_LEASE_PATIENCE_S`), so the one batch a stall catches is not
-sent late for it."""
+"""Before a batch goes on without leases: a stalled Redis would hold it for its
+command timeout and retry. A batch taken ahead waits only until its claim must
+start to land by the tick, so the one batch a stall catches is not sent late."""
 MIN_LEASE_PATIENCE_S = 0.1
 FIRST_CLAIMER_SHARE = 0.25
-"""Without leases, an instance that won at least this share of its recent
-leases claims a batch at once; one that won less claims it at its tick,
-after the instances that usually win it (see `ClaimPipeline._run_batch`)."""
+"""Without leases, an instance that won less than this share of its recent leases
+claims at the tick, after those that usually win."""
 MAX_WON = 100_000
-"""Leases won for ticks handed back unclaimed, remembered at most."""
 
 
 def next_lease_share(current: float, won: int, asked: int) -> float:
-    """The running share of the leases this instance asked for that it won,
-    after one more batch."""
     return current if asked == 0 else 0.8 * current + 0.2 * (won / asked)
 
 
@@ -66,30 +53,23 @@ class Leases:
         self._metrics = metrics
         self._lease_ttl_s = lease_ttl_s
         self.down = False
-        """Whether the last batch went on without leases (the coordinator
-        did not answer): logged once at an outage's start and end."""
+        """Whether the last batch went on without leases."""
         self.share = 1.0
-        """Recent share of the leases asked for that this instance won: with
-        no history, as much as any instance."""
+        """Recent share of the leases asked for that this instance won."""
         self._won: dict[tuple[str, datetime], None] = {}
-        """Leases this instance won for ticks it then handed back unclaimed:
-        taken again, they are its own (a coordinator may refuse a lease
-        twice, even to its holder)."""
+        """Won, then handed back unclaimed: its own when taken again (a coordinator
+        may refuse a lease twice, even to its holder)."""
 
     def keep(self, due: Sequence[DueTick]) -> None:
-        """Ticks won and handed back unclaimed: theirs when taken again."""
         for d in due:
             self._won[d.job.id, d.tick] = None
         while len(self._won) > MAX_WON:
             del self._won[next(iter(self._won))]
 
     async def lease(self, due: list[DueTick], patience: float) -> tuple[list[DueTick], bool]:
-        """The ticks this instance won (and those lost that it claims all
-        the same: `LostLeases.lost`), and whether leases fenced them (False:
-        the coordinator did not answer within `patience`, or is taken for
-        down, so every tick goes on unleased)."""
+        """The ticks won (and lost ones claimed all the same), and whether leases
+        fenced them (False: every tick goes on unleased)."""
         if self._won:
-            # Ticks handed back unclaimed and taken again were leased already.
             mine, rest = [], []
             for d in due:
                 key = (d.job.id, d.tick)
@@ -111,11 +91,9 @@ class Leases:
                 )
         except TRANSIENT as exc:
             self._metrics.inc("cronsvc_coordinator_errors_total", op="lease")
-            failure = (
-                f"no answer to a lease within {patience:.2f} s"
-                if isinstance(exc, TimeoutError)
-                else type(exc).__name__
-            )
+            failure = type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                failure = f"no answer to a lease within {patience:.2f} s"
             self._health.report(Dependency.COORDINATOR, failure)
             self._unavailable(due, str(exc) or failure)
             return due, False
@@ -138,9 +116,8 @@ class Leases:
 
 
 class LostLeases:
-    """The ticks whose leases this instance lost in the last `keep_s`
-    seconds, batch by batch, for the leader to claim if their winner leaves
-    (`cronsvc.orphans`)."""
+    """Ticks whose leases were lost in the last `keep_s` seconds, for the leader to
+    claim if their winner leaves (`cronsvc.orphans`)."""
 
     def __init__(self, *, clock: Clock, keep_s: float) -> None:
         self._clock = clock
@@ -149,19 +126,16 @@ class LostLeases:
         self._claim_until = 0.0
 
     def lost(self, lost: Sequence[DueTick]) -> Sequence[DueTick]:
-        """Remember `lost` (ticks due together whose leases this instance
-        lost); what to claim all the same, as if won: ticks that an instance
-        which left may have leased (see `claim_until`)."""
+        """Remembered; returned to be claimed as if won when an instance that left
+        may have leased them (see `claim_until`)."""
         if lost and lost[0].tick.timestamp() <= self._claim_until:
             return lost
         self.remember(lost)
         return ()
 
     def claim_until(self, instant_s: float) -> None:
-        """An instance has left: it may have leased ticks up to `instant_s`
-        (its claim lead ahead), which this instance has not asked for yet.
-        The store's claim alone fences those: when this instance loses their
-        leases, it claims them all the same."""
+        """An instance has left, maybe holding leases up to `instant_s`: the store's
+        claim alone fences those ticks, so they are claimed even when lost."""
         self._claim_until = max(self._claim_until, instant_s)
 
     def remember(self, lost: Sequence[DueTick]) -> None:
@@ -173,13 +147,11 @@ class LostLeases:
             self._batches.popleft()
 
     def take(self) -> list[DueTick]:
-        """Every tick remembered and still recent, forgotten here."""
         oldest = self._clock.time() - self._keep_s
         taken = [d for at, batch in self._batches if at >= oldest for d in batch]
         self._batches.clear()
         return taken
 
     def give_back(self, due: Sequence[DueTick]) -> None:
-        """Ticks taken whose claim failed: remembered again, to be taken at
-        the leader's next try."""
+        """Taken, but their claim failed: for the leader's next try."""
         self._batches.appendleft((min((d.tick.timestamp() for d in due), default=0.0), due))

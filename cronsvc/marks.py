@@ -1,11 +1,6 @@
-"""Claims made ahead of their tick, marked dispatched just before it, and
-checked against their jobs' current versions: part of the claim pipeline
-(`cronsvc.claims`).
-
-Until the mark, a record says "not sent yet": an instance that dies between
-its claim and the mark leaves the tick to be adopted by another. A job that
-changed since the claim is read again and fired as it is now, or its tick
-recorded SKIPPED.
+"""Claims made ahead, marked dispatched just before their tick and checked against
+their jobs' current versions. Until the mark a record says "not sent yet", so an
+instance that dies before it leaves the tick to be adopted.
 """
 
 from __future__ import annotations
@@ -15,12 +10,19 @@ import asyncio
 import structlog
 
 from cronsvc.clock import Clock, sleep_until
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import (
+    HELD_UP,
+    SHUTDOWN_UNSENT,
+    Deliveries,
+    ended,
+    has_tick,
+    missed_late,
+    past_grace,
+)
 from cronsvc.domain import Execution, Job
 from cronsvc.errors import JobNotFound
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
-from cronsvc.records import HELD_UP, SHUTDOWN_UNSENT, ended, has_tick, missed_late, past_grace
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import Store
 from cronsvc.ticks import DueTick, HandBack
@@ -28,8 +30,7 @@ from cronsvc.ticks import DueTick, HandBack
 log = structlog.get_logger(__name__)
 
 MARK_PATIENCE_S = 0.25
-"""How long after their tick claimed webhooks wait for the store to mark
-them dispatched before they go out unmarked."""
+"""After the tick, before the webhooks go out unmarked."""
 
 Claimed = list[tuple[DueTick, Execution]]
 
@@ -52,19 +53,13 @@ class DispatchMarks:
         self._metrics = metrics
         self._instance_id = instance_id
         self.mark_s = 0.005
-        """Recent length of the round trip that marks claims dispatched."""
+        """Recent length of the marking round trip."""
 
     async def wait_for_tick(self, claimed: Claimed, fire_at: float) -> Claimed:
-        """Mark the claims dispatched, wait for the tick, and return those
-        still good to fire as they are. Claims whose job changed after the
-        claim are settled apart; claims another instance adopted meanwhile
-        (this one was taken for dead) are left to it.
-
-        The marking round trip starts ahead of the tick by twice its recent
-        length, so it lands by the tick instead of delaying every webhook by
-        its length (BENCHMARKS.md, "Why the constants are what they are").
-        The price: an instance that dies between the mark and the tick leaves
-        those runs LOST rather than adopted."""
+        """Those still good to fire as they are; claims another instance adopted
+        meanwhile are left to it. The mark starts twice its length ahead so it
+        lands by the tick, at a price: an instance that dies between the mark
+        and the tick leaves those runs LOST rather than adopted."""
         try:
             await self._clock.sleep(fire_at - 2 * self.mark_s - self._clock.time())
         except asyncio.CancelledError:
@@ -96,8 +91,7 @@ class DispatchMarks:
         return unchanged
 
     async def _mark(self, claimed: Claimed, fire_at: float) -> tuple[set[str], dict[str, int]]:
-        """Mark the claims dispatched and read their jobs' versions: the
-        claims still this instance's, and each job's current version."""
+        """The claims still this instance's, and each job's current version."""
         started = self._clock.monotonic()
         try:
             # Bounded: a store that stalls now must not hold the webhooks
@@ -121,8 +115,6 @@ class DispatchMarks:
         return marked, versions
 
     async def _settle_changed(self, due: DueTick, execution: Execution) -> None:
-        """The job changed between its claim and its tick: fire the new version
-        if it is active and still has this tick, else record the tick SKIPPED."""
         self._handback.stale(due.job.id)
         try:
             job: Job | None = await self._store.get_job(due.job.id)

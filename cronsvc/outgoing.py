@@ -1,8 +1,5 @@
-"""One webhook delivery as the run path holds it (`Outgoing`): made ahead of
-its send, its first request written at the send, then its result awaited or
-the delivery abandoned. What the dispatcher keeps between those steps (the
-request made ahead, the first request in flight and its concurrency slot)
-stays inside it.
+"""One webhook delivery as the run path holds it; what the dispatcher keeps between
+its steps (the request made ahead, the first one in flight, its slot) stays inside.
 """
 
 from __future__ import annotations
@@ -15,12 +12,7 @@ if TYPE_CHECKING:
 
 
 class Outgoing:
-    """A delivery of `request` through a dispatcher (`Dispatcher.outgoing`).
-
-    `send_first` puts its first request on the wire now, if a slot is free
-    (so a burst's requests all go out before any of their tasks runs);
-    then either `result` (all attempts, the first one's answer read) or
-    `abandon` (its run was replaced meanwhile), once."""
+    """`send_first`, then once either `result` or `abandon` (its run was replaced)."""
 
     __slots__ = ("_dispatcher", "_first", "_prepared", "request")
 
@@ -33,18 +25,16 @@ class Outgoing:
         self._first: FirstSend | None = None
 
     def send_first(self) -> None:
-        """Write the first request now where a slot is free (else `result`
-        sends it as usual)."""
+        """Where a slot is free; else `result` sends it as usual."""
         prepared, self._prepared = self._prepared, None
         self._first = self._dispatcher.send_first(self.request, prepared)
 
     def abandon(self) -> None:
-        """Give the delivery up: a first request sent is not read, its slot freed."""
+        """A first request sent is not read, its slot freed."""
         first, self._first = self._first, None
         if first is not None:
             self._dispatcher.abandon(first)
 
     async def result(self) -> DeliveryResult:
-        """The delivery's result, all attempts (see `Dispatcher.deliver`)."""
         first, self._first = self._first, None
         return await self._dispatcher.deliver(self.request, first)

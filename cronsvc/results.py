@@ -1,11 +1,7 @@
-"""Write-behind for execution results: finished runs reach the store in
-batches, off the firing path, and wait out a store outage.
-
-The buffer is bounded (`max_pending`); a result that does not fit, or that is
-still unwritten when shutdown gives up, is counted and logged, never dropped
-quietly. So is a result the store would not take because its run was already
-final (marked LOST while its instance seemed dead, or ended by a `replace`
-claim): the record keeps what it says.
+"""Write-behind for execution results: batches off the firing path that wait out a
+store outage. A result that does not fit the bounded buffer, is unwritten when
+shutdown gives up, or whose run was already final (LOST, or ended by `replace`) is
+counted and logged, never dropped quietly.
 """
 
 from __future__ import annotations
@@ -27,14 +23,10 @@ log = structlog.get_logger(__name__)
 
 MAX_BATCH = 500
 LINGER_S = 0.05
-"""A batch is written once no result has come for this long (the burst that
-sent them is over) ..."""
+"""A batch is written once no result has come for this long ..."""
 MAX_LINGER_S = 0.5
-"""... or this long after its first result, whichever comes first. Bursts of
-webhooks finish together, and one write after the burst costs the event loop
-less than many during it: the store's worker thread holds the interpreter
-while it builds rows, and the burst's requests would wait for it (BENCHMARKS.md,
-"Why the constants are what they are")."""
+"""... or this long after its first: one write after a burst costs the event loop
+less than many during it (the store's thread holds the interpreter)."""
 
 
 class ResultObserver(Protocol):
@@ -96,19 +88,15 @@ class ResultWriter:
         self._drain.put(execution)
 
     def stop(self) -> None:
-        """Write what is pending, then end `run` (see `give_up_after_s`)."""
         self._drain.stop()
 
     async def run(self, give_up_after_s: float = 10.0) -> None:
-        """Write batches until stopped; after `stop`, keep trying for at most
-        `give_up_after_s`, then count what is left as dropped."""
         await self._drain.run(give_up_after_s)
 
     async def _linger(self) -> None:
         waited = 0.0
         while waited < MAX_LINGER_S and not self._drain.stopping:
-            # Only this task takes results out of the buffer: its length
-            # grows exactly when results come in.
+            # Only this task takes results out: the length grows exactly when some come.
             seen = len(self._drain.items)
             await self._clock.sleep(LINGER_S)
             waited += LINGER_S
@@ -137,8 +125,7 @@ class ResultWriter:
     def _late(
         self, batch: list[Execution], already_final: tuple[tuple[str, ExecutionStatus], ...]
     ) -> None:
-        """Results whose runs were already final: counted each, logged once
-        per batch (a reaped instance can bring back thousands at once)."""
+        """Logged once per batch: a reaped instance can bring back thousands at once."""
         by_status = collections.Counter(status for _, status in already_final)
         for status, count in by_status.items():
             self._metrics.inc("cronsvc_late_results_total", count, stored_status=status.value)

@@ -28,7 +28,7 @@ from cronsvc.alertwatch import AlertWatch
 from cronsvc.api.app import create_app
 from cronsvc.api.auth import ACCESS, Access
 from cronsvc.api.context import CONTEXT, ApiContext
-from cronsvc.claims import ClaimPipeline
+from cronsvc.claims import ClaimPipeline, JobService
 from cronsvc.clock import Clock, SystemClock
 from cronsvc.config import Config, is_loopback
 from cronsvc.coord import Coordinator, open_coordinator
@@ -38,7 +38,6 @@ from cronsvc.errors import CannotListen
 from cronsvc.feedback import TargetFeedback
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
-from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
 from cronsvc.leases import LostLeases
 from cronsvc.metrics import Metrics

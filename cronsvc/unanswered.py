@@ -1,11 +1,7 @@
-"""Claims sent whose answer never came: they may have been written.
-
-A store that stalls may write a claim and lose its answer, or take a claim
-sent before the stall only when it resumes. Such a record would stay
-RUNNING and never be sent. Each unanswered claim is looked up once the
-store answers again, a few times some seconds apart: one written after all
-(and so not sent) is recorded MISSED; one the store never wrote leaves its
-tick to the scheduler, which takes it again.
+"""Claims whose answer never came: a stalled store may have written them (or write
+them when it resumes), leaving records RUNNING and never sent. Each is looked up a
+few times once the store answers: one written after all is recorded MISSED; one
+never written leaves its tick to the scheduler.
 """
 
 from __future__ import annotations
@@ -19,12 +15,11 @@ from dataclasses import dataclass
 import structlog
 
 from cronsvc.clock import Clock
-from cronsvc.deliveries import Deliveries
+from cronsvc.deliveries import UNANSWERED, Deliveries, missed
 from cronsvc.domain import Execution, ExecutionStatus
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
-from cronsvc.records import UNANSWERED, missed
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import Store, TickClaim
 from cronsvc.ticks import DueTick
@@ -32,14 +27,9 @@ from cronsvc.ticks import DueTick
 log = structlog.get_logger(__name__)
 
 MAX_UNCERTAIN = 100_000
-"""Claims whose fate is unknown remembered at most."""
 UNCERTAIN_CHECKS = 3
-"""How many times, a few seconds apart once the store answers, a claim whose
-fate is unknown is looked for: a request sent before a stall may land only
-when the store resumes."""
 UNCERTAIN_CHECK_S = 3.0
 UNCERTAIN_BATCH = 500
-"""Unanswered claims looked up in one store call."""
 
 
 @dataclass(slots=True)
@@ -47,7 +37,6 @@ class _Unanswered:
     execution: Execution
     """The record its claim would have written."""
     checks: int
-    """Lookups left before it is taken as never written."""
 
 
 class UnansweredClaims:
@@ -68,12 +57,9 @@ class UnansweredClaims:
         self._metrics = metrics
         self._instance_id = instance_id
         self._uncertain: collections.OrderedDict[str, _Unanswered] = collections.OrderedDict()
-        """By execution id, the next to look up first."""
         self._resolving: asyncio.Task[None] | None = None
 
     def remember(self, due: Sequence[DueTick], claims: Sequence[TickClaim]) -> None:
-        """Claims sent without an answer may have been written: look them up
-        once the store answers, so none stays RUNNING and unsent."""
         for d, claim in zip(due, claims, strict=True):
             self._uncertain[claim.execution_id] = _Unanswered(
                 execution=Execution(
@@ -98,13 +84,11 @@ class UnansweredClaims:
             self._resolving = self._deliveries.spawn(self._resolve())
 
     def answered(self, execution_id: str) -> None:
-        """A claim was answered after all (by a retry): no lookup needed."""
+        """By a retry."""
         self._uncertain.pop(execution_id, None)
 
     async def _resolve(self) -> None:
-        """Look up the unanswered claims once the store answers, a few times
-        some seconds apart. One store call a round for up to
-        `UNCERTAIN_BATCH` of them: a store slow enough to leave claims
+        """One call a round for a batch: a store slow enough to leave claims
         unanswered must not be asked once per claim."""
         while self._uncertain:
             await self._health.until_up(Dependency.STORE, self._clock)

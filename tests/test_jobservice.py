@@ -12,12 +12,12 @@ from datetime import timedelta
 
 import pytest
 
+from cronsvc.claims import MANUAL_CLAIM_TRIES, JobService
 from cronsvc.clock import SystemClock
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.deliveries import Deliveries
 from cronsvc.domain import ConcurrencyPolicy, ExecutionStatus, Job, Trigger
 from cronsvc.errors import JobNotFound
-from cronsvc.jobservice import MANUAL_CLAIM_TRIES, JobService
 from cronsvc.metrics import Metrics
 from cronsvc.notices import Notices
 from cronsvc.store import ExecutionQuery, Store

@@ -12,12 +12,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from cronsvc.claims import JobService
 from cronsvc.clock import Clock
 from cronsvc.config import Config
 from cronsvc.coord import Coordinator
 from cronsvc.errors import FieldError, ValidationFailed
 from cronsvc.health import HealthMonitor
-from cronsvc.jobservice import JobService
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
