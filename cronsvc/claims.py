@@ -1,42 +1,395 @@
 """The scheduler's `TickSink`: a batch of ticks due at one instant leased, claimed,
-marked dispatched and sent at its instant. The scheduler decides *when*; it may
-hand a batch over ahead (`claim_lead`) so the claim is off the tick's critical
-path. Ticks the store does not take in time are handed back, never dropped. The
-API's run-now makes its claim here too (`JobService`).
+marked dispatched and sent at its instant, maybe handed over ahead (`claim_lead`) so
+the claim is off the tick's critical path. Ticks the store does not take in time are
+handed back, never dropped. The API's run-now makes its claim here too (`JobService`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
 from cronsvc.clock import Clock, sleep_until
 from cronsvc.coord import Coordinator
-from cronsvc.deliveries import CLAIMED_LATE, Deliveries, missed_late, past_grace
+from cronsvc.deliveries import (
+    CLAIMED_LATE,
+    HELD_UP,
+    SHUTDOWN_UNSENT,
+    UNANSWERED,
+    Deliveries,
+    ended,
+    has_tick,
+    missed,
+    missed_late,
+    past_grace,
+)
 from cronsvc.domain import Execution, ExecutionStatus, Job, Trigger
 from cronsvc.errors import JobNotFound
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.instants import rfc3339
-from cronsvc.leases import (
-    FIRST_CLAIMER_SHARE,
-    LEASE_PATIENCE_S,
-    MIN_LEASE_PATIENCE_S,
-    Leases,
-    LostLeases,
-)
-from cronsvc.marks import Claimed, DispatchMarks
 from cronsvc.metrics import Metrics
 from cronsvc.notices import Notices
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, ClaimResult, Store, TickClaim
 from cronsvc.ticks import DueTick, HandBack
-from cronsvc.unanswered import UnansweredClaims
 
 log = structlog.get_logger(__name__)
+
+LEASE_PATIENCE_S = 0.5
+"""Before a batch goes on without leases: a stalled Redis would hold it for its
+command timeout and retry. A batch taken ahead waits only until its claim must
+start to land by the tick, so the one batch a stall catches is not sent late."""
+MIN_LEASE_PATIENCE_S = 0.1
+FIRST_CLAIMER_SHARE = 0.25
+"""Without leases, an instance that won less than this share of its recent leases
+claims at the tick, after those that usually win."""
+MAX_WON = 100_000
+
+
+def next_lease_share(current: float, won: int, asked: int) -> float:
+    return current if asked == 0 else 0.8 * current + 0.2 * (won / asked)
+
+
+class Leases:
+    """A batch's per-tick fire leases, which keep the other instances from claiming a
+    tick at all. Without the coordinator every tick goes on to the store's claim, the
+    final fence: firing continues at the cost of more lost claims, and leases are
+    skipped, not waited for, until the health probe hears the coordinator again."""
+
+    def __init__(
+        self,
+        *,
+        coordinator: Coordinator,
+        health: HealthMonitor,
+        metrics: Metrics,
+        lease_ttl_s: float,
+        lost: LostLeases | None = None,
+    ) -> None:
+        self._coordinator = coordinator
+        self._lost = lost
+        self._health = health
+        self._metrics = metrics
+        self._lease_ttl_s = lease_ttl_s
+        self.down = False
+        """Whether the last batch went on without leases."""
+        self.share = 1.0
+        """Recent share of the leases asked for that this instance won."""
+        self._won: dict[tuple[str, datetime], None] = {}
+        """Won, then handed back unclaimed: its own when taken again (a coordinator
+        may refuse a lease twice, even to its holder)."""
+
+    def keep(self, due: Sequence[DueTick]) -> None:
+        for d in due:
+            self._won[d.job.id, d.tick] = None
+        while len(self._won) > MAX_WON:
+            del self._won[next(iter(self._won))]
+
+    async def lease(self, due: list[DueTick], patience: float) -> tuple[list[DueTick], bool]:
+        """The ticks won (and lost ones claimed all the same), and whether leases
+        fenced them (False: every tick goes on unleased)."""
+        if self._won:
+            mine, rest = [], []
+            for d in due:
+                key = (d.job.id, d.tick)
+                if key in self._won:
+                    del self._won[key]
+                    mine.append(d)
+                else:
+                    rest.append(d)
+            if mine:
+                leased, fenced = await self.lease(rest, patience) if rest else ([], True)
+                return mine + leased, fenced
+        if not self._health.is_up(Dependency.COORDINATOR):
+            self._unavailable(due, "the coordinator is not answering its probe")
+            return due, False
+        try:
+            async with asyncio.timeout(patience):
+                won = await self._coordinator.try_lease_ticks(
+                    [(d.job.id, d.tick) for d in due], self._lease_ttl_s
+                )
+        except TRANSIENT as exc:
+            self._metrics.inc("cronsvc_coordinator_errors_total", op="lease")
+            failure = type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                failure = f"no answer to a lease within {patience:.2f} s"
+            self._health.report(Dependency.COORDINATOR, failure)
+            self._unavailable(due, str(exc) or failure)
+            return due, False
+        if self.down:
+            self.down = False
+            log.info("leases_recovered")
+        leased = [d for d, ok in zip(due, won, strict=True) if ok]
+        self.share = next_lease_share(self.share, len(leased), len(due))
+        self._metrics.inc("cronsvc_lease_total", len(leased), result="won")
+        self._metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
+        if self._lost is not None and len(leased) < len(due):
+            leased += self._lost.lost([d for d, ok in zip(due, won, strict=True) if not ok])
+        return leased, True
+
+    def _unavailable(self, due: list[DueTick], error: str) -> None:
+        self._metrics.inc("cronsvc_lease_total", len(due), result="skipped")
+        if not self.down:  # once per outage
+            self.down = True
+            log.error("leases_unavailable", error=error, fallback="store claim")
+
+
+class LostLeases:
+    """Ticks whose leases were lost in the last `keep_s` seconds, for the leader to
+    claim if their winner leaves (`cronsvc.orphans`)."""
+
+    def __init__(self, *, clock: Clock, keep_s: float) -> None:
+        self._clock = clock
+        self._keep_s = keep_s
+        self._batches: collections.deque[tuple[float, Sequence[DueTick]]] = collections.deque()
+        self._claim_until = 0.0
+
+    def lost(self, lost: Sequence[DueTick]) -> Sequence[DueTick]:
+        """Remembered; returned to be claimed as if won when an instance that left
+        may have leased them (see `claim_until`)."""
+        if lost and lost[0].tick.timestamp() <= self._claim_until:
+            return lost
+        self.remember(lost)
+        return ()
+
+    def claim_until(self, instant_s: float) -> None:
+        """An instance has left, maybe holding leases up to `instant_s`: the store's
+        claim alone fences those ticks, so they are claimed even when lost."""
+        self._claim_until = max(self._claim_until, instant_s)
+
+    def remember(self, lost: Sequence[DueTick]) -> None:
+        if not lost:
+            return
+        self._batches.append((lost[0].tick.timestamp(), lost))
+        oldest = self._clock.time() - self._keep_s
+        while self._batches[0][0] < oldest:
+            self._batches.popleft()
+
+    def take(self) -> list[DueTick]:
+        oldest = self._clock.time() - self._keep_s
+        taken = [d for at, batch in self._batches if at >= oldest for d in batch]
+        self._batches.clear()
+        return taken
+
+    def give_back(self, due: Sequence[DueTick]) -> None:
+        """Taken, but their claim failed: for the leader's next try."""
+        self._batches.appendleft((min((d.tick.timestamp() for d in due), default=0.0), due))
+
+
+MARK_PATIENCE_S = 0.25
+"""After the tick, before the webhooks go out unmarked."""
+
+Claimed = list[tuple[DueTick, Execution]]
+
+
+class DispatchMarks:
+    """Claims made ahead, marked dispatched just before their tick and checked against
+    their jobs' current versions."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        deliveries: Deliveries,
+        handback: HandBack,
+        clock: Clock,
+        metrics: Metrics,
+        instance_id: str,
+    ) -> None:
+        self._store = store
+        self._deliveries = deliveries
+        self._handback = handback
+        self._clock = clock
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self.mark_s = 0.005
+        """Recent length of the marking round trip."""
+
+    async def wait_for_tick(self, claimed: Claimed, fire_at: float) -> Claimed:
+        """Those still good to fire as they are; claims another instance adopted
+        meanwhile are left to it. The mark starts twice its length ahead so it
+        lands by the tick, at a price: an instance that dies between the mark
+        and the tick leaves those runs LOST rather than adopted."""
+        try:
+            await self._clock.sleep(fire_at - 2 * self.mark_s - self._clock.time())
+        except asyncio.CancelledError:
+            # Still RUNNING and unsent: the leader, or the next start, adopts them.
+            log.info("claims_left_unsent", count=len(claimed))
+            raise
+        marked, versions = await self._mark(claimed, fire_at)
+        unchanged, changed = [], []  # sorted before the tick, to be off at once then
+        now = self._clock.now()
+        for d, execution in claimed:
+            if execution.id not in marked:
+                self._metrics.inc("cronsvc_claims_taken_over_total")
+                log.warning("claim_taken_over", job_id=d.job.id, tick=rfc3339(d.tick))
+            elif past_grace(d, now):  # this instance was held up (paused) since the claim
+                self._deliveries.finish(missed_late(execution, d, now, HELD_UP), d.job)
+            elif versions.get(d.job.id) == d.job.version:
+                unchanged.append((d, execution))
+            else:
+                changed.append((d, execution))
+        try:
+            await sleep_until(self._clock, fire_at)
+        except asyncio.CancelledError:
+            now = self._clock.now()
+            for _, execution in unchanged + changed:  # marked as sent, never sent: say so
+                self._deliveries.finish(ended(execution, now, "shutdown", SHUTDOWN_UNSENT))
+            raise
+        for d, execution in changed:
+            self._deliveries.spawn(self._settle_changed(d, execution))
+        return unchanged
+
+    async def _mark(self, claimed: Claimed, fire_at: float) -> tuple[set[str], dict[str, int]]:
+        """The claims still this instance's, and each job's current version."""
+        started = self._clock.monotonic()
+        try:
+            # Bounded: a store that stalls now must not hold the webhooks
+            # past their tick (they would go out late, past a `skip` job's grace).
+            async with asyncio.timeout(max(fire_at - self._clock.time(), 0) + MARK_PATIENCE_S):
+                marked, versions = await asyncio.gather(
+                    self._store.mark_dispatched(self._instance_id, [e.id for _, e in claimed]),
+                    self._store.current_versions([d.job.id for d, _ in claimed]),
+                )
+        except TRANSIENT as exc:
+            # The claim itself was fenced by version; fire as claimed. Only if
+            # this instance also dies now could an adopter send one twice.
+            self._metrics.inc("cronsvc_store_errors_total", op="mark_dispatched")
+            log.warning(
+                "dispatch_unmarked",
+                count=len(claimed),
+                error=str(exc) or f"no answer by the tick + {MARK_PATIENCE_S:g} s",
+            )
+            return {e.id for _, e in claimed}, {d.job.id: d.job.version for d, _ in claimed}
+        self.mark_s = 0.8 * self.mark_s + 0.2 * (self._clock.monotonic() - started)
+        return marked, versions
+
+    async def _settle_changed(self, due: DueTick, execution: Execution) -> None:
+        self._handback.stale(due.job.id)
+        try:
+            job: Job | None = await self._store.get_job(due.job.id)
+        except JobNotFound:
+            job = None
+        if job is not None and job.spec.is_active and has_tick(job, due.tick):
+            await self._deliveries.send_now(job, execution)
+            return
+        reason = "the job was deleted, paused or rescheduled between its claim and its tick"
+        self._deliveries.finish(
+            ended(execution, self._clock.now(), "job_changed", reason, skipped=True)
+        )
+
+
+MAX_UNCERTAIN = 100_000
+UNCERTAIN_CHECKS = 3
+UNCERTAIN_CHECK_S = 3.0
+UNCERTAIN_BATCH = 500
+
+
+@dataclass(slots=True)
+class _Unanswered:
+    execution: Execution
+    """The record its claim would have written."""
+    checks: int
+
+
+class UnansweredClaims:
+    """Claims whose answer never came: a stalled store may have written them (or write
+    them when it resumes), leaving records RUNNING and never sent. Each is looked up a
+    few times once the store answers: one written after all is recorded MISSED; one
+    never written leaves its tick to the scheduler."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        health: HealthMonitor,
+        deliveries: Deliveries,
+        clock: Clock,
+        metrics: Metrics,
+        instance_id: str,
+    ) -> None:
+        self._store = store
+        self._health = health
+        self._deliveries = deliveries
+        self._clock = clock
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._uncertain: collections.OrderedDict[str, _Unanswered] = collections.OrderedDict()
+        self._resolving: asyncio.Task[None] | None = None
+
+    def remember(self, due: Sequence[DueTick], claims: Sequence[TickClaim]) -> None:
+        for d, claim in zip(due, claims, strict=True):
+            self._uncertain[claim.execution_id] = _Unanswered(
+                execution=Execution(
+                    id=claim.execution_id,
+                    job_id=claim.job_id,
+                    job_name=d.job.spec.name,
+                    trigger=claim.trigger,
+                    scheduled_at=claim.scheduled_at,
+                    status=ExecutionStatus.RUNNING,
+                    instance_id=claim.instance_id,
+                    executed_at=claim.executed_at,
+                ),
+                checks=UNCERTAIN_CHECKS,
+            )
+        if len(self._uncertain) > MAX_UNCERTAIN:
+            dropped = len(self._uncertain) - MAX_UNCERTAIN
+            while len(self._uncertain) > MAX_UNCERTAIN:
+                del self._uncertain[next(iter(self._uncertain))]
+            self._metrics.inc("cronsvc_claims_unresolved_total", dropped)
+            log.error("claims_unresolved", count=dropped)
+        if self._resolving is None or self._resolving.done():
+            self._resolving = self._deliveries.spawn(self._resolve())
+
+    def answered(self, execution_id: str) -> None:
+        """By a retry."""
+        self._uncertain.pop(execution_id, None)
+
+    async def _resolve(self) -> None:
+        """One call a round for a batch: a store slow enough to leave claims
+        unanswered must not be asked once per claim."""
+        while self._uncertain:
+            await self._health.until_up(Dependency.STORE, self._clock)
+            await self._clock.sleep(UNCERTAIN_CHECK_S)
+            if not self._health.is_up(Dependency.STORE):
+                continue
+            batch = list(itertools.islice(self._uncertain, UNCERTAIN_BATCH))
+            try:
+                # Marked: still RUNNING under this instance's id (not adopted),
+                # and from now on never adopted. Not marked: never written,
+                # or no longer this instance's to settle.
+                ours = await self._store.mark_dispatched(self._instance_id, batch)
+            except TRANSIENT as exc:
+                self._health.report(Dependency.STORE, type(exc).__name__)
+                continue
+            self._settle(batch, ours)
+
+    def _settle(self, batch: list[str], ours: set[str]) -> None:
+        now = self._clock.now()
+        for execution_id in batch:
+            unanswered = self._uncertain.get(execution_id)
+            if unanswered is None or self._deliveries.running(execution_id):
+                continue  # claimed meanwhile, by a retry that was answered
+            if execution_id in ours:
+                del self._uncertain[execution_id]
+                log.warning(
+                    "unanswered_claim_found",
+                    job_id=unanswered.execution.job_id,
+                    tick=rfc3339(unanswered.execution.scheduled_at),
+                )
+                self._deliveries.finish(missed(unanswered.execution, now, UNANSWERED))
+            elif unanswered.checks > 1:
+                unanswered.checks -= 1
+                self._uncertain.move_to_end(execution_id)  # the others' turn first
+            else:
+                del self._uncertain[execution_id]
+
 
 MAX_CLAIM_LEAD_S = 5.0
 CLAIM_PATIENCE_S = 2.0

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import structlog
 
-from cronsvc.claims import MAX_CLAIM_LEAD_S, claims_of
+from cronsvc.claims import MAX_CLAIM_LEAD_S, LostLeases, claims_of
 from cronsvc.clock import Clock
 from cronsvc.domain import Execution
-from cronsvc.leases import LostLeases
 from cronsvc.metrics import Metrics
 from cronsvc.store import ClaimOutcome, TickClaims
 
