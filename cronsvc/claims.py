@@ -142,7 +142,7 @@ class Leases:
 
 class LostLeases:
     """Ticks whose leases were lost in the last `keep_s` seconds, for the leader to
-    claim if their winner leaves (`cronsvc.orphans`)."""
+    claim if their winner leaves (`adoption.OrphanClaims`)."""
 
     def __init__(self, *, clock: Clock, keep_s: float) -> None:
         self._clock = clock

@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from cronsvc import gcpolicy
-from cronsvc.adoption import Adoption
+from cronsvc.adoption import Adoption, OrphanClaims, keep_lost_s
 from cronsvc.alertsend import AlertSender
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.api.app import create_app
@@ -43,7 +43,6 @@ from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.notices import Notices
 from cronsvc.openfiles import ensure_open_files
-from cronsvc.orphans import OrphanClaims, keep_lost_s
 from cronsvc.results import ResultWriter
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
