@@ -20,7 +20,7 @@ import structlog
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
 from cronsvc.cron import parse_schedule
-from cronsvc.dispatch import DeliveryResult, Dispatcher
+from cronsvc.dispatch import DeliveryResult, Dispatcher, Outgoing
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
 from cronsvc.errors import CronSvcError
 from cronsvc.feedback import TargetFeedback
@@ -28,7 +28,6 @@ from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.notices import Notices
-from cronsvc.outgoing import Outgoing
 from cronsvc.results import ResultWriter
 from cronsvc.store import ClaimResult
 from cronsvc.ticks import DueTick
