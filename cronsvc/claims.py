@@ -10,7 +10,7 @@ import asyncio
 import collections
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -57,33 +57,25 @@ def next_lease_share(current: float, won: int, asked: int) -> float:
     return current if asked == 0 else 0.8 * current + 0.2 * (won / asked)
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class Leases:
     """A batch's per-tick fire leases, which keep the other instances from claiming a
     tick at all. Without the coordinator every tick goes on to the store's claim, the
     final fence: firing continues at the cost of more lost claims, and leases are
     skipped, not waited for, until the health probe hears the coordinator again."""
 
-    def __init__(
-        self,
-        *,
-        coordinator: Coordinator,
-        health: HealthMonitor,
-        metrics: Metrics,
-        lease_ttl_s: float,
-        lost: LostLeases | None = None,
-    ) -> None:
-        self._coordinator = coordinator
-        self._lost = lost
-        self._health = health
-        self._metrics = metrics
-        self._lease_ttl_s = lease_ttl_s
-        self.down = False
-        """Whether the last batch went on without leases."""
-        self.share = 1.0
-        """Recent share of the leases asked for that this instance won."""
-        self._won: dict[tuple[str, datetime], None] = {}
-        """Won, then handed back unclaimed: its own when taken again (a coordinator
-        may refuse a lease twice, even to its holder)."""
+    coordinator: Coordinator
+    health: HealthMonitor
+    metrics: Metrics
+    lease_ttl_s: float
+    lost: LostLeases | None = None
+    down: bool = field(default=False, init=False)
+    """Whether the last batch went on without leases."""
+    share: float = field(default=1.0, init=False)
+    """Recent share of the leases asked for that this instance won."""
+    _won: dict[tuple[str, datetime], None] = field(default_factory=dict, init=False)
+    """Won, then handed back unclaimed: its own when taken again (a coordinator
+    may refuse a lease twice, even to its holder)."""
 
     def keep(self, due: Sequence[DueTick]) -> None:
         for d in due:
@@ -106,20 +98,20 @@ class Leases:
             if mine:
                 leased, fenced = await self.lease(rest, patience) if rest else ([], True)
                 return mine + leased, fenced
-        if not self._health.is_up(Dependency.COORDINATOR):
+        if not self.health.is_up(Dependency.COORDINATOR):
             self._unavailable(due, "the coordinator is not answering its probe")
             return due, False
         try:
             async with asyncio.timeout(patience):
-                won = await self._coordinator.try_lease_ticks(
-                    [(d.job.id, d.tick) for d in due], self._lease_ttl_s
+                won = await self.coordinator.try_lease_ticks(
+                    [(d.job.id, d.tick) for d in due], self.lease_ttl_s
                 )
         except TRANSIENT as exc:
-            self._metrics.inc("cronsvc_coordinator_errors_total", op="lease")
+            self.metrics.inc("cronsvc_coordinator_errors_total", op="lease")
             failure = type(exc).__name__
             if isinstance(exc, TimeoutError):
                 failure = f"no answer to a lease within {patience:.2f} s"
-            self._health.report(Dependency.COORDINATOR, failure)
+            self.health.report(Dependency.COORDINATOR, failure)
             self._unavailable(due, str(exc) or failure)
             return due, False
         if self.down:
@@ -127,28 +119,30 @@ class Leases:
             log.info("leases_recovered")
         leased = [d for d, ok in zip(due, won, strict=True) if ok]
         self.share = next_lease_share(self.share, len(leased), len(due))
-        self._metrics.inc("cronsvc_lease_total", len(leased), result="won")
-        self._metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
-        if self._lost is not None and len(leased) < len(due):
-            leased += self._lost.lost([d for d, ok in zip(due, won, strict=True) if not ok])
+        self.metrics.inc("cronsvc_lease_total", len(leased), result="won")
+        self.metrics.inc("cronsvc_lease_total", len(due) - len(leased), result="lost")
+        if self.lost is not None and len(leased) < len(due):
+            leased += self.lost.lost([d for d, ok in zip(due, won, strict=True) if not ok])
         return leased, True
 
     def _unavailable(self, due: list[DueTick], error: str) -> None:
-        self._metrics.inc("cronsvc_lease_total", len(due), result="skipped")
+        self.metrics.inc("cronsvc_lease_total", len(due), result="skipped")
         if not self.down:  # once per outage
             self.down = True
             log.error("leases_unavailable", error=error, fallback="store claim")
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class LostLeases:
     """Ticks whose leases were lost in the last `keep_s` seconds, for the leader to
     claim if their winner leaves (`adoption.OrphanClaims`)."""
 
-    def __init__(self, *, clock: Clock, keep_s: float) -> None:
-        self._clock = clock
-        self._keep_s = keep_s
-        self._batches: collections.deque[tuple[float, Sequence[DueTick]]] = collections.deque()
-        self._claim_until = 0.0
+    clock: Clock
+    keep_s: float
+    _batches: collections.deque[tuple[float, Sequence[DueTick]]] = field(
+        default_factory=collections.deque, init=False
+    )
+    _claim_until: float = field(default=0.0, init=False)
 
     def lost(self, lost: Sequence[DueTick]) -> Sequence[DueTick]:
         """Remembered; returned to be claimed as if won when an instance that left
@@ -167,12 +161,12 @@ class LostLeases:
         if not lost:
             return
         self._batches.append((lost[0].tick.timestamp(), lost))
-        oldest = self._clock.time() - self._keep_s
+        oldest = self.clock.time() - self.keep_s
         while self._batches[0][0] < oldest:
             self._batches.popleft()
 
     def take(self) -> list[DueTick]:
-        oldest = self._clock.time() - self._keep_s
+        oldest = self.clock.time() - self.keep_s
         taken = [d for at, batch in self._batches if at >= oldest for d in batch]
         self._batches.clear()
         return taken
@@ -188,28 +182,19 @@ MARK_PATIENCE_S = 0.25
 Claimed = list[tuple[DueTick, Execution]]
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class DispatchMarks:
     """Claims made ahead, marked dispatched just before their tick and checked against
     their jobs' current versions."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        deliveries: Deliveries,
-        handback: HandBack,
-        clock: Clock,
-        metrics: Metrics,
-        instance_id: str,
-    ) -> None:
-        self._store = store
-        self._deliveries = deliveries
-        self._handback = handback
-        self._clock = clock
-        self._metrics = metrics
-        self._instance_id = instance_id
-        self.mark_s = 0.005
-        """Recent length of the marking round trip."""
+    store: Store
+    deliveries: Deliveries
+    handback: HandBack
+    clock: Clock
+    metrics: Metrics
+    instance_id: str
+    mark_s: float = field(default=0.005, init=False)
+    """Recent length of the marking round trip."""
 
     async def wait_for_tick(self, claimed: Claimed, fire_at: float) -> Claimed:
         """Those still good to fire as they are; claims another instance adopted
@@ -217,71 +202,71 @@ class DispatchMarks:
         lands by the tick, at a price: an instance that dies between the mark
         and the tick leaves those runs LOST rather than adopted."""
         try:
-            await self._clock.sleep(fire_at - 2 * self.mark_s - self._clock.time())
+            await self.clock.sleep(fire_at - 2 * self.mark_s - self.clock.time())
         except asyncio.CancelledError:
             # Still RUNNING and unsent: the leader, or the next start, adopts them.
             log.info("claims_left_unsent", count=len(claimed))
             raise
         marked, versions = await self._mark(claimed, fire_at)
         unchanged, changed = [], []  # sorted before the tick, to be off at once then
-        now = self._clock.now()
+        now = self.clock.now()
         for d, execution in claimed:
             if execution.id not in marked:
-                self._metrics.inc("cronsvc_claims_taken_over_total")
+                self.metrics.inc("cronsvc_claims_taken_over_total")
                 log.warning("claim_taken_over", job_id=d.job.id, tick=rfc3339(d.tick))
             elif past_grace(d, now):  # this instance was held up (paused) since the claim
-                self._deliveries.finish(missed_late(execution, d, now, HELD_UP), d.job)
+                self.deliveries.finish(missed_late(execution, d, now, HELD_UP), d.job)
             elif versions.get(d.job.id) == d.job.version:
                 unchanged.append((d, execution))
             else:
                 changed.append((d, execution))
         try:
-            await sleep_until(self._clock, fire_at)
+            await sleep_until(self.clock, fire_at)
         except asyncio.CancelledError:
-            now = self._clock.now()
+            now = self.clock.now()
             for _, execution in unchanged + changed:  # marked as sent, never sent: say so
-                self._deliveries.finish(ended(execution, now, "shutdown", SHUTDOWN_UNSENT))
+                self.deliveries.finish(ended(execution, now, "shutdown", SHUTDOWN_UNSENT))
             raise
         for d, execution in changed:
-            self._deliveries.spawn(self._settle_changed(d, execution))
+            self.deliveries.spawn(self._settle_changed(d, execution))
         return unchanged
 
     async def _mark(self, claimed: Claimed, fire_at: float) -> tuple[set[str], dict[str, int]]:
         """The claims still this instance's, and each job's current version."""
-        started = self._clock.monotonic()
+        started = self.clock.monotonic()
         try:
             # Bounded: a store that stalls now must not hold the webhooks
             # past their tick (they would go out late, past a `skip` job's grace).
-            async with asyncio.timeout(max(fire_at - self._clock.time(), 0) + MARK_PATIENCE_S):
+            async with asyncio.timeout(max(fire_at - self.clock.time(), 0) + MARK_PATIENCE_S):
                 marked, versions = await asyncio.gather(
-                    self._store.mark_dispatched(self._instance_id, [e.id for _, e in claimed]),
-                    self._store.current_versions([d.job.id for d, _ in claimed]),
+                    self.store.mark_dispatched(self.instance_id, [e.id for _, e in claimed]),
+                    self.store.current_versions([d.job.id for d, _ in claimed]),
                 )
         except TRANSIENT as exc:
             # The claim itself was fenced by version; fire as claimed. Only if
             # this instance also dies now could an adopter send one twice.
-            self._metrics.inc("cronsvc_store_errors_total", op="mark_dispatched")
+            self.metrics.inc("cronsvc_store_errors_total", op="mark_dispatched")
             log.warning(
                 "dispatch_unmarked",
                 count=len(claimed),
                 error=str(exc) or f"no answer by the tick + {MARK_PATIENCE_S:g} s",
             )
             return {e.id for _, e in claimed}, {d.job.id: d.job.version for d, _ in claimed}
-        self.mark_s = 0.8 * self.mark_s + 0.2 * (self._clock.monotonic() - started)
+        self.mark_s = 0.8 * self.mark_s + 0.2 * (self.clock.monotonic() - started)
         return marked, versions
 
     async def _settle_changed(self, due: DueTick, execution: Execution) -> None:
-        self._handback.stale(due.job.id)
+        self.handback.stale(due.job.id)
         try:
-            job: Job | None = await self._store.get_job(due.job.id)
+            job: Job | None = await self.store.get_job(due.job.id)
         except JobNotFound:
             job = None
         if job is not None and job.spec.is_active and has_tick(job, due.tick):
-            await self._deliveries.send_now(job, execution)
+            await self.deliveries.send_now(job, execution)
             return
         reason = "the job was deleted, paused or rescheduled between its claim and its tick"
-        self._deliveries.finish(
-            ended(execution, self._clock.now(), "job_changed", reason, skipped=True)
+        self.deliveries.finish(
+            ended(execution, self.clock.now(), "job_changed", reason, skipped=True)
         )
 
 
@@ -298,30 +283,23 @@ class _Unanswered:
     checks: int
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class UnansweredClaims:
     """Claims whose answer never came: a stalled store may have written them (or write
     them when it resumes), leaving records RUNNING and never sent. Each is looked up a
     few times once the store answers: one written after all is recorded MISSED; one
     never written leaves its tick to the scheduler."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        health: HealthMonitor,
-        deliveries: Deliveries,
-        clock: Clock,
-        metrics: Metrics,
-        instance_id: str,
-    ) -> None:
-        self._store = store
-        self._health = health
-        self._deliveries = deliveries
-        self._clock = clock
-        self._metrics = metrics
-        self._instance_id = instance_id
-        self._uncertain: collections.OrderedDict[str, _Unanswered] = collections.OrderedDict()
-        self._resolving: asyncio.Task[None] | None = None
+    store: Store
+    health: HealthMonitor
+    deliveries: Deliveries
+    clock: Clock
+    metrics: Metrics
+    instance_id: str
+    _uncertain: collections.OrderedDict[str, _Unanswered] = field(
+        default_factory=collections.OrderedDict, init=False
+    )
+    _resolving: asyncio.Task[None] | None = field(default=None, init=False)
 
     def remember(self, due: Sequence[DueTick], claims: Sequence[TickClaim]) -> None:
         for d, claim in zip(due, claims, strict=True):
@@ -342,10 +320,10 @@ class UnansweredClaims:
             dropped = len(self._uncertain) - MAX_UNCERTAIN
             while len(self._uncertain) > MAX_UNCERTAIN:
                 del self._uncertain[next(iter(self._uncertain))]
-            self._metrics.inc("cronsvc_claims_unresolved_total", dropped)
+            self.metrics.inc("cronsvc_claims_unresolved_total", dropped)
             log.error("claims_unresolved", count=dropped)
         if self._resolving is None or self._resolving.done():
-            self._resolving = self._deliveries.spawn(self._resolve())
+            self._resolving = self.deliveries.spawn(self._resolve())
 
     def answered(self, execution_id: str) -> None:
         """By a retry."""
@@ -355,26 +333,26 @@ class UnansweredClaims:
         """One call a round for a batch: a store slow enough to leave claims
         unanswered must not be asked once per claim."""
         while self._uncertain:
-            await self._health.until_up(Dependency.STORE, self._clock)
-            await self._clock.sleep(UNCERTAIN_CHECK_S)
-            if not self._health.is_up(Dependency.STORE):
+            await self.health.until_up(Dependency.STORE, self.clock)
+            await self.clock.sleep(UNCERTAIN_CHECK_S)
+            if not self.health.is_up(Dependency.STORE):
                 continue
             batch = list(itertools.islice(self._uncertain, UNCERTAIN_BATCH))
             try:
                 # Marked: still RUNNING under this instance's id (not adopted),
                 # and from now on never adopted. Not marked: never written,
                 # or no longer this instance's to settle.
-                ours = await self._store.mark_dispatched(self._instance_id, batch)
+                ours = await self.store.mark_dispatched(self.instance_id, batch)
             except TRANSIENT as exc:
-                self._health.report(Dependency.STORE, type(exc).__name__)
+                self.health.report(Dependency.STORE, type(exc).__name__)
                 continue
             self._settle(batch, ours)
 
     def _settle(self, batch: list[str], ours: set[str]) -> None:
-        now = self._clock.now()
+        now = self.clock.now()
         for execution_id in batch:
             unanswered = self._uncertain.get(execution_id)
-            if unanswered is None or self._deliveries.running(execution_id):
+            if unanswered is None or self.deliveries.running(execution_id):
                 continue  # claimed meanwhile, by a retry that was answered
             if execution_id in ours:
                 del self._uncertain[execution_id]
@@ -383,7 +361,7 @@ class UnansweredClaims:
                     job_id=unanswered.execution.job_id,
                     tick=rfc3339(unanswered.execution.scheduled_at),
                 )
-                self._deliveries.finish(missed(unanswered.execution, now, UNANSWERED))
+                self.deliveries.finish(missed(unanswered.execution, now, UNANSWERED))
             elif unanswered.checks > 1:
                 unanswered.checks -= 1
                 self._uncertain.move_to_end(execution_id)  # the others' turn first
@@ -653,51 +631,43 @@ class ClaimPipeline:
 MANUAL_CLAIM_TRIES = 3
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class JobService:
     """What the API asks of the run path: it reaches the notices and the
     deliveries through this, never the scheduler or the claim pipeline."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        notices: Notices,
-        deliveries: Deliveries,
-        clock: Clock,
-        instance_id: str,
-    ) -> None:
-        self._store = store
-        self._notices = notices
-        self._deliveries = deliveries
-        self._clock = clock
-        self._instance_id = instance_id
+    store: Store
+    notices: Notices
+    deliveries: Deliveries
+    clock: Clock
+    instance_id: str
 
     async def announce(self, job_id: str) -> None:
         """Never fails: a change whose notice cannot go out is picked up at the
         other instances' next resync."""
-        await self._notices.job_changed(job_id)
+        await self.notices.job_changed(job_id)
 
     async def trigger_now(self, job_id: str) -> Execution:
         """Even if it is paused. The execution as recorded at the start (RUNNING,
         or SKIPPED under `forbid`). Raises `JobNotFound`."""
         for _ in range(MANUAL_CLAIM_TRIES):
-            job = await self._store.get_job(job_id)
+            job = await self.store.get_job(job_id)
             claim = new_claim(
                 job,
-                self._clock.now(),
+                self.clock.now(),
                 Trigger.MANUAL,
-                clock=self._clock,
-                instance_id=self._instance_id,
+                clock=self.clock,
+                instance_id=self.instance_id,
                 dispatched=True,
             )
-            (result,) = await self._store.claim_ticks([claim])
+            (result,) = await self.store.claim_ticks([claim])
             if result.outcome is ClaimOutcome.STALE:
                 continue  # changed between read and claim: read it again
             assert result.execution is not None
             if result.outcome is ClaimOutcome.CLAIMED:
-                self._deliveries.replaced([result])
-                self._deliveries.start(job, result.execution)
+                self.deliveries.replaced([result])
+                self.deliveries.start(job, result.execution)
             else:
-                self._deliveries.count(result.execution.status)
+                self.deliveries.count(result.execution.status)
             return result.execution
         raise JobNotFound(job_id)
