@@ -19,11 +19,9 @@ import structlog
 
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
-from cronsvc.cron import parse_schedule
 from cronsvc.dispatch import DeliveryResult, Dispatcher, Outgoing
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
-from cronsvc.errors import CronSvcError
-from cronsvc.feedback import TargetFeedback
+from cronsvc.feedback import TargetFeedback, next_tick
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
@@ -301,11 +299,7 @@ def missed_late(execution: Execution, due: DueTick, now: datetime, why: str) -> 
 
 
 def has_tick(job: Job, tick: datetime) -> bool:
-    try:
-        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
-    except CronSvcError:
-        return False
-    return schedule.next_after(tick - timedelta(seconds=1)) == tick
+    return next_tick(job, tick - timedelta(seconds=1)) == tick
 
 
 def _ms_between(start: datetime | None, end: datetime) -> int | None:

@@ -72,13 +72,13 @@ class TargetFeedback:
         self, job: Job, execution: Execution, retry_after_s: float, now: datetime
     ) -> None:
         until = now + timedelta(seconds=min(retry_after_s, self.max_defer_s))
-        upcoming = _next_tick(job, execution.scheduled_at)
+        upcoming = next_tick(job, execution.scheduled_at)
         if upcoming is not None and upcoming < until:
             await self.store.defer_job(job.id, until)
             log.info("job_deferred_by_target", job_id=job.id, until=rfc3339(until))
 
 
-def _next_tick(job: Job, after: datetime) -> datetime | None:
+def next_tick(job: Job, after: datetime) -> datetime | None:
     try:
         schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
     except CronSvcError:
