@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -33,34 +34,26 @@ less than many during it (the store's thread holds the interpreter)."""
 T = TypeVar("T")
 
 
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class Drain(Generic[T]):
     """A buffer one background task empties in batches, for the result writer and the
     alert engine: a batch not taken is retried with backoff; after `stop`, what is left
     when trying ends goes to `give_up`, so nothing is dropped quietly. Bounding the
     buffer is the owner's part."""
 
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        flush: Callable[[list[T]], Awaitable[bool]],
-        give_up: Callable[[list[T]], None],
-        linger: Callable[[], Awaitable[None]],
-        batch: int,
-    ) -> None:
-        """`flush(batch)`: False to keep the batch and try again. `linger()`: waits
-        for a batch to gather after its first item."""
-        self.items: list[T] = []
-        """Oldest first; only the task takes items out."""
-        self.failures = 0
-        """In a row."""
-        self.stopping = False
-        self._clock = clock
-        self._flush = flush
-        self._give_up = give_up
-        self._linger = linger
-        self._batch = batch
-        self._wake = asyncio.Event()
+    clock: Clock
+    flush: Callable[[list[T]], Awaitable[bool]]
+    """False to keep the batch and try again."""
+    give_up: Callable[[list[T]], None]
+    linger: Callable[[], Awaitable[None]]
+    """Waits for a batch to gather after its first item."""
+    batch: int
+    items: list[T] = field(default_factory=list, init=False)
+    """Oldest first; only the task takes items out."""
+    failures: int = field(default=0, init=False)
+    """In a row."""
+    stopping: bool = field(default=False, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def put(self, item: T) -> None:
         self.items.append(item)
@@ -76,24 +69,24 @@ class Drain(Generic[T]):
         while True:
             await self._wake.wait()
             if not self.stopping:
-                await self._linger()
+                await self.linger()
             self._wake.clear()
             if self.stopping and deadline is None:
-                deadline = self._clock.monotonic() + give_up_after_s
+                deadline = self.clock.monotonic() + give_up_after_s
             while self.items:
-                if deadline is not None and self._clock.monotonic() > deadline:
+                if deadline is not None and self.clock.monotonic() > deadline:
                     left, self.items = self.items, []
-                    self._give_up(left)
+                    self.give_up(left)
                     break
-                batch = self.items[: self._batch]
-                if await self._flush(batch):
+                batch = self.items[: self.batch]
+                if await self.flush(batch):
                     self.failures = 0
                     del self.items[: len(batch)]
                     continue
                 self.failures += 1
                 delay = backoff_delay(self.failures, 0.2, 5.0)
                 if deadline is not None:
-                    delay = min(delay, max(0.0, deadline - self._clock.monotonic()))
+                    delay = min(delay, max(0.0, deadline - self.clock.monotonic()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 self._wake.clear()
