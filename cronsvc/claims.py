@@ -396,34 +396,20 @@ def next_claim_estimate(current_s: float, sample_s: float) -> float:
     return 0.8 * current_s + 0.2 * min(sample_s, 2 * current_s + 0.05)
 
 
-def new_claim(
-    job: Job,
-    tick: datetime,
-    trigger: Trigger,
-    *,
-    clock: Clock,
-    instance_id: str,
-    dispatched: bool,
-) -> TickClaim:
-    """Fenced by the version of the job as read."""
-    return TickClaim(
-        job_id=job.id,
-        expected_version=job.version,
-        scheduled_at=tick,
-        trigger=trigger,
-        execution_id=new_id(),
-        instance_id=instance_id,
-        executed_at=clock.now(),
-        dispatched=dispatched,
-    )
-
-
 def claims_of(
     due: Sequence[DueTick], *, clock: Clock, instance_id: str, dispatched: bool
 ) -> list[TickClaim]:
+    """Each fenced by the version of its job as read."""
     return [
-        new_claim(
-            d.job, d.tick, d.trigger, clock=clock, instance_id=instance_id, dispatched=dispatched
+        TickClaim(
+            job_id=d.job.id,
+            expected_version=d.job.version,
+            scheduled_at=d.tick,
+            trigger=d.trigger,
+            execution_id=new_id(),
+            instance_id=instance_id,
+            executed_at=clock.now(),
+            dispatched=dispatched,
         )
         for d in due
     ]
@@ -652,15 +638,11 @@ class JobService:
         or SKIPPED under `forbid`). Raises `JobNotFound`."""
         for _ in range(MANUAL_CLAIM_TRIES):
             job = await self.store.get_job(job_id)
-            claim = new_claim(
-                job,
-                self.clock.now(),
-                Trigger.MANUAL,
-                clock=self.clock,
-                instance_id=self.instance_id,
-                dispatched=True,
+            due = DueTick(job, self.clock.now(), Trigger.MANUAL)
+            claims = claims_of(
+                [due], clock=self.clock, instance_id=self.instance_id, dispatched=True
             )
-            (result,) = await self.store.claim_ticks([claim])
+            (result,) = await self.store.claim_ticks(claims)
             if result.outcome is ClaimOutcome.STALE:
                 continue  # changed between read and claim: read it again
             assert result.execution is not None
