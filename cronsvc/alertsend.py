@@ -31,10 +31,10 @@ from cronsvc.alertdoc import alert_document
 from cronsvc.alerts import AlertChange
 from cronsvc.clock import Clock
 from cronsvc.config import AlertsConfig
+from cronsvc.dispatch import Outcome, failed, judge, problem, retry_delay
 from cronsvc.domain import HttpMethod, RetryPolicy, Trigger
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import GuardedResolver, TargetPolicy
-from cronsvc.verdicts import Outcome, failed, judge, problem, retry_delay
 from cronsvc.webhook_request import WebhookRequest, make_request
 from cronsvc.wire import HttpClient
 

@@ -33,9 +33,9 @@ from cronsvc.alertsend import Alert, AlertSender
 from cronsvc.clock import Clock
 from cronsvc.config import AlertsConfig
 from cronsvc.domain import AlertPolicy, Execution, ExecutionStatus, Job
-from cronsvc.drain import Drain
 from cronsvc.errors import JobNotFound
 from cronsvc.metrics import Metrics
+from cronsvc.results import Drain
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import AlertStates, FinishReport
 

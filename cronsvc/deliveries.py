@@ -19,16 +19,13 @@ import structlog
 
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
-from cronsvc.cron import parse_schedule
-from cronsvc.dispatch import DeliveryResult, Dispatcher
+from cronsvc.dispatch import DeliveryResult, Dispatcher, Outgoing
 from cronsvc.domain import ErrorInfo, Execution, ExecutionStatus, Job, Trigger
-from cronsvc.errors import CronSvcError
-from cronsvc.feedback import TargetFeedback
+from cronsvc.feedback import TargetFeedback, next_tick
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.notices import Notices
-from cronsvc.outgoing import Outgoing
 from cronsvc.results import ResultWriter
 from cronsvc.store import ClaimResult
 from cronsvc.ticks import DueTick
@@ -55,29 +52,19 @@ Ready = dict[str, Run]
 holds nothing that needs giving back."""
 
 
+@dataclasses.dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class Deliveries:
-    def __init__(
-        self,
-        *,
-        dispatcher: Dispatcher,
-        results: ResultWriter,
-        feedback: TargetFeedback,
-        notices: Notices,
-        clock: Clock,
-        metrics: Metrics,
-        alerts: AlertWatch | None = None,
-    ) -> None:
-        self._dispatcher = dispatcher
-        self._alerts = alerts
-        self._results = results
-        self._feedback = feedback
-        self._notices = notices
-        self._clock = clock
-        self._metrics = metrics
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._deliveries: dict[str, asyncio.Task[Any]] = {}
-        self._cancelled: dict[str, None] = {}
-        """Named by cancel notices, oldest first (bounded)."""
+    dispatcher: Dispatcher
+    results: ResultWriter
+    feedback: TargetFeedback
+    notices: Notices
+    clock: Clock
+    metrics: Metrics
+    alerts: AlertWatch | None = None
+    _tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set, init=False)
+    _deliveries: dict[str, asyncio.Task[Any]] = dataclasses.field(default_factory=dict, init=False)
+    _cancelled: dict[str, None] = dataclasses.field(default_factory=dict, init=False)
+    """Named by cancel notices, oldest first (bounded)."""
 
     @property
     def in_flight(self) -> int:
@@ -92,7 +79,7 @@ class Deliveries:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self._metrics.inc("cronsvc_run_errors_total")
+            self.metrics.inc("cronsvc_run_errors_total")
             log.error("run_crashed", exc_info=task.exception())
 
     async def drain(self, grace_s: float) -> None:
@@ -123,8 +110,8 @@ class Deliveries:
         ids = [execution_id for result in results for execution_id in result.replaced]
         if not ids:
             return
-        self._metrics.inc("cronsvc_runs_replaced_total", len(ids))
-        self._metrics.inc("cronsvc_executions_total", len(ids), status="FAILURE")
+        self.metrics.inc("cronsvc_runs_replaced_total", len(ids))
+        self.metrics.inc("cronsvc_executions_total", len(ids), status="FAILURE")
         for result in results:
             if result.replaced:
                 assert result.execution is not None
@@ -135,7 +122,7 @@ class Deliveries:
                     replaced=list(result.replaced),
                 )
         self.cancel_replaced(ids)
-        self.spawn(self._notices.runs_replaced(ids))
+        self.spawn(self.notices.runs_replaced(ids))
 
     def ready(self, claimed: Sequence[tuple[Job, Execution]], at: float) -> Ready:
         """First requests made now for a send at `at` (Unix seconds)."""
@@ -171,7 +158,7 @@ class Deliveries:
         await self.deliver(job, execution, outgoing)
 
     def _outgoing(self, job: Job, execution: Execution, at: float | None = None) -> Outgoing:
-        return self._dispatcher.outgoing(webhook_request(job, execution), at)
+        return self.dispatcher.outgoing(webhook_request(job, execution), at)
 
     async def deliver(self, job: Job, execution: Execution, outgoing: Outgoing) -> None:
         if execution.id in self._cancelled:  # replaced before its task began
@@ -187,7 +174,7 @@ class Deliveries:
             self._deliveries.pop(execution.id, None)
 
     def _aborted(self, execution: Execution) -> None:
-        self._metrics.inc("cronsvc_replaced_runs_aborted_total")
+        self.metrics.inc("cronsvc_replaced_runs_aborted_total")
         log.info(
             "run_aborted", job_id=execution.job_id, execution_id=execution.id, reason="replaced"
         )
@@ -199,19 +186,17 @@ class Deliveries:
             if execution.id in self._cancelled:
                 self._aborted(execution)  # the store holds its record already
             else:
-                self.finish(ended(execution, self._clock.now(), "shutdown", SHUTDOWN), job)
+                self.finish(ended(execution, self.clock.now(), "shutdown", SHUTDOWN), job)
             raise
         finished = _finished(execution, result)
         if result.status is ExecutionStatus.FAILURE:
-            finished = await self._feedback.heed(job, finished, result)
+            finished = await self.feedback.heed(job, finished, result)
         self.finish(finished, job)
         lag_s = result.first_sent_at - execution.scheduled_at.timestamp()
         if execution.trigger is not Trigger.MANUAL:
-            self._metrics.fire_lag.observe(max(0.0, lag_s))
-        self._metrics.webhook_duration.labels(result.status.value).observe(
-            result.duration_ms / 1000
-        )
-        self._metrics.inc("cronsvc_webhook_attempts_total", result.attempts)
+            self.metrics.fire_lag.observe(max(0.0, lag_s))
+        self.metrics.webhook_duration.labels(result.status.value).observe(result.duration_ms / 1000)
+        self.metrics.inc("cronsvc_webhook_attempts_total", result.attempts)
         log.info(
             "tick_fired",
             job_id=job.id,
@@ -226,12 +211,12 @@ class Deliveries:
     def finish(self, execution: Execution, job: Job | None = None) -> None:
         """Written behind, in batches; `job`, where at hand, saves the alerts a read."""
         self.count(execution.status)
-        if self._alerts is not None:
-            self._alerts.expect(execution, job)
-        self._results.submit(execution)
+        if self.alerts is not None:
+            self.alerts.expect(execution, job)
+        self.results.submit(execution)
 
     def count(self, status: ExecutionStatus) -> None:
-        self._metrics.inc("cronsvc_executions_total", status=status.value)
+        self.metrics.inc("cronsvc_executions_total", status=status.value)
 
 
 def webhook_request(job: Job, execution: Execution) -> WebhookRequest:
@@ -314,11 +299,7 @@ def missed_late(execution: Execution, due: DueTick, now: datetime, why: str) -> 
 
 
 def has_tick(job: Job, tick: datetime) -> bool:
-    try:
-        schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
-    except CronSvcError:
-        return False
-    return schedule.next_after(tick - timedelta(seconds=1)) == tick
+    return next_tick(job, tick - timedelta(seconds=1)) == tick
 
 
 def _ms_between(start: datetime | None, end: datetime) -> int | None:

@@ -26,30 +26,20 @@ from cronsvc.ticks import HandBack
 log = structlog.get_logger(__name__)
 
 
+@dataclasses.dataclass(eq=False, repr=False, kw_only=True, slots=True)
 class TargetFeedback:
-    def __init__(
-        self,
-        *,
-        store: Store,
-        clock: Clock,
-        metrics: Metrics,
-        notices: Notices,
-        handback: HandBack,
-        max_defer_s: float,
-        alerts: AlertWatch | None = None,
-    ) -> None:
-        self._store = store
-        self._alerts = alerts
-        self._clock = clock
-        self._metrics = metrics
-        self._notices = notices
-        self._handback = handback
-        self._max_defer_s = max_defer_s
+    store: Store
+    clock: Clock
+    metrics: Metrics
+    notices: Notices
+    handback: HandBack
+    max_defer_s: float
+    alerts: AlertWatch | None = None
 
     async def heed(self, job: Job, execution: Execution, result: DeliveryResult) -> Execution:
         """The execution to record. A 410 pauses the job unless someone changed it
         since; a Retry-After holds back only ticks that would fall inside it."""
-        now = self._clock.now()
+        now = self.clock.now()
         try:
             if result.response_status == 410:
                 return await self._gone(job, execution, now)
@@ -61,34 +51,34 @@ class TargetFeedback:
 
     async def _gone(self, job: Job, execution: Execution, now: datetime) -> Execution:
         reason = f"the webhook target answered 410 Gone at {rfc3339(now)}"
-        paused = await self._store.pause_job(
+        paused = await self.store.pause_job(
             job.id, expected_version=job.version, reason=reason, now=now
         )
         if paused is None:
             return execution
-        self._handback.stale(job.id)  # this instance's scheduler drops it now
-        await self._notices.job_changed(job.id)
-        self._metrics.inc("cronsvc_jobs_paused_by_target_total")
+        self.handback.stale(job.id)  # this instance's scheduler drops it now
+        await self.notices.job_changed(job.id)
+        self.metrics.inc("cronsvc_jobs_paused_by_target_total")
         log.warning("job_paused_by_target", job_id=job.id, reason=reason)
         recorded = dataclasses.replace(
             execution,
             error=ErrorInfo(type="target_gone", message="HTTP 410 Gone: the job was paused"),
         )
-        if self._alerts is not None:
-            self._alerts.paused(job, recorded)
+        if self.alerts is not None:
+            self.alerts.paused(job, recorded)
         return recorded
 
     async def _defer(
         self, job: Job, execution: Execution, retry_after_s: float, now: datetime
     ) -> None:
-        until = now + timedelta(seconds=min(retry_after_s, self._max_defer_s))
-        upcoming = _next_tick(job, execution.scheduled_at)
+        until = now + timedelta(seconds=min(retry_after_s, self.max_defer_s))
+        upcoming = next_tick(job, execution.scheduled_at)
         if upcoming is not None and upcoming < until:
-            await self._store.defer_job(job.id, until)
+            await self.store.defer_job(job.id, until)
             log.info("job_deferred_by_target", job_id=job.id, until=rfc3339(until))
 
 
-def _next_tick(job: Job, after: datetime) -> datetime | None:
+def next_tick(job: Job, after: datetime) -> datetime | None:
     try:
         schedule = parse_schedule(job.spec.cron_expression, job.spec.timezone)
     except CronSvcError:

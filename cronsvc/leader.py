@@ -237,7 +237,7 @@ class LeaderDuties:
         someone_left = self._last_live is None or not live >= self._last_live
         if self._claim_orphans is not None and someone_left:
             # Ticks whose lease a departed instance won and never claimed
-            # (none when nobody left: `orphans`).
+            # (none when nobody left: `adoption.OrphanClaims`).
             adopted += await self._claim_orphans()
         self._last_live = live
         if adopted:

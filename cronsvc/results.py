@@ -1,22 +1,24 @@
-"""Write-behind for execution results: batches off the firing path that wait out a
-store outage. A result that does not fit the bounded buffer, is unwritten when
-shutdown gives up, or whose run was already final (LOST, or ended by `replace`) is
-counted and logged, never dropped quietly.
+"""Write-behind for execution results (and, through `Drain`, for alerts): batches off
+the firing path that wait out a store outage. A result that does not fit the bounded
+buffer, is unwritten when shutdown gives up, or whose run was already final (LOST, or
+ended by `replace`) is counted and logged, never dropped quietly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
 from cronsvc.clock import Clock
 from cronsvc.domain import Execution, ExecutionStatus
-from cronsvc.drain import Drain
 from cronsvc.metrics import Metrics
-from cronsvc.retry import TRANSIENT
+from cronsvc.retry import TRANSIENT, backoff_delay
 from cronsvc.store import FinishReport, ResultSink
 
 log = structlog.get_logger(__name__)
@@ -27,6 +29,69 @@ LINGER_S = 0.05
 MAX_LINGER_S = 0.5
 """... or this long after its first: one write after a burst costs the event loop
 less than many during it (the store's thread holds the interpreter)."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False, repr=False, kw_only=True, slots=True)
+class Drain(Generic[T]):
+    """A buffer one background task empties in batches, for the result writer and the
+    alert engine: a batch not taken is retried with backoff; after `stop`, what is left
+    when trying ends goes to `give_up`, so nothing is dropped quietly. Bounding the
+    buffer is the owner's part."""
+
+    clock: Clock
+    flush: Callable[[list[T]], Awaitable[bool]]
+    """False to keep the batch and try again."""
+    give_up: Callable[[list[T]], None]
+    linger: Callable[[], Awaitable[None]]
+    """Waits for a batch to gather after its first item."""
+    batch: int
+    items: list[T] = field(default_factory=list, init=False)
+    """Oldest first; only the task takes items out."""
+    failures: int = field(default=0, init=False)
+    """In a row."""
+    stopping: bool = field(default=False, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    def put(self, item: T) -> None:
+        self.items.append(item)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._wake.set()
+
+    async def run(self, give_up_after_s: float) -> None:
+        """After `stop`, tries for at most `give_up_after_s`."""
+        deadline: float | None = None
+        while True:
+            await self._wake.wait()
+            if not self.stopping:
+                await self.linger()
+            self._wake.clear()
+            if self.stopping and deadline is None:
+                deadline = self.clock.monotonic() + give_up_after_s
+            while self.items:
+                if deadline is not None and self.clock.monotonic() > deadline:
+                    left, self.items = self.items, []
+                    self.give_up(left)
+                    break
+                batch = self.items[: self.batch]
+                if await self.flush(batch):
+                    self.failures = 0
+                    del self.items[: len(batch)]
+                    continue
+                self.failures += 1
+                delay = backoff_delay(self.failures, 0.2, 5.0)
+                if deadline is not None:
+                    delay = min(delay, max(0.0, deadline - self.clock.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                self._wake.clear()
+            if self.stopping and not self.items:
+                return
 
 
 class ResultObserver(Protocol):

@@ -22,13 +22,13 @@ import structlog
 from aiohttp import web
 
 from cronsvc import gcpolicy
-from cronsvc.adoption import Adoption
+from cronsvc.adoption import Adoption, OrphanClaims, keep_lost_s
 from cronsvc.alertsend import AlertSender
 from cronsvc.alertwatch import AlertWatch
 from cronsvc.api.app import create_app
 from cronsvc.api.auth import ACCESS, Access
 from cronsvc.api.context import CONTEXT, ApiContext
-from cronsvc.claims import ClaimPipeline, JobService
+from cronsvc.claims import ClaimPipeline, JobService, LostLeases
 from cronsvc.clock import Clock, SystemClock
 from cronsvc.config import Config, is_loopback
 from cronsvc.coord import Coordinator, open_coordinator
@@ -39,12 +39,10 @@ from cronsvc.feedback import TargetFeedback
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.leader import LeaderDuties
-from cronsvc.leases import LostLeases
 from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.notices import Notices
 from cronsvc.openfiles import ensure_open_files
-from cronsvc.orphans import OrphanClaims, keep_lost_s
 from cronsvc.results import ResultWriter
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 
 from cronsvc.claims import (
+    FIRST_CLAIMER_SHARE,
     MAX_CLAIM_LEAD_S,
+    MIN_LEASE_PATIENCE_S,
     claim_lead_s,
     next_claim_estimate,
+    next_lease_share,
     next_unfenced_estimate,
 )
-from cronsvc.leases import FIRST_CLAIMER_SHARE, MIN_LEASE_PATIENCE_S, next_lease_share
 
 
 @pytest.mark.parametrize(

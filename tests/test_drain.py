@@ -1,12 +1,12 @@
 """The buffer both the result writer and the alert engine empty in
-batches: `cronsvc.drain.Drain`, driven by a flush the test scripts."""
+batches: `cronsvc.results.Drain`, driven by a flush the test scripts."""
 
 from __future__ import annotations
 
 import asyncio
 
 from cronsvc.clock import SystemClock
-from cronsvc.drain import Drain
+from cronsvc.results import Drain
 
 
 async def no_linger() -> None:

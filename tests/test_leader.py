@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from cronsvc.adoption import OrphanClaims
+from cronsvc.claims import Leases, LostLeases
 from cronsvc.config import Config, CoordinationConfig, StoreConfig
 from cronsvc.coord import Coordinator
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.domain import Execution, ExecutionStatus, Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.leader import LeaderDuties
-from cronsvc.leases import Leases, LostLeases
 from cronsvc.metrics import Metrics
-from cronsvc.orphans import OrphanClaims
 from cronsvc.store import ExecutionQuery, Store
 from cronsvc.ticks import DueTick
 from tests.fakes import FreezingProxy, SteppedClock, sample

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from cronsvc.claims import Leases
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.domain import Trigger
 from cronsvc.health import Dependency, HealthMonitor
-from cronsvc.leases import Leases
 from cronsvc.metrics import Metrics
 from cronsvc.ticks import DueTick
 from tests.helpers_store import at, make_job

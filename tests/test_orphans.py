@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from cronsvc.adoption import keep_lost_s
+from cronsvc.claims import Leases, LostLeases
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.domain import Trigger
 from cronsvc.health import Dependency, HealthMonitor
-from cronsvc.leases import Leases, LostLeases
 from cronsvc.metrics import Metrics
-from cronsvc.orphans import keep_lost_s
 from cronsvc.ticks import DueTick
 from tests.fakes import FakeClock
 from tests.helpers_store import make_job

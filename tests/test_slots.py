@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from cronsvc.slots import Slots
+from cronsvc.dispatch import Slots
 
 
 async def hold(slots: Slots, order: list[str], name: str, release: asyncio.Event) -> None:

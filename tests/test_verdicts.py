@@ -9,9 +9,9 @@ from email.utils import format_datetime
 
 import pytest
 
+from cronsvc.dispatch import Outcome, judge, parse_retry_after, problem, retry_delay
 from cronsvc.domain import ErrorInfo, RetryPolicy
 from cronsvc.errors import InvalidSecret
-from cronsvc.verdicts import Outcome, judge, parse_retry_after, problem, retry_delay
 from cronsvc.webhook_request import UnsendableHeader
 from cronsvc.wire import CutShort, InvalidTarget, ProtocolError, Response
 from tests.fakes import FakeClock

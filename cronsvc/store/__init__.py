@@ -239,7 +239,7 @@ class ScheduleSource(Protocol):
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         """The version of each of these jobs that exists and is active. A
         read only: cheap enough to check, at a tick, the claims made ahead of
-        it (`cronsvc.marks`)."""
+        it (`cronsvc.claims`)."""
 
 
 class TickClaims(Protocol):
