@@ -42,7 +42,6 @@ from cronsvc.domain import (
     AlertFormat,
     AlertPolicy,
     ConcurrencyPolicy,
-    ErrorInfo,
     Execution,
     ExecutionStatus,
     HttpMethod,
@@ -372,11 +371,14 @@ class _Out(BaseModel):
     """An answer, and its schema in /openapi.json; tests validate real answers
     against these models."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", validate_by_name=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, extra="forbid", validate_by_name=True, from_attributes=True
+    )
 
     @classmethod
     def of(cls, **fields: Any) -> Self:
-        """An answer of `fields` (snake_case; nested answers as models or dicts),
+        """An answer of `fields` (snake_case; nested answers as models, dicts or
+        domain values of the same field names),
         checked in one pass of pydantic's core: cheaper than `model_construct`'s
         walk in Python. A field is written only when given, so one left out is
         absent, not null."""
@@ -571,11 +573,7 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
         "headers": dict(spec.headers),
         "body": spec.body,
         "timeout_seconds": spec.timeout_seconds,
-        "retry": RetryOut.of(
-            max_attempts=spec.retry.max_attempts,
-            backoff_seconds=spec.retry.backoff_seconds,
-            max_backoff_seconds=spec.retry.max_backoff_seconds,
-        ),
+        "retry": RetryOut.model_validate(spec.retry),
         "concurrency_policy": spec.concurrency_policy,
         "misfire_policy": spec.misfire_policy,
         "misfire_grace_seconds": spec.misfire_grace_seconds,
@@ -594,11 +592,6 @@ def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
 class ErrorOut(_Out):
     type: str
     message: str
-
-
-def _error(error: ErrorInfo | None) -> dict[str, str] | None:
-    """As a dict: checked with the answer that holds it."""
-    return None if error is None else {"type": error.type, "message": error.message}
 
 
 class AttemptOut(_Out):
@@ -666,18 +659,8 @@ class ExecutionOut(_Out):
             response_status=e.response_status,
             response_body=e.response_body,
             response_truncated=e.response_truncated,
-            error=_error(e.error),
-            attempt_log=[
-                {
-                    "attempt": a.attempt,
-                    "started_at": a.started_at,
-                    "duration_ms": a.duration_ms,
-                    "response_status": a.response_status,
-                    "error": _error(a.error),
-                    "retry_after_ms": a.retry_after_ms,
-                }
-                for a in e.attempt_log
-            ],
+            error=e.error,
+            attempt_log=e.attempt_log,
             instance_id=e.instance_id,
         )
 
