@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
-from cronsvc.api.operations import ANY_OBJECT, Operation, Schema, declared
+from cronsvc.api.operations import ANY_OBJECT, DECLARED, Operation, Schema
 from cronsvc.api.problems import ProblemOut
 
 routes = web.RouteTableDef()
@@ -131,7 +131,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
         if route.method == "HEAD":  # aiohttp adds one to each GET
             continue
         path = route.resource.canonical if route.resource is not None else ""
-        op = declared(route.handler)
+        op = DECLARED.get(route.handler)
         if op is None:
             raise Undocumented(f"{route.method} {path} declares no operation")
         method = route.method.lower()

@@ -442,14 +442,9 @@ class AlertsOut(_Out):
     def from_domain(cls, policy: AlertPolicy | None) -> Self | None:
         if policy is None:
             return None
-        return cls.of(
-            enabled=policy.enabled,
-            url=policy.url,
-            after=policy.after,
-            on_recovery=policy.on_recovery,
-            format=policy.format,
-            has_secret=policy.secret is not None,
-        )
+        fields = dataclasses.asdict(policy)
+        secret = fields.pop("secret")
+        return cls.of(**fields, has_secret=secret is not None)
 
 
 class Absent(enum.Enum):
@@ -832,8 +827,6 @@ class LedgerOut(_Out):
 
     @classmethod
     def from_domain(cls, job_id: str, ledger: Ledger) -> Self:
-        summary = ledger.summary
-        by_status = {status.value: count for status, count in summary.by_status.items()}
         return cls.of(
             cron_job_id=job_id,
             since=ledger.since,
@@ -850,7 +843,7 @@ class LedgerOut(_Out):
                 )
                 for entry in ledger.entries
             ],
-            summary=LedgerSummaryOut.of(**(dataclasses.asdict(summary) | {"by_status": by_status})),
+            summary=ledger.summary,
         )
 
 
