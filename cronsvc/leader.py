@@ -90,8 +90,7 @@ class LeaderDuties:
         self._lead_until = 0.0
         """Monotonic time until which the lease is surely still this instance's."""
         self._lead_from = 0.0
-        """Monotonic time from which this instance counts itself leader (see
-        `is_leader`)."""
+        """Monotonic time from which this instance counts itself leader (see `is_leader`)."""
         self._next_prune = 0.0
         self._stop = asyncio.Event()
         metrics.gauge(
@@ -209,10 +208,10 @@ class LeaderDuties:
             if (token is None) != (self._token is None):
                 self._metrics.inc("cronsvc_leadership_changes_total")
             log.info("leadership_changed", leader=token is not None, token=token)
-        if token is not None and token != self._token:  # the lease gained
-            self._last_live = None
-            self._lead_from = began if self._may_reap() else began + self._reap_grace_s
-            self._wake_duties.set()
+            if token is not None:  # the lease gained
+                self._last_live = None
+                self._lead_from = began if self._may_reap() else began + self._reap_grace_s
+                self._wake_duties.set()
         self._token = token
         self._lead_until = began + self._ttl - self._period
 

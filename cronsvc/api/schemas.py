@@ -378,10 +378,9 @@ class _Out(BaseModel):
     @classmethod
     def of(cls, **fields: Any) -> Self:
         """An answer of `fields` (snake_case; nested answers as models, dicts or
-        domain values of the same field names),
-        checked in one pass of pydantic's core: cheaper than `model_construct`'s
-        walk in Python. A field is written only when given, so one left out is
-        absent, not null."""
+        domain values of the same field names), checked in one pass of pydantic's
+        core: cheaper than `model_construct`'s walk in Python. A field is written
+        only when given, so one left out is absent, not null."""
         return cls.model_validate(fields)
 
     def wire(self) -> dict[str, Any]:
@@ -766,16 +765,15 @@ class FiresOut(_Out):
 
     @classmethod
     def from_plan(cls, plan: FirePlan) -> Self:
-        comparison = plan.comparison
         return cls.of(
             before=[FireOut.from_fire(f) for f in plan.before],
             after=[FireOut.from_fire(f) for f in plan.after],
             moved=[
                 MoveOut.of(before=m.before, after=m.after, by_seconds=int(m.by.total_seconds()))
-                for m in comparison.moved
+                for m in plan.comparison.moved
             ],
-            appeared=comparison.appeared,
-            disappeared=comparison.disappeared,
+            appeared=plan.comparison.appeared,
+            disappeared=plan.comparison.disappeared,
         )
 
 

@@ -1,8 +1,7 @@
-"""Redis coordination for a cluster (redis.asyncio): `RedisCoordinator` owns the
-connection, the tick leases, the leader lease and the instance registry;
-`RedisNotices` the pub/sub notices. Keys are under the prefix `{p}`. While Redis
-cannot be reached every call raises `CoordinatorUnavailable` (a `ConnectionError`)
-after one quick reconnect attempt; callers retry or degrade."""
+"""Redis coordination for a cluster (redis.asyncio), keys under the prefix `{p}`:
+`RedisCoordinator` owns the connection, tick leases, leader lease, instance registry and
+notices, `RedisNotices` the notice listener. While Redis is unreachable every call raises
+`CoordinatorUnavailable` after one quick reconnect attempt; callers retry or degrade."""
 
 from __future__ import annotations
 
@@ -157,7 +156,7 @@ class RedisLink:
         self.sub_client: aredis.Redis | None = None  # the notice listener's
 
     def make_client(self, retry: Retry) -> aredis.Redis:
-        client: aredis.Redis = aredis.from_url(
+        return aredis.from_url(
             self._url,
             decode_responses=True,
             socket_connect_timeout=self.connect_timeout_s,
@@ -165,7 +164,6 @@ class RedisLink:
             socket_keepalive=True,
             retry=retry,
         )
-        return client
 
     @property
     def redis(self) -> aredis.Redis:
@@ -229,7 +227,9 @@ class RedisCoordinator:
             command_timeout_s=command_timeout_s,
         )
         self._token = secrets.token_hex(8)  # the value of the leases it wins
-        self._notices = RedisNotices(self._link, self._token)
+        self._notices = RedisNotices(self._link, self._token, self._dispatch, self._dispatch_cancel)
+        self._callbacks: list[JobChangeCallback] = []
+        self._cancel_callbacks: list[CancelCallback] = []
         self._held: dict[str, str] = {}  # instance id -> the leader lease value it set
         self._lead: AsyncScript | None = None
         self._resign: AsyncScript | None = None
@@ -297,6 +297,7 @@ class RedisCoordinator:
     ) -> list[bool]:
         if not ticks:
             return []
+        # `{p}:tick:{job_id}:{tick_ms}` holds the winner's token, never deleted, only expired.
         link = self._link
         lease_ms = ttl_ms(ttl_s)
         keys = [link.key("tick", job_id, str((tick - _EPOCH) // _MS)) for job_id, tick in ticks]
@@ -313,16 +314,30 @@ class RedisCoordinator:
         ]
 
     async def publish_job_change(self, job_id: str) -> None:
-        await self._notices.publish_job_change(job_id)
+        self._dispatch(job_id)  # at once, Redis or not
+        with self._link.translate("publish_job_change"):
+            await self._link.redis.publish(self._notices.channel, f"{self._token} {job_id}")
 
     def subscribe_job_changes(self, callback: JobChangeCallback) -> None:
-        self._notices.subscribe_job_changes(callback)
+        self._callbacks.append(callback)
+
+    def _dispatch(self, job_id: str) -> None:
+        _tell(self._callbacks, job_id, "job_change_callback_failed", job_id=job_id)
 
     async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
-        await self._notices.publish_cancel(execution_ids)
+        ids = [i for i in execution_ids if i]
+        if not ids:
+            return
+        self._dispatch_cancel(ids)
+        with self._link.translate("publish_cancel"):
+            channel = self._notices.cancel_channel
+            await self._link.redis.publish(channel, f"{self._token} {','.join(ids)}")
 
     def subscribe_cancels(self, callback: CancelCallback) -> None:
-        self._notices.subscribe_cancels(callback)
+        self._cancel_callbacks.append(callback)
+
+    def _dispatch_cancel(self, ids: Sequence[str]) -> None:
+        _tell(self._cancel_callbacks, ids, "cancel_callback_failed", execution_ids=ids[:20])
 
     async def try_lead(self, instance_id: str, ttl_s: float) -> int | None:
         script = started(self._lead)
@@ -404,20 +419,22 @@ def _load_instance(raw: str) -> InstanceInfo:
 
 
 class RedisNotices:
-    """Job changes on `{p}:job-changes` ("<sender token> <job id>") and cancels
-    on `{p}:cancels` ("<sender token> <id>,<id>,..."), on one listening
+    """The listener of job changes on `{p}:job-changes` ("<sender token> <job id>")
+    and cancels on `{p}:cancels` ("<sender token> <id>,<id>,..."), on one
     connection. A sender tells itself at once and skips its echo. The listener
     never gives up: it logs `coordinator_unavailable` once, resubscribes with
-    backoff, logs `coordinator_recovered`, then calls every job-change subscriber
-    with `RESYNC`: notices sent during the outage are gone."""
+    backoff, logs `coordinator_recovered`, then calls `on_change` with `RESYNC`
+    (every job-change subscriber): notices sent during the outage are gone."""
 
-    def __init__(self, link: RedisLink, token: str) -> None:
+    def __init__(
+        self, link: RedisLink, token: str, on_change: JobChangeCallback, on_cancel: CancelCallback
+    ) -> None:
         self._link = link
         self._token = token  # tells this coordinator's own notices apart
-        self._channel = f"{link.prefix}:job-changes"
-        self._cancel_channel = f"{link.prefix}:cancels"
-        self._callbacks: list[JobChangeCallback] = []
-        self._cancel_callbacks: list[CancelCallback] = []
+        self._on_change = on_change
+        self._on_cancel = on_cancel
+        self.channel = f"{link.prefix}:job-changes"
+        self.cancel_channel = f"{link.prefix}:cancels"
         self._listener: asyncio.Task[None] | None = None
 
     def listen(self, pubsub: PubSub) -> None:
@@ -431,35 +448,10 @@ class RedisNotices:
             listener.cancel()
             await asyncio.wait([listener])
 
-    async def publish_job_change(self, job_id: str) -> None:
-        self._dispatch(job_id)  # at once, Redis or not
-        with self._link.translate("publish_job_change"):
-            await self._link.redis.publish(self._channel, f"{self._token} {job_id}")
-
-    def subscribe_job_changes(self, callback: JobChangeCallback) -> None:
-        self._callbacks.append(callback)
-
-    def _dispatch(self, job_id: str) -> None:
-        _tell(self._callbacks, job_id, "job_change_callback_failed", job_id=job_id)
-
-    async def publish_cancel(self, execution_ids: Sequence[str]) -> None:
-        ids = [i for i in execution_ids if i]
-        if not ids:
-            return
-        self._dispatch_cancel(ids)
-        with self._link.translate("publish_cancel"):
-            await self._link.redis.publish(self._cancel_channel, f"{self._token} {','.join(ids)}")
-
-    def subscribe_cancels(self, callback: CancelCallback) -> None:
-        self._cancel_callbacks.append(callback)
-
-    def _dispatch_cancel(self, ids: list[str]) -> None:
-        _tell(self._cancel_callbacks, ids, "cancel_callback_failed", execution_ids=ids[:20])
-
     async def subscribe(self, client: aredis.Redis) -> PubSub:
         """A pub/sub connection, its subscription to both channels confirmed."""
         pubsub = client.pubsub()
-        channels = (self._channel, self._cancel_channel)
+        channels = (self.channel, self.cancel_channel)
         confirmed: set[str] = set()
         link = self._link
         try:
@@ -499,7 +491,7 @@ class RedisNotices:
                         url=self._link.safe_url,
                         down_s=round(time.monotonic() - down_since, 3),
                     )
-                    self._dispatch(RESYNC)
+                    self._on_change(RESYNC)
                 try:
                     await self._pump(pubsub)
                 except (rexc.RedisError, OSError) as exc:
@@ -527,10 +519,10 @@ class RedisNotices:
                     sender, _, payload = str(message["data"]).rpartition(" ")
                     if sender == self._token:
                         continue
-                    if str(message["channel"]) == self._cancel_channel:
-                        self._dispatch_cancel([i for i in payload.split(",") if i])
+                    if str(message["channel"]) == self.cancel_channel:
+                        self._on_cancel([i for i in payload.split(",") if i])
                     else:
-                        self._dispatch(payload)
+                        self._on_change(payload)
             elif now - last_heard > 2 * _KEEPALIVE_S:
                 raise rexc.TimeoutError(f"no answer on the notice connection for {_KEEPALIVE_S}s")
             elif now - last_heard > _KEEPALIVE_S and now - last_ping > _KEEPALIVE_S:
