@@ -630,9 +630,8 @@ class ExecutionOut(_Out):
     )
 
     @classmethod
-    def from_domain(cls, execution: Execution, *, legacy_ids: bool = False, **more: Any) -> Self:
-        """The record as answered, with the `more` fields of a subclass."""
-        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids), **more)
+    def from_domain(cls, execution: Execution, *, legacy_ids: bool = False) -> Self:
+        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids))
 
     @staticmethod
     def fields(execution: Execution, *, legacy_ids: bool = False) -> dict[str, Any]:
@@ -666,7 +665,7 @@ class TriggeredOut(ExecutionOut):
 
     @classmethod
     def started(cls, execution: Execution, *, legacy_ids: bool) -> Self:
-        return cls.from_domain(execution, legacy_ids=legacy_ids, execution_id=execution.id)
+        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids), execution_id=execution.id)
 
     @model_serializer(mode="wrap")
     def _execution_id_first(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
