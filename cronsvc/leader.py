@@ -90,8 +90,7 @@ class LeaderDuties:
         self._lead_until = 0.0
         """Monotonic time until which the lease is surely still this instance's."""
         self._lead_from = 0.0
-        """Monotonic time from which this instance counts itself leader (see
-        `is_leader`)."""
+        """Monotonic time from which this instance counts itself leader (see `is_leader`)."""
         self._next_prune = 0.0
         self._stop = asyncio.Event()
         metrics.gauge(
@@ -146,7 +145,8 @@ class LeaderDuties:
                 if self._failing:
                     self._failing = False
                     log.info("heartbeat_recovered")
-            await self._pause()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._period)
 
     async def _lead(self) -> None:
         while not self._stop.is_set():
@@ -159,10 +159,6 @@ class LeaderDuties:
                     self._metrics.inc("cronsvc_store_errors_total", op="leader")
                     log.warning("leader_duties_failed", error=str(exc) or type(exc).__name__)
             await self._pause_duties()
-
-    async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self._period)
 
     async def _pause_duties(self) -> None:
         """One renewal period, or less: until the reap grace ends, or until
@@ -212,14 +208,12 @@ class LeaderDuties:
             if (token is None) != (self._token is None):
                 self._metrics.inc("cronsvc_leadership_changes_total")
             log.info("leadership_changed", leader=token is not None, token=token)
-        gained = token is not None and token != self._token
-        if gained:
-            self._last_live = None
-            self._lead_from = began if self._may_reap() else began + self._reap_grace_s
+            if token is not None:  # the lease gained
+                self._last_live = None
+                self._lead_from = began if self._may_reap() else began + self._reap_grace_s
+                self._wake_duties.set()
         self._token = token
         self._lead_until = began + self._ttl - self._period
-        if gained:
-            self._wake_duties.set()
 
     async def duties(self) -> None:
         """Nothing while the live instances may not all have announced themselves."""

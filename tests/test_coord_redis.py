@@ -234,9 +234,7 @@ async def test_a_retried_heartbeat_is_not_taken_for_a_renewal(
     info = instance("instance-a")
     await a.heartbeat(info, TTL_S)
     assert await a.heartbeat(info, TTL_S) is True  # the same instant, another call
-    monkeypatch.setattr(
-        "cronsvc.coord.redis_instances.secrets", SimpleNamespace(token_hex=lambda n: "0")
-    )
+    monkeypatch.setattr("cronsvc.coord.redis.secrets", SimpleNamespace(token_hex=lambda n: "0"))
     await a.heartbeat(later(info), TTL_S)
     assert await a.heartbeat(later(info), TTL_S) is False
 
@@ -442,7 +440,7 @@ async def test_a_silent_notice_connection_is_given_up_and_replaced(
 ) -> None:
     """A network that drops packets sends no RST: the listener notices the
     silence by its own pings."""
-    monkeypatch.setattr("cronsvc.coord.redis_notices._KEEPALIVE_S", 0.2)
+    monkeypatch.setattr("cronsvc.coord.redis._KEEPALIVE_S", 0.2)
     server = start_redis_server()
     async with FreezingProxy(server.port) as proxy:
         a = await open_redis(proxy.url, "c1", connect_timeout_s=0.5, command_timeout_s=0.5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import redis.exceptions as rexc
 
-from cronsvc.coord.redis_link import RedisLink, started, ttl_ms
+from cronsvc.coord.redis import RedisLink, started, ttl_ms
 from cronsvc.errors import CoordinatorUnavailable
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cronsvc import __version__
 from cronsvc.api.auth import UNAUTHENTICATED_ROUTES, UNLIMITED_ROUTES
-from cronsvc.api.operations import ANY_OBJECT, Operation, Schema, declared
+from cronsvc.api.operations import ANY_OBJECT, DECLARED, Operation, Schema
 from cronsvc.api.problems import ProblemOut
 
 routes = web.RouteTableDef()
@@ -54,18 +54,14 @@ class Undocumented(LookupError):
     """A route whose handler declares no operation."""
 
 
-def _ref(model: type[BaseModel]) -> Schema:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
 def _schema(of: type[BaseModel] | Schema) -> Schema:
-    return of if isinstance(of, dict) else _ref(of)
+    return of if isinstance(of, dict) else {"$ref": f"#/components/schemas/{of.__name__}"}
 
 
 def _error(status: int, text: str) -> Schema:
     response: Schema = {
         "description": text,
-        "content": {"application/problem+json": {"schema": _ref(ProblemOut)}},
+        "content": {"application/problem+json": {"schema": _schema(ProblemOut)}},
     }
     if status in _ERROR_HEADERS:
         response["headers"] = _ERROR_HEADERS[status]
@@ -116,12 +112,12 @@ def _add_answer(responses: Schema, status: int, text: str, model: type[BaseModel
     """`model` as the answer of `status`, beside the one already there, if any."""
     response = responses.get(str(status))
     if response is None or "content" not in response:
-        content = {"application/json": {"schema": _ref(model)}}
+        content = {"application/json": {"schema": _schema(model)}}
         responses[str(status)] = {"description": text, "content": content}
         return
     response["description"] = f"{response['description']}; {text}"
     for media in response["content"].values():
-        media["schema"] = {"oneOf": [media["schema"], _ref(model)]}
+        media["schema"] = {"oneOf": [media["schema"], _schema(model)]}
 
 
 def build_document(app: web.Application) -> dict[str, Any]:
@@ -131,7 +127,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
         if route.method == "HEAD":  # aiohttp adds one to each GET
             continue
         path = route.resource.canonical if route.resource is not None else ""
-        op = declared(route.handler)
+        op = DECLARED.get(route.handler)
         if op is None:
             raise Undocumented(f"{route.method} {path} declares no operation")
         method = route.method.lower()

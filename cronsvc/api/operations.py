@@ -47,15 +47,11 @@ class Operation:
     description: str | None = None
 
     def __call__(self, handler: _Handler) -> _Handler:
-        _DECLARED[handler] = self
+        DECLARED[handler] = self
         return handler
 
 
-_DECLARED: dict[Callable[..., Any], Operation] = {}
-
-
-def declared(handler: Callable[..., Any]) -> Operation | None:
-    return _DECLARED.get(handler)
+DECLARED: dict[Callable[..., Any], Operation] = {}
 
 
 def query_of(model: type[BaseModel]) -> list[Schema]:

@@ -42,7 +42,6 @@ from cronsvc.domain import (
     AlertFormat,
     AlertPolicy,
     ConcurrencyPolicy,
-    ErrorInfo,
     Execution,
     ExecutionStatus,
     HttpMethod,
@@ -372,14 +371,16 @@ class _Out(BaseModel):
     """An answer, and its schema in /openapi.json; tests validate real answers
     against these models."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", validate_by_name=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, extra="forbid", validate_by_name=True, from_attributes=True
+    )
 
     @classmethod
     def of(cls, **fields: Any) -> Self:
-        """An answer of `fields` (snake_case; nested answers as models or dicts),
-        checked in one pass of pydantic's core: cheaper than `model_construct`'s
-        walk in Python. A field is written only when given, so one left out is
-        absent, not null."""
+        """An answer of `fields` (snake_case; nested answers as models, dicts or
+        domain values of the same field names), checked in one pass of pydantic's
+        core: cheaper than `model_construct`'s walk in Python. A field is written
+        only when given, so one left out is absent, not null."""
         return cls.model_validate(fields)
 
     def wire(self) -> dict[str, Any]:
@@ -440,14 +441,9 @@ class AlertsOut(_Out):
     def from_domain(cls, policy: AlertPolicy | None) -> Self | None:
         if policy is None:
             return None
-        return cls.of(
-            enabled=policy.enabled,
-            url=policy.url,
-            after=policy.after,
-            on_recovery=policy.on_recovery,
-            format=policy.format,
-            has_secret=policy.secret is not None,
-        )
+        fields = dataclasses.asdict(policy)
+        secret = fields.pop("secret")
+        return cls.of(**fields, has_secret=secret is not None)
 
 
 class Absent(enum.Enum):
@@ -571,11 +567,7 @@ def _spec_fields(spec: JobSpec) -> dict[str, Any]:
         "headers": dict(spec.headers),
         "body": spec.body,
         "timeout_seconds": spec.timeout_seconds,
-        "retry": RetryOut.of(
-            max_attempts=spec.retry.max_attempts,
-            backoff_seconds=spec.retry.backoff_seconds,
-            max_backoff_seconds=spec.retry.max_backoff_seconds,
-        ),
+        "retry": RetryOut.model_validate(spec.retry),
         "concurrency_policy": spec.concurrency_policy,
         "misfire_policy": spec.misfire_policy,
         "misfire_grace_seconds": spec.misfire_grace_seconds,
@@ -594,11 +586,6 @@ def spec_to_wire(spec: JobSpec) -> dict[str, Any]:
 class ErrorOut(_Out):
     type: str
     message: str
-
-
-def _error(error: ErrorInfo | None) -> dict[str, str] | None:
-    """As a dict: checked with the answer that holds it."""
-    return None if error is None else {"type": error.type, "message": error.message}
 
 
 class AttemptOut(_Out):
@@ -643,9 +630,8 @@ class ExecutionOut(_Out):
     )
 
     @classmethod
-    def from_domain(cls, execution: Execution, *, legacy_ids: bool = False, **more: Any) -> Self:
-        """The record as answered, with the `more` fields of a subclass."""
-        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids), **more)
+    def from_domain(cls, execution: Execution, *, legacy_ids: bool = False) -> Self:
+        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids))
 
     @staticmethod
     def fields(execution: Execution, *, legacy_ids: bool = False) -> dict[str, Any]:
@@ -666,18 +652,8 @@ class ExecutionOut(_Out):
             response_status=e.response_status,
             response_body=e.response_body,
             response_truncated=e.response_truncated,
-            error=_error(e.error),
-            attempt_log=[
-                {
-                    "attempt": a.attempt,
-                    "started_at": a.started_at,
-                    "duration_ms": a.duration_ms,
-                    "response_status": a.response_status,
-                    "error": _error(a.error),
-                    "retry_after_ms": a.retry_after_ms,
-                }
-                for a in e.attempt_log
-            ],
+            error=e.error,
+            attempt_log=e.attempt_log,
             instance_id=e.instance_id,
         )
 
@@ -689,7 +665,7 @@ class TriggeredOut(ExecutionOut):
 
     @classmethod
     def started(cls, execution: Execution, *, legacy_ids: bool) -> Self:
-        return cls.from_domain(execution, legacy_ids=legacy_ids, execution_id=execution.id)
+        return cls.of(**cls.fields(execution, legacy_ids=legacy_ids), execution_id=execution.id)
 
     @model_serializer(mode="wrap")
     def _execution_id_first(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -788,16 +764,15 @@ class FiresOut(_Out):
 
     @classmethod
     def from_plan(cls, plan: FirePlan) -> Self:
-        comparison = plan.comparison
         return cls.of(
             before=[FireOut.from_fire(f) for f in plan.before],
             after=[FireOut.from_fire(f) for f in plan.after],
             moved=[
                 MoveOut.of(before=m.before, after=m.after, by_seconds=int(m.by.total_seconds()))
-                for m in comparison.moved
+                for m in plan.comparison.moved
             ],
-            appeared=comparison.appeared,
-            disappeared=comparison.disappeared,
+            appeared=plan.comparison.appeared,
+            disappeared=plan.comparison.disappeared,
         )
 
 
@@ -849,8 +824,6 @@ class LedgerOut(_Out):
 
     @classmethod
     def from_domain(cls, job_id: str, ledger: Ledger) -> Self:
-        summary = ledger.summary
-        by_status = {status.value: count for status, count in summary.by_status.items()}
         return cls.of(
             cron_job_id=job_id,
             since=ledger.since,
@@ -867,7 +840,7 @@ class LedgerOut(_Out):
                 )
                 for entry in ledger.entries
             ],
-            summary=LedgerSummaryOut.of(**(dataclasses.asdict(summary) | {"by_status": by_status})),
+            summary=ledger.summary,
         )
 
 
