@@ -38,10 +38,10 @@ from cronsvc.store.common import (
     unix_ms,
     watched_jobs,
 )
-from cronsvc.store.mongo_base import MongoPart
 from cronsvc.store.mongo_docs import (
     RUNNING,
     Doc,
+    MongoPart,
     bson_date,
     execution_document,
     execution_from_document,

@@ -1,4 +1,6 @@
-"""The codec every part of `MongoStore` shares: jobs and executions as documents.
+"""What every part of `MongoStore` (mixins, so a call costs no hop between
+objects) stands on: its collections, the guard of each public call, the writes
+more than one role makes, which errors mean what, and the documents' codec.
 
 Fields absent in documents written before they existed read as None (or no
 attempts). A job's schedule history lives in its document, so the one update
@@ -14,9 +16,22 @@ RUNNING records lack it, so they never expire.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+
+from pymongo import AsyncMongoClient, UpdateMany
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    WTimeoutError,
+)
 
 from cronsvc.domain import (
     ConcurrencyPolicy,
@@ -30,6 +45,7 @@ from cronsvc.domain import (
     PreviousSecret,
     Trigger,
 )
+from cronsvc.errors import StoreUnavailable
 from cronsvc.store.common import (
     alerts_document,
     alerts_from_document,
@@ -57,6 +73,8 @@ REVISION_FIELDS = {
     "schedule_history": 1,
 }
 WITHOUT_HISTORY = {"schedule_history": 0}
+_DUPLICATE_KEY = 11000
+JOB_NAME_INDEX = "name_unique"
 
 
 def bson_date(instant: datetime | None) -> datetime | None:
@@ -237,3 +255,76 @@ def execution_from_document(document: Doc) -> Execution:
         error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
         attempt_log=attempts_from_documents(document.get("attempt_log")),
     )
+
+
+class MongoPart:
+    def __init__(self, client: AsyncMongoClient[Doc], database: AsyncDatabase[Doc], url: str):
+        self._client = client
+        self._jobs: AsyncCollection[Doc] = database["jobs"]
+        self._executions: AsyncCollection[Doc] = database["executions"]
+        self._alert_states: AsyncCollection[Doc] = database["alert_states"]
+        self._url = url
+        """The URL with its secrets masked: the only form this object keeps."""
+        self._closed = False
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Refused once closed; an unreachable server's errors become `StoreUnavailable`."""
+        if self._closed:
+            raise StoreUnavailable(f"the store on {self._url} is closed")
+        try:
+            yield
+        except PyMongoError as e:
+            if self._closed or is_unavailable(e):  # closed under a call: InvalidOperation
+                raise StoreUnavailable(f"mongodb store {self._url}: {e}") from e
+            raise
+
+    async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
+        """`$max` on `last_tick` as one update per distinct tick (a batch's jobs
+        mostly share one), all in one round trip."""
+        by_tick: dict[int, list[str]] = {}
+        for job_id, ms in last_ticks.items():
+            by_tick.setdefault(ms, []).append(job_id)
+        if by_tick:
+            await self._jobs.bulk_write(
+                [
+                    UpdateMany(
+                        {"_id": {"$in": job_ids}, "last_tick": {"$lt": ms}},
+                        {"$set": {"last_tick": ms}},
+                    )
+                    for ms, job_ids in by_tick.items()
+                ],
+                ordered=False,
+            )
+
+    async def _insert_new(self, documents: list[Doc]) -> list[int]:
+        """Insert every record whose unique keys are free; the indexes of the rest."""
+        try:
+            await self._executions.insert_many(documents, ordered=False)
+        except BulkWriteError as e:
+            errors: list[Mapping[str, Any]] = e.details.get("writeErrors", [])
+            if e.details.get("writeConcernErrors") or any(
+                error.get("code") != _DUPLICATE_KEY for error in errors
+            ):
+                raise
+            return [error["index"] for error in errors]
+        return []
+
+
+def is_unavailable(error: PyMongoError) -> bool:
+    """A server that cannot serve us right now, as opposed to a wrong request."""
+    if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    return error.has_error_label("RetryableWriteError") or error.has_error_label(
+        "TransientTransactionError"
+    )
+
+
+def is_name_conflict(error: DuplicateKeyError) -> bool:
+    details = error.details or {}
+    key_pattern = details.get("keyPattern")
+    if isinstance(key_pattern, Mapping):
+        return "name" in key_pattern
+    message = str(details.get("errmsg", error))
+    # MongoDB names the index; nx-27017 names its own ("idx_jobs_name").
+    return JOB_NAME_INDEX in message or "idx_jobs_name" in message

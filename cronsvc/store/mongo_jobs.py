@@ -1,17 +1,21 @@
-"""The jobs collection of the MongoDB store: `JobStore`, and what a scheduler
-reads of it (`ScheduleSource`). A job update is a compare-and-set on its
-version, read again when another write came in between; the history is
-written whole with ``$set`` (nx-27017 mangles ``$push`` with ``$slice``).
+"""The jobs of the MongoDB store: `JobStore`, what a scheduler reads of them
+(`ScheduleSource`), and each job's alert state (`AlertStates`). A job update is
+a compare-and-set on its version, read again when another write came in
+between; the history is written whole with ``$set`` (nx-27017 mangles ``$push``
+with ``$slice``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
+import structlog
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
 from cronsvc.domain import (
     ConcurrencyPolicy,
     Job,
@@ -22,7 +26,15 @@ from cronsvc.domain import (
 )
 from cronsvc.errors import DuplicateJobName, JobNotFound, StoreUnavailable, VersionConflict
 from cronsvc.ids import is_valid_id
-from cronsvc.store import KEEP, MAX_SCHEDULE_REVISIONS, ActiveSchedule, JobQuery, Keep, Page
+from cronsvc.store import (
+    KEEP,
+    MAX_ALERT_CONFLICTS,
+    MAX_SCHEDULE_REVISIONS,
+    ActiveSchedule,
+    JobQuery,
+    Keep,
+    Page,
+)
 from cronsvc.store.common import (
     cached_instant,
     check_limit,
@@ -30,14 +42,17 @@ from cronsvc.store.common import (
     encode_cursor,
     from_unix_ms,
     prefix_upper_bound,
+    state_document,
+    state_from_document,
     unix_ms,
 )
-from cronsvc.store.mongo_base import MongoPart, is_name_conflict
 from cronsvc.store.mongo_docs import (
     REVISION_FIELDS,
     WITHOUT_HISTORY,
     Doc,
+    MongoPart,
     history_documents,
+    is_name_conflict,
     job_document,
     job_from_document,
     previous_secret_fields,
@@ -45,6 +60,8 @@ from cronsvc.store.mongo_docs import (
     schedule_fields,
     spec_fields,
 )
+
+log = structlog.get_logger(__name__)
 
 _UPDATE_ATTEMPTS = 5
 _SCHEDULE_FIELDS = {
@@ -313,3 +330,87 @@ class MongoSchedules(MongoPart):
                 return {}
             found = self._jobs.find({"_id": {"$in": wanted}, "is_active": True}, {"version": 1})
             return {document["_id"]: document["version"] for document in await found.to_list()}
+
+
+class MongoAlerts(MongoPart):
+    """One document per job in `alert_states`, changed by compare-and-set on its
+    `version` (a first state is an insert the `_id` fences). A round's reads, and
+    its writes, go out together; the losers go round again. A retry after a lost
+    answer counts its outcomes once (the state keeps what its latest write
+    applied), unless another writer changed the state in between."""
+
+    async def apply_alert_outcomes(
+        self, steps: Sequence[AlertStep], now: datetime
+    ) -> list[AlertChange]:
+        with self._calling():
+            ids = list({step.job_id for step in steps})
+            existing = {
+                doc["_id"] async for doc in self._jobs.find({"_id": {"$in": ids}}, {"_id": 1})
+            }
+            left = [(n, step) for n, step in enumerate(steps) if step.job_id in existing]
+            effected: dict[int, list[AlertChange]] = {}
+            for _ in range(MAX_ALERT_CONFLICTS):
+                if not left:
+                    break
+                left = await self._try(left, now, effected)
+            for _, step in left:
+                log.error("alert_state_conflicts", job_id=step.job_id, tries=MAX_ALERT_CONFLICTS)
+            return [change for n in sorted(effected) for change in effected[n]]
+
+    async def _try(
+        self,
+        steps: list[tuple[int, AlertStep]],
+        now: datetime,
+        effected: dict[int, list[AlertChange]],
+    ) -> list[tuple[int, AlertStep]]:
+        """One round over the steps (numbered in call order); those whose writes lost."""
+        ids = [step.job_id for _, step in steps]
+        stored = {doc["_id"]: doc async for doc in self._alert_states.find({"_id": {"$in": ids}})}
+        lost: list[tuple[int, AlertStep]] = []
+        writes: list[tuple[int, AlertStep, list[AlertChange], AlertState, AlertState]] = []
+        claimed: set[str] = set()
+        for n, step in steps:
+            if step.job_id in claimed:  # a second step of one job: after the first is in
+                lost.append((n, step))
+                continue
+            doc = stored.get(step.job_id)
+            state = NO_STATE if doc is None else state_from_document(doc["state"], doc["version"])
+            new, changes = apply_outcomes(state, step, now)
+            if new is state:
+                if changes:  # a lost write's alerts, told again
+                    effected[n] = changes
+                continue
+            claimed.add(step.job_id)
+            writes.append((n, step, changes, state, new))
+        won = await asyncio.gather(
+            *(self._write(step.job_id, state, new) for _, step, _, state, new in writes)
+        )
+        for (n, step, changes, _, _), ok in zip(writes, won, strict=True):
+            if ok:
+                effected[n] = changes
+            else:
+                lost.append((n, step))
+        return lost
+
+    async def _write(self, job_id: str, state: AlertState, new: AlertState) -> bool:
+        document = {"version": new.version, "state": state_document(new)}
+        if state.version == 0:
+            try:
+                await self._alert_states.insert_one({"_id": job_id, **document})
+            except DuplicateKeyError:
+                return False  # another writer stored the first state
+            return True
+        written = await self._alert_states.update_one(
+            {"_id": job_id, "version": state.version}, {"$set": document}
+        )
+        return written.matched_count == 1
+
+    async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
+        with self._calling():
+            ids = list(job_ids)
+            if not ids:
+                return {}
+            return {
+                doc["_id"]: state_from_document(doc["state"], doc["version"])
+                async for doc in self._alert_states.find({"_id": {"$in": ids}})
+            }

@@ -25,10 +25,10 @@ from cronsvc.store.common import (
     tick_slot,
     unix_ms,
 )
-from cronsvc.store.mongo_base import MongoPart
 from cronsvc.store.mongo_docs import (
     RUNNING,
     Doc,
+    MongoPart,
     bson_date,
     execution_document,
     execution_from_document,
