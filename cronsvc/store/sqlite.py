@@ -129,42 +129,66 @@ _JOB_COUNT = (
         BEGIN UPDATE job_count SET n = n - 1 WHERE id = 1; END""",
 )
 
+# A fresh store's columns; every statement takes their names from here.
+_JOBS_TABLE = (
+    "id TEXT PRIMARY KEY",
+    "name TEXT NOT NULL UNIQUE",
+    "cron_expression TEXT NOT NULL",
+    "timezone TEXT NOT NULL",
+    "webhook_url TEXT NOT NULL",
+    "http_method TEXT NOT NULL",
+    "headers TEXT NOT NULL",
+    "body TEXT",
+    "timeout_seconds REAL NOT NULL",
+    "retry_max_attempts INTEGER NOT NULL",
+    "retry_backoff_seconds REAL NOT NULL",
+    "retry_max_backoff_seconds REAL NOT NULL",
+    "concurrency_policy TEXT NOT NULL",
+    "misfire_policy TEXT NOT NULL",
+    "misfire_grace_seconds INTEGER NOT NULL",
+    "is_active INTEGER NOT NULL",
+    "secret TEXT",
+    "tags TEXT NOT NULL",
+    "version INTEGER NOT NULL",
+    "created_at INTEGER NOT NULL",
+    "updated_at INTEGER NOT NULL",
+    "last_tick INTEGER NOT NULL",
+    "last_run_at INTEGER",
+    "last_status TEXT",
+    "paused_reason TEXT",
+    "deferred_until INTEGER",
+    "previous_secret TEXT",
+    "previous_secret_expires_at INTEGER",
+    "alerts TEXT",
+)
+_EXECUTIONS_TABLE = (
+    "id TEXT PRIMARY KEY",
+    "job_id TEXT NOT NULL",
+    "job_name TEXT NOT NULL",
+    "trigger TEXT NOT NULL",
+    "scheduled_at INTEGER NOT NULL",
+    "status TEXT NOT NULL",
+    "instance_id TEXT NOT NULL",
+    "executed_at INTEGER",
+    "finished_at INTEGER",
+    "duration_ms INTEGER",
+    "attempts INTEGER NOT NULL",
+    "response_status INTEGER",
+    "response_body TEXT",
+    "response_truncated INTEGER NOT NULL",
+    "error_type TEXT",
+    "error_message TEXT",
+    "slot TEXT NOT NULL",
+    "dispatched INTEGER NOT NULL DEFAULT 1",
+    "attempt_log TEXT",
+)
+
 _SCHEMA = (
     """CREATE TABLE schema_version (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         version INTEGER NOT NULL
     )""",
-    """CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        cron_expression TEXT NOT NULL,
-        timezone TEXT NOT NULL,
-        webhook_url TEXT NOT NULL,
-        http_method TEXT NOT NULL,
-        headers TEXT NOT NULL,
-        body TEXT,
-        timeout_seconds REAL NOT NULL,
-        retry_max_attempts INTEGER NOT NULL,
-        retry_backoff_seconds REAL NOT NULL,
-        retry_max_backoff_seconds REAL NOT NULL,
-        concurrency_policy TEXT NOT NULL,
-        misfire_policy TEXT NOT NULL,
-        misfire_grace_seconds INTEGER NOT NULL,
-        is_active INTEGER NOT NULL,
-        secret TEXT,
-        tags TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        last_tick INTEGER NOT NULL,
-        last_run_at INTEGER,
-        last_status TEXT,
-        paused_reason TEXT,
-        deferred_until INTEGER,
-        previous_secret TEXT,
-        previous_secret_expires_at INTEGER,
-        alerts TEXT
-    )""",
+    f"CREATE TABLE jobs ({', '.join(_JOBS_TABLE)})",
     "CREATE INDEX jobs_by_active ON jobs (is_active, id)",
     """CREATE TABLE job_tags (
         tag TEXT NOT NULL,
@@ -173,28 +197,8 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX job_tags_by_job ON job_tags (job_id)",
     # No foreign key to jobs: execution logs outlive their job.
-    """CREATE TABLE executions (
-        id TEXT PRIMARY KEY,
-        job_id TEXT NOT NULL,
-        job_name TEXT NOT NULL,
-        trigger TEXT NOT NULL,
-        scheduled_at INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        instance_id TEXT NOT NULL,
-        executed_at INTEGER,
-        finished_at INTEGER,
-        duration_ms INTEGER,
-        attempts INTEGER NOT NULL,
-        response_status INTEGER,
-        response_body TEXT,
-        response_truncated INTEGER NOT NULL,
-        error_type TEXT,
-        error_message TEXT,
-        slot TEXT NOT NULL,
-        dispatched INTEGER NOT NULL DEFAULT 1,
-        attempt_log TEXT,
-        UNIQUE (job_id, scheduled_at, slot)
-    )""",
+    f"""CREATE TABLE executions ({", ".join(_EXECUTIONS_TABLE)},
+        UNIQUE (job_id, scheduled_at, slot))""",
     "CREATE INDEX executions_newest ON executions (scheduled_at DESC, id DESC)",
     "CREATE INDEX executions_by_job ON executions (job_id, scheduled_at DESC, id DESC)",
     "CREATE INDEX executions_by_status ON executions (status, scheduled_at DESC, id DESC)",
@@ -235,37 +239,7 @@ fresh store is made from `_SCHEMA`, which holds them all. Public so that a
 test can give a file the layout an older version wrote."""
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-_JOB_COLUMNS = (
-    "id",
-    "name",
-    "cron_expression",
-    "timezone",
-    "webhook_url",
-    "http_method",
-    "headers",
-    "body",
-    "timeout_seconds",
-    "retry_max_attempts",
-    "retry_backoff_seconds",
-    "retry_max_backoff_seconds",
-    "concurrency_policy",
-    "misfire_policy",
-    "misfire_grace_seconds",
-    "is_active",
-    "secret",
-    "tags",
-    "version",
-    "created_at",
-    "updated_at",
-    "last_tick",
-    "last_run_at",
-    "last_status",
-    "paused_reason",
-    "deferred_until",
-    "previous_secret",
-    "previous_secret_expires_at",
-    "alerts",
-)
+_JOB_COLUMNS = tuple(column.split()[0] for column in _JOBS_TABLE)
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
 _ACTIVE_JOBS = f"{_SELECT_JOBS} WHERE is_active = 1"
@@ -304,24 +278,11 @@ _SET_LAST_RUN = """UPDATE jobs SET last_run_at = COALESCE(?1, last_run_at), last
     WHERE id = (SELECT job_id FROM executions WHERE id = ?3)
     AND (last_run_at IS NULL OR ?1 IS NULL OR last_run_at <= ?1)"""
 
-_EXECUTION_COLUMNS = (
-    "id",
-    "job_id",
-    "job_name",
-    "trigger",
-    "scheduled_at",
-    "status",
-    "instance_id",
-    "executed_at",
-    "finished_at",
-    "duration_ms",
-    "attempts",
-    "response_status",
-    "response_body",
-    "response_truncated",
-    "error_type",
-    "error_message",
-    "attempt_log",
+# An `Execution`'s columns; `slot` and `dispatched` are the store's own.
+_EXECUTION_COLUMNS = tuple(
+    name
+    for name in (column.split()[0] for column in _EXECUTIONS_TABLE)
+    if name not in ("slot", "dispatched")
 )
 _RETURNED_EXECUTION = ", ".join(_EXECUTION_COLUMNS)
 _SELECT_EXECUTIONS = f"SELECT {_RETURNED_EXECUTION} FROM executions"
