@@ -16,10 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from cronsvc.errors import ConfigError, StoreUnavailable
-from cronsvc.store.mongo_claims import MongoClaims
 from cronsvc.store.mongo_docs import JOB_NAME_INDEX, RUNNING, Doc, is_unavailable
 from cronsvc.store.mongo_jobs import MongoAlerts, MongoJobs, MongoSchedules
-from cronsvc.store.mongo_ledger import MongoLedger, MongoReaper
+from cronsvc.store.mongo_ledger import MongoClaims, MongoLedger, MongoReaper
 from cronsvc.urls import redact_url
 
 _DEFAULT_DATABASE = "cronsvc"
