@@ -27,7 +27,6 @@ from cronsvc.domain import (
     Job,
     JobSpec,
     RetryPolicy,
-    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import InvalidCursor
@@ -46,16 +45,6 @@ def schedule_changed(old: JobSpec, new: JobSpec) -> bool:
         new.cron_expression,
         new.timezone,
         new.is_active,
-    )
-
-
-def revision_of(job: Job, effective_from: datetime) -> ScheduleRevision:
-    return ScheduleRevision(
-        version=job.version,
-        effective_from=from_unix_ms(unix_ms(effective_from)),
-        cron_expression=job.spec.cron_expression,
-        timezone=job.spec.timezone,
-        is_active=job.spec.is_active,
     )
 
 
@@ -426,7 +415,7 @@ def inserted_dispatched(claim: TickClaim, result: ClaimResult) -> bool:
 
 
 def skip_reason(
-    *, trigger: Trigger, scheduled_ms: int, deferred_until_ms: int | None, blocker: str | None
+    trigger: Trigger, scheduled_ms: int, deferred_until_ms: int | None, blocker: str | None
 ) -> ErrorInfo | None:
     """Why a claim is recorded SKIPPED rather than fired, if it is."""
     if (
@@ -501,12 +490,7 @@ class _Batch:
         blocker = runs[0] if runs and job.policy is ConcurrencyPolicy.FORBID else None
         skip = None  # only a Retry-After or a forbid skips: most claims need no look
         if blocker is not None or job.deferred_until_ms is not None:
-            skip = skip_reason(
-                trigger=claim.trigger,
-                scheduled_ms=scheduled_ms,
-                deferred_until_ms=job.deferred_until_ms,
-                blocker=blocker,
-            )
+            skip = skip_reason(claim.trigger, scheduled_ms, job.deferred_until_ms, blocker)
         # Instants as they are stored (truncated to the millisecond), made
         # once, so the record equals what the store reads back.
         scheduled_at = cached_instant(self.instants, scheduled_ms)

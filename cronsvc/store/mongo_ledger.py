@@ -54,13 +54,9 @@ from cronsvc.store.mongo_docs import (
 )
 
 _PRUNE_BATCH = 5000
-_CLAIM_JOB_FIELDS = {
-    "version": 1,
-    "is_active": 1,
-    "name": 1,
-    "concurrency_policy": 1,
-    "deferred_until": 1,
-}
+_CLAIM_JOB_FIELDS = dict.fromkeys(
+    ("version", "is_active", "name", "concurrency_policy", "deferred_until"), 1
+)
 
 
 class MongoClaims(MongoPart):

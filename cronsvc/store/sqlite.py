@@ -87,7 +87,6 @@ from cronsvc.store.common import (
     opt_unix_ms,
     prefix_upper_bound,
     replaced_message,
-    revision_of,
     schedule_changed,
     shared_headers,
     shared_retry,
@@ -819,7 +818,9 @@ def _do_update_job(
 
 def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRevision]:
     job = _do_get_job(db, job_id)
-    revisions = [
+    # A job stored before the history has one revision: its schedule now, since it was created.
+    rows = db.execute(_SELECT_REVISIONS, (job_id,)).fetchall()
+    return [
         ScheduleRevision(
             version=row[0],
             effective_from=from_unix_ms(row[1]),
@@ -827,9 +828,8 @@ def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRe
             timezone=row[3],
             is_active=bool(row[4]),
         )
-        for row in db.execute(_SELECT_REVISIONS, (job_id,))
+        for row in rows or [_revision_row(job, job.created_at)[1:]]
     ]
-    return revisions or [revision_of(job, job.created_at)]
 
 
 def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
