@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from cronsvc.errors import ConfigError, StoreUnavailable
-from cronsvc.store.mongo_docs import JOB_NAME_INDEX, RUNNING, Doc, is_unavailable
+from cronsvc.store.mongo_base import JOB_NAME_INDEX, RUNNING, Doc, is_unavailable
 from cronsvc.store.mongo_jobs import MongoAlerts, MongoJobs, MongoSchedules
 from cronsvc.store.mongo_ledger import MongoClaims, MongoLedger, MongoReaper
 from cronsvc.urls import redact_url

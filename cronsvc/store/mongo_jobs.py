@@ -1,15 +1,21 @@
 """The jobs of the MongoDB store: `JobStore`, what a scheduler reads of them
 (`ScheduleSource`), and each job's alert state (`AlertStates`). A job update is
 a compare-and-set on its version, read again when another write came in
-between; the history is written whole with ``$set`` (nx-27017 mangles ``$push``
-with ``$slice``).
+between. A job's schedule history lives in its document, so the one update that
+changes a job records the revision; it is written whole with ``$set`` (nx-27017
+mangles ``$push`` with ``$slice``) and left out of every other read. Headers are
+pairs, not a subdocument: they keep their order, and a name may hold ``.`` or
+start with ``$``. `body_json` is JSON text, so a str stays apart from a JSON
+document.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -18,6 +24,8 @@ from pymongo.errors import DuplicateKeyError
 from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
 from cronsvc.domain import (
     ConcurrencyPolicy,
+    ExecutionStatus,
+    HttpMethod,
     Job,
     JobSpec,
     MisfirePolicy,
@@ -36,34 +44,38 @@ from cronsvc.store import (
     Page,
 )
 from cronsvc.store.common import (
+    alerts_document,
+    alerts_from_document,
     cached_instant,
     check_limit,
     decode_job_cursor,
     encode_cursor,
     from_unix_ms,
+    json_text,
+    opt_from_unix_ms,
+    opt_unix_ms,
     prefix_upper_bound,
+    shared_headers,
+    shared_retry,
+    shared_text,
     state_document,
     state_from_document,
     unix_ms,
 )
-from cronsvc.store.mongo_docs import (
-    REVISION_FIELDS,
-    WITHOUT_HISTORY,
-    Doc,
-    MongoPart,
-    history_documents,
-    is_name_conflict,
-    job_document,
-    job_from_document,
-    previous_secret_fields,
-    revision_document,
-    schedule_fields,
-    spec_fields,
-)
+from cronsvc.store.mongo_base import Doc, MongoPart, is_name_conflict
 
 log = structlog.get_logger(__name__)
 
 _UPDATE_ATTEMPTS = 5
+REVISION_FIELDS = {
+    "version": 1,
+    "created_at": 1,
+    "cron_expression": 1,
+    "timezone": 1,
+    "is_active": 1,
+    "schedule_history": 1,
+}
+WITHOUT_HISTORY = {"schedule_history": 0}
 _SCHEDULE_FIELDS = {
     "version": 1,
     "cron_expression": 1,
@@ -414,3 +426,126 @@ class MongoAlerts(MongoPart):
                 doc["_id"]: state_from_document(doc["state"], doc["version"])
                 async for doc in self._alert_states.find({"_id": {"$in": ids}})
             }
+
+
+def spec_fields(spec: JobSpec) -> Doc:
+    return {
+        "name": spec.name,
+        "cron_expression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "webhook_url": spec.webhook_url,
+        "http_method": spec.http_method.value,
+        "headers": [[name, value] for name, value in spec.headers.items()],
+        "body_json": None if spec.body is None else json_text(spec.body),
+        "timeout_seconds": float(spec.timeout_seconds),
+        "retry": {
+            "max_attempts": int(spec.retry.max_attempts),
+            "backoff_seconds": float(spec.retry.backoff_seconds),
+            "max_backoff_seconds": float(spec.retry.max_backoff_seconds),
+        },
+        "concurrency_policy": spec.concurrency_policy.value,
+        "misfire_policy": spec.misfire_policy.value,
+        "misfire_grace_seconds": int(spec.misfire_grace_seconds),
+        "is_active": bool(spec.is_active),
+        "secret": spec.secret,
+        "tags": list(spec.tags),
+        "alerts": alerts_document(spec.alerts),
+    }
+
+
+def previous_secret_fields(previous: PreviousSecret | None) -> Doc:
+    return {
+        "previous_secret": None if previous is None else previous.secret,
+        "previous_secret_expires_at": None if previous is None else unix_ms(previous.expires_at),
+    }
+
+
+def job_document(job: Job) -> Doc:
+    spec = spec_fields(job.spec)
+    return {
+        "_id": job.id,
+        **spec,
+        "version": job.version,
+        "created_at": unix_ms(job.created_at),
+        "updated_at": unix_ms(job.updated_at),
+        "last_tick": unix_ms(job.last_tick),
+        "last_run_at": opt_unix_ms(job.last_run_at),
+        "last_status": None if job.last_status is None else job.last_status.value,
+        "paused_reason": job.paused_reason,
+        "deferred_until": opt_unix_ms(job.deferred_until),
+        **previous_secret_fields(job.previous_secret),
+        "schedule_history": [revision_document(job.version, job.last_tick, spec)],
+    }
+
+
+def schedule_fields(document: Mapping[str, Any]) -> tuple[str, str, bool]:
+    return (document["cron_expression"], document["timezone"], bool(document["is_active"]))
+
+
+def revision_document(version: int, effective_from: datetime, fields: Mapping[str, Any]) -> Doc:
+    cron_expression, timezone, is_active = schedule_fields(fields)
+    return {
+        "version": version,
+        "effective_from": unix_ms(effective_from),
+        "cron_expression": cron_expression,
+        "timezone": timezone,
+        "is_active": is_active,
+    }
+
+
+def history_documents(document: Mapping[str, Any]) -> list[Doc]:
+    """Read with `REVISION_FIELDS`. A job older than the history has one revision:
+    its schedule now, since it was created."""
+    history = document.get("schedule_history")
+    if history:
+        return [dict(revision) for revision in history]
+    created = from_unix_ms(document["created_at"])
+    return [revision_document(document["version"], created, document)]
+
+
+def job_from_document(document: Doc) -> Job:
+    # Scalars are converted: nx-27017 reads a bool written by `$set` back as 0 or 1.
+    retry = document["retry"]
+    body_json = document["body_json"]
+    last_status = document["last_status"]
+    previous_secret = document.get("previous_secret")
+    spec = JobSpec(
+        name=document["name"],
+        cron_expression=shared_text(document["cron_expression"]),
+        timezone=shared_text(document["timezone"]),
+        webhook_url=document["webhook_url"],
+        http_method=HttpMethod(document["http_method"]),
+        headers=shared_headers(dict(document["headers"])),
+        body=None if body_json is None else json.loads(body_json),
+        timeout_seconds=float(document["timeout_seconds"]),
+        retry=shared_retry(
+            int(retry["max_attempts"]),
+            float(retry["backoff_seconds"]),
+            float(retry["max_backoff_seconds"]),
+        ),
+        concurrency_policy=ConcurrencyPolicy(document["concurrency_policy"]),
+        misfire_policy=MisfirePolicy(document["misfire_policy"]),
+        misfire_grace_seconds=int(document["misfire_grace_seconds"]),
+        is_active=bool(document["is_active"]),
+        secret=document["secret"],
+        tags=tuple(document["tags"]),
+        alerts=alerts_from_document(document.get("alerts")),
+    )
+    return Job(
+        id=document["_id"],
+        spec=spec,
+        version=document["version"],
+        created_at=from_unix_ms(document["created_at"]),
+        updated_at=from_unix_ms(document["updated_at"]),
+        last_tick=from_unix_ms(document["last_tick"]),
+        last_run_at=opt_from_unix_ms(document["last_run_at"]),
+        last_status=None if last_status is None else ExecutionStatus(last_status),
+        paused_reason=document.get("paused_reason"),
+        deferred_until=opt_from_unix_ms(document.get("deferred_until")),
+        previous_secret=None
+        if previous_secret is None
+        else PreviousSecret(
+            secret=previous_secret,
+            expires_at=from_unix_ms(int(document["previous_secret_expires_at"])),
+        ),
+    )

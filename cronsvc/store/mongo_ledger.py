@@ -2,7 +2,9 @@
 MISSED records, results, reads and imports (`MongoLedger`), and the leader's
 reaping (`MongoReaper`). `finish_executions` and `record_missed` write record
 by record, each atomic and idempotent, so a batch cut short is finished by its
-retry.
+retry. The one BSON date, `finished_date`, is only written, for the optional
+TTL index; RUNNING records lack it, so they never expire. A record written
+before attempt logs were kept reads as having none.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from datetime import datetime
 
 from pymongo import DESCENDING, ReturnDocument, UpdateOne
 
-from cronsvc.domain import ConcurrencyPolicy, Execution, ExecutionStatus, Job
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    Job,
+    Trigger,
+)
 from cronsvc.errors import ExecutionNotFound
 from cronsvc.ids import is_valid_id
 from cronsvc.store import ClaimOutcome, ClaimResult, ExecutionQuery, FinishReport, Page, TickClaim
@@ -29,6 +38,8 @@ from cronsvc.store.common import (
     StoredClaims,
     advanced_ticks,
     answer_again,
+    attempt_documents,
+    attempts_from_documents,
     check_claims,
     check_importable,
     check_limit,
@@ -38,20 +49,14 @@ from cronsvc.store.common import (
     from_unix_ms,
     inserted_dispatched,
     missed_tick_record,
+    opt_from_unix_ms,
+    opt_unix_ms,
     replaced_message,
     tick_slot,
     unix_ms,
     watched_jobs,
 )
-from cronsvc.store.mongo_docs import (
-    RUNNING,
-    Doc,
-    MongoPart,
-    bson_date,
-    execution_document,
-    execution_from_document,
-    final_fields,
-)
+from cronsvc.store.mongo_base import RUNNING, Doc, MongoPart
 
 _PRUNE_BATCH = 5000
 _CLAIM_JOB_FIELDS = dict.fromkeys(
@@ -444,3 +449,60 @@ class MongoReaper(MongoPart):
 
 def _in_order(execution: Execution) -> tuple[datetime, str]:
     return (execution.scheduled_at, execution.id)
+
+
+def bson_date(instant: datetime | None) -> datetime | None:
+    return None if instant is None else from_unix_ms(unix_ms(instant))
+
+
+def final_fields(execution: Execution) -> Doc:
+    e = execution
+    return {
+        "status": e.status.value,
+        "instance_id": e.instance_id,
+        "executed_at": opt_unix_ms(e.executed_at),
+        "finished_at": opt_unix_ms(e.finished_at),
+        "finished_date": bson_date(e.finished_at),
+        "duration_ms": e.duration_ms,
+        "attempts": e.attempts,
+        "response_status": e.response_status,
+        "response_body": e.response_body,
+        "response_truncated": bool(e.response_truncated),
+        "error": None if e.error is None else {"type": e.error.type, "message": e.error.message},
+        "attempt_log": attempt_documents(e.attempt_log),
+    }
+
+
+def execution_document(execution: Execution, *, slot: str) -> Doc:
+    e = execution
+    return {
+        "_id": e.id,
+        "job_id": e.job_id,
+        "job_name": e.job_name,
+        "trigger": e.trigger.value,
+        "scheduled_at": unix_ms(e.scheduled_at),
+        "slot": slot,
+        **final_fields(e),
+    }
+
+
+def execution_from_document(document: Doc) -> Execution:
+    error = document["error"]
+    return Execution(
+        id=document["_id"],
+        job_id=document["job_id"],
+        job_name=document["job_name"],
+        trigger=Trigger(document["trigger"]),
+        scheduled_at=from_unix_ms(document["scheduled_at"]),
+        status=ExecutionStatus(document["status"]),
+        instance_id=document["instance_id"],
+        executed_at=opt_from_unix_ms(document["executed_at"]),
+        finished_at=opt_from_unix_ms(document["finished_at"]),
+        duration_ms=document["duration_ms"],
+        attempts=document["attempts"],
+        response_status=document["response_status"],
+        response_body=document["response_body"],
+        response_truncated=bool(document["response_truncated"]),
+        error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
+        attempt_log=attempts_from_documents(document.get("attempt_log")),
+    )
