@@ -122,18 +122,18 @@ def attempt_documents(attempts: Iterable[AttemptRecord]) -> list[dict[str, Any]]
             "started_at": unix_ms(a.started_at),
             "duration_ms": a.duration_ms,
             "response_status": a.response_status,
-            "error": _error_document(a.error),
+            "error": error_document(a.error),
             "retry_after_ms": a.retry_after_ms,
         }
         for a in attempts
     ]
 
 
-def _error_document(error: ErrorInfo | None) -> dict[str, str] | None:
+def error_document(error: ErrorInfo | None) -> dict[str, str] | None:
     return None if error is None else {"type": error.type, "message": error.message}
 
 
-def _error_from_document(document: Mapping[str, str] | None) -> ErrorInfo | None:
+def error_from_document(document: Mapping[str, str] | None) -> ErrorInfo | None:
     if document is None:
         return None
     return ErrorInfo(type=document["type"], message=document["message"])
@@ -150,7 +150,7 @@ def attempts_from_documents(
             started_at=from_unix_ms(int(d["started_at"])),
             duration_ms=int(d["duration_ms"]),
             response_status=d.get("response_status"),
-            error=_error_from_document(d.get("error")),
+            error=error_from_document(d.get("error")),
             retry_after_ms=d.get("retry_after_ms"),
         )
         for d in documents or ()
@@ -211,7 +211,7 @@ def state_document(state: AlertState) -> dict[str, Any]:
         "streak": state.streak,
         "changed_at": opt_unix_ms(state.changed_at),
         "last_status": None if state.last_status is None else state.last_status.value,
-        "last_error": _error_document(state.last_error),
+        "last_error": error_document(state.last_error),
         "last_at": opt_unix_ms(state.last_at),
         "last_finished_at": opt_unix_ms(state.last_finished_at),
         "last_execution_id": state.last_execution_id,
@@ -231,7 +231,7 @@ def state_from_document(document: dict[str, Any], version: int) -> AlertState:
         streak=int(document.get("streak") or 0),
         changed_at=opt_from_unix_ms(document.get("changed_at")),
         last_status=None if status is None else _STATUSES.get(status),
-        last_error=_error_from_document(document.get("last_error")),
+        last_error=error_from_document(document.get("last_error")),
         last_at=opt_from_unix_ms(document.get("last_at")),
         last_finished_at=opt_from_unix_ms(document.get("last_finished_at")),
         last_execution_id=document.get("last_execution_id"),
@@ -469,11 +469,9 @@ class _Batch:
             earlier.outcome is ClaimOutcome.CLAIMED
             and entry.job.policy is ConcurrencyPolicy.REPLACE
         ):
-            job_id, own = entry.claim.job_id, entry.claim.execution_id
-            ends = tuple(run for run in self.runs(job_id) if run != own)
-            self.replacing[position] = ends
-            self.running[job_id] = (own,)
-            if ends:
+            own = entry.claim.execution_id
+            runs = [run for run in self.runs(entry.claim.job_id) if run != own]
+            if ends := self.start(position, entry, runs):
                 result = _replace(earlier, replaced=ends)
         if earlier.execution is not None:
             _advance(self.last_ticks, entry)

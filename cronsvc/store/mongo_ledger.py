@@ -3,8 +3,7 @@ MISSED records, results, reads and imports (`MongoLedger`), and the leader's
 reaping (`MongoReaper`). `finish_executions` and `record_missed` write record
 by record, each atomic and idempotent, so a batch cut short is finished by its
 retry. The one BSON date, `finished_date`, is only written, for the optional
-TTL index; RUNNING records lack it, so they never expire. A record written
-before attempt logs were kept reads as having none.
+TTL index; RUNNING records lack it, so they never expire.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from pymongo import DESCENDING, ReturnDocument, UpdateOne
 
 from cronsvc.domain import (
     ConcurrencyPolicy,
-    ErrorInfo,
     Execution,
     ExecutionStatus,
     Job,
@@ -46,6 +44,8 @@ from cronsvc.store.common import (
     decide_claims,
     decode_execution_cursor,
     encode_cursor,
+    error_document,
+    error_from_document,
     from_unix_ms,
     inserted_dispatched,
     missed_tick_record,
@@ -468,7 +468,7 @@ def final_fields(execution: Execution) -> Doc:
         "response_status": e.response_status,
         "response_body": e.response_body,
         "response_truncated": bool(e.response_truncated),
-        "error": None if e.error is None else {"type": e.error.type, "message": e.error.message},
+        "error": error_document(e.error),
         "attempt_log": attempt_documents(e.attempt_log),
     }
 
@@ -487,7 +487,6 @@ def execution_document(execution: Execution, *, slot: str) -> Doc:
 
 
 def execution_from_document(document: Doc) -> Execution:
-    error = document["error"]
     return Execution(
         id=document["_id"],
         job_id=document["job_id"],
@@ -503,6 +502,6 @@ def execution_from_document(document: Doc) -> Execution:
         response_status=document["response_status"],
         response_body=document["response_body"],
         response_truncated=bool(document["response_truncated"]),
-        error=None if error is None else ErrorInfo(type=error["type"], message=error["message"]),
+        error=error_from_document(document["error"]),
         attempt_log=attempts_from_documents(document.get("attempt_log")),
     )

@@ -295,8 +295,6 @@ _INSERT_EXECUTION_IF_NEW = (
 )
 # Any unique key taken (the id, the tick key) leaves the record out.
 _IMPORT_EXECUTION = f"{_INSERT_EXECUTION} ON CONFLICT DO NOTHING"
-# A claim batch reads what it needs in three statements (each argument a JSON
-# array), decides every claim in Python, then writes with three `executemany`.
 _CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy,
     j.deferred_until FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
 _RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
