@@ -76,15 +76,7 @@ REVISION_FIELDS = {
     "schedule_history": 1,
 }
 WITHOUT_HISTORY = {"schedule_history": 0}
-_SCHEDULE_FIELDS = {
-    "version": 1,
-    "cron_expression": 1,
-    "timezone": 1,
-    "last_tick": 1,
-    "concurrency_policy": 1,
-    "misfire_policy": 1,
-    "misfire_grace_seconds": 1,
-}
+_SCHEDULE_FIELDS = dict.fromkeys(ActiveSchedule._fields[1:], 1)  # and `_id`, always sent
 
 
 class MongoJobs(MongoPart):
@@ -118,10 +110,18 @@ class MongoJobs(MongoPart):
         with self._calling():
             if not is_valid_id(job_id):
                 raise JobNotFound(job_id)
+            changes: Doc = {
+                **spec_fields(spec),
+                "updated_at": unix_ms(now),
+                "paused_reason": None,
+                "deferred_until": None,
+            }
+            if restart_schedule:
+                changes["last_tick"] = unix_ms(now)
+            if not isinstance(previous_secret, Keep):
+                changes.update(previous_secret_fields(previous_secret))
             for _ in range(_UPDATE_ATTEMPTS):
-                updated = await self._update_job_once(
-                    job_id, spec, now, expected_version, restart_schedule, previous_secret
-                )
+                updated = await self._update_job_once(job_id, changes, now, expected_version)
                 if updated is not None:
                     return updated
             raise StoreUnavailable(
@@ -129,31 +129,16 @@ class MongoJobs(MongoPart):
             )
 
     async def _update_job_once(
-        self,
-        job_id: str,
-        spec: JobSpec,
-        now: datetime,
-        expected_version: int | None,
-        restart_schedule: bool,
-        previous_secret: PreviousSecret | Keep | None,
+        self, job_id: str, changes: Doc, now: datetime, expected_version: int | None
     ) -> Job | None:
         """None if another write came in between and the caller may try again."""
         current = await self._find_job(job_id, REVISION_FIELDS)
         version = current["version"]
         if expected_version is not None and version != expected_version:
             raise VersionConflict(job_id, expected_version, version)
-        changes: Doc = {
-            **spec_fields(spec),
-            "updated_at": unix_ms(now),
-            "paused_reason": None,
-            "deferred_until": None,
-        }
-        if restart_schedule:
-            changes["last_tick"] = unix_ms(now)
-        if not isinstance(previous_secret, Keep):
-            changes.update(previous_secret_fields(previous_secret))
         if schedule_fields(current) != schedule_fields(changes):
-            changes["schedule_history"] = _history_with(current, version + 1, now, changes)
+            history = _history_with(current, version + 1, now, changes)
+            changes = {**changes, "schedule_history": history}
         try:
             updated = await self._jobs.find_one_and_update(
                 {"_id": job_id, "version": version},
@@ -162,7 +147,7 @@ class MongoJobs(MongoPart):
                 return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
-            raise DuplicateJobName(spec.name) from None
+            raise DuplicateJobName(changes["name"]) from None
         if updated is not None:
             return job_from_document(updated)
         latest = await self._jobs.find_one({"_id": job_id}, {"version": 1})
@@ -174,9 +159,9 @@ class MongoJobs(MongoPart):
             return None  # changed in between: read it again
         # The job matched, yet nothing was written: nx-27017 answers a
         # unique-index violation in findAndModify with "no document".
-        taken = {"name": spec.name, "_id": {"$ne": job_id}}
+        taken = {"name": changes["name"], "_id": {"$ne": job_id}}
         if await self._jobs.find_one(taken, {"_id": 1}) is not None:
-            raise DuplicateJobName(spec.name)
+            raise DuplicateJobName(changes["name"])
         raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
 
     async def pause_job(
@@ -250,15 +235,13 @@ class MongoJobs(MongoPart):
             )
             documents = await found.to_list()
             items = [job_from_document(document) for document in documents[: query.limit]]
-            next_cursor = None
-            if len(documents) > query.limit:
-                next_cursor = encode_cursor(["j", items[-1].id])
+            more = len(documents) > query.limit
+            next_cursor = encode_cursor(["j", items[-1].id]) if more else None
             return Page(items=items, next_cursor=next_cursor)
 
     async def _find_job(self, job_id: str, projection: Doc) -> Doc:
-        document = None
-        if is_valid_id(job_id):
-            document = await self._jobs.find_one({"_id": job_id}, projection)
+        valid = is_valid_id(job_id)
+        document = await self._jobs.find_one({"_id": job_id}, projection) if valid else None
         if document is None:
             raise JobNotFound(job_id)
         return document

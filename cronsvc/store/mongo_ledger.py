@@ -296,9 +296,8 @@ class MongoLedger(MongoPart):
 
     async def get_execution(self, execution_id: str) -> Execution:
         with self._calling():
-            document = None
-            if is_valid_id(execution_id):
-                document = await self._executions.find_one({"_id": execution_id})
+            valid = is_valid_id(execution_id)
+            document = await self._executions.find_one({"_id": execution_id}) if valid else None
             if document is None:
                 raise ExecutionNotFound(execution_id)
             return execution_from_document(document)
@@ -350,8 +349,7 @@ class MongoLedger(MongoPart):
             page = documents[: query.limit]
             next_cursor = None
             if len(documents) > query.limit:
-                last = page[-1]
-                next_cursor = encode_cursor(["e", last["scheduled_at"], last["_id"]])
+                next_cursor = encode_cursor(["e", page[-1]["scheduled_at"], page[-1]["_id"]])
             items = [execution_from_document(document) for document in page]
             return Page(items=items, next_cursor=next_cursor)
 
