@@ -25,7 +25,6 @@ from cronsvc.domain import (
     Execution,
     ExecutionStatus,
     Job,
-    JobSpec,
     RetryPolicy,
     Trigger,
 )
@@ -38,14 +37,6 @@ MAX_CURSOR_CHARS = 200
 TICK_SLOT = "tick"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
-
-
-def schedule_changed(old: JobSpec, new: JobSpec) -> bool:
-    return (old.cron_expression, old.timezone, old.is_active) != (
-        new.cron_expression,
-        new.timezone,
-        new.is_active,
-    )
 
 
 def check_importable(executions: Iterable[Execution]) -> None:

@@ -87,7 +87,6 @@ from cronsvc.store.common import (
     opt_unix_ms,
     prefix_upper_bound,
     replaced_message,
-    schedule_changed,
     shared_headers,
     shared_retry,
     shared_text,
@@ -780,10 +779,7 @@ def _do_update_job(
     if not is_valid_id(job_id):
         raise JobNotFound(job_id)
     with _transaction(db):
-        current_row = db.execute(_GET_JOB, (job_id,)).fetchone()
-        if current_row is None:
-            raise JobNotFound(job_id)
-        current = _job_from_row(current_row)
+        current = _do_get_job(db, job_id)
         if expected_version is not None and expected_version != current.version:
             raise VersionConflict(job_id, expected_version, current.version)
         updated = replace(
@@ -808,7 +804,7 @@ def _do_update_job(
         if tuple(spec.tags) != current.spec.tags:
             db.execute(_DELETE_TAGS, (job_id,))
             db.executemany(_INSERT_TAG, _tag_rows(updated))
-        if schedule_changed(current.spec, spec):
+        if _schedule(current.spec) != _schedule(spec):
             db.execute(_INSERT_REVISION, _revision_row(updated, now))
             db.execute(_TRIM_REVISIONS, (job_id, MAX_SCHEDULE_REVISIONS))
     return _job_from_row(row)
@@ -1084,6 +1080,10 @@ def _revision_row(job: Job, effective_from: datetime) -> tuple[Any, ...]:
         spec.timezone,
         int(spec.is_active),
     )
+
+
+def _schedule(spec: JobSpec) -> tuple[str, str, bool]:
+    return (spec.cron_expression, spec.timezone, spec.is_active)
 
 
 def _tag_rows(job: Job) -> list[tuple[str, str]]:
