@@ -133,8 +133,7 @@ def error_from_document(document: Mapping[str, str] | None) -> ErrorInfo | None:
 def attempts_from_documents(
     documents: Iterable[Mapping[str, Any]] | None,
 ) -> tuple[AttemptRecord, ...]:
-    """The attempt log `attempt_documents` stored; None (records written
-    before attempt logs were kept) is an empty log."""
+    """None (a record written before attempt logs were kept) is an empty log."""
     return tuple(
         AttemptRecord(
             attempt=int(d["attempt"]),
@@ -195,8 +194,7 @@ _STATUSES = {status.value: status for status in ExecutionStatus}
 
 
 def state_document(state: AlertState) -> dict[str, Any]:
-    """A job's alert state as both backends store it, but for the version,
-    which each keeps beside it."""
+    """As both backends store it; each keeps the version beside it."""
     return {
         "alerting": state.alerting,
         "streak": state.streak,

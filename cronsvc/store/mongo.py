@@ -1,5 +1,5 @@
 """The MongoDB backend of `Store` (pymongo's asyncio client): the connection and
-the indexes. Each role is a mixin over `MongoPart` in a module of its own.
+the indexes; the roles are mixins over `MongoPart` (mongo_jobs, mongo_ledger).
 No multi-document transactions (nx-27017 has none worth relying on): each
 write is atomic on its document, and each multi-document call is safe to retry.
 """

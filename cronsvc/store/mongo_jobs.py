@@ -67,14 +67,9 @@ from cronsvc.store.mongo_base import Doc, MongoPart, is_name_conflict
 log = structlog.get_logger(__name__)
 
 _UPDATE_ATTEMPTS = 5
-REVISION_FIELDS = {
-    "version": 1,
-    "created_at": 1,
-    "cron_expression": 1,
-    "timezone": 1,
-    "is_active": 1,
-    "schedule_history": 1,
-}
+REVISION_FIELDS = dict.fromkeys(
+    ("version", "created_at", "cron_expression", "timezone", "is_active", "schedule_history"), 1
+)
 WITHOUT_HISTORY = {"schedule_history": 0}
 _SCHEDULE_FIELDS = dict.fromkeys(ActiveSchedule._fields[1:], 1)  # and `_id`, always sent
 

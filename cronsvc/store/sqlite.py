@@ -1163,8 +1163,7 @@ def _job_from_row(row: _Row) -> Job:
 
 
 def _execution_row(execution: Execution, *, slot: str, dispatched: bool = True) -> tuple[Any, ...]:
-    """The execution as stored, in `_EXECUTION_COLUMNS` order, then its slot
-    and whether its webhook went out."""
+    """In `_EXECUTION_COLUMNS` order, then the slot and whether the webhook went out."""
     e = execution
     return (
         e.id,
