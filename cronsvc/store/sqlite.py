@@ -245,8 +245,7 @@ _ACTIVE_JOBS_IN = f"{_ACTIVE_JOBS} AND id IN (SELECT value FROM json_each(?))"
 _ACTIVE_VERSIONS = "SELECT id, version FROM jobs WHERE is_active = 1"
 _ACTIVE_VERSIONS_PAGE = f"{_ACTIVE_VERSIONS} AND id > ? ORDER BY id LIMIT ?"
 # A keyset page on the (is_active, id) index; '' sorts before every id.
-_ACTIVE_SCHEDULES = """SELECT id, version, cron_expression, timezone, last_tick,
-    concurrency_policy, misfire_policy, misfire_grace_seconds
+_ACTIVE_SCHEDULES = f"""SELECT {", ".join(ActiveSchedule._fields)}
     FROM jobs WHERE is_active = 1 AND id > ? ORDER BY id LIMIT ?"""
 _CURRENT_VERSIONS = f"{_ACTIVE_VERSIONS} AND id IN (SELECT value FROM json_each(?))"
 _INSERT_JOB = (
