@@ -25,10 +25,8 @@ from cronsvc.store import (
     TickClaims,
 )
 from cronsvc.store.mongo import MongoStore
-from cronsvc.store.mongo_alerts import MongoAlerts
-from cronsvc.store.mongo_claims import MongoClaims
-from cronsvc.store.mongo_jobs import MongoJobs, MongoSchedules
-from cronsvc.store.mongo_ledger import MongoLedger, MongoReaper
+from cronsvc.store.mongo_jobs import MongoAlerts, MongoJobs, MongoSchedules
+from cronsvc.store.mongo_ledger import MongoClaims, MongoLedger, MongoReaper
 from cronsvc.store.sqlite import SQLiteStore
 
 # The roles no other role is made of.

@@ -25,9 +25,7 @@ from cronsvc.domain import (
     Execution,
     ExecutionStatus,
     Job,
-    JobSpec,
     RetryPolicy,
-    ScheduleRevision,
     Trigger,
 )
 from cronsvc.errors import InvalidCursor
@@ -39,24 +37,6 @@ MAX_CURSOR_CHARS = 200
 TICK_SLOT = "tick"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
-
-
-def schedule_changed(old: JobSpec, new: JobSpec) -> bool:
-    return (old.cron_expression, old.timezone, old.is_active) != (
-        new.cron_expression,
-        new.timezone,
-        new.is_active,
-    )
-
-
-def revision_of(job: Job, effective_from: datetime) -> ScheduleRevision:
-    return ScheduleRevision(
-        version=job.version,
-        effective_from=from_unix_ms(unix_ms(effective_from)),
-        cron_expression=job.spec.cron_expression,
-        timezone=job.spec.timezone,
-        is_active=job.spec.is_active,
-    )
 
 
 def check_importable(executions: Iterable[Execution]) -> None:
@@ -133,18 +113,18 @@ def attempt_documents(attempts: Iterable[AttemptRecord]) -> list[dict[str, Any]]
             "started_at": unix_ms(a.started_at),
             "duration_ms": a.duration_ms,
             "response_status": a.response_status,
-            "error": _error_document(a.error),
+            "error": error_document(a.error),
             "retry_after_ms": a.retry_after_ms,
         }
         for a in attempts
     ]
 
 
-def _error_document(error: ErrorInfo | None) -> dict[str, str] | None:
+def error_document(error: ErrorInfo | None) -> dict[str, str] | None:
     return None if error is None else {"type": error.type, "message": error.message}
 
 
-def _error_from_document(document: Mapping[str, str] | None) -> ErrorInfo | None:
+def error_from_document(document: Mapping[str, str] | None) -> ErrorInfo | None:
     if document is None:
         return None
     return ErrorInfo(type=document["type"], message=document["message"])
@@ -153,15 +133,14 @@ def _error_from_document(document: Mapping[str, str] | None) -> ErrorInfo | None
 def attempts_from_documents(
     documents: Iterable[Mapping[str, Any]] | None,
 ) -> tuple[AttemptRecord, ...]:
-    """The attempt log `attempt_documents` stored; None (records written
-    before attempt logs were kept) is an empty log."""
+    """None (a record written before attempt logs were kept) is an empty log."""
     return tuple(
         AttemptRecord(
             attempt=int(d["attempt"]),
             started_at=from_unix_ms(int(d["started_at"])),
             duration_ms=int(d["duration_ms"]),
             response_status=d.get("response_status"),
-            error=_error_from_document(d.get("error")),
+            error=error_from_document(d.get("error")),
             retry_after_ms=d.get("retry_after_ms"),
         )
         for d in documents or ()
@@ -215,14 +194,13 @@ _STATUSES = {status.value: status for status in ExecutionStatus}
 
 
 def state_document(state: AlertState) -> dict[str, Any]:
-    """A job's alert state as both backends store it, but for the version,
-    which each keeps beside it."""
+    """As both backends store it; each keeps the version beside it."""
     return {
         "alerting": state.alerting,
         "streak": state.streak,
         "changed_at": opt_unix_ms(state.changed_at),
         "last_status": None if state.last_status is None else state.last_status.value,
-        "last_error": _error_document(state.last_error),
+        "last_error": error_document(state.last_error),
         "last_at": opt_unix_ms(state.last_at),
         "last_finished_at": opt_unix_ms(state.last_finished_at),
         "last_execution_id": state.last_execution_id,
@@ -242,7 +220,7 @@ def state_from_document(document: dict[str, Any], version: int) -> AlertState:
         streak=int(document.get("streak") or 0),
         changed_at=opt_from_unix_ms(document.get("changed_at")),
         last_status=None if status is None else _STATUSES.get(status),
-        last_error=_error_from_document(document.get("last_error")),
+        last_error=error_from_document(document.get("last_error")),
         last_at=opt_from_unix_ms(document.get("last_at")),
         last_finished_at=opt_from_unix_ms(document.get("last_finished_at")),
         last_execution_id=document.get("last_execution_id"),
@@ -426,7 +404,7 @@ def inserted_dispatched(claim: TickClaim, result: ClaimResult) -> bool:
 
 
 def skip_reason(
-    *, trigger: Trigger, scheduled_ms: int, deferred_until_ms: int | None, blocker: str | None
+    trigger: Trigger, scheduled_ms: int, deferred_until_ms: int | None, blocker: str | None
 ) -> ErrorInfo | None:
     """Why a claim is recorded SKIPPED rather than fired, if it is."""
     if (
@@ -480,11 +458,9 @@ class _Batch:
             earlier.outcome is ClaimOutcome.CLAIMED
             and entry.job.policy is ConcurrencyPolicy.REPLACE
         ):
-            job_id, own = entry.claim.job_id, entry.claim.execution_id
-            ends = tuple(run for run in self.runs(job_id) if run != own)
-            self.replacing[position] = ends
-            self.running[job_id] = (own,)
-            if ends:
+            own = entry.claim.execution_id
+            runs = [run for run in self.runs(entry.claim.job_id) if run != own]
+            if ends := self.start(position, entry, runs):
                 result = _replace(earlier, replaced=ends)
         if earlier.execution is not None:
             _advance(self.last_ticks, entry)
@@ -501,12 +477,7 @@ class _Batch:
         blocker = runs[0] if runs and job.policy is ConcurrencyPolicy.FORBID else None
         skip = None  # only a Retry-After or a forbid skips: most claims need no look
         if blocker is not None or job.deferred_until_ms is not None:
-            skip = skip_reason(
-                trigger=claim.trigger,
-                scheduled_ms=scheduled_ms,
-                deferred_until_ms=job.deferred_until_ms,
-                blocker=blocker,
-            )
+            skip = skip_reason(claim.trigger, scheduled_ms, job.deferred_until_ms, blocker)
         # Instants as they are stored (truncated to the millisecond), made
         # once, so the record equals what the store reads back.
         scheduled_at = cached_instant(self.instants, scheduled_ms)

@@ -1,5 +1,5 @@
 """The MongoDB backend of `Store` (pymongo's asyncio client): the connection and
-the indexes. Each role is a mixin over `MongoPart` in a module of its own.
+the indexes; the roles are mixins over `MongoPart` (mongo_jobs, mongo_ledger).
 No multi-document transactions (nx-27017 has none worth relying on): each
 write is atomic on its document, and each multi-document call is safe to retry.
 """
@@ -16,12 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from cronsvc.errors import ConfigError, StoreUnavailable
-from cronsvc.store.mongo_alerts import MongoAlerts
-from cronsvc.store.mongo_base import JOB_NAME_INDEX, is_unavailable
-from cronsvc.store.mongo_claims import MongoClaims
-from cronsvc.store.mongo_docs import RUNNING, Doc
-from cronsvc.store.mongo_jobs import MongoJobs, MongoSchedules
-from cronsvc.store.mongo_ledger import MongoLedger, MongoReaper
+from cronsvc.store.mongo_base import JOB_NAME_INDEX, RUNNING, Doc, is_unavailable
+from cronsvc.store.mongo_jobs import MongoAlerts, MongoJobs, MongoSchedules
+from cronsvc.store.mongo_ledger import MongoClaims, MongoLedger, MongoReaper
 from cronsvc.urls import redact_url
 
 _DEFAULT_DATABASE = "cronsvc"

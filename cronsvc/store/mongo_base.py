@@ -1,6 +1,10 @@
-"""What every part of `MongoStore` stands on: its collections, the guard each
-public call runs in, the writes more than one role makes, and which errors
-mean what. The parts are mixins, so a call costs no hop between objects."""
+"""What every part of `MongoStore` stands on: its collections, the guard of each
+public call, the writes more than one role makes, and which errors mean what.
+The parts are mixins, so a call costs no hop between objects. In every document,
+instants are int64 Unix ms, not BSON dates: nx-27017 compares dates to the
+second and turns one written by ``$set`` into a string; fields absent in
+documents written before they existed read as None.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,12 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from cronsvc.domain import ExecutionStatus
 from cronsvc.errors import StoreUnavailable
-from cronsvc.store.mongo_docs import Doc
 
+Doc = dict[str, Any]
+
+RUNNING = ExecutionStatus.RUNNING.value
 _DUPLICATE_KEY = 11000
 JOB_NAME_INDEX = "name_unique"
 

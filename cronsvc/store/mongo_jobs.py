@@ -1,19 +1,31 @@
-"""The jobs collection of the MongoDB store: `JobStore`, and what a scheduler
-reads of it (`ScheduleSource`). A job update is a compare-and-set on its
-version, read again when another write came in between; the history is
-written whole with ``$set`` (nx-27017 mangles ``$push`` with ``$slice``).
+"""The jobs of the MongoDB store: `JobStore`, what a scheduler reads of them
+(`ScheduleSource`), and each job's alert state (`AlertStates`). A job update is
+a compare-and-set on its version, read again when another write came in
+between. A job's schedule history lives in its document, so the one update that
+changes a job records the revision; it is written whole with ``$set`` (nx-27017
+mangles ``$push`` with ``$slice``) and left out of every other read. Headers are
+pairs, not a subdocument: they keep their order, and a name may hold ``.`` or
+start with ``$``. `body_json` is JSON text, so a str stays apart from a JSON
+document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+import json
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
+import structlog
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from cronsvc.alerts import NO_STATE, AlertChange, AlertState, AlertStep, apply_outcomes
 from cronsvc.domain import (
     ConcurrencyPolicy,
+    ExecutionStatus,
+    HttpMethod,
     Job,
     JobSpec,
     MisfirePolicy,
@@ -22,40 +34,44 @@ from cronsvc.domain import (
 )
 from cronsvc.errors import DuplicateJobName, JobNotFound, StoreUnavailable, VersionConflict
 from cronsvc.ids import is_valid_id
-from cronsvc.store import KEEP, MAX_SCHEDULE_REVISIONS, ActiveSchedule, JobQuery, Keep, Page
+from cronsvc.store import (
+    KEEP,
+    MAX_ALERT_CONFLICTS,
+    MAX_SCHEDULE_REVISIONS,
+    ActiveSchedule,
+    JobQuery,
+    Keep,
+    Page,
+)
 from cronsvc.store.common import (
+    alerts_document,
+    alerts_from_document,
     cached_instant,
     check_limit,
     decode_job_cursor,
     encode_cursor,
     from_unix_ms,
+    json_text,
+    opt_from_unix_ms,
+    opt_unix_ms,
     prefix_upper_bound,
+    shared_headers,
+    shared_retry,
+    shared_text,
+    state_document,
+    state_from_document,
     unix_ms,
 )
-from cronsvc.store.mongo_base import MongoPart, is_name_conflict
-from cronsvc.store.mongo_docs import (
-    REVISION_FIELDS,
-    WITHOUT_HISTORY,
-    Doc,
-    history_documents,
-    job_document,
-    job_from_document,
-    previous_secret_fields,
-    revision_document,
-    schedule_fields,
-    spec_fields,
-)
+from cronsvc.store.mongo_base import Doc, MongoPart, is_name_conflict
+
+log = structlog.get_logger(__name__)
 
 _UPDATE_ATTEMPTS = 5
-_SCHEDULE_FIELDS = {
-    "version": 1,
-    "cron_expression": 1,
-    "timezone": 1,
-    "last_tick": 1,
-    "concurrency_policy": 1,
-    "misfire_policy": 1,
-    "misfire_grace_seconds": 1,
-}
+REVISION_FIELDS = dict.fromkeys(
+    ("version", "created_at", "cron_expression", "timezone", "is_active", "schedule_history"), 1
+)
+WITHOUT_HISTORY = {"schedule_history": 0}
+_SCHEDULE_FIELDS = dict.fromkeys(ActiveSchedule._fields[1:], 1)  # and `_id`, always sent
 
 
 class MongoJobs(MongoPart):
@@ -89,10 +105,18 @@ class MongoJobs(MongoPart):
         with self._calling():
             if not is_valid_id(job_id):
                 raise JobNotFound(job_id)
+            changes: Doc = {
+                **spec_fields(spec),
+                "updated_at": unix_ms(now),
+                "paused_reason": None,
+                "deferred_until": None,
+            }
+            if restart_schedule:
+                changes["last_tick"] = unix_ms(now)
+            if not isinstance(previous_secret, Keep):
+                changes.update(previous_secret_fields(previous_secret))
             for _ in range(_UPDATE_ATTEMPTS):
-                updated = await self._update_job_once(
-                    job_id, spec, now, expected_version, restart_schedule, previous_secret
-                )
+                updated = await self._update_job_once(job_id, changes, now, expected_version)
                 if updated is not None:
                     return updated
             raise StoreUnavailable(
@@ -100,31 +124,16 @@ class MongoJobs(MongoPart):
             )
 
     async def _update_job_once(
-        self,
-        job_id: str,
-        spec: JobSpec,
-        now: datetime,
-        expected_version: int | None,
-        restart_schedule: bool,
-        previous_secret: PreviousSecret | Keep | None,
+        self, job_id: str, changes: Doc, now: datetime, expected_version: int | None
     ) -> Job | None:
         """None if another write came in between and the caller may try again."""
         current = await self._find_job(job_id, REVISION_FIELDS)
         version = current["version"]
         if expected_version is not None and version != expected_version:
             raise VersionConflict(job_id, expected_version, version)
-        changes: Doc = {
-            **spec_fields(spec),
-            "updated_at": unix_ms(now),
-            "paused_reason": None,
-            "deferred_until": None,
-        }
-        if restart_schedule:
-            changes["last_tick"] = unix_ms(now)
-        if not isinstance(previous_secret, Keep):
-            changes.update(previous_secret_fields(previous_secret))
         if schedule_fields(current) != schedule_fields(changes):
-            changes["schedule_history"] = _history_with(current, version + 1, now, changes)
+            history = _history_with(current, version + 1, now, changes)
+            changes = {**changes, "schedule_history": history}
         try:
             updated = await self._jobs.find_one_and_update(
                 {"_id": job_id, "version": version},
@@ -133,7 +142,7 @@ class MongoJobs(MongoPart):
                 return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
-            raise DuplicateJobName(spec.name) from None
+            raise DuplicateJobName(changes["name"]) from None
         if updated is not None:
             return job_from_document(updated)
         latest = await self._jobs.find_one({"_id": job_id}, {"version": 1})
@@ -145,9 +154,9 @@ class MongoJobs(MongoPart):
             return None  # changed in between: read it again
         # The job matched, yet nothing was written: nx-27017 answers a
         # unique-index violation in findAndModify with "no document".
-        taken = {"name": spec.name, "_id": {"$ne": job_id}}
+        taken = {"name": changes["name"], "_id": {"$ne": job_id}}
         if await self._jobs.find_one(taken, {"_id": 1}) is not None:
-            raise DuplicateJobName(spec.name)
+            raise DuplicateJobName(changes["name"])
         raise StoreUnavailable(f"mongodb store {self._url}: job {job_id!r} was not updated")
 
     async def pause_job(
@@ -221,15 +230,13 @@ class MongoJobs(MongoPart):
             )
             documents = await found.to_list()
             items = [job_from_document(document) for document in documents[: query.limit]]
-            next_cursor = None
-            if len(documents) > query.limit:
-                next_cursor = encode_cursor(["j", items[-1].id])
+            more = len(documents) > query.limit
+            next_cursor = encode_cursor(["j", items[-1].id]) if more else None
             return Page(items=items, next_cursor=next_cursor)
 
     async def _find_job(self, job_id: str, projection: Doc) -> Doc:
-        document = None
-        if is_valid_id(job_id):
-            document = await self._jobs.find_one({"_id": job_id}, projection)
+        valid = is_valid_id(job_id)
+        document = await self._jobs.find_one({"_id": job_id}, projection) if valid else None
         if document is None:
             raise JobNotFound(job_id)
         return document
@@ -313,3 +320,210 @@ class MongoSchedules(MongoPart):
                 return {}
             found = self._jobs.find({"_id": {"$in": wanted}, "is_active": True}, {"version": 1})
             return {document["_id"]: document["version"] for document in await found.to_list()}
+
+
+class MongoAlerts(MongoPart):
+    """One document per job in `alert_states`, changed by compare-and-set on its
+    `version` (a first state is an insert the `_id` fences). A round's reads, and
+    its writes, go out together; the losers go round again. A retry after a lost
+    answer counts its outcomes once (the state keeps what its latest write
+    applied), unless another writer changed the state in between."""
+
+    async def apply_alert_outcomes(
+        self, steps: Sequence[AlertStep], now: datetime
+    ) -> list[AlertChange]:
+        with self._calling():
+            ids = list({step.job_id for step in steps})
+            existing = {
+                doc["_id"] async for doc in self._jobs.find({"_id": {"$in": ids}}, {"_id": 1})
+            }
+            left = [(n, step) for n, step in enumerate(steps) if step.job_id in existing]
+            effected: dict[int, list[AlertChange]] = {}
+            for _ in range(MAX_ALERT_CONFLICTS):
+                if not left:
+                    break
+                left = await self._try(left, now, effected)
+            for _, step in left:
+                log.error("alert_state_conflicts", job_id=step.job_id, tries=MAX_ALERT_CONFLICTS)
+            return [change for n in sorted(effected) for change in effected[n]]
+
+    async def _try(
+        self,
+        steps: list[tuple[int, AlertStep]],
+        now: datetime,
+        effected: dict[int, list[AlertChange]],
+    ) -> list[tuple[int, AlertStep]]:
+        """One round over the steps (numbered in call order); those whose writes lost."""
+        ids = [step.job_id for _, step in steps]
+        stored = {doc["_id"]: doc async for doc in self._alert_states.find({"_id": {"$in": ids}})}
+        lost: list[tuple[int, AlertStep]] = []
+        writes: list[tuple[int, AlertStep, list[AlertChange], AlertState, AlertState]] = []
+        claimed: set[str] = set()
+        for n, step in steps:
+            if step.job_id in claimed:  # a second step of one job: after the first is in
+                lost.append((n, step))
+                continue
+            doc = stored.get(step.job_id)
+            state = NO_STATE if doc is None else state_from_document(doc["state"], doc["version"])
+            new, changes = apply_outcomes(state, step, now)
+            if new is state:
+                if changes:  # a lost write's alerts, told again
+                    effected[n] = changes
+                continue
+            claimed.add(step.job_id)
+            writes.append((n, step, changes, state, new))
+        won = await asyncio.gather(
+            *(self._write(step.job_id, state, new) for _, step, _, state, new in writes)
+        )
+        for (n, step, changes, _, _), ok in zip(writes, won, strict=True):
+            if ok:
+                effected[n] = changes
+            else:
+                lost.append((n, step))
+        return lost
+
+    async def _write(self, job_id: str, state: AlertState, new: AlertState) -> bool:
+        document = {"version": new.version, "state": state_document(new)}
+        if state.version == 0:
+            try:
+                await self._alert_states.insert_one({"_id": job_id, **document})
+            except DuplicateKeyError:
+                return False  # another writer stored the first state
+            return True
+        written = await self._alert_states.update_one(
+            {"_id": job_id, "version": state.version}, {"$set": document}
+        )
+        return written.matched_count == 1
+
+    async def alert_states(self, job_ids: Collection[str]) -> dict[str, AlertState]:
+        with self._calling():
+            ids = list(job_ids)
+            if not ids:
+                return {}
+            return {
+                doc["_id"]: state_from_document(doc["state"], doc["version"])
+                async for doc in self._alert_states.find({"_id": {"$in": ids}})
+            }
+
+
+def spec_fields(spec: JobSpec) -> Doc:
+    return {
+        "name": spec.name,
+        "cron_expression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "webhook_url": spec.webhook_url,
+        "http_method": spec.http_method.value,
+        "headers": [[name, value] for name, value in spec.headers.items()],
+        "body_json": None if spec.body is None else json_text(spec.body),
+        "timeout_seconds": float(spec.timeout_seconds),
+        "retry": {
+            "max_attempts": int(spec.retry.max_attempts),
+            "backoff_seconds": float(spec.retry.backoff_seconds),
+            "max_backoff_seconds": float(spec.retry.max_backoff_seconds),
+        },
+        "concurrency_policy": spec.concurrency_policy.value,
+        "misfire_policy": spec.misfire_policy.value,
+        "misfire_grace_seconds": int(spec.misfire_grace_seconds),
+        "is_active": bool(spec.is_active),
+        "secret": spec.secret,
+        "tags": list(spec.tags),
+        "alerts": alerts_document(spec.alerts),
+    }
+
+
+def previous_secret_fields(previous: PreviousSecret | None) -> Doc:
+    return {
+        "previous_secret": None if previous is None else previous.secret,
+        "previous_secret_expires_at": None if previous is None else unix_ms(previous.expires_at),
+    }
+
+
+def job_document(job: Job) -> Doc:
+    spec = spec_fields(job.spec)
+    return {
+        "_id": job.id,
+        **spec,
+        "version": job.version,
+        "created_at": unix_ms(job.created_at),
+        "updated_at": unix_ms(job.updated_at),
+        "last_tick": unix_ms(job.last_tick),
+        "last_run_at": opt_unix_ms(job.last_run_at),
+        "last_status": None if job.last_status is None else job.last_status.value,
+        "paused_reason": job.paused_reason,
+        "deferred_until": opt_unix_ms(job.deferred_until),
+        **previous_secret_fields(job.previous_secret),
+        "schedule_history": [revision_document(job.version, job.last_tick, spec)],
+    }
+
+
+def schedule_fields(document: Mapping[str, Any]) -> tuple[str, str, bool]:
+    return (document["cron_expression"], document["timezone"], bool(document["is_active"]))
+
+
+def revision_document(version: int, effective_from: datetime, fields: Mapping[str, Any]) -> Doc:
+    cron_expression, timezone, is_active = schedule_fields(fields)
+    return {
+        "version": version,
+        "effective_from": unix_ms(effective_from),
+        "cron_expression": cron_expression,
+        "timezone": timezone,
+        "is_active": is_active,
+    }
+
+
+def history_documents(document: Mapping[str, Any]) -> list[Doc]:
+    """Read with `REVISION_FIELDS`. A job older than the history has one revision:
+    its schedule now, since it was created."""
+    history = document.get("schedule_history")
+    if history:
+        return [dict(revision) for revision in history]
+    created = from_unix_ms(document["created_at"])
+    return [revision_document(document["version"], created, document)]
+
+
+def job_from_document(document: Doc) -> Job:
+    # Scalars are converted: nx-27017 reads a bool written by `$set` back as 0 or 1.
+    retry = document["retry"]
+    body_json = document["body_json"]
+    last_status = document["last_status"]
+    previous_secret = document.get("previous_secret")
+    spec = JobSpec(
+        name=document["name"],
+        cron_expression=shared_text(document["cron_expression"]),
+        timezone=shared_text(document["timezone"]),
+        webhook_url=document["webhook_url"],
+        http_method=HttpMethod(document["http_method"]),
+        headers=shared_headers(dict(document["headers"])),
+        body=None if body_json is None else json.loads(body_json),
+        timeout_seconds=float(document["timeout_seconds"]),
+        retry=shared_retry(
+            int(retry["max_attempts"]),
+            float(retry["backoff_seconds"]),
+            float(retry["max_backoff_seconds"]),
+        ),
+        concurrency_policy=ConcurrencyPolicy(document["concurrency_policy"]),
+        misfire_policy=MisfirePolicy(document["misfire_policy"]),
+        misfire_grace_seconds=int(document["misfire_grace_seconds"]),
+        is_active=bool(document["is_active"]),
+        secret=document["secret"],
+        tags=tuple(document["tags"]),
+        alerts=alerts_from_document(document.get("alerts")),
+    )
+    return Job(
+        id=document["_id"],
+        spec=spec,
+        version=document["version"],
+        created_at=from_unix_ms(document["created_at"]),
+        updated_at=from_unix_ms(document["updated_at"]),
+        last_tick=from_unix_ms(document["last_tick"]),
+        last_run_at=opt_from_unix_ms(document["last_run_at"]),
+        last_status=None if last_status is None else ExecutionStatus(last_status),
+        paused_reason=document.get("paused_reason"),
+        deferred_until=opt_from_unix_ms(document.get("deferred_until")),
+        previous_secret=None
+        if previous_secret is None
+        else PreviousSecret(
+            secret=previous_secret,
+            expires_at=from_unix_ms(int(document["previous_secret_expires_at"])),
+        ),
+    )

@@ -1,41 +1,234 @@
-"""The execution records of the MongoDB store besides claims: MISSED records,
-results, reads and imports (`MongoLedger`), and the leader's reaping
-(`MongoReaper`). `finish_executions` and `record_missed` write record by record,
-each atomic and idempotent, so a batch cut short is finished by its retry.
+"""The execution records of the MongoDB store: tick claims (`MongoClaims`),
+MISSED records, results, reads and imports (`MongoLedger`), and the leader's
+reaping (`MongoReaper`). `finish_executions` and `record_missed` write record
+by record, each atomic and idempotent, so a batch cut short is finished by its
+retry. The one BSON date, `finished_date`, is only written, for the optional
+TTL index; RUNNING records lack it, so they never expire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from pymongo import DESCENDING, ReturnDocument, UpdateOne
 
-from cronsvc.domain import Execution, ExecutionStatus, Job
+from cronsvc.domain import (
+    ConcurrencyPolicy,
+    Execution,
+    ExecutionStatus,
+    Job,
+    Trigger,
+)
 from cronsvc.errors import ExecutionNotFound
 from cronsvc.ids import is_valid_id
-from cronsvc.store import ExecutionQuery, FinishReport, Page
+from cronsvc.store import ClaimOutcome, ClaimResult, ExecutionQuery, FinishReport, Page, TickClaim
 from cronsvc.store.common import (
+    DUPLICATE,
+    STALE,
     TICK_SLOT,
+    CheckedClaim,
+    ClaimDecision,
+    ClaimJob,
+    StoredClaims,
+    advanced_ticks,
+    answer_again,
+    attempt_documents,
+    attempts_from_documents,
+    check_claims,
     check_importable,
     check_limit,
+    decide_claims,
     decode_execution_cursor,
     encode_cursor,
+    error_document,
+    error_from_document,
+    from_unix_ms,
+    inserted_dispatched,
     missed_tick_record,
+    opt_from_unix_ms,
+    opt_unix_ms,
+    replaced_message,
     tick_slot,
     unix_ms,
+    watched_jobs,
 )
-from cronsvc.store.mongo_base import MongoPart
-from cronsvc.store.mongo_docs import (
-    RUNNING,
-    Doc,
-    bson_date,
-    execution_document,
-    execution_from_document,
-    final_fields,
-)
+from cronsvc.store.mongo_base import RUNNING, Doc, MongoPart
 
 _PRUNE_BATCH = 5000
+_CLAIM_JOB_FIELDS = dict.fromkeys(
+    ("version", "is_active", "name", "concurrency_policy", "deferred_until"), 1
+)
+
+
+class MongoClaims(MongoPart):
+    """`decide_claims` decides as for SQLite; the unique tick key fences what
+    matters most, one tick never claimed twice, and a claim retried after a lost
+    answer gets its first answer again. Weaker than SQLite's one transaction: a
+    job changed between the read and the insert still gets a claim for its old
+    version (the dispatched marks re-read `current_versions`); two
+    `forbid`/`replace` claims of one job for different ticks racing from two
+    instances can both win; a claimer dying before its replacing write leaves
+    the superseded run RUNNING until it ends or is LOST."""
+
+    async def claim_ticks(self, claims: Sequence[TickClaim]) -> list[ClaimResult]:
+        with self._calling():
+            if not claims:
+                return []
+            return await self._claim_ticks(list(claims))
+
+    async def _claim_ticks(self, claims: list[TickClaim]) -> list[ClaimResult]:
+        wanted = list({claim.job_id for claim in claims if is_valid_id(claim.job_id)})
+        jobs: dict[str, ClaimJob] = {}
+        if wanted:
+            found = self._jobs.find({"_id": {"$in": wanted}}, _CLAIM_JOB_FIELDS)
+            jobs = {document["_id"]: _claim_job(document) for document in await found.to_list()}
+        checked = check_claims(claims, jobs)
+        live = [entry for entry in checked if entry is not None]
+        if not live:
+            return [STALE] * len(claims)
+        stored, started = await self._claim_context(live)
+        decision = decide_claims(checked, stored)
+        results = list(decision.results)
+        for position in decision.replacing:
+            if results[position].replaced:  # named once their end is read back
+                results[position] = dataclasses.replace(results[position], replaced=())
+        # Lost its key to a concurrent writer: DUPLICATE. A later claim SKIPPED
+        # on its account stands (the tick was claimed elsewhere).
+        lost = await self._insert_claimed(claims, checked, decision)
+        for position in lost:
+            results[position] = DUPLICATE
+        if decision.replacing:
+            await self._replace_running(claims, results, decision.replacing, started)
+        await self._advance_last_ticks(
+            advanced_ticks(checked, results) if lost else decision.last_ticks
+        )
+        return results
+
+    async def _insert_claimed(
+        self, claims: list[TickClaim], checked: list[CheckedClaim | None], decision: ClaimDecision
+    ) -> list[int]:
+        """The positions of the records whose key another writer took first."""
+        if not decision.inserts:
+            return []
+        documents: list[Doc] = []
+        for position in decision.inserts:
+            result, entry = decision.results[position], checked[position]
+            assert result.execution is not None and entry is not None
+            document = execution_document(result.execution, slot=entry.slot)
+            # Absent means sent (records written before the field existed).
+            document["dispatched"] = inserted_dispatched(claims[position], result)
+            documents.append(document)
+        return [decision.inserts[index] for index in await self._insert_new(documents)]
+
+    async def _replace_running(
+        self,
+        claims: list[TickClaim],
+        results: list[ClaimResult],
+        replacing: Mapping[int, Sequence[str]],
+        started: Mapping[str, int | None],
+    ) -> None:
+        """End the runs CLAIMED `replace` claims supersede; each result names those
+        it ended, read back (a run may have finished on its own meanwhile)."""
+        claimed = {claim.execution_id: claim for claim in claims}
+        updates: list[UpdateOne] = []
+        wanted: dict[str, tuple[int, str]] = {}  # replaced id -> (position, message)
+        for position, old_ids in replacing.items():
+            if results[position].outcome is not ClaimOutcome.CLAIMED or not old_ids:
+                continue  # lost its key to a concurrent writer: it replaces nothing
+            finished_ms = unix_ms(claims[position].executed_at)
+            message = replaced_message(claims[position].execution_id)
+            for old_id in old_ids:
+                executed_ms = (
+                    started[old_id] if old_id in started else unix_ms(claimed[old_id].executed_at)
+                )
+                duration = None if executed_ms is None else max(0, finished_ms - executed_ms)
+                replaced = {
+                    "status": ExecutionStatus.FAILURE.value,
+                    "finished_at": finished_ms,
+                    "finished_date": bson_date(from_unix_ms(finished_ms)),
+                    "duration_ms": duration,
+                    "error": {"type": "replaced", "message": message},
+                }
+                updates.append(UpdateOne({"_id": old_id, "status": RUNNING}, {"$set": replaced}))
+                wanted[old_id] = (position, message)
+        if not updates:
+            return
+        await self._executions.bulk_write(updates, ordered=False)
+        found = self._executions.find({"_id": {"$in": list(wanted)}}, {"status": 1, "error": 1})
+        ended: dict[int, list[str]] = {}
+        for document in await found.to_list():
+            position, message = wanted[document["_id"]]
+            error = document.get("error") or {}
+            if error.get("type") == "replaced" and error.get("message") == message:
+                ended.setdefault(position, []).append(document["_id"])
+        for position, ids in ended.items():
+            ids.sort(key=replacing[position].index)
+            results[position] = dataclasses.replace(results[position], replaced=tuple(ids))
+
+    async def _claim_context(
+        self, live: list[CheckedClaim]
+    ) -> tuple[StoredClaims, dict[str, int | None]]:
+        """Up to three queries sent together (not one `$or`: nx-27017 answers that
+        by a full scan); and each RUNNING execution's `executed_at`."""
+        by_id = {entry.claim.execution_id: entry for entry in live}
+        queries: list[Doc] = [{"_id": {"$in": list(by_id)}}]
+        ticks = [entry for entry in live if entry.slot == TICK_SLOT]
+        if ticks:
+            queries.append(
+                {
+                    "scheduled_at": {"$in": list({entry.scheduled_ms for entry in ticks})},
+                    "job_id": {"$in": list({entry.claim.job_id for entry in ticks})},
+                    "slot": TICK_SLOT,
+                }
+            )
+        watched = watched_jobs(live)
+        if watched:
+            queries.append({"job_id": {"$in": list(watched)}, "status": RUNNING})
+        answers = await asyncio.gather(
+            *(self._executions.find(query).to_list() for query in queries)
+        )
+        taken: set[tuple[str, int, str]] = set()
+        running: dict[str, list[str]] = {}
+        started: dict[str, int | None] = {}
+        earlier: dict[str, ClaimResult] = {}
+        for document in itertools.chain.from_iterable(answers):
+            taken.add((document["job_id"], document["scheduled_at"], document["slot"]))
+            entry = by_id.get(document["_id"])
+            if entry is not None and document["_id"] not in earlier:
+                record = execution_from_document(document)
+                earlier[document["_id"]] = answer_again(entry, record, document["slot"])
+            if document["status"] == RUNNING and document["job_id"] in watched:
+                runs = running.setdefault(document["job_id"], [])
+                if document["_id"] not in runs:  # found by two of the queries
+                    runs.append(document["_id"])
+                    started[document["_id"]] = document["executed_at"]
+        return StoredClaims(taken=taken, running=running, earlier=earlier), started
+
+    async def mark_dispatched(self, instance_id: str, execution_ids: Collection[str]) -> set[str]:
+        if not execution_ids:
+            return set()
+        with self._calling():
+            ids = list(execution_ids)
+            selector = {"_id": {"$in": ids}, "instance_id": instance_id, "status": RUNNING}
+            result = await self._executions.update_many(selector, {"$set": {"dispatched": True}})
+            if result.matched_count == len(ids):
+                return set(ids)
+            found = self._executions.find(selector, {"_id": 1})
+            return {document["_id"] for document in await found.to_list()}
+
+
+def _claim_job(document: Doc) -> ClaimJob:
+    return ClaimJob(
+        document["version"],
+        bool(document["is_active"]),
+        document["name"],
+        ConcurrencyPolicy(document["concurrency_policy"]),
+        document.get("deferred_until"),
+    )
 
 
 class MongoLedger(MongoPart):
@@ -103,9 +296,8 @@ class MongoLedger(MongoPart):
 
     async def get_execution(self, execution_id: str) -> Execution:
         with self._calling():
-            document = None
-            if is_valid_id(execution_id):
-                document = await self._executions.find_one({"_id": execution_id})
+            valid = is_valid_id(execution_id)
+            document = await self._executions.find_one({"_id": execution_id}) if valid else None
             if document is None:
                 raise ExecutionNotFound(execution_id)
             return execution_from_document(document)
@@ -157,8 +349,7 @@ class MongoLedger(MongoPart):
             page = documents[: query.limit]
             next_cursor = None
             if len(documents) > query.limit:
-                last = page[-1]
-                next_cursor = encode_cursor(["e", last["scheduled_at"], last["_id"]])
+                next_cursor = encode_cursor(["e", page[-1]["scheduled_at"], page[-1]["_id"]])
             items = [execution_from_document(document) for document in page]
             return Page(items=items, next_cursor=next_cursor)
 
@@ -256,3 +447,59 @@ class MongoReaper(MongoPart):
 
 def _in_order(execution: Execution) -> tuple[datetime, str]:
     return (execution.scheduled_at, execution.id)
+
+
+def bson_date(instant: datetime | None) -> datetime | None:
+    return None if instant is None else from_unix_ms(unix_ms(instant))
+
+
+def final_fields(execution: Execution) -> Doc:
+    e = execution
+    return {
+        "status": e.status.value,
+        "instance_id": e.instance_id,
+        "executed_at": opt_unix_ms(e.executed_at),
+        "finished_at": opt_unix_ms(e.finished_at),
+        "finished_date": bson_date(e.finished_at),
+        "duration_ms": e.duration_ms,
+        "attempts": e.attempts,
+        "response_status": e.response_status,
+        "response_body": e.response_body,
+        "response_truncated": bool(e.response_truncated),
+        "error": error_document(e.error),
+        "attempt_log": attempt_documents(e.attempt_log),
+    }
+
+
+def execution_document(execution: Execution, *, slot: str) -> Doc:
+    e = execution
+    return {
+        "_id": e.id,
+        "job_id": e.job_id,
+        "job_name": e.job_name,
+        "trigger": e.trigger.value,
+        "scheduled_at": unix_ms(e.scheduled_at),
+        "slot": slot,
+        **final_fields(e),
+    }
+
+
+def execution_from_document(document: Doc) -> Execution:
+    return Execution(
+        id=document["_id"],
+        job_id=document["job_id"],
+        job_name=document["job_name"],
+        trigger=Trigger(document["trigger"]),
+        scheduled_at=from_unix_ms(document["scheduled_at"]),
+        status=ExecutionStatus(document["status"]),
+        instance_id=document["instance_id"],
+        executed_at=opt_from_unix_ms(document["executed_at"]),
+        finished_at=opt_from_unix_ms(document["finished_at"]),
+        duration_ms=document["duration_ms"],
+        attempts=document["attempts"],
+        response_status=document["response_status"],
+        response_body=document["response_body"],
+        response_truncated=bool(document["response_truncated"]),
+        error=error_from_document(document["error"]),
+        attempt_log=attempts_from_documents(document.get("attempt_log")),
+    )

@@ -87,8 +87,6 @@ from cronsvc.store.common import (
     opt_unix_ms,
     prefix_upper_bound,
     replaced_message,
-    revision_of,
-    schedule_changed,
     shared_headers,
     shared_retry,
     shared_text,
@@ -129,42 +127,66 @@ _JOB_COUNT = (
         BEGIN UPDATE job_count SET n = n - 1 WHERE id = 1; END""",
 )
 
+# A fresh store's columns; every statement takes their names from here.
+_JOBS_TABLE = (
+    "id TEXT PRIMARY KEY",
+    "name TEXT NOT NULL UNIQUE",
+    "cron_expression TEXT NOT NULL",
+    "timezone TEXT NOT NULL",
+    "webhook_url TEXT NOT NULL",
+    "http_method TEXT NOT NULL",
+    "headers TEXT NOT NULL",
+    "body TEXT",
+    "timeout_seconds REAL NOT NULL",
+    "retry_max_attempts INTEGER NOT NULL",
+    "retry_backoff_seconds REAL NOT NULL",
+    "retry_max_backoff_seconds REAL NOT NULL",
+    "concurrency_policy TEXT NOT NULL",
+    "misfire_policy TEXT NOT NULL",
+    "misfire_grace_seconds INTEGER NOT NULL",
+    "is_active INTEGER NOT NULL",
+    "secret TEXT",
+    "tags TEXT NOT NULL",
+    "version INTEGER NOT NULL",
+    "created_at INTEGER NOT NULL",
+    "updated_at INTEGER NOT NULL",
+    "last_tick INTEGER NOT NULL",
+    "last_run_at INTEGER",
+    "last_status TEXT",
+    "paused_reason TEXT",
+    "deferred_until INTEGER",
+    "previous_secret TEXT",
+    "previous_secret_expires_at INTEGER",
+    "alerts TEXT",
+)
+_EXECUTIONS_TABLE = (
+    "id TEXT PRIMARY KEY",
+    "job_id TEXT NOT NULL",
+    "job_name TEXT NOT NULL",
+    "trigger TEXT NOT NULL",
+    "scheduled_at INTEGER NOT NULL",
+    "status TEXT NOT NULL",
+    "instance_id TEXT NOT NULL",
+    "executed_at INTEGER",
+    "finished_at INTEGER",
+    "duration_ms INTEGER",
+    "attempts INTEGER NOT NULL",
+    "response_status INTEGER",
+    "response_body TEXT",
+    "response_truncated INTEGER NOT NULL",
+    "error_type TEXT",
+    "error_message TEXT",
+    "slot TEXT NOT NULL",
+    "dispatched INTEGER NOT NULL DEFAULT 1",
+    "attempt_log TEXT",
+)
+
 _SCHEMA = (
     """CREATE TABLE schema_version (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         version INTEGER NOT NULL
     )""",
-    """CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        cron_expression TEXT NOT NULL,
-        timezone TEXT NOT NULL,
-        webhook_url TEXT NOT NULL,
-        http_method TEXT NOT NULL,
-        headers TEXT NOT NULL,
-        body TEXT,
-        timeout_seconds REAL NOT NULL,
-        retry_max_attempts INTEGER NOT NULL,
-        retry_backoff_seconds REAL NOT NULL,
-        retry_max_backoff_seconds REAL NOT NULL,
-        concurrency_policy TEXT NOT NULL,
-        misfire_policy TEXT NOT NULL,
-        misfire_grace_seconds INTEGER NOT NULL,
-        is_active INTEGER NOT NULL,
-        secret TEXT,
-        tags TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        last_tick INTEGER NOT NULL,
-        last_run_at INTEGER,
-        last_status TEXT,
-        paused_reason TEXT,
-        deferred_until INTEGER,
-        previous_secret TEXT,
-        previous_secret_expires_at INTEGER,
-        alerts TEXT
-    )""",
+    f"CREATE TABLE jobs ({', '.join(_JOBS_TABLE)})",
     "CREATE INDEX jobs_by_active ON jobs (is_active, id)",
     """CREATE TABLE job_tags (
         tag TEXT NOT NULL,
@@ -173,28 +195,8 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX job_tags_by_job ON job_tags (job_id)",
     # No foreign key to jobs: execution logs outlive their job.
-    """CREATE TABLE executions (
-        id TEXT PRIMARY KEY,
-        job_id TEXT NOT NULL,
-        job_name TEXT NOT NULL,
-        trigger TEXT NOT NULL,
-        scheduled_at INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        instance_id TEXT NOT NULL,
-        executed_at INTEGER,
-        finished_at INTEGER,
-        duration_ms INTEGER,
-        attempts INTEGER NOT NULL,
-        response_status INTEGER,
-        response_body TEXT,
-        response_truncated INTEGER NOT NULL,
-        error_type TEXT,
-        error_message TEXT,
-        slot TEXT NOT NULL,
-        dispatched INTEGER NOT NULL DEFAULT 1,
-        attempt_log TEXT,
-        UNIQUE (job_id, scheduled_at, slot)
-    )""",
+    f"""CREATE TABLE executions ({", ".join(_EXECUTIONS_TABLE)},
+        UNIQUE (job_id, scheduled_at, slot))""",
     "CREATE INDEX executions_newest ON executions (scheduled_at DESC, id DESC)",
     "CREATE INDEX executions_by_job ON executions (job_id, scheduled_at DESC, id DESC)",
     "CREATE INDEX executions_by_status ON executions (status, scheduled_at DESC, id DESC)",
@@ -235,37 +237,7 @@ fresh store is made from `_SCHEMA`, which holds them all. Public so that a
 test can give a file the layout an older version wrote."""
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-_JOB_COLUMNS = (
-    "id",
-    "name",
-    "cron_expression",
-    "timezone",
-    "webhook_url",
-    "http_method",
-    "headers",
-    "body",
-    "timeout_seconds",
-    "retry_max_attempts",
-    "retry_backoff_seconds",
-    "retry_max_backoff_seconds",
-    "concurrency_policy",
-    "misfire_policy",
-    "misfire_grace_seconds",
-    "is_active",
-    "secret",
-    "tags",
-    "version",
-    "created_at",
-    "updated_at",
-    "last_tick",
-    "last_run_at",
-    "last_status",
-    "paused_reason",
-    "deferred_until",
-    "previous_secret",
-    "previous_secret_expires_at",
-    "alerts",
-)
+_JOB_COLUMNS = tuple(column.split()[0] for column in _JOBS_TABLE)
 _SELECT_JOBS = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _GET_JOB = f"{_SELECT_JOBS} WHERE id = ?"
 _ACTIVE_JOBS = f"{_SELECT_JOBS} WHERE is_active = 1"
@@ -273,8 +245,7 @@ _ACTIVE_JOBS_IN = f"{_ACTIVE_JOBS} AND id IN (SELECT value FROM json_each(?))"
 _ACTIVE_VERSIONS = "SELECT id, version FROM jobs WHERE is_active = 1"
 _ACTIVE_VERSIONS_PAGE = f"{_ACTIVE_VERSIONS} AND id > ? ORDER BY id LIMIT ?"
 # A keyset page on the (is_active, id) index; '' sorts before every id.
-_ACTIVE_SCHEDULES = """SELECT id, version, cron_expression, timezone, last_tick,
-    concurrency_policy, misfire_policy, misfire_grace_seconds
+_ACTIVE_SCHEDULES = f"""SELECT {", ".join(ActiveSchedule._fields)}
     FROM jobs WHERE is_active = 1 AND id > ? ORDER BY id LIMIT ?"""
 _CURRENT_VERSIONS = f"{_ACTIVE_VERSIONS} AND id IN (SELECT value FROM json_each(?))"
 _INSERT_JOB = (
@@ -304,24 +275,11 @@ _SET_LAST_RUN = """UPDATE jobs SET last_run_at = COALESCE(?1, last_run_at), last
     WHERE id = (SELECT job_id FROM executions WHERE id = ?3)
     AND (last_run_at IS NULL OR ?1 IS NULL OR last_run_at <= ?1)"""
 
-_EXECUTION_COLUMNS = (
-    "id",
-    "job_id",
-    "job_name",
-    "trigger",
-    "scheduled_at",
-    "status",
-    "instance_id",
-    "executed_at",
-    "finished_at",
-    "duration_ms",
-    "attempts",
-    "response_status",
-    "response_body",
-    "response_truncated",
-    "error_type",
-    "error_message",
-    "attempt_log",
+# An `Execution`'s columns; `slot` and `dispatched` are the store's own.
+_EXECUTION_COLUMNS = tuple(
+    name
+    for name in (column.split()[0] for column in _EXECUTIONS_TABLE)
+    if name not in ("slot", "dispatched")
 )
 _RETURNED_EXECUTION = ", ".join(_EXECUTION_COLUMNS)
 _SELECT_EXECUTIONS = f"SELECT {_RETURNED_EXECUTION} FROM executions"
@@ -335,8 +293,6 @@ _INSERT_EXECUTION_IF_NEW = (
 )
 # Any unique key taken (the id, the tick key) leaves the record out.
 _IMPORT_EXECUTION = f"{_INSERT_EXECUTION} ON CONFLICT DO NOTHING"
-# A claim batch reads what it needs in three statements (each argument a JSON
-# array), decides every claim in Python, then writes with three `executemany`.
 _CLAIM_JOBS = """SELECT j.id, j.version, j.is_active, j.name, j.concurrency_policy,
     j.deferred_until FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id = k.value"""
 _RUNNING_OF_JOBS = """SELECT e.job_id, e.id FROM json_each(?) AS k
@@ -822,10 +778,7 @@ def _do_update_job(
     if not is_valid_id(job_id):
         raise JobNotFound(job_id)
     with _transaction(db):
-        current_row = db.execute(_GET_JOB, (job_id,)).fetchone()
-        if current_row is None:
-            raise JobNotFound(job_id)
-        current = _job_from_row(current_row)
+        current = _do_get_job(db, job_id)
         if expected_version is not None and expected_version != current.version:
             raise VersionConflict(job_id, expected_version, current.version)
         updated = replace(
@@ -850,7 +803,7 @@ def _do_update_job(
         if tuple(spec.tags) != current.spec.tags:
             db.execute(_DELETE_TAGS, (job_id,))
             db.executemany(_INSERT_TAG, _tag_rows(updated))
-        if schedule_changed(current.spec, spec):
+        if _schedule(current.spec) != _schedule(spec):
             db.execute(_INSERT_REVISION, _revision_row(updated, now))
             db.execute(_TRIM_REVISIONS, (job_id, MAX_SCHEDULE_REVISIONS))
     return _job_from_row(row)
@@ -858,7 +811,9 @@ def _do_update_job(
 
 def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRevision]:
     job = _do_get_job(db, job_id)
-    revisions = [
+    # A job stored before the history has one revision: its schedule now, since it was created.
+    rows = db.execute(_SELECT_REVISIONS, (job_id,)).fetchall()
+    return [
         ScheduleRevision(
             version=row[0],
             effective_from=from_unix_ms(row[1]),
@@ -866,9 +821,8 @@ def _do_schedule_history(db: sqlite3.Connection, job_id: str) -> list[ScheduleRe
             timezone=row[3],
             is_active=bool(row[4]),
         )
-        for row in db.execute(_SELECT_REVISIONS, (job_id,))
+        for row in rows or [_revision_row(job, job.created_at)[1:]]
     ]
-    return revisions or [revision_of(job, job.created_at)]
 
 
 def _do_list_jobs(db: sqlite3.Connection, query: JobQuery) -> Page[Job]:
@@ -1127,6 +1081,10 @@ def _revision_row(job: Job, effective_from: datetime) -> tuple[Any, ...]:
     )
 
 
+def _schedule(spec: JobSpec) -> tuple[str, str, bool]:
+    return (spec.cron_expression, spec.timezone, spec.is_active)
+
+
 def _tag_rows(job: Job) -> list[tuple[str, str]]:
     return [(tag, job.id) for tag in job.spec.tags]
 
@@ -1204,8 +1162,7 @@ def _job_from_row(row: _Row) -> Job:
 
 
 def _execution_row(execution: Execution, *, slot: str, dispatched: bool = True) -> tuple[Any, ...]:
-    """The execution as stored, in `_EXECUTION_COLUMNS` order, then its slot
-    and whether its webhook went out."""
+    """In `_EXECUTION_COLUMNS` order, then the slot and whether the webhook went out."""
     e = execution
     return (
         e.id,
