@@ -23,7 +23,7 @@ from cronsvc.errors import ConfigError
 from cronsvc.netguard import parse_cidr
 from cronsvc.signing import whsec_secret
 from cronsvc.urls import StoreBackend, coordination_backend, sqlite_path, store_backend
-from cronsvc.wire_targets import http_url
+from cronsvc.wire_connect import http_url
 
 _SECRET_KEYS = frozenset({"server.api_tokens", "alerts.secret"})
 """Keys whose values no error message quotes."""

@@ -1,12 +1,10 @@
-"""A small HTTP/1.1 client for webhook calls, the face of `wire_targets`, `wire_connect`,
-`wire_framing` and `wire_pool`: pooled keep-alive connections, opened only where
-the SSRF guard allows. Not aiohttp's client: its request path was a fire's largest
-CPU share, and it writes each body from a task, so a burst's first bytes left only
-once all were set up (BENCHMARKS.md).
+"""A small HTTP/1.1 client for webhook calls, the face of `wire_connect`, `wire_framing` and
+`wire_pool`: pooled keep-alive connections, opened only where the SSRF guard allows. Not
+aiohttp's client: its request path was a fire's largest CPU share, and it writes each body
+from a task, so a burst's first bytes left only once all were set up (BENCHMARKS.md).
 
-Not here, on purpose: proxies (the guard must judge the peer actually connected
-to), redirects (never followed), cookies, HTTP/2, pipelining.
-"""
+Not here, on purpose: proxies (the guard must judge the peer actually connected to),
+redirects (never followed), cookies, HTTP/2, pipelining."""
 
 from __future__ import annotations
 
@@ -15,10 +13,9 @@ import ssl
 from typing import NamedTuple
 
 from cronsvc.netguard import GuardedResolver
-from cronsvc.wire_connect import Connector
+from cronsvc.wire_connect import Connector, InvalidTarget, Target, parse_target
 from cronsvc.wire_framing import Connection, Disconnected, ProtocolError
 from cronsvc.wire_pool import Pool
-from cronsvc.wire_targets import InvalidTarget, Target, parse_target
 
 __all__ = [
     "CutShort",

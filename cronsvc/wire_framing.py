@@ -13,8 +13,8 @@ from typing import cast
 
 import httptools
 
-from cronsvc.wire_targets import PoolKey
-
+PoolKey = tuple[str, str, int]
+"""Scheme, host and port: the connections one target may share."""
 MAX_HEAD_BYTES = 64 * 1024
 _READ_HIGH_WATER = 256 * 1024
 """Body bytes held before the answer is asked for, past which reading pauses."""

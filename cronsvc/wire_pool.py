@@ -10,8 +10,8 @@ import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
-from cronsvc.wire_framing import Connection
-from cronsvc.wire_targets import PoolKey, Target
+from cronsvc.wire_connect import Target
+from cronsvc.wire_framing import Connection, PoolKey
 
 IDLE_TIMEOUT_S = 15.0
 """An idle pooled connection is closed after this long (aiohttp's keep-alive default)."""
