@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from cronsvc.netguard import GuardedResolver
@@ -19,7 +20,6 @@ from cronsvc.wire_pool import Pool
 
 __all__ = [
     "CutShort",
-    "Disconnected",
     "HttpClient",
     "InvalidTarget",
     "ProtocolError",
@@ -61,14 +61,12 @@ _Exchange = tuple["Connection", asyncio.TimerHandle, bool]
 whether the connection was reused."""
 
 
+@dataclass(slots=True, eq=False)
 class Sent:
     """A request `HttpClient.send` started, written or to be once its connection opens."""
 
-    __slots__ = ("_opening", "_written")
-
-    def __init__(self, written: _Exchange | None, opening: asyncio.Task[_Exchange] | None) -> None:
-        self._written = written
-        self._opening = opening
+    _written: _Exchange | None
+    _opening: asyncio.Task[_Exchange] | None
 
     async def connected(self) -> _Exchange:
         if self._opening is None:
@@ -126,9 +124,11 @@ class HttpClient:
             return Sent(None, asyncio.create_task(self._open_and_write(target, data, deadline)))
         return Sent((connection, _write(connection, data, deadline), True), None)
 
-    async def _open_and_write(self, target: Target, data: bytes, deadline: float) -> _Exchange:
+    async def _open_and_write(
+        self, target: Target, data: bytes, deadline: float, *, fresh: bool = False
+    ) -> _Exchange:
         async with asyncio.timeout_at(deadline):
-            connection, reused = await self._pool.open(target, fresh=False)
+            connection, reused = await self._pool.open(target, fresh=fresh)
         return connection, _write(connection, data, deadline), reused
 
     async def request(
@@ -150,11 +150,13 @@ class HttpClient:
         """
         for fresh in (False, True):
             if sent is not None:
-                connection, timer, reused = await sent.connected()
+                exchange = await sent.connected()
                 sent = None
+            elif not fresh and (idle := self._pool.reuse(target)) is not None:
+                exchange = (idle, _write(idle, data, deadline), True)
             else:
-                connection, reused = await self._acquire(target, deadline, fresh=fresh)
-                timer = _write(connection, data, deadline)
+                exchange = await self._open_and_write(target, data, deadline, fresh=fresh)
+            connection, timer, reused = exchange
             try:
                 try:
                     await connection.read_head(max_body)
@@ -194,15 +196,6 @@ class HttpClient:
         else:
             connection.close()
         return response
-
-    async def _acquire(
-        self, target: Target, deadline: float, *, fresh: bool = False
-    ) -> tuple[Connection, bool]:
-        """An idle connection (unless `fresh`), else a new one; and whether it was reused."""
-        if not fresh and (connection := self._pool.reuse(target)) is not None:
-            return connection, True
-        async with asyncio.timeout_at(deadline):
-            return await self._pool.open(target, fresh=fresh)
 
 
 def _write(connection: Connection, data: bytes, deadline: float) -> asyncio.TimerHandle:
