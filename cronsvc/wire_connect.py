@@ -148,10 +148,8 @@ class Connector:
         if not addresses:
             raise OSError(f"{target.host} resolved to no address")
         loop = asyncio.get_running_loop()
-        tls: ssl.SSLContext | None = None
-        if target.tls:
-            tls = self._ssl or _default_ssl_context()
-        server_name = target.server_name if tls is not None else None
+        tls = (self._ssl or _default_ssl_context()) if target.tls else None
+        server_name = target.server_name if target.tls else None
         connection = Connection(target.pool_key, lost)
         if len(addresses) == 1:
             family, address = addresses[0]

@@ -263,9 +263,8 @@ class Sink:
         self.limit = limit
         self.data = bytearray()
         coding = content_coding.strip().lower()
-        self._decoder: zlib._Decompress | None = None
-        if coding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        gzip = coding in ("gzip", "x-gzip")
+        self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzip else None
         self._deflate = coding == "deflate"  # which kind, the first bytes tell
         self._held = b""
 
