@@ -23,7 +23,7 @@ from cronsvc.errors import ConfigError
 from cronsvc.netguard import parse_cidr
 from cronsvc.signing import whsec_secret
 from cronsvc.urls import StoreBackend, coordination_backend, sqlite_path, store_backend
-from cronsvc.wire_targets import http_url
+from cronsvc.wire_connect import http_url
 
 _SECRET_KEYS = frozenset({"server.api_tokens", "alerts.secret"})
 """Keys whose values no error message quotes."""
@@ -305,17 +305,13 @@ _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than_equa
 def _fault(error: ErrorDetails, raw: dict[str, Any]) -> str:
     """The line naming the key behind `error`; never a secret key's value."""
     section, *rest = (str(part) for part in error["loc"])
+    key = f"{section}.{rest[0]}" if rest else section
     kind = error["type"]
-    if not rest:
-        if kind == "extra_forbidden":
-            return f"{section}: unknown configuration section"
-        return _raised(section, error)
-    name = rest[0]
-    key = f"{section}.{name}"
     if kind == "extra_forbidden":
-        return f"{key}: unknown configuration key"
-    if kind == "value_error":
+        return f"{key}: unknown configuration {'key' if rest else 'section'}"
+    if kind == "value_error" or not rest:
         return _raised(key, error)
+    name = rest[0]
     field = dict(_sections())[section].model_fields[name]
     value = raw[section][name]
     if kind in _BOUND_ERRORS:
@@ -345,8 +341,6 @@ def _bounds(field: FieldInfo) -> str:
         return f"from {bounds['ge']} to {bounds['le']}"
     if "gt" in bounds:
         return f"greater than {bounds['gt']}"
-    if "le" in bounds:
-        return f"at most {bounds['le']}"
     return "0 or more" if bounds["ge"] == 0 else f"at least {bounds['ge']}"
 
 

@@ -63,43 +63,11 @@ class Prepared(NamedTuple):
 def make_request(
     request: WebhookRequest, attempt: int, timestamp: int, user_agent: str, clock: Clock
 ) -> Prepared:
-    """Raises `InvalidTarget`, `InvalidSecret` or `UnsendableHeader`."""
+    """Raises `InvalidTarget`, `InvalidSecret`, and `UnsendableHeader` for a stored header
+    that would break the message (the API refuses those now). One the dispatcher sets
+    itself is left out."""
     target = parse_target(request.url)
     body, content_type = encode_body(request, attempt)
-    data = _message(request, target, body, content_type, timestamp, user_agent, clock)
-    return Prepared(target, data, timestamp)
-
-
-def make_ahead(
-    request: WebhookRequest, at: float, user_agent: str, clock: Clock
-) -> Prepared | None:
-    """A first request made ahead of its send in the second that holds `at`. None when
-    it cannot be made (the send meets and records the same problem), or a replaced
-    secret stops signing before that second ends."""
-    previous = request.previous_secret
-    if (
-        previous is not None
-        and previous.in_force(clock.now())
-        and not previous.in_force(datetime.fromtimestamp(int(at) + 1, UTC))
-    ):
-        return None
-    try:
-        return make_request(request, 1, int(at), user_agent, clock)
-    except Exception:
-        return None
-
-
-def _message(
-    request: WebhookRequest,
-    target: Target,
-    body: bytes | None,
-    content_type: str,
-    timestamp: int,
-    user_agent: str,
-    clock: Clock,
-) -> bytes:
-    """Raises `UnsendableHeader` for a stored header that would break the message (the
-    API refuses those now). One the dispatcher sets itself is left out."""
     lines = [
         f"{request.method.value} {target.request_target} HTTP/1.1",
         f"Host: {target.host_header}",
@@ -129,7 +97,26 @@ def _message(
     if body is not None:  # None exactly when the method carries no body
         lines.append(f"Content-Length: {len(body)}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    return head if body is None else head + body
+    return Prepared(target, head if body is None else head + body, timestamp)
+
+
+def make_ahead(
+    request: WebhookRequest, at: float, user_agent: str, clock: Clock
+) -> Prepared | None:
+    """A first request made ahead of its send in the second that holds `at`. None when
+    it cannot be made (the send meets and records the same problem), or a replaced
+    secret stops signing before that second ends."""
+    previous = request.previous_secret
+    if (
+        previous is not None
+        and previous.in_force(clock.now())
+        and not previous.in_force(datetime.fromtimestamp(int(at) + 1, UTC))
+    ):
+        return None
+    try:
+        return make_request(request, 1, int(at), user_agent, clock)
+    except Exception:
+        return None
 
 
 def _signature(request: WebhookRequest, body: bytes, timestamp: int, clock: Clock) -> str | None:
@@ -143,9 +130,7 @@ def _signature(request: WebhookRequest, body: bytes, timestamp: int, clock: Cloc
         and previous.in_force(clock.now())
     ):
         in_use.append(previous.secret)
-    if not in_use:
-        return None
-    return signature_header(in_use, request.execution_id, timestamp, body)
+    return signature_header(in_use, request.execution_id, timestamp, body) if in_use else None
 
 
 def encode_body(request: WebhookRequest, attempt: int) -> tuple[bytes | None, str]:

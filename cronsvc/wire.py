@@ -1,28 +1,25 @@
-"""A small HTTP/1.1 client for webhook calls, the face of `wire_targets`, `wire_connect`,
-`wire_framing` and `wire_pool`: pooled keep-alive connections, opened only where
-the SSRF guard allows. Not aiohttp's client: its request path was a fire's largest
-CPU share, and it writes each body from a task, so a burst's first bytes left only
-once all were set up (BENCHMARKS.md).
+"""A small HTTP/1.1 client for webhook calls, the face of `wire_connect`, `wire_framing` and
+`wire_pool`: pooled keep-alive connections, opened only where the SSRF guard allows. Not
+aiohttp's client: its request path was a fire's largest CPU share, and it writes each body
+from a task, so a burst's first bytes left only once all were set up (BENCHMARKS.md).
 
-Not here, on purpose: proxies (the guard must judge the peer actually connected
-to), redirects (never followed), cookies, HTTP/2, pipelining.
-"""
+Not here, on purpose: proxies (the guard must judge the peer actually connected to),
+redirects (never followed), cookies, HTTP/2, pipelining."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from cronsvc.netguard import GuardedResolver
-from cronsvc.wire_connect import Connector
+from cronsvc.wire_connect import Connector, InvalidTarget, Target, parse_target
 from cronsvc.wire_framing import Connection, Disconnected, ProtocolError
 from cronsvc.wire_pool import Pool
-from cronsvc.wire_targets import InvalidTarget, Target, parse_target
 
 __all__ = [
     "CutShort",
-    "Disconnected",
     "HttpClient",
     "InvalidTarget",
     "ProtocolError",
@@ -64,14 +61,12 @@ _Exchange = tuple["Connection", asyncio.TimerHandle, bool]
 whether the connection was reused."""
 
 
+@dataclass(slots=True, eq=False)
 class Sent:
     """A request `HttpClient.send` started, written or to be once its connection opens."""
 
-    __slots__ = ("_opening", "_written")
-
-    def __init__(self, written: _Exchange | None, opening: asyncio.Task[_Exchange] | None) -> None:
-        self._written = written
-        self._opening = opening
+    _written: _Exchange | None
+    _opening: asyncio.Task[_Exchange] | None
 
     async def connected(self) -> _Exchange:
         if self._opening is None:
@@ -129,9 +124,11 @@ class HttpClient:
             return Sent(None, asyncio.create_task(self._open_and_write(target, data, deadline)))
         return Sent((connection, _write(connection, data, deadline), True), None)
 
-    async def _open_and_write(self, target: Target, data: bytes, deadline: float) -> _Exchange:
+    async def _open_and_write(
+        self, target: Target, data: bytes, deadline: float, *, fresh: bool = False
+    ) -> _Exchange:
         async with asyncio.timeout_at(deadline):
-            connection, reused = await self._pool.open(target, fresh=False)
+            connection, reused = await self._pool.open(target, fresh=fresh)
         return connection, _write(connection, data, deadline), reused
 
     async def request(
@@ -153,11 +150,13 @@ class HttpClient:
         """
         for fresh in (False, True):
             if sent is not None:
-                connection, timer, reused = await sent.connected()
+                exchange = await sent.connected()
                 sent = None
+            elif not fresh and (idle := self._pool.reuse(target)) is not None:
+                exchange = (idle, _write(idle, data, deadline), True)
             else:
-                connection, reused = await self._acquire(target, deadline, fresh=fresh)
-                timer = _write(connection, data, deadline)
+                exchange = await self._open_and_write(target, data, deadline, fresh=fresh)
+            connection, timer, reused = exchange
             try:
                 try:
                     await connection.read_head(max_body)
@@ -197,15 +196,6 @@ class HttpClient:
         else:
             connection.close()
         return response
-
-    async def _acquire(
-        self, target: Target, deadline: float, *, fresh: bool = False
-    ) -> tuple[Connection, bool]:
-        """An idle connection (unless `fresh`), else a new one; and whether it was reused."""
-        if not fresh and (connection := self._pool.reuse(target)) is not None:
-            return connection, True
-        async with asyncio.timeout_at(deadline):
-            return await self._pool.open(target, fresh=fresh)
 
 
 def _write(connection: Connection, data: bytes, deadline: float) -> asyncio.TimerHandle:

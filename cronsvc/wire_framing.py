@@ -13,8 +13,8 @@ from typing import cast
 
 import httptools
 
-from cronsvc.wire_targets import PoolKey
-
+PoolKey = tuple[str, str, int]
+"""Scheme, host and port: the connections one target may share."""
 MAX_HEAD_BYTES = 64 * 1024
 _READ_HIGH_WATER = 256 * 1024
 """Body bytes held before the answer is asked for, past which reading pauses."""
@@ -263,9 +263,8 @@ class Sink:
         self.limit = limit
         self.data = bytearray()
         coding = content_coding.strip().lower()
-        self._decoder: zlib._Decompress | None = None
-        if coding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        gzip = coding in ("gzip", "x-gzip")
+        self._decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzip else None
         self._deflate = coding == "deflate"  # which kind, the first bytes tell
         self._held = b""
 

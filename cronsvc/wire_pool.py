@@ -10,8 +10,8 @@ import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
-from cronsvc.wire_framing import Connection
-from cronsvc.wire_targets import PoolKey, Target
+from cronsvc.wire_connect import Target
+from cronsvc.wire_framing import Connection, PoolKey
 
 IDLE_TIMEOUT_S = 15.0
 """An idle pooled connection is closed after this long (aiohttp's keep-alive default)."""
@@ -88,9 +88,7 @@ class Pool:
         self._idle.setdefault(connection.key, []).append(connection)
         self._idle_order[connection] = None
         while len(self._idle_order) > self._max_idle:
-            oldest = next(iter(self._idle_order))
-            self._drop_idle(oldest)
-            oldest.close()
+            self._close_idle(next(iter(self._idle_order)))
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._sweep)
 
@@ -102,8 +100,7 @@ class Pool:
             oldest = next(iter(self._idle_order))
             if now - oldest.idle_since < IDLE_TIMEOUT_S:
                 break
-            self._drop_idle(oldest)
-            oldest.close()
+            self._close_idle(oldest)
         if self._idle_order:
             self._sweeper = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S / 2, self._sweep)
 
@@ -114,7 +111,7 @@ class Pool:
         for connection in self._lost:
             self._open.discard(connection)
             if connection in self._idle_order:
-                self._drop_idle(connection)
+                self._close_idle(connection)
         self._lost.clear()
 
     def _take_idle(self, key: PoolKey) -> Connection | None:
@@ -127,13 +124,14 @@ class Pool:
             del self._idle[key]
         return connection
 
-    def _drop_idle(self, connection: Connection) -> None:
+    def _close_idle(self, connection: Connection) -> None:
         # A host's list goes with its last connection, so hosts called once do not pile up.
         del self._idle_order[connection]
         idle = self._idle[connection.key]
         idle.remove(connection)
         if not idle:
             del self._idle[connection.key]
+        connection.close()  # nothing to do for one already lost
 
 
 class _HostLimit:

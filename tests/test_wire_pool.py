@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from cronsvc.wire_connect import Target, parse_target
 from cronsvc.wire_framing import Connection
 from cronsvc.wire_pool import Pool
-from cronsvc.wire_targets import Target, parse_target
 from tests.fakes import RecordingTransport
 
 A = parse_target("http://a.example/hook")

@@ -58,7 +58,7 @@ from cronsvc.errors import FieldError, ValidationFailed
 from cronsvc.instants import NoOffset, parse_rfc3339, rfc3339
 from cronsvc.ledger import EntryKind, Ledger
 from cronsvc.signing import whsec_secret
-from cronsvc.wire_targets import http_url
+from cronsvc.wire_connect import http_url
 
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies are capped here (413)."""
