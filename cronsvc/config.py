@@ -341,6 +341,8 @@ def _bounds(field: FieldInfo) -> str:
         return f"from {bounds['ge']} to {bounds['le']}"
     if "gt" in bounds:
         return f"greater than {bounds['gt']}"
+    if "le" in bounds:
+        return f"at most {bounds['le']}"
     return "0 or more" if bounds["ge"] == 0 else f"at least {bounds['ge']}"
 
 
