@@ -18,10 +18,8 @@ from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
 from cronsvc.domain import Job
 from cronsvc.errors import CronSvcError
-from cronsvc.jobheap import Entry
-from cronsvc.jobindex import JobIndex
+from cronsvc.jobindex import Entry, JobIndex, Plan
 from cronsvc.metrics import Metrics
-from cronsvc.plans import Plan
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import ActiveSchedule, ScheduleSource
 from cronsvc.ticks import TickSink

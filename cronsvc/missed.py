@@ -15,7 +15,7 @@ from cronsvc.clock import Clock
 from cronsvc.domain import Job, Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
-from cronsvc.jobheap import JobHeap
+from cronsvc.jobindex import JobHeap
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.retry import TRANSIENT
