@@ -19,9 +19,8 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
-from cronsvc.jobsync import JobSync
+from cronsvc.jobsync import JobSync, MissedRecorder
 from cronsvc.metrics import Metrics
-from cronsvc.missed import MissedRecorder
 from cronsvc.store import MissedRecords, ScheduleSource
 from cronsvc.ticks import HandBack, TickSink
 
