@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -38,9 +38,8 @@ _CLAIMED_AT_THE_TICK = frozenset({ConcurrencyPolicy.FORBID, ConcurrencyPolicy.RE
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Plan:
-    """What the index needs of a job's schedule and policies, made once per
-    kind and shared by jobs alike: a million jobs on a few schedules hold a
-    few plans. Compared and hashed by identity, which is quick."""
+    """Made once per schedule and policies and shared by jobs alike, so
+    compared and hashed by identity, which is quick."""
 
     schedule: CronSchedule
     misfire_policy: MisfirePolicy
@@ -62,19 +61,18 @@ def plan_key(job: Job) -> PlanKey:
     )
 
 
+@dataclass(slots=True, kw_only=True)
 class PlanCache:
-    __slots__ = ("_min_interval_s", "known")
-
-    def __init__(self, *, min_interval_s: float) -> None:
-        self._min_interval_s = min_interval_s
-        self.known: dict[PlanKey, Plan] = {}  # bulk loads look here first: no call per job
+    min_interval_s: float
+    # Bulk loads look here first: no call per job.
+    known: dict[PlanKey, Plan] = field(default_factory=dict, init=False)
 
     def plan(self, key: PlanKey) -> Plan:
         """Raises `CronSvcError` for a schedule the current settings refuse."""
         plan = self.known.get(key)
         if plan is None:
             expression, zone, concurrency, misfire, grace = key
-            schedule = parse_schedule(expression, zone, min_interval_s=self._min_interval_s)
+            schedule = parse_schedule(expression, zone, min_interval_s=self.min_interval_s)
             if len(self.known) >= CACHED_PLANS:
                 self.known.clear()  # entries keep theirs; jobs alike share anew
             plan = self.known[key] = Plan(
@@ -125,12 +123,9 @@ def due_ticks(
     missed: list[tuple[Job, list[datetime]]],
     unrecorded: list[Unrecorded],
 ) -> list[tuple[datetime, Trigger]]:
-    """What one job owes at `now`, however long overdue: the ticks to fire;
-    those to record MISSED go to `missed`, those left without a record to
-    `unrecorded`. The entry moves on past `now`. Ticks due before `started_at`
-    count as after a restart then. Bounded work: ticks past their grace are
-    walked up to `max_missed`, the rest counted (at most `MAX_COUNTED`) and
-    jumped over."""
+    """The ticks to fire; those to record MISSED go to `missed`, those left
+    without a record to `unrecorded`. The entry moves on past `now`. Ticks due
+    before `started_at` count as after a restart then."""
     plan = entry.plan
     schedule = plan.schedule
     horizon = now - timedelta(seconds=max(plan.misfire_grace_seconds, MIN_GRACE_S))
@@ -191,8 +186,7 @@ def _skip_unrecorded(
 
 
 class JobHeap:
-    """Items `(wake, seq, job_id)`, and the jobs held off the heap while the
-    store does not answer. An item whose seq is not its entry's is stale:
+    """An item `(wake, seq, job_id)` whose seq is not its entry's is stale:
     skipped when popped and dropped by compaction."""
 
     def __init__(self) -> None:
@@ -407,15 +401,10 @@ class JobIndex(JobHeap):
     ) -> None:
         """Those `sync` did not see were deleted or paused without a notice,
         unless a notice waiting (`changed`) or applied (`touched`) says more."""
-        entries = self.entries
+        entries, spared = self.entries, changed | touched
         for job_id in job_ids:
             entry = entries.get(job_id)
-            if (
-                entry is not None
-                and entry.synced != sync
-                and job_id not in changed
-                and job_id not in touched
-            ):
+            if entry is not None and entry.synced != sync and job_id not in spared:
                 self.drop(job_id)
 
     def take_due(
