@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -31,17 +32,12 @@ from cronsvc.ticks import DueTick, TickSink
 log = structlog.get_logger(__name__)
 
 RESYNC_READ_BATCH = 500  # whole jobs read at once
-
 SYNC_PAGE = 20_000  # the store answers other calls between two pages
-
 RESYNC_PAGE = 5000  # small: an API call queued behind a page must not wait long
-
 LOAD_SLICE = 2000  # jobs put on the heap between two turns of the event loop
 
 READ_LEAD_S = 1.0  # how long before its claim a slim job is read whole, at least
-
 MAX_READ_LEAD_S = 10.0
-
 READ_RETRY_S = 1.0  # after a failed read of due jobs
 
 
@@ -263,32 +259,20 @@ def _unschedulable(job_id: str, exc: CronSvcError) -> None:
     log.error("job_not_schedulable", job_id=job_id, reason=str(exc))
 
 
+@dataclass(eq=False, repr=False, slots=True, kw_only=True)
 class MissedRecorder:
-    """Ticks the index found missed, written MISSED in the background. A
-    write the store refuses for now holds the job at the first of its ticks, to
-    be taken and judged again once the store answers."""
+    """Writes MISSED in the background. A write the store refuses for now
+    holds the job at the first of its ticks, taken again once the store answers."""
 
-    def __init__(
-        self,
-        *,
-        store: MissedRecords,
-        index: JobIndex,
-        clock: Clock,
-        metrics: Metrics,
-        health: HealthMonitor,
-        instance_id: str,
-        wake: asyncio.Event,
-        alerts: AlertWatch | None = None,
-    ) -> None:
-        self._store = store
-        self._alerts = alerts
-        self._index = index
-        self._clock = clock
-        self._metrics = metrics
-        self._health = health
-        self._instance_id = instance_id
-        self._wake = wake
-        self._writing: set[asyncio.Task[None]] = set()
+    store: MissedRecords
+    index: JobIndex
+    clock: Clock
+    metrics: Metrics
+    health: HealthMonitor
+    instance_id: str
+    wake: asyncio.Event
+    alerts: AlertWatch | None = None
+    _writing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def record(self, job: Job, ticks: list[datetime]) -> None:
         task = asyncio.create_task(self._record(job, ticks))
@@ -307,23 +291,23 @@ class MissedRecorder:
             f"(misfirePolicy {spec.misfire_policy.value}, misfireGraceSeconds {grace:g})"
         )
         try:
-            count = await self._store.record_missed(
-                job, ticks, instance_id=self._instance_id, now=self._clock.now(), reason=reason
+            count = await self.store.record_missed(
+                job, ticks, instance_id=self.instance_id, now=self.clock.now(), reason=reason
             )
         except TRANSIENT as exc:
-            self._health.report(Dependency.STORE, type(exc).__name__)
-            self._index.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
-            self._wake.set()
-            self._metrics.inc("cronsvc_store_errors_total", op="record_missed")
+            self.health.report(Dependency.STORE, type(exc).__name__)
+            self.index.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
+            self.wake.set()
+            self.metrics.inc("cronsvc_store_errors_total", op="record_missed")
             log.warning(
                 "missed_ticks_held", job_id=job.id, count=len(ticks), error=str(exc) or None
             )
             return
         if not count:  # every tick had a record already (another instance wrote them)
             return
-        self._metrics.inc("cronsvc_executions_total", count, status="MISSED")
-        if self._alerts is not None:
-            self._alerts.missed(job, ticks, count)
+        self.metrics.inc("cronsvc_executions_total", count, status="MISSED")
+        if self.alerts is not None:
+            self.alerts.missed(job, ticks, count)
         log.warning(
             "ticks_missed",
             job_id=job.id,
