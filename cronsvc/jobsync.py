@@ -158,15 +158,12 @@ class JobSync:
         except TRANSIENT as exc:
             self._resync_failed(exc)
         else:
-            if self._touched or seen != len(self._index.entries):
-                job_ids = list(self._index.entries)
+            index = self._index
+            if self._touched or seen != len(index.entries):
+                job_ids = list(index.entries)
                 for start in range(0, len(job_ids), SYNC_PAGE):
-                    self._index.drop_unseen(
-                        job_ids[start : start + SYNC_PAGE],
-                        sync=sync,
-                        changed=self.changed,
-                        touched=self._touched,
-                    )
+                    page = job_ids[start : start + SYNC_PAGE]
+                    index.drop_unseen(page, sync=sync, changed=self.changed, touched=self._touched)
                     await asyncio.sleep(0)
         return self._clock.monotonic() - started
 
@@ -176,14 +173,11 @@ class JobSync:
 
     async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
         """How many of the page's jobs are then in the index."""
-        seen, stale = self._index.compare(versions, sync=sync, touched=self._touched)
+        index, touched = self._index, self._touched
+        seen, stale = index.compare(versions, sync=sync, touched=touched)
         for start in range(0, len(stale), RESYNC_READ_BATCH):
             for job in await self._store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
-                if (
-                    self._index.fresher(job)
-                    and job.id not in self._touched
-                    and self._load(job, sync)
-                ):
+                if index.fresher(job) and job.id not in touched and self._load(job, sync):
                     seen += 1
         return seen
 
