@@ -1,7 +1,6 @@
 """The tick loop: sleep until the head of the job index is due, a change
 notice, or a resync; hand the due ticks on. It never polls on a fixed period;
-a full resync every `resync_interval_s` repairs any lost notice. Most jobs are
-held slim and read whole only when a tick is near (`cronsvc.jobsync`).
+a full resync every `resync_interval_s` repairs any lost notice.
 """
 
 from __future__ import annotations
