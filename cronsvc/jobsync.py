@@ -1,7 +1,7 @@
-"""The scheduler's store side: what feeds the job index from the store. A
-reloaded job always resumes from the store's `last_tick`, so it can neither
-skip a tick nor fire an old copy (the store refuses a claim made with an old
-job version).
+"""The scheduler's store side: what feeds the job index from the store, and
+the MISSED records it writes. A reloaded job always resumes from the store's
+`last_tick`, so it can neither skip a tick nor fire an old copy (the store
+refuses a claim made with an old job version).
 """
 
 from __future__ import annotations
@@ -9,69 +9,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
+from cronsvc.alertwatch import AlertWatch
 from cronsvc.clock import Clock
 from cronsvc.config import SchedulerConfig
-from cronsvc.domain import Job
+from cronsvc.domain import Job, Trigger
 from cronsvc.errors import CronSvcError
-from cronsvc.jobheap import Entry
-from cronsvc.jobindex import JobIndex
+from cronsvc.health import Dependency, HealthMonitor
+from cronsvc.instants import rfc3339
+from cronsvc.jobindex import Entry, JobIndex, Plan
 from cronsvc.metrics import Metrics
-from cronsvc.plans import Plan
+from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.retry import TRANSIENT
-from cronsvc.store import ActiveSchedule, ScheduleSource
-from cronsvc.ticks import TickSink
+from cronsvc.store import ActiveSchedule, MissedRecords, ScheduleSource
+from cronsvc.ticks import DueTick, TickSink
 
 log = structlog.get_logger(__name__)
 
 RESYNC_READ_BATCH = 500  # whole jobs read at once
-
 SYNC_PAGE = 20_000  # the store answers other calls between two pages
-
 RESYNC_PAGE = 5000  # small: an API call queued behind a page must not wait long
-
 LOAD_SLICE = 2000  # jobs put on the heap between two turns of the event loop
 
 READ_LEAD_S = 1.0  # how long before its claim a slim job is read whole, at least
-
 MAX_READ_LEAD_S = 10.0
-
 READ_RETRY_S = 1.0  # after a failed read of due jobs
 
 
+@dataclass(eq=False, repr=False, slots=True, kw_only=True)
 class JobSync:
-    def __init__(
-        self,
-        *,
-        store: ScheduleSource,
-        index: JobIndex,
-        sink: TickSink,
-        clock: Clock,
-        config: SchedulerConfig,
-        metrics: Metrics,
-        wake: asyncio.Event,
-    ) -> None:
-        self._store = store
-        self._index = index
-        self._sink = sink
-        self._clock = clock
-        self._config = config
-        self._metrics = metrics
-        self._wake = wake
-        self.changed: set[str] = set()  # jobs notices named, to reload
-        self._touched: set[str] = set()
-        """Jobs notices reloaded or dropped since the current resync began:
-        newer news than any page read before, so pages leave them alone."""
-        self._syncs = itertools.count(1)
-        self._read_s = 0.01  # recent length of a read of jobs falling due
-        self._background: set[asyncio.Task[None]] = set()
+    store: ScheduleSource
+    index: JobIndex
+    sink: TickSink
+    clock: Clock
+    config: SchedulerConfig
+    metrics: Metrics
+    wake: asyncio.Event
+    changed: set[str] = field(default_factory=set, init=False)  # jobs notices named, to reload
+    _touched: set[str] = field(default_factory=set, init=False)
+    """Jobs notices reloaded or dropped since the current resync began:
+    newer news than any page read before, so pages leave them alone."""
+    _syncs: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False)
+    _read_s: float = field(default=0.01, init=False)  # recent length of a read of due jobs
+    _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def claim_lead(self) -> float:
-        return self._sink.claim_lead(self._config.claim_ahead_s)
+        return self.sink.claim_lead(self.config.claim_ahead_s)
 
     def read_lead(self) -> float:
         return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))
@@ -92,20 +80,20 @@ class JobSync:
         try:
             while not stopping():
                 if reading is None:
-                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                    reading = asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE))
                 try:
                     page = await reading
                 except TRANSIENT as exc:
                     reading = None
                     self._resync_failed(exc)
-                    self._wake.clear()  # notices wait in `changed`; stopping cuts the wait short
+                    self.wake.clear()  # notices wait in `changed`; stopping cuts the wait short
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                        await asyncio.wait_for(self.wake.wait(), 1.0)
                     continue
                 reading = None
                 if len(page) == SYNC_PAGE:
                     after = page[-1].id
-                    reading = asyncio.create_task(self._store.active_schedules(after, SYNC_PAGE))
+                    reading = asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE))
                 await self._apply_page(page, sync, between_slices)
                 if self.changed:
                     await self.apply_changes()
@@ -125,7 +113,7 @@ class JobSync:
         known: dict[tuple[Plan, datetime], tuple[datetime, float]] = {}
         refused: list[tuple[str, CronSvcError]] = []
         for start in range(0, len(page), LOAD_SLICE):
-            self._index.add_slim(
+            self.index.add_slim(
                 page[start : start + LOAD_SLICE],
                 sync=sync,
                 touched=self._touched,
@@ -145,14 +133,14 @@ class JobSync:
     async def resync(self) -> float:
         """Repairs lost notices: reads whole the jobs the index lacks at their
         version and drops those no page held. Returns how long it took."""
-        started = self._clock.monotonic()
+        started = self.clock.monotonic()
         self._touched.clear()
         sync = next(self._syncs)
         seen = 0
         after: str | None = None
         try:
             while True:
-                versions = await self._store.active_versions(after, RESYNC_PAGE)
+                versions = await self.store.active_versions(after, RESYNC_PAGE)
                 seen += await self._compare_page(versions, sync)
                 if len(versions) < RESYNC_PAGE:
                     break
@@ -160,32 +148,26 @@ class JobSync:
         except TRANSIENT as exc:
             self._resync_failed(exc)
         else:
-            if self._touched or seen != len(self._index.entries):
-                job_ids = list(self._index.entries)
+            index = self.index
+            if self._touched or seen != len(index.entries):
+                job_ids = list(index.entries)
                 for start in range(0, len(job_ids), SYNC_PAGE):
-                    self._index.drop_unseen(
-                        job_ids[start : start + SYNC_PAGE],
-                        sync=sync,
-                        changed=self.changed,
-                        touched=self._touched,
-                    )
+                    page = job_ids[start : start + SYNC_PAGE]
+                    index.drop_unseen(page, sync=sync, changed=self.changed, touched=self._touched)
                     await asyncio.sleep(0)
-        return self._clock.monotonic() - started
+        return self.clock.monotonic() - started
 
     def _resync_failed(self, exc: BaseException) -> None:
-        self._metrics.inc("cronsvc_store_errors_total", op="resync")
+        self.metrics.inc("cronsvc_store_errors_total", op="resync")
         log.warning("resync_failed", error=str(exc))
 
     async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
         """How many of the page's jobs are then in the index."""
-        seen, stale = self._index.compare(versions, sync=sync, touched=self._touched)
+        index, touched = self.index, self._touched
+        seen, stale = index.compare(versions, sync=sync, touched=touched)
         for start in range(0, len(stale), RESYNC_READ_BATCH):
-            for job in await self._store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
-                if (
-                    self._index.fresher(job)
-                    and job.id not in self._touched
-                    and self._load(job, sync)
-                ):
+            for job in await self.store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
+                if index.fresher(job) and job.id not in touched and self._load(job, sync):
                     seen += 1
         return seen
 
@@ -196,10 +178,10 @@ class JobSync:
         for start in range(0, len(changed), RESYNC_READ_BATCH):
             batch = changed[start : start + RESYNC_READ_BATCH]
             try:
-                jobs = await self._store.active_jobs(batch)
+                jobs = await self.store.active_jobs(batch)
             except TRANSIENT as exc:
                 self.changed.update(changed[start:])  # retried at the next wake or resync
-                self._metrics.inc("cronsvc_store_errors_total", op="reload")
+                self.metrics.inc("cronsvc_store_errors_total", op="reload")
                 log.warning("job_reload_failed", count=len(changed) - start, error=str(exc))
                 return
             active = {job.id: job for job in jobs}
@@ -207,16 +189,16 @@ class JobSync:
             for job_id in batch:
                 job = active.get(job_id)
                 if job is None:  # deleted or paused
-                    self._index.drop(job_id)
+                    self.index.drop(job_id)
                 else:
                     self._load(job)
 
     def _load(self, job: Job, sync: int = 0) -> bool:
         """False if the job cannot be scheduled."""
         try:
-            self._index.load(
+            self.index.load(
                 job,
-                now_ts=self._clock.time(),
+                now_ts=self.clock.time(),
                 claim_lead=self.claim_lead(),
                 read_lead=self.read_lead(),
                 sync=sync,
@@ -236,26 +218,82 @@ class JobSync:
         reloaded, as if a notice had named it."""
         for start in range(0, len(unread), RESYNC_READ_BATCH):
             batch = unread[start : start + RESYNC_READ_BATCH]
-            started = self._clock.monotonic()
+            started = self.clock.monotonic()
             try:
-                jobs = await self._store.active_jobs([job_id for job_id, _ in batch])
+                jobs = await self.store.active_jobs([job_id for job_id, _ in batch])
             except TRANSIENT as exc:
-                self._metrics.inc("cronsvc_store_errors_total", op="read_due")
+                self.metrics.inc("cronsvc_store_errors_total", op="read_due")
                 log.warning("due_jobs_read_failed", count=len(unread) - start, error=str(exc))
-                self._index.requeue(unread[start:], self._clock.time() + READ_RETRY_S)
-                self._wake.set()
+                self.index.requeue(unread[start:], self.clock.time() + READ_RETRY_S)
+                self.wake.set()
                 return
-            self._read_s = 0.8 * self._read_s + 0.2 * (self._clock.monotonic() - started)
+            self._read_s = 0.8 * self._read_s + 0.2 * (self.clock.monotonic() - started)
             found = {job.id: job for job in jobs}
             claim_lead = self.claim_lead()
             for job_id, entry in batch:
-                if not self._index.put_back(
-                    job_id, entry, found.get(job_id), claim_lead=claim_lead
-                ):
+                if not self.index.put_back(job_id, entry, found.get(job_id), claim_lead=claim_lead):
                     self.changed.add(job_id)
-            self._wake.set()
+            self.wake.set()
 
 
 def _unschedulable(job_id: str, exc: CronSvcError) -> None:
     # Stored before a stricter setting; refuse loudly rather than guess.
     log.error("job_not_schedulable", job_id=job_id, reason=str(exc))
+
+
+@dataclass(eq=False, repr=False, slots=True, kw_only=True)
+class MissedRecorder:
+    """Writes MISSED in the background. A write the store refuses for now
+    holds the job at the first of its ticks, taken again once the store answers."""
+
+    store: MissedRecords
+    index: JobIndex
+    clock: Clock
+    metrics: Metrics
+    health: HealthMonitor
+    instance_id: str
+    wake: asyncio.Event
+    alerts: AlertWatch | None = None
+    _writing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+
+    def record(self, job: Job, ticks: list[datetime]) -> None:
+        task = asyncio.create_task(self._record(job, ticks))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def drain(self) -> None:
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
+
+    async def _record(self, job: Job, ticks: list[datetime]) -> None:
+        spec = job.spec
+        grace = max(spec.misfire_grace_seconds, MIN_GRACE_S)
+        reason = (
+            "overdue when the scheduler reached it and not fired "
+            f"(misfirePolicy {spec.misfire_policy.value}, misfireGraceSeconds {grace:g})"
+        )
+        try:
+            count = await self.store.record_missed(
+                job, ticks, instance_id=self.instance_id, now=self.clock.now(), reason=reason
+            )
+        except TRANSIENT as exc:
+            self.health.report(Dependency.STORE, type(exc).__name__)
+            self.index.hold([DueTick(job, ticks[0], Trigger.SCHEDULE)])
+            self.wake.set()
+            self.metrics.inc("cronsvc_store_errors_total", op="record_missed")
+            log.warning(
+                "missed_ticks_held", job_id=job.id, count=len(ticks), error=str(exc) or None
+            )
+            return
+        if not count:  # every tick had a record already (another instance wrote them)
+            return
+        self.metrics.inc("cronsvc_executions_total", count, status="MISSED")
+        if self.alerts is not None:
+            self.alerts.missed(job, ticks, count)
+        log.warning(
+            "ticks_missed",
+            job_id=job.id,
+            count=count,
+            first=rfc3339(ticks[0]),
+            last=rfc3339(ticks[-1]),
+        )

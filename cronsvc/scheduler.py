@@ -1,7 +1,6 @@
 """The tick loop: sleep until the head of the job index is due, a change
 notice, or a resync; hand the due ticks on. It never polls on a fixed period;
-a full resync every `resync_interval_s` repairs any lost notice. Most jobs are
-held slim and read whole only when a tick is near (`cronsvc.jobsync`).
+a full resync every `resync_interval_s` repairs any lost notice.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.coord import RESYNC
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
-from cronsvc.jobsync import JobSync
+from cronsvc.jobsync import JobSync, MissedRecorder
 from cronsvc.metrics import Metrics
-from cronsvc.missed import MissedRecorder
 from cronsvc.store import MissedRecords, ScheduleSource
 from cronsvc.ticks import HandBack, TickSink
 

@@ -10,9 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from cronsvc.domain import Job, MisfirePolicy, Trigger
-from cronsvc.dueticks import MAX_COUNTED, Unrecorded, due_ticks
-from cronsvc.jobheap import Entry
-from cronsvc.plans import PlanCache, plan_key
+from cronsvc.jobindex import MAX_COUNTED, Entry, PlanCache, Unrecorded, due_ticks, plan_key
 from tests.helpers_store import T0, make_job
 
 S, C = Trigger.SCHEDULE, Trigger.CATCHUP

@@ -16,8 +16,8 @@ from cronsvc.domain import ExecutionStatus, Job
 from cronsvc.errors import StoreUnavailable
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
+from cronsvc.jobsync import MissedRecorder
 from cronsvc.metrics import Metrics
-from cronsvc.missed import MissedRecorder
 from cronsvc.store import ExecutionQuery, MissedRecords, Store
 from tests.fakes import FakeClock
 from tests.helpers_store import T0, at, create

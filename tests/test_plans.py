@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from cronsvc import plans
+from cronsvc import jobindex
 from cronsvc.domain import ConcurrencyPolicy, MisfirePolicy
 from cronsvc.errors import CronSvcError
-from cronsvc.plans import PlanCache, PlanKey, plan_key
+from cronsvc.jobindex import PlanCache, PlanKey, plan_key
 from tests.helpers_store import make_job
 
 
@@ -69,7 +69,7 @@ def test_a_schedule_the_settings_refuse_makes_no_plan() -> None:
 
 
 def test_past_its_bound_the_cache_starts_anew(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plans, "CACHED_PLANS", 2)
+    monkeypatch.setattr(jobindex, "CACHED_PLANS", 2)
     cache = PlanCache(min_interval_s=1.0)
     first = cache.plan(key("1 * * * *"))
     cache.plan(key("2 * * * *"))
