@@ -138,6 +138,25 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms, '+inf')
 """
 
+# A batch of tick leases in one command: a pipeline of SET NX and GET per tick
+# costs the client two commands packed and two replies parsed per tick.
+_LEASE_TICKS = """
+-- KEYS = {p}:tick:{job_id}:{tick_ms}, one per tick; ARGV[1] = this
+-- coordinator's token, ARGV[2] = TTL in ms.
+-- Returns one character per key: '1' won, '0' another's. A key that already
+-- holds ARGV[1] was won by this coordinator (a retried call whose first
+-- attempt landed), so it answers '1' too.
+local won = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', key) == ARGV[1] then
+    won[i] = '1'
+  else
+    won[i] = '0'
+  end
+end
+return table.concat(won)
+"""
+
 
 class RedisLink:
     """`RedisCoordinator` opens and closes its clients."""
@@ -231,6 +250,7 @@ class RedisCoordinator:
         self._callbacks: list[JobChangeCallback] = []
         self._cancel_callbacks: list[CancelCallback] = []
         self._held: dict[str, str] = {}  # instance id -> the leader lease value it set
+        self._lease_ticks: AsyncScript | None = None
         self._lead: AsyncScript | None = None
         self._resign: AsyncScript | None = None
         self._heartbeat: AsyncScript | None = None
@@ -261,6 +281,9 @@ class RedisCoordinator:
         try:
             if not await client.ping():
                 raise rexc.ConnectionError("PING was not answered with PONG")
+            # Loaded now, so the first batch of leases is one command, not a
+            # NOSCRIPT bounce and a load.
+            await client.script_load(_LEASE_TICKS)
             pubsub = await self._notices.subscribe(sub_client)
         except (rexc.RedisError, OSError) as exc:
             await sub_client.aclose()
@@ -270,6 +293,7 @@ class RedisCoordinator:
                 f"{type(exc).__name__}: {link.scrub(str(exc))}"
             ) from None
         link.client, link.sub_client = client, sub_client
+        self._lease_ticks = client.register_script(_LEASE_TICKS)
         self._lead = client.register_script(_LEAD)
         self._resign = client.register_script(_RESIGN)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -284,7 +308,8 @@ class RedisCoordinator:
                 with contextlib.suppress(rexc.RedisError, OSError):
                     await client.aclose()
         link.client = link.sub_client = None
-        self._lead = self._resign = self._heartbeat = self._live_ids = None
+        self._lease_ticks = self._lead = self._resign = None
+        self._heartbeat = self._live_ids = None
 
     async def ping(self) -> None:
         with self._link.translate("ping"):
@@ -299,19 +324,11 @@ class RedisCoordinator:
             return []
         # `{p}:tick:{job_id}:{tick_ms}` holds the winner's token, never deleted, only expired.
         link = self._link
-        lease_ms = ttl_ms(ttl_s)
+        script = started(self._lease_ticks)
         keys = [link.key("tick", job_id, str((tick - _EPOCH) // _MS)) for job_id, tick in ticks]
         with link.translate("try_lease_ticks"):
-            async with link.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    # The GET makes the answer right even when this pipeline is
-                    # a retry whose first attempt's SET did land.
-                    pipe.set(key, self._token, nx=True, px=lease_ms)
-                    pipe.get(key)
-                replies: list[Any] = await pipe.execute()
-        return [
-            replies[2 * i] is True or replies[2 * i + 1] == self._token for i in range(len(keys))
-        ]
+            won: str = await script(keys=keys, args=[self._token, ttl_ms(ttl_s)])
+        return [answer == "1" for answer in won]
 
     async def publish_job_change(self, job_id: str) -> None:
         self._dispatch(job_id)  # at once, Redis or not
