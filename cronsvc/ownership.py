@@ -19,7 +19,7 @@ class Ownership:
     """The members as one instance sees them; it counts itself a member even
     when its announcement is missing, so its jobs are never left without one."""
 
-    __slots__ = ("me", "members", "_seeds")
+    __slots__ = ("_seeds", "me", "members")
 
     def __init__(self, me: str, instances: Iterable[str]) -> None:
         self.me = me
