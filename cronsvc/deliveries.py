@@ -27,6 +27,7 @@ from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.notices import Notices
 from cronsvc.results import ResultWriter
+from cronsvc.share import RecentFires
 from cronsvc.store import ClaimResult
 from cronsvc.ticks import DueTick
 from cronsvc.webhook_request import WebhookRequest
@@ -61,6 +62,7 @@ class Deliveries:
     clock: Clock
     metrics: Metrics
     alerts: AlertWatch | None = None
+    recent: RecentFires | None = None
     _tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set, init=False)
     _deliveries: dict[str, asyncio.Task[Any]] = dataclasses.field(default_factory=dict, init=False)
     _cancelled: dict[str, None] = dataclasses.field(default_factory=dict, init=False)
@@ -195,6 +197,8 @@ class Deliveries:
         lag_s = result.first_sent_at - execution.scheduled_at.timestamp()
         if execution.trigger is not Trigger.MANUAL:
             self.metrics.fire_lag.observe(max(0.0, lag_s))
+            if self.recent is not None:
+                self.recent.add()
         self.metrics.webhook_duration.labels(result.status.value).observe(result.duration_ms / 1000)
         self.metrics.inc("cronsvc_webhook_attempts_total", result.attempts)
         log.info(

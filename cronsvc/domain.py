@@ -265,3 +265,5 @@ class InstanceInfo:
     version: str
     started_at: datetime
     last_heartbeat: datetime
+    ticks_fired_last_minute: int = 0
+    """As of its last heartbeat; 0 from an instance that does not tell."""

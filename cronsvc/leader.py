@@ -38,6 +38,7 @@ from cronsvc.coord import Coordinator
 from cronsvc.domain import Execution, InstanceInfo
 from cronsvc.metrics import Metrics
 from cronsvc.retry import TRANSIENT
+from cronsvc.share import RecentFires
 from cronsvc.store import Reaper
 
 log = structlog.get_logger(__name__)
@@ -61,8 +62,10 @@ class LeaderDuties:
         on_adopted: Callable[[list[Execution]], None],
         claim_orphans: Callable[[], Awaitable[list[Execution]]] | None = None,
         on_lost: Callable[[list[Execution]], None] | None = None,
+        recent: RecentFires | None = None,
     ) -> None:
         self._on_lost = on_lost
+        self._recent = recent
         self._store = store
         self._coordinator = coordinator
         self._clock = clock
@@ -192,6 +195,9 @@ class LeaderDuties:
                     version=__version__,
                     started_at=self._started_at,
                     last_heartbeat=self._clock.now(),
+                    ticks_fired_last_minute=0
+                    if self._recent is None
+                    else self._recent.last_minute(),
                 ),
                 ttl_s=self._ttl,
             )

@@ -46,6 +46,7 @@ from cronsvc.openfiles import ensure_open_files
 from cronsvc.results import ResultWriter
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
+from cronsvc.share import RecentFires
 from cronsvc.store import Store, open_store
 from cronsvc.ticks import HandBack
 from cronsvc.urls import (
@@ -201,6 +202,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         on_adopted=run_path.adoption.adopt,
         claim_orphans=run_path.orphans.claim,
         on_lost=watch.lost,
+        recent=run_path.deliveries.recent,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(run_path.deliveries.cancel_replaced)
@@ -327,6 +329,7 @@ def _run_path(
         clock=clock,
         metrics=metrics,
         alerts=alerts,
+        recent=RecentFires(clock),
     )
     lost_leases = LostLeases(clock=clock, keep_s=keep_lost_s(config.scheduler.heartbeat_interval_s))
     return RunPath(

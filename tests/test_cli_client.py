@@ -444,6 +444,7 @@ async def test_cluster_lists_this_instance_as_leader(cli: Cli, client: Client) -
     assert row["ID"] == view["leader"] and row["LEADER"] == "yes"
     assert row["VERSION"] == view["instances"][0]["version"]
     assert re.fullmatch(r"\d+s ago", row["LAST HEARTBEAT"])
+    assert row["FIRED LAST MIN"] == str(view["instances"][0]["ticksFiredLastMinute"])
 
 
 async def test_console_entry_lists_jobs(client: Client, base_url: str) -> None:

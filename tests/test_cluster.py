@@ -335,6 +335,36 @@ async def test_cluster_view_lists_every_instance_and_one_leader(
     assert {i["id"] for i in view["instances"]} >= {view["leader"]}
 
 
+async def test_cluster_view_shows_each_instances_share_of_the_ticks_fired(
+    cluster: list[CronsvcProcess], receiver: Receiver
+) -> None:
+    jobs = [
+        await call(
+            "POST",
+            f"{cluster[n % 3].url}/api/cron",
+            json={
+                "name": f"shared {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+            },
+        )
+        for n in range(5)
+    ]
+    await receiver.wait_for(20)
+    async with asyncio.timeout(10):
+        while True:
+            view = await call("GET", f"{cluster[0].url}/api/cluster")
+            shares = {i["id"]: i["ticksFiredLastMinute"] for i in view["instances"]}
+            if len(shares) == 3 and sum(shares.values()) >= 20:
+                break
+            await asyncio.sleep(0.2)
+    # Counted once delivered, so never more than the receiver got.
+    assert sum(shares.values()) <= len(receiver.requests)
+    logs = [e for j in jobs for e in await all_logs(cluster[0].url, j["id"])]
+    ran = {e["instanceId"] for e in logs if e["status"] == "SUCCESS"}
+    assert {i for i, n in shares.items() if n > 0} <= ran
+
+
 async def test_while_redis_is_down_ticks_keep_firing_once_and_readiness_says_so(
     private_cluster: tuple[list[CronsvcProcess], Any], receiver: Receiver
 ) -> None:

@@ -9,6 +9,7 @@ announcements that time out) lives in `test_coord_redis.py`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -238,6 +239,15 @@ async def test_announced_instances_are_live(coordinator: Coordinator, peer: Peer
     live = await other.live_instances()
 
     assert sorted(live, key=lambda info: info.id) == [a, b]
+
+
+async def test_an_announcement_carries_the_ticks_its_instance_fired(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    other = await peer()
+    busy = dataclasses.replace(instance("instance-a"), ticks_fired_last_minute=42)
+    await coordinator.heartbeat(busy, TTL_S)
+    assert await other.live_instances() == [busy]
 
 
 async def test_a_new_heartbeat_replaces_the_announcement(coordinator: Coordinator) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -255,6 +256,23 @@ async def test_an_announcement_keeps_its_fields(
 
 
 # Key prefixes
+
+
+async def test_an_announcement_from_an_instance_that_does_not_count_its_fires_reads_as_zero(
+    open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    """Instances of an earlier version announce themselves without the count;
+    a cluster being upgraded one instance at a time still lists them."""
+    a = await open_redis(redis_url, redis_prefix)
+    await a.heartbeat(instance("instance-a"), TTL_S)
+    key = f"{redis_prefix}:instance:instance-a"
+    with redis.Redis.from_url(redis_url) as client:
+        announced = json.loads(client.get(key))
+        del announced["ticksFiredLastMinute"]
+        client.set(key, json.dumps(announced), px=60_000)
+    (listed,) = await a.live_instances()
+    assert listed.id == "instance-a"
+    assert listed.ticks_fired_last_minute == 0
 
 
 async def test_key_prefixes_keep_two_clusters_apart(

@@ -19,6 +19,7 @@ from cronsvc.domain import Execution, ExecutionStatus, Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
+from cronsvc.share import RecentFires
 from cronsvc.store import ExecutionQuery, Store
 from cronsvc.ticks import DueTick
 from tests.fakes import FreezingProxy, SteppedClock, sample
@@ -59,6 +60,34 @@ async def test_a_leader_that_has_not_renewed_stops_counting_itself_leader_before
     assert not leader.is_leader
     await leader.renew()
     assert leader.is_leader
+
+
+async def test_each_heartbeat_announces_the_ticks_fired_in_the_last_minute(store: Store) -> None:
+    clock = SteppedClock()
+    coordinator = LocalCoordinator(lock_path=None)
+    recent = RecentFires(clock)
+    leader = LeaderDuties(
+        store=store,
+        coordinator=coordinator,
+        clock=clock,
+        metrics=Metrics(),
+        instance_id="a",
+        started_at=clock.now(),
+        heartbeat_interval_s=2.0,
+        retention_days=30,
+        reap_grace=False,
+        on_adopted=lambda adopted: None,
+        recent=recent,
+    )
+    for _ in range(3):
+        recent.add()
+    await leader.renew()
+    (announced,) = await coordinator.live_instances()
+    assert announced.ticks_fired_last_minute == 3
+    clock.advance(60)
+    await leader.renew()
+    (announced,) = await coordinator.live_instances()
+    assert announced.ticks_fired_last_minute == 0
 
 
 async def test_the_leader_keeps_renewing_while_the_store_stalls(

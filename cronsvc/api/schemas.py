@@ -884,6 +884,9 @@ class InstanceOut(_Out):
     version: str
     started_at: Instant
     last_heartbeat: Instant
+    ticks_fired_last_minute: int = Field(
+        description="ticks this instance fired in the minute before its last heartbeat"
+    )
     is_leader: bool
 
 

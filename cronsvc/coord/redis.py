@@ -419,6 +419,7 @@ def _dump_instance(info: InstanceInfo, *, beat: str) -> str:
             "version": info.version,
             "startedAt": rfc3339(info.started_at),
             "lastHeartbeat": rfc3339(info.last_heartbeat),
+            "ticksFiredLastMinute": info.ticks_fired_last_minute,
             "beat": beat,
         }
     )
@@ -432,6 +433,7 @@ def _load_instance(raw: str) -> InstanceInfo:
         version=data["version"],
         started_at=parse_rfc3339(data["startedAt"]),
         last_heartbeat=parse_rfc3339(data["lastHeartbeat"]),
+        ticks_fired_last_minute=data.get("ticksFiredLastMinute", 0),
     )
 
 
