@@ -22,6 +22,7 @@ from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.instants import rfc3339
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import plan_due_ticks
+from cronsvc.ownership import Ownership
 from cronsvc.retry import TRANSIENT, retry_transient
 from cronsvc.store import ClaimOutcome, Store, TickClaims
 
@@ -145,7 +146,10 @@ class OrphanClaims:
     see an instance gone; the leader then claims them all. The store's unique claim keeps
     what was claimed already (DUPLICATE); the ticks won are adopted, as any tick claimed
     and never sent. The instance that left may have leased ticks up to its claim lead
-    ahead: for that long the leader claims the ticks whose leases it loses as if won."""
+    ahead: for that long the leader claims the ticks whose leases it loses as if won.
+    So does every instance that hears an owner left, and one that shares the jobs
+    with other owners always does (`LostLeases.claim_all`): nobody else leases a
+    job's ticks then, so nobody else lost (and keeps) the leases a leaver left."""
 
     store: TickClaims
     lost: LostLeases
@@ -177,3 +181,8 @@ class OrphanClaims:
             self.metrics.inc("cronsvc_ticks_orphaned_total", len(won))
             log.warning("orphaned_ticks_claimed", count=len(won), looked_at=len(due))
         return won
+
+    def owners_changed(self, before: Ownership, after: Ownership) -> None:
+        self.lost.claim_all = not after.alone
+        if not set(before.members) <= set(after.members):
+            self.lost.claim_until(self.clock.time() + MAX_CLAIM_LEAD_S)

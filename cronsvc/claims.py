@@ -139,6 +139,12 @@ class LostLeases:
 
     clock: Clock
     keep_s: float
+    claim_all: bool = False
+    """Claim every tick whose lease is lost, as if won. Set while this instance
+    shares the jobs with other owners: a job's ticks are then leased by its
+    owner alone, and a lease another holds is a former owner's (one that left,
+    or has not yet heard of a newcomer) or an earlier version's, racing. The
+    store's unique claim fences it, and nobody else would claim it."""
     _batches: collections.deque[tuple[float, Sequence[DueTick]]] = field(
         default_factory=collections.deque, init=False
     )
@@ -146,8 +152,8 @@ class LostLeases:
 
     def lost(self, lost: Sequence[DueTick]) -> Sequence[DueTick]:
         """Remembered; returned to be claimed as if won when an instance that left
-        may have leased them (see `claim_until`)."""
-        if lost and lost[0].tick.timestamp() <= self._claim_until:
+        may have leased them (see `claim_until`), or while `claim_all`."""
+        if lost and (self.claim_all or lost[0].tick.timestamp() <= self._claim_until):
             return lost
         self.remember(lost)
         return ()

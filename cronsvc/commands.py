@@ -663,12 +663,22 @@ def _cluster(client: Client, args: argparse.Namespace) -> int:
             cell(i.get("version")),
             when(i.get("startedAt")),
             ago(i.get("lastHeartbeat"), now),
+            cell(i.get("jobsOwned")),
             cell(i.get("ticksFiredLastMinute")),
             "yes" if i.get("isLeader") else "",
         ]
         for i in view.get("instances", [])
     ]
-    header = ("ID", "HOST", "VERSION", "STARTED", "LAST HEARTBEAT", "FIRED LAST MIN", "LEADER")
+    header = (
+        "ID",
+        "HOST",
+        "VERSION",
+        "STARTED",
+        "LAST HEARTBEAT",
+        "JOBS OWNED",
+        "FIRED LAST MIN",
+        "LEADER",
+    )
     _print_lines(aligned([header, *rows]))
     if view.get("leader") is None:
         print("(no leader at the moment)", file=sys.stderr)

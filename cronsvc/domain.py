@@ -267,3 +267,6 @@ class InstanceInfo:
     last_heartbeat: datetime
     ticks_fired_last_minute: int = 0
     """As of its last heartbeat; 0 from an instance that does not tell."""
+    jobs_owned: int | None = None
+    """The active jobs it schedules, as of its last heartbeat; None while it
+    loads them (it takes no share yet), or from an instance that does not tell."""

@@ -1,7 +1,9 @@
 """The scheduler's store side: what feeds the job index from the store, and
 the MISSED records it writes. A reloaded job always resumes from the store's
 `last_tick`, so it can neither skip a tick nor fire an old copy (the store
-refuses a claim made with an old job version).
+refuses a claim made with an old job version). The index holds only the jobs
+this instance owns (`cronsvc.ownership`); a job that moves in resumes the same
+way, as after a restart.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,6 +27,7 @@ from cronsvc.instants import rfc3339
 from cronsvc.jobindex import Entry, JobIndex, Plan
 from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
+from cronsvc.ownership import Membership, Ownership
 from cronsvc.retry import TRANSIENT
 from cronsvc.store import ActiveSchedule, MissedRecords, ScheduleSource
 from cronsvc.ticks import DueTick, TickSink
@@ -50,7 +53,10 @@ class JobSync:
     config: SchedulerConfig
     metrics: Metrics
     wake: asyncio.Event
+    membership: Membership
     changed: set[str] = field(default_factory=set, init=False)  # jobs notices named, to reload
+    _synced: Ownership | None = field(default=None, init=False)
+    """The owners the index was last made for, by a whole sync."""
     _touched: set[str] = field(default_factory=set, init=False)
     """Jobs notices reloaded or dropped since the current resync began:
     newer news than any page read before, so pages leave them alone."""
@@ -75,6 +81,7 @@ class JobSync:
         is applied. A page is retried until the store answers: nothing can be
         scheduled before."""
         sync = next(self._syncs)
+        owned = self.membership.current
         after: str | None = None
         reading: asyncio.Task[list[ActiveSchedule]] | None = None
         try:
@@ -94,10 +101,13 @@ class JobSync:
                 if len(page) == SYNC_PAGE:
                     after = page[-1].id
                     reading = asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE))
+                if not owned.alone:
+                    page = [row for row in page if owned.owns(row.id)]
                 await self._apply_page(page, sync, between_slices)
                 if self.changed:
                     await self.apply_changes()
                 if reading is None:
+                    self._synced = owned
                     return
         finally:
             if reading is not None:
@@ -136,18 +146,25 @@ class JobSync:
         started = self.clock.monotonic()
         self._touched.clear()
         sync = next(self._syncs)
+        owned, before = self.membership.current, self._synced
+        if before is not None and owned is not before:
+            self._disown([job_id for job_id in self.index.entries if not owned.owns(job_id)])
         seen = 0
         after: str | None = None
         try:
             while True:
                 versions = await self.store.active_versions(after, RESYNC_PAGE)
-                seen += await self._compare_page(versions, sync)
+                mine = versions
+                if not owned.alone:
+                    mine = {job_id: v for job_id, v in versions.items() if owned.owns(job_id)}
+                seen += await self._compare_page(mine, sync, None if owned is before else before)
                 if len(versions) < RESYNC_PAGE:
                     break
                 after = next(reversed(versions))
         except TRANSIENT as exc:
             self._resync_failed(exc)
         else:
+            self._synced = owned
             index = self.index
             if self._touched or seen != len(index.entries):
                 job_ids = list(index.entries)
@@ -161,20 +178,45 @@ class JobSync:
         self.metrics.inc("cronsvc_store_errors_total", op="resync")
         log.warning("resync_failed", error=str(exc))
 
-    async def _compare_page(self, versions: dict[str, int], sync: int) -> int:
-        """How many of the page's jobs are then in the index."""
+    def _disown(self, job_ids: Iterable[str]) -> None:
+        """Drops those of `job_ids` the index holds: another instance owns them now."""
+        entries = self.index.entries
+        gone = [job_id for job_id in job_ids if job_id in entries]
+        for job_id in gone:
+            self.index.drop(job_id)
+        if gone:
+            self.metrics.inc("cronsvc_ownership_moves_total", len(gone), direction="out")
+            log.info("jobs_moved_out", count=len(gone))
+
+    async def _compare_page(
+        self, versions: dict[str, int], sync: int, before: Ownership | None
+    ) -> int:
+        """How many of the page's jobs are then in the index; those another
+        instance owned `before` (the owners changed) are counted as moved in."""
         index, touched = self.index, self._touched
         seen, stale = index.compare(versions, sync=sync, touched=touched)
+        moved = 0
         for start in range(0, len(stale), RESYNC_READ_BATCH):
             for job in await self.store.active_jobs(stale[start : start + RESYNC_READ_BATCH]):
+                new = job.id not in index.entries
                 if index.fresher(job) and job.id not in touched and self._load(job, sync):
                     seen += 1
+                    if new and before is not None and not before.owns(job.id):
+                        moved += 1
+        if moved:
+            self.metrics.inc("cronsvc_ownership_moves_total", moved, direction="in")
+            log.info("jobs_moved_in", count=moved)
         return seen
 
     async def apply_changes(self) -> None:
         """One store read per batch, not per job: a burst of creations must not
         hold the tick loop."""
         changed, self.changed = list(self.changed), set()
+        owned = self.membership.current
+        if not owned.alone:  # another's jobs: dropped here if the resync has not yet
+            theirs = {job_id for job_id in changed if not owned.owns(job_id)}
+            self._disown(theirs)
+            changed = [job_id for job_id in changed if job_id not in theirs]
         for start in range(0, len(changed), RESYNC_READ_BATCH):
             batch = changed[start : start + RESYNC_READ_BATCH]
             try:

@@ -1,7 +1,9 @@
 """Instance heartbeats and the duties of whichever instance leads.
 
 Every instance announces itself twice per `heartbeat_interval_s`, for 1.5
-intervals; the leader lease lasts as long and is renewed at the same pace. The
+intervals, with the jobs it owns once it has loaded them; the answer names the
+instances that own jobs (`cronsvc.ownership`). The leader lease lasts as long
+and is renewed at the same pace. The
 leader adopts the ticks dead instances claimed ahead but never sent (handed to
 `cronsvc.adoption`, which settles them under the job's misfire policy), marks
 LOST the runs whose webhook went out (nobody knows whether the target acted),
@@ -37,6 +39,7 @@ from cronsvc.clock import Clock
 from cronsvc.coord import Coordinator
 from cronsvc.domain import Execution, InstanceInfo
 from cronsvc.metrics import Metrics
+from cronsvc.ownership import Membership
 from cronsvc.retry import TRANSIENT
 from cronsvc.share import RecentFires
 from cronsvc.store import Reaper
@@ -63,9 +66,13 @@ class LeaderDuties:
         claim_orphans: Callable[[], Awaitable[list[Execution]]] | None = None,
         on_lost: Callable[[list[Execution]], None] | None = None,
         recent: RecentFires | None = None,
+        jobs_owned: Callable[[], int | None] | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self._on_lost = on_lost
         self._recent = recent
+        self._jobs_owned = jobs_owned
+        self._membership = membership
         self._store = store
         self._coordinator = coordinator
         self._clock = clock
@@ -183,12 +190,13 @@ class LeaderDuties:
             await self.duties()
 
     async def renew(self) -> None:
-        """Announce this instance and take or renew the leader lease."""
+        """Announce this instance, learn the owners of jobs from the answer, and
+        take or renew the leader lease."""
         began = self._clock.monotonic()
         async with self._announcing:
             # Left None if the heartbeat fails: others may not get through either.
             since, self._unbroken_since = self._unbroken_since, None
-            renewed = await self._coordinator.heartbeat(
+            beat = await self._coordinator.heartbeat(
                 InstanceInfo(
                     id=self._instance_id,
                     host=socket.gethostname(),
@@ -198,13 +206,16 @@ class LeaderDuties:
                     ticks_fired_last_minute=0
                     if self._recent is None
                     else self._recent.last_minute(),
+                    jobs_owned=None if self._jobs_owned is None else self._jobs_owned(),
                 ),
                 ttl_s=self._ttl,
             )
-            if since is not None and not renewed:
+            if since is not None and not beat.renewed:
                 log.warning("announcement_missing", reap_grace_s=self._reap_grace_s)
-            unbroken = since is not None and renewed
+            unbroken = since is not None and beat.renewed
             self._unbroken_since = since if unbroken else self._clock.monotonic()
+        if self._membership is not None:
+            self._membership.update(beat.owners)
         try:
             token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._ttl)
         except BaseException:

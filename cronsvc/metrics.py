@@ -108,6 +108,11 @@ COUNTERS: dict[str, CounterSpec] = {
         labels=("outcome",),
         shown=(("sent",), ("retried",), ("failed",), ("dropped",)),
     ),
+    "cronsvc_ownership_moves_total": CounterSpec(
+        help="Jobs that moved to this instance (in) or away (out) as the owners changed",
+        labels=("direction",),
+        shown=(("in",), ("out",)),
+    ),
     "cronsvc_ticks_missed_unrecorded_total": CounterSpec(
         help="Missed ticks beyond max_missed_records (a lower bound when counting stopped)"
     ),

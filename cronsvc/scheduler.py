@@ -20,6 +20,7 @@ from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.jobindex import JobIndex
 from cronsvc.jobsync import JobSync, MissedRecorder
 from cronsvc.metrics import Metrics
+from cronsvc.ownership import Membership, Ownership
 from cronsvc.store import MissedRecords, ScheduleSource
 from cronsvc.ticks import HandBack, TickSink
 
@@ -54,6 +55,7 @@ class Scheduler:
         instance_id: str,
         started_at: datetime,
         alerts: AlertWatch | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self._health = health
         self._alerts = alerts
@@ -77,7 +79,9 @@ class Scheduler:
             config=config,
             metrics=metrics,
             wake=self._wake,
+            membership=membership or Membership(instance_id),
         )
+        self._sync.membership.listeners.append(self._owners_changed)
         self._missed = MissedRecorder(
             store=store,
             index=index,
@@ -97,6 +101,11 @@ class Scheduler:
             "cronsvc_active_jobs", "Jobs on this instance's heap", lambda: len(index.entries)
         )
         metrics.gauge(
+            "cronsvc_jobs_owned",
+            "Active jobs this instance owns and schedules (its share of a cluster's)",
+            lambda: len(index.entries),
+        )
+        metrics.gauge(
             "cronsvc_heap_size", "Entries on the heap, stale ones included", lambda: len(index.heap)
         )
 
@@ -107,6 +116,14 @@ class Scheduler:
         else:
             self._sync.changed.add(job_id)
         self._wake.set()
+
+    def _owners_changed(self, before: Ownership, after: Ownership) -> None:
+        self._resync_due = True  # it drops the jobs that moved away and loads those moved in
+        self._wake.set()
+
+    def jobs_owned(self) -> int | None:
+        """None until every job it owns is loaded: it takes no share before."""
+        return len(self._index.entries) if self.ready.is_set() else None
 
     def stop(self) -> None:
         self._stopping = True

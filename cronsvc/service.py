@@ -43,6 +43,7 @@ from cronsvc.metrics import Metrics
 from cronsvc.netguard import TargetPolicy
 from cronsvc.notices import Notices
 from cronsvc.openfiles import ensure_open_files
+from cronsvc.ownership import Membership
 from cronsvc.results import ResultWriter
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
@@ -177,6 +178,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     # goes through this, made before both.
     handback = HandBack()
     run_path = _run_path(app, health=health, results=results, handback=handback, alerts=watch)
+    membership = Membership(services.instance_id)
     scheduler = Scheduler(
         store=store,
         sink=run_path.claims,
@@ -188,7 +190,9 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         instance_id=services.instance_id,
         started_at=started_at,
         alerts=watch,
+        membership=membership,
     )
+    membership.listeners.append(run_path.orphans.owners_changed)
     leader = LeaderDuties(
         store=store,
         coordinator=coordinator,
@@ -203,6 +207,8 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         claim_orphans=run_path.orphans.claim,
         on_lost=watch.lost,
         recent=run_path.deliveries.recent,
+        jobs_owned=scheduler.jobs_owned,
+        membership=membership,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)
     coordinator.subscribe_cancels(run_path.deliveries.cancel_replaced)

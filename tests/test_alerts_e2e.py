@@ -212,6 +212,10 @@ async def test_three_instances_tell_each_state_change_once(
             f"{processes[0].url}/api/cron",
             json={"name": "shared", "cronExpression": "* * * * * *", "webhookUrl": target.url},
         )
+        # Its owner fires its ticks; runs by hand on every instance fold
+        # outcomes from all three into the one alert state.
+        for process in processes:
+            await call("POST", f"{process.url}/api/cron/{job['id']}/trigger")
         await alerts.wait_for(1, within_s=40)
         await until(lambda: _failures_at_least(processes[1].url, job["id"], 8), within_s=40)
         target.status = 200

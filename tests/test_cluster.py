@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from cronsvc.domain import InstanceInfo
+from cronsvc.ownership import Ownership
 from tests.fakes import Receiver, free_port
 from tests.fixtures_redis import Opener
 from tests.processes import CronsvcProcess, all_logs
@@ -93,6 +94,20 @@ async def bystander_cluster(
     await asyncio.gather(*(p.stop(signal.SIGKILL) for p in processes))
 
 
+async def all_owners(url: str, instances: int = 3) -> Ownership:
+    """The owners once every instance has loaded its jobs and heard of the
+    others (one heartbeat after the last took its share)."""
+    async with asyncio.timeout(30):
+        while True:
+            view = await call("GET", f"{url}/api/cluster")
+            owners = [i["id"] for i in view["instances"] if i["jobsOwned"] is not None]
+            if len(owners) == instances:
+                break
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(HEARTBEAT_S)
+    return Ownership(owners[0], owners)
+
+
 async def call(method: str, url: str, **kwargs: Any) -> Any:
     async with (
         aiohttp.ClientSession() as session,
@@ -129,8 +144,42 @@ async def test_each_tick_fires_exactly_once_across_three_instances(
     expected = {(j["id"], t) for j in jobs for t in range(start, end + 1)}
     got = {(job, int(parse(tick))) for job, tick in fired}
     assert expected - got == set()
-    logs = [e for j in jobs[:5] for e in await all_logs(cluster[0].url, j["id"])]
+    logs = [e for j in jobs for e in await all_logs(cluster[0].url, j["id"])]
     assert len({e["instanceId"] for e in logs if e["status"] == "SUCCESS"}) >= 2  # spread out
+
+
+async def test_each_job_fires_on_the_instance_that_owns_it(
+    cluster: list[CronsvcProcess], receiver: Receiver
+) -> None:
+    owners = await all_owners(cluster[0].url)
+    jobs = [
+        await call(
+            "POST",
+            f"{cluster[n % 3].url}/api/cron",
+            json={
+                "name": f"owned {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+            },
+        )
+        for n in range(30)
+    ]
+    await receiver.wait_for(90)
+    shares = Counter(owners.owner(j["id"]) for j in jobs)
+    async with asyncio.timeout(10):  # told with the next heartbeat
+        while True:
+            view = await call("GET", f"{cluster[1].url}/api/cluster")
+            if {i["id"]: i["jobsOwned"] for i in view["instances"]} == shares:
+                break
+            await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):  # results are written behind their deliveries
+        while True:
+            logs = [e for j in jobs for e in await all_logs(cluster[0].url, j["id"])]
+            ran = {(e["cronJobId"], e["instanceId"]) for e in logs if e["status"] == "SUCCESS"}
+            if len(ran) >= len(jobs):
+                break
+            await asyncio.sleep(0.2)
+    assert ran == {(j["id"], owners.owner(j["id"])) for j in jobs}
 
 
 async def test_a_change_on_one_instance_is_in_force_on_every_instance(
@@ -169,8 +218,9 @@ async def test_a_killed_instance_loses_nothing(
     receiver: Receiver,
     start_receiver: Any,
 ) -> None:
-    # The victim claims its ticks 3 s ahead, so it wins every lease and holds
-    # claims it has not sent when it dies: those must be sent by the others.
+    # The victim claims its ticks 3 s ahead, so it holds claims of the jobs it
+    # owns that it has not sent when it dies: those must be sent by the others,
+    # who take its jobs over.
     cluster = cluster_processes(
         tmp_path, redis_url, redis_prefix, mongo_database_url, {2: "claim_ahead_s = 3\n"}
     )
@@ -202,8 +252,11 @@ async def _kill_one_and_check(
         },
     )
     running = await call("POST", f"{victim.url}/api/cron/{slow['id']}/trigger")
-    jobs = [
-        await call(
+    # Each instance fires the jobs it owns: the victim's five matter here.
+    owners = await all_owners(cluster[0].url)
+    jobs, victims = [], 0
+    for n in range(60):
+        job = await call(
             "POST",
             f"{cluster[0].url}/api/cron",
             json={
@@ -213,8 +266,11 @@ async def _kill_one_and_check(
                 "misfirePolicy": "fire_all",  # ticks sent late are sent, not coalesced
             },
         )
-        for n in range(5)
-    ]
+        jobs.append(job)
+        victims += owners.owner(job["id"]) == running["instanceId"]
+        if victims == 5:
+            break
+    assert victims == 5
     await stuck.wait_for(1)
     await asyncio.sleep(4)  # the victim holds claims 3 s ahead by now
     await victim.stop(signal.SIGKILL)
@@ -252,7 +308,7 @@ async def _kill_one_and_check(
         for line in survivor.log_path.read_text().splitlines()
         if '"tick_adopted"' in line
     ]
-    assert len({(a["job_id"], a["tick"]) for a in adopted}) >= len(jobs)
+    assert len({(a["job_id"], a["tick"]) for a in adopted}) >= victims
 
 
 async def test_ticks_leased_by_an_instance_that_died_before_claiming_them_still_fire_once(
@@ -436,7 +492,8 @@ async def _manual_run_held_on_the_bystander(
 ) -> tuple[dict[str, Any], dict[str, Any], asyncio.Event]:
     """A paused every-second job with `policy`, run by hand on the first
     instance (its request held by the receiver), then resumed: its ticks are
-    claimed by the other two while that run still runs."""
+    claimed by the instance that owns it (one of the other two) while that
+    run still runs."""
     release = asyncio.Event()
     arrivals = itertools.count()
 
@@ -445,18 +502,26 @@ async def _manual_run_held_on_the_bystander(
             await asyncio.wait_for(release.wait(), 30)
 
     receiver.before_reply = hold_the_first
-    job = await call(
-        "POST",
-        f"{cluster[1].url}/api/cron",
-        json={
-            "name": f"{policy} across instances",
-            "cronExpression": "* * * * * *",
-            "webhookUrl": receiver.url,
-            "concurrencyPolicy": policy,
-            "timeoutSeconds": 30,
-            "isActive": False,
-        },
-    )
+    # The bystander may not schedule the job: another instance must own it.
+    owners = await all_owners(cluster[1].url)
+    bystander = (await call("GET", f"{cluster[0].url}/readyz"))["instanceId"]
+    for _ in range(20):
+        job = await call(
+            "POST",
+            f"{cluster[1].url}/api/cron",
+            json={
+                "name": f"{policy} across instances",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+                "concurrencyPolicy": policy,
+                "timeoutSeconds": 30,
+                "isActive": False,
+            },
+        )
+        if owners.owner(job["id"]) != bystander:
+            break
+        await call("DELETE", f"{cluster[1].url}/api/cron/{job['id']}")
+    assert owners.owner(job["id"]) != bystander
     manual = await call("POST", f"{cluster[0].url}/api/cron/{job['id']}/trigger")
     await receiver.wait_for(1)
     await call("POST", f"{cluster[1].url}/api/cron/{job['id']}/resume")

@@ -250,6 +250,26 @@ async def test_an_announcement_carries_the_ticks_its_instance_fired(
     assert await other.live_instances() == [busy]
 
 
+async def test_a_heartbeat_names_the_instances_that_schedule_their_share(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    """An instance still loading its jobs (`jobs_owned` None) is live but
+    takes no share yet; once it tells how many it owns, it does."""
+    other = await peer()
+    a = dataclasses.replace(instance("instance-a"), jobs_owned=3)
+    b = instance("instance-b")
+    assert (await coordinator.heartbeat(a, TTL_S)).owners == {"instance-a"}
+    assert (await other.heartbeat(b, TTL_S)).owners == {"instance-a"}
+    loaded = dataclasses.replace(later(b), jobs_owned=0)
+    assert (await other.heartbeat(loaded, TTL_S)).owners == {"instance-a", "instance-b"}
+    assert await coordinator.live_instances() == [a, loaded]
+
+    stopped_owning = dataclasses.replace(later(a), jobs_owned=None)
+    assert (await coordinator.heartbeat(stopped_owning, TTL_S)).owners == {"instance-b"}
+    await other.forget_instance("instance-b")
+    assert (await coordinator.heartbeat(later(stopped_owning), TTL_S)).owners == set()
+
+
 async def test_a_new_heartbeat_replaces_the_announcement(coordinator: Coordinator) -> None:
     first = instance("instance-a")
     later = InstanceInfo(
@@ -269,11 +289,11 @@ async def test_a_heartbeat_says_whether_the_instance_was_still_announced(
 ) -> None:
     other = await peer()
     a = instance("instance-a")
-    assert await coordinator.heartbeat(a, TTL_S) is False  # the first
-    assert await coordinator.heartbeat(later(a), TTL_S) is True
+    assert (await coordinator.heartbeat(a, TTL_S)).renewed is False  # the first
+    assert (await coordinator.heartbeat(later(a), TTL_S)).renewed is True
     # Whoever renews it: the answer is about the announcement, not the caller.
-    assert await other.heartbeat(later(a, 10), TTL_S) is True
-    assert await other.heartbeat(instance("instance-b"), TTL_S) is False
+    assert (await other.heartbeat(later(a, 10), TTL_S)).renewed is True
+    assert (await other.heartbeat(instance("instance-b"), TTL_S)).renewed is False
 
 
 async def test_a_heartbeat_after_the_instance_was_forgotten_says_so(
@@ -282,8 +302,8 @@ async def test_a_heartbeat_after_the_instance_was_forgotten_says_so(
     a = instance("instance-a")
     await coordinator.heartbeat(a, TTL_S)
     await coordinator.forget_instance("instance-a")
-    assert await coordinator.heartbeat(later(a), TTL_S) is False
-    assert await coordinator.heartbeat(later(a, 10), TTL_S) is True
+    assert (await coordinator.heartbeat(later(a), TTL_S)).renewed is False
+    assert (await coordinator.heartbeat(later(a, 10), TTL_S)).renewed is True
 
 
 async def test_forgotten_instance_is_gone_at_once(coordinator: Coordinator) -> None:

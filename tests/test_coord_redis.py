@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -205,7 +206,7 @@ async def test_a_heartbeat_after_the_announcement_expired_says_it_was_gone(
         return await a.live_instances() == []
 
     await eventually(expired)
-    assert await a.heartbeat(later(info), TTL_S) is False
+    assert (await a.heartbeat(later(info), TTL_S)).renewed is False
 
 
 async def test_a_heartbeat_after_redis_lost_its_data_says_the_announcement_was_gone(
@@ -217,12 +218,12 @@ async def test_a_heartbeat_after_redis_lost_its_data_says_the_announcement_was_g
     a = await open_redis(server.url, "c1")
     info = instance("instance-a")
     await a.heartbeat(info, TTL_S)
-    assert await a.heartbeat(later(info), TTL_S) is True
+    assert (await a.heartbeat(later(info), TTL_S)).renewed is True
 
     server.flushall()
 
-    assert await a.heartbeat(later(info, 10), TTL_S) is False
-    assert await a.heartbeat(later(info, 15), TTL_S) is True
+    assert (await a.heartbeat(later(info, 10), TTL_S)).renewed is False
+    assert (await a.heartbeat(later(info, 15), TTL_S)).renewed is True
 
 
 async def test_a_retried_heartbeat_is_not_taken_for_a_renewal(
@@ -234,10 +235,10 @@ async def test_a_retried_heartbeat_is_not_taken_for_a_renewal(
     a = await open_redis(redis_url, redis_prefix)
     info = instance("instance-a")
     await a.heartbeat(info, TTL_S)
-    assert await a.heartbeat(info, TTL_S) is True  # the same instant, another call
+    assert (await a.heartbeat(info, TTL_S)).renewed is True  # the same instant, another call
     monkeypatch.setattr("cronsvc.coord.redis.secrets", SimpleNamespace(token_hex=lambda n: "0"))
     await a.heartbeat(later(info), TTL_S)
-    assert await a.heartbeat(later(info), TTL_S) is False
+    assert (await a.heartbeat(later(info), TTL_S)).renewed is False
 
 
 async def test_an_announcement_keeps_its_fields(
@@ -269,10 +270,28 @@ async def test_an_announcement_from_an_instance_that_does_not_count_its_fires_re
     with redis.Redis.from_url(redis_url) as client:
         announced = json.loads(client.get(key))
         del announced["ticksFiredLastMinute"]
+        del announced["jobsOwned"]
         client.set(key, json.dumps(announced), px=60_000)
     (listed,) = await a.live_instances()
     assert listed.id == "instance-a"
     assert listed.ticks_fired_last_minute == 0
+    assert listed.jobs_owned is None
+
+
+async def test_an_owner_whose_announcement_expired_is_no_longer_named(
+    open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    a = await open_redis(redis_url, redis_prefix)
+    await a.heartbeat(dataclasses.replace(instance("instance-a"), jobs_owned=1), 0.1)
+    await a.heartbeat(dataclasses.replace(instance("instance-b"), jobs_owned=1), TTL_S)
+
+    async def only_b() -> bool:
+        beat = await a.heartbeat(instance("instance-c"), TTL_S)
+        return beat.owners == {"instance-b"}
+
+    await eventually(only_b)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        assert client.zrange(f"{redis_prefix}:owners", 0, -1) == ["instance-b"]
 
 
 async def test_key_prefixes_keep_two_clusters_apart(

@@ -4,6 +4,7 @@ given up (as far as this instance is concerned) before the lease can end."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from cronsvc.domain import Execution, ExecutionStatus, Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
+from cronsvc.ownership import Membership
 from cronsvc.share import RecentFires
 from cronsvc.store import ExecutionQuery, Store
 from cronsvc.ticks import DueTick
@@ -88,6 +90,50 @@ async def test_each_heartbeat_announces_the_ticks_fired_in_the_last_minute(store
     await leader.renew()
     (announced,) = await coordinator.live_instances()
     assert announced.ticks_fired_last_minute == 0
+
+
+async def test_each_heartbeat_tells_the_jobs_owned_and_learns_the_owners(
+    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    """Two instances on one Redis: each takes a share once it tells how many
+    jobs it owns, and each hears of the other's at its next heartbeat."""
+    clock = SteppedClock()
+    owned: dict[str, int | None] = {"a": None, "b": None}
+    memberships = {name: Membership(name) for name in owned}
+    changes: list[str] = []
+    memberships["a"].listeners.append(lambda before, after: changes.append("a"))
+    leaders = {
+        name: LeaderDuties(
+            store=store,
+            coordinator=await open_redis(redis_url, redis_prefix),
+            clock=clock,
+            metrics=Metrics(),
+            instance_id=name,
+            started_at=clock.now(),
+            heartbeat_interval_s=HEARTBEAT_S,
+            retention_days=30,
+            reap_grace=True,
+            on_adopted=lambda adopted: None,
+            jobs_owned=functools.partial(owned.get, name),
+            membership=memberships[name],
+        )
+        for name in owned
+    }
+    await leaders["a"].renew()
+    await leaders["b"].renew()
+    assert memberships["b"].current.members == ("b",)  # a still loads its jobs
+    owned["a"] = 7
+    await leaders["a"].renew()
+    assert memberships["a"].current.members == ("a",)  # b still loads its jobs
+    await leaders["b"].renew()
+    assert memberships["b"].current.members == ("a", "b")
+    owned["b"] = 5
+    await leaders["b"].renew()
+    await leaders["a"].renew()
+    assert memberships["a"].current.members == ("a", "b")
+    assert changes == ["a"]
+    live = await (await open_redis(redis_url, redis_prefix)).live_instances()
+    assert {info.id: info.jobs_owned for info in live} == {"a": 7, "b": 5}
 
 
 async def test_the_leader_keeps_renewing_while_the_store_stalls(

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cronsvc.adoption import keep_lost_s
-from cronsvc.claims import Leases, LostLeases
+from cronsvc.adoption import OrphanClaims, keep_lost_s
+from cronsvc.claims import MAX_CLAIM_LEAD_S, Leases, LostLeases
 from cronsvc.coord.local import LocalCoordinator
 from cronsvc.domain import Trigger
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.metrics import Metrics
+from cronsvc.ownership import Ownership
+from cronsvc.store import Store
 from cronsvc.ticks import DueTick
 from tests.fakes import FakeClock
 from tests.helpers_store import make_job
@@ -85,3 +87,25 @@ def test_after_an_instance_left_leases_lost_within_its_claim_lead_are_claimed_an
     assert lost.lost(soon) == soon  # the one that left may hold it: claim it
     assert lost.lost(later) == ()  # leased after it left: its winner is live
     assert lost.take() == later
+
+
+async def test_an_instance_claims_every_lost_lease_while_it_shares_the_jobs(
+    store: Store,
+) -> None:
+    """A job's ticks are leased by its owner alone: a lease another holds is a
+    former owner's, maybe one that left without claiming it. The owner claims
+    the tick anyway, the store's unique claim fencing it; alone again, it claims
+    only what an instance that left may hold."""
+    clock = FakeClock()
+    lost = LostLeases(clock=clock, keep_s=30)
+    orphans = OrphanClaims(
+        store=store, lost=lost, clock=clock, metrics=Metrics(), instance_id="instance-a"
+    )
+    alone, shared = Ownership("instance-a", []), Ownership("instance-a", ["instance-b"])
+    later = due_at(clock, 60)
+    assert lost.lost(later) == ()
+    orphans.owners_changed(alone, shared)  # a newcomer
+    assert lost.lost(later) == later
+    orphans.owners_changed(shared, alone)  # it left
+    assert lost.lost(due_at(clock, MAX_CLAIM_LEAD_S - 0.5)) != ()
+    assert lost.lost(later) == ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cronsvc.ownership import Ownership
+from cronsvc.ownership import Membership, Ownership
 
 # Ids as cronsvc makes them: creation time in ms, then a counter.
 JOBS = [f"{1_764_000_000_000 + i * 37:012x}{i:012x}" for i in range(6000)]
@@ -68,3 +68,19 @@ def test_instance_ids_longer_than_a_hash_key_are_told_apart() -> None:
     long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
     shares = Counter(owners(Ownership(long_a, [long_b])).values())
     assert set(shares) == {long_a, long_b}
+
+
+def test_membership_tells_its_listeners_only_when_the_owners_change() -> None:
+    membership = Membership("a")
+    told: list[tuple[str, ...]] = []
+    membership.listeners.append(lambda before, after: told.append(after.members))
+    assert membership.current.alone
+    membership.update([])  # alone, as before
+    membership.update(["a"])
+    assert told == []
+    membership.update(["b", "a"])
+    membership.update(["a", "b"])
+    assert told == [("a", "b")]
+    membership.update(["c"])  # b left, c came, a counts itself in
+    assert told == [("a", "b"), ("a", "c")]
+    assert not membership.current.alone

@@ -887,6 +887,11 @@ class InstanceOut(_Out):
     ticks_fired_last_minute: int = Field(
         description="ticks this instance fired in the minute before its last heartbeat"
     )
+    jobs_owned: int | None = Field(
+        description="the active jobs this instance owns and schedules, as of its last "
+        "heartbeat; null while it loads them (it takes no share yet) or from an "
+        "earlier version"
+    )
     is_leader: bool
 
 

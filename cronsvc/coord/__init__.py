@@ -20,6 +20,7 @@ picks a backend by URL scheme; `local` serves one process, `redis` a cluster.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,17 @@ JobChangeCallback = Callable[[str], None]
 CancelCallback = Callable[[Sequence[str]], None]
 
 RESYNC = "*"  # the job id of a notice that means "anything may have changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    renewed: bool
+    """True when an earlier announcement was still in force. When unsure (a
+    retry whose first attempt may have landed), False: a caller only waits
+    longer for it."""
+    owners: frozenset[str]
+    """The instances whose unexpired announcements say they schedule their
+    share of the jobs (`InstanceInfo.jobs_owned` is not None), as of this call."""
 
 
 class Coordinator(Protocol):
@@ -73,10 +85,8 @@ class Coordinator(Protocol):
 
     async def current_leader(self) -> str | None: ...
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> bool:
-        """Announce `info` for `ttl_s`; True when an earlier announcement was still
-        in force. When unsure (a retry whose first attempt may have landed),
-        False: a caller only waits longer for it."""
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> Heartbeat:
+        """Announce `info` for `ttl_s`; one round trip, the owners included."""
         ...
 
     async def forget_instance(self, instance_id: str) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from cronsvc.coord import CancelCallback, JobChangeCallback
+from cronsvc.coord import CancelCallback, Heartbeat, JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import StartupRefused
 
@@ -107,11 +107,12 @@ class LocalCoordinator:
     async def current_leader(self) -> str | None:
         return self._leader
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> bool:
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> Heartbeat:
         # Nothing here expires or is lost while the process lives.
         renewed = info.id in self._instances
         self._instances[info.id] = info
-        return renewed
+        owners = (i.id for i in self._instances.values() if i.jobs_owned is not None)
+        return Heartbeat(renewed, frozenset(owners))
 
     async def forget_instance(self, instance_id: str) -> None:
         self._instances.pop(instance_id, None)

@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from cronsvc.coord import RESYNC, CancelCallback, JobChangeCallback
+from cronsvc.coord import RESYNC, CancelCallback, Heartbeat, JobChangeCallback
 from cronsvc.domain import InstanceInfo
 from cronsvc.errors import CoordinatorUnavailable, StartupRefused
 from cronsvc.instants import parse_rfc3339, rfc3339
@@ -110,23 +110,35 @@ return 0
 
 # The instance registry: `{p}:instance:{id}` holds an announcement (JSON) with a
 # TTL; `{p}:instances` is a sorted set of ids scored by when theirs expires by
-# Redis's clock (so skewed instances agree), so listing needs no SCAN.
+# Redis's clock (so skewed instances agree), so listing needs no SCAN;
+# `{p}:owners` the same for the instances that schedule their share of the jobs.
 _HEARTBEAT = """
 -- Announce an instance.
--- KEYS[1] = {p}:instance:{id}, KEYS[2] = {p}:instances
--- ARGV[1] = announcement JSON, ARGV[2] = TTL in ms, ARGV[3] = instance id.
--- Returns 1 when an earlier announcement was still there, else 0. One equal to
--- ARGV[1] (which carries a nonce of the call) was set by a retried attempt of
--- this call: whether one was there before it is unknown, so 0.
+-- KEYS[1] = {p}:instance:{id}, KEYS[2] = {p}:instances, KEYS[3] = {p}:owners
+-- ARGV[1] = announcement JSON, ARGV[2] = TTL in ms, ARGV[3] = instance id,
+-- ARGV[4] = '1' when it schedules its share, else '0'.
+-- Returns {renewed, owners}: renewed is 1 when an earlier announcement was
+-- still there, else 0. One equal to ARGV[1] (which carries a nonce of the
+-- call) was set by a retried attempt of this call: whether one was there
+-- before it is unknown, so 0. Owners are the ids unexpired in KEYS[3].
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local was = redis.call('GET', KEYS[1])
+local expires = now_ms + tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]), ARGV[3])
-if was and was ~= ARGV[1] then
-  return 1
+redis.call('ZADD', KEYS[2], expires, ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[3], expires, ARGV[3])
+else
+  redis.call('ZREM', KEYS[3], ARGV[3])
 end
-return 0
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+local owners = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now_ms, '+inf')
+local renewed = 0
+if was and was ~= ARGV[1] then
+  renewed = 1
+end
+return {renewed, owners}
 """
 
 _LIVE_IDS = """
@@ -383,20 +395,27 @@ class RedisCoordinator:
             return None
         return str(value).rpartition(":")[0] or None
 
-    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> bool:
+    async def heartbeat(self, info: InstanceInfo, ttl_s: float) -> Heartbeat:
         script = started(self._heartbeat)
-        with self._link.translate("heartbeat"):
-            renewed = await script(
-                keys=[self._link.key("instance", info.id), self._link.key("instances")],
-                args=[_dump_instance(info, beat=secrets.token_hex(4)), ttl_ms(ttl_s), info.id],
+        link = self._link
+        with link.translate("heartbeat"):
+            renewed, owners = await script(
+                keys=[link.key("instance", info.id), link.key("instances"), link.key("owners")],
+                args=[
+                    _dump_instance(info, beat=secrets.token_hex(4)),
+                    ttl_ms(ttl_s),
+                    info.id,
+                    "0" if info.jobs_owned is None else "1",
+                ],
             )
-        return bool(renewed)
+        return Heartbeat(bool(renewed), frozenset(str(owner) for owner in owners))
 
     async def forget_instance(self, instance_id: str) -> None:
         with self._link.translate("forget_instance"):
             async with self._link.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._link.key("instance", instance_id))
                 pipe.zrem(self._link.key("instances"), instance_id)
+                pipe.zrem(self._link.key("owners"), instance_id)
                 await pipe.execute()
 
     async def live_instances(self) -> list[InstanceInfo]:
@@ -420,6 +439,7 @@ def _dump_instance(info: InstanceInfo, *, beat: str) -> str:
             "startedAt": rfc3339(info.started_at),
             "lastHeartbeat": rfc3339(info.last_heartbeat),
             "ticksFiredLastMinute": info.ticks_fired_last_minute,
+            "jobsOwned": info.jobs_owned,
             "beat": beat,
         }
     )
@@ -434,6 +454,7 @@ def _load_instance(raw: str) -> InstanceInfo:
         started_at=parse_rfc3339(data["startedAt"]),
         last_heartbeat=parse_rfc3339(data["lastHeartbeat"]),
         ticks_fired_last_minute=data.get("ticksFiredLastMinute", 0),
+        jobs_owned=data.get("jobsOwned"),
     )
 
 

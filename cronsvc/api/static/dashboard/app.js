@@ -1411,7 +1411,7 @@ function clusterView(view) {
   view.append(
     h("h1", {}, "Cluster"), summary, status,
     h("table", { class: "grid", id: "cluster-table" },
-      h("thead", {}, h("tr", {}, ["Instance", "Host", "Version", "Started", "Last heartbeat", "Fired (last min)", "Role"]
+      h("thead", {}, h("tr", {}, ["Instance", "Host", "Version", "Started", "Last heartbeat", "Jobs owned", "Fired (last min)", "Role"]
         .map((title) => h("th", { scope: "col" }, title)))),
       rows),
   );
@@ -1431,6 +1431,7 @@ function clusterView(view) {
         h("td", {}, instance.version),
         h("td", {}, when(instance.startedAt, "UTC")),
         h("td", {}, since(instance.lastHeartbeat)),
+        h("td", {}, instance.jobsOwned == null ? "loading" : String(instance.jobsOwned)),
         h("td", {}, String(instance.ticksFiredLastMinute ?? 0)),
         h("td", {}, instance.isLeader ? h("span", { class: "badge leader" }, "leader") : "member"))));
     } catch (error) {

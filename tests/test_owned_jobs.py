@@ -1,0 +1,168 @@
+"""The scheduler keeps only the jobs this instance owns (`cronsvc.ownership`),
+and moves jobs in and out as the owners change. Real scheduler on a real
+SQLite store; its due ticks go to a sink that records them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from cronsvc.clock import SystemClock
+from cronsvc.config import SchedulerConfig
+from cronsvc.domain import Job, JobSpec
+from cronsvc.health import Dependency, HealthMonitor
+from cronsvc.ids import new_id
+from cronsvc.metrics import Metrics
+from cronsvc.ownership import Membership, Ownership
+from cronsvc.scheduler import Scheduler
+from cronsvc.store import Store
+from cronsvc.ticks import DueTick, HandBack
+
+ME, OTHER = "instance-a", "instance-b"
+JOBS = 40
+
+
+class Fired:
+    """A tick sink: what it was handed, by job."""
+
+    def __init__(self) -> None:
+        self.jobs: set[str] = set()
+
+    def claim_lead(self, configured_s: float) -> float:
+        return configured_s
+
+    def fire(self, due: Sequence[DueTick]) -> None:
+        self.jobs.update(d.job.id for d in due)
+
+
+def job() -> Job:
+    now = datetime.now(UTC)
+    return Job(
+        id=new_id(),
+        spec=JobSpec(
+            name=new_id(), cron_expression="* * * * * *", webhook_url="http://127.0.0.1:9/"
+        ),
+        created_at=now,
+        updated_at=now,
+        last_tick=now,
+    )
+
+
+class Rig:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.metrics = Metrics()
+        self.membership = Membership(ME)
+        self.membership.update([ME, OTHER])
+        self.fired = Fired()
+        self.scheduler = Scheduler(
+            store=store,
+            sink=self.fired,
+            handback=HandBack(),
+            clock=SystemClock(),
+            config=SchedulerConfig(),
+            metrics=self.metrics,
+            health=HealthMonitor(probes={Dependency.STORE: store.ping}, metrics=self.metrics),
+            instance_id=ME,
+            started_at=datetime.now(UTC),
+            membership=self.membership,
+        )
+
+    def moves(self, direction: str) -> float:
+        return self.metrics.get("cronsvc_ownership_moves_total", direction=direction)
+
+
+@pytest.fixture
+async def rig(store: Store) -> AsyncIterator[tuple[Rig, list[Job]]]:
+    jobs = [job() for _ in range(JOBS)]
+    for j in jobs:
+        await store.create_job(j)
+    made = Rig(store)
+    running = asyncio.create_task(made.scheduler.run())
+    await asyncio.wait_for(made.scheduler.ready.wait(), 10)
+    yield made, jobs
+    made.scheduler.stop()
+    await asyncio.wait_for(running, 10)
+
+
+def split(jobs: list[Job]) -> tuple[set[str], set[str]]:
+    both = Ownership(ME, [OTHER])
+    mine = {j.id for j in jobs if both.owns(j.id)}
+    return mine, {j.id for j in jobs} - mine
+
+
+async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    async with asyncio.timeout(within_s):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_an_instance_loads_and_fires_only_the_jobs_it_owns(
+    rig: tuple[Rig, list[Job]],
+) -> None:
+    made, jobs = rig
+    mine, theirs = split(jobs)
+    assert mine and theirs  # both own some of 40
+    assert made.scheduler.jobs_owned() == len(mine)
+    await until(lambda: made.fired.jobs >= mine)
+    await asyncio.sleep(1.1)  # another tick of every job
+    assert made.fired.jobs == mine
+
+
+async def test_a_leavers_jobs_move_in_and_a_newcomers_move_out(
+    rig: tuple[Rig, list[Job]],
+) -> None:
+    made, jobs = rig
+    mine, theirs = split(jobs)
+    made.membership.update([])  # the other instance is gone
+    await until(lambda: made.scheduler.jobs_owned() == JOBS)
+    assert made.moves("in") == len(theirs)
+    await until(lambda: made.fired.jobs >= theirs)
+
+    made.membership.update([OTHER])  # it is back
+    await until(lambda: made.scheduler.jobs_owned() == len(mine))
+    assert made.moves("out") == len(theirs)
+    made.fired.jobs.clear()
+    await asyncio.sleep(2.1)
+    assert made.fired.jobs == mine
+
+
+async def test_a_change_to_another_instances_job_is_not_read(
+    rig: tuple[Rig, list[Job]],
+) -> None:
+    made, jobs = rig
+    mine, theirs = split(jobs)
+    asked: list[str] = []
+    read = made.store.active_jobs
+
+    async def recorded(job_ids: Sequence[str]) -> list[Job]:
+        asked.extend(job_ids)
+        return await read(job_ids)
+
+    made.store.active_jobs = recorded  # type: ignore[method-assign]
+    ours, other = sorted(mine)[0], sorted(theirs)[0]
+    made.scheduler.notify_job_changed(other)
+    made.scheduler.notify_job_changed(ours)
+    await until(lambda: ours in asked)
+    assert other not in asked
+    assert made.scheduler.jobs_owned() == len(mine)
+
+
+async def test_a_job_created_for_another_instance_is_left_to_it(
+    rig: tuple[Rig, list[Job]],
+) -> None:
+    made, _ = rig
+    both = Ownership(ME, [OTHER])
+    new = [job() for _ in range(20)]
+    for j in new:
+        await made.store.create_job(j)
+        made.scheduler.notify_job_changed(j.id)
+    mine = {j.id for j in new if both.owns(j.id)}
+    await until(lambda: made.fired.jobs >= mine)
+    await asyncio.sleep(1.1)
+    assert not made.fired.jobs & {j.id for j in new} - mine
