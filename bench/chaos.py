@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -397,6 +398,8 @@ async def kill_for_good(rig: Rig, session: aiohttp.ClientSession) -> Span:
     target = handover_target_s(heartbeat_interval_s(instance), joined=False)
     progress(f"  kill -9 cronsvc-{n} ({instance_id}), not restarted")
     process = _process(rig, n)
+    # Choosing took some of the lead before this tick: kill before the next.
+    await sleep_until(math.ceil(time.time() + FAULT_LEAD_S) - FAULT_LEAD_S)
     start = time.time()
     process.kill()
     await process.wait()
