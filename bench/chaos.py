@@ -8,8 +8,13 @@ every second and 10 every five seconds, a third of them `misfirePolicy`
 `skip` with `misfireGraceSeconds` 0, the others `fire_once` with 60. The
 scenarios run one after the other on that one cluster, each in a window of
 its own: `BEFORE_S` seconds of ticks, the fault, `AFTER_S` seconds after
-it ends. The last scenario kills one process on the embedded default
-(SQLite, local coordination) holding the same mix.
+it ends. The next one kills one process on the embedded default
+(SQLite, local coordination) holding the same mix. The last two change
+the membership of a cluster of their own (three instances, as the first,
+holding `MEMBERSHIP_JOBS` every-second jobs in the same mix of policies): a
+fourth instance joins and stays, then one of the four that does not lead
+is killed and not restarted; their rows also time the handover of the jobs
+that moved (`chaos_figures.handover`).
 
 For each scenario one row (`bench.chaos_figures`; `RELIABILITY.md`
 defines each column): the ticks owed in the window, those delivered,
@@ -38,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -64,9 +70,13 @@ import aiohttp
 from bench import deploy
 from bench.chaos_figures import (
     JobSpec,
+    Membership,
     Window,
     figures,
+    handover,
+    handover_target_s,
     job_mix,
+    membership_mix,
     missed_targets,
     records_from_wire,
     table,
@@ -75,6 +85,7 @@ from bench.deploy import Deployment
 from bench.receiver import Arrival, receiving, run_event_loop
 from bench.report import environment, progress
 from bench.window import sleep_until
+from cronsvc.config import load_config
 from tests.fixtures_mongo import MONGODB_URL_ENV, NxServer, start_nx_27017
 from tests.fixtures_redis import RedisServer
 from tests.processes import CronsvcProcess
@@ -123,10 +134,16 @@ SERVICE_METRICS = (
 )
 """Read from every instance before and after each scenario (summed; an
 instance restarted meanwhile counts from 0 again)."""
-BUDGET_S = 840.0
+BUDGET_S = 960.0
 """Default for the whole run: scenarios that would end later are not run."""
 SETUP_S = 10.0
 """Per scenario, besides its window: settling, reading records and ledgers."""
+JOIN_S = 10.0
+"""About how long a new instance takes to answer `/readyz` 200 (budget)."""
+READY_POLL_S = 0.1
+"""Between two asks of a new instance's `/readyz`: its readiness is known to this."""
+MEMBERSHIP_INSTANCES = 4
+"""The kill of one of four: this many live instances before it."""
 
 
 @dataclass
@@ -144,6 +161,8 @@ class Rig:
 class Span:
     start: float
     end: float
+    change: Membership | None = None
+    """A fault that changes the live instances: which one, and when."""
 
 
 Fault = Callable[[Rig, aiohttp.ClientSession], Awaitable[Span]]
@@ -157,7 +176,9 @@ class Scenario:
     fault_s: float
     """About how long the fault lasts (for the run's time budget)."""
     rig: str = "cluster"
-    """`cluster`, or `single` (a rig of its own)."""
+    """`cluster`, `single` or `membership` (each a rig of its own)."""
+    prepare: Callable[[Rig, aiohttp.ClientSession], Awaitable[None]] | None = None
+    """Brings the rig to where the fault starts from, before the window."""
     needs_store: bool = False
     """Needs a store process of ours (not an external MongoDB)."""
     stall_lag: bool = False
@@ -250,6 +271,37 @@ async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
+async def _readiness(session: aiohttp.ClientSession, instance: CronsvcProcess) -> tuple[float, str]:
+    """Poll a starting instance's `/readyz` every `READY_POLL_S` until it
+    answers 200: then (Unix time) and its `instanceId` (in the body: the rig
+    has no API tokens)."""
+    timeout = aiohttp.ClientTimeout(total=POLL_TIMEOUT_S * 2)
+    for _ in range(int(SETTLE_WITHIN_S / READY_POLL_S)):
+        if instance.process is None or instance.process.returncode is not None:
+            raise RuntimeError(f"the new instance exited: {instance.log_tail()}")
+        try:
+            async with session.get(f"{instance.url}/readyz", timeout=timeout) as response:
+                if response.status == 200:
+                    at = time.time()
+                    return at, str((await response.json())["instanceId"])
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(READY_POLL_S)
+    raise RuntimeError(f"the new instance was not ready within {SETTLE_WITHIN_S:g} s")
+
+
+async def _instance_id(session: aiohttp.ClientSession, instance: CronsvcProcess) -> str:
+    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    async with session.get(f"{instance.url}/readyz", timeout=timeout) as response:
+        return str((await response.json())["instanceId"])
+
+
+def heartbeat_interval_s(instance: CronsvcProcess) -> float:
+    """`scheduler.heartbeat_interval_s` as the instance reads it (its file,
+    then the environment)."""
+    return load_config(instance.config_path).scheduler.heartbeat_interval_s
+
+
 async def settle(session: aiohttp.ClientSession, service: Deployment) -> float | None:
     """Wait until every instance is ready and exactly one leads; the seconds
     it took, or None when `SETTLE_WITHIN_S` passed first."""
@@ -298,6 +350,63 @@ async def stop_instance(rig: Rig, session: aiohttp.ClientSession, *, leader: boo
     with stopped(_process(rig, n).pid):
         await asyncio.sleep(INSTANCE_STALL_S)
     return Span(start, time.time())
+
+
+async def join_instance(rig: Rig, session: aiohttp.ClientSession) -> Span:
+    """One more instance on the rig's Redis and store, to stay: from its
+    spawn to its first `/readyz` 200."""
+    progress("  start one more cronsvc serve")
+    start = time.time()
+    instance = await rig.service.add_instance(wait=False)
+    ready, instance_id = await _readiness(session, instance)
+    target = handover_target_s(heartbeat_interval_s(instance), joined=True)
+    change = Membership(joined=True, instance=instance_id, at=ready, target_s=target)
+    return Span(start, ready, change)
+
+
+async def four_instances(rig: Rig, session: aiohttp.ClientSession) -> None:
+    """Instances joined (each waited for) until `MEMBERSHIP_INSTANCES` run:
+    for a kill of one of four run without the join before it."""
+    while len(rig.service.instances) < MEMBERSHIP_INSTANCES:
+        progress("  start one more cronsvc serve (before the window)")
+        await rig.service.add_instance()
+
+
+async def busiest_follower(rig: Rig, session: aiohttp.ClientSession) -> tuple[int, str]:
+    """The index and `instanceId` of the instance that does not lead and
+    fired the most ticks in the last minute (`GET /api/cluster`). Where every
+    instance races for every tick, the usual lease winners fire nearly all
+    of them, and a follower picked at random may have no jobs to hand over."""
+    await pick(rig, session, leader=False)  # one leader, every instance answering
+    flags = await leader_flags(session, rig.service.instances)
+    ids = [await _instance_id(session, instance) for instance in rig.service.instances]
+    cluster, _ = await _get_json(session, f"{rig.service.urls[0]}/api/cluster")
+    fired = {i["id"]: int(i["ticksFiredLastMinute"]) for i in cluster["instances"]}
+    followers = [n for n, flag in enumerate(flags) if flag is False and ids[n] in fired]
+    if not followers:
+        raise RuntimeError(f"no follower among the live instances: {flags}, {cluster}")
+    n = max(followers, key=lambda n: fired[ids[n]])
+    progress(f"  ticks fired in the last minute: {fired}")
+    return n, ids[n]
+
+
+async def kill_for_good(rig: Rig, session: aiohttp.ClientSession) -> Span:
+    """kill -9 of the busiest instance that does not lead, not restarted:
+    the others must take its jobs over."""
+    n, instance_id = await busiest_follower(rig, session)
+    instance = rig.service.instances[n]
+    target = handover_target_s(heartbeat_interval_s(instance), joined=False)
+    progress(f"  kill -9 cronsvc-{n} ({instance_id}), not restarted")
+    process = _process(rig, n)
+    # Choosing took some of the lead before this tick: kill before the next.
+    await sleep_until(math.ceil(time.time() + FAULT_LEAD_S) - FAULT_LEAD_S)
+    start = time.time()
+    process.kill()
+    await process.wait()
+    # Out of the rig: settling, leader polls and metrics ask the live ones.
+    rig.service.instances.remove(instance)
+    change = Membership(joined=False, instance=instance_id, at=start, target_s=target)
+    return Span(start, start, change)
 
 
 def _redis(rig: Rig) -> RedisServer:
@@ -428,6 +537,21 @@ SCENARIOS = (
         fault_s=INSTANCE_DOWN_S + 5,
         rig="single",
     ),
+    Scenario(
+        name="join-fourth",
+        what="a fourth cronsvc serve joins the three on their Redis and store, and stays",
+        fault=join_instance,
+        fault_s=JOIN_S,
+        rig="membership",
+    ),
+    Scenario(
+        name="kill-one-of-four",
+        what="kill -9 of the busiest of four instances that does not lead, not restarted",
+        fault=kill_for_good,
+        fault_s=JOIN_S,  # four_instances, when the join did not run first
+        rig="membership",
+        prepare=four_instances,
+    ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -504,6 +628,8 @@ async def run_scenario(
     arrivals: list[Arrival],
 ) -> dict[str, Any]:
     progress(f"{scenario.name}: {scenario.what}")
+    if scenario.prepare is not None:
+        await scenario.prepare(rig, session)
     settled = await settle(session, rig.service)
     service_before = await _service_metrics(session, rig.service)
     first = int(time.time()) + 1
@@ -548,12 +674,15 @@ async def run_scenario(
             else None
         ),
     }
+    if span.change is not None:
+        row |= handover(span.change, records, arrivals)
     row["missed_targets"] = missed_targets(row)
     progress(
         f"  delivered {row['delivered']}/{row['expected']}, "
         f"unexplained missing {row['unexplained_missing']}, "
         f"dup {row['duplicate_deliveries']}/{row['duplicate_records']}, "
-        f"stuck {len(stuck)}, leaders {watch.most}, skip late {row['skip_late']}: "
+        f"stuck {len(stuck)}, leaders {watch.most}, skip late {row['skip_late']}, "
+        f"handover {row.get('handover_s', '-')} s ({row.get('handover_jobs', '-')} jobs): "
         f"{row['missed_targets'] or 'pass'}"
     )
     return row
@@ -580,9 +709,13 @@ async def _service_metrics(
 
 
 async def _create(
-    service: Deployment, session: aiohttp.ClientSession, webhook_url: str
+    service: Deployment,
+    session: aiohttp.ClientSession,
+    webhook_url: str,
+    mix: Sequence[JobSpec] | None = None,
 ) -> dict[str, JobSpec]:
-    mix = job_mix()
+    """`mix`, else `job_mix()`."""
+    mix = job_mix() if mix is None else mix
     created = await service.create_jobs(
         session,
         [spec.cadence for spec in mix],
@@ -597,10 +730,14 @@ async def _create(
 
 @asynccontextmanager
 async def cluster_rig(
-    workdir: Path, session: aiohttp.ClientSession, webhook_url: str
+    workdir: Path,
+    session: aiohttp.ClientSession,
+    webhook_url: str,
+    mix: Sequence[JobSpec] | None = None,
 ) -> AsyncIterator[Rig]:
     """Redis and the store started here (the store: unless
-    `CRONSVC_TEST_MONGODB_URL` names one), three instances, the job mix."""
+    `CRONSVC_TEST_MONGODB_URL` names one), three instances, the job mix
+    (`mix`, else `job_mix()`)."""
     redis_server = RedisServer(workdir)
     external = os.environ.get(MONGODB_URL_ENV)
     rig: Rig | None = None
@@ -611,10 +748,13 @@ async def cluster_rig(
             store = await asyncio.to_thread(start_nx_27017, workdir / "mongo")
         mongo_url = store.url if store else external
         async with deploy.cluster(
-            workdir, max_jobs=100, redis_url=redis_server.url, mongo_url=mongo_url
+            workdir,
+            max_jobs=len(mix or job_mix()) + 60,
+            redis_url=redis_server.url,
+            mongo_url=mongo_url,
         ) as service:
             rig = Rig(service=service, jobs={}, redis=redis_server, store=store)
-            rig.jobs = await _create(service, session, webhook_url)
+            rig.jobs = await _create(service, session, webhook_url, mix)
             yield rig
     finally:
         if rig is not None and rig.store is not None and rig.store is not store:
@@ -632,6 +772,19 @@ async def single_rig(
         yield Rig(service=service, jobs=await _create(service, session, webhook_url))
 
 
+@asynccontextmanager
+async def membership_rig(
+    workdir: Path, session: aiohttp.ClientSession, webhook_url: str
+) -> AsyncIterator[Rig]:
+    """As `cluster_rig`, on a Redis and store of its own, with
+    `membership_mix()`: instances join it and leave it for good."""
+    async with cluster_rig(workdir, session, webhook_url, membership_mix()) as rig:
+        yield rig
+
+
+RIGS = {"cluster": cluster_rig, "single": single_rig, "membership": membership_rig}
+
+
 def _nominal_s(scenario: Scenario) -> float:
     return BEFORE_S + scenario.fault_s + AFTER_S + DRAIN_S + SETUP_S
 
@@ -642,7 +795,7 @@ async def chaos(names: Sequence[str], workdir: Path, *, budget_s: float) -> dict
     chosen = [s for s in SCENARIOS if s.name in names]
     external_store = MONGODB_URL_ENV in os.environ
     async with receiving() as receiver, aiohttp.ClientSession() as session:
-        for kind, make in (("cluster", cluster_rig), ("single", single_rig)):
+        for kind, make in RIGS.items():
             mine = [s for s in chosen if s.rig == kind]
             if not mine:
                 continue
@@ -696,7 +849,7 @@ def main() -> int:
         else tempfile.TemporaryDirectory(prefix="cronsvc-chaos-")
     )
     with workdir as tmp:
-        for kind in ("cluster", "single"):
+        for kind in RIGS:
             (Path(tmp) / kind).mkdir(parents=True)
         result = run_event_loop(lambda: chaos(names, Path(tmp), budget_s=args.budget_s))
     rows = result["scenarios"]

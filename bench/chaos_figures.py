@@ -18,6 +18,8 @@ from bench.receiver import Arrival
 
 EVERY_SECOND_JOBS = 30
 EVERY_FIVE_SECONDS_JOBS = 10
+MEMBERSHIP_JOBS = 200
+"""Every-second jobs on the rig whose instances come and go."""
 ON_TIME_S = 1.0
 """A delivery this soon after its tick is on time (recovery)."""
 GRACE_FLOOR_S = 1.0
@@ -26,6 +28,10 @@ GRACE_FLOOR_S = 1.0
 SEND_ALLOWANCE_S = 0.25
 """Time allowed from the decision to fire to the request's arrival."""
 STALL_P99_TARGET_MS = 250.0
+HANDOVER_SLACK_S = 2.0
+"""Beyond the heartbeats a membership change waits for: a resync of the
+jobs and one claim."""
+HANDOVER_SAMPLE = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +51,9 @@ class JobSpec:
         return max(self.grace_s, GRACE_FLOOR_S) + SEND_ALLOWANCE_S
 
 
-def job_mix() -> list[JobSpec]:
+def job_mix(
+    every_second: int = EVERY_SECOND_JOBS, every_five: int = EVERY_FIVE_SECONDS_JOBS
+) -> list[JobSpec]:
     """Every third job (by position) `skip` with no grace, the rest
     `fire_once` with 60 s; the five-second jobs spread over the five offsets."""
 
@@ -55,9 +63,14 @@ def job_mix() -> list[JobSpec]:
             cadence=cadence, policy="skip" if skip else "fire_once", grace_s=0 if skip else 60
         )
 
-    every_second = [spec(n, Cadence(1)) for n in range(EVERY_SECOND_JOBS)]
-    every_five = [spec(n, Cadence(5, n % 5)) for n in range(EVERY_FIVE_SECONDS_JOBS)]
-    return every_second + every_five
+    return [spec(n, Cadence(1)) for n in range(every_second)] + [
+        spec(n, Cadence(5, n % 5)) for n in range(every_five)
+    ]
+
+
+def membership_mix() -> list[JobSpec]:
+    """`MEMBERSHIP_JOBS` every-second jobs, their policies mixed as in `job_mix`."""
+    return job_mix(MEMBERSHIP_JOBS, 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +81,8 @@ class Record:
     tick: int
     status: str
     trigger: str
+    instance: str = ""
+    """The `instanceId` of the instance that claimed the tick."""
 
 
 def records_from_wire(documents: Iterable[Mapping[str, Any]]) -> list[Record]:
@@ -79,6 +94,7 @@ def records_from_wire(documents: Iterable[Mapping[str, Any]]) -> list[Record]:
             tick=ticks[str(d["scheduledAt"])],
             status=str(d["status"]),
             trigger=str(d["trigger"]),
+            instance=str(d.get("instanceId") or ""),
         )
         for d in documents
     ]
@@ -236,6 +252,90 @@ def figures(
     return result
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Membership:
+    """One change of the live instances within a window."""
+
+    joined: bool
+    """True: `instance` joined the cluster; False: it was killed."""
+    instance: str
+    """Its `instanceId`."""
+    at: float
+    """Unix time: the newcomer's first `/readyz` 200, or the kill."""
+    target_s: float
+
+
+def handover_target_s(heartbeat_interval_s: float, *, joined: bool) -> float:
+    """What a change may take, from the cluster's heartbeat interval: the
+    others see a newcomer at their next announcement (half an interval); a
+    dead instance's announcement expires (1.5 intervals) and is noticed at
+    the next one. Either way `HANDOVER_SLACK_S` on top."""
+    noticed = heartbeat_interval_s / 2
+    expired = 0.0 if joined else 1.5 * heartbeat_interval_s
+    return expired + noticed + HANDOVER_SLACK_S
+
+
+def handover(
+    change: Membership, records: Iterable[Record], arrivals: Sequence[Arrival]
+) -> dict[str, Any]:
+    """How long the jobs a membership change moved waited for their new
+    owner, from the records (which instance claimed each tick) and the
+    arrivals (when it was delivered: a fire is timed by its first arrival,
+    as lag is).
+
+    A join moves the jobs the newcomer fired at least once: each waited from
+    its readiness to its first delivery of the job. A kill moves the jobs the
+    killed instance delivered before the kill: each waited from the kill to
+    the first delivery of the job by another instance, arriving after it
+    (`None`, counted as `handover_unfired`, when none came in the window)."""
+    ticks = tick_seconds(a.tick for a in arrivals)
+    arrived: dict[Key, float] = {}
+    for arrival in arrivals:
+        key = (arrival.job_id, ticks[arrival.tick])
+        arrived[key] = min(arrived.get(key, arrival.arrived), arrival.arrived)
+    fired: dict[str, list[tuple[float, str]]] = {}
+    for record in records:
+        at = arrived.get((record.job_id, record.tick))
+        if at is not None and record.trigger != "manual":
+            fired.setdefault(record.job_id, []).append((at, record.instance))
+    waits: dict[str, float | None] = {}
+    for job, fires in fired.items():
+        if change.joined:
+            newcomer = [at for at, by in fires if by == change.instance]
+            if newcomer:
+                waits[job] = min(newcomer) - change.at
+        elif any(by == change.instance and at < change.at for at, by in fires):
+            survivors = [at for at, by in fires if by != change.instance and at >= change.at]
+            waits[job] = min(survivors) - change.at if survivors else None
+    known = [wait for wait in waits.values() if wait is not None]
+    slowest = sorted(waits.items(), key=lambda item: float("inf") if item[1] is None else item[1])
+    return {
+        "handover": "join" if change.joined else "kill",
+        "handover_jobs": len(waits),
+        "handover_unfired": len(waits) - len(known),
+        "handover_s": round(max(known), 2) if known else None,
+        "handover_target_s": round(change.target_s, 2),
+        "fired_by_instance": dict(
+            sorted(Counter(by for fires in fired.values() for _, by in fires).items())
+        ),
+        "handover_slowest": [
+            {"job": job, "s": None if wait is None else round(wait, 2)}
+            for job, wait in slowest[::-1][:HANDOVER_SAMPLE]
+        ],
+    }
+
+
+def handover_missed(row: Mapping[str, Any]) -> bool:
+    """No job moved (the change measured nothing), one never fired on its new
+    owner, or one waited longer than the target."""
+    return (
+        row["handover_jobs"] == 0
+        or row["handover_unfired"] != 0
+        or row["handover_s"] is None
+        or row["handover_s"] > row["handover_target_s"]
+    )
+
+
 TARGETS = {
     "duplicate_deliveries": "0 duplicate deliveries",
     "duplicate_records": "0 duplicate records",
@@ -244,6 +344,7 @@ TARGETS = {
     "max_leaders": "at most one leader at a time",
     "skip_late": "0 skip-policy deliveries later than their grace",
     "stall_lag_ms_p99": f"lag p99 within a Redis stall at most {STALL_P99_TARGET_MS:g} ms",
+    "handover": "every job a membership change moved fired by its new owner within the target",
 }
 
 
@@ -264,6 +365,8 @@ def missed_targets(row: Mapping[str, Any]) -> list[str]:
         row["stall_lag_ms_p99"] is None or row["stall_lag_ms_p99"] > STALL_P99_TARGET_MS
     ):
         missed.append("stall_lag_ms_p99")
+    if "handover" in row and handover_missed(row):
+        missed.append("handover")
     return missed
 
 
@@ -285,6 +388,7 @@ _COLUMNS = (
     "skip late",
     "fire_once extra late",
     "stall p99 ms",
+    "handover s (jobs) / target",
     "targets",
 )
 _SHORT = {
@@ -295,6 +399,7 @@ _SHORT = {
     "max_leaders": "leaders",
     "skip_late": "skip late",
     "stall_lag_ms_p99": "stall p99",
+    "handover": "handover",
 }
 
 
@@ -325,12 +430,21 @@ def table(rows: Iterable[Mapping[str, Any]]) -> str:
             row["skip_late"],
             row.get("fire_once_extra_late", "-"),
             row.get("stall_lag_ms_p99", "-"),
+            _handover_cell(row),
             "FAIL: " + ", ".join(_SHORT[k] for k in missed) if missed else "pass",
         ]
 
     lines = [_line(_COLUMNS), _line("---" for _ in _COLUMNS)]
     lines += [_line(cells(row)) for row in rows]
     return "\n".join(lines)
+
+
+def _handover_cell(row: Mapping[str, Any]) -> str:
+    if "handover" not in row:
+        return "-"
+    never = f", {row['handover_unfired']} never" if row["handover_unfired"] else ""
+    jobs = f"{row['handover_jobs']} {row['handover']}{never}"
+    return f"{row['handover_s']} ({jobs}) / {row['handover_target_s']:g}"
 
 
 def _line(cells: Iterable[Any]) -> str:

@@ -71,13 +71,57 @@ def config_text(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceTemplate:
+    """What a cluster's instances share: enough to start one more."""
+
+    workdir: Path
+    store_url: str
+    coordination_url: str
+    key_prefix: str
+    max_jobs: int
+    log_level: str
+    profile_dir: Path | None = None
+
+    def instance(self, n: int, scheduler: str = "") -> CronsvcProcess:
+        """`cronsvc-N`: its configuration written (on a free port), not started."""
+        port = free_port()
+        config = self.workdir / f"cronsvc-{n}.toml"
+        config.write_text(
+            config_text(
+                port,
+                self.store_url,
+                max_jobs=self.max_jobs,
+                coordination_url=self.coordination_url,
+                key_prefix=self.key_prefix,
+                log_level=self.log_level,
+                scheduler=scheduler,
+            )
+        )
+        return CronsvcProcess(
+            config_path=config,
+            port=port,
+            log_path=self.workdir / f"cronsvc-{n}.log",
+            profile_path=self.profile_dir / f"cronsvc-{n}.prof" if self.profile_dir else None,
+        )
+
+
 @dataclass
 class Deployment:
     instances: list[CronsvcProcess]
+    """Stopped, every one, when the deployment ends (a cluster's, also those
+    added later)."""
     helpers: dict[str, int] = field(default_factory=dict)
     """Processes this deployment started besides cronsvc (name: pid)."""
     create_retries: int = 0
     """Creations answered 429 or 503 (the store or the API busy) and sent again."""
+    template: InstanceTemplate | None = None
+    """A cluster's: how to start one more instance."""
+    started: int = 0
+    """Instances started so far, those gone included: the next one's number."""
+
+    def __post_init__(self) -> None:
+        self.started = max(self.started, len(self.instances))
 
     @property
     def urls(self) -> list[str]:
@@ -136,6 +180,18 @@ class Deployment:
         async with asyncio.timeout(within_s):
             created = await asyncio.gather(*(create(n, c) for n, c in enumerate(cadences)))
         return dict(created)
+
+    async def add_instance(self, *, wait: bool = True) -> CronsvcProcess:
+        """Start one more `cronsvc serve` on a cluster's Redis and store, with
+        the default [scheduler] table (with `wait=False`, answer once it is
+        spawned); it is stopped with the others."""
+        if self.template is None:
+            raise RuntimeError("only a cluster takes another instance")
+        instance = self.template.instance(self.started)
+        self.started += 1
+        self.instances.append(instance)
+        await instance.start(wait=wait)
+        return instance
 
     async def _job_named(self, session: aiohttp.ClientSession, url: str, name: str) -> str:
         async with session.get(f"{url}/api/cron", params={"name": name}) as response:
@@ -255,34 +311,25 @@ async def cluster(
             helpers["nx-27017"] = nx.process.pid
         else:
             stack.push_async_callback(asyncio.to_thread, _drop_database, mongo_url, database)
-        processes = []
-        for n in range(instances):
-            port = free_port()
-            config = workdir / f"cronsvc-{n}.toml"
-            config.write_text(
-                config_text(
-                    port,
-                    with_database(mongo_url, database),
-                    max_jobs=max_jobs,
-                    coordination_url=redis_url,
-                    key_prefix=prefix,
-                    log_level=log_level,
-                    scheduler=schedulers[n] if n < len(schedulers) else "",
-                )
-            )
-            processes.append(
-                CronsvcProcess(
-                    config_path=config,
-                    port=port,
-                    log_path=workdir / f"cronsvc-{n}.log",
-                    profile_path=profile_dir / f"cronsvc-{n}.prof" if profile_dir else None,
-                )
-            )
+        template = InstanceTemplate(
+            workdir=workdir,
+            store_url=with_database(mongo_url, database),
+            coordination_url=redis_url,
+            key_prefix=prefix,
+            max_jobs=max_jobs,
+            log_level=log_level,
+            profile_dir=profile_dir,
+        )
+        processes = [
+            template.instance(n, schedulers[n] if n < len(schedulers) else "")
+            for n in range(instances)
+        ]
+        # The list itself: instances added later are stopped too.
         stack.push_async_callback(_stop_all, processes)
         if first_leads:
             await processes[0].start()
         await asyncio.gather(*(p.start() for p in processes[1 if first_leads else 0 :]))
-        yield Deployment(processes, helpers)
+        yield Deployment(processes, helpers, template=template)
 
 
 def metrics_change(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
