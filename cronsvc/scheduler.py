@@ -96,6 +96,9 @@ class Scheduler:
         self._resyncing: asyncio.Task[float] | None = None
         self._next_resync = 0.0
         self._stopping = False
+        self.leaving = False
+        """Set when this instance is about to stop: it gives its share up
+        but fires its jobs until the others have taken them."""
         self.ready = asyncio.Event()  # set once the first sync is done
         metrics.gauge(
             "cronsvc_active_jobs", "Jobs on this instance's heap", lambda: len(index.entries)
@@ -122,8 +125,11 @@ class Scheduler:
         self._wake.set()
 
     def jobs_owned(self) -> int | None:
-        """None until every job it owns is loaded: it takes no share before."""
-        return len(self._index.entries) if self.ready.is_set() else None
+        """None until every job it owns is loaded (it takes no share before),
+        and again once it is leaving (its jobs move to the others)."""
+        if self.leaving or not self.ready.is_set():
+            return None
+        return len(self._index.entries)
 
     def stop(self) -> None:
         self._stopping = True

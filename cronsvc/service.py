@@ -10,6 +10,7 @@ TaskGroup. A loop that dies ends the process loudly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -45,6 +46,7 @@ from cronsvc.notices import Notices
 from cronsvc.openfiles import ensure_open_files
 from cronsvc.ownership import Membership
 from cronsvc.results import ResultWriter
+from cronsvc.retry import TRANSIENT
 from cronsvc.scheduler import Scheduler
 from cronsvc.sdnotify import Notifier
 from cronsvc.share import RecentFires
@@ -253,6 +255,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = asyncio.create_task(supervise(), name="engine")
     app[ENGINE_TASK] = engine
     yield
+    await _hand_over(scheduler, leader, membership, config.scheduler.heartbeat_interval_s)
     scheduler.stop()
     await run_path.deliveries.drain(config.server.shutdown_grace_s)
     results.stop()
@@ -266,6 +269,23 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("engine_stop_overdue", waited_s=shutdown_write_s + 5.0)
             engine.cancel()
             await asyncio.wait({engine})
+
+
+async def _hand_over(
+    scheduler: Scheduler, leader: LeaderDuties, membership: Membership, interval_s: float
+) -> None:
+    """Before it stops, an instance that shares the jobs announces it owns none
+    and fires its jobs until the others have heard (at their next heartbeat,
+    within half an interval) and loaded them, so a restart or an upgrade leaves
+    no gap; the tick leases fence the overlap. It waits one heartbeat interval."""
+    if membership.current.alone:
+        return
+    scheduler.leaving = True
+    with contextlib.suppress(*TRANSIENT):
+        async with asyncio.timeout(interval_s / 2):
+            await leader.renew()
+    log.info("handing_over", wait_s=interval_s)
+    await asyncio.sleep(interval_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -311,6 +311,56 @@ async def _kill_one_and_check(
     assert len({(a["job_id"], a["tick"]) for a in adopted}) >= victims
 
 
+async def test_an_instance_that_stops_hands_its_jobs_over_without_a_gap(
+    cluster: list[CronsvcProcess], receiver: Receiver
+) -> None:
+    """It gives its share up and fires its jobs until the others have taken
+    them: under `skip` with no grace, a gap would show as MISSED ticks. Each
+    webhook answers after 2 s, so stopping waits that long for the requests
+    in flight, with no new tick fired meanwhile."""
+
+    async def slow() -> None:
+        await asyncio.sleep(2)
+
+    receiver.before_reply = slow
+    owners = await all_owners(cluster[0].url)
+    leaving = (await call("GET", f"{cluster[2].url}/readyz"))["instanceId"]
+    jobs, theirs = [], []
+    for n in range(40):
+        job = await call(
+            "POST",
+            f"{cluster[0].url}/api/cron",
+            json={
+                "name": f"handed over {n}",
+                "cronExpression": "* * * * * *",
+                "webhookUrl": receiver.url,
+                "misfirePolicy": "skip",
+                "misfireGraceSeconds": 0,
+            },
+        )
+        jobs.append(job)
+        if owners.owner(job["id"]) == leaving:
+            theirs.append(job["id"])
+            if len(theirs) == 3:
+                break
+    assert len(theirs) == 3
+    await receiver.wait_for(3 * len(jobs), within_s=20)
+    stopped_at = int(datetime.now().timestamp())
+    assert await cluster[2].stop(signal.SIGTERM) == 0
+    await asyncio.sleep(4)
+    end = int(datetime.now().timestamp()) - 2
+    fired = Counter(
+        (r.json()["jobId"], int(parse(r.json()["scheduledAt"]))) for r in receiver.requests
+    )
+    assert [key for key, n in fired.items() if n > 1] == []
+    expected = {(job_id, t) for job_id in theirs for t in range(stopped_at - 1, end + 1)}
+    assert expected - set(fired) == set()
+    logs = [e for job_id in theirs for e in await all_logs(cluster[0].url, job_id)]
+    assert [e for e in logs if e["status"] == "MISSED"] == []
+    instances = {e["instanceId"] for e in logs if parse(e["scheduledAt"]) > stopped_at + 2}
+    assert leaving not in instances  # its jobs were taken over
+
+
 async def test_ticks_leased_by_an_instance_that_died_before_claiming_them_still_fire_once(
     cluster: list[CronsvcProcess],
     receiver: Receiver,
