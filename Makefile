@@ -47,7 +47,7 @@ bench: $(DEV_STAMP)
 cluster-check: $(DEV_STAMP)
 	$(BIN)/python -m bench.run --mode cluster --jobs 200 --seconds 60 --no-ceiling
 
-# Kills, stalls and flushes against a live cluster, one row each (RELIABILITY.md).
+# Kills, stalls, flushes and membership changes against a live cluster, one row each (RELIABILITY.md).
 chaos: $(DEV_STAMP)
 	$(BIN)/python -m bench.chaos
 
