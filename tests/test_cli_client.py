@@ -439,8 +439,15 @@ async def test_next_prints_the_asked_number_of_instants(cli: Cli) -> None:
 
 
 async def test_cluster_lists_this_instance_as_leader(cli: Cli, client: Client) -> None:
-    view = await api_get(client, "/api/cluster")
+    await create(client, name="owned")
+    async with asyncio.timeout(10):  # told with the first heartbeat after the jobs loaded
+        while True:
+            view = await api_get(client, "/api/cluster")
+            if view["instances"][0]["jobsOwned"] == 1:
+                break
+            await asyncio.sleep(0.1)
     (row,) = table(await cli("cluster"))
+    assert row["JOBS OWNED"] == "1"
     assert row["ID"] == view["leader"] and row["LEADER"] == "yes"
     assert row["VERSION"] == view["instances"][0]["version"]
     assert re.fullmatch(r"\d+s ago", row["LAST HEARTBEAT"])
