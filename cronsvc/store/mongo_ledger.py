@@ -172,19 +172,20 @@ class MongoClaims(MongoPart):
     async def _claim_context(
         self, live: list[CheckedClaim]
     ) -> tuple[StoredClaims, dict[str, int | None]]:
-        """Up to three queries sent together (not one `$or`: nx-27017 answers that
-        by a full scan); and each RUNNING execution's `executed_at`."""
+        """Up to two queries sent together (not one `$or`: nx-27017 answers that
+        by a full scan); and each RUNNING execution's `executed_at`. The first
+        finds both a claim's own record (an earlier attempt that landed) and
+        another's of the same tick: each is a record of one of the batch's jobs
+        at or after its earliest instant. One range on the tick key, not a
+        query by id and another by tick: nx-27017 scans for each, so its cost
+        per batch grows with the log."""
         by_id = {entry.claim.execution_id: entry for entry in live}
-        queries: list[Doc] = [{"_id": {"$in": list(by_id)}}]
-        ticks = [entry for entry in live if entry.slot == TICK_SLOT]
-        if ticks:
-            queries.append(
-                {
-                    "scheduled_at": {"$in": list({entry.scheduled_ms for entry in ticks})},
-                    "job_id": {"$in": list({entry.claim.job_id for entry in ticks})},
-                    "slot": TICK_SLOT,
-                }
-            )
+        queries: list[Doc] = [
+            {
+                "job_id": {"$in": list({entry.claim.job_id for entry in live})},
+                "scheduled_at": {"$gte": min(entry.scheduled_ms for entry in live)},
+            }
+        ]
         watched = watched_jobs(live)
         if watched:
             queries.append({"job_id": {"$in": list(watched)}, "status": RUNNING})
