@@ -106,6 +106,14 @@ WINDOW_SLACK_S = 30
 """Beyond `--window`, the longest the RSS sampler runs (the window's lead-in
 and drain, and metrics read while loaded)."""
 RESTART_WITHIN_S = 600
+NX_27017_OPTIONS = "connectTimeoutMS=120000&socketTimeoutMS=600000"
+"""Client options in the store URL of a cluster on the nx-27017 started here.
+It answers one request at a time: a page of 20,000 schedules read for one
+instance keeps another's server monitor waiting past the default 5 s, which
+then clears that client's pool and cancels its own page read, again and again
+(three instances on 300,000 jobs never got past their first page)."""
+ANSWER_WITHIN_S = 30
+"""The longest an instance's /readyz or /metrics may take to answer."""
 API_WITHIN_S = 300
 
 
@@ -394,7 +402,9 @@ def _restart_mongo_schedules(url: str) -> None:
 
 
 def _drop_mongo_database(url: str) -> None:
-    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        url, serverSelectionTimeoutMS=5000, socketTimeoutMS=RESTART_WITHIN_S * 1000
+    )
     with client:
         client.drop_database(client.get_default_database())
 
@@ -407,9 +417,11 @@ async def cluster_scale_run(
     workdir: Path,
     seed_within_s: float = 900.0,
     ready_within_s: float = 600.0,
+    one_by_one: bool = False,
 ) -> dict[str, Any]:
     """Seed `population` into one MongoDB database, then for each K of
-    `instances` in turn: K `cronsvc serve` on it and a Redis, each one's
+    `instances` in turn: K `cronsvc serve` on it and a Redis (spawned at
+    once, or with `one_by_one` each once the one before serves), each one's
     start-up and memory, and `window` seconds of ticks across them."""
     jobs = population.jobs
     result: dict[str, Any] = {
@@ -422,14 +434,16 @@ async def cluster_scale_run(
         receiver = await stack.enter_async_context(receiving())
         assert isinstance(receiver, SocketReceiver)
         helpers: dict[str, int] = {}
+        database = f"scale{uuid.uuid4().hex[:8]}"
         mongo_url = os.environ.get(MONGODB_URL_ENV)
         if mongo_url is None:
             nx = await asyncio.to_thread(start_nx_27017, workdir / f"mongo-{jobs}")
-            stack.callback(nx.stop)
-            mongo_url = nx.url
+            stack.callback(nx.stop)  # its files go with the work directory
+            store_url = with_database(f"{nx.url}/?{NX_27017_OPTIONS}", database)
             helpers["nx-27017"] = nx.process.pid
-        store_url = with_database(mongo_url, f"scale{uuid.uuid4().hex[:8]}")
-        stack.push_async_callback(asyncio.to_thread, _drop_mongo_database, store_url)
+        else:
+            store_url = with_database(mongo_url, database)
+            stack.push_async_callback(asyncio.to_thread, _drop_mongo_database, store_url)
         redis = RedisServer(workdir)
         redis.start()
         stack.callback(redis.stop)
@@ -450,18 +464,24 @@ async def cluster_scale_run(
             restart_s = round(time.monotonic() - began, 1)
             receiver.arrivals.clear()
             progress(f"scale {jobs}, {k} instance(s): last ticks set in {restart_s} s; starting")
-            run = await _cluster_window(
-                k,
-                jobs=jobs,
-                cadences=cadences,
-                receiver=receiver,
-                store_url=store_url,
-                redis_url=redis.url,
-                helpers=helpers,
-                workdir=workdir,
-                window=window,
-                ready_within_s=ready_within_s,
-            )
+            try:
+                run = await _cluster_window(
+                    k,
+                    jobs=jobs,
+                    cadences=cadences,
+                    receiver=receiver,
+                    store_url=store_url,
+                    redis_url=redis.url,
+                    helpers=helpers,
+                    workdir=workdir,
+                    window=window,
+                    ready_within_s=ready_within_s,
+                    one_by_one=one_by_one,
+                )
+            except (RuntimeError, OSError, aiohttp.ClientError) as e:
+                # The other runs' figures still stand: this one is told as failed.
+                progress(f"  {k} instance(s) failed: {e}")
+                run = {"error": str(e)}
             run_s = round(time.monotonic() - began, 1)
             runs.append({"instances": k, "restart_schedules_s": restart_s, "run_s": run_s, **run})
         result["runs"] = runs
@@ -480,6 +500,7 @@ async def _cluster_window(
     workdir: Path,
     window: int,
     ready_within_s: float,
+    one_by_one: bool,
 ) -> dict[str, Any]:
     prefix = f"scale{uuid.uuid4().hex[:8]}"
     processes = []
@@ -499,17 +520,20 @@ async def _cluster_window(
         processes.append(CronsvcProcess(config_path=config, port=port, log_path=log_path))
     async with AsyncExitStack() as stack:
         stack.push_async_callback(_stop_all, processes)
-        session = await stack.enter_async_context(aiohttp.ClientSession())
-        spawned = []
-        for process in processes:
-            await process.start(wait=False)
-            spawned.append(time.time())
-        started = await asyncio.gather(
-            *(
-                _instance_serving(session, process, at, ready_within_s)
-                for process, at in zip(processes, spawned, strict=True)
-            )
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ANSWER_WITHIN_S))
         )
+        if one_by_one:
+            started = []
+            for process in processes:
+                await process.start(wait=False)
+                started.append(await _instance_serving(session, process, ready_within_s))
+        else:
+            for process in processes:
+                await process.start(wait=False)
+            started = await asyncio.gather(
+                *(_instance_serving(session, process, ready_within_s) for process in processes)
+            )
         pids = {f"cronsvc-{n}": p.process.pid for n, p in enumerate(processes) if p.process}
         progress(
             f"  serving after {', '.join(str(s['serving_s']) for s in started)} s; "
@@ -544,36 +568,43 @@ async def _cluster_window(
 
 
 async def _instance_serving(
-    session: aiohttp.ClientSession, process: CronsvcProcess, spawned: float, within_s: float
+    session: aiohttp.ClientSession, process: CronsvcProcess, within_s: float
 ) -> dict[str, Any]:
-    """Seconds from spawning `process` to its /readyz 200, its RSS then and
-    the jobs it holds."""
-    async with asyncio.timeout(within_s):
-        while True:
-            assert process.process is not None
-            if process.process.returncode is not None:
-                raise RuntimeError(f"cronsvc exited: {process.log_tail()}")
-            try:
-                async with session.get(f"{process.url}/readyz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(CLUSTER_POLL_S)
-    serving = time.time() - spawned
+    """Seconds from spawning `process` (just now) to its /readyz 200, its
+    RSS then and the jobs it holds; if it does not serve within `within_s`,
+    `serving_s` None and the rest as they are then."""
+    spawned = time.time()
+    serving: float | None = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            while serving is None:
+                assert process.process is not None
+                if process.process.returncode is not None:
+                    raise RuntimeError(f"cronsvc exited: {process.log_tail()}")
+                try:
+                    async with session.get(f"{process.url}/readyz") as response:
+                        if response.status == 200:
+                            serving = time.time() - spawned
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(CLUSTER_POLL_S)
     assert process.process is not None
     memory = sample(process.process.pid)
     return {
-        "serving_s": round(serving, 2),
+        "serving_s": None if serving is None else round(serving, 2),
         "rss_mib_serving": memory and round(memory.rss_mib),
         "active_jobs_serving": await _active_jobs(session, process.url),
     }
 
 
 async def _active_jobs(session: aiohttp.ClientSession, base: str) -> int | None:
-    """`cronsvc_active_jobs` of the instance at `base`: the jobs on its heap."""
-    async with session.get(f"{base}/metrics") as response:
-        text = await response.text()
+    """`cronsvc_active_jobs` of the instance at `base`: the jobs on its heap
+    (None if it does not answer within `ANSWER_WITHIN_S`)."""
+    try:
+        async with session.get(f"{base}/metrics") as response:
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
     for line in text.splitlines():
         series, _, value = line.partition(" ")
         if series == "cronsvc_active_jobs":
@@ -612,7 +643,7 @@ def cluster_table(result: dict[str, Any]) -> list[str]:
         "| peak RSS MiB since start | active jobs at serving / end | RSS vs one instance |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    runs = result["runs"]
+    runs = [run for run in result["runs"] if "error" not in run]
     alone = next((r for r in runs if r["instances"] == 1), None)
     base = alone and alone["per_instance"][0]["rss_mib_serving"]
     for run in runs:
@@ -679,6 +710,7 @@ async def _clusters(args: argparse.Namespace, workdir: Path) -> list[dict[str, A
             workdir=workdir,
             seed_within_s=args.seed_within_s,
             ready_within_s=args.ready_within_s,
+            one_by_one=args.start == "one-by-one",
         )
         result["total_s"] = round(time.monotonic() - began, 1)
         results.append(result)
@@ -715,6 +747,12 @@ def main() -> int:
         "--instances",
         type=_instance_counts,
         help="K, or K1,K2,... in turn: a cluster on MongoDB and Redis, not one SQLite process",
+    )
+    parser.add_argument(
+        "--start",
+        choices=("together", "one-by-one"),
+        default="together",
+        help="with --instances: spawn all at once, or each once the one before serves",
     )
     parser.add_argument("--window", type=int, default=30, help="seconds of ticks to count")
     parser.add_argument("--api-requests", type=int, default=200, help="of each kind")
