@@ -37,8 +37,10 @@ in turn every job's `last_tick` is set to now (and the previous run's
 execution records dropped), K instances of `cronsvc serve` are spawned at
 once on a key prefix of their own, and for each instance:
 
-- the time from its spawning to its `/readyz` 200 (serving), its RSS then
-  and its `cronsvc_active_jobs` (the jobs on its heap);
+- the time from its spawning to having loaded every job (`/readyz`'s
+  scheduler check "ok"), its RSS and `cronsvc_active_jobs` (the jobs on its
+  heap) then, and the time to `/readyz` 200 (serving: the store answered
+  its ping too, which a store saturated by the fire load may not do);
 - over a window of `--window` seconds of ticks, its largest RSS (sampled
   every `RSS_SAMPLE_S`), its peak RSS since it started (`VmHWM`) and its
   active jobs at the end;
@@ -113,6 +115,7 @@ instance keeps another's server monitor waiting past the default 5 s, which
 then clears that client's pool and cancels its own page read, again and again
 (three instances on 300,000 jobs never got past their first page)."""
 ANSWER_WITHIN_S = 30
+LOADED_GRACE_S = 60
 """The longest an instance's /readyz or /metrics may take to answer."""
 API_WITHIN_S = 300
 
@@ -536,8 +539,9 @@ async def _cluster_window(
             )
         pids = {f"cronsvc-{n}": p.process.pid for n, p in enumerate(processes) if p.process}
         progress(
-            f"  serving after {', '.join(str(s['serving_s']) for s in started)} s; "
-            f"{window} s window"
+            "  loaded / serving after "
+            + ", ".join(f"{s['loaded_s']} / {s['serving_s']}" for s in started)
+            + f" s; {window} s window"
         )
         deployment = Deployment(processes, helpers)
         before = await deployment.metrics(session)
@@ -570,11 +574,15 @@ async def _cluster_window(
 async def _instance_serving(
     session: aiohttp.ClientSession, process: CronsvcProcess, within_s: float
 ) -> dict[str, Any]:
-    """Seconds from spawning `process` (just now) to its /readyz 200, its
-    RSS then and the jobs it holds; if it does not serve within `within_s`,
-    `serving_s` None and the rest as they are then."""
+    """Seconds from spawning `process` (just now) to its scheduler's having
+    loaded every job (/readyz's `scheduler` check "ok"), its RSS and active
+    jobs then, and to /readyz 200 (serving). Waits for 200 `LOADED_GRACE_S`
+    past the load at most (a store too busy to answer its ping in time keeps
+    it 503), and for either `within_s` at most (then None, and RSS and jobs
+    as they are)."""
     spawned = time.time()
-    serving: float | None = None
+    loaded = serving = None
+    at_load: dict[str, Any] = {}
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(within_s):
             while serving is None:
@@ -583,17 +591,30 @@ async def _instance_serving(
                     raise RuntimeError(f"cronsvc exited: {process.log_tail()}")
                 try:
                     async with session.get(f"{process.url}/readyz") as response:
+                        body = await response.json(content_type=None)
                         if response.status == 200:
                             serving = time.time() - spawned
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    body = {}
+                if loaded is None and (serving or body.get("checks", {}).get("scheduler") == "ok"):
+                    loaded = serving or time.time() - spawned
+                    at_load = await _load_figures(session, process)
+                if serving is None and loaded and time.time() - spawned > loaded + LOADED_GRACE_S:
+                    break
                 await asyncio.sleep(CLUSTER_POLL_S)
+    return {
+        "loaded_s": None if loaded is None else round(loaded, 2),
+        "serving_s": None if serving is None else round(serving, 2),
+        **(at_load or await _load_figures(session, process)),
+    }
+
+
+async def _load_figures(session: aiohttp.ClientSession, process: CronsvcProcess) -> dict[str, Any]:
     assert process.process is not None
     memory = sample(process.process.pid)
     return {
-        "serving_s": None if serving is None else round(serving, 2),
-        "rss_mib_serving": memory and round(memory.rss_mib),
-        "active_jobs_serving": await _active_jobs(session, process.url),
+        "rss_mib_loaded": memory and round(memory.rss_mib),
+        "active_jobs_loaded": await _active_jobs(session, process.url),
     }
 
 
@@ -639,20 +660,21 @@ async def _stop_all(processes: list[CronsvcProcess]) -> None:
 def cluster_table(result: dict[str, Any]) -> list[str]:
     """Markdown lines: one row per instance of each run, then the fire load of each run."""
     lines = [
-        "| instances | instance | serving s | RSS MiB at serving | RSS MiB max in window "
-        "| peak RSS MiB since start | active jobs at serving / end | RSS vs one instance |",
+        "| instances | instance | loaded / serving s | RSS MiB when loaded | RSS MiB max in window "
+        "| peak RSS MiB since start | active jobs when loaded / at end | RSS vs one instance |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     runs = [run for run in result["runs"] if "error" not in run]
     alone = next((r for r in runs if r["instances"] == 1), None)
-    base = alone and alone["per_instance"][0]["rss_mib_serving"]
+    base = alone and alone["per_instance"][0]["rss_mib_loaded"]
     for run in runs:
         for n, i in enumerate(run["per_instance"]):
-            ratio = _ratio(i["rss_mib_serving"], base) if base else None
+            ratio = _ratio(i["rss_mib_loaded"], base) if base else None
             lines.append(
-                f"| {run['instances']} | {n} | {i['serving_s']} | {i['rss_mib_serving']} "
+                f"| {run['instances']} | {n} | {i['loaded_s']} / {i['serving_s']} "
+                f"| {i['rss_mib_loaded']} "
                 f"| {i['rss_mib_window_max']} | {i['peak_rss_mib']} "
-                f"| {i['active_jobs_serving']} / {i['active_jobs_end']} | {ratio} |"
+                f"| {i['active_jobs_loaded']} / {i['active_jobs_end']} | {ratio} |"
             )
     lines += [
         "",
