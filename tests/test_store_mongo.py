@@ -28,9 +28,9 @@ from cronsvc.domain import (
     ScheduleRevision,
     Trigger,
 )
-from cronsvc.errors import ConfigError, StoreUnavailable
+from cronsvc.errors import ConfigError, DuplicateJobName, StoreUnavailable
 from cronsvc.ids import new_id
-from cronsvc.store import ClaimOutcome, ClaimResult, FinishReport, TickClaim
+from cronsvc.store import ClaimOutcome, ClaimResult, FinishReport, JobQuery, TickClaim
 from cronsvc.store.mongo import MongoStore
 from cronsvc.urls import redact_url
 from tests.fakes import free_port
@@ -161,6 +161,51 @@ async def test_prune_works_beside_the_ttl_index(mongo_database_url: str) -> None
         assert await store.prune_executions(at(2)) == 1
     finally:
         await store.aclose()
+
+
+async def test_a_seeded_job_reads_back_as_the_same_job_created_one_by_one(
+    store: MongoStore,
+) -> None:
+    jobs = [
+        make_job("a", tags=("seeded",), headers={"a.b": "1"}, body={"x": [1]}),
+        make_job("b", is_active=False),
+        dataclasses.replace(
+            make_job("c"),
+            spec=dataclasses.replace(
+                make_job("c").spec, cron_expression="7 * * * * *", timezone="Europe/Paris"
+            ),
+        ),
+    ]
+    for job in jobs:
+        await store.create_job(job)
+    expected = [(await store.get_job(job.id), await store.schedule_history(job.id)) for job in jobs]
+    expected_tagged = await store.list_jobs(JobQuery(tag="seeded"))
+    expected_active = await store.active_schedules()
+    for job in jobs:
+        await store.delete_job(job.id)
+
+    await store.seed_jobs(jobs)
+
+    got = [(await store.get_job(job.id), await store.schedule_history(job.id)) for job in jobs]
+    assert got == expected
+    assert await store.list_jobs(JobQuery(tag="seeded")) == expected_tagged
+    assert await store.active_schedules() == expected_active
+    assert await store.count_jobs() == 3
+
+
+async def test_seeding_a_name_twice_inserts_none_and_a_stored_name_is_refused(
+    store: MongoStore,
+) -> None:
+    with pytest.raises(DuplicateJobName) as twice:
+        await store.seed_jobs([make_job("free"), make_job("twice"), make_job("twice")])
+    assert twice.value.name == "twice"
+    assert await store.count_jobs() == 0
+
+    await store.create_job(make_job("taken"))
+    with pytest.raises(DuplicateJobName) as taken:
+        await store.seed_jobs([make_job("taken"), make_job("after")])
+    assert taken.value.name == "taken"
+    assert await store.count_jobs() == 1  # ordered: nothing after the clash went in
 
 
 async def test_a_job_written_before_the_schedule_history_reads_as_one_revision_and_grows(
