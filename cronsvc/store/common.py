@@ -28,7 +28,7 @@ from cronsvc.domain import (
     RetryPolicy,
     Trigger,
 )
-from cronsvc.errors import InvalidCursor
+from cronsvc.errors import DuplicateJobName, InvalidCursor
 from cronsvc.ids import is_valid_id, new_id
 from cronsvc.instants import rfc3339
 from cronsvc.store import ClaimOutcome, ClaimResult, TickClaim
@@ -533,3 +533,15 @@ def shared_retry(max_attempts: int, backoff_seconds: float, max_backoff: float) 
 
 def shared_text(text: str) -> str:
     return sys.intern(text)
+
+
+def check_seeded(jobs: Iterable[Job]) -> None:
+    """What both stores refuse before seeding any of `jobs`: an id not well
+    formed (ValueError), a name twice (`DuplicateJobName`)."""
+    names: set[str] = set()
+    for job in jobs:
+        if not is_valid_id(job.id):
+            raise ValueError(f"job id {job.id!r} is not well formed")
+        if job.spec.name in names:
+            raise DuplicateJobName(job.spec.name)
+        names.add(job.spec.name)

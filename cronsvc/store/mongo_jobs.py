@@ -48,6 +48,7 @@ from cronsvc.store.common import (
     alerts_from_document,
     cached_instant,
     check_limit,
+    check_seeded,
     decode_job_cursor,
     encode_cursor,
     from_unix_ms,
@@ -96,13 +97,7 @@ class MongoJobs(MongoPart):
         inserting none of them; for a name a stored job holds, `DuplicateJobName`
         after the jobs ahead of it are in (no transactions to undo them)."""
         with self._calling():
-            names: set[str] = set()
-            for job in jobs:
-                if not is_valid_id(job.id):
-                    raise ValueError(f"job id {job.id!r} is not well formed")
-                if job.spec.name in names:
-                    raise DuplicateJobName(job.spec.name)
-                names.add(job.spec.name)
+            check_seeded(jobs)
             documents = [job_document(job) for job in jobs]
             if not documents:
                 return

@@ -75,6 +75,7 @@ from cronsvc.store.common import (
     check_claims,
     check_importable,
     check_limit,
+    check_seeded,
     decide_claims,
     decode_execution_cursor,
     decode_job_cursor,
@@ -710,13 +711,7 @@ def _do_create_job(db: sqlite3.Connection, job: Job) -> Job:
 
 
 def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
-    names: set[str] = set()
-    for job in jobs:
-        if not is_valid_id(job.id):
-            raise ValueError(f"job id {job.id!r} is not well formed")
-        if job.spec.name in names:
-            raise DuplicateJobName(job.spec.name)
-        names.add(job.spec.name)
+    check_seeded(jobs)
     try:
         with _transaction(db):
             db.executemany(_INSERT_JOB, [_job_row(job) for job in jobs])
@@ -726,7 +721,7 @@ def _do_seed_jobs(db: sqlite3.Connection, jobs: list[Job]) -> None:
         if "jobs.name" not in str(e):
             raise
         # Rolled back: the name is a stored job's (the batch's own are distinct).
-        taken = db.execute(_NAME_TAKEN, (json_text(list(names)),)).fetchone()
+        taken = db.execute(_NAME_TAKEN, (json_text([job.spec.name for job in jobs]),)).fetchone()
         if taken is None:
             raise
         raise DuplicateJobName(taken[0]) from None
