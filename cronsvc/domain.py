@@ -270,3 +270,7 @@ class InstanceInfo:
     jobs_owned: int | None = None
     """The active jobs it schedules, as of its last heartbeat; None while it
     loads them (it takes no share yet), or from an instance that does not tell."""
+    loading: bool = False
+    """True while it loads its jobs for the first time (for a bounded time): if
+    no instance scheduled jobs when it began, the cluster is starting together
+    and its share is left to it meanwhile (`Heartbeat.loading`)."""

@@ -79,9 +79,11 @@ class JobSync:
     ) -> None:
         """Every active job into the index, slim, the next page read while one
         is applied. A page is retried until the store answers: nothing can be
-        scheduled before."""
+        scheduled before. Each page keeps the jobs owned as the latest heartbeat
+        says (a cluster starting together hears of its members as they come);
+        if the owners changed meanwhile, the next resync drops what moved away."""
         sync = next(self._syncs)
-        owned = self.membership.current
+        first = self.membership.current
         after: str | None = None
         reading: asyncio.Task[list[ActiveSchedule]] | None = None
         try:
@@ -101,13 +103,14 @@ class JobSync:
                 if len(page) == SYNC_PAGE:
                     after = page[-1].id
                     reading = asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE))
+                owned = self.membership.current
                 if not owned.alone:
                     page = [row for row in page if owned.owns(row.id)]
                 await self._apply_page(page, sync, between_slices)
                 if self.changed:
                     await self.apply_changes()
                 if reading is None:
-                    self._synced = owned
+                    self._synced = first
                     return
         finally:
             if reading is not None:

@@ -67,11 +67,13 @@ class LeaderDuties:
         on_lost: Callable[[list[Execution]], None] | None = None,
         recent: RecentFires | None = None,
         jobs_owned: Callable[[], int | None] | None = None,
+        loading: Callable[[], bool] | None = None,
         membership: Membership | None = None,
     ) -> None:
         self._on_lost = on_lost
         self._recent = recent
         self._jobs_owned = jobs_owned
+        self._loading = loading
         self._membership = membership
         self._store = store
         self._coordinator = coordinator
@@ -207,6 +209,7 @@ class LeaderDuties:
                     if self._recent is None
                     else self._recent.last_minute(),
                     jobs_owned=None if self._jobs_owned is None else self._jobs_owned(),
+                    loading=self._loading is not None and self._loading(),
                 ),
                 ttl_s=self._ttl,
             )
@@ -215,7 +218,7 @@ class LeaderDuties:
             unbroken = since is not None and beat.renewed
             self._unbroken_since = since if unbroken else self._clock.monotonic()
         if self._membership is not None:
-            self._membership.update(beat.owners)
+            self._membership.update(beat.owners, beat.loading)
         try:
             token = await self._coordinator.try_lead(self._instance_id, ttl_s=self._ttl)
         except BaseException:

@@ -55,7 +55,9 @@ class Membership:
     """The owners as this instance's last heartbeat saw them. Those who take no
     share yet (still loading their jobs) are left out, so jobs move to a
     newcomer only once it schedules them; until the old owner hears of it both
-    hold them, and the tick leases fence the overlap."""
+    hold them, and the tick leases fence the overlap. The exception is a
+    cluster starting together (`Heartbeat.loading`): nobody fires yet, so each
+    loads only its share, and the first to finish does not take the others'."""
 
     __slots__ = ("current", "listeners")
 
@@ -65,8 +67,9 @@ class Membership:
         """Told the owners before and after each change (jobs may move); they
         must not block."""
 
-    def update(self, owners: Iterable[str]) -> None:
-        ownership = Ownership(self.current.me, owners)
+    def update(self, owners: Iterable[str], loading: Iterable[str] = ()) -> None:
+        """`loading`: the instances whose share is kept while they load."""
+        ownership = Ownership(self.current.me, {*owners, *loading})
         if ownership.members == self.current.members:
             return
         log.info("owners_changed", owners=list(ownership.members))

@@ -36,6 +36,13 @@ mark queued one after another, so smaller batches left the last mark late."""
 
 HOLD_CHECK_S = 0.2  # how often held jobs look whether the store answers again
 
+LOADING_SHARE_S = 600.0
+"""The longest a cluster starting together keeps an instance's share while it
+loads its jobs: longer than 300,000 jobs take to load from a MongoDB that three
+instances read at once (BENCHMARKS.md), so only one that cannot finish (it
+reaches Redis but not the store) loses its share, to the others, until it is
+done."""
+
 
 class SchedulerStore(ScheduleSource, MissedRecords, Protocol):
     """It reads the schedules and writes only MISSED records."""
@@ -99,6 +106,7 @@ class Scheduler:
         self.leaving = False
         """Set when this instance is about to stop: it gives its share up
         but fires its jobs until the others have taken them."""
+        self._loading_until = clock.monotonic() + LOADING_SHARE_S
         self.ready = asyncio.Event()  # set once the first sync is done
         metrics.gauge(
             "cronsvc_active_jobs", "Jobs on this instance's heap", lambda: len(index.entries)
@@ -130,6 +138,16 @@ class Scheduler:
         if self.leaving or not self.ready.is_set():
             return None
         return len(self._index.entries)
+
+    def loading(self) -> bool:
+        """True while the first load goes on, for `LOADING_SHARE_S` at most: a
+        cluster starting together keeps this instance's share for it meanwhile
+        (`Heartbeat.loading`); past that, the others take it until it is done."""
+        return (
+            not self.ready.is_set()
+            and not self.leaving
+            and self._clock.monotonic() < self._loading_until
+        )
 
     def stop(self) -> None:
         self._stopping = True

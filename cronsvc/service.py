@@ -210,6 +210,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         on_lost=watch.lost,
         recent=run_path.deliveries.recent,
         jobs_owned=scheduler.jobs_owned,
+        loading=scheduler.loading,
         membership=membership,
     )
     coordinator.subscribe_job_changes(scheduler.notify_job_changed)

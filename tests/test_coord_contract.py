@@ -270,6 +270,38 @@ async def test_a_heartbeat_names_the_instances_that_schedule_their_share(
     assert (await coordinator.heartbeat(later(stopped_owning), TTL_S)).owners == set()
 
 
+async def test_a_cluster_starting_together_keeps_the_share_of_those_still_loading(
+    coordinator: Coordinator, peer: Peer
+) -> None:
+    """Instances that began loading while no instance was an owner keep their
+    share while they load; one that begins when an owner schedules does not
+    (it takes its share once it can fire it), nor one that gave loading up."""
+    other, third = await peer(), await peer()
+    a = dataclasses.replace(instance("instance-a"), loading=True)
+    b = dataclasses.replace(instance("instance-b"), loading=True)
+    assert (await coordinator.heartbeat(a, TTL_S)).loading == {"instance-a"}
+    beat = await other.heartbeat(b, TTL_S)
+    assert (beat.owners, beat.loading) == (set(), {"instance-a", "instance-b"})
+
+    a_loaded = dataclasses.replace(later(a), loading=False, jobs_owned=4)
+    beat = await coordinator.heartbeat(a_loaded, TTL_S)
+    assert (beat.owners, beat.loading) == ({"instance-a"}, {"instance-b"})
+    c = dataclasses.replace(instance("instance-c"), loading=True)
+    beat = await third.heartbeat(c, TTL_S)  # a newcomer: a schedules already
+    assert (beat.owners, beat.loading) == ({"instance-a"}, {"instance-b"})
+    assert (await other.heartbeat(later(b), TTL_S)).loading == {"instance-b"}  # still loading
+
+    gave_up = dataclasses.replace(later(b, 10), loading=False)
+    assert (await other.heartbeat(gave_up, TTL_S)).loading == set()
+    assert (await other.heartbeat(later(b, 15), TTL_S)).loading == set()  # not again
+    assert [info.loading for info in await coordinator.live_instances()] == [
+        False,
+        True,
+        True,
+    ]
+    await third.forget_instance("instance-c")
+
+
 async def test_a_new_heartbeat_replaces_the_announcement(coordinator: Coordinator) -> None:
     first = instance("instance-a")
     later = InstanceInfo(

@@ -294,6 +294,24 @@ async def test_an_owner_whose_announcement_expired_is_no_longer_named(
         assert client.zrange(f"{redis_prefix}:owners", 0, -1) == ["instance-b"]
 
 
+async def test_a_loading_instance_whose_announcement_expired_is_no_longer_named(
+    open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    a = await open_redis(redis_url, redis_prefix)
+    await a.heartbeat(dataclasses.replace(instance("instance-a"), loading=True), 0.1)
+    await a.heartbeat(dataclasses.replace(instance("instance-b"), loading=True), TTL_S)
+
+    async def only_b() -> bool:
+        beat = await a.heartbeat(instance("instance-c"), TTL_S)
+        return beat.loading == {"instance-b"}
+
+    await eventually(only_b)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        assert client.zrange(f"{redis_prefix}:loading", 0, -1) == ["instance-b"]
+    await a.forget_instance("instance-b")
+    assert (await a.heartbeat(instance("instance-c"), TTL_S)).loading == set()
+
+
 async def test_key_prefixes_keep_two_clusters_apart(
     open_redis: Opener, redis_url: str, redis_prefix: str
 ) -> None:

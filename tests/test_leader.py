@@ -136,6 +136,48 @@ async def test_each_heartbeat_tells_the_jobs_owned_and_learns_the_owners(
     assert {info.id: info.jobs_owned for info in live} == {"a": 7, "b": 5}
 
 
+async def test_instances_starting_together_each_keep_their_share_while_loading(
+    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    """The heartbeat tells that an instance loads; the first to finish does not
+    take the share of those that began loading with it, but a newcomer to a
+    cluster that schedules gets no share until it has loaded."""
+    clock = SteppedClock()
+    owned: dict[str, int | None] = {"a": None, "b": None, "c": None}
+    loading = {"a": True, "b": True, "c": True}
+    memberships = {name: Membership(name) for name in owned}
+    leaders = {
+        name: LeaderDuties(
+            store=store,
+            coordinator=await open_redis(redis_url, redis_prefix),
+            clock=clock,
+            metrics=Metrics(),
+            instance_id=name,
+            started_at=clock.now(),
+            heartbeat_interval_s=HEARTBEAT_S,
+            retention_days=30,
+            reap_grace=True,
+            on_adopted=lambda adopted: None,
+            jobs_owned=functools.partial(owned.get, name),
+            loading=functools.partial(loading.__getitem__, name),
+            membership=memberships[name],
+        )
+        for name in owned
+    }
+    await leaders["a"].renew()
+    await leaders["b"].renew()
+    assert memberships["b"].current.members == ("a", "b")
+    owned["a"], loading["a"] = 7, False
+    await leaders["a"].renew()
+    assert memberships["a"].current.members == ("a", "b")  # b's share waits for it
+    await leaders["c"].renew()  # begins after a schedules: a newcomer
+    await leaders["a"].renew()
+    assert memberships["a"].current.members == ("a", "b")
+    assert memberships["c"].current.members == ("a", "b", "c")  # it loads its share
+    live = await (await open_redis(redis_url, redis_prefix)).live_instances()
+    assert {info.id: info.loading for info in live} == {"a": False, "b": True, "c": True}
+
+
 async def test_the_leader_keeps_renewing_while_the_store_stalls(
     make_client: MakeClient,
     config: Config,

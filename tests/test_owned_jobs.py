@@ -10,16 +10,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cronsvc.clock import SystemClock
+from cronsvc import jobsync
+from cronsvc.clock import Clock, SystemClock
 from cronsvc.config import SchedulerConfig
 from cronsvc.domain import Job, JobSpec
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
 from cronsvc.ownership import Membership, Ownership
-from cronsvc.scheduler import Scheduler
-from cronsvc.store import Store
+from cronsvc.scheduler import LOADING_SHARE_S, Scheduler
+from cronsvc.store import ActiveSchedule, Store
 from cronsvc.ticks import DueTick, HandBack
+from tests.fakes import SteppedClock
 
 ME, OTHER = "instance-a", "instance-b"
 JOBS = 40
@@ -52,7 +54,7 @@ def job() -> Job:
 
 
 class Rig:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store = store
         self.metrics = Metrics()
         self.membership = Membership(ME)
@@ -62,7 +64,7 @@ class Rig:
             store=store,
             sink=self.fired,
             handback=HandBack(),
-            clock=SystemClock(),
+            clock=clock or SystemClock(),
             config=SchedulerConfig(),
             metrics=self.metrics,
             health=HealthMonitor(probes={Dependency.STORE: store.ping}, metrics=self.metrics),
@@ -166,3 +168,61 @@ async def test_a_job_created_for_another_instance_is_left_to_it(
     await until(lambda: made.fired.jobs >= mine)
     await asyncio.sleep(1.1)
     assert not made.fired.jobs & {j.id for j in new} - mine
+
+
+async def test_a_first_load_keeps_the_share_the_latest_heartbeat_names(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instances starting together hear of each other while they load: pages
+    read after that keep only this instance's share, and what an earlier page
+    took of another's share is dropped once the load is done."""
+    monkeypatch.setattr(jobsync, "SYNC_PAGE", 10)
+    jobs = [job() for _ in range(JOBS)]
+    for j in jobs:
+        await store.create_job(j)
+    made = Rig(store)
+    made.membership.update([])  # no other instance heard of yet
+    read = store.active_schedules
+
+    async def heard_of_other(after: str | None, limit: int) -> list[ActiveSchedule]:
+        if after is not None:  # the first page is read: the other announces itself
+            made.membership.update([OTHER])
+        return await read(after, limit)
+
+    store.active_schedules = heard_of_other  # type: ignore[method-assign]
+    first_page = {j.id for j in sorted(jobs, key=lambda j: j.id)[:10]}
+    mine, theirs = split(jobs)
+    running = asyncio.create_task(made.scheduler.run())
+    try:
+        await asyncio.wait_for(made.scheduler.ready.wait(), 10)
+        await until(lambda: made.scheduler.jobs_owned() == len(mine))
+        assert made.moves("out") == len(first_page & theirs)  # not all of theirs
+        made.fired.jobs.clear()
+        await asyncio.sleep(1.1)  # every job's next tick
+        assert made.fired.jobs == mine
+    finally:
+        made.scheduler.stop()
+        await asyncio.wait_for(running, 10)
+
+
+async def test_an_instance_asks_to_keep_its_share_only_while_it_first_loads_and_not_for_long(
+    store: Store,
+) -> None:
+    clock = SteppedClock()
+    made = Rig(store, clock)
+    assert made.scheduler.loading()
+    clock.advance(LOADING_SHARE_S)  # one that cannot finish gives its share up
+    assert not made.scheduler.loading()
+
+    made = Rig(store, clock)
+    made.scheduler.leaving = True
+    assert not made.scheduler.loading()
+    made = Rig(store, clock)
+    running = asyncio.create_task(made.scheduler.run())
+    try:
+        await asyncio.wait_for(made.scheduler.ready.wait(), 10)
+        assert not made.scheduler.loading()
+        assert made.scheduler.jobs_owned() == 0
+    finally:
+        made.scheduler.stop()
+        await asyncio.wait_for(running, 10)

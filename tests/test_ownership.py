@@ -84,3 +84,13 @@ def test_membership_tells_its_listeners_only_when_the_owners_change() -> None:
     membership.update(["c"])  # b left, c came, a counts itself in
     assert told == [("a", "b"), ("a", "c")]
     assert not membership.current.alone
+
+
+def test_members_still_loading_at_a_cold_start_count_as_members() -> None:
+    membership = Membership("a")
+    membership.update(["a"], loading=["b", "c"])
+    assert membership.current.members == ("a", "b", "c")
+    membership.update(["a", "b"], loading=["c"])  # b done loading: nothing moves
+    assert membership.current.members == ("a", "b", "c")
+    membership.update(["a", "b"])  # c gave loading up: its share is taken
+    assert membership.current.members == ("a", "b")

@@ -892,6 +892,10 @@ class InstanceOut(_Out):
         "heartbeat; null while it loads them (it takes no share yet) or from an "
         "earlier version"
     )
+    loading: bool = Field(
+        description="true while it loads its jobs for the first time; in a cluster "
+        "starting together, its share waits for it meanwhile (10 minutes at most)"
+    )
     is_leader: bool
 
 

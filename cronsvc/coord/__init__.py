@@ -43,6 +43,12 @@ class Heartbeat:
     owners: frozenset[str]
     """The instances whose unexpired announcements say they schedule their
     share of the jobs (`InstanceInfo.jobs_owned` is not None), as of this call."""
+    loading: frozenset[str] = frozenset()
+    """The instances loading their jobs whose share is kept for them: those
+    that announced `InstanceInfo.loading` first while no instance was an
+    owner (the cluster starting together), for as long as they announce it.
+    A newcomer to a cluster that schedules is not among them: it takes its
+    share only once it can fire it."""
 
 
 class Coordinator(Protocol):

@@ -31,6 +31,7 @@ class LocalCoordinator:
         self._cancel_callbacks: list[CancelCallback] = []
         self._leases: dict[tuple[str, datetime], None] = {}
         self._instances: dict[str, InstanceInfo] = {}
+        self._loading: set[str] = set()  # `Heartbeat.loading`
         self._token = 0
         self._leader: str | None = None
 
@@ -111,11 +112,16 @@ class LocalCoordinator:
         # Nothing here expires or is lost while the process lives.
         renewed = info.id in self._instances
         self._instances[info.id] = info
-        owners = (i.id for i in self._instances.values() if i.jobs_owned is not None)
-        return Heartbeat(renewed, frozenset(owners))
+        owners = frozenset(i.id for i in self._instances.values() if i.jobs_owned is not None)
+        if info.jobs_owned is None and info.loading and (info.id in self._loading or not owners):
+            self._loading.add(info.id)
+        else:
+            self._loading.discard(info.id)
+        return Heartbeat(renewed, owners, frozenset(self._loading))
 
     async def forget_instance(self, instance_id: str) -> None:
         self._instances.pop(instance_id, None)
+        self._loading.discard(instance_id)
 
     async def live_instances(self) -> list[InstanceInfo]:
         return list(self._instances.values())

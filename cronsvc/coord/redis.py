@@ -111,34 +111,48 @@ return 0
 # The instance registry: `{p}:instance:{id}` holds an announcement (JSON) with a
 # TTL; `{p}:instances` is a sorted set of ids scored by when theirs expires by
 # Redis's clock (so skewed instances agree), so listing needs no SCAN;
-# `{p}:owners` the same for the instances that schedule their share of the jobs.
+# `{p}:owners` the same for the instances that schedule their share of the jobs,
+# and `{p}:loading` for those whose share is kept while they load (`Heartbeat`).
 _HEARTBEAT = """
 -- Announce an instance.
--- KEYS[1] = {p}:instance:{id}, KEYS[2] = {p}:instances, KEYS[3] = {p}:owners
+-- KEYS[1] = {p}:instance:{id}, KEYS[2] = {p}:instances, KEYS[3] = {p}:owners,
+-- KEYS[4] = {p}:loading
 -- ARGV[1] = announcement JSON, ARGV[2] = TTL in ms, ARGV[3] = instance id,
--- ARGV[4] = '1' when it schedules its share, else '0'.
--- Returns {renewed, owners}: renewed is 1 when an earlier announcement was
--- still there, else 0. One equal to ARGV[1] (which carries a nonce of the
--- call) was set by a retried attempt of this call: whether one was there
--- before it is unknown, so 0. Owners are the ids unexpired in KEYS[3].
+-- ARGV[4] = '1' when it schedules its share, 'L' while it loads its jobs
+-- for the first time, else '0'.
+-- Returns {renewed, owners, loading}: renewed is 1 when an earlier
+-- announcement was still there, else 0. One equal to ARGV[1] (which carries
+-- a nonce of the call) was set by a retried attempt of this call: whether one
+-- was there before it is unknown, so 0. Owners are the ids unexpired in
+-- KEYS[3]; loading those in KEYS[4], where an instance that loads enters only
+-- while there is no owner, and stays while it keeps loading.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local was = redis.call('GET', KEYS[1])
 local expires = now_ms + tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], expires, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
 if ARGV[4] == '1' then
   redis.call('ZADD', KEYS[3], expires, ARGV[3])
+  redis.call('ZREM', KEYS[4], ARGV[3])
 else
   redis.call('ZREM', KEYS[3], ARGV[3])
+  if ARGV[4] == 'L' and (redis.call('ZSCORE', KEYS[4], ARGV[3])
+      or redis.call('ZCARD', KEYS[3]) == 0) then
+    redis.call('ZADD', KEYS[4], expires, ARGV[3])
+  else
+    redis.call('ZREM', KEYS[4], ARGV[3])
+  end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
-local owners = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now_ms, '+inf')
+local owners = redis.call('ZRANGE', KEYS[3], 0, -1)
+local loading = redis.call('ZRANGE', KEYS[4], 0, -1)
 local renewed = 0
 if was and was ~= ARGV[1] then
   renewed = 1
 end
-return {renewed, owners}
+return {renewed, owners, loading}
 """
 
 _LIVE_IDS = """
@@ -399,16 +413,25 @@ class RedisCoordinator:
         script = started(self._heartbeat)
         link = self._link
         with link.translate("heartbeat"):
-            renewed, owners = await script(
-                keys=[link.key("instance", info.id), link.key("instances"), link.key("owners")],
+            renewed, owners, loading = await script(
+                keys=[
+                    link.key("instance", info.id),
+                    link.key("instances"),
+                    link.key("owners"),
+                    link.key("loading"),
+                ],
                 args=[
                     _dump_instance(info, beat=secrets.token_hex(4)),
                     ttl_ms(ttl_s),
                     info.id,
-                    "0" if info.jobs_owned is None else "1",
+                    "1" if info.jobs_owned is not None else "L" if info.loading else "0",
                 ],
             )
-        return Heartbeat(bool(renewed), frozenset(str(owner) for owner in owners))
+        return Heartbeat(
+            bool(renewed),
+            frozenset(str(owner) for owner in owners),
+            frozenset(str(instance) for instance in loading),
+        )
 
     async def forget_instance(self, instance_id: str) -> None:
         with self._link.translate("forget_instance"):
@@ -416,6 +439,7 @@ class RedisCoordinator:
                 pipe.delete(self._link.key("instance", instance_id))
                 pipe.zrem(self._link.key("instances"), instance_id)
                 pipe.zrem(self._link.key("owners"), instance_id)
+                pipe.zrem(self._link.key("loading"), instance_id)
                 await pipe.execute()
 
     async def live_instances(self) -> list[InstanceInfo]:
@@ -440,6 +464,7 @@ def _dump_instance(info: InstanceInfo, *, beat: str) -> str:
             "lastHeartbeat": rfc3339(info.last_heartbeat),
             "ticksFiredLastMinute": info.ticks_fired_last_minute,
             "jobsOwned": info.jobs_owned,
+            "loading": info.loading,
             "beat": beat,
         }
     )
@@ -455,6 +480,7 @@ def _load_instance(raw: str) -> InstanceInfo:
         last_heartbeat=parse_rfc3339(data["lastHeartbeat"]),
         ticks_fired_last_minute=data.get("ticksFiredLastMinute", 0),
         jobs_owned=data.get("jobsOwned"),
+        loading=data.get("loading", False),
     )
 
 
