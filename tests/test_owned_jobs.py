@@ -5,7 +5,8 @@ SQLite store; its due ticks go to a sink that records them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -16,12 +17,16 @@ from cronsvc.config import SchedulerConfig
 from cronsvc.domain import Job, JobSpec
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
+from cronsvc.leader import LeaderDuties
 from cronsvc.metrics import Metrics
 from cronsvc.ownership import Membership, Ownership
 from cronsvc.scheduler import LOADING_SHARE_S, Scheduler
+from cronsvc.service import _hand_over
 from cronsvc.store import ActiveSchedule, Store
 from cronsvc.ticks import DueTick, HandBack
 from tests.fakes import SteppedClock
+from tests.fixtures_redis import Opener, RedisServer
+from tests.processes import stopped
 
 ME, OTHER = "instance-a", "instance-b"
 JOBS = 40
@@ -226,3 +231,48 @@ async def test_an_instance_asks_to_keep_its_share_only_while_it_first_loads_and_
     finally:
         made.scheduler.stop()
         await asyncio.wait_for(running, 10)
+
+
+@contextlib.contextmanager
+def redis_down(server: RedisServer) -> Iterator[None]:
+    server.stop()
+    yield
+
+
+def redis_stalled(server: RedisServer) -> contextlib.AbstractContextManager[None]:
+    return stopped(server.pid)
+
+
+@pytest.mark.parametrize("fault", [redis_down, redis_stalled])
+async def test_a_hand_over_whose_announcement_fails_still_ends(
+    store: Store,
+    open_redis: Opener,
+    start_redis_server: Callable[..., RedisServer],
+    fault: Callable[[RedisServer], contextlib.AbstractContextManager[None]],
+) -> None:
+    """At stop, the announcement that this instance owns nothing may not get
+    through (Redis down or stalled): the others then take its jobs when its
+    announcement expires, and the stop goes on after one interval."""
+    server = start_redis_server()
+    made = Rig(store)  # shares the jobs with another instance
+    leader = LeaderDuties(
+        store=store,
+        coordinator=await open_redis(server.url, "handover"),
+        clock=SystemClock(),
+        metrics=made.metrics,
+        instance_id=ME,
+        started_at=datetime.now(UTC),
+        heartbeat_interval_s=0.5,
+        retention_days=30,
+        reap_grace=True,
+        on_adopted=lambda adopted: None,
+        jobs_owned=made.scheduler.jobs_owned,
+        loading=made.scheduler.loading,
+        membership=made.membership,
+    )
+    with fault(server):
+        async with asyncio.timeout(10):
+            await _hand_over(made.scheduler, leader, made.membership, 0.5)
+    assert made.scheduler.leaving
+    assert made.scheduler.jobs_owned() is None
+    assert not made.scheduler.loading()
