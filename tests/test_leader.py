@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,20 +92,20 @@ async def test_each_heartbeat_announces_the_ticks_fired_in_the_last_minute(store
     assert announced.ticks_fired_last_minute == 0
 
 
-async def test_each_heartbeat_tells_the_jobs_owned_and_learns_the_owners(
-    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
-) -> None:
-    """Two instances on one Redis: each takes a share once it tells how many
-    jobs it owns, and each hears of the other's at its next heartbeat."""
+async def sharing_leaders(
+    store: Store,
+    open: Callable[[], Awaitable[Coordinator]],
+    memberships: dict[str, Membership],
+    owned: dict[str, int | None],
+    loading: dict[str, bool] | None = None,
+) -> dict[str, LeaderDuties]:
+    """One instance's duties per name, each on a coordinator of its own, each
+    telling its `owned` entry (and `loading` one) and feeding its membership."""
     clock = SteppedClock()
-    owned: dict[str, int | None] = {"a": None, "b": None}
-    memberships = {name: Membership(name) for name in owned}
-    changes: list[str] = []
-    memberships["a"].listeners.append(lambda before, after: changes.append("a"))
-    leaders = {
+    return {
         name: LeaderDuties(
             store=store,
-            coordinator=await open_redis(redis_url, redis_prefix),
+            coordinator=await open(),
             clock=clock,
             metrics=Metrics(),
             instance_id=name,
@@ -115,10 +115,25 @@ async def test_each_heartbeat_tells_the_jobs_owned_and_learns_the_owners(
             reap_grace=True,
             on_adopted=lambda adopted: None,
             jobs_owned=functools.partial(owned.get, name),
-            membership=memberships[name],
+            loading=None if loading is None else functools.partial(loading.__getitem__, name),
+            membership=membership,
         )
-        for name in owned
+        for name, membership in memberships.items()
     }
+
+
+async def test_each_heartbeat_tells_the_jobs_owned_and_learns_the_owners(
+    store: Store, open_redis: Opener, redis_url: str, redis_prefix: str
+) -> None:
+    """Two instances on one Redis: each takes a share once it tells how many
+    jobs it owns, and each hears of the other's at its next heartbeat."""
+    owned: dict[str, int | None] = {"a": None, "b": None}
+    memberships = {name: Membership(name) for name in owned}
+    changes: list[str] = []
+    memberships["a"].listeners.append(lambda before, after: changes.append("a"))
+    leaders = await sharing_leaders(
+        store, functools.partial(open_redis, redis_url, redis_prefix), memberships, owned
+    )
     await leaders["a"].renew()
     await leaders["b"].renew()
     assert memberships["b"].current.members == ("b",)  # a still loads its jobs
@@ -142,28 +157,12 @@ async def test_instances_starting_together_each_keep_their_share_while_loading(
     """The heartbeat tells that an instance loads; the first to finish does not
     take the share of those that began loading with it, but a newcomer to a
     cluster that schedules gets no share until it has loaded."""
-    clock = SteppedClock()
     owned: dict[str, int | None] = {"a": None, "b": None, "c": None}
     loading = {"a": True, "b": True, "c": True}
     memberships = {name: Membership(name) for name in owned}
-    leaders = {
-        name: LeaderDuties(
-            store=store,
-            coordinator=await open_redis(redis_url, redis_prefix),
-            clock=clock,
-            metrics=Metrics(),
-            instance_id=name,
-            started_at=clock.now(),
-            heartbeat_interval_s=HEARTBEAT_S,
-            retention_days=30,
-            reap_grace=True,
-            on_adopted=lambda adopted: None,
-            jobs_owned=functools.partial(owned.get, name),
-            loading=functools.partial(loading.__getitem__, name),
-            membership=memberships[name],
-        )
-        for name in owned
-    }
+    leaders = await sharing_leaders(
+        store, functools.partial(open_redis, redis_url, redis_prefix), memberships, owned, loading
+    )
     await leaders["a"].renew()
     await leaders["b"].renew()
     assert memberships["b"].current.members == ("a", "b")
