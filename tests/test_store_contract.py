@@ -1601,6 +1601,22 @@ async def test_finish_overwrites_the_record_and_sets_the_jobs_last_run(store: St
     assert after.version == job.version
 
 
+async def test_finish_of_several_jobs_runs_in_one_batch_sets_each_jobs_own_last_run(
+    store: Store,
+) -> None:
+    first, second = await create(store, "first"), await create(store, "second")
+    ok = await claimed(store, first, at(1))
+    failed = await claimed(store, second, at(1))
+
+    report = await store.finish_executions(
+        [finished(ok), finished(failed, ExecutionStatus.FAILURE)]
+    )
+
+    assert report == FinishReport()
+    assert (await store.get_job(first.id)).last_status is ExecutionStatus.SUCCESS
+    assert (await store.get_job(second.id)).last_status is ExecutionStatus.FAILURE
+
+
 async def test_finish_records_the_attempt_log_and_reads_give_it_back(store: Store) -> None:
     job = await create(store)
     execution = await claimed(store, job, at(1))
@@ -1896,6 +1912,21 @@ async def test_list_executions_filters_by_job_and_status(store: Store) -> None:
     assert {(e.job_id, e.scheduled_at) for e in by_status} == {(job.id, at(2)), (other.id, at(1))}
     assert both == [running]
     assert await all_executions(store, job_id=new_id()) == []
+
+
+async def test_list_executions_of_one_job_pages_past_another_jobs_records_of_the_same_ticks(
+    store: Store,
+) -> None:
+    """The other job's records are claimed first (their ids sort lower), so a
+    cursor at a shared tick must still exclude them."""
+    job, other = await create(store, "one"), await create(store, "two")
+    for tick in (at(1), at(2), at(3)):
+        await claimed(store, other, tick)
+    mine = [await claimed(store, job, tick) for tick in (at(1), at(2), at(3))]
+
+    listed = await all_executions(store, job_id=job.id)
+
+    assert [e.id for e in listed] == [e.id for e in reversed(mine)]
 
 
 async def test_list_executions_since_is_inclusive_and_until_exclusive(store: Store) -> None:

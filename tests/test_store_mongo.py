@@ -285,23 +285,24 @@ async def test_a_replace_retried_after_its_insert_landed_ends_the_old_run_then(
     assert (await store.get_execution(old.execution.id)).status is ExecutionStatus.FAILURE
 
 
+@pytest.mark.parametrize("policy", [ConcurrencyPolicy.ALLOW, ConcurrencyPolicy.REPLACE])
 async def test_a_tick_taken_between_the_read_and_the_insert_is_duplicate(
-    store: MongoStore, database: AsyncDatabase[dict[str, Any]]
+    store: MongoStore, database: AsyncDatabase[dict[str, Any]], policy: ConcurrencyPolicy
 ) -> None:
     """Without transactions another instance can claim the tick after this
-    store looked: the unique tick key still turns the claim away."""
-    job = await store.create_job(make_job())
+    store read the job (and, for a policy that watches running executions,
+    the records): the unique tick key still turns the claim away."""
+    job = await store.create_job(make_job(concurrency_policy=policy))
     rival = new_id()
-    look = store._claim_context
+    insert = store._insert_claimed
 
-    async def look_then_lose_the_race(checked: Any) -> Any:
-        seen = await look(checked)
+    async def lose_the_race_then_insert(*args: Any) -> Any:
         await database["executions"].insert_one(
             {"_id": rival, "job_id": job.id, "scheduled_at": T0_MS + 60_000, "slot": "tick"}
         )
-        return seen
+        return await insert(*args)
 
-    store._claim_context = look_then_lose_the_race  # type: ignore[method-assign]
+    store._insert_claimed = lose_the_race_then_insert  # type: ignore[method-assign]
     mine = tick_claim(job, at(1))
     later = tick_claim(job, at(2))
 
@@ -310,6 +311,47 @@ async def test_a_tick_taken_between_the_read_and_the_insert_is_duplicate(
     assert [r.outcome for r in results] == [ClaimOutcome.DUPLICATE, ClaimOutcome.CLAIMED]
     assert await database["executions"].find_one({"_id": mine.execution_id}) is None
     assert (await store.get_job(job.id)).last_tick == at(2)
+
+
+async def test_a_deferred_skip_retried_after_a_lost_answer_is_skipped_again(
+    store: MongoStore,
+) -> None:
+    """Inserted unread (`allow`), the retry finds its own record by its key."""
+    job = await store.create_job(make_job())
+    await store.defer_job(job.id, at(5))
+    claim = tick_claim(job, at(1))
+    [skipped] = await store.claim_ticks([claim])
+
+    [again] = await store.claim_ticks([claim])
+    [other] = await store.claim_ticks([tick_claim(job, at(1))])
+
+    assert skipped.outcome is ClaimOutcome.SKIPPED
+    assert again == skipped
+    assert other == ClaimResult(outcome=ClaimOutcome.DUPLICATE)
+
+
+async def test_a_finish_batch_with_one_record_of_another_job_sets_each_stored_job(
+    store: MongoStore,
+) -> None:
+    """The first write is fenced by each execution's job; what it leaves is
+    written again unfenced and read back, and the stored job wins."""
+    a, b = await store.create_job(make_job("a")), await store.create_job(make_job("b"))
+    [ca] = await store.claim_ticks([tick_claim(a, at(1))])
+    [cb] = await store.claim_ticks([tick_claim(b, at(1))])
+    assert ca.execution is not None and cb.execution is not None
+    done_a = dataclasses.replace(ca.execution, status=ExecutionStatus.SUCCESS, finished_at=at(2))
+    done_b = dataclasses.replace(
+        cb.execution, status=ExecutionStatus.FAILURE, finished_at=at(2), job_id=a.id
+    )
+
+    report = await store.finish_executions([done_a, done_b])
+
+    assert report == FinishReport()
+    stored_b = await store.get_execution(cb.execution.id)
+    assert (stored_b.status, stored_b.job_id) == (ExecutionStatus.FAILURE, b.id)
+    assert (await store.get_execution(ca.execution.id)).status is ExecutionStatus.SUCCESS
+    assert (await store.get_job(a.id)).last_status is ExecutionStatus.SUCCESS
+    assert (await store.get_job(b.id)).last_status is ExecutionStatus.FAILURE
 
 
 async def test_documents_written_before_rotation_and_attempt_logs_read_as_none(

@@ -3,7 +3,9 @@ public call, the writes more than one role makes, and which errors mean what.
 The parts are mixins, so a call costs no hop between objects. In every document,
 instants are int64 Unix ms, not BSON dates: nx-27017 compares dates to the
 second and turns one written by ``$set`` into a string; fields absent in
-documents written before they existed read as None.
+documents written before they existed read as None. An update's `$or`
+beside other fields sits inside an `$and` with them: nx-27017 joins it to them
+unbracketed there, so it would update a document the other fields exclude.
 """
 
 from __future__ import annotations

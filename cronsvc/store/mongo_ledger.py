@@ -90,7 +90,14 @@ class MongoClaims(MongoPart):
         live = [entry for entry in checked if entry is not None]
         if not live:
             return [STALE] * len(claims)
-        stored, started = await self._claim_context(live)
+        # Unless a job's policy looks at its running executions, nothing stored
+        # changes a claim's decision that the unique keys do not fence: the
+        # records are inserted unread, and only a key found taken is looked up.
+        watched = watched_jobs(live)
+        watching = bool(watched)
+        stored, started = (
+            await self._claim_context(live, watched) if watching else (StoredClaims(), {})
+        )
         decision = decide_claims(checked, stored)
         results = list(decision.results)
         for position in decision.replacing:
@@ -99,14 +106,37 @@ class MongoClaims(MongoPart):
         # Lost its key to a concurrent writer: DUPLICATE. A later claim SKIPPED
         # on its account stands (the tick was claimed elsewhere).
         lost = await self._insert_claimed(claims, checked, decision)
+        answers = {} if watching else await self._answers_again(checked, lost)
         for position in lost:
-            results[position] = DUPLICATE
+            results[position] = answers.get(position, DUPLICATE)
         if decision.replacing:
             await self._replace_running(claims, results, decision.replacing, started)
         await self._advance_last_ticks(
             advanced_ticks(checked, results) if lost else decision.last_ticks
         )
         return results
+
+    async def _answers_again(
+        self, checked: list[CheckedClaim | None], lost: list[int]
+    ) -> dict[int, ClaimResult]:
+        """Of the claims inserted unread whose key was taken, those an earlier
+        attempt wrote (its answer lost) get that answer again."""
+        by_id: dict[str, int] = {}
+        for position in lost:
+            entry = checked[position]
+            assert entry is not None
+            by_id[entry.claim.execution_id] = position
+        if not by_id:
+            return {}
+        found = self._executions.find({"_id": {"$in": list(by_id)}})
+        answers: dict[int, ClaimResult] = {}
+        for document in await found.to_list():
+            position = by_id[document["_id"]]
+            entry = checked[position]
+            assert entry is not None
+            record = execution_from_document(document)
+            answers[position] = answer_again(entry, record, document["slot"])
+        return answers
 
     async def _insert_claimed(
         self, claims: list[TickClaim], checked: list[CheckedClaim | None], decision: ClaimDecision
@@ -170,9 +200,9 @@ class MongoClaims(MongoPart):
             results[position] = dataclasses.replace(results[position], replaced=tuple(ids))
 
     async def _claim_context(
-        self, live: list[CheckedClaim]
+        self, live: list[CheckedClaim], watched: set[str]
     ) -> tuple[StoredClaims, dict[str, int | None]]:
-        """Up to two queries sent together (not one `$or`: nx-27017 answers that
+        """Two queries sent together (not one `$or`: nx-27017 answers that
         by a full scan); and each RUNNING execution's `executed_at`. The first
         finds both a claim's own record (an earlier attempt that landed) and
         another's of the same tick: each is a record of one of the batch's jobs
@@ -184,11 +214,9 @@ class MongoClaims(MongoPart):
             {
                 "job_id": {"$in": list({entry.claim.job_id for entry in live})},
                 "scheduled_at": {"$gte": min(entry.scheduled_ms for entry in live)},
-            }
+            },
+            {"job_id": {"$in": list(watched)}, "status": RUNNING},
         ]
-        watched = watched_jobs(live)
-        if watched:
-            queries.append({"job_id": {"$in": list(watched)}, "status": RUNNING})
         answers = await asyncio.gather(
             *(self._executions.find(query).to_list() for query in queries)
         )
@@ -265,19 +293,16 @@ class MongoLedger(MongoPart):
                 if not execution.status.is_final:
                     raise ValueError(f"execution {execution.id!r} is not final: {execution.status}")
             valid = [execution for execution in executions if is_valid_id(execution.id)]
+            if valid and len(valid) == len(executions) and await self._finish_own(valid):
+                await self._jobs.bulk_write(
+                    [_last_run_update(e.job_id, e) for e in executions], ordered=True
+                )
+                return FinishReport(missing=(), already_final=())
             stored: dict[str, Doc] = {}
             if valid:
-                # Ordered: an id twice in one batch is finished by its first entry.
-                await self._executions.bulk_write(
-                    [
-                        UpdateOne(
-                            {"_id": execution.id, "status": RUNNING},
-                            {"$set": final_fields(execution)},
-                        )
-                        for execution in valid
-                    ],
-                    ordered=True,
-                )
+                # Unfenced by job (any the first write finished are no longer
+                # RUNNING): the stored record's job is the one whose last run is set.
+                await self._finish(valid, own_job=False)
                 found = self._executions.find({"_id": {"$in": [e.id for e in valid]}})
                 stored = {document["_id"]: document for document in await found.to_list()}
             missing: list[str] = []
@@ -294,6 +319,24 @@ class MongoLedger(MongoPart):
             if job_updates:
                 await self._jobs.bulk_write(job_updates, ordered=True)
             return FinishReport(missing=tuple(missing), already_final=tuple(already_final))
+
+    async def _finish_own(self, executions: list[Execution]) -> bool:
+        """True if every record was RUNNING under its execution's own job and is
+        now final: then nothing needs reading back."""
+        return await self._finish(executions, own_job=True) == len(executions)
+
+    async def _finish(self, executions: list[Execution], *, own_job: bool) -> int:
+        """How many records were RUNNING (under their execution's job, if
+        `own_job`) and now are final. Ordered: an id twice in one batch is
+        finished by its first entry."""
+        updates = []
+        for e in executions:
+            selector: Doc = {"_id": e.id, "status": RUNNING}
+            if own_job:
+                selector["job_id"] = e.job_id
+            updates.append(UpdateOne(selector, {"$set": final_fields(e)}))
+        result = await self._executions.bulk_write(updates, ordered=True)
+        return result.matched_count
 
     async def get_execution(self, execution_id: str) -> Execution:
         with self._calling():
@@ -361,8 +404,9 @@ def _last_run_update(job_id: str, execution: Execution) -> UpdateOne:
     if execution.executed_at is None:
         return UpdateOne({"_id": job_id}, {"$set": {"last_status": status}})
     executed_ms = unix_ms(execution.executed_at)
+    earlier = [{"last_run_at": None}, {"last_run_at": {"$lte": executed_ms}}]
     return UpdateOne(
-        {"_id": job_id, "$or": [{"last_run_at": None}, {"last_run_at": {"$lte": executed_ms}}]},
+        {"$and": [{"_id": job_id}, {"$or": earlier}]},  # `$or` inside `$and`: see mongo_base
         {"$set": {"last_run_at": executed_ms, "last_status": status}},
     )
 
