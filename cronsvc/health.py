@@ -11,6 +11,11 @@ A caller that finds a dependency not answering says so (`report`): it is
 down at once, and up again only when a probe begun after that report gets
 an answer. So the tick path pays for a stalled Redis once, then skips it
 (`is_up`) until the probe has heard from it.
+
+A dependency that is up and answered the service's own calls since the last
+round (`answers` counts them) is not pinged in this one: a busy instance
+spends no round trip on probes. Its answers stopping is noticed a round
+later than a ping would, unless a caller reports it first.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -71,11 +76,15 @@ class HealthMonitor:
         *,
         probes: dict[Dependency, Callable[[], Awaitable[None]]],
         metrics: Metrics,
+        answers: Mapping[Dependency, Callable[[], int]] | None = None,
         interval_s: float = PROBE_INTERVAL_S,
         timeout_s: float = PROBE_TIMEOUT_S,
         down_after: int = DOWN_AFTER,
     ) -> None:
         self._probes = probes
+        self._answers = dict(answers or {})
+        self._answered = {dependency: count() for dependency, count in self._answers.items()}
+        """Each counter as the last round left it."""
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._down_after = down_after
@@ -119,12 +128,25 @@ class HealthMonitor:
         """Probe every dependency once, together; returns within `timeout_s`."""
         self._rounds += 1
         this_round = self._rounds
-        failures = await asyncio.gather(*(self._one(probe) for probe in self._probes.values()))
-        for dependency, failure in zip(self._probes, failures, strict=True):
+        pinged = [dependency for dependency in self._probes if not self._heard_from(dependency)]
+        failures = await asyncio.gather(*(self._one(self._probes[d]) for d in pinged))
+        for dependency in self._answers:  # a ping's own answer is no call of the service's
+            self._answered[dependency] = self._answers[dependency]()
+        for dependency, failure in zip(pinged, failures, strict=True):
             if failure is None and self._reported.get(dependency, 0) >= this_round:
                 continue  # begun before a caller saw it fail: no proof it is back
             previous = self._state[dependency]
             self._set(dependency, after_probe(previous, failure, down_after=self._down_after))
+
+    def _heard_from(self, dependency: Dependency) -> bool:
+        """Up, and answered a call of the service's own since the last round."""
+        count = self._answers.get(dependency)
+        if count is None or not self._state[dependency].up:
+            return False
+        if count() == self._answered[dependency]:
+            return False
+        self._set(dependency, UNPROBED)
+        return True
 
     def _set(self, dependency: Dependency, current: Probed) -> None:
         previous, self._state[dependency] = self._state[dependency], current

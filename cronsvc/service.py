@@ -173,6 +173,10 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     health = HealthMonitor(
         probes={Dependency.STORE: store.ping, Dependency.COORDINATOR: coordinator.ping},
         metrics=metrics,
+        answers={
+            Dependency.STORE: lambda: store.answered,
+            Dependency.COORDINATOR: lambda: coordinator.answered,
+        },
     )
     sender, watch = _alerts(app)
     results = ResultWriter(store=store, clock=clock, metrics=metrics, observer=watch)

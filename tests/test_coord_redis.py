@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from cronsvc.coord import RESYNC
 from cronsvc.coord.redis import RedisCoordinator
 from cronsvc.domain import InstanceInfo
-from cronsvc.errors import StartupRefused
+from cronsvc.errors import CoordinatorUnavailable, StartupRefused
 from tests.fakes import FreezingProxy, free_port
 from tests.fixtures_redis import Opener, RedisServer
 from tests.helpers_coord import Notices, instance, later, tick
@@ -546,3 +546,20 @@ async def test_round_trips_count_each_exchange_and_a_lease_batch_once(
         assert coordinator.round_trips == before + 2
     finally:
         await coordinator.aclose()
+
+
+async def test_answered_counts_the_exchanges_redis_answered_and_not_those_it_did_not(
+    start_redis_server: Callable[[], RedisServer], open_redis: Opener
+) -> None:
+    server = start_redis_server()
+    a = await open_redis(server.url, "c1", connect_timeout_s=0.5, command_timeout_s=0.5)
+    before = a.answered
+    await a.ping()
+    await a.try_lease_ticks([("job-a", tick(0))], TTL_S)
+    assert a.answered == before + 2
+
+    server.stop()
+    with pytest.raises(CoordinatorUnavailable):
+        await a.ping()
+
+    assert a.answered == before + 2

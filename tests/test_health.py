@@ -112,6 +112,64 @@ async def test_the_probe_loop_stops_when_asked() -> None:
     assert monitor.state(Dependency.STORE) == UNPROBED
 
 
+async def test_a_dependency_answering_the_services_calls_is_not_pinged_until_they_stop() -> None:
+    pings: list[int] = []
+    stalled = asyncio.Event()
+    never = asyncio.Event()
+    calls = 0
+
+    async def ping() -> None:
+        pings.append(1)
+        if stalled.is_set():
+            await never.wait()
+
+    monitor = HealthMonitor(
+        probes={Dependency.STORE: ping},
+        metrics=Metrics(),
+        answers={Dependency.STORE: lambda: calls},
+        timeout_s=0.05,
+    )
+    await monitor.probe()
+    assert len(pings) == 1  # nothing answered yet
+
+    for _ in range(3):
+        calls += 2  # the service's own calls answered in this round
+        await monitor.probe()
+    assert len(pings) == 1
+    assert monitor.state(Dependency.STORE) == UNPROBED
+
+    stalled.set()  # the answers stop: the probe pings, and times out
+    await monitor.probe()
+    await monitor.probe()
+    assert len(pings) == 3
+    assert not monitor.is_up(Dependency.STORE)
+
+
+async def test_a_down_dependency_is_pinged_whatever_its_answers_and_a_ping_is_no_answer() -> None:
+    pings: list[int] = []
+    calls = 0
+
+    async def ping() -> None:
+        nonlocal calls
+        pings.append(1)
+        calls += 1  # as a store counts its own ping
+
+    monitor = HealthMonitor(
+        probes={Dependency.COORDINATOR: ping},
+        metrics=Metrics(),
+        answers={Dependency.COORDINATOR: lambda: calls},
+    )
+    await monitor.probe()
+    await monitor.probe()
+    assert len(pings) == 2  # the first ping's answer did not spare the second
+
+    monitor.report(Dependency.COORDINATOR, "no answer to a lease within 0.5 s")
+    calls += 5
+    await monitor.probe()
+    assert len(pings) == 3
+    assert monitor.is_up(Dependency.COORDINATOR)
+
+
 async def readiness_until(
     client: Client, done: Callable[[int, dict[str, Any]], bool]
 ) -> tuple[int, dict[str, Any]]:

@@ -2206,6 +2206,19 @@ async def test_ping_raises_store_unavailable_once_closed(store: Store) -> None:
         await store.ping()
 
 
+async def test_answered_counts_the_calls_answered_and_not_those_refused(store: Store) -> None:
+    before = store.answered
+    await store.ping()
+    await store.count_jobs()
+    assert store.answered == before + 2
+
+    await store.aclose()
+    with pytest.raises(StoreUnavailable):
+        await store.count_jobs()
+
+    assert store.answered == before + 2
+
+
 async def test_aclose_twice_is_safe(store: Store) -> None:
     await store.aclose()
 

@@ -110,6 +110,12 @@ class Coordinator(Protocol):
         """Network exchanges since start (a pipeline is one); 0 in-process."""
         ...
 
+    @property
+    def answered(self) -> int:
+        """Exchanges answered since start (the health probe skips a coordinator
+        that answers); 0 in-process, where the probe costs nothing."""
+        ...
+
 
 def open_coordinator(
     url: str, *, lock_path: Path | None, key_prefix: str = "cronsvc"

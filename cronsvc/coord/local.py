@@ -132,3 +132,7 @@ class LocalCoordinator:
     @property
     def round_trips(self) -> int:
         return 0
+
+    @property
+    def answered(self) -> int:
+        return 0

@@ -195,6 +195,7 @@ class RedisLink:
         self._secret = _password(url)
         self.prefix = key_prefix
         self.round_trips = 0
+        self.answered = 0
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.client: aredis.Redis | None = None  # None unless started
@@ -221,7 +222,8 @@ class RedisLink:
 
     @contextlib.contextmanager
     def translate(self, op: str) -> Iterator[None]:
-        """Count one exchange; its connection failures become `CoordinatorUnavailable`."""
+        """Count one exchange, and its answer; its connection failures become
+        `CoordinatorUnavailable`."""
         self.round_trips += 1
         try:
             yield
@@ -230,6 +232,7 @@ class RedisLink:
                 f"{op}: Redis at {self.safe_url} unavailable: "
                 f"{type(exc).__name__}: {self.scrub(str(exc))}"
             ) from exc
+        self.answered += 1
 
     def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -285,6 +288,10 @@ class RedisCoordinator:
     @property
     def round_trips(self) -> int:
         return self._link.round_trips
+
+    @property
+    def answered(self) -> int:
+        return self._link.answered
 
     def __repr__(self) -> str:
         return f"RedisCoordinator({self._link.safe_url!r}, key_prefix={self._link.prefix!r})"

@@ -387,6 +387,11 @@ class Store(JobStore, ScheduleSource, ExecutionLedger, Reaper, AlertStates, Prot
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers."""
 
+    @property
+    def answered(self) -> int:
+        """Calls answered since open (the health probe skips a store that answers)."""
+        ...
+
     async def aclose(self) -> None:
         """Close; safe to call twice. Every call after it raises
         `StoreUnavailable`."""

@@ -45,6 +45,11 @@ class MongoPart:
         self._url = url
         """The URL with its secrets masked: the only form this object keeps."""
         self._closed = False
+        self._answered = 0
+
+    @property
+    def answered(self) -> int:
+        return self._answered
 
     @contextmanager
     def _calling(self) -> Iterator[None]:
@@ -57,6 +62,7 @@ class MongoPart:
             if self._closed or is_unavailable(e):  # closed under a call: InvalidOperation
                 raise StoreUnavailable(f"mongodb store {self._url}: {e}") from e
             raise
+        self._answered += 1
 
     async def _advance_last_ticks(self, last_ticks: Mapping[str, int]) -> None:
         """`$max` on `last_tick` as one update per distinct tick (a batch's jobs

@@ -389,6 +389,7 @@ class SQLiteStore:
         self._executor = executor
         self._closed = False
         self._checkpointed = time.monotonic()
+        self._answered = 0
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_s: float = _BUSY_TIMEOUT_S) -> SQLiteStore:
@@ -415,7 +416,13 @@ class SQLiteStore:
         """Run `fn(db, *args)` on the worker thread: the one hop of a call."""
         self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._on_worker, fn, *args)
+        answer = await loop.run_in_executor(self._executor, self._on_worker, fn, *args)
+        self._answered += 1
+        return answer
+
+    @property
+    def answered(self) -> int:
+        return self._answered
 
     def _on_worker(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
         db = self._db
