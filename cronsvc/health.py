@@ -98,7 +98,7 @@ class HealthMonitor:
         for dependency in probes:
             metrics.gauge(
                 f"cronsvc_{dependency.value}_up",
-                f"1 while the {dependency.value} answers this instance's probe, else 0",
+                f"1 while the {dependency.value} answers this instance's probe or calls, else 0",
                 functools.partial(self._up, dependency),
             )
 
