@@ -650,6 +650,15 @@ def _next(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def jobs_owned_cell(instance: dict[str, Any]) -> str:
+    """An instance's share: its count, "loading" while it loads its jobs first,
+    "none" otherwise (it is stopping, loading past its wait, or an earlier version)."""
+    owned = instance.get("jobsOwned")
+    if owned is not None:
+        return str(owned)
+    return "loading" if instance.get("loading") else "none"
+
+
 def _cluster(client: Client, args: argparse.Namespace) -> int:
     view = client.get("/api/cluster")
     if _wants_json(args):
@@ -663,7 +672,7 @@ def _cluster(client: Client, args: argparse.Namespace) -> int:
             cell(i.get("version")),
             when(i.get("startedAt")),
             ago(i.get("lastHeartbeat"), now),
-            cell(i.get("jobsOwned")),
+            jobs_owned_cell(i),
             cell(i.get("ticksFiredLastMinute")),
             "yes" if i.get("isLeader") else "",
         ]

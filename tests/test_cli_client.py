@@ -21,6 +21,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from cronsvc.cli import main
+from cronsvc.commands import jobs_owned_cell
 from cronsvc.tables import aligned, duration
 from tests.fakes import Receiver, Run, free_port
 from tests.helpers_api import Client
@@ -452,6 +453,22 @@ async def test_cluster_lists_this_instance_as_leader(cli: Cli, client: Client) -
     assert row["VERSION"] == view["instances"][0]["version"]
     assert re.fullmatch(r"\d+s ago", row["LAST HEARTBEAT"])
     assert row["FIRED LAST MIN"] == str(view["instances"][0]["ticksFiredLastMinute"])
+
+
+@pytest.mark.parametrize(
+    ("instance", "shown"),
+    [
+        ({"jobsOwned": 3, "loading": False}, "3"),
+        ({"jobsOwned": 0, "loading": False}, "0"),
+        ({"jobsOwned": None, "loading": True}, "loading"),
+        ({"jobsOwned": None, "loading": False}, "none"),
+        ({"jobsOwned": None}, "none"),  # an earlier version tells neither
+    ],
+)
+def test_cluster_tells_a_share_from_a_loading_instance_and_one_with_none(
+    instance: dict[str, Any], shown: str
+) -> None:
+    assert jobs_owned_cell(instance) == shown
 
 
 async def test_console_entry_lists_jobs(client: Client, base_url: str) -> None:

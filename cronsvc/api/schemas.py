@@ -889,8 +889,8 @@ class InstanceOut(_Out):
     )
     jobs_owned: int | None = Field(
         description="the active jobs this instance owns and schedules, as of its last "
-        "heartbeat; null while it loads them (it takes no share yet) or from an "
-        "earlier version"
+        "heartbeat; null while it loads them (it takes no share yet, see `loading`), "
+        "once it is stopping (its jobs move to the others), or from an earlier version"
     )
     loading: bool = Field(
         description="true while it loads its jobs for the first time; in a cluster "

@@ -1431,7 +1431,9 @@ function clusterView(view) {
         h("td", {}, instance.version),
         h("td", {}, when(instance.startedAt, "UTC")),
         h("td", {}, since(instance.lastHeartbeat)),
-        h("td", {}, instance.jobsOwned == null ? "loading" : String(instance.jobsOwned)),
+        h("td", {}, instance.jobsOwned != null ? String(instance.jobsOwned)
+          : instance.loading ? "loading"
+          : h("span", { title: "no share: stopping, loading past its wait, or an earlier version" }, "none")),
         h("td", {}, String(instance.ticksFiredLastMinute ?? 0)),
         h("td", {}, instance.isLeader ? h("span", { class: "badge leader" }, "leader") : "member"))));
     } catch (error) {
