@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,26 @@ LOAD_SLICE = 2000  # jobs put on the heap between two turns of the event loop
 READ_LEAD_S = 1.0  # how long before its claim a slim job is read whole, at least
 MAX_READ_LEAD_S = 10.0
 READ_RETRY_S = 1.0  # after a failed read of due jobs
+LEAD_STEP_S = 0.1
+
+
+@dataclass(eq=False, slots=True)
+class SteadyLead:
+    """A lead that moves in whole steps. A job goes back on the heap at its
+    next tick less the lead of that moment; a lead that drifted with every
+    estimate gave the jobs of one instant as many wakes, so one tick was
+    claimed in many small batches, the last of them late. It rises at once to
+    cover what is asked, and falls only once that is half a step below the
+    next step down, so an estimate hovering at a step does not split a tick."""
+
+    step_s: float = LEAD_STEP_S
+    _lead_s: float = 0.0
+
+    def follow(self, wanted_s: float) -> float:
+        lead_s = math.ceil(wanted_s / self.step_s - 1e-9) * self.step_s
+        if lead_s > self._lead_s or wanted_s < self._lead_s - 1.5 * self.step_s:
+            self._lead_s = lead_s
+        return self._lead_s
 
 
 @dataclass(eq=False, repr=False, slots=True, kw_only=True)
@@ -62,13 +83,15 @@ class JobSync:
     newer news than any page read before, so pages leave them alone."""
     _syncs: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False)
     _read_s: float = field(default=0.01, init=False)  # recent length of a read of due jobs
+    _claim_lead: SteadyLead = field(default_factory=SteadyLead, init=False)
+    _read_lead: SteadyLead = field(default_factory=SteadyLead, init=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def claim_lead(self) -> float:
-        return self.sink.claim_lead(self.config.claim_ahead_s)
+        return self._claim_lead.follow(self.sink.claim_lead(self.config.claim_ahead_s))
 
     def read_lead(self) -> float:
-        return min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s))
+        return self._read_lead.follow(min(MAX_READ_LEAD_S, max(READ_LEAD_S, 2 * self._read_s)))
 
     async def drain(self) -> None:
         if self._background:

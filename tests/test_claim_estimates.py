@@ -14,6 +14,7 @@ from cronsvc.claims import (
     next_lease_share,
     next_unfenced_estimate,
 )
+from cronsvc.jobsync import SteadyLead
 
 
 @pytest.mark.parametrize(
@@ -84,3 +85,25 @@ def test_an_instance_that_keeps_losing_its_leases_falls_below_the_first_claimers
         share = next_lease_share(share, 0, 30)
         batches += 1
     assert batches == 7  # seven seconds of every-second jobs lost to another instance
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        ([0.0, 0.0], 0.0),  # no lead: every claim at its tick
+        ([0.2], 0.2),  # a whole step stays as asked
+        ([0.21], 0.3),  # otherwise the step above, never less than asked
+        ([0.21, 0.2, 0.26, 0.29, 0.3], 0.3),  # drifting within a step: one lead
+        ([0.31, 0.29, 0.26], 0.4),  # just below a step it rose to: kept
+        ([0.31, 0.24], 0.3),  # half a step below the next step down: falls
+        ([0.31, 0.12], 0.2),
+        ([0.2, 4.96], 5.0),  # rises at once, however far
+    ],
+)
+def test_the_lead_moves_in_whole_steps_rising_at_once_and_falling_past_half_a_step(
+    asked: list[float], expected: float
+) -> None:
+    lead = SteadyLead()
+    followed = [lead.follow(a) for a in asked]
+    assert all(f >= a for f, a in zip(followed, asked, strict=True))
+    assert followed[-1] == pytest.approx(expected)
