@@ -27,18 +27,20 @@ GOLDEN = (1 + math.sqrt(5)) / 2
 
 class DriftingSink:
     """Asks for a lead between 0.21 and 0.29 s, a different one at each call;
-    records each batch's jobs."""
+    `whole` is set once one batch holds every job of `jobs`."""
 
     def __init__(self) -> None:
         self.calls = 0
-        self.batches: list[frozenset[str]] = []
+        self.jobs: set[str] = set()
+        self.whole = asyncio.Event()
 
     def claim_lead(self, configured_s: float) -> float:
         self.calls += 1
         return 0.21 + 0.08 * ((self.calls * GOLDEN) % 1)
 
     def fire(self, due: Sequence[DueTick]) -> None:
-        self.batches.append(frozenset(d.job.id for d in due))
+        if {d.job.id for d in due} == self.jobs:
+            self.whole.set()
 
 
 def every_second_job() -> Job:
@@ -74,16 +76,13 @@ async def test_jobs_added_at_different_moments_are_claimed_in_one_batch_per_tick
     running = asyncio.create_task(scheduler.run())
     try:
         await asyncio.wait_for(scheduler.ready.wait(), 10)
-        ids: set[str] = set()
-        for _ in range(JOBS):  # each read and put on the heap at its own lead
-            job = every_second_job()
+        jobs = [every_second_job() for _ in range(JOBS)]
+        sink.jobs = {job.id for job in jobs}
+        for job in jobs:  # each read and put on the heap at its own lead
             await store.create_job(job)
-            ids.add(job.id)
             scheduler.notify_job_changed(job.id)
             await asyncio.sleep(0.07)
-        async with asyncio.timeout(10):
-            while ids not in sink.batches:
-                await asyncio.sleep(0.05)
+        await asyncio.wait_for(sink.whole.wait(), 10)
     finally:
         scheduler.stop()
         await asyncio.wait_for(running, 10)
