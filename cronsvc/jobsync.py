@@ -30,7 +30,7 @@ from cronsvc.metrics import Metrics
 from cronsvc.misfire import MIN_GRACE_S
 from cronsvc.ownership import Membership, Ownership
 from cronsvc.retry import TRANSIENT
-from cronsvc.store import ActiveSchedule, MissedRecords, ScheduleSource
+from cronsvc.store import ActiveSchedule, MissedRecords, SchedulePage, ScheduleSource
 from cronsvc.ticks import DueTick, TickSink
 
 log = structlog.get_logger(__name__)
@@ -108,11 +108,11 @@ class JobSync:
         sync = next(self._syncs)
         first = self.membership.current
         after: str | None = None
-        reading: asyncio.Task[list[ActiveSchedule]] | None = None
+        reading: asyncio.Task[SchedulePage] | None = None
         try:
             while not stopping():
                 if reading is None:
-                    reading = asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE))
+                    reading = self._read_page(after)
                 try:
                     page = await reading
                 except TRANSIENT as exc:
@@ -123,13 +123,13 @@ class JobSync:
                         await asyncio.wait_for(self.wake.wait(), 1.0)
                     continue
                 reading = None
-                if len(page) == SYNC_PAGE:
-                    after = page[-1].id
-                    reading = asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE))
-                owned = self.membership.current
-                if not owned.alone:
-                    page = [row for row in page if owned.owns(row.id)]
-                await self._apply_page(page, sync, between_slices)
+                if page.next_after is not None:
+                    after = page.next_after
+                    reading = self._read_page(after)
+                rows, owned = page.rows, self.membership.current
+                if not owned.alone:  # owners heard of since the page was asked for
+                    rows = [row for row in rows if owned.owns(row.id)]
+                await self._apply_page(rows, sync, between_slices)
                 if self.changed:
                     await self.apply_changes()
                 if reading is None:
@@ -140,6 +140,13 @@ class JobSync:
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
                     await reading
+
+    def _read_page(self, after: str | None) -> asyncio.Task[SchedulePage]:
+        """Only the jobs owned when it is asked for; each page is filtered
+        again by the owners known when it is applied."""
+        owned = self.membership.current
+        keep = None if owned.alone else owned.owns
+        return asyncio.create_task(self.store.active_schedules(after, SYNC_PAGE, keep=keep))
 
     async def _apply_page(
         self, page: list[ActiveSchedule], sync: int, between_slices: Callable[[], None]

@@ -22,7 +22,7 @@ from cronsvc.metrics import Metrics
 from cronsvc.ownership import Membership, Ownership
 from cronsvc.scheduler import LOADING_SHARE_S, Scheduler
 from cronsvc.service import _hand_over
-from cronsvc.store import ActiveSchedule, Store
+from cronsvc.store import SchedulePage, Store
 from cronsvc.ticks import DueTick, HandBack
 from tests.fakes import SteppedClock
 from tests.fixtures_redis import Opener, RedisServer
@@ -175,6 +175,34 @@ async def test_a_job_created_for_another_instance_is_left_to_it(
     assert not made.fired.jobs & {j.id for j in new} - mine
 
 
+async def test_a_first_load_is_answered_only_the_share_owned(store: Store) -> None:
+    """The store decodes only the owned share of each page, so an instance's
+    memory holds its share, not every job's schedule for a moment."""
+    jobs = [job() for _ in range(JOBS)]
+    for j in jobs:
+        await store.create_job(j)
+    made = Rig(store)
+    read = store.active_schedules
+    answered: list[str] = []
+
+    async def recorded(
+        after: str | None, limit: int, *, keep: Callable[[str], bool] | None = None
+    ) -> SchedulePage:
+        page = await read(after, limit, keep=keep)
+        answered.extend(row.id for row in page.rows)
+        return page
+
+    store.active_schedules = recorded  # type: ignore[method-assign]
+    running = asyncio.create_task(made.scheduler.run())
+    try:
+        await asyncio.wait_for(made.scheduler.ready.wait(), 10)
+    finally:
+        made.scheduler.stop()
+        await asyncio.wait_for(running, 10)
+    mine, _ = split(jobs)
+    assert sorted(answered) == sorted(mine)
+
+
 async def test_a_first_load_keeps_the_share_the_latest_heartbeat_names(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,10 +217,12 @@ async def test_a_first_load_keeps_the_share_the_latest_heartbeat_names(
     made.membership.update([])  # no other instance heard of yet
     read = store.active_schedules
 
-    async def heard_of_other(after: str | None, limit: int) -> list[ActiveSchedule]:
+    async def heard_of_other(
+        after: str | None, limit: int, *, keep: Callable[[str], bool] | None = None
+    ) -> SchedulePage:
         if after is not None:  # the first page is read: the other announces itself
             made.membership.update([OTHER])
-        return await read(after, limit)
+        return await read(after, limit, keep=keep)
 
     store.active_schedules = heard_of_other  # type: ignore[method-assign]
     first_page = {j.id for j in sorted(jobs, key=lambda j: j.id)[:10]}

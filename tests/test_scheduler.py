@@ -97,8 +97,8 @@ async def test_changes_made_while_the_first_sync_reads_its_pages_end_up_in_force
             await store.create_job(j)
         read = store.active_schedules
 
-        async def second_page_held(after: str | None = None, limit: int = 2) -> Any:
-            page = await read(after, limit)
+        async def second_page_held(after: str | None = None, limit: int = 2, **kw: Any) -> Any:
+            page = await read(after, limit, **kw)
             if after == b.id:
                 held.set()
                 await release.wait()

@@ -50,6 +50,7 @@ from cronsvc.store import (
     ExecutionQuery,
     FinishReport,
     JobQuery,
+    SchedulePage,
     Store,
     TickClaim,
     open_store,
@@ -780,15 +781,19 @@ async def test_active_versions_page_in_id_order(store: Store) -> None:
         await store.active_versions(None, 0)
 
 
-async def all_schedules(store: Store, limit: int) -> list[ActiveSchedule]:
-    pages: list[list[ActiveSchedule]] = []
+async def all_schedules(
+    store: Store, limit: int, keep: Callable[[str], bool] | None = None
+) -> list[ActiveSchedule]:
+    rows: list[ActiveSchedule] = []
     after = None
-    while not pages or len(pages[-1]) == limit:
-        pages.append(await store.active_schedules(after, limit))
-        assert all(len(page) == limit for page in pages[:-1])
-        if pages[-1]:
-            after = pages[-1][-1].id
-    return [schedule for page in pages for schedule in page]
+    while True:
+        page = await store.active_schedules(after, limit, keep=keep)
+        assert len(page.rows) <= limit
+        rows += page.rows
+        if page.next_after is None:
+            return rows
+        assert after is None or page.next_after > after
+        after = page.next_after
 
 
 async def test_active_schedules_page_through_the_active_jobs_in_id_order(store: Store) -> None:
@@ -817,8 +822,25 @@ async def test_active_schedules_page_through_the_active_jobs_in_id_order(store: 
 
     for limit in (1, 2, 4, 100):
         assert await all_schedules(store, limit) == sorted(expected, key=lambda s: s.id)
-    assert paused.id not in {s.id for s in await store.active_schedules()}
-    assert await store.active_schedules(max(s.id for s in expected)) == []
+    assert paused.id not in {s.id for s in (await store.active_schedules()).rows}
+    assert await store.active_schedules(max(s.id for s in expected)) == SchedulePage(
+        rows=[], next_after=None
+    )
+
+
+async def test_active_schedules_answer_only_the_kept_jobs_and_page_past_the_others(
+    store: Store,
+) -> None:
+    jobs = sorted([await create(store, f"job-{i}") for i in range(7)], key=lambda j: j.id)
+    kept = {j.id for j in jobs[1::3]}  # the 2nd and the 5th
+    for limit in (1, 2, 3, 7, 100):
+        assert await all_schedules(store, limit, keep=kept.__contains__) == [
+            schedule_of(j) for j in jobs if j.id in kept
+        ]
+    # A page whose rows were all refused still says where the next begins.
+    first = await store.active_schedules(None, 3, keep=lambda _: False)
+    assert first == SchedulePage(rows=[], next_after=jobs[2].id)
+    assert await all_schedules(store, 2, keep=lambda _: False) == []
 
 
 async def test_active_schedules_pages_see_jobs_made_and_removed_between_them(
@@ -829,10 +851,12 @@ async def test_active_schedules_pages_see_jobs_made_and_removed_between_them(
     await store.delete_job(jobs[2].id)
     late = await create(store, "created between pages")
 
-    rest = await store.active_schedules(first[-1].id, 10)
+    assert first.next_after is not None
+    rest = await store.active_schedules(first.next_after, 10)
 
-    assert [s.id for s in first] == [jobs[0].id, jobs[1].id]
-    assert [s.id for s in rest] == [jobs[3].id, late.id]
+    assert [s.id for s in first.rows] == [jobs[0].id, jobs[1].id]
+    assert [s.id for s in rest.rows] == [jobs[3].id, late.id]
+    assert rest.next_after is None
 
 
 async def test_active_schedules_refuse_a_limit_below_one(store: Store) -> None:

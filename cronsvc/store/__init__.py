@@ -24,7 +24,7 @@ job owed at any instant can be worked out after the fact.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, NamedTuple, Protocol, TypeVar
@@ -113,6 +113,16 @@ class ActiveSchedule(NamedTuple):
     concurrency_policy: ConcurrencyPolicy
     misfire_policy: MisfirePolicy
     misfire_grace_seconds: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulePage:
+    """One page of `ScheduleSource.active_schedules`."""
+
+    rows: list[ActiveSchedule]
+    next_after: str | None
+    """The last id the page read, to pass back as `after`; None once the read
+    reached the end."""
 
 
 class ClaimOutcome(enum.Enum):
@@ -229,12 +239,18 @@ class ScheduleSource(Protocol):
         as `active_schedules` reads one (the dict in ascending id order)."""
 
     async def active_schedules(
-        self, after: str | None = None, limit: int = 20_000
-    ) -> list[ActiveSchedule]:
-        """At most `limit` (`ValueError` below 1) active jobs' schedules whose
-        id is greater than `after` (all when None), in ascending id order.
-        Read page by page, passing the last id back, so other calls go in
-        between."""
+        self,
+        after: str | None = None,
+        limit: int = 20_000,
+        *,
+        keep: Callable[[str], bool] | None = None,
+    ) -> SchedulePage:
+        """Reads at most `limit` (`ValueError` below 1) active jobs whose id is
+        greater than `after` (all when None), in ascending id order, and
+        answers the schedules of those whose id `keep` accepts (all when
+        None): an instance reads only the share it owns, without holding the
+        others' schedules. Read page by page, passing `next_after` back, so
+        other calls go in between."""
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         """The version of each of these jobs that exists and is active. A

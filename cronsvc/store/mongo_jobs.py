@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import bson
 import structlog
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -42,6 +45,7 @@ from cronsvc.store import (
     JobQuery,
     Keep,
     Page,
+    SchedulePage,
 )
 from cronsvc.store.common import (
     alerts_document,
@@ -74,6 +78,7 @@ REVISION_FIELDS = dict.fromkeys(
 )
 WITHOUT_HISTORY = {"schedule_history": 0}
 _SCHEDULE_FIELDS = dict.fromkeys(ActiveSchedule._fields[1:], 1)  # and `_id`, always sent
+_RAW_DOCUMENTS: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
 class MongoJobs(MongoPart):
@@ -313,28 +318,42 @@ class MongoSchedules(MongoPart):
             return {document["_id"]: document["version"] for document in await found.to_list()}
 
     async def active_schedules(
-        self, after: str | None = None, limit: int = 20_000
-    ) -> list[ActiveSchedule]:
+        self,
+        after: str | None = None,
+        limit: int = 20_000,
+        *,
+        keep: Callable[[str], bool] | None = None,
+    ) -> SchedulePage:
         check_limit(limit)
         with self._calling():
             selector: Doc = {"is_active": True}
             if after is not None:
                 selector["_id"] = {"$gt": after}
-            found = self._jobs.find(selector, _SCHEDULE_FIELDS).sort("_id", ASCENDING).limit(limit)
-            instants: dict[int, datetime] = {}
-            return [
-                ActiveSchedule(
-                    d["_id"],
-                    d["version"],
-                    d["cron_expression"],
-                    d["timezone"],
-                    cached_instant(instants, d["last_tick"]),
-                    ConcurrencyPolicy(d["concurrency_policy"]),
-                    MisfirePolicy(d["misfire_policy"]),
-                    int(d["misfire_grace_seconds"]),
+            raw = self._jobs.with_options(codec_options=_RAW_DOCUMENTS)
+            found = raw.find(selector, _SCHEDULE_FIELDS).sort("_id", ASCENDING).limit(limit)
+            page = await found.to_list()
+        # The page is held as its BSON and each document decoded alone: the
+        # jobs `keep` refuses (an owner's share is a fraction) are never
+        # held as Python objects, so an owner's memory is its share's.
+        instants: dict[int, datetime] = {}
+        rows: list[ActiveSchedule] = []
+        for document in page:
+            d = bson.decode(document.raw)
+            if keep is None or keep(d["_id"]):
+                rows.append(
+                    ActiveSchedule(
+                        d["_id"],
+                        d["version"],
+                        d["cron_expression"],
+                        d["timezone"],
+                        cached_instant(instants, d["last_tick"]),
+                        ConcurrencyPolicy(d["concurrency_policy"]),
+                        MisfirePolicy(d["misfire_policy"]),
+                        int(d["misfire_grace_seconds"]),
+                    )
                 )
-                for d in await found.to_list()
-            ]
+        last = bson.decode(page[-1].raw)["_id"] if len(page) == limit else None
+        return SchedulePage(rows=rows, next_after=last)
 
     async def current_versions(self, job_ids: Collection[str]) -> dict[str, int]:
         with self._calling():

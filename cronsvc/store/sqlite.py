@@ -58,6 +58,7 @@ from cronsvc.store import (
     JobQuery,
     Keep,
     Page,
+    SchedulePage,
     TickClaim,
 )
 from cronsvc.store.common import (
@@ -497,10 +498,14 @@ class SQLiteStore:
         return await self._run(_fetch_dict, _ACTIVE_VERSIONS_PAGE, (after or "", limit))
 
     async def active_schedules(
-        self, after: str | None = None, limit: int = 20_000
-    ) -> list[ActiveSchedule]:
+        self,
+        after: str | None = None,
+        limit: int = 20_000,
+        *,
+        keep: Callable[[str], bool] | None = None,
+    ) -> SchedulePage:
         check_limit(limit)
-        return await self._run(_do_active_schedules, after or "", limit)
+        return await self._run(_do_active_schedules, after or "", limit, keep)
 
     async def count_jobs(self) -> int:
         count: int = (await self._run(_fetch_all, _COUNT_JOBS, ()))[0][0]
@@ -900,24 +905,31 @@ def _delete(db: sqlite3.Connection, sql: str, row_id: str) -> bool:
     return is_valid_id(row_id) and _write(db, sql, (row_id,)) > 0
 
 
-def _do_active_schedules(db: sqlite3.Connection, after: str, limit: int) -> list[ActiveSchedule]:
+def _do_active_schedules(
+    db: sqlite3.Connection, after: str, limit: int, keep: Callable[[str], bool] | None
+) -> SchedulePage:
     # A million rows go through here at start-up: values are looked up, not
     # built (an Enum() per row was a large share of the read's CPU).
     instants: dict[int, datetime] = {}
     concurrency, misfire, make = _CONCURRENCY_POLICIES, _MISFIRE_POLICIES, ActiveSchedule
-    return [
-        make(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            instants.get(row[4]) or cached_instant(instants, row[4]),
-            concurrency[row[5]],
-            misfire[row[6]],
-            row[7],
-        )
-        for row in db.execute(_ACTIVE_SCHEDULES, (after, limit))
-    ]
+    read = db.execute(_ACTIVE_SCHEDULES, (after, limit)).fetchall()
+    return SchedulePage(
+        rows=[
+            make(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                instants.get(row[4]) or cached_instant(instants, row[4]),
+                concurrency[row[5]],
+                misfire[row[6]],
+                row[7],
+            )
+            for row in read
+            if keep is None or keep(row[0])
+        ],
+        next_after=read[-1][0] if len(read) == limit else None,
+    )
 
 
 def _do_claim_ticks(db: sqlite3.Connection, claims: list[TickClaim]) -> list[ClaimResult]:
