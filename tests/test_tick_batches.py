@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from cronsvc.clock import SystemClock
 from cronsvc.config import SchedulerConfig
-from cronsvc.domain import Job, JobSpec
+from cronsvc.domain import Job
 from cronsvc.health import Dependency, HealthMonitor
 from cronsvc.ids import new_id
 from cronsvc.metrics import Metrics
@@ -20,6 +20,7 @@ from cronsvc.ownership import Membership
 from cronsvc.scheduler import Scheduler
 from cronsvc.store import Store
 from cronsvc.ticks import DueTick, HandBack
+from tests.helpers_store import make_job
 
 JOBS = 12
 GOLDEN = (1 + math.sqrt(5)) / 2
@@ -44,15 +45,11 @@ class DriftingSink:
 
 
 def every_second_job() -> Job:
-    now = datetime.now(UTC)
-    return Job(
-        id=new_id(),
-        spec=JobSpec(
-            name=new_id(), cron_expression="* * * * * *", webhook_url="http://127.0.0.1:9/"
-        ),
-        created_at=now,
-        updated_at=now,
-        last_tick=now,
+    return make_job(
+        new_id(),
+        last_tick=datetime.now(UTC),
+        cron_expression="* * * * * *",
+        webhook_url="http://127.0.0.1:9/",
     )
 
 
