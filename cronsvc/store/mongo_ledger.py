@@ -94,9 +94,8 @@ class MongoClaims(MongoPart):
         # changes a claim's decision that the unique keys do not fence: the
         # records are inserted unread, and only a key found taken is looked up.
         watched = watched_jobs(live)
-        watching = bool(watched)
         stored, started = (
-            await self._claim_context(live, watched) if watching else (StoredClaims(), {})
+            await self._claim_context(live, watched) if watched else (StoredClaims(), {})
         )
         decision = decide_claims(checked, stored)
         results = list(decision.results)
@@ -106,7 +105,7 @@ class MongoClaims(MongoPart):
         # Lost its key to a concurrent writer: DUPLICATE. A later claim SKIPPED
         # on its account stands (the tick was claimed elsewhere).
         lost = await self._insert_claimed(claims, checked, decision)
-        answers = {} if watching else await self._answers_again(checked, lost)
+        answers = {} if watched else await self._answers_again(checked, lost)
         for position in lost:
             results[position] = answers.get(position, DUPLICATE)
         if decision.replacing:
