@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pymongo import MongoClient
 
 from bench.figures import DAY_S, Cadence, correct, shape_cadences, summarise
+from bench.mongo_ops import measure
 from bench.pinning import pin_apart
 from bench.receiver import Arrival, SocketReceiver
 from bench.run import run_once
@@ -123,6 +125,22 @@ async def test_cluster_run_fires_every_expected_tick_once_across_its_instances(
     assert correct(service), service
     assert result["instances"] == instances and service["expected_fires"] == 18
     assert {name for name in service["processes"] if name.startswith("cronsvc")} == names
+
+
+async def test_mongo_ops_times_each_call_of_a_batch_per_size_and_drops_its_database(
+    mongo_url: str,
+) -> None:
+    figures = await measure(mongo_url, [1, 3], rounds=2)
+
+    calls = {"read_jobs", "insert_records", "advance_last_ticks", "read_versions"}
+    calls |= {"mark_dispatched", "finish_records", "set_last_run"}
+    assert set(figures) == {"1", "3"}
+    for per_call in figures.values():
+        assert set(per_call) == calls | {"batch"}
+        assert per_call["batch"] == sum(per_call[name] for name in calls)
+    client: MongoClient[dict[str, object]] = MongoClient(mongo_url)
+    with client:
+        assert not [n for n in client.list_database_names() if n.startswith("bench_ops_")]
 
 
 @pytest.mark.e2e
