@@ -106,14 +106,27 @@ async def measure(url: str, sizes: list[int], rounds: int) -> dict[str, dict[str
     return figures
 
 
+def parse_sizes(text: str) -> list[int]:
+    """`--sizes`: whole numbers of at least 1, comma-separated, each once."""
+    try:
+        sizes = list(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"a batch holds at least one job: {text!r}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1,67,200", help="jobs in a batch, N1,N2,...")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default="1,67,200", help="jobs in a batch, N1,N2,..."
+    )
     parser.add_argument("--rounds", type=int, default=200, help="batches timed per size")
     args = parser.parse_args()
-    sizes = list(dict.fromkeys(int(s) for s in args.sizes.split(",")))
-    if any(s < 1 for s in sizes) or not 1 <= args.rounds <= 10_000:
-        parser.error("sizes must be at least 1 and rounds between 1 and 10000")
+    sizes: list[int] = args.sizes
+    if not 1 <= args.rounds <= 10_000:
+        parser.error("--rounds must be between 1 and 10000")
     url = os.environ.get(MONGODB_URL_ENV)
     if url:
         figures = uvloop.run(measure(url, sizes, args.rounds))

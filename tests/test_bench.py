@@ -4,6 +4,7 @@ was fired, never how fast: this machine's timings are no verdict."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -18,7 +19,7 @@ import pytest
 from pymongo import MongoClient
 
 from bench.figures import DAY_S, Cadence, correct, shape_cadences, summarise
-from bench.mongo_ops import measure
+from bench.mongo_ops import measure, parse_sizes
 from bench.pinning import pin_apart
 from bench.receiver import Arrival, SocketReceiver
 from bench.run import run_once
@@ -141,6 +142,14 @@ async def test_mongo_ops_times_each_call_of_a_batch_per_size_and_drops_its_datab
     client: MongoClient[dict[str, object]] = MongoClient(mongo_url)
     with client:
         assert not [n for n in client.list_database_names() if n.startswith("bench_ops_")]
+
+
+def test_mongo_ops_takes_batch_sizes_once_each_and_refuses_others_clearly() -> None:
+    assert parse_sizes("1,67,200,67") == [1, 67, 200]
+    with pytest.raises(argparse.ArgumentTypeError, match="not whole numbers"):
+        parse_sizes("1,x")
+    with pytest.raises(argparse.ArgumentTypeError, match="at least one job"):
+        parse_sizes("5,0")
 
 
 @pytest.mark.e2e
